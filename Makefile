@@ -1,0 +1,33 @@
+# Two commands: `make demo` runs the service on its embedded defaults; `make test` runs every test.
+# Each bootstraps its own virtual environment in .venv from nothing but Python 3.11+.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+.PHONY: demo test venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(BIN)/syndicate --config config/syndicate.toml check
+
+test: $(STAMP)
+	@bash tests/setup.sh "$(BIN)"
+	SYNDICATE_TEST_DATABASE_URL="$${SYNDICATE_TEST_DATABASE_URL:-$$($(BIN)/python tests/pg_url.py '$(PG_URL)')}" \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) var public

@@ -1,0 +1,5 @@
+"""`python -m syndicate` runs the CLI."""
+
+from syndicate.cli import main
+
+main()

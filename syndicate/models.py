@@ -1,0 +1,85 @@
+"""The typed values the pipeline stages hand each other: articles, categories, subscribers."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import PurePosixPath
+
+
+@dataclass(frozen=True, order=True)
+class Category:
+    """A category: `slug` identifies it (URLs, feeds, preferences); `name` is shown to people."""
+
+    slug: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article read from `content/`, ready for feeds, pages and digests.
+
+    `id` never changes when the title or body is edited; `published` and
+    `updated` are timezone-aware; `categories` keep the order they were written in.
+    """
+
+    id: str
+    slug: str
+    title: str
+    author: str
+    published: datetime
+    updated: datetime
+    categories: tuple[Category, ...]
+    body_html: str
+    summary: str
+    source: PurePosixPath
+    content_hash: str
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.published.tzinfo is None or self.updated.tzinfo is None:
+            raise ValueError(f"{self.source}: article datetimes must be timezone-aware")
+
+    @property
+    def category_slugs(self) -> tuple[str, ...]:
+        return tuple(c.slug for c in self.categories)
+
+
+class SubscriberStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class Frequency(enum.StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A subscriber as the digest and delivery stages see them.
+
+    `categories` are category slugs; `weekday` is 0 for Monday (weekly digests);
+    `high_water` is the newest article time already delivered to them (None before
+    their first digest).
+    """
+
+    id: int
+    email: str
+    name: str | None
+    status: SubscriberStatus
+    categories: tuple[str, ...]
+    frequency: Frequency
+    timezone: str
+    send_hour: int
+    weekday: int = 0
+    high_water: datetime | None = None
+    source: str = "cli"
+    created_at: datetime | None = None
+    status_changed_at: datetime | None = None

@@ -1,0 +1,35 @@
+"""Orchestration shared by the entry points: settings in, stage results out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from syndicate.articles import ReaderOptions
+from syndicate.config import Settings
+from syndicate.reader import CategoryRule, Corpus, read_corpus
+
+
+def reader_options(settings: Settings) -> ReaderOptions:
+    return ReaderOptions(
+        timezone=settings.site.timezone,
+        default_author=settings.site.author,
+        date_format=settings.content.date_format,
+        summary_length=settings.content.summary_length,
+    )
+
+
+def category_rules(settings: Settings) -> tuple[CategoryRule, ...]:
+    return tuple(
+        CategoryRule(slug=slug, title=rule.title, description=rule.description, aliases=rule.aliases)
+        for slug, rule in settings.categories.items()
+    )
+
+
+def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bool = True) -> Corpus:
+    """Every article of the content folder (or `folder`), read incrementally through the cache."""
+    return read_corpus(
+        folder or settings.content.folder,
+        reader_options(settings),
+        rules=category_rules(settings),
+        cache=settings.content.cache if use_cache and folder is None else None,
+    )

@@ -1,0 +1,49 @@
+"""Small text helpers shared by every stage: slugs, plain text from HTML, XML-safe strings."""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
+_TAG = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+# Characters XML 1.0 cannot carry: C0 controls but tab, newline and return; lone surrogates; U+FFFE/U+FFFF.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# Transliterations NFKD does not give (letters that are not a base letter plus an accent).
+_TRANSLIT = str.maketrans({
+    "ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "OE",
+    "đ": "d", "Đ": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "Th", "ð": "d", "Ð": "D", "ı": "i",
+})
+
+
+def slugify(name: str) -> str:
+    """`Army-Wars-Conflict Zones-Military Tech.` -> `army-wars-conflict-zones-military-tech`.
+
+    Lowercase ASCII, accents transliterated, every run of other characters one `-`,
+    trimmed. A name with no Latin letters or digits at all gives "" (callers decide).
+    """
+    ascii_text = unicodedata.normalize("NFKD", name.translate(_TRANSLIT)).encode("ascii", "ignore").decode("ascii")
+    return _NON_SLUG.sub("-", ascii_text.lower()).strip("-")
+
+
+def plain_text(fragment: str) -> str:
+    """The text of an HTML fragment: tags dropped, entities decoded, white space folded."""
+    return _SPACE.sub(" ", html.unescape(_TAG.sub(" ", fragment))).strip()
+
+
+def cut_at_word(text: str, limit: int) -> str:
+    """`text` cut at the last word boundary before `limit` characters, with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-–—") + "…"
+
+
+def xml_safe(text: str) -> str:
+    """`text` without the characters XML 1.0 cannot carry."""
+    return _XML_ILLEGAL.sub("", text)

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond Python packages, where this machine allows it.
+# Anything that cannot be installed makes the tests that need it skip with a reason.
+set -u
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "tests/setup.sh: installing Debian's chromium for the browser tests" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "tests/setup.sh: could not install chromium; browser tests will skip" >&2
+fi
+exit 0
