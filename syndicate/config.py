@@ -50,7 +50,7 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, validate_default=True)
 
 
 class SiteSettings(Section):
@@ -193,21 +193,21 @@ class Settings(Section):
     """The whole configuration; `path` is the file it came from (None for pure defaults)."""
 
     path: Path | None = None
-    site: SiteSettings = SiteSettings()
-    content: ContentSettings = ContentSettings()
+    site: SiteSettings = {}  # type: ignore[assignment]
+    content: ContentSettings = {}  # type: ignore[assignment]
     categories: dict[str, CategorySettings] = {}
-    output: OutputSettings = OutputSettings()
-    feeds: FeedSettings = FeedSettings()
-    database: DatabaseSettings = DatabaseSettings()
-    links: LinkSettings = LinkSettings()
-    digest: DigestSettings = DigestSettings()
-    email: EmailSettings = EmailSettings()
-    mail: MailSettings = MailSettings()
-    smtp: SmtpSettings = SmtpSettings()
-    outbox: OutboxSettings = OutboxSettings()
-    schedule: ScheduleSettings = ScheduleSettings()
-    http: HttpSettings = HttpSettings()
-    logging: LoggingSettings = LoggingSettings()
+    output: OutputSettings = {}  # type: ignore[assignment]
+    feeds: FeedSettings = {}  # type: ignore[assignment]
+    database: DatabaseSettings = {}  # type: ignore[assignment]
+    links: LinkSettings = {}  # type: ignore[assignment]
+    digest: DigestSettings = {}  # type: ignore[assignment]
+    email: EmailSettings = {}  # type: ignore[assignment]
+    mail: MailSettings = {}  # type: ignore[assignment]
+    smtp: SmtpSettings = {}  # type: ignore[assignment]
+    outbox: OutboxSettings = {}  # type: ignore[assignment]
+    schedule: ScheduleSettings = {}  # type: ignore[assignment]
+    http: HttpSettings = {}  # type: ignore[assignment]
+    logging: LoggingSettings = {}  # type: ignore[assignment]
 
     @property
     def base_folder(self) -> Path:

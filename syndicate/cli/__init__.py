@@ -52,6 +52,7 @@ pass_app = click.make_pass_decorator(AppContext)
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
     envvar="SYNDICATE_CONFIG",
     default=None,
     help="Config file (default: config/syndicate.toml, or $SYNDICATE_CONFIG).",

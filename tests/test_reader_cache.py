@@ -1,0 +1,95 @@
+"""The reader's cache: unchanged files are not parsed again; changes and removals are seen."""
+
+import os
+from pathlib import Path
+
+from syndicate.articles import ReaderOptions
+from syndicate.reader import read_corpus
+
+OPTIONS = ReaderOptions(timezone="UTC")
+TEMPLATE = "---\ntitle: {title}\ndate: 2026-11-0{day}T10:00:00Z\ncategories: [News]\n---\nBody {title}.\n"
+
+
+def corpus_dir(tmp_path: Path, count: int = 5) -> Path:
+    folder = tmp_path / "content"
+    folder.mkdir()
+    for i in range(1, count + 1):
+        (folder / f"a{i}.md").write_text(TEMPLATE.format(title=f"Article {i}", day=i))
+    return folder
+
+
+def test_warm_read_parses_nothing_and_gives_the_same_articles(tmp_path):
+    folder = corpus_dir(tmp_path)
+    cache = tmp_path / "var" / "cache" / "articles.pickle"
+    cold = read_corpus(folder, OPTIONS, cache=cache)
+    warm = read_corpus(folder, OPTIONS, cache=cache)
+    assert cold.parsed == 5 and warm.parsed == 0
+    assert warm.articles == cold.articles
+
+
+def test_one_changed_file_is_parsed_again(tmp_path):
+    folder = corpus_dir(tmp_path)
+    cache = tmp_path / "cache.pickle"
+    read_corpus(folder, OPTIONS, cache=cache)
+    (folder / "a3.md").write_text(TEMPLATE.format(title="Edited three", day=3))
+    corpus = read_corpus(folder, OPTIONS, cache=cache)
+    assert corpus.parsed == 1
+    assert "Edited three" in [a.title for a in corpus.articles]
+
+
+def test_touched_but_identical_file_is_not_parsed(tmp_path):
+    folder = corpus_dir(tmp_path)
+    cache = tmp_path / "cache.pickle"
+    read_corpus(folder, OPTIONS, cache=cache)
+    stat = (folder / "a2.md").stat()
+    os.utime(folder / "a2.md", ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    assert read_corpus(folder, OPTIONS, cache=cache).parsed == 0
+
+
+def test_removed_and_added_files(tmp_path):
+    folder = corpus_dir(tmp_path)
+    cache = tmp_path / "cache.pickle"
+    read_corpus(folder, OPTIONS, cache=cache)
+    (folder / "a1.md").unlink()
+    (folder / "new.md").write_text(TEMPLATE.format(title="New", day=9))
+    corpus = read_corpus(folder, OPTIONS, cache=cache)
+    assert corpus.parsed == 1
+    assert sorted(a.id for a in corpus.articles) == ["a2", "a3", "a4", "a5", "new"]
+
+
+def test_a_bad_file_stays_reported_from_the_cache_until_fixed(tmp_path):
+    folder = corpus_dir(tmp_path, 2)
+    cache = tmp_path / "cache.pickle"
+    (folder / "bad.md").write_text("---\ntitle: x\n---\n")
+    first = read_corpus(folder, OPTIONS, cache=cache)
+    second = read_corpus(folder, OPTIONS, cache=cache)
+    assert [str(p) for p in second.problems] == [str(p) for p in first.problems] == [f"{folder}/bad.md:1: missing date in front matter"]
+    (folder / "bad.md").write_text(TEMPLATE.format(title="Fixed", day=7))
+    assert not read_corpus(folder, OPTIONS, cache=cache).problems
+
+
+def test_changed_options_invalidate_the_cache(tmp_path):
+    folder = corpus_dir(tmp_path, 2)
+    cache = tmp_path / "cache.pickle"
+    read_corpus(folder, OPTIONS, cache=cache)
+    again = read_corpus(folder, ReaderOptions(timezone="UTC", default_author="Someone else"), cache=cache)
+    assert again.parsed == 2 and {a.author for a in again.articles} == {"Someone else"}
+
+
+def test_a_corrupt_cache_is_only_a_slower_read(tmp_path):
+    folder = corpus_dir(tmp_path, 2)
+    cache = tmp_path / "cache.pickle"
+    cache.write_bytes(b"not a pickle")
+    assert len(read_corpus(folder, OPTIONS, cache=cache).articles) == 2
+
+
+def test_parallel_parse_gives_the_same_result(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(450):
+        (folder / f"a{i:03d}.md").write_text(TEMPLATE.format(title=f"Article {i}", day=i % 9 + 1))
+    (folder / "zz-bad.md").write_text("")
+    parallel = read_corpus(folder, OPTIONS, workers=2)
+    serial = read_corpus(folder, OPTIONS, workers=1)
+    assert parallel.articles == serial.articles and len(parallel.articles) == 450
+    assert [str(p) for p in parallel.problems] == [f"{folder}/zz-bad.md:1: empty file"]
