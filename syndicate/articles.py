@@ -313,7 +313,7 @@ def _build(rel: PurePosixPath, raw: bytes, fields: _Fields, options: ReaderOptio
         categories=tuple(categories),
         body_html=body_html,
         summary=cut_at_word(plain_text(fields.summary), options.summary_length) if fields.summary else _summary(body_html, options.summary_length),
-        source=rel,
+        source=str(rel),
         content_hash=hashlib.sha256(raw).hexdigest(),
         url=fields.url,
     )

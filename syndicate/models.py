@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import PurePosixPath
 
 
 @dataclass(frozen=True, order=True)
@@ -33,7 +32,7 @@ class Article:
     categories: tuple[Category, ...]
     body_html: str
     summary: str
-    source: PurePosixPath
+    source: str  # path relative to the content folder, with / separators
     content_hash: str
     url: str | None = None
 

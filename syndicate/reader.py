@@ -7,12 +7,14 @@ parsed again: their Articles come from a cache under `var/`.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
 import pickle
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -24,7 +26,7 @@ from syndicate.text import slugify
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 3
 _PARALLEL_FROM = 400  # files to parse before a process pool pays for itself
 
 
@@ -55,65 +57,116 @@ class Corpus:
 
 @dataclass(frozen=True)
 class _Entry:
+    """What the cache knows of one file: its size, mtime and hash, and the result of parsing it."""
+
     size: int
     mtime_ns: int
     digest: str
     result: Article | Problem
 
 
-def _scan(folder: Path) -> list[tuple[PurePosixPath, os.stat_result]]:
-    """Every `*.md` below `folder`, recursively, sorted by relative path; hidden folders skipped."""
-    found: list[tuple[PurePosixPath, os.stat_result]] = []
-    stack = [(folder, PurePosixPath())]
+def _scan(folder: Path) -> list[tuple[str, os.stat_result]]:
+    """Every `*.md` below `folder`, recursively, as (relative posix path, stat), sorted by path.
+
+    Hidden files and folders are skipped.
+    """
+    found: list[tuple[str, os.stat_result]] = []
+    stack = [(str(folder), "")]
     while stack:
-        directory, rel = stack.pop()
+        directory, prefix = stack.pop()
         with os.scandir(directory) as entries:
             for entry in entries:
-                if entry.name.startswith("."):
+                name = entry.name
+                if name.startswith("."):
                     continue
                 if entry.is_dir():
-                    stack.append((Path(entry.path), rel / entry.name))
-                elif entry.name.endswith(".md") and entry.is_file():
-                    found.append((rel / entry.name, entry.stat()))
-    found.sort(key=lambda item: str(item[0]))
+                    stack.append((entry.path, f"{prefix}{name}/"))
+                elif name.endswith(".md") and entry.is_file():
+                    found.append((prefix + name, entry.stat()))
+    found.sort()
     return found
 
 
-def _parse_one(args: tuple[PurePosixPath, bytes, ReaderOptions]) -> Article | Problem:
+def _parse_one(args: tuple[str, bytes, ReaderOptions]) -> Article | Problem:
     rel, raw, options = args
     try:
-        return parse_article(rel, raw, options)
+        return parse_article(PurePosixPath(rel), raw, options)
     except ContentError as e:
         return e.problem
 
 
-def _parse_many(jobs: list[tuple[PurePosixPath, bytes, ReaderOptions]], workers: int | None) -> list[Article | Problem]:
+def _parse_many(jobs: list[tuple[str, bytes, ReaderOptions]], workers: int | None) -> list[Article | Problem]:
     if workers == 1 or len(jobs) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2:
         return [_parse_one(job) for job in jobs]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_parse_one, jobs, chunksize=64))
 
 
-def _load_cache(path: Path | None, options: ReaderOptions) -> dict[PurePosixPath, _Entry]:
-    if path is None:
-        return {}
-    try:
+class _Cache:
+    """Parsed articles by relative path, in a snapshot file plus a small journal of later changes.
+
+    A warm read with a few edits writes only the journal; the snapshot is rewritten when
+    the journal grows past a tenth of it.
+    """
+
+    def __init__(self, path: Path, options: ReaderOptions) -> None:
+        self.path = path
+        self.journal_path = path.with_name(path.name + ".journal")
+        self.stamp = (_CACHE_FORMAT, __version__, options)
+
+    def _read(self, path: Path) -> dict:
         with path.open("rb") as f:
-            stamp, entries = pickle.load(f)
-    except FileNotFoundError:
-        return {}
-    except Exception as e:  # a corrupt or foreign cache is only a slower read
-        log.warning("article cache %s unreadable (%s); reading every article", path, e)
-        return {}
-    return entries if stamp == (_CACHE_FORMAT, __version__, options) else {}
+            stamp, rows = pickle.load(f)
+        return rows if stamp == self.stamp else {}
+
+    def load(self) -> tuple[dict[str, _Entry], dict[str, _Entry | None]]:
+        """(entries, journal rows) from disk; an unreadable cache is only a slower read."""
+        try:
+            rows = self._read(self.path)
+        except FileNotFoundError:
+            return {}, {}
+        except Exception as e:
+            log.warning("article cache %s unreadable (%s); reading every article", self.path, e)
+            return {}, {}
+        journal: dict = {}
+        if rows:
+            try:
+                journal = self._read(self.journal_path)
+            except FileNotFoundError:
+                pass
+            except Exception as e:
+                log.warning("article cache journal %s unreadable (%s); reading every article", self.journal_path, e)
+                return {}, {}
+            rows.update(journal)
+        return {rel: entry for rel, entry in rows.items() if entry is not None}, journal
+
+    def save(self, entries: dict[str, _Entry], changed: dict[str, _Entry | None], journal: dict[str, _Entry | None]) -> None:
+        journal = {**journal, **changed}
+        if len(journal) * 10 <= len(entries):
+            self._write(self.journal_path, journal)
+        else:
+            self._write(self.path, entries)
+            self.journal_path.unlink(missing_ok=True)
+
+    def _write(self, path: Path, rows: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with temporary.open("wb") as f:
+            pickle.dump((self.stamp, rows), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(temporary, path)
 
 
-def _save_cache(path: Path, options: ReaderOptions, entries: dict[PurePosixPath, _Entry]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as f:
-        pickle.dump(((_CACHE_FORMAT, __version__, options), entries), f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(temporary, path)
+@contextmanager
+def _gc_paused():
+    """Creating tens of thousands of long-lived objects triggers the cyclic GC over and over,
+    scanning everything each time; none of them form cycles, so pause it meanwhile."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_corpus(
@@ -125,14 +178,20 @@ def read_corpus(
     workers: int | None = None,
 ) -> Corpus:
     """Read every article under `folder`; see the module docstring."""
-    folder = Path(folder)
+    with _gc_paused():
+        return _read_corpus(Path(folder), options, tuple(rules), cache, workers)
+
+
+def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule, ...], cache: Path | None, workers: int | None) -> Corpus:
     if not folder.is_dir():
         problem = Problem(folder, 0, "content folder not found")
         return Corpus((), (), (problem,), (), 0, 0)
-    cached = _load_cache(cache, options)
-    entries: dict[PurePosixPath, _Entry] = {}
-    jobs: list[tuple[PurePosixPath, bytes, ReaderOptions]] = []
-    pending: list[tuple[PurePosixPath, os.stat_result, str]] = []
+    store = _Cache(cache, options) if cache is not None else None
+    cached, journal = store.load() if store else ({}, {})
+    entries: dict[str, _Entry] = {}
+    changed: dict[str, _Entry | None] = {}
+    jobs: list[tuple[str, bytes, ReaderOptions]] = []
+    pending: list[tuple[str, os.stat_result, str]] = []
     for rel, stat in _scan(folder):
         old = cached.get(rel)
         if old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
@@ -141,27 +200,28 @@ def read_corpus(
         try:
             raw = (folder / rel).read_bytes()
         except OSError as e:
-            entries[rel] = _Entry(stat.st_size, stat.st_mtime_ns, "", Problem(rel, 0, f"cannot read: {e.strerror}"))
+            entries[rel] = _Entry(stat.st_size, stat.st_mtime_ns, "", Problem(Path(rel), 0, f"cannot read: {e.strerror}"))
             continue
         digest = hashlib.sha256(raw).hexdigest()
         if old is not None and old.digest == digest:
-            entries[rel] = replace(old, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            entries[rel] = changed[rel] = replace(old, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
             continue
         jobs.append((rel, raw, options))
         pending.append((rel, stat, digest))
     for (rel, stat, digest), result in zip(pending, _parse_many(jobs, workers)):
-        entries[rel] = _Entry(stat.st_size, stat.st_mtime_ns, digest, result)
-    if cache is not None and (jobs or entries.keys() != cached.keys() or any(entries[k] is not cached.get(k) for k in entries)):
+        entries[rel] = changed[rel] = _Entry(stat.st_size, stat.st_mtime_ns, digest, result)
+    changed.update({rel: None for rel in cached.keys() - entries.keys()})
+    if store is not None and changed:
         try:
-            _save_cache(cache, options, entries)
+            store.save(entries, changed, journal)
         except OSError as e:
             log.warning("cannot write article cache %s: %s", cache, e)
-    corpus = _assemble(folder, entries, tuple(rules))
+    corpus = _assemble(folder, entries, rules)
     log.info("read %d articles from %d files (%d parsed, %d problems)", len(corpus.articles), corpus.files, len(jobs), len(corpus.problems))
     return replace(corpus, parsed=len(jobs))
 
 
-def _assemble(folder: Path, entries: Mapping[PurePosixPath, _Entry], rules: tuple[CategoryRule, ...]) -> Corpus:
+def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[CategoryRule, ...]) -> Corpus:
     """Drop duplicate ids, unify categories by slug, apply the config's titles and aliases."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
@@ -187,25 +247,34 @@ def _assemble(folder: Path, entries: Mapping[PurePosixPath, _Entry], rules: tupl
 
     alias_to_slug = {slugify(alias): rule.slug for rule in rules for alias in rule.aliases}
     titles = {rule.slug: rule.title for rule in rules if rule.title}
-    names: dict[str, Category] = {}
+    by_slug: dict[str, Category] = {}
+    canonical: dict[Category, Category] = {}  # as written -> as shown; ~40 distinct in a corpus
+    shown_for: dict[tuple[Category, ...], tuple[Category, ...] | None] = {}  # None: already as shown
     resolved: list[Article] = []
     for article in unique:
-        categories: list[Category] = []
-        for category in article.categories:
-            slug = alias_to_slug.get(category.slug, category.slug)
-            known = names.get(slug)
-            if known is None:
-                known = names[slug] = Category(slug, titles.get(slug, category.name))
-            elif known.name != category.name and slug not in titles and category.slug == slug:
+        written = article.categories
+        if written not in shown_for:
+            for category in written:
+                if category in canonical:
+                    continue
+                slug = alias_to_slug.get(category.slug, category.slug)
+                known = by_slug.get(slug)
+                if known is None:
+                    known = by_slug[slug] = Category(slug, titles.get(slug, category.name))
+                canonical[category] = known
+            shown = tuple(dict.fromkeys(canonical[c] for c in written))
+            shown_for[written] = None if shown == written else shown
+        for category in written:
+            known = canonical[category]
+            if known.name != category.name and category.slug == known.slug and known.slug not in titles:
                 warnings.append(Problem(folder / article.source, 1, f"category {category.name!r} has the same slug as {known.name!r}; using {known.name!r}"))
-            if known not in categories:
-                categories.append(known)
-        resolved.append(replace(article, categories=tuple(categories)) if tuple(categories) != article.categories else article)
+        shown = shown_for[written]
+        resolved.append(article if shown is None else replace(article, categories=shown))
     resolved.sort(key=lambda a: (a.published, a.id), reverse=True)
     problems.sort(key=lambda p: (str(p.path), p.line))
     return Corpus(
         articles=tuple(resolved),
-        categories=tuple(sorted(names.values(), key=lambda c: c.slug)),
+        categories=tuple(sorted(by_slug.values(), key=lambda c: c.slug)),
         problems=tuple(problems),
         warnings=tuple(warnings),
         files=len(entries),

@@ -237,7 +237,7 @@ def test_duplicate_ids_name_both_files_and_keep_the_first(tmp_path):
     (tmp_path / "a.md").write_text(FRONT.replace("summary:", "id: same\nsummary:"))
     (tmp_path / "b.md").write_text(FRONT.replace("summary:", "id: same\nsummary:").replace("Riverside", "Other"))
     corpus = read_corpus(tmp_path, OPTIONS)
-    assert [a.source.name for a in corpus.articles] == ["a.md"]
+    assert [a.source for a in corpus.articles] == ["a.md"]
     assert sorted(str(p) for p in corpus.problems) == [
         f"{tmp_path}/a.md:1: duplicate article id 'same' (also in {tmp_path}/b.md)",
         f"{tmp_path}/b.md:1: duplicate article id 'same' (also in {tmp_path}/a.md); skipped",
