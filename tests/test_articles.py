@@ -12,7 +12,7 @@ from syndicate.articles import ReaderOptions, parse_article
 from syndicate.errors import ContentError
 from syndicate.reader import CategoryRule, read_corpus
 
-SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "samples" / "export-format-example.md"
+SAMPLE = Path(__file__).resolve().parent / "data" / "export-format-example.md"  # a copy of the shared sample
 OPTIONS = ReaderOptions(timezone="Europe/Paris", default_author="Site Desk")
 
 EXPORT = """
