@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,7 +270,15 @@ class SmtpTestServer:
         with self.lock:
             self.sessions += 1
             number = self.sessions
-        smtp = _SessionSMTP(
+        with warnings.catch_warnings():
+            # Implicit TLS: aiosmtpd cannot tell the transport is already TLS, and warns about AUTH without it.
+            warnings.simplefilter("ignore", UserWarning)
+            smtp = self._session(number)
+        self._live.add(smtp)
+        return smtp
+
+    def _session(self, number: int) -> SMTP:
+        return _SessionSMTP(
             _Handler(self),
             number=number,
             on_close=self._live.discard,
@@ -279,10 +288,8 @@ class SmtpTestServer:
             require_starttls=self.security == "starttls",
             authenticator=self._authenticate if self.username else None,
             auth_required=bool(self.username),
-            auth_require_tls=self.security != "none",
+            auth_require_tls=self.security == "starttls",
         )
-        self._live.add(smtp)
-        return smtp
 
     def _tls_context(self) -> ssl.SSLContext:
         assert self.cert is not None

@@ -13,7 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from syndicate.config import SmtpSettings, read_secret
 from syndicate.errors import MailAuthError, MailError, MailSecurityError, UsageError
@@ -118,9 +118,10 @@ class _Connection:
         endpoint = self._endpoint
         kind = smtplib.SMTP_SSL if endpoint.security == "tls" else smtplib.SMTP
         extra = {"context": endpoint.context} if endpoint.security == "tls" else {}
-        self._smtp = smtp = kind(local_hostname=endpoint.ehlo_name, timeout=endpoint.timeout, **extra)
         try:
-            smtp.connect(endpoint.host, endpoint.port)
+            # Given the host, the constructor connects (and reads the greeting); it leaves no socket open on failure.
+            smtp = kind(endpoint.host, endpoint.port, endpoint.ehlo_name, timeout=endpoint.timeout, **extra)
+            self._smtp = smtp
             smtp.ehlo_or_helo_if_needed()
             if endpoint.security == "starttls":
                 if not smtp.has_extn("starttls"):
@@ -254,6 +255,20 @@ class _Pacer:
             self._next = max(self._next, time.monotonic()) + self._interval
 
 
+@dataclass
+class _Run:
+    """The state of one send_messages call: its source, its own reply queue, what is in flight."""
+
+    source: Iterator[OutgoingMessage]
+    stop: threading.Event | None
+    window: int
+    pacer: _Pacer
+    results: queue.SimpleQueue[object] = field(default_factory=queue.SimpleQueue)
+    pending: int = 0
+    feeding: bool = True
+    fatal: BaseException | None = None
+
+
 class SmtpBackend(MailBackend):
     """Sends over `connections` parallel SMTP connections, one worker thread each.
 
@@ -353,57 +368,56 @@ class SmtpBackend(MailBackend):
         if not self._busy.acquire(blocking=False):
             raise UsageError("SmtpBackend.send_messages: another send on this backend is still running")
         opened_here = not self.is_open
-        results: queue.SimpleQueue[object] = queue.SimpleQueue()
-        pending = 0
+        run = _Run(iter(messages), stop, WINDOW_PER_CONNECTION * self.options.connections, _Pacer(self.options.rate))
         try:
             if opened_here:
                 self.open()
             self._abort.clear()
-            window = WINDOW_PER_CONNECTION * self.options.connections
-            pacer = _Pacer(self.options.rate)
-            source = iter(messages)
-            feeding, fatal = True, None
-            while feeding or pending:
-                feeding = feeding and fatal is None and not (stop is not None and stop.is_set())
-                wait = None
-                if feeding and pending < window:
-                    wait = pacer.delay()
-                    if wait <= 0:
-                        message = next(source, None)
-                        if message is None:
-                            feeding = False
-                        else:
-                            pacer.take()
-                            self._work.put((message, results))
-                            pending += 1
-                        continue
-                    if not pending:
-                        if stop is not None:
-                            stop.wait(wait)
-                        else:
-                            time.sleep(wait)
-                        continue
-                try:
-                    item = results.get(timeout=wait)
-                except queue.Empty:
-                    continue
-                pending -= 1
+            while (item := self._next_reply(run)) is not None:
                 if isinstance(item, SendResult):
                     self._log(item)
                     yield item
                 elif isinstance(item, _Fatal):
-                    fatal = fatal or item.error
-            if fatal is not None:
-                raise fatal
+                    run.fatal = run.fatal or item.error
+            if run.fatal is not None:
+                raise run.fatal
         finally:
-            self._take_back(results, pending)
+            self._take_back(run)
             if opened_here:
                 self.close()
             self._busy.release()
 
-    def _take_back(self, results: queue.SimpleQueue[object], pending: int) -> None:
+    def _next_reply(self, run: _Run) -> object | None:
+        """Hand messages to the workers as the window and the rate allow; the next worker reply, or None at the end."""
+        while True:
+            run.feeding = run.feeding and run.fatal is None and not (run.stop is not None and run.stop.is_set())
+            if not run.feeding and not run.pending:
+                return None
+            wait = None
+            if run.feeding and run.pending < run.window:
+                wait = run.pacer.delay()
+                if wait <= 0:
+                    message = next(run.source, None)
+                    if message is None:
+                        run.feeding = False
+                    else:
+                        run.pacer.take()
+                        self._work.put((message, run.results))
+                        run.pending += 1
+                    continue
+                if not run.pending:
+                    _ = run.stop.wait(wait) if run.stop is not None else time.sleep(wait)
+                    continue
+            try:
+                item = run.results.get(timeout=wait)
+            except queue.Empty:
+                continue
+            run.pending -= 1
+            return item
+
+    def _take_back(self, run: _Run) -> None:
         """The caller stopped listening early: unstarted messages go back, in-flight ones finish unreported."""
-        while pending:
+        while run.pending:
             try:
                 item = self._work.get_nowait()
             except queue.Empty:
@@ -411,9 +425,10 @@ class SmtpBackend(MailBackend):
             if item is None:  # never happens while a send runs; keep the sentinel anyway
                 self._work.put(None)
                 break
-            pending -= 1
-        for _ in range(pending):
-            results.get()
+            run.pending -= 1
+        for _ in range(run.pending):
+            run.results.get()
+        run.pending = 0
 
     @staticmethod
     def _log(result: SendResult) -> None:
