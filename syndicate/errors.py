@@ -88,7 +88,8 @@ class MailAuthError(MailError):
     def __init__(self, server: str, username: str, reply: str) -> None:
         super().__init__(
             f"SMTP server {server} refused login for user {username!r}: {reply}",
-            hint="check [smtp] username and the password in the environment variable named by [smtp] password_env",
+            hint="check [smtp] username (the server may require one) and the password in the environment "
+            "variable named by [smtp] password_env",
         )
         self.server = server
         self.username = username

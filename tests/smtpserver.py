@@ -5,10 +5,10 @@
         ...send to server.port...
         assert server.received[0].data == message_bytes
 
-Fault modes (`server.faults`): 421 on connect; a chosen code after RCPT or after DATA
-for chosen recipients; the connection dropped during DATA; `go_down()` / `come_back()`
+Fault modes (`server.faults`): 421 on connect; a chosen code after MAIL for a sender, after
+RCPT or after DATA for chosen recipients; the connection dropped during DATA; `go_down()` / `come_back()`
 (refused connections, then the same port again); `strict=True` rejects lines over 998
-bytes and bare CR/LF in the message. Fixtures: `tls_ca`, `smtp_server` (a factory).
+bytes and bare CR/LF in the message; `data_delay` makes it slow to answer DATA. Fixtures: `tls_ca`, `smtp_server` (a factory).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class Faults:
 
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _connect: list[_Rule] = field(default_factory=list)
+    _mail: dict[str, _Rule] = field(default_factory=dict)
     _rcpt: dict[str, _Rule] = field(default_factory=dict)
     _data: dict[str, _Rule] = field(default_factory=dict)
     _drop: dict[str, _Rule] = field(default_factory=dict)
@@ -70,6 +71,11 @@ class Faults:
         """Greet the next `times` connections with `code` and hang up."""
         with self._lock:
             self._connect.append(_Rule(code, times))
+
+    def mail(self, address: str, code: int, times: int | None = None) -> None:
+        """Answer MAIL FROM:<address> with `code` (`times` times, or always)."""
+        with self._lock:
+            self._mail[address.lower()] = _Rule(code, times)
 
     def rcpt(self, address: str, code: int, times: int | None = None) -> None:
         """Answer RCPT TO:<address> with `code` (`times` times, or always)."""
@@ -89,6 +95,7 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._connect.clear()
+            self._mail.clear()
             self._rcpt.clear()
             self._data.clear()
             self._drop.clear()
@@ -124,6 +131,14 @@ class _Handler:
 
     def __init__(self, server: SmtpTestServer) -> None:
         self.server = server
+
+    async def handle_MAIL(self, smtp: SMTP, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        code = self.server.faults.code_for("mail", [address])
+        if code is not None:
+            return f"{code} {'4.3.0 try again later' if code < 500 else '5.7.1 sender not allowed'}: <{address}>"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, smtp: SMTP, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         code = self.server.faults.code_for("rcpt", [address])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from syndicate.config import default_settings, settings_from_mapping
-from syndicate.errors import MailAuthError, MailSecurityError, MissingSecretError, UsageError
+from syndicate.errors import MailAuthError, MailError, MailSecurityError, MissingSecretError, UsageError
 from syndicate.mail import (
     ConsoleBackend,
     FileBackend,
@@ -240,6 +240,16 @@ def test_a_wrong_password_raises_naming_server_and_user_and_nothing_is_sent(smtp
     assert results == [] and server.received == []
 
 
+def test_a_server_requiring_login_when_none_is_configured_stops_the_run(smtp_server, tls_ca, tmp_path) -> None:
+    server = smtp_server(security="starttls", cert=tls_ca.issue_cert("127.0.0.1"), username="ann", password="s3cret")
+    backend = smtp_backend(server, security="starttls", ca_file=str(write_ca(tls_ca, tmp_path)))
+    results = []
+    with pytest.raises(MailAuthError, match="user '\\(none\\)': 530") as raised:
+        results.extend(backend.send_messages(message(n) for n in range(5)))
+    assert "username" in (raised.value.hint or "")
+    assert results == [] and server.received == []
+
+
 def test_a_missing_password_variable_is_reported_before_connecting(smtp_server) -> None:
     server = smtp_server()
     backend = smtp_backend(server, username="ann", password_env="NO_SUCH_VARIABLE_SET", environ={})
@@ -284,6 +294,7 @@ def test_the_strict_server_really_refuses_bare_line_feeds_and_long_lines(smtp_se
 FAULTS = [
     # (fault, (outcome, code))
     ("connect 421", ("retry", 421)),
+    ("mail 451", ("retry", 451)),
     ("rcpt 450", ("retry", 450)),
     ("rcpt 451", ("retry", 451)),
     ("rcpt 452", ("retry", 452)),
@@ -304,16 +315,27 @@ def test_each_fault_ends_in_the_right_outcome_and_the_next_message_still_goes(sm
         server.faults.refuse_connections(1, int(code))
     elif stage == "drop":
         server.faults.drop_in_data("victim@example.org")
+    elif stage == "mail":
+        server.faults.mail(SENDER, int(code), times=1)
     else:
         getattr(server.faults, stage)("victim@example.org", int(code))
     with smtp_backend(server, connections=1) as backend:
         results = list(backend.send_messages([victim, other]))
     assert [(r.key, r.outcome, r.code) for r in results] == [("delivery-1", *expected), ("delivery-2", "sent", 250)]
     assert [r.recipients for r in server.received] == [("other@example.org",)]
-    if stage in ("rcpt", "data"):
+    if stage in ("mail", "rcpt", "data"):
         assert server.sessions == 1 and server.rsets == 1, "the connection is reused after an RSET"
     if stage == "drop":
         assert server.sessions == 2, "a dropped connection is replaced"
+
+
+def test_a_refused_sender_stops_the_run_instead_of_failing_every_subscriber(smtp_server) -> None:
+    server = smtp_server()
+    server.faults.mail(SENDER, 553)
+    results = []
+    with pytest.raises(MailError, match=f"refuses sender '{SENDER}': 553"):
+        results.extend(smtp_backend(server).send_messages(message(n) for n in range(30)))
+    assert results == [] and server.received == []
 
 
 def test_a_temporary_refusal_is_sent_on_the_retry_and_arrives_once(smtp_server) -> None:

@@ -171,6 +171,7 @@ class _Connection:
             return SendResult(message.key, message.message_id, "failed", None, str(e))
         if code != 250:
             self._reset(code)
+            self._check_sender_refusal(message, code, _text(reply))
             return _result(message, code, f"MAIL FROM refused: {code} {_text(reply)}")
         accepted, refused = self._recipients(smtp, message)
         if not accepted:
@@ -186,6 +187,22 @@ class _Connection:
         if self._count >= self._endpoint.max_per_connection:
             self.close()
         return _result(message, code, _text(reply), refused=tuple(refused))
+
+    def _check_sender_refusal(self, message: OutgoingMessage, code: int, reply: str) -> None:
+        """A permanent refusal of MAIL FROM is about our login or sender, not this recipient: stop the run.
+
+        Reporting it as this message's failure would count a hard failure against every
+        subscriber in turn (and bounce them) for what is a configuration problem.
+        """
+        if not 500 <= code < 600:
+            return
+        endpoint = self._endpoint
+        if code == 530 or (endpoint.username is None and "auth" in reply.lower()):
+            raise MailAuthError(endpoint.label, endpoint.username or "(none)", f"{code} {reply}")
+        raise MailError(
+            f"SMTP server {endpoint.label} refuses sender {message.sender!r}: {code} {reply}",
+            hint="check [mail] from and that the server lets this account send as that address",
+        )
 
     def _recipients(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> tuple[list[str], list[RecipientRefusal]]:
         accepted: list[str] = []
