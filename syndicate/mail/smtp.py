@@ -71,9 +71,11 @@ def _outcome(code: int) -> Outcome:
     return "failed" if 500 <= code < 600 else "retry"
 
 
-def _result(message: OutgoingMessage, code: int | None, reply: str, **extra: object) -> SendResult:
+def _result(
+    message: OutgoingMessage, code: int | None, reply: str, refused: tuple[RecipientRefusal, ...] = ()
+) -> SendResult:
     outcome: Outcome = "retry" if code is None else _outcome(code)
-    return SendResult(message.key, message.message_id, outcome, code, reply, **extra)  # type: ignore[arg-type]
+    return SendResult(message.key, message.message_id, outcome, code, reply, refused)
 
 
 class _Connection:
