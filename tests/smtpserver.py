@@ -36,6 +36,7 @@ class Received:
     session: int
     sender: str
     recipients: tuple[str, ...]
+    options: tuple[str, ...]
     data: bytes
     tls: bool
     user: str | None
@@ -252,6 +253,7 @@ class SmtpTestServer:
                     session=session.number,
                     sender=envelope.mail_from,
                     recipients=tuple(envelope.rcpt_tos),
+                    options=tuple(envelope.mail_options),
                     data=envelope.original_content,
                     tls=session.ssl is not None or self.security == "tls",
                     user=session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None,
@@ -298,6 +300,7 @@ class SmtpTestServer:
             number=number,
             on_close=self._live.discard,
             hostname="smtp.test",
+            enable_SMTPUTF8=True,
             loop=self._loop,
             tls_context=self._tls_context() if self.security == "starttls" else None,
             require_starttls=self.security == "starttls",

@@ -177,6 +177,16 @@ def test_the_configured_name_picks_the_backend(tmp_path: Path) -> None:
         make_backend(default_settings(tmp_path), backend="smtp", connections=0)
 
 
+def test_file_backend_reports_a_write_it_could_not_make_as_retry(tmp_path: Path) -> None:
+    backend = FileBackend(tmp_path / "outbox")
+    with backend:
+        (tmp_path / "outbox" / "new").rmdir()
+        (tmp_path / "outbox" / "new").write_text("not a folder")
+        [result] = backend.send_messages([message(1)])
+    assert result.outcome == "retry" and "cannot write" in result.reply
+    assert list((tmp_path / "outbox" / "tmp").iterdir()) == []
+
+
 def test_file_backend_uses_a_maildir_layout(tmp_path: Path) -> None:
     backend = FileBackend(tmp_path / "outbox")
     [result] = backend.send_messages([message(1)])
@@ -286,6 +296,16 @@ def test_the_strict_server_really_refuses_bare_line_feeds_and_long_lines(smtp_se
     assert "bare" in results["delivery-1"].reply
     assert results["delivery-2"].outcome == "failed" and results["delivery-2"].code in (500, 550)
     assert server.received == []
+
+
+def test_eight_bit_content_and_international_addresses_are_declared(smtp_server) -> None:
+    server = smtp_server()
+    data = "Subject: Café\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nÇa va, José ?\r\n".encode()
+    sent = OutgoingMessage("intl", SENDER, ("josé@exemple.fr",), data, "<intl@news.test>")
+    assert [r.outcome for r in smtp_backend(server).send_messages([sent])] == ["sent"]
+    [received] = server.received
+    assert received.recipients == ("josé@exemple.fr",) and received.data == data
+    assert {"BODY=8BITMIME", "SMTPUTF8"} <= set(received.options)
 
 
 # --- SMTP: faults from a misbehaving server --------------------------------------------------------------
@@ -437,3 +457,10 @@ def test_a_caller_that_stops_listening_leaves_the_rest_unsent(smtp_server) -> No
     assert later[0].outcome == "sent"
     received = {r.recipients[0] for r in server.received}
     assert "reader500@example.org" in received and len(received) <= 1 + 3
+
+
+def test_console_backend_writes_to_stdout_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    [result] = ConsoleBackend().send_messages([message(1)])
+    out = capsys.readouterr().out
+    assert result.outcome == "sent"
+    assert "Envelope-To: reader1@example.org\nFrom: Syndicate" in out and "Hello 1\n" in out and "\r" not in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +70,7 @@ def make_backend(settings: Settings, **overrides: Any) -> MailBackend:
     if factory is None:
         raise UsageError(f"unknown mail backend {name!r} (expected one of {', '.join(BACKENDS)})")
     try:
-        return factory(settings, **overrides)
+        inspect.signature(factory).bind(settings, **overrides)
     except TypeError as e:
         raise UsageError(f"mail backend {name!r}: bad override: {e}") from None
+    return factory(settings, **overrides)
