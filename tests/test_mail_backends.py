@@ -177,6 +177,13 @@ def test_the_configured_name_picks_the_backend(tmp_path: Path) -> None:
         make_backend(default_settings(tmp_path), backend="smtp", connections=0)
 
 
+def test_a_message_without_recipients_is_refused_when_built() -> None:
+    with pytest.raises(UsageError, match="delivery-x: recipients must be a non-empty tuple"):
+        OutgoingMessage("delivery-x", SENDER, (), b"Subject: x\r\n\r\n", "<x@news.test>")
+    with pytest.raises(UsageError):
+        OutgoingMessage("delivery-x", SENDER, "reader@example.org", b"Subject: x\r\n\r\n", "<x@news.test>")  # type: ignore[arg-type]
+
+
 def test_file_backend_reports_a_write_it_could_not_make_as_retry(tmp_path: Path) -> None:
     backend = FileBackend(tmp_path / "outbox")
     with backend:

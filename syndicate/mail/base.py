@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Literal
 
+from syndicate.errors import UsageError
+
 Outcome = Literal["sent", "retry", "failed"]
 
 
@@ -24,6 +26,10 @@ class OutgoingMessage:
     recipients: tuple[str, ...]
     data: bytes
     message_id: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipients, str) or not self.recipients:
+            raise UsageError(f"message {self.key}: recipients must be a non-empty tuple of addresses")
 
 
 @dataclass(frozen=True)
