@@ -76,3 +76,31 @@ class UsageError(SyndicateError):
     """A command-line argument or API value is invalid."""
 
     exit_code = 2
+
+
+class MailError(SyndicateError):
+    """The mail backend cannot work at all as configured (not one message's fate, which is a SendResult)."""
+
+
+class MailAuthError(MailError):
+    """The SMTP server refused our login; nothing was sent on that connection."""
+
+    def __init__(self, server: str, username: str, reply: str) -> None:
+        super().__init__(
+            f"SMTP server {server} refused login for user {username!r}: {reply}",
+            hint="check [smtp] username (the server may require one) and the password in the environment "
+            "variable named by [smtp] password_env",
+        )
+        self.server = server
+        self.username = username
+
+
+class MailSecurityError(MailError):
+    """TLS with the SMTP server failed (certificate not trusted, STARTTLS not offered, ...)."""
+
+    def __init__(self, server: str, reason: str) -> None:
+        super().__init__(
+            f"SMTP server {server}: secure connection failed: {reason}",
+            hint="check [smtp] security and host; set [smtp] ca_file to trust a private CA",
+        )
+        self.server = server

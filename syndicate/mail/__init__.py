@@ -1,0 +1,76 @@
+"""Mail backends chosen by name from `[mail] backend`: smtp, file, console, memory."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from syndicate.config import Settings, SmtpSettings
+from syndicate.errors import UsageError
+from syndicate.mail.base import MailBackend, OutgoingMessage, RecipientRefusal, SendResult
+from syndicate.mail.console import ConsoleBackend
+from syndicate.mail.file import FileBackend
+from syndicate.mail.memory import MemoryBackend
+from syndicate.mail.smtp import SmtpBackend
+
+__all__ = [
+    "BACKENDS",
+    "ConsoleBackend",
+    "FileBackend",
+    "MailBackend",
+    "MemoryBackend",
+    "OutgoingMessage",
+    "RecipientRefusal",
+    "SendResult",
+    "SmtpBackend",
+    "make_backend",
+]
+
+
+def _smtp(settings: Settings, environ: Any = None, **overrides: Any) -> SmtpBackend:
+    """`overrides` replace [smtp] keys (validated like the file); `environ` stands in for os.environ."""
+    try:
+        options = SmtpSettings.model_validate({**settings.smtp.model_dump(), **overrides})
+    except ValidationError as e:
+        raise UsageError(f"smtp backend overrides: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
+    return SmtpBackend(options, environ=environ)
+
+
+def _file(settings: Settings, folder: Any = None) -> FileBackend:
+    return FileBackend(folder if folder is not None else settings.mail.folder)
+
+
+def _console(settings: Settings, stream: Any = None) -> ConsoleBackend:
+    return ConsoleBackend(stream)
+
+
+def _memory(settings: Settings) -> MemoryBackend:
+    return MemoryBackend()
+
+
+BACKENDS: dict[str, Callable[..., MailBackend]] = {
+    "smtp": _smtp,
+    "file": _file,
+    "console": _console,
+    "memory": _memory,
+}
+
+
+def make_backend(settings: Settings, **overrides: Any) -> MailBackend:
+    """The backend named by `[mail] backend`, built from settings; `backend=NAME` picks another.
+
+    Overrides per backend: smtp takes any [smtp] key and `environ`; file takes `folder`;
+    console takes `stream`; memory takes none.
+    """
+    name = overrides.pop("backend", settings.mail.backend)
+    factory = BACKENDS.get(name)
+    if factory is None:
+        raise UsageError(f"unknown mail backend {name!r} (expected one of {', '.join(BACKENDS)})")
+    try:
+        inspect.signature(factory).bind(settings, **overrides)
+    except TypeError as e:
+        raise UsageError(f"mail backend {name!r}: bad override: {e}") from None
+    return factory(settings, **overrides)
