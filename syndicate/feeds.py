@@ -7,6 +7,7 @@ stamps `now` by default; it is overridden with the newest item's `updated`).
 
 from __future__ import annotations
 
+import html
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -92,10 +93,9 @@ def _add_entry(fg: FeedGenerator, article: Article, urls: SiteUrls) -> None:
     entry.title(xml_safe(article.title))
     entry.link(href=urls.article(article), rel="alternate", type="text/html")
     entry.content(xml_safe(article.body_html), type="html")  # RSS: content:encoded
-    if article.summary:
-        entry.summary(xml_safe(article.summary))  # RSS: description
-    else:
-        entry.description(xml_safe(article.title), isSummary=True)
+    # The summary is plain text; RSS <description> is HTML, so it goes in escaped (Atom says type="html").
+    summary = html.escape(xml_safe(article.summary or article.title), quote=False)
+    entry.summary(summary, type="html")  # RSS: description
     entry.author(name=xml_safe(article.author))  # Atom; RSS <author> needs an e-mail, so dc:creator
     entry.dc.dc_creator(xml_safe(article.author))
     entry.published(article.published)  # RSS pubDate
