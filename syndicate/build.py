@@ -230,6 +230,7 @@ def _produce_all(outputs: list[_Output], site: _Site, folder: Path, workers: int
     if (workers < 2 or len(outputs) < PARALLEL_FROM or threading.active_count() > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
         return _produce(outputs, site, folder)
+    log.info("rendering %d files in %d processes", len(outputs), workers)
     context = multiprocessing.get_context("fork")
     chunks = [outputs[i::workers] for i in range(workers)]  # interleaved: feeds spread over workers
     children = []
