@@ -24,7 +24,7 @@ from syndicate import __version__
 from syndicate.config import Settings
 from syndicate.errors import Problem
 from syndicate.feeds import FeedSpec, SiteInfo, render_feed, render_opml
-from syndicate.files import remove_file, write_atomic
+from syndicate.files import publish, remove_file, write_atomic
 from syndicate.models import Article, Category
 from syndicate.pages import CategoryEntry, SitePages, template_fingerprint
 from syndicate.pipeline import load_corpus
@@ -210,8 +210,7 @@ def _produce(outputs: Sequence[_Output], site: _Site, folder: Path) -> list[_Res
     for output in outputs:
         target = folder / output.path
         try:
-            written = write_atomic(target, RENDERERS[output.kind](site, output.key))
-            stat = target.stat()
+            written, stat = publish(target, RENDERERS[output.kind](site, output.key))
             results.append((output.path, written, stat.st_size, stat.st_mtime_ns, None))
         except Exception as e:  # one failing file never stops the others
             log.exception("cannot build %s", target)

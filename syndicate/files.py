@@ -9,7 +9,7 @@ HTTP validators derived from it) stays.
 from __future__ import annotations
 
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 FILE_MODE = 0o644  # temporary files are created 0600; published files are world-readable
@@ -20,20 +20,27 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = False) -> bool:
 
     `durable` also flushes the bytes to disk before the rename (slower; survives a power cut).
     """
+    return publish(path, data, durable=durable)[0]
+
+
+def publish(path: Path, data: bytes, *, durable: bool = False) -> tuple[bool, os.stat_result]:
+    """`write_atomic`, also returning the file's stat afterwards (size and mtime, for build manifests)."""
     try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
+        current = os.stat(path)
+        if current.st_size == len(data) and path.read_bytes() == data:
+            return False, current
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = _create(temporary)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
             f.write(data)
+            f.flush()
             if durable:
-                f.flush()
                 os.fsync(f.fileno())
-        os.chmod(temporary, FILE_MODE)
+            written = os.fstat(f.fileno())  # a rename keeps size and mtime
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -41,7 +48,19 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = False) -> bool:
         except FileNotFoundError:
             pass
         raise
-    return True
+    return True, written
+
+
+def _create(temporary: Path) -> int:
+    """A new, empty file at `temporary`, creating its folder if needed; a stale one from a crash is replaced."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(temporary, flags, FILE_MODE)
+    except FileNotFoundError:
+        temporary.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        temporary.unlink()
+    return os.open(temporary, flags, FILE_MODE)
 
 
 def remove_file(path: Path, *, stop: Path) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import jinja2
+import markupsafe
 
 from syndicate.feeds import FORMAT_NAMES, MEDIA_TYPES, SiteInfo
 from syndicate.models import Article, Category
@@ -21,7 +22,7 @@ from syndicate.text import xml_safe
 from syndicate.urls import SITE_FEED, SiteUrls
 
 TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent / "templates" / "site"
-TEMPLATES = ("base.html.j2", "_article_list.html.j2", "index.html.j2", "category.html.j2", "article.html.j2")
+TEMPLATES = ("base.html.j2", "_feeds.html.j2", "_article_list.html.j2", "index.html.j2", "category.html.j2", "article.html.j2")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,14 @@ class FeedLink:
     url: str
     media_type: str
     format_name: str
+
+
+@dataclass(frozen=True)
+class FeedMarkup:
+    """The feed links of a page, rendered: `<link rel="alternate">` lines for the head, anchors for the footer."""
+
+    head: markupsafe.Markup
+    footer: markupsafe.Markup
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class SitePages:
     formats: tuple[str, ...]
     folder: Path = TEMPLATE_FOLDER
     environment: jinja2.Environment = field(init=False, repr=False, compare=False)
+    # Feed links rendered once per feed group (every page repeats them): slug -> (head, footer).
+    _feed_markup: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         environment = jinja2.Environment(
@@ -81,6 +92,19 @@ class SitePages:
             for fmt in self.formats
         )
 
+    def _feeds(self, groups: Sequence[tuple[str, str]]) -> FeedMarkup:
+        """The rendered links to the feed groups `(slug, title)`, in order."""
+        parts = []
+        for slug, title in groups:
+            if slug not in self._feed_markup:
+                template = self.environment.get_template("_feeds.html.j2")
+                links = self.feed_links(slug, title)
+                self._feed_markup[slug] = (template.render(where="head", feeds=links).strip("\n"),
+                                           template.render(where="footer", feeds=links).strip("\n"))
+            parts.append(self._feed_markup[slug])
+        return FeedMarkup(markupsafe.Markup("\n".join(h for h, _ in parts)),
+                          markupsafe.Markup(",\n".join(f for _, f in parts)))
+
     def _render(self, template: str, **values: object) -> bytes:
         html = self.environment.get_template(template).render(site=self.site, urls=self.urls, **values)
         return xml_safe(html).encode("utf-8")
@@ -89,20 +113,18 @@ class SitePages:
         """The front page: every category with its feeds, then the newest articles."""
         return self._render(
             "index.html.j2", categories=categories, articles=newest,
-            feeds=self.feed_links(SITE_FEED, self.site.title),
+            feeds=self._feeds([(SITE_FEED, self.site.title)]),
         )
 
     def category(self, category: Category, description: str, articles: Sequence[Article]) -> bytes:
         """A category page listing `articles` (newest first), with its feeds and the site's."""
-        feeds = self.feed_links(category.slug, f"{self.site.title}: {category.name}") + self.feed_links(SITE_FEED, self.site.title)
+        feeds = self._feeds([(category.slug, f"{self.site.title}: {category.name}"), (SITE_FEED, self.site.title)])
         return self._render("category.html.j2", category=category, description=description, articles=articles, feeds=feeds)
 
     def article(self, article: Article) -> bytes:
         """An article page, with the feeds of each of its categories and the site's."""
-        feeds = tuple(
-            link for category in article.categories
-            for link in self.feed_links(category.slug, f"{self.site.title}: {category.name}")
-        ) + self.feed_links(SITE_FEED, self.site.title)
+        groups = [(c.slug, f"{self.site.title}: {c.name}") for c in article.categories]
+        feeds = self._feeds(groups + [(SITE_FEED, self.site.title)])
         return self._render("article.html.j2", article=article, feeds=feeds)
 
 
