@@ -25,6 +25,7 @@ import argparse
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -126,13 +127,19 @@ def prepare(work: Path, count: int) -> None:
     (work / "pelicanconf.py").write_text(PELICAN_CONF.replace("{cache!r}", repr(str(work / "pelican-cache"))))
 
 
-def timed(command: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process and every worker it waited for)."""
+    cpu, start = _children_cpu(), time.perf_counter()
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return elapsed
+    return elapsed, _children_cpu() - cpu
 
 
 def edit_title(path: Path, pattern: str, round_: int) -> None:
@@ -146,7 +153,7 @@ def edited(work: Path, folder: str) -> Path:
     return files[len(files) // 2]
 
 
-def bench_syndicate(work: Path) -> dict[str, float]:
+def bench_syndicate(work: Path) -> dict[str, tuple[float, float]]:
     command = [sys.executable, "-m", "syndicate", "--config", str(work / "syndicate.toml"), "build"]
     env_cwd = REPO  # the package is run from the repository (it need not be installed)
     shutil.rmtree(work / "var", ignore_errors=True)
@@ -157,7 +164,7 @@ def bench_syndicate(work: Path) -> dict[str, float]:
     return results
 
 
-def bench_pelican(work: Path) -> dict[str, float]:
+def bench_pelican(work: Path) -> dict[str, tuple[float, float]]:
     pelican = Path(sys.executable).with_name("pelican")
     command = [str(pelican), str(work / "pelican-content"), "-s", str(work / "pelicanconf.py"),
                "-o", str(work / "pelican-output"), "-q"]
@@ -192,13 +199,16 @@ def main() -> None:
     ours = bench_syndicate(work)
     theirs = {} if args.skip_pelican else bench_pelican(work)
     print(f"{args.count} articles, {machine()}, Pelican {pelican_version() if theirs else '(skipped)'}\n")
-    print("| scenario | syndicate (s) | Pelican (s) | Pelican / syndicate |")
-    print("|---|---:|---:|---:|")
-    for scenario, seconds in ours.items():
-        other = theirs.get(scenario)
-        ratio = f"{other / seconds:.1f}x" if other else "-"
-        print(f"| {scenario} | {seconds:.2f} | {f'{other:.2f}' if other else '-'} | {ratio} |")
-
+    print("| scenario | syndicate wall (s) | Pelican wall (s) | wall ratio | syndicate CPU (s) | Pelican CPU (s) | CPU ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for scenario, (wall, cpu) in ours.items():
+        other_wall, other_cpu = theirs.get(scenario, (None, None))
+        if other_wall is None:
+            print(f"| {scenario} | {wall:.2f} | - | - | {cpu:.2f} | - | - |")
+        else:
+            print(f"| {scenario} | {wall:.2f} | {other_wall:.2f} | {other_wall / wall:.1f}x "
+                  f"| {cpu:.2f} | {other_cpu:.2f} | {other_cpu / cpu:.1f}x |")
+    print(f"\nload average after the run: {os.getloadavg()}")
 
 if __name__ == "__main__":
     main()
