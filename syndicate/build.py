@@ -15,12 +15,13 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from syndicate import __version__
+from syndicate import __version__, feeds, pages
 from syndicate.config import Settings
 from syndicate.errors import Problem
 from syndicate.feeds import FeedSpec, SiteInfo, render_feed, render_opml
@@ -96,9 +97,15 @@ def _article_key(article: Article) -> str:
     return _digest(article.id, article.content_hash, article.slug, article.url, categories)
 
 
+def _code_fingerprint() -> str:
+    """The code that shapes the output: a changed renderer (even unreleased) re-renders everything."""
+    modules = (feeds, pages, sys.modules[__name__])
+    return _digest(__version__, BUILD_FORMAT, *(hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest() for m in modules))
+
+
 def _settings_fingerprint(settings: Settings) -> str:
     return _digest(
-        BUILD_FORMAT, __version__,
+        _code_fingerprint(),
         settings.site.model_dump_json(), settings.feeds.model_dump_json(),
         json.dumps({k: v.model_dump(mode="json") for k, v in settings.categories.items()}, sort_keys=True),
         settings.content.date_format, settings.content.summary_length,
@@ -315,9 +322,13 @@ def build_site(
     `content` and `output` override the configured folders; `workers` the configured
     `[feeds] workers` (default: every core).
     """
-    corpus = load_corpus(settings, content)
     folder = Path(output or settings.output.folder).resolve()
-    problems, reserved = _reserved_problems(corpus, Path(content or settings.content.folder))
+    source = Path(content or settings.content.folder)
+    if not source.is_dir():  # never mistake a mistyped folder for "every article was removed"
+        problem = Problem(source, 0, "content folder not found; nothing built, nothing removed")
+        return BuildReport(folder, folder / settings.feeds.folder, 0, 0, (), 0, (), (problem,), ())
+    corpus = load_corpus(settings, content)
+    problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)
     outputs = _plan(site, _settings_fingerprint(settings), template_fingerprint(site.pages.folder))
     manifest_file = manifest_path(settings, folder)

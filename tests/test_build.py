@@ -226,3 +226,12 @@ def test_a_parallel_build_writes_the_same_files_as_a_serial_one(tmp_path, caplog
     two = {path: data for path, (data, _) in snapshot(parallel.output).items()}
     assert one == two
     assert "in 2 processes" in caplog.text
+
+
+def test_a_missing_content_folder_builds_nothing_and_removes_nothing(tmp_path):
+    settings = make_settings(tmp_path, newsroom(tmp_path))
+    before = snapshot(build_site(settings, workers=1).output)
+    report = build_site(settings, content=tmp_path / "typo", workers=1)
+    assert [p.message for p in report.problems] == ["content folder not found; nothing built, nothing removed"]
+    assert report.written == () and report.removed == ()
+    assert snapshot(tmp_path / "public") == before
