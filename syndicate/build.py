@@ -155,7 +155,7 @@ def _assemble(corpus: Corpus, settings: Settings, reserved: set[str]) -> _Site:
     return _Site(info, urls, formats, specs, counts, {a.id: a for a in corpus.articles}, SitePages(info, urls, formats))
 
 
-def _plan(site: _Site, settings_fp: str, templates_fp: str) -> list[_Output]:
+def _plan(site: _Site, settings_fp: str, templates_fp: str, with_pages: bool = True) -> list[_Output]:
     """Every output file with its fingerprint, feeds first (they are what people poll)."""
     keys = {article_id: _article_key(a) for article_id, a in site.articles.items()}
     outputs: list[_Output] = []
@@ -166,6 +166,8 @@ def _plan(site: _Site, settings_fp: str, templates_fp: str) -> list[_Output]:
             outputs.append(_Output(site.urls.feed_path(slug, fmt), "feed", f"{fmt}:{slug}", fingerprint))
     opml = [(s.slug, s.title, s.updated.isoformat()) for s in site.specs.values()]
     outputs.append(_Output(f"{site.urls.feeds_folder}/index.opml", "opml", "", _digest(settings_fp, "opml", opml)))
+    if not with_pages:
+        return outputs
     page_fp = _digest(settings_fp, templates_fp)
     entries = [(slug, spec.title, site.counts[slug]) for slug, spec in site.specs.items() if slug != SITE_FEED]
     newest = [keys[a.id] for a in site.specs[SITE_FEED].articles]
@@ -330,7 +332,7 @@ def build_site(
     corpus = load_corpus(settings, content)
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)
-    outputs = _plan(site, _settings_fingerprint(settings), template_fingerprint(site.pages.folder))
+    outputs = _plan(site, _settings_fingerprint(settings), template_fingerprint(site.pages.folder), settings.output.pages)
     manifest_file = manifest_path(settings, folder)
     manifest = _load_manifest(manifest_file)
     todo = [o for o in outputs if not _is_current(o, manifest.get(o.path), folder)]

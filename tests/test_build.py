@@ -235,3 +235,13 @@ def test_a_missing_content_folder_builds_nothing_and_removes_nothing(tmp_path):
     assert [p.message for p in report.problems] == ["content folder not found; nothing built, nothing removed"]
     assert report.written == () and report.removed == ()
     assert snapshot(tmp_path / "public") == before
+
+
+def test_with_pages_turned_off_only_the_feeds_are_written_and_old_pages_removed(tmp_path):
+    content = newsroom(tmp_path)
+    build_site(make_settings(tmp_path, content), workers=1)
+    report = build_site(make_settings(tmp_path, content, output={"pages": False}), workers=1)
+    files = {str(p.relative_to(report.output)) for p in report.output.rglob("*") if p.is_file()}
+    assert files == {f"feeds/{slug}{suffix}" for slug in ("all", "sport", "science", "culture") for suffix in FEEDS} | {
+        "feeds/index.opml"}
+    assert "index.html" in report.removed and "articles/a/index.html" in report.removed
