@@ -23,7 +23,6 @@ from syndicate.text import xml_safe
 from syndicate.urls import SiteUrls
 
 GENERATOR = "syndicate"
-GENERATOR_URI = "https://github.com/syndicate/syndicate"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 MEDIA_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "json": "application/feed+json"}
 FORMAT_NAMES = {"rss": "RSS", "atom": "Atom", "json": "JSON Feed"}
@@ -78,7 +77,7 @@ def _generator(spec: FeedSpec, fmt: str, site: SiteInfo, urls: SiteUrls) -> Feed
     fg.link(href=page_url(spec, urls), rel="alternate", type="text/html")  # last: RSS <link> is the last one
     fg.language(site.language)
     fg.author(name=xml_safe(site.author))
-    fg.generator(GENERATOR, version=__version__, uri=GENERATOR_URI)
+    fg.generator(GENERATOR, version=__version__)
     fg.updated(spec.updated)  # also RSS lastBuildDate; feedgen's default is the clock
     if spec.category is not None:
         fg.category(term=spec.category.slug, label=xml_safe(spec.category.name), scheme=urls.home())
