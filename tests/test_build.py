@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import stat
 import subprocess
 import sys
@@ -14,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from syndicate.build import PARALLEL_FROM, build_site
-from syndicate.cli import main
 from syndicate.files import write_atomic
 from tests.site_helpers import REPO, copy_sample, make_settings, snapshot, write_article
 
@@ -210,7 +210,7 @@ def test_a_reader_polling_the_feeds_during_rebuilds_never_sees_a_partial_file(tm
     assert rewritten >= 8 * 9  # every round really replaced the feeds under the reader
 
 
-@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method")
 def test_a_parallel_build_writes_the_same_files_as_a_serial_one(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="syndicate.build")
     if threading.active_count() > 1:
