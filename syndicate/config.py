@@ -84,6 +84,7 @@ class CategorySettings(Section):
 
 class OutputSettings(Section):
     folder: ConfigPath = Path("public")
+    pages: bool = True  # false: write only the feeds and the OPML (the site's pages live elsewhere)
 
 
 class FeedSettings(Section):

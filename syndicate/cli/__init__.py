@@ -71,9 +71,11 @@ def cli(ctx: click.Context, config_path: Path | None, log_level: str | None) -> 
 
 def _register() -> None:
     from syndicate.cli import check
+    from syndicate.cli import build
 
     for command in (check.check,):
         cli.add_command(command)
+    cli.add_command(build.build)
 
 
 _register()

@@ -1,0 +1,367 @@
+"""Builds the public site: the corpus in, every feed and page out, incrementally and atomically.
+
+Each output file has a fingerprint of everything it shows (the ids and content hashes of
+its articles, the settings, the templates and this code's version). A manifest under the
+var folder remembers each file's fingerprint, size and modification time; a file whose
+fingerprint and stat are unchanged is not rendered at all. A rendered file is written
+only when its bytes differ (syndicate.files), so a rebuild with nothing changed touches
+nothing. Files of removed categories and articles are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from syndicate import __version__, feeds, pages
+from syndicate.config import Settings
+from syndicate.errors import Problem
+from syndicate.feeds import FeedSpec, SiteInfo, render_feed, render_opml
+from syndicate.files import publish, remove_file, write_atomic
+from syndicate.models import Article, Category
+from syndicate.pages import CategoryEntry, SitePages, template_fingerprint
+from syndicate.pipeline import load_corpus
+from syndicate.reader import Corpus
+from syndicate.urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
+
+log = logging.getLogger(__name__)
+
+BUILD_FORMAT = 1  # bump when the output of the same inputs changes
+MANIFEST_FORMAT = 1
+PARALLEL_FROM = 300  # files to render before forking a second worker pays for itself
+RESERVED_SLUGS = frozenset({SITE_FEED})
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a build did: counts, the files it wrote and removed (relative paths), and problems."""
+
+    output: Path
+    feeds_folder: Path
+    articles: int
+    categories: int
+    written: tuple[str, ...]
+    unchanged: int
+    removed: tuple[str, ...]
+    problems: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class _Output:
+    """One file to produce: `path` relative to the output folder, how to render it, its fingerprint."""
+
+    path: str
+    kind: str  # feed | opml | index | category | article
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class _Site:
+    """Everything the renderers need, computed once per build (shared with forked workers)."""
+
+    info: SiteInfo
+    urls: SiteUrls
+    formats: tuple[str, ...]
+    specs: dict[str, FeedSpec]  # SITE_FEED first, then categories by slug
+    counts: dict[str, int]
+    articles: dict[str, Article]  # by id
+    pages: SitePages
+
+
+def site_info(settings: Settings) -> SiteInfo:
+    site = settings.site
+    return SiteInfo(site.title, site.description, site.language, site.author, site.timezone)
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _article_key(article: Article) -> str:
+    """What of an article shows in any output; its content hash covers every field read from the file."""
+    categories = "\x1e".join(f"{c.slug}={c.name}" for c in article.categories)
+    return _digest(article.id, article.content_hash, article.slug, article.url, categories)
+
+
+def _code_fingerprint() -> str:
+    """The code that shapes the output: a changed renderer (even unreleased) re-renders everything."""
+    modules = (feeds, pages, sys.modules[__name__])
+    return _digest(__version__, BUILD_FORMAT, *(hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest() for m in modules))
+
+
+def _settings_fingerprint(settings: Settings) -> str:
+    return _digest(
+        _code_fingerprint(),
+        settings.site.model_dump_json(), settings.feeds.model_dump_json(),
+        json.dumps({k: v.model_dump(mode="json") for k, v in settings.categories.items()}, sort_keys=True),
+        settings.content.date_format, settings.content.summary_length,
+    )
+
+
+def _category_description(settings: Settings, category: Category) -> str:
+    rule = settings.categories.get(category.slug)
+    if rule is not None and rule.description:
+        return rule.description
+    return f"{category.name}: the latest articles from {settings.site.title}."
+
+
+def _reserved_problems(corpus: Corpus, content: Path) -> tuple[list[Problem], set[str]]:
+    problems, reserved = [], set()
+    for category in corpus.categories:
+        if category.slug in RESERVED_SLUGS:
+            reserved.add(category.slug)
+            first = next(a for a in reversed(corpus.articles) if category in a.categories)
+            problems.append(Problem(content / first.source, 1, (
+                f"category {category.name!r} has the slug {category.slug!r}, reserved for the site-wide feeds; "
+                "its category feeds and page are not built (rename it, or map it to another slug with "
+                "[categories.<slug>] aliases)")))
+    return problems, reserved
+
+
+def _assemble(corpus: Corpus, settings: Settings, reserved: set[str]) -> _Site:
+    items = settings.feeds.items
+    info = site_info(settings)
+    urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
+    specs = {SITE_FEED: FeedSpec(SITE_FEED, info.title, info.description, corpus.articles[:items])}
+    counts: dict[str, int] = {}
+    by_category: dict[str, list[Article]] = {c.slug: [] for c in corpus.categories}
+    for article in corpus.articles:  # newest first, so each list is too
+        for slug in article.category_slugs:
+            by_category[slug].append(article)
+    for category in corpus.categories:
+        if category.slug in reserved:
+            continue
+        shown = by_category[category.slug]
+        counts[category.slug] = len(shown)
+        specs[category.slug] = FeedSpec(
+            category.slug, f"{info.title}: {category.name}", _category_description(settings, category),
+            tuple(shown[:items]), category,
+        )
+    formats = tuple(dict.fromkeys(settings.feeds.formats))
+    return _Site(info, urls, formats, specs, counts, {a.id: a for a in corpus.articles}, SitePages(info, urls, formats))
+
+
+def _plan(site: _Site, settings_fp: str, templates_fp: str, with_pages: bool = True) -> list[_Output]:
+    """Every output file with its fingerprint, feeds first (they are what people poll)."""
+    keys = {article_id: _article_key(a) for article_id, a in site.articles.items()}
+    outputs: list[_Output] = []
+    for slug, spec in site.specs.items():
+        shown = [keys[a.id] for a in spec.articles]
+        for fmt in site.formats:
+            fingerprint = _digest(settings_fp, "feed", fmt, slug, spec.title, spec.description, *shown)
+            outputs.append(_Output(site.urls.feed_path(slug, fmt), "feed", f"{fmt}:{slug}", fingerprint))
+    opml = [(s.slug, s.title, s.updated.isoformat()) for s in site.specs.values()]
+    outputs.append(_Output(f"{site.urls.feeds_folder}/index.opml", "opml", "", _digest(settings_fp, "opml", opml)))
+    if not with_pages:
+        return outputs
+    page_fp = _digest(settings_fp, templates_fp)
+    entries = [(slug, spec.title, site.counts[slug]) for slug, spec in site.specs.items() if slug != SITE_FEED]
+    newest = [keys[a.id] for a in site.specs[SITE_FEED].articles]
+    outputs.append(_Output("index.html", "index", "", _digest(page_fp, "index", entries, *newest)))
+    for slug, spec in site.specs.items():
+        if slug != SITE_FEED:
+            fingerprint = _digest(page_fp, "category", slug, spec.title, spec.description, *(keys[a.id] for a in spec.articles))
+            outputs.append(_Output(site.urls.category_path(slug) + "index.html", "category", slug, fingerprint))
+    for article_id, article in site.articles.items():
+        if article.url is None:
+            outputs.append(_Output(site.urls.article_path(article.slug) + "index.html", "article", article_id,
+                                   _digest(page_fp, "article", keys[article_id])))
+    return outputs
+
+
+def _render_index(site: _Site, key: str) -> bytes:
+    entries = [
+        CategoryEntry(spec.category, site.counts[slug], site.pages.feed_links(slug, spec.title))
+        for slug, spec in site.specs.items() if spec.category is not None
+    ]
+    return site.pages.index(entries, site.specs[SITE_FEED].articles)
+
+
+def _render_feed(site: _Site, key: str) -> bytes:
+    fmt, slug = key.split(":", 1)
+    return render_feed(fmt, site.specs[slug], site.info, site.urls)
+
+
+def _render_category(site: _Site, key: str) -> bytes:
+    spec = site.specs[key]
+    return site.pages.category(spec.category, spec.description, spec.articles)
+
+
+RENDERERS: dict[str, Callable[[_Site, str], bytes]] = {
+    "feed": _render_feed,
+    "opml": lambda site, key: render_opml(list(site.specs.values()), site.formats, site.info, site.urls),
+    "index": _render_index,
+    "category": _render_category,
+    "article": lambda site, key: site.pages.article(site.articles[key]),
+}
+
+# (path, written, size, mtime_ns, error)
+_Result = tuple[str, bool, int, int, str | None]
+
+
+def _produce(outputs: Sequence[_Output], site: _Site, folder: Path) -> list[_Result]:
+    """Render and write each output; a failure is recorded and the others carry on."""
+    results: list[_Result] = []
+    for output in outputs:
+        target = folder / output.path
+        try:
+            written, stat = publish(target, RENDERERS[output.kind](site, output.key))
+            results.append((output.path, written, stat.st_size, stat.st_mtime_ns, None))
+        except Exception as e:  # one failing file never stops the others
+            log.exception("cannot build %s", target)
+            results.append((output.path, False, 0, 0, f"cannot build: {type(e).__name__}: {e}"))
+    return results
+
+
+def _child(outputs: Sequence[_Output], site: _Site, folder: Path, connection: object) -> None:
+    connection.send(_produce(outputs, site, folder))  # type: ignore[attr-defined]
+    connection.close()  # type: ignore[attr-defined]
+
+
+def _produce_all(outputs: list[_Output], site: _Site, folder: Path, workers: int) -> list[_Result]:
+    """`_produce` over forked workers when there is enough work, the process is single-threaded
+    (forking a threaded process is unsafe) and fork exists; else in this process."""
+    if (workers < 2 or len(outputs) < PARALLEL_FROM or threading.active_count() > 1
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return _produce(outputs, site, folder)
+    log.info("rendering %d files in %d processes", len(outputs), workers)
+    context = multiprocessing.get_context("fork")
+    chunks = [outputs[i::workers] for i in range(workers)]  # interleaved: feeds spread over workers
+    children = []
+    for chunk in chunks[1:]:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_child, args=(chunk, site, folder, sender), daemon=True)
+        process.start()
+        sender.close()
+        children.append((chunk, process, receiver))
+    results = _produce(chunks[0], site, folder)
+    for chunk, process, receiver in children:
+        try:
+            results.extend(receiver.recv())
+        except EOFError:  # the worker died: do its share here
+            log.warning("build worker %d exited with %s; building its %d files here", process.pid, process.exitcode, len(chunk))
+            results.extend(_produce(chunk, site, folder))
+        process.join()
+    return results
+
+
+def manifest_path(settings: Settings, output: Path) -> Path:
+    return settings.var_folder / "build" / f"manifest-{_digest(output)[:12]}.json"
+
+
+def _load_manifest(path: Path) -> dict[str, list]:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:  # a lost manifest only costs a slower build
+        log.warning("build manifest %s unreadable (%s); rendering every file", path, e)
+        return {}
+    return data.get("files", {}) if data.get("format") == MANIFEST_FORMAT else {}
+
+
+def _is_current(output: _Output, known: list | None, folder: str) -> bool:
+    if known is None or known[0] != output.fingerprint:
+        return False
+    try:
+        stat = os.stat(f"{folder}/{output.path}")  # plain strings: 10,000 pathlib joins cost 0.1 s
+    except FileNotFoundError:
+        return False
+    return stat.st_size == known[1] and stat.st_mtime_ns == known[2]
+
+
+def _generated_files(folder: Path, feeds_folder: str) -> Iterator[str]:
+    """Files under `folder` that a build makes (by name), whether or not this build made them."""
+    for sub, pattern in (("articles", "index.html"), ("categories", "index.html")):
+        try:
+            with os.scandir(folder / sub) as entries:
+                for entry in entries:
+                    if entry.is_dir():
+                        yield f"{sub}/{entry.name}/{pattern}"
+        except FileNotFoundError:
+            pass
+    try:
+        with os.scandir(folder / feeds_folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(tuple(FEED_SUFFIXES.values())) and not entry.name.startswith("."):
+                    yield f"{feeds_folder}/{entry.name}"
+    except FileNotFoundError:
+        pass
+
+
+def _remove_stale(folder: Path, feeds_folder: str, manifest: dict[str, list], current: set[str]) -> list[str]:
+    removed = []
+    for path in sorted(set(manifest) | set(_generated_files(folder, feeds_folder))):
+        if path not in current and remove_file(folder / path, stop=folder):
+            log.info("removed %s", folder / path)
+            removed.append(path)
+    return removed
+
+
+def build_site(
+    settings: Settings,
+    *,
+    content: Path | None = None,
+    output: Path | None = None,
+    workers: int | None = None,
+) -> BuildReport:
+    """Read the corpus (incrementally) and bring every feed and page under the output folder up to date.
+
+    `content` and `output` override the configured folders; `workers` the configured
+    `[feeds] workers` (default: every core).
+    """
+    folder = Path(output or settings.output.folder).resolve()
+    source = Path(content or settings.content.folder)
+    if not source.is_dir():  # never mistake a mistyped folder for "every article was removed"
+        problem = Problem(source, 0, "content folder not found; nothing built, nothing removed")
+        return BuildReport(folder, folder / settings.feeds.folder, 0, 0, (), 0, (), (problem,), ())
+    corpus = load_corpus(settings, content)
+    problems, reserved = _reserved_problems(corpus, source)
+    site = _assemble(corpus, settings, reserved)
+    outputs = _plan(site, _settings_fingerprint(settings), template_fingerprint(site.pages.folder), settings.output.pages)
+    manifest_file = manifest_path(settings, folder)
+    manifest = _load_manifest(manifest_file)
+    todo = [o for o in outputs if not _is_current(o, manifest.get(o.path), str(folder))]
+    results = _produce_all(todo, site, folder, workers or settings.feeds.workers or os.cpu_count() or 1)
+    fingerprints = {o.path: o.fingerprint for o in outputs}
+    files = {o.path: manifest[o.path] for o in outputs if o.path in manifest}
+    written = []
+    for path, was_written, size, mtime_ns, error in results:
+        if error is not None:
+            problems.append(Problem(folder / path, 0, error))
+            files.pop(path, None)
+            continue
+        files[path] = [fingerprints[path], size, mtime_ns]
+        if was_written:
+            written.append(path)
+    removed = _remove_stale(folder, site.urls.feeds_folder, manifest, set(fingerprints))
+    manifest_file.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(manifest_file, json.dumps({"format": MANIFEST_FORMAT, "output": str(folder), "files": files},
+                                           sort_keys=True).encode())
+    log.info("built %s: %d files written, %d unchanged, %d removed, %d problems",
+             folder, len(written), len(outputs) - len(written), len(removed), len(problems) + len(corpus.problems))
+    return BuildReport(
+        output=folder,
+        feeds_folder=folder / site.urls.feeds_folder,
+        articles=len(corpus.articles),
+        categories=len(corpus.categories),
+        written=tuple(sorted(written)),
+        unchanged=len(outputs) - len(written) - sum(1 for r in results if r[4] is not None),
+        removed=tuple(removed),
+        problems=tuple(corpus.problems) + tuple(problems),
+        warnings=corpus.warnings,
+    )

@@ -1,0 +1,178 @@
+"""Writes feeds: RSS 2.0 and Atom 1.0 (through feedgen, imported here only), JSON Feed 1.1 and the OPML list.
+
+Every function returns the file's bytes and depends only on its arguments, so the
+same articles always give the same bytes: no build time appears anywhere (feedgen
+stamps `now` by default; it is overridden with the newest item's `updated`).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from xml.etree import ElementTree
+
+from feedgen.feed import FeedGenerator
+
+from syndicate import __version__
+from syndicate.models import Article, Category
+from syndicate.text import xml_safe
+from syndicate.urls import SiteUrls
+
+GENERATOR = "syndicate"
+JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
+MEDIA_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "json": "application/feed+json"}
+FORMAT_NAMES = {"rss": "RSS", "atom": "Atom", "json": "JSON Feed"}
+# What an empty feed reports as `updated`: a fixed instant, so an empty feed is stable too.
+EMPTY_FEED_UPDATED = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What every feed and page says about the site itself."""
+
+    title: str
+    description: str
+    language: str
+    author: str
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    """One feed's content: the site feed (`category` None) or one category's, newest first."""
+
+    slug: str
+    title: str
+    description: str
+    articles: tuple[Article, ...]
+    category: Category | None = None
+
+    @property
+    def updated(self) -> datetime:
+        """The newest item's `updated`, never the build time."""
+        return max((a.updated for a in self.articles), default=EMPTY_FEED_UPDATED)
+
+
+def item_id(article: Article, urls: SiteUrls) -> str:
+    """The article's id in every feed: a URN derived from the site and the article id only,
+    so editing the title, body, slug or date never changes it."""
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{urls.base_url}/#article:{article.id}')}"
+
+
+def page_url(spec: FeedSpec, urls: SiteUrls) -> str:
+    return urls.home() if spec.category is None else urls.category(spec.category.slug)
+
+
+def _generator(spec: FeedSpec, fmt: str, site: SiteInfo, urls: SiteUrls) -> FeedGenerator:
+    fg = FeedGenerator()
+    fg.load_extension("dc", atom=False, rss=True)
+    fg.id(urls.feed(spec.slug, fmt))
+    fg.title(xml_safe(spec.title))
+    fg.subtitle(xml_safe(spec.description))  # also the RSS <description>
+    fg.link(href=urls.feed(spec.slug, fmt), rel="self", type=MEDIA_TYPES[fmt])
+    fg.link(href=page_url(spec, urls), rel="alternate", type="text/html")  # last: RSS <link> is the last one
+    fg.language(site.language)
+    fg.author(name=xml_safe(site.author))
+    fg.generator(GENERATOR, version=__version__)
+    fg.updated(spec.updated)  # also RSS lastBuildDate; feedgen's default is the clock
+    if spec.category is not None:
+        fg.category(term=spec.category.slug, label=xml_safe(spec.category.name), scheme=urls.home())
+    for article in spec.articles:  # newest first, so append (feedgen prepends by default)
+        _add_entry(fg, article, urls)
+    return fg
+
+
+def _add_entry(fg: FeedGenerator, article: Article, urls: SiteUrls) -> None:
+    entry = fg.add_entry(order="append")
+    entry.guid(item_id(article, urls), permalink=False)
+    entry.title(xml_safe(article.title))
+    entry.link(href=urls.article(article), rel="alternate", type="text/html")
+    entry.content(xml_safe(article.body_html), type="html")  # RSS: content:encoded
+    # The summary is plain text; RSS <description> is HTML, so it goes in escaped (Atom says type="html").
+    summary = html.escape(xml_safe(article.summary or article.title), quote=False)
+    entry.summary(summary, type="html")  # RSS: description
+    entry.author(name=xml_safe(article.author))  # Atom; RSS <author> needs an e-mail, so dc:creator
+    entry.dc.dc_creator(xml_safe(article.author))
+    entry.published(article.published)  # RSS pubDate
+    entry.updated(article.updated)
+    for category in article.categories:
+        entry.category(term=category.slug, label=xml_safe(category.name), scheme=urls.home())
+
+
+def render_rss(spec: FeedSpec, site: SiteInfo, urls: SiteUrls) -> bytes:
+    return _generator(spec, "rss", site, urls).rss_str(pretty=True) + b"\n"
+
+
+def render_atom(spec: FeedSpec, site: SiteInfo, urls: SiteUrls) -> bytes:
+    return _generator(spec, "atom", site, urls).atom_str(pretty=True) + b"\n"
+
+
+def _json_item(article: Article, urls: SiteUrls) -> dict[str, object]:
+    item: dict[str, object] = {
+        "id": item_id(article, urls),
+        "url": urls.article(article),
+        "title": xml_safe(article.title),
+        "content_html": xml_safe(article.body_html),
+    }
+    if article.summary:
+        item["summary"] = xml_safe(article.summary)
+    item["date_published"] = article.published.isoformat()
+    item["date_modified"] = article.updated.isoformat()
+    item["authors"] = [{"name": xml_safe(article.author)}]
+    item["tags"] = [xml_safe(c.name) for c in article.categories]
+    return item
+
+
+def render_json(spec: FeedSpec, site: SiteInfo, urls: SiteUrls) -> bytes:
+    """JSON Feed 1.1 (https://www.jsonfeed.org/version/1.1/)."""
+    feed = {
+        "version": JSON_FEED_VERSION,
+        "title": xml_safe(spec.title),
+        "home_page_url": page_url(spec, urls),
+        "feed_url": urls.feed(spec.slug, "json"),
+        "description": xml_safe(spec.description),
+        "language": site.language,
+        "authors": [{"name": xml_safe(site.author)}],
+        "items": [_json_item(a, urls) for a in spec.articles],
+    }
+    return json.dumps(feed, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+
+
+RENDERERS: dict[str, Callable[[FeedSpec, SiteInfo, SiteUrls], bytes]] = {
+    "rss": render_rss,
+    "atom": render_atom,
+    "json": render_json,
+}
+
+
+def render_feed(fmt: str, spec: FeedSpec, site: SiteInfo, urls: SiteUrls) -> bytes:
+    """The bytes of `spec` as format `fmt` ("rss", "atom" or "json")."""
+    return RENDERERS[fmt](spec, site, urls)
+
+
+def render_opml(specs: Sequence[FeedSpec], formats: Sequence[str], site: SiteInfo, urls: SiteUrls) -> bytes:
+    """OPML 2.0 listing every feed in `formats` of every spec, in the order given (site feed first)."""
+    opml = ElementTree.Element("opml", version="2.0")
+    head = ElementTree.SubElement(opml, "head")
+    ElementTree.SubElement(head, "title").text = xml_safe(f"{site.title}: every feed")
+    updated = max((spec.updated for spec in specs), default=EMPTY_FEED_UPDATED)
+    ElementTree.SubElement(head, "dateModified").text = updated.strftime("%a, %d %b %Y %H:%M:%S %z")
+    ElementTree.SubElement(head, "ownerName").text = xml_safe(site.author)
+    body = ElementTree.SubElement(opml, "body")
+    for spec in specs:
+        for fmt in formats:
+            label = xml_safe(f"{spec.title} ({FORMAT_NAMES[fmt]})")
+            ElementTree.SubElement(body, "outline", {
+                "type": "rss",
+                "text": label,
+                "title": label,
+                "version": {"rss": "RSS2", "atom": "ATOM", "json": "JSONFEED"}[fmt],
+                "xmlUrl": urls.feed(spec.slug, fmt),
+                "htmlUrl": page_url(spec, urls),
+            })
+    ElementTree.indent(opml)
+    return ElementTree.tostring(opml, encoding="utf-8", xml_declaration=True) + b"\n"

@@ -1,0 +1,133 @@
+"""Renders the site's HTML pages (front page, category pages, article pages) from Jinja2 templates.
+
+Every page links its feeds with `<link rel="alternate">` so browsers and feed readers
+discover them. Pages depend only on their arguments: the same articles give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import jinja2
+import markupsafe
+
+from syndicate.feeds import FORMAT_NAMES, MEDIA_TYPES, SiteInfo
+from syndicate.models import Article, Category
+from syndicate.text import xml_safe
+from syndicate.urls import SITE_FEED, SiteUrls
+
+TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent / "templates" / "site"
+TEMPLATES = ("base.html.j2", "_feeds.html.j2", "_article_list.html.j2", "index.html.j2", "category.html.j2", "article.html.j2")
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    """One feed as a page links it."""
+
+    title: str
+    url: str
+    media_type: str
+    format_name: str
+
+
+@dataclass(frozen=True)
+class FeedMarkup:
+    """The feed links of a page, rendered: `<link rel="alternate">` lines for the head, anchors for the footer."""
+
+    head: markupsafe.Markup
+    footer: markupsafe.Markup
+
+
+@dataclass(frozen=True)
+class CategoryEntry:
+    """A category as the front page lists it."""
+
+    category: Category
+    count: int
+    feeds: tuple[FeedLink, ...]
+
+
+def template_fingerprint(folder: Path = TEMPLATE_FOLDER) -> str:
+    """A hash of every template's bytes: a changed template means every page is rendered again."""
+    digest = hashlib.sha256()
+    for name in TEMPLATES:
+        digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class SitePages:
+    """Renders pages for one site; `formats` are the feed formats pages link to."""
+
+    site: SiteInfo
+    urls: SiteUrls
+    formats: tuple[str, ...]
+    folder: Path = TEMPLATE_FOLDER
+    environment: jinja2.Environment = field(init=False, repr=False, compare=False)
+    # Feed links rendered once per feed group (every page repeats them): slug -> (head, footer).
+    _feed_markup: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        environment = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(self.folder),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        zone = ZoneInfo(self.site.timezone)
+        environment.filters["day"] = lambda moment: _day(moment, zone)
+        object.__setattr__(self, "environment", environment)
+
+    def feed_links(self, slug: str, title: str) -> tuple[FeedLink, ...]:
+        """The links to feed `slug` (a category slug or SITE_FEED) in every configured format."""
+        return tuple(
+            FeedLink(f"{title} ({FORMAT_NAMES[fmt]})", self.urls.feed(slug, fmt), MEDIA_TYPES[fmt], FORMAT_NAMES[fmt])
+            for fmt in self.formats
+        )
+
+    def _feeds(self, groups: Sequence[tuple[str, str]]) -> FeedMarkup:
+        """The rendered links to the feed groups `(slug, title)`, in order."""
+        parts = []
+        for slug, title in groups:
+            if slug not in self._feed_markup:
+                template = self.environment.get_template("_feeds.html.j2")
+                links = self.feed_links(slug, title)
+                self._feed_markup[slug] = (template.render(where="head", feeds=links).strip("\n"),
+                                           template.render(where="footer", feeds=links).strip("\n"))
+            parts.append(self._feed_markup[slug])
+        return FeedMarkup(markupsafe.Markup("\n".join(h for h, _ in parts)),
+                          markupsafe.Markup(",\n".join(f for _, f in parts)))
+
+    def _render(self, template: str, **values: object) -> bytes:
+        html = self.environment.get_template(template).render(site=self.site, urls=self.urls, **values)
+        return xml_safe(html).encode("utf-8")
+
+    def index(self, categories: Sequence[CategoryEntry], newest: Sequence[Article]) -> bytes:
+        """The front page: every category with its feeds, then the newest articles."""
+        return self._render(
+            "index.html.j2", categories=categories, articles=newest,
+            feeds=self._feeds([(SITE_FEED, self.site.title)]),
+        )
+
+    def category(self, category: Category, description: str, articles: Sequence[Article]) -> bytes:
+        """A category page listing `articles` (newest first), with its feeds and the site's."""
+        feeds = self._feeds([(category.slug, f"{self.site.title}: {category.name}"), (SITE_FEED, self.site.title)])
+        return self._render("category.html.j2", category=category, description=description, articles=articles, feeds=feeds)
+
+    def article(self, article: Article) -> bytes:
+        """An article page, with the feeds of each of its categories and the site's."""
+        groups = [(c.slug, f"{self.site.title}: {c.name}") for c in article.categories]
+        feeds = self._feeds(groups + [(SITE_FEED, self.site.title)])
+        return self._render("article.html.j2", article=article, feeds=feeds)
+
+
+def _day(moment: datetime, zone: ZoneInfo) -> str:
+    local = moment.astimezone(zone)
+    return f"{local.day} {local:%B %Y}"
