@@ -261,13 +261,11 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
                 known = by_slug.get(slug)
                 if known is None:
                     known = by_slug[slug] = Category(slug, titles.get(slug, category.name))
+                elif known.name != category.name and slug == category.slug and slug not in titles:
+                    warnings.append(Problem(folder / article.source, 1, f"category {category.name!r} has the same slug as {known.name!r}; using {known.name!r}"))
                 canonical[category] = known
             shown = tuple(dict.fromkeys(canonical[c] for c in written))
             shown_for[written] = None if shown == written else shown
-        for category in written:
-            known = canonical[category]
-            if known.name != category.name and category.slug == known.slug and known.slug not in titles:
-                warnings.append(Problem(folder / article.source, 1, f"category {category.name!r} has the same slug as {known.name!r}; using {known.name!r}"))
         shown = shown_for[written]
         resolved.append(article if shown is None else replace(article, categories=shown))
     resolved.sort(key=lambda a: (a.published, a.id), reverse=True)
