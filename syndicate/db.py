@@ -10,9 +10,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -24,6 +23,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE = "syndicate_write"
+VERSION_TABLE = "alembic_version"
 
 
 class DatabaseError(SyndicateError):
@@ -134,7 +134,12 @@ def head_revision() -> str:
 def current_revision(database: Database) -> str | None:
     """The migration the database is at, None for a database never migrated."""
     with database.read() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table(VERSION_TABLE):
+            return None
+        versions = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(versions) > 1:
+        raise DatabaseError(f"database {database.url} has several migration heads ({', '.join(versions)})")
+    return versions[0] if versions else None
 
 
 def _check_known(database: Database) -> str | None:
@@ -172,7 +177,7 @@ def upgrade(database: Database, revision: str = "head") -> tuple[str | None, str
 
 def _user_tables(database: Database) -> list[str]:
     with database.read() as connection:
-        return [name for name in inspect(connection).get_table_names() if name != "alembic_version"]
+        return [name for name in inspect(connection).get_table_names() if name != VERSION_TABLE]
 
 
 def open_database(settings: Settings, *, upgrade_outdated: bool = False) -> Database:

@@ -74,6 +74,11 @@ def _register() -> None:
     for command in (check.check,):
         cli.add_command(command)
 
+    from syndicate.cli import db, subscribers
+
+    for command in (subscribers.subscribers, db.db):
+        cli.add_command(command)
+
 
 _register()
 
