@@ -6,7 +6,7 @@ import csv
 from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from syndicate.errors import Problem, UsageError
 from syndicate.subscribers import (
@@ -42,8 +42,25 @@ def _check_header(fields: list[str] | None, path: Path) -> None:
         raise UsageError(f"{path}:1: column {', '.join(duplicated)} appears twice")
 
 
+def utf8_lines(binary: BinaryIO) -> Iterator[str]:
+    """The lines of a UTF-8 file (BOM dropped). Bytes that are not UTF-8 become lone surrogates,
+    so the row holding them is refused with its line number and the rest still read."""
+    for number, raw in enumerate(binary):
+        if number == 0 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        yield raw.decode("utf-8", errors="surrogateescape")
+
+
+def _not_utf8(values: Iterable[str]) -> str | None:
+    for value in values:
+        for ch in value:
+            if "\udc80" <= ch <= "\udcff":
+                return f"not UTF-8 text (byte 0x{ord(ch) - 0xDC00:02X}); save the file as UTF-8"
+    return None
+
+
 def read_subscribers(
-    stream: TextIO,
+    stream: Iterable[str],
     path: Path,
     *,
     valid_categories: Collection[str],
@@ -52,17 +69,21 @@ def read_subscribers(
     """Each data row as a validated NewSubscriber, or a Problem naming its line and what is wrong."""
     reader = csv.DictReader(stream, restkey=_EXTRA, strict=True)
     _check_header(reader.fieldnames, path)
+    if bad := _not_utf8(reader.fieldnames or ()):
+        raise UsageError(f"{path}:1: {bad}")
     seen: dict[str, int] = {}
-    try:
-        for row in reader:
-            line = reader.line_num
-            if not any((v or "").strip() for k, v in row.items() if k != _EXTRA):
-                continue
-            yield _row(row, line, path, seen, valid_categories, defaults)
-    except csv.Error as e:
-        yield Problem(path, reader.line_num, f"unreadable CSV ({e}); the rest of the file was skipped")
-    except UnicodeDecodeError as e:
-        yield Problem(path, reader.line_num + 1, f"not UTF-8 text ({e.reason}); the rest of the file was skipped")
+    rows = iter(reader)
+    while True:
+        start = reader.line_num + 1  # where the record begins (a quoted field may span lines)
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield Problem(path, start, f"unreadable CSV ({e}; is a quote left open?); the rest of the file was skipped")
+            return
+        if any((v or "").strip() for k, v in row.items() if k != _EXTRA):
+            yield _row(row, start, path, seen, valid_categories, defaults)
 
 
 def _row(
@@ -73,12 +94,12 @@ def _row(
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
 ) -> NewSubscriber | Problem:
+    if bad := _not_utf8(v for v in row.values() if isinstance(v, str)):
+        return Problem(path, line, bad)
     extra = row.get(_EXTRA)
     if extra is not None:
         return Problem(path, line, f"{len(extra)} more fields than the header has columns")
-    missing = [k for k, v in row.items() if v is None]
-    if missing:
-        return Problem(path, line, f"missing fields: {', '.join(missing)} (fewer fields than the header)")
+    # Trailing fields may be left out of a row: they take their defaults.
     values: dict[str, str] = {k: v for k, v in row.items() if isinstance(v, str)}
     status = values.get("status", "").strip().lower()
     if status in OPTED_OUT:
@@ -118,11 +139,11 @@ def import_csv(
     pending: list[NewSubscriber] = []
     problems: list[str] = []
     try:
-        stream = path.open(encoding="utf-8-sig", newline="")
+        stream = path.open("rb")
     except OSError as e:
         raise UsageError(f"{path}: cannot read: {e.strerror}") from e
     with stream:
-        for item in read_subscribers(stream, path, valid_categories=valid_categories, defaults=store.defaults):
+        for item in read_subscribers(utf8_lines(stream), path, valid_categories=valid_categories, defaults=store.defaults):
             if isinstance(item, Problem):
                 problems.append(str(item))
                 continue

@@ -90,8 +90,9 @@ def check_timezone(value: str) -> str:
 
 
 def check_categories(slugs: Iterable[str], valid: Collection[str]) -> tuple[str, ...]:
-    """The slugs in order without duplicates; an unknown slug is refused with the valid ones listed."""
-    result = tuple(dict.fromkeys(s.strip() for s in slugs if s.strip()))
+    """The slugs sorted, without duplicates (as the store returns them); an unknown slug is refused
+    with the valid ones listed."""
+    result = tuple(sorted({s.strip() for s in slugs if s.strip()}))
     unknown = [s for s in result if s not in valid]
     if unknown:
         raise InvalidSubscriberError(
