@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MAX_NAME = 200
 MAX_EMAIL = 320
 SOURCES = ("cli", "import", "web")
+_IN_CHUNK = 10_000
 # Bidirectional overrides and isolates: legal text, but used to disguise names in inbox listings.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -290,13 +291,14 @@ class SubscriberStore:
             return []
         ids = [row.id for row in rows]
         cats: dict[int, list[str]] = {i: [] for i in ids}
-        query = (
-            select(subscriber_categories.c.subscriber_id, subscriber_categories.c.slug)
-            .where(subscriber_categories.c.subscriber_id.in_(ids))
-            .order_by(subscriber_categories.c.subscriber_id, subscriber_categories.c.slug)
-        )
-        for subscriber_id, slug in connection.execute(query):
-            cats[subscriber_id].append(slug)
+        for start in range(0, len(ids), _IN_CHUNK):  # PostgreSQL takes at most 65,535 parameters
+            query = (
+                select(subscriber_categories.c.subscriber_id, subscriber_categories.c.slug)
+                .where(subscriber_categories.c.subscriber_id.in_(ids[start:start + _IN_CHUNK]))
+                .order_by(subscriber_categories.c.subscriber_id, subscriber_categories.c.slug)
+            )
+            for subscriber_id, slug in connection.execute(query):
+                cats[subscriber_id].append(slug)
         return [_to_subscriber(row, cats[row.id]) for row in rows]
 
     def _one(self, connection: Connection, condition: Any, what: str) -> Row[Any]:
@@ -417,8 +419,13 @@ class SubscriberStore:
             }
             for n in news
         ]
-        statement = insert(subscribers).returning(subscribers.c.id, sort_by_parameter_order=True)
-        ids = list(connection.execute(statement, values).scalars())
+        connection.execute(insert(subscribers), values)
+        # Ids by address afterwards: RETURNING in parameter order falls back to a row at a time on SQLite.
+        keys = [n.email_key for n in news]
+        by_key = dict(connection.execute(
+            select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_(keys))
+        ).all())
+        ids = [by_key[key] for key in keys]
         links = [{"subscriber_id": i, "slug": slug} for i, n in zip(ids, news) for slug in n.categories]
         if links:
             connection.execute(insert(subscriber_categories), links)
