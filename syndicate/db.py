@@ -24,6 +24,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE = "syndicate_write"
 VERSION_TABLE = "alembic_version"
+_MIGRATION_LOCK = 0x53594E44  # "SYND": the advisory lock key migrations hold on PostgreSQL
 
 
 class DatabaseError(SyndicateError):
@@ -166,6 +167,9 @@ def upgrade(database: Database, revision: str = "head") -> tuple[str | None, str
     before = _check_known(database)
     try:
         with database.write() as connection:
+            if database.dialect == "postgresql":
+                # Two processes opening an empty database at once: the second waits, then finds it migrated.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             command.upgrade(_alembic_config(connection), revision)
     except SQLAlchemyError as e:
         raise DatabaseError(f"migrating {database.url} failed: {e}") from e

@@ -107,3 +107,51 @@ def test_the_database_enforces_the_schema_constraints(database):
                 {"email_key": "c@x.org", "send_hour": 24}):
         with pytest.raises(Exception), database.write() as connection:
             connection.execute(subscribers.insert(), {**good, **bad})
+
+
+def test_sqlite_writers_queue_instead_of_failing(tmp_path):
+    """A second writer waits for the first (BEGIN IMMEDIATE + busy timeout) instead of 'database is locked'."""
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path / 'var' / 'syndicate.db'}"
+    with open_database(_settings(url)) as first, open_database(_settings(url)) as second:
+        holding = threading.Event()
+        order = []
+
+        def slow_writer():
+            with first.write() as connection:
+                connection.execute(text("CREATE TABLE scratch (n INTEGER)"))
+                holding.set()
+                time.sleep(0.3)
+                order.append("first")
+
+        thread = threading.Thread(target=slow_writer)
+        thread.start()
+        holding.wait()
+        with second.write() as connection:
+            order.append("second")
+            connection.execute(text("INSERT INTO scratch VALUES (1)"))
+        thread.join()
+        assert order == ["first", "second"]
+
+
+def test_two_openers_of_an_empty_database_both_succeed(database_url):
+    import threading
+
+    errors = []
+
+    def opener():
+        try:
+            open_database(_settings(database_url)).close()
+        except Exception as e:  # the assertion below shows it
+            errors.append(e)
+
+    threads = [threading.Thread(target=opener) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with create_database(database_url) as db:
+        assert current_revision(db) == head_revision()
