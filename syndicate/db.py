@@ -11,6 +11,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -151,7 +153,7 @@ def _check_known(database: Database) -> str | None:
     script = ScriptDirectory.from_config(_alembic_config())
     try:
         known = script.get_revision(current) is not None
-    except Exception:  # alembic raises several CommandError/ResolutionError kinds for unknown ids
+    except (CommandError, RevisionError):  # an id this code has no migration for
         known = False
     if not known:
         raise DatabaseError(
