@@ -55,10 +55,6 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-STATUSES = ("pending", "active", "unsubscribed", "bounced")
-FREQUENCIES = ("daily", "weekly")
-SOURCES = ("cli", "import", "web")
-
 subscribers = Table(
     "subscribers",
     metadata,
