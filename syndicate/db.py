@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +75,22 @@ class Database:
         self.close()
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch a new database file to WAL. Two connections doing it at once get SQLITE_BUSY at once
+    (the busy handler is not consulted for this lock), so retry within the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_setup(engine: Engine) -> None:
     """WAL, foreign keys and a busy timeout on every connection; explicit BEGINs so that
     transactions (and DDL in migrations) mean what they say under the sqlite3 driver."""
@@ -82,7 +100,7 @@ def _sqlite_setup(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
@@ -217,12 +235,13 @@ def open_database(settings: Settings, *, upgrade_outdated: bool = False) -> Data
 
 
 def _prepare(database: Database, upgrade_outdated: bool) -> None:
+    # Tables first, then the revision: another process migrating meanwhile then shows up as migrated.
+    tables = _user_tables(database)
     current = _check_known(database)
     head = head_revision()
     if current == head:
         return
     if current is None:
-        tables = _user_tables(database)
         if tables:
             raise DatabaseError(
                 f"database {database.url} has tables ({', '.join(sorted(tables)[:5])}) but no syndicate migration history",
