@@ -77,6 +77,11 @@ def _register() -> None:
         cli.add_command(command)
     cli.add_command(build.build)
 
+    from syndicate.cli import db, subscribers
+
+    for command in (subscribers.subscribers, db.db):
+        cli.add_command(command)
+
 
 _register()
 

@@ -1,0 +1,257 @@
+"""The database: engine creation from settings, SQLite pragmas, and migrations run from code."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from syndicate.config import Settings
+from syndicate.errors import SyndicateError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_WRITE = "syndicate_write"
+VERSION_TABLE = "alembic_version"
+_MIGRATION_LOCK = 0x53594E44  # "SYND": the advisory lock key migrations hold on PostgreSQL
+
+
+class DatabaseError(SyndicateError):
+    """The database cannot be opened, is of the wrong version, or failed a migration."""
+
+
+class Database:
+    """An engine plus the two ways in: `read()` and `write()` transactions.
+
+    On SQLite `write()` starts with BEGIN IMMEDIATE, so two writers queue on the busy
+    timeout instead of failing when a read transaction tries to become a write one.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            connection = connection.execution_options(**{_WRITE: True})
+            with connection.begin():
+                yield connection
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch a new database file to WAL. Two connections doing it at once get SQLITE_BUSY at once
+    (the busy handler is not consulted for this lock), so retry within the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    """WAL, foreign keys and a busy timeout on every connection; explicit BEGINs so that
+    transactions (and DDL in migrations) mean what they say under the sqlite3 driver."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def create_database(url: str, *, echo: bool = False) -> Database:
+    """A Database for `url` (sqlite:///PATH or postgresql+psycopg://...), without migrating it."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise DatabaseError(f"invalid database URL {url!r}: {e}") from e
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, echo=echo)
+        _sqlite_setup(engine)
+    elif backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise DatabaseError(
+                f"unsupported PostgreSQL driver {parsed.get_driver_name()!r} in {parsed.render_as_string()}",
+                hint="use a postgresql+psycopg://USER@HOST:PORT/DATABASE URL",
+            )
+        engine = create_engine(parsed, echo=echo, pool_pre_ping=True)
+    else:
+        raise DatabaseError(
+            f"unsupported database {backend!r} in [database] url",
+            hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DATABASE",
+        )
+    return Database(engine)
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration this code knows."""
+    heads = ScriptDirectory.from_config(_alembic_config()).get_heads()
+    return heads[0]
+
+
+def current_revision(database: Database) -> str | None:
+    """The migration the database is at, None for a database never migrated."""
+    with database.read() as connection:
+        if not inspect(connection).has_table(VERSION_TABLE):
+            return None
+        versions = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(versions) > 1:
+        raise DatabaseError(f"database {database.url} has several migration heads ({', '.join(versions)})")
+    return versions[0] if versions else None
+
+
+def _check_known(database: Database) -> str | None:
+    """The current revision; a DatabaseError if it is newer than (unknown to) this code."""
+    current = current_revision(database)
+    if current is None:
+        return None
+    script = ScriptDirectory.from_config(_alembic_config())
+    try:
+        known = script.get_revision(current) is not None
+    except (CommandError, RevisionError):  # an id this code has no migration for
+        known = False
+    if not known:
+        raise DatabaseError(
+            f"database {database.url} is at migration {current}, newer than this version of syndicate "
+            f"(which knows up to {head_revision()})",
+            hint="upgrade syndicate; never run an older version against a newer database",
+        )
+    return current
+
+
+def upgrade(database: Database, revision: str = "head") -> tuple[str | None, str]:
+    """Migrate to `revision`; returns (before, after). Refuses a database newer than the code."""
+    before = _check_known(database)
+    try:
+        with database.write() as connection:
+            if database.dialect == "postgresql":
+                # Two processes opening an empty database at once: the second waits, then finds it migrated.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            command.upgrade(_alembic_config(connection), revision)
+    except SQLAlchemyError as e:
+        raise DatabaseError(f"migrating {database.url} failed: {e}") from e
+    after = current_revision(database) or ""
+    if before != after:
+        log.info("database migrated url=%s from=%s to=%s", database.url, before, after)
+    return before, after
+
+
+def _user_tables(database: Database) -> list[str]:
+    with database.read() as connection:
+        return [name for name in inspect(connection).get_table_names() if name != VERSION_TABLE]
+
+
+def database_url(settings: Settings) -> str:
+    """The configured URL; a relative SQLite path (such as the default var/syndicate.db) is
+    taken relative to the config file's folder."""
+    url = settings.database.url
+    prefix = "sqlite:///"
+    path = url[len(prefix):] if url.startswith(prefix) else None
+    if path and path != ":memory:" and not path.startswith("/") and not path.startswith(":"):
+        return prefix + str((settings.base_folder / path).resolve())
+    return url
+
+
+def open_database(settings: Settings, *, upgrade_outdated: bool = False) -> Database:
+    """The configured database, ready to use.
+
+    An empty database is migrated on the spot; one at an older migration is migrated only with
+    `upgrade_outdated` (else a DatabaseError tells to run `syndicate db upgrade`); one newer than
+    the code, or holding tables that are not syndicate's, is refused.
+    """
+    database = create_database(database_url(settings), echo=settings.database.echo)
+    try:
+        _prepare(database, upgrade_outdated)
+    except SQLAlchemyError as e:
+        database.close()
+        raise DatabaseError(f"cannot open database {database.url}: {e}") from e
+    except SyndicateError:
+        database.close()
+        raise
+    return database
+
+
+def _prepare(database: Database, upgrade_outdated: bool) -> None:
+    # Tables first, then the revision: another process migrating meanwhile then shows up as migrated.
+    tables = _user_tables(database)
+    current = _check_known(database)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        if tables:
+            raise DatabaseError(
+                f"database {database.url} has tables ({', '.join(sorted(tables)[:5])}) but no syndicate migration history",
+                hint="point [database] url at an empty database or one syndicate created",
+            )
+        upgrade(database)
+    elif upgrade_outdated:
+        upgrade(database)
+    else:
+        raise DatabaseError(
+            f"database {database.url} is at migration {current}; this version of syndicate needs {head}",
+            hint="run `syndicate db upgrade` (back the database up first)",
+        )

@@ -1,0 +1,92 @@
+"""The database tables, as SQLAlchemy Core: the one description migrations are checked against."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+)
+from sqlalchemy.types import TypeDecorator
+
+# Stable constraint names, so later migrations (and SQLite batch mode) can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes in Python; naive UTC in SQLite, timestamptz in PostgreSQL.
+
+    A naive datetime is refused on the way in, so local times never reach the database.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given to the database (expected timezone-aware)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False),
+    # The normalised address in lower case: what makes an address unique regardless of case.
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("name", String(200), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("frequency", String(8), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("send_hour", SmallInteger, nullable=False),
+    Column("weekday", SmallInteger, nullable=False),
+    Column("high_water", UtcDateTime, nullable=True),
+    Column("next_send_at", UtcDateTime, nullable=True),
+    Column("source", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("status_changed_at", UtcDateTime, nullable=False),
+    Column("confirmed_at", UtcDateTime, nullable=True),
+    Column("unsubscribed_at", UtcDateTime, nullable=True),
+    CheckConstraint("status IN ('pending', 'active', 'unsubscribed', 'bounced')", name="status"),
+    CheckConstraint("frequency IN ('daily', 'weekly')", name="frequency"),
+    CheckConstraint("send_hour BETWEEN 0 AND 23", name="send_hour"),
+    CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday"),
+    Index("ix_subscribers_due", "status", "frequency", "next_send_at", "id"),
+)
+
+subscriber_categories = Table(
+    "subscriber_categories",
+    metadata,
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    Column("slug", String(100), primary_key=True),
+    Index("ix_subscriber_categories_slug", "slug"),
+)

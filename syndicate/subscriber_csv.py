@@ -1,0 +1,176 @@
+"""Subscribers as CSV: streaming import with a reason for every refused row, and export."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Collection, Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from syndicate.errors import Problem, UsageError
+from syndicate.subscribers import (
+    ImportReport,
+    InvalidSubscriberError,
+    NewSubscriber,
+    StoredSubscriber,
+    SubscriberDefaults,
+    SubscriberStore,
+    new_subscriber,
+    split_categories,
+)
+
+IMPORT_COLUMNS = ("email", "name", "categories", "frequency", "timezone", "send_hour", "weekday")
+# Written by export; an import accepts them so an export can be re-imported.
+EXPORT_COLUMNS = IMPORT_COLUMNS + ("status", "source", "created_at", "status_changed_at", "confirmed_at", "unsubscribed_at")
+OPTED_OUT = ("unsubscribed", "bounced")
+_EXTRA = "\0extra"  # where csv.DictReader puts fields beyond the header
+
+
+def _check_header(fields: list[str] | None, path: Path) -> None:
+    if not fields:
+        raise UsageError(f"{path}: empty file (expected a header row with at least an email column)")
+    unknown = [f for f in fields if f not in EXPORT_COLUMNS]
+    if unknown:
+        raise UsageError(
+            f"{path}:1: unknown column {', '.join(repr(f) for f in unknown)} (expected: {', '.join(IMPORT_COLUMNS)})"
+        )
+    if "email" not in fields:
+        raise UsageError(f"{path}:1: no email column (expected: {', '.join(IMPORT_COLUMNS)})")
+    duplicated = sorted({f for f in fields if fields.count(f) > 1})
+    if duplicated:
+        raise UsageError(f"{path}:1: column {', '.join(duplicated)} appears twice")
+
+
+def utf8_lines(binary: BinaryIO) -> Iterator[str]:
+    """The lines of a UTF-8 file (BOM dropped). Bytes that are not UTF-8 become lone surrogates,
+    so the row holding them is refused with its line number and the rest still read."""
+    for number, raw in enumerate(binary):
+        if number == 0 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        yield raw.decode("utf-8", errors="surrogateescape")
+
+
+def _not_utf8(values: Iterable[str]) -> str | None:
+    for value in values:
+        for ch in value:
+            if "\udc80" <= ch <= "\udcff":
+                return f"not UTF-8 text (byte 0x{ord(ch) - 0xDC00:02X}); save the file as UTF-8"
+    return None
+
+
+def read_subscribers(
+    stream: Iterable[str],
+    path: Path,
+    *,
+    valid_categories: Collection[str],
+    defaults: SubscriberDefaults,
+) -> Iterator[NewSubscriber | Problem]:
+    """Each data row as a validated NewSubscriber, or a Problem naming its line and what is wrong."""
+    reader = csv.DictReader(stream, restkey=_EXTRA, strict=True)
+    _check_header(reader.fieldnames, path)
+    if bad := _not_utf8(reader.fieldnames or ()):
+        raise UsageError(f"{path}:1: {bad}")
+    seen: dict[str, int] = {}
+    rows = iter(reader)
+    while True:
+        start = reader.line_num + 1  # where the record begins (a quoted field may span lines)
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield Problem(path, start, f"unreadable CSV ({e}; is a quote left open?); the rest of the file was skipped")
+            return
+        if any((v or "").strip() for k, v in row.items() if k != _EXTRA):
+            yield _row(row, start, path, seen, valid_categories, defaults)
+
+
+def _row(
+    row: dict[str, str | list[str] | None],
+    line: int,
+    path: Path,
+    seen: dict[str, int],
+    valid_categories: Collection[str],
+    defaults: SubscriberDefaults,
+) -> NewSubscriber | Problem:
+    if bad := _not_utf8(v for v in row.values() if isinstance(v, str)):
+        return Problem(path, line, bad)
+    extra = row.get(_EXTRA)
+    if extra is not None:
+        return Problem(path, line, f"{len(extra)} more fields than the header has columns")
+    # Trailing fields may be left out of a row: they take their defaults.
+    values: dict[str, str] = {k: v for k, v in row.items() if isinstance(v, str)}
+    status = values.get("status", "").strip().lower()
+    if status in OPTED_OUT:
+        return Problem(path, line, f"status is {status}: an import never subscribes an opted-out address")
+    try:
+        new = new_subscriber(
+            values["email"],
+            name=values.get("name"),
+            categories=split_categories(values.get("categories", "")),
+            valid_categories=valid_categories,
+            defaults=defaults,
+            frequency=values.get("frequency"),
+            timezone=values.get("timezone", "").strip(),
+            send_hour=values.get("send_hour"),
+            weekday=values.get("weekday"),
+        )
+    except InvalidSubscriberError as e:
+        return Problem(path, line, str(e))
+    first = seen.setdefault(new.email_key, line)
+    if first != line:
+        return Problem(path, line, f"email: {new.email} already appears on line {first}")
+    return new
+
+
+def import_csv(
+    store: SubscriberStore,
+    path: Path,
+    *,
+    valid_categories: Collection[str],
+    now: datetime,
+    confirmed: bool = False,
+    dry_run: bool = False,
+    batch: int = 1000,
+) -> ImportReport:
+    """Import the good rows of `path` in batches (one transaction each); report the bad ones."""
+    report = ImportReport()
+    pending: list[NewSubscriber] = []
+    problems: list[str] = []
+    try:
+        stream = path.open("rb")
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read: {e.strerror}") from e
+    with stream:
+        for item in read_subscribers(utf8_lines(stream), path, valid_categories=valid_categories, defaults=store.defaults):
+            if isinstance(item, Problem):
+                problems.append(str(item))
+                continue
+            pending.append(item)
+            if len(pending) >= batch:
+                report = report.merged(store.import_batch(pending, now=now, confirmed=confirmed, dry_run=dry_run))
+                pending = []
+    if pending:
+        report = report.merged(store.import_batch(pending, now=now, confirmed=confirmed, dry_run=dry_run))
+    return report.merged(ImportReport(problems=tuple(problems)))
+
+
+def _when(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else ""
+
+
+def write_subscribers(rows: Iterable[StoredSubscriber], out: TextIO) -> int:
+    """Write the export CSV (the import's columns, then status and timestamps in UTC); returns the row count."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    count = 0
+    for stored in rows:
+        s = stored.subscriber
+        writer.writerow([
+            s.email, s.name or "", ",".join(s.categories), s.frequency.value, s.timezone, s.send_hour, s.weekday,
+            s.status.value, s.source, _when(s.created_at), _when(s.status_changed_at),
+            _when(stored.confirmed_at), _when(stored.unsubscribed_at),
+        ])
+        count += 1
+    return count

@@ -1,0 +1,582 @@
+"""Subscribers: validation, the status lifecycle, preferences, schedules and the store that keeps them."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Connection, Row, delete, func, insert, select, tuple_, update
+
+from syndicate.config import Settings
+from syndicate.db import Database
+from syndicate.errors import SyndicateError, UsageError
+from syndicate.models import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
+from syndicate.schema import subscriber_categories, subscribers
+
+log = logging.getLogger(__name__)
+
+MAX_NAME = 200
+MAX_EMAIL = 320
+SOURCES = ("cli", "import", "web")
+_IN_CHUNK = 10_000
+# Bidirectional overrides and isolates: legal text, but used to disguise names in inbox listings.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+class InvalidSubscriberError(UsageError):
+    """A subscriber field is invalid; `field` names it."""
+
+    def __init__(self, field_name: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{field_name}: {message}", hint=hint)
+        self.field = field_name
+        self.reason = message
+
+
+class UnknownSubscriberError(SyndicateError):
+    """No subscriber has that id or address."""
+
+
+class SubscriberExistsError(SyndicateError):
+    """The address is already in the database."""
+
+
+class TransitionError(SyndicateError):
+    """A status change the lifecycle does not allow (e.g. confirming an unsubscribed address)."""
+
+
+# ---------------------------------------------------------------- validation
+
+def normalise_email(raw: str) -> tuple[str, str]:
+    """(normalised address, lower-case unique key); InvalidSubscriberError for anything else."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidSubscriberError("email", "is missing")
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in raw):
+        raise InvalidSubscriberError("email", f"contains a line break or control character: {raw!r}")
+    try:
+        email = validate_email(raw.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as e:
+        raise InvalidSubscriberError("email", f"{raw.strip()!r} is not a valid address: {e}") from None
+    if len(email) > MAX_EMAIL:
+        raise InvalidSubscriberError("email", f"longer than {MAX_EMAIL} characters")
+    return email, email.lower()
+
+
+def clean_name(raw: str | None) -> str | None:
+    """The name stripped of surrounding spaces (None if empty); control characters refused."""
+    if raw is None:
+        return None
+    name = raw.strip()
+    if not name:
+        return None
+    for ch in name:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS:
+            raise InvalidSubscriberError("name", f"contains a line break or control character (U+{ord(ch):04X})")
+    if len(name) > MAX_NAME:
+        raise InvalidSubscriberError("name", f"longer than {MAX_NAME} characters")
+    return unicodedata.normalize("NFC", name)
+
+
+def check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidSubscriberError("timezone", f"unknown timezone {value!r} (expected an IANA name such as Europe/Paris)") from None
+    return value
+
+
+def check_categories(slugs: Iterable[str], valid: Collection[str]) -> tuple[str, ...]:
+    """The slugs sorted, without duplicates (as the store returns them); an unknown slug is refused
+    with the valid ones listed."""
+    result = tuple(sorted({s.strip() for s in slugs if s.strip()}))
+    unknown = [s for s in result if s not in valid]
+    if unknown:
+        raise InvalidSubscriberError(
+            "categories", f"unknown {'category' if len(unknown) == 1 else 'categories'} {', '.join(unknown)} "
+            f"(valid: {', '.join(sorted(valid)) or 'none'})",
+        )
+    return result
+
+
+def split_categories(text: str) -> list[str]:
+    """`a,b`, `a;b` or `a b` as a list of slugs."""
+    return [part for part in text.replace(";", ",").replace(" ", ",").split(",") if part]
+
+
+def check_frequency(value: str | Frequency) -> Frequency:
+    try:
+        return Frequency(str(value).strip().lower())
+    except ValueError:
+        raise InvalidSubscriberError("frequency", f"expected daily or weekly, got {value!r}") from None
+
+
+def check_send_hour(value: int | str) -> int:
+    try:
+        hour = int(str(value).strip())
+    except ValueError:
+        raise InvalidSubscriberError("send_hour", f"expected a whole hour 0 to 23, got {value!r}") from None
+    if not 0 <= hour <= 23:
+        raise InvalidSubscriberError("send_hour", f"expected a whole hour 0 to 23, got {hour}")
+    return hour
+
+
+def check_weekday(value: int | str) -> int:
+    """0 (Monday) to 6, or a day name."""
+    text = str(value).strip().lower()
+    if text in WEEKDAYS:
+        return WEEKDAYS.index(text)
+    if text.isdigit() and 0 <= int(text) <= 6:
+        return int(text)
+    raise InvalidSubscriberError("weekday", f"expected a day name or 0 (Monday) to 6, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SubscriberDefaults:
+    """Preferences a new subscriber gets when they do not say (from the [digest] config)."""
+
+    frequency: Frequency = Frequency.DAILY
+    timezone: str = "UTC"
+    send_hour: int = 8
+    weekday: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SubscriberDefaults:
+        digest = settings.digest
+        return cls(
+            frequency=Frequency(digest.frequency),
+            timezone=digest.timezone or settings.site.timezone,
+            send_hour=digest.send_hour,
+            weekday=WEEKDAYS.index(digest.weekday),
+        )
+
+
+@dataclass(frozen=True)
+class NewSubscriber:
+    """A validated subscriber not yet stored."""
+
+    email: str
+    email_key: str
+    name: str | None
+    categories: tuple[str, ...]
+    frequency: Frequency
+    timezone: str
+    send_hour: int
+    weekday: int
+
+
+def new_subscriber(
+    email: str,
+    *,
+    categories: Iterable[str],
+    valid_categories: Collection[str],
+    defaults: SubscriberDefaults,
+    name: str | None = None,
+    frequency: str | None = None,
+    timezone: str | None = None,
+    send_hour: int | str | None = None,
+    weekday: int | str | None = None,
+) -> NewSubscriber:
+    """Validate every field (None or '' means the default); InvalidSubscriberError names the first bad one."""
+    address, key = normalise_email(email)
+    return NewSubscriber(
+        email=address,
+        email_key=key,
+        name=clean_name(name),
+        categories=check_categories(categories, valid_categories),
+        frequency=check_frequency(frequency) if frequency not in (None, "") else defaults.frequency,
+        timezone=check_timezone(timezone) if timezone not in (None, "") else defaults.timezone,
+        send_hour=check_send_hour(send_hour) if send_hour not in (None, "") else defaults.send_hour,
+        weekday=check_weekday(weekday) if weekday not in (None, "") else defaults.weekday,
+    )
+
+
+# ---------------------------------------------------------------- schedule
+
+def _local_occurrence(day: date, hour: int, zone: ZoneInfo) -> datetime:
+    """`hour`:00 on `day` in `zone`, as UTC. A wall time skipped by DST lands after the gap
+    (fold=0 uses the offset before the change); a repeated one is its first occurrence."""
+    return datetime.combine(day, time(hour), tzinfo=zone).astimezone(UTC)
+
+
+def next_send_time(timezone: str, send_hour: int, frequency: Frequency | str, weekday: int, after: datetime) -> datetime:
+    """The first local `send_hour` (on `weekday` for weekly digests) strictly after `after`, in UTC."""
+    if after.tzinfo is None:
+        raise ValueError("next_send_time needs a timezone-aware `after`")
+    zone = ZoneInfo(timezone)
+    weekly = Frequency(frequency) is Frequency.WEEKLY
+    start = after.astimezone(zone).date()
+    for offset in range(9):
+        day = start + timedelta(days=offset)
+        if weekly and day.weekday() != weekday:
+            continue
+        candidate = _local_occurrence(day, send_hour, zone)
+        if candidate > after:
+            return candidate
+    raise AssertionError("unreachable: a send time exists within 8 days")  # pragma: no cover
+
+
+# ---------------------------------------------------------------- store
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did: rows added, rows already present (left unchanged), and rows refused."""
+
+    added: int = 0
+    unchanged: int = 0
+    opted_out: int = 0
+    problems: tuple[str, ...] = ()
+
+    def merged(self, other: ImportReport) -> ImportReport:
+        return ImportReport(
+            self.added + other.added, self.unchanged + other.unchanged,
+            self.opted_out + other.opted_out, self.problems + other.problems,
+        )
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which subscribers `iter_subscribers` lists."""
+
+    status: SubscriberStatus | None = None
+    category: str | None = None
+    frequency: Frequency | None = None
+
+
+def _to_subscriber(row: Row[Any], categories: Sequence[str]) -> Subscriber:
+    return Subscriber(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        status=SubscriberStatus(row.status),
+        categories=tuple(categories),
+        frequency=Frequency(row.frequency),
+        timezone=row.timezone,
+        send_hour=row.send_hour,
+        weekday=row.weekday,
+        high_water=row.high_water,
+        source=row.source,
+        created_at=row.created_at,
+        status_changed_at=row.status_changed_at,
+    )
+
+
+@dataclass(frozen=True)
+class StoredSubscriber:
+    """A Subscriber with the bookkeeping only the store and the CLI show."""
+
+    subscriber: Subscriber
+    next_send_at: datetime | None
+    confirmed_at: datetime | None
+    unsubscribed_at: datetime | None
+    updated_at: datetime
+
+
+class SubscriberStore:
+    """Every read and write of subscribers. Times are passed in (`now`), timezone-aware."""
+
+    def __init__(self, database: Database, defaults: SubscriberDefaults | None = None) -> None:
+        self.database = database
+        self.defaults = defaults or SubscriberDefaults()
+
+    # -- reading
+
+    def _load(self, connection: Connection, rows: Sequence[Row[Any]]) -> list[Subscriber]:
+        """Subscribers for `rows`, with their categories fetched in one query."""
+        if not rows:
+            return []
+        ids = [row.id for row in rows]
+        cats: dict[int, list[str]] = {i: [] for i in ids}
+        for start in range(0, len(ids), _IN_CHUNK):  # PostgreSQL takes at most 65,535 parameters
+            query = (
+                select(subscriber_categories.c.subscriber_id, subscriber_categories.c.slug)
+                .where(subscriber_categories.c.subscriber_id.in_(ids[start:start + _IN_CHUNK]))
+                .order_by(subscriber_categories.c.subscriber_id, subscriber_categories.c.slug)
+            )
+            for subscriber_id, slug in connection.execute(query):
+                cats[subscriber_id].append(slug)
+        return [_to_subscriber(row, cats[row.id]) for row in rows]
+
+    def _one(self, connection: Connection, condition: Any, what: str) -> Row[Any]:
+        row = connection.execute(select(subscribers).where(condition)).first()
+        if row is None:
+            raise UnknownSubscriberError(f"no subscriber {what}")
+        return row
+
+    def get(self, subscriber_id: int) -> Subscriber:
+        with self.database.read() as connection:
+            row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
+            return self._load(connection, [row])[0]
+
+    def get_by_email(self, email: str) -> Subscriber:
+        _, key = normalise_email(email)
+        with self.database.read() as connection:
+            row = self._one(connection, subscribers.c.email_key == key, f"with address {email.strip()}")
+            return self._load(connection, [row])[0]
+
+    def find_by_email(self, email: str) -> Subscriber | None:
+        try:
+            return self.get_by_email(email)
+        except UnknownSubscriberError:
+            return None
+
+    def details(self, subscriber_id: int) -> StoredSubscriber:
+        with self.database.read() as connection:
+            row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
+            subscriber = self._load(connection, [row])[0]
+        return StoredSubscriber(subscriber, row.next_send_at, row.confirmed_at, row.unsubscribed_at, row.updated_at)
+
+    def count(self, status: SubscriberStatus | None = None) -> int:
+        query = select(func.count()).select_from(subscribers)
+        if status is not None:
+            query = query.where(subscribers.c.status == status.value)
+        with self.database.read() as connection:
+            return connection.execute(query).scalar_one()
+
+    def iter_subscribers(self, where: Filter = Filter(), *, batch: int = 1000) -> Iterator[StoredSubscriber]:
+        """Every subscriber matching `where`, by id, fetched `batch` at a time (one short transaction each)."""
+        last = 0
+        while True:
+            query = select(subscribers).where(subscribers.c.id > last).order_by(subscribers.c.id).limit(batch)
+            if where.status is not None:
+                query = query.where(subscribers.c.status == where.status.value)
+            if where.frequency is not None:
+                query = query.where(subscribers.c.frequency == where.frequency.value)
+            if where.category is not None:
+                query = query.where(subscribers.c.id.in_(
+                    select(subscriber_categories.c.subscriber_id).where(subscriber_categories.c.slug == where.category)
+                ))
+            with self.database.read() as connection:
+                rows = connection.execute(query).all()
+                loaded = self._load(connection, rows)
+            for row, subscriber in zip(rows, loaded):
+                yield StoredSubscriber(subscriber, row.next_send_at, row.confirmed_at, row.unsubscribed_at, row.updated_at)
+            if len(rows) < batch:
+                return
+            last = rows[-1].id
+
+    def iter_due(self, now: datetime, *, frequency: Frequency | None = None, batch: int = 1000) -> Iterator[Subscriber]:
+        """Active subscribers whose next send time is at or before `now`, oldest due first.
+
+        Keyset-paginated on (next_send_at, id), one short transaction per batch, so memory stays flat
+        and a consumer may `advance_schedule` while iterating.
+        """
+        c = subscribers.c
+        last: tuple[datetime, int] | None = None
+        while True:
+            query = (
+                select(subscribers)
+                .where(c.status == SubscriberStatus.ACTIVE.value, c.next_send_at <= now)
+                .order_by(c.next_send_at, c.id)
+                .limit(batch)
+            )
+            if frequency is not None:
+                query = query.where(c.frequency == Frequency(frequency).value)
+            if last is not None:
+                query = query.where(tuple_(c.next_send_at, c.id) > tuple_(*last))
+            with self.database.read() as connection:
+                rows = connection.execute(query).all()
+                loaded = self._load(connection, rows)
+            yield from loaded
+            if len(rows) < batch:
+                return
+            last = (rows[-1].next_send_at, rows[-1].id)
+
+    # -- creating
+
+    def add(self, new: NewSubscriber, *, now: datetime, confirmed: bool = False, source: str = "cli") -> Subscriber:
+        """Store a new subscriber, pending (or active when `confirmed`); SubscriberExistsError if the address is known."""
+        with self.database.write() as connection:
+            existing = connection.execute(
+                select(subscribers.c.status, subscribers.c.status_changed_at).where(subscribers.c.email_key == new.email_key)
+            ).first()
+            if existing is not None:
+                raise SubscriberExistsError(
+                    f"{new.email} is already in the database ({existing.status} since {existing.status_changed_at:%Y-%m-%d %H:%M} UTC)",
+                    hint="use `syndicate subscribers set` to change preferences"
+                    if existing.status in ("pending", "active") else "only the subscriber can opt in again, by signing up",
+                )
+            subscriber_id = self._insert(connection, [new], now=now, confirmed=confirmed, source=source)[0]
+        log.info("subscriber added id=%s status=%s source=%s", subscriber_id, "active" if confirmed else "pending", source)
+        return self.get(subscriber_id)
+
+    def _insert(self, connection: Connection, news: Sequence[NewSubscriber], *, now: datetime, confirmed: bool, source: str) -> list[int]:
+        if source not in SOURCES:
+            raise ValueError(f"unknown subscription source {source!r}")
+        status = SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING
+        values = [
+            {
+                "email": n.email, "email_key": n.email_key, "name": n.name, "status": status.value,
+                "frequency": n.frequency.value, "timezone": n.timezone, "send_hour": n.send_hour, "weekday": n.weekday,
+                "high_water": None,
+                "next_send_at": next_send_time(n.timezone, n.send_hour, n.frequency, n.weekday, now) if confirmed else None,
+                "source": source, "created_at": now, "updated_at": now, "status_changed_at": now,
+                "confirmed_at": now if confirmed else None, "unsubscribed_at": None,
+            }
+            for n in news
+        ]
+        connection.execute(insert(subscribers), values)
+        # Ids by address afterwards: RETURNING in parameter order falls back to a row at a time on SQLite.
+        keys = [n.email_key for n in news]
+        by_key = dict(connection.execute(
+            select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_(keys))
+        ).all())
+        ids = [by_key[key] for key in keys]
+        links = [{"subscriber_id": i, "slug": slug} for i, n in zip(ids, news) for slug in n.categories]
+        if links:
+            connection.execute(insert(subscriber_categories), links)
+        return ids
+
+    def import_batch(self, news: Sequence[NewSubscriber], *, now: datetime, confirmed: bool, dry_run: bool = False) -> ImportReport:
+        """Add the addresses not yet known; known ones (above all unsubscribed ones) are left as they are."""
+        keys = [n.email_key for n in news]
+        with self.database.write() as connection:
+            known = dict(connection.execute(
+                select(subscribers.c.email_key, subscribers.c.status).where(subscribers.c.email_key.in_(keys))
+            ).all())
+            fresh = [n for n in news if n.email_key not in known]
+            if fresh and not dry_run:
+                self._insert(connection, fresh, now=now, confirmed=confirmed, source="import")
+        opted_out = sum(1 for s in known.values() if s in ("unsubscribed", "bounced"))
+        return ImportReport(added=len(fresh), unchanged=len(known) - opted_out, opted_out=opted_out)
+
+    def sign_up(self, new: NewSubscriber, *, now: datetime, source: str = "web") -> Subscriber:
+        """A new opt-in: a new address becomes pending; a pending, unsubscribed or bounced one becomes
+        pending again with the new preferences (it must confirm); an active one is left unchanged."""
+        with self.database.write() as connection:
+            row = connection.execute(select(subscribers).where(subscribers.c.email_key == new.email_key)).first()
+            if row is None:
+                subscriber_id = self._insert(connection, [new], now=now, confirmed=False, source=source)[0]
+            else:
+                subscriber_id = row.id
+                if row.status != SubscriberStatus.ACTIVE.value:
+                    self._write_preferences(connection, row, new, now)
+                    if row.status != SubscriberStatus.PENDING.value:
+                        self._set_status(connection, row.id, SubscriberStatus.PENDING, now, next_send_at=None, source=source)
+        log.info("subscriber sign-up id=%s source=%s", subscriber_id, source)
+        return self.get(subscriber_id)
+
+    # -- lifecycle
+
+    def _set_status(self, connection: Connection, subscriber_id: int, status: SubscriberStatus, now: datetime, **extra: Any) -> None:
+        connection.execute(
+            update(subscribers).where(subscribers.c.id == subscriber_id)
+            .values(status=status.value, status_changed_at=now, updated_at=now, **extra)
+        )
+
+    def confirm(self, subscriber_id: int, now: datetime) -> Subscriber:
+        """pending -> active (and scheduled). Confirming an active subscriber changes nothing;
+        an unsubscribed or bounced one is refused: only a new sign-up can bring it back."""
+        with self.database.write() as connection:
+            row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
+            status = SubscriberStatus(row.status)
+            if status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
+                raise TransitionError(
+                    f"{row.email} is {status.value} (since {row.status_changed_at:%Y-%m-%d %H:%M} UTC); confirming does not revive it",
+                    hint="the subscriber must sign up again",
+                )
+            if status is SubscriberStatus.PENDING:
+                self._set_status(
+                    connection, subscriber_id, SubscriberStatus.ACTIVE, now, confirmed_at=now,
+                    next_send_at=next_send_time(row.timezone, row.send_hour, row.frequency, row.weekday, now),
+                )
+                log.info("subscriber confirmed id=%s", subscriber_id)
+        return self.get(subscriber_id)
+
+    def unsubscribe(self, subscriber_id: int, now: datetime) -> Subscriber:
+        """Any status -> unsubscribed; the row stays as proof of the opt-out. Repeating it changes nothing."""
+        with self.database.write() as connection:
+            row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
+            if row.status != SubscriberStatus.UNSUBSCRIBED.value:
+                self._set_status(connection, subscriber_id, SubscriberStatus.UNSUBSCRIBED, now, unsubscribed_at=now, next_send_at=None)
+                log.info("subscriber unsubscribed id=%s was=%s", subscriber_id, row.status)
+        return self.get(subscriber_id)
+
+    def mark_bounced(self, subscriber_id: int, now: datetime) -> Subscriber:
+        """pending/active -> bounced (delivery failed permanently). An unsubscribe is kept as it is."""
+        with self.database.write() as connection:
+            row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
+            if row.status in (SubscriberStatus.PENDING.value, SubscriberStatus.ACTIVE.value):
+                self._set_status(connection, subscriber_id, SubscriberStatus.BOUNCED, now, next_send_at=None)
+                log.info("subscriber bounced id=%s", subscriber_id)
+        return self.get(subscriber_id)
+
+    def remove(self, subscriber_id: int) -> None:
+        """Delete the subscriber and everything about them (erasure on request)."""
+        with self.database.write() as connection:
+            result = connection.execute(delete(subscribers).where(subscribers.c.id == subscriber_id))
+            if result.rowcount == 0:
+                raise UnknownSubscriberError(f"no subscriber with id {subscriber_id}")
+        log.info("subscriber removed id=%s", subscriber_id)
+
+    # -- preferences and delivery state
+
+    def set_preferences(
+        self,
+        subscriber_id: int,
+        *,
+        now: datetime,
+        valid_categories: Collection[str] = (),
+        categories: Iterable[str] | None = None,
+        frequency: str | None = None,
+        timezone: str | None = None,
+        send_hour: int | str | None = None,
+        weekday: int | str | None = None,
+        name: str | None = None,
+    ) -> Subscriber:
+        """Change the given preferences (None leaves one as it is) and reschedule an active subscriber."""
+        current = self.get(subscriber_id)
+        new = NewSubscriber(
+            email=current.email,
+            email_key=current.email.lower(),
+            name=clean_name(name) if name is not None else current.name,
+            categories=check_categories(categories, valid_categories) if categories is not None else current.categories,
+            frequency=check_frequency(frequency) if frequency is not None else current.frequency,
+            timezone=check_timezone(timezone) if timezone is not None else current.timezone,
+            send_hour=check_send_hour(send_hour) if send_hour is not None else current.send_hour,
+            weekday=check_weekday(weekday) if weekday is not None else current.weekday,
+        )
+        with self.database.write() as connection:
+            row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
+            self._write_preferences(connection, row, new, now)
+        log.info("subscriber preferences changed id=%s", subscriber_id)
+        return self.get(subscriber_id)
+
+    def _write_preferences(self, connection: Connection, row: Row[Any], new: NewSubscriber, now: datetime) -> None:
+        values: dict[str, Any] = {
+            "name": new.name, "frequency": new.frequency.value, "timezone": new.timezone,
+            "send_hour": new.send_hour, "weekday": new.weekday, "updated_at": now,
+        }
+        if row.status == SubscriberStatus.ACTIVE.value:
+            values["next_send_at"] = next_send_time(new.timezone, new.send_hour, new.frequency, new.weekday, now)
+        connection.execute(update(subscribers).where(subscribers.c.id == row.id).values(**values))
+        connection.execute(delete(subscriber_categories).where(subscriber_categories.c.subscriber_id == row.id))
+        if new.categories:
+            connection.execute(
+                insert(subscriber_categories), [{"subscriber_id": row.id, "slug": slug} for slug in new.categories]
+            )
+
+    def advance_schedule(self, subscriber_id: int, now: datetime) -> datetime | None:
+        """Set the next send time to the first occurrence after `now` (after a digest went out); returns it."""
+        with self.database.write() as connection:
+            row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
+            if row.status != SubscriberStatus.ACTIVE.value:
+                return None
+            at = next_send_time(row.timezone, row.send_hour, row.frequency, row.weekday, now)
+            connection.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(next_send_at=at))
+        return at
+
+    def set_high_water(self, subscriber_id: int, value: datetime) -> bool:
+        """Move the high-water mark forward to `value`; an older value is ignored. True if it moved."""
+        c = subscribers.c
+        with self.database.write() as connection:
+            result = connection.execute(
+                update(subscribers)
+                .where(c.id == subscriber_id, (c.high_water.is_(None)) | (c.high_water < value))
+                .values(high_water=value)
+            )
+            return result.rowcount == 1
