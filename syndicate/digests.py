@@ -1,0 +1,127 @@
+"""Chooses what each subscriber's digest contains: new articles of their categories since their high-water mark."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from syndicate.config import Settings
+from syndicate.models import Article, Category, Frequency, Subscriber
+
+PERIODS = {Frequency.DAILY: timedelta(days=1), Frequency.WEEKLY: timedelta(days=7)}
+
+
+@dataclass(frozen=True)
+class DigestSection:
+    """The articles shown under one category (newest first) and how many more were left out."""
+
+    category: Category
+    articles: tuple[Article, ...]
+    hidden: int = 0
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One subscriber's digest.
+
+    `sections` (in the site's category order), their articles and hidden counts are the
+    same for every subscriber who gets the same set of articles: `variant_key` names
+    that set, so they share one rendering. `since` is where the digest starts (the
+    subscriber's high-water mark, or `now - period` for a first digest); `until` is the
+    newest article's published time, the new high-water mark once the digest is sent.
+    """
+
+    subscriber: Subscriber
+    sections: tuple[DigestSection, ...]
+    since: datetime
+    until: datetime
+    variant_key: str
+
+    @property
+    def articles(self) -> tuple[Article, ...]:
+        """Every shown article, in the order the digest shows them."""
+        return tuple(a for section in self.sections for a in section.articles)
+
+    @property
+    def count(self) -> int:
+        return sum(len(s.articles) for s in self.sections)
+
+    @property
+    def hidden(self) -> int:
+        return sum(s.hidden for s in self.sections)
+
+    @property
+    def categories(self) -> tuple[Category, ...]:
+        return tuple(s.category for s in self.sections)
+
+
+def first_digest_start(subscriber: Subscriber, now: datetime) -> datetime:
+    """`now` minus one period, counted on the subscriber's own wall clock (so across a
+    DST change a weekly window is still "since this time last week" where they live)."""
+    local = now.astimezone(ZoneInfo(subscriber.timezone))
+    start = (local.replace(tzinfo=None) - PERIODS[Frequency(subscriber.frequency)]).replace(tzinfo=local.tzinfo)
+    return start.replace(fold=0)
+
+
+def select_digest(
+    subscriber: Subscriber,
+    articles: Iterable[Article],
+    categories: Sequence[Category],
+    now: datetime,
+    settings: Settings,
+) -> Digest | None:
+    """The digest `subscriber` gets at `now`, or None when nothing is new.
+
+    Articles of any of their categories published after their high-water mark (or in the
+    last period, before their first digest) and not after `now`. Each article appears
+    once, under the first of its categories in `categories` order. At most
+    `digest.max_articles` are shown, the newest; the rest are counted per category.
+    """
+    if now.tzinfo is None:
+        raise ValueError("select_digest: `now` must be timezone-aware")
+    since = subscriber.high_water or first_digest_start(subscriber, now)
+    followed = set(subscriber.categories)
+    order = [c for c in categories if c.slug in followed]
+    rank = {c.slug: i for i, c in enumerate(order)}
+    picked: dict[str, tuple[int, Article]] = {}
+    for article in articles:
+        if not since < article.published <= now or article.id in picked:
+            continue
+        places = [rank[slug] for slug in article.category_slugs if slug in rank]
+        if places:
+            picked[article.id] = (min(places), article)
+    if not picked:
+        return None
+    newest_first = sorted(picked.values(), key=lambda item: (item[1].published, item[1].id), reverse=True)
+    shown = newest_first[: settings.digest.max_articles]
+    left_out = newest_first[settings.digest.max_articles:]
+    sections = tuple(
+        DigestSection(
+            category=category,
+            articles=tuple(a for place, a in shown if place == i),
+            hidden=sum(1 for place, _ in left_out if place == i),
+        )
+        for i, category in enumerate(order)
+    )
+    sections = tuple(s for s in sections if s.articles or s.hidden)
+    return Digest(
+        subscriber=subscriber,
+        sections=sections,
+        since=since,
+        until=newest_first[0][1].published,
+        variant_key=variant_key(sections),
+    )
+
+
+def variant_key(sections: Sequence[DigestSection]) -> str:
+    """Names the rendered content: the same sections, articles (and their versions) and hidden counts."""
+    h = hashlib.sha256()
+    for section in sections:
+        h.update(f"{section.category.slug}\x1f{section.category.name}\x1f{section.hidden}\x1e".encode())
+        for article in section.articles:
+            h.update(f"{article.id}\x1f{article.content_hash}\x1f{article.published.isoformat()}\x1e".encode())
+        h.update(b"\x1d")
+    return h.hexdigest()[:20]

@@ -1,0 +1,329 @@
+"""Builds the exact RFC 5322 bytes of digest and confirmation emails.
+
+multipart/alternative (text/plain first, text/html last), UTF-8, quoted-printable,
+CRLF line ends, no line over 78 bytes except a header holding one long URL (never
+over 998). What is the same for every recipient of a variant (subject, MIME parts,
+the encoded lines without personal values) is built once; per recipient only the
+headers and the lines holding their values are encoded.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import Header
+from email.utils import format_datetime, parseaddr
+
+from syndicate.config import Settings
+from syndicate.digests import Digest
+from syndicate.errors import ConfigError, SyndicateError
+from syndicate.models import Category
+from syndicate.render import EmailRenderer, LinkMaker, RenderedEmail, RenderedVariant, SlotText
+
+CRLF = b"\r\n"
+MAX_LINE = 998
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_PHRASE_SAFE = re.compile(r"^[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]+$")
+
+
+class HeaderError(SyndicateError):
+    """A value would break a message header (a CR or LF, a control character, a bad address)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} header: {problem}", hint="fix the value; it is never sent as is")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class DigestMessage:
+    """One digest ready to hand to a mail backend: the envelope and the exact bytes."""
+
+    subscriber_id: int
+    recipient: str
+    message_id: str
+    since: datetime
+    until: datetime
+    variant_key: str
+    data: bytes
+
+
+# -- header values -----------------------------------------------------------------------
+def checked(field: str, value: str) -> str:
+    """`value` when it is safe in a header, else a HeaderError naming `field`."""
+    bad = _FORBIDDEN.search(value)
+    if bad:
+        what = "CR or LF" if bad.group() in "\r\n" else f"control character {bad.group()!r}"
+        raise HeaderError(field, f"contains a {what}")
+    return value
+
+
+def encode_text(field: str, value: str) -> str:
+    """An unstructured header value (Subject), folded; non-ASCII (or `=?`) as RFC 2047 encoded words."""
+    checked(field, value)
+    if value.isascii() and "=?" not in value:
+        return _fold(len(field) + 2, value.split(" "))
+    return Header(value, "utf-8", header_name=field, maxlinelen=78).encode(linesep="\r\n")
+
+
+def _fold(used: int, words: Sequence[str]) -> str:
+    """Words joined by spaces, folded (CRLF + space) before a word that would pass column 78."""
+    out, column = words[0], used + len(words[0])
+    for word in words[1:]:
+        if word and column + 1 + len(word) > 78:
+            out += "\r\n " + word
+            column = 1 + len(word)
+        else:
+            out += " " + word
+            column += 1 + len(word)
+    return out
+
+
+def encode_address(field: str, name: str | None, address: str) -> str:
+    """`"Name" <address>` with the name quoted, or RFC 2047 encoded when it is not plain ASCII."""
+    checked(field, address)
+    if not _ADDRESS.match(address):
+        raise HeaderError(field, f"not an address this server can send to: {address!r} (ASCII user@domain)")
+    name = " ".join(checked(field, name or "").split())
+    if not name:
+        return address
+    if _PHRASE_SAFE.match(name) and "=?" not in name:
+        phrase = name
+    elif name.isascii() and "=?" not in name:
+        phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:
+        phrase = Header(name, "utf-8", header_name=field, maxlinelen=78).encode(linesep="\r\n")
+    return f"{phrase} <{address}>"
+
+
+def configured_address(field: str, key: str, value: str) -> str:
+    """An address from the config (`Name <user@domain>`), encoded; ConfigError naming the key."""
+    name, address = parseaddr(value)
+    try:
+        return encode_address(field, name, address)
+    except HeaderError as e:
+        raise ConfigError([f"{key}: {e}"]) from None
+
+
+def header_line(field: str, value: str) -> bytes:
+    line = f"{field}: {value}".encode("ascii")
+    if any(len(part) > MAX_LINE for part in line.split(CRLF)):
+        raise HeaderError(field, f"a line would be longer than {MAX_LINE} bytes")
+    return line + CRLF
+
+
+def message_id(digest: Digest, domain: str) -> str:
+    """The same for a resend of the same digest: subscriber, range and articles."""
+    h = hashlib.sha256(
+        "|".join(
+            [
+                str(digest.subscriber.id),
+                digest.since.astimezone(UTC).isoformat(),
+                digest.until.astimezone(UTC).isoformat(),
+                ",".join(a.id for a in digest.articles),
+            ]
+        ).encode()
+    ).hexdigest()[:24]
+    return f"<digest.{digest.subscriber.id}.{h}@{domain}>"
+
+
+# -- bodies ------------------------------------------------------------------------------
+def qp_encode(text: str) -> bytes:
+    """Quoted-printable UTF-8, soft lines of at most 76 bytes, CRLF line ends."""
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", CRLF)
+
+
+@dataclass(frozen=True)
+class EncodedPart:
+    """One body part, its lines already encoded except those holding slots."""
+
+    chunks: tuple[bytes | SlotText, ...]
+
+    @classmethod
+    def of(cls, text: SlotText) -> EncodedPart:
+        chunks: list[bytes | SlotText] = []
+        static: list[bytes] = []
+        for line in text.lines():
+            if line.is_static:
+                static.append(qp_encode(line.pieces[0]))
+                continue
+            if static:
+                chunks.append(CRLF.join(static))
+                static = []
+            chunks.append(line)
+        if static:
+            chunks.append(CRLF.join(static))
+        return cls(tuple(chunks))
+
+    def encode(self, values: dict[str, str]) -> bytes:
+        return CRLF.join([c if isinstance(c, bytes) else qp_encode(c.fill(values)) for c in self.chunks])
+
+
+@dataclass(frozen=True)
+class EncodedVariant:
+    """A variant's subject header and MIME body, with slots left for each recipient."""
+
+    subject: bytes
+    content_type: bytes
+    text_head: bytes
+    text: EncodedPart
+    html_head: bytes
+    html: EncodedPart
+    tail: bytes
+
+    @classmethod
+    def of(cls, variant: RenderedVariant) -> EncodedVariant:
+        boundary = f"=_syndicate_{hashlib.sha256(variant.key.encode()).hexdigest()[:24]}"
+        part_head = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+        return cls(
+            subject=header_line("Subject", encode_text("Subject", variant.subject)),
+            content_type=header_line("Content-Type", f'multipart/alternative;\r\n boundary="{boundary}"') + CRLF,
+            text_head=f"--{boundary}\r\n{part_head.format('plain')}".encode(),
+            text=EncodedPart.of(variant.text),
+            html_head=f"\r\n--{boundary}\r\n{part_head.format('html')}".encode(),
+            html=EncodedPart.of(variant.html),
+            tail=f"\r\n--{boundary}--\r\n".encode(),
+        )
+
+    def body(self, text_values: dict[str, str], html_values: dict[str, str]) -> list[bytes]:
+        return [self.text_head, self.text.encode(text_values), self.html_head, self.html.encode(html_values), self.tail]
+
+
+class MessageBuilder:
+    """Builds this run's messages: headers fixed for the run once, each variant's body once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        renderer: EmailRenderer,
+        links: LinkMaker,
+        categories: Sequence[Category],
+        now: datetime,
+    ) -> None:
+        if now.tzinfo is None:
+            raise ValueError("MessageBuilder: `now` must be timezone-aware")
+        self.settings = settings
+        self.renderer = renderer
+        self.links = links
+        self.categories = tuple(categories)
+        self.domain = checked("Message-ID", settings.mail.domain)
+        self._mailto = self._unsubscribe_mailto(settings.email.unsubscribe_mailto)
+        self._run_headers = b"".join(
+            [
+                header_line("From", configured_address("From", "[mail] from", settings.mail.from_)),
+                header_line("Date", format_datetime(now)),
+            ]
+        )
+        list_headers = [header_line("List-Id", self._list_id())]
+        if settings.mail.reply_to:
+            list_headers.insert(0, header_line("Reply-To", configured_address("Reply-To", "[mail] reply_to", settings.mail.reply_to)))
+        self._list_headers = b"".join(list_headers)
+        self._mime_headers = header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + header_line("MIME-Version", "1.0")
+        self._variants: dict[str, EncodedVariant] = {}
+
+    def digest_message(self, digest: Digest) -> DigestMessage:
+        """The digest's exact bytes for its subscriber."""
+        subscriber = digest.subscriber
+        encoded = self._variants.get(digest.variant_key)
+        if encoded is None:
+            encoded = EncodedVariant.of(self.renderer.variant(digest))
+            self._variants[digest.variant_key] = encoded
+        values = self.renderer.digest_values(subscriber, self.links, self.categories)
+        unsubscribe = checked("List-Unsubscribe", values.text["unsubscribe_url"])
+        checked("List-Unsubscribe", values.text["preferences_url"])
+        mid = message_id(digest, self.domain)
+        unsubscribe_value = f"<{unsubscribe}>" + (f",\r\n <{self._mailto}>" if self._mailto else "")
+        parts = [
+            self._run_headers,
+            header_line("To", encode_address("To", subscriber.name, subscriber.email)),
+            encoded.subject,
+            header_line("Message-ID", mid),
+            self._list_headers,
+            header_line("List-Unsubscribe", unsubscribe_value),
+            self._mime_headers,
+            encoded.content_type,
+            *encoded.body(values.text, values.html),
+        ]
+        return DigestMessage(
+            subscriber_id=subscriber.id,
+            recipient=subscriber.email,
+            message_id=mid,
+            since=digest.since,
+            until=digest.until,
+            variant_key=digest.variant_key,
+            data=b"".join(parts),
+        )
+
+    def confirmation(self, email: str, name: str | None, categories: Sequence[Category], confirm_url: str) -> bytes:
+        """The double opt-in email for `email`, asking them to open `confirm_url`."""
+        checked("confirm URL", confirm_url)
+        rendered = self.renderer.render_confirmation(email, name, categories, confirm_url)
+        digest_of = hashlib.sha256(f"{email}|{confirm_url}".encode()).hexdigest()[:24]
+        return b"".join(
+            [
+                self._run_headers,
+                header_line("To", encode_address("To", name, email)),
+                header_line("Subject", encode_text("Subject", rendered.subject)),
+                header_line("Message-ID", f"<confirm.{digest_of}@{self.domain}>"),
+                header_line("MIME-Version", "1.0"),
+                *_static_body(rendered, f"=_syndicate_confirm_{digest_of}"),
+            ]
+        )
+
+    def _list_id(self) -> str:
+        configured = self.settings.email.list_id
+        if configured:
+            value = checked("List-Id", configured)
+            return value if "<" in value else f"<{value}>"
+        title = self.settings.site.title
+        label = f"<digest.{self.domain}>"
+        return f"{encode_text('List-Id', title)} {label}" if title else label
+
+    @staticmethod
+    def _unsubscribe_mailto(address: str | None) -> str | None:
+        if not address:
+            return None
+        if not _ADDRESS.match(address):
+            raise ConfigError([f"[email] unsubscribe_mailto: expected an address such as unsubscribe@example.com, got {address!r}"])
+        return f"mailto:{address}?subject=unsubscribe"
+
+
+def _static_body(rendered: RenderedEmail, boundary: str) -> list[bytes]:
+    head = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+    return [
+        header_line("Content-Type", f'multipart/alternative;\r\n boundary="{boundary}"') + CRLF,
+        f"--{boundary}\r\n{head.format('plain')}".encode(),
+        qp_encode(rendered.text),
+        f"\r\n--{boundary}\r\n{head.format('html')}".encode(),
+        qp_encode(rendered.html),
+        f"\r\n--{boundary}--\r\n".encode(),
+    ]
+
+
+def build_confirmation(
+    settings: Settings,
+    renderer: EmailRenderer,
+    *,
+    email: str,
+    name: str | None,
+    categories: Sequence[Category],
+    confirm_url: str,
+    now: datetime,
+) -> bytes:
+    """The double opt-in email (text + HTML) with the confirm link, as exact bytes."""
+    builder = MessageBuilder(settings, renderer, _NoLinks(), (), now)
+    return builder.confirmation(email, name, categories, confirm_url)
+
+
+class _NoLinks:
+    """A confirmation has no unsubscribe or preferences links: the address is not subscribed yet."""
+
+    def unsubscribe_url(self, subscriber: object) -> str:
+        raise AssertionError("confirmation emails carry no unsubscribe link")
+
+    def preferences_url(self, subscriber: object) -> str:
+        raise AssertionError("confirmation emails carry no preferences link")

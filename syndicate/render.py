@@ -1,0 +1,324 @@
+"""Renders digests and confirmations from the Jinja2 email templates, inlines their CSS once per variant,
+and personalises the result per subscriber.
+
+The only module that imports jinja2 (for email), premailer and css_inline.
+
+Templates live in `[email] templates` when set, else in the `templates/` folder of the
+source tree (next to the `syndicate` package: `templates/email/*.j2`). A variant (one set
+of articles) is rendered and inlined with per-subscriber *slots* (greeting, followed
+categories, address, links) standing in as unguessable markers; each subscriber then
+gets the cached result with the markers replaced by their values, escaped for HTML or
+for text.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import secrets
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+import css_inline
+import jinja2
+import premailer
+
+from syndicate.config import Settings
+from syndicate.digests import Digest
+from syndicate.errors import ConfigError
+from syndicate.models import Category, Subscriber
+from syndicate.urls import SiteUrls
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+DIGEST_SLOTS = ("greeting", "following", "email", "unsubscribe_url", "preferences_url")
+CONFIRM_SLOTS = ("greeting", "following", "email", "confirm_url")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+class LinkMaker(Protocol):
+    """Makes a subscriber's signed one-click unsubscribe and preferences URLs."""
+
+    def unsubscribe_url(self, subscriber: Subscriber) -> str: ...
+
+    def preferences_url(self, subscriber: Subscriber) -> str: ...
+
+
+@dataclass(frozen=True)
+class SlotText:
+    """Rendered text with per-subscriber slots: `pieces` alternate literal text and slot names
+    (even indexes literal, odd indexes slot names)."""
+
+    pieces: tuple[str, ...]
+
+    @property
+    def is_static(self) -> bool:
+        return len(self.pieces) == 1
+
+    def fill(self, values: Mapping[str, str]) -> str:
+        pieces = self.pieces
+        if len(pieces) == 1:
+            return pieces[0]
+        return "".join([p if i % 2 == 0 else values[p] for i, p in enumerate(pieces)])
+
+    def lines(self) -> list[SlotText]:
+        """The text cut at its line ends ("\\n"), each line a SlotText of its own."""
+        lines: list[list[str]] = [[]]
+        for i, piece in enumerate(self.pieces):
+            if i % 2:
+                lines[-1].append(piece)
+                continue
+            first, *rest = piece.split("\n")
+            _append_literal(lines[-1], first)
+            for part in rest:
+                lines.append([part])
+        return [SlotText(tuple(line) if line else ("",)) for line in lines]
+
+
+def _append_literal(line: list[str], text: str) -> None:
+    if len(line) % 2 == 1:  # ends with a literal
+        line[-1] += text
+    else:
+        line.append(text)
+
+
+@dataclass(frozen=True)
+class RenderedVariant:
+    """A digest's (or confirmation's) subject, HTML (CSS inlined) and text, before personalisation."""
+
+    key: str
+    subject: str
+    html: SlotText
+    text: SlotText
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """One recipient's finished subject, HTML and plain text."""
+
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SlotValues:
+    """One recipient's slot values, escaped for the HTML part and for the text part."""
+
+    html: Mapping[str, str]
+    text: Mapping[str, str]
+
+
+def clean_line(value: str) -> str:
+    """A one-line version of untrusted text: control characters and runs of space become one space."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def join_names(names: Sequence[str]) -> str:
+    """"A", "A and B", "A, B and C"."""
+    if len(names) <= 1:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def templates_folder(settings: Settings) -> Path:
+    return settings.email.templates or DEFAULT_TEMPLATES
+
+
+def inline_css(document: str, inliner: str) -> str:
+    """`document` with its <style> rules copied onto the elements they match.
+
+    The <style> block stays (media queries need it; its rules keep `!important`), and
+    nothing is fetched from the network.
+    """
+    if inliner == "css-inline":
+        return css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False).inline(document)
+    return premailer.Premailer(
+        document,
+        allow_network=False,
+        allow_loading_external_files=False,
+        strip_important=False,
+        keep_style_tags=True,
+        disable_leftover_css=True,
+        disable_basic_attributes=["width", "height", "align", "bgcolor"],
+        cssutils_logging_level=logging.CRITICAL,
+        cache_css_parsing=False,
+    ).transform()
+
+
+class EmailRenderer:
+    """Renders digests and confirmations; holds this run's cache of rendered variants."""
+
+    def __init__(self, settings: Settings, *, inliner: str | None = None) -> None:
+        self.settings = settings
+        self.inliner = inliner or settings.email.css_inliner
+        self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
+        self.timezone = ZoneInfo(settings.site.timezone)
+        self._nonce = secrets.token_hex(8)
+        self._marker = re.compile(f"slot{self._nonce}([a-z_]+)x")
+        self._env = _environment(templates_folder(settings))
+        self._subject = _subject_template(settings.digest.subject)
+        self._variants: dict[str, RenderedVariant] = {}
+
+    # -- digests ---------------------------------------------------------------------
+    def variant(self, digest: Digest) -> RenderedVariant:
+        """The rendered, inlined digest for `digest`'s set of articles (cached for this renderer)."""
+        cached = self._variants.get(digest.variant_key)
+        if cached is None:
+            cached = self._render_digest(digest)
+            self._variants[digest.variant_key] = cached
+            log.debug("rendered digest variant %s (%d articles)", digest.variant_key, digest.count)
+        return cached
+
+    @property
+    def variants_rendered(self) -> int:
+        return len(self._variants)
+
+    def digest_values(self, subscriber: Subscriber, links: LinkMaker, categories: Iterable[Category]) -> SlotValues:
+        """A subscriber's slot values; `categories` are the site's categories (for the names they follow)."""
+        followed = set(subscriber.categories)
+        names = [c.name for c in categories if c.slug in followed]
+        following = f"You get this digest because you follow {join_names(names)}." if names else ""
+        return self._values(
+            greeting=_greeting(subscriber.name),
+            following=following,
+            email=clean_line(subscriber.email),
+            unsubscribe_url=links.unsubscribe_url(subscriber),
+            preferences_url=links.preferences_url(subscriber),
+        )
+
+    def personalise(self, variant: RenderedVariant, values: SlotValues) -> RenderedEmail:
+        return RenderedEmail(variant.subject, variant.html.fill(values.html), variant.text.fill(values.text))
+
+    def render_digest(self, digest: Digest, links: LinkMaker, categories: Iterable[Category]) -> RenderedEmail:
+        """The finished digest for its subscriber (variant from the cache, then personalised)."""
+        values = self.digest_values(digest.subscriber, links, categories)
+        return self.personalise(self.variant(digest), values)
+
+    # -- confirmation ----------------------------------------------------------------
+    def render_confirmation(self, email: str, name: str | None, categories: Sequence[Category], confirm_url: str) -> RenderedEmail:
+        """The double opt-in email asking `email` to open `confirm_url`."""
+        variant = self._variants.get("confirm")
+        if variant is None:
+            variant = self._render_confirmation()
+            self._variants["confirm"] = variant
+        values = self._values(
+            greeting=_greeting(name),
+            following=join_names([c.name for c in categories]) or "its articles",
+            email=clean_line(email),
+            confirm_url=confirm_url,
+        )
+        return self.personalise(variant, values)
+
+    # -- internals -------------------------------------------------------------------
+    def _slot_markers(self, names: Sequence[str]) -> dict[str, str]:
+        return {name: f"slot{self._nonce}{name}x" for name in names}
+
+    def _values(self, **values: str) -> SlotValues:
+        text = dict(values)
+        if values.get("following"):
+            text["following"] = textwrap.fill(values["following"], 72)
+        return SlotValues(html={k: html.escape(v, quote=True) for k, v in values.items()}, text=text)
+
+    def _common(self) -> dict[str, object]:
+        return {
+            "site": self.settings.site.title,
+            "language": self.settings.site.language,
+            "home_url": self.urls.home(),
+        }
+
+    def _render_digest(self, digest: Digest) -> RenderedVariant:
+        sections = [
+            {
+                "name": s.category.name,
+                "url": self.urls.category(s.category.slug),
+                "hidden": s.hidden,
+                "articles": [
+                    {
+                        "title": a.title,
+                        "url": self.urls.article(a),
+                        "author": a.author,
+                        "summary": a.summary,
+                        "date": _day(a.published.astimezone(self.timezone)),
+                    }
+                    for a in s.articles
+                ],
+            }
+            for s in digest.sections
+        ]
+        subject = self._render_subject(digest)
+        context = {**self._common(), "title": subject, "sections": sections, "slots": self._slot_markers(DIGEST_SLOTS)}
+        return self._finish(digest.variant_key, subject, "digest", context)
+
+    def _render_confirmation(self) -> RenderedVariant:
+        slots = self._slot_markers(CONFIRM_SLOTS)
+        subject = f"Confirm your subscription to {self.settings.site.title}"
+        context = {**self._common(), "title": subject, **slots}
+        return self._finish("confirm", subject, "confirm", context)
+
+    def _finish(self, key: str, subject: str, name: str, context: Mapping[str, object]) -> RenderedVariant:
+        document = _lf(self._env.get_template(f"{name}.html.j2").render(context))
+        text = _lf(self._env.get_template(f"{name}.txt.j2").render(context))
+        inlined = inline_css(document, self.inliner)
+        return RenderedVariant(key, subject, self._slotted(inlined), self._slotted(text))
+
+    def _slotted(self, rendered: str) -> SlotText:
+        return SlotText(tuple(self._marker.split(rendered)))
+
+    def _render_subject(self, digest: Digest) -> str:
+        names = [s.category.name for s in digest.sections]
+        try:
+            return self._subject.render(
+                site=self.settings.site.title,
+                count=digest.count,
+                hidden=digest.hidden,
+                categories=join_names(names),
+                category_list=names,
+            )
+        except jinja2.TemplateError as e:
+            raise ConfigError([f"[digest] subject: {e}"]) from e
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _greeting(name: str | None) -> str:
+    name = clean_line(name or "")
+    return f"Hello {name}," if name else "Hello,"
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment.day} {moment:%B %Y}"
+
+
+def _environment(folder: Path) -> jinja2.Environment:
+    if not (folder / "email").is_dir():
+        raise ConfigError([f"[email] templates: no email/ folder of templates in {folder}"])
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder / "email"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _subject_template(source: str) -> jinja2.Template:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    try:
+        template = env.from_string(source)
+        template.render(site="Site", count=2, hidden=0, categories="A and B", category_list=["A", "B"])
+    except jinja2.TemplateSyntaxError as e:
+        raise ConfigError([f"[digest] subject: invalid template: {e.message}"]) from e
+    except jinja2.TemplateError as e:
+        raise ConfigError([f"[digest] subject: {e} (known names: site, count, hidden, categories, category_list)"]) from e
+    return template
