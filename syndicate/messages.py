@@ -15,7 +15,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.header import Header
 from email.utils import format_datetime, parseaddr
 
 from syndicate.config import Settings
@@ -67,7 +66,34 @@ def encode_text(field: str, value: str) -> str:
     checked(field, value)
     if value.isascii() and "=?" not in value:
         return _fold(len(field) + 2, value.split(" "))
-    return Header(value, "utf-8", header_name=field, maxlinelen=78).encode(linesep="\r\n")
+    return encoded_words(value)
+
+
+def encoded_words(value: str) -> str:
+    """RFC 2047 "B" encoded words of at most 39 UTF-8 bytes (64 characters) each, one per line.
+
+    Words never split a character, so each decodes on its own.
+    """
+    whole = value.encode("utf-8")
+    if len(whole) <= 39:
+        return _b_word(whole)
+    words: list[str] = []
+    chunk: list[bytes] = []
+    size = 0
+    for char in value:
+        raw = char.encode("utf-8")
+        if size + len(raw) > 39:
+            words.append(_b_word(b"".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(raw)
+        size += len(raw)
+    if chunk:
+        words.append(_b_word(b"".join(chunk)))
+    return "\r\n ".join(words)
+
+
+def _b_word(raw: bytes) -> str:
+    return f"=?utf-8?b?{binascii.b2a_base64(raw, newline=False).decode('ascii')}?="
 
 
 def _fold(used: int, words: Sequence[str]) -> str:
@@ -96,8 +122,10 @@ def encode_address(field: str, name: str | None, address: str) -> str:
     elif name.isascii() and "=?" not in name:
         phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     else:
-        phrase = Header(name, "utf-8", header_name=field, maxlinelen=78).encode(linesep="\r\n")
-    return f"{phrase} <{address}>"
+        phrase = encoded_words(name)
+    last = phrase.rsplit("\r\n", 1)[-1]
+    fold = "\r\n " if len(field) + 2 + len(last) + len(address) + 3 > 78 else " "
+    return f"{phrase}{fold}<{address}>"
 
 
 def configured_address(field: str, key: str, value: str) -> str:

@@ -166,6 +166,7 @@ class EmailRenderer:
         self._env = _environment(templates_folder(settings))
         self._subject = _subject_template(settings.digest.subject)
         self._variants: dict[str, RenderedVariant] = {}
+        self._following: dict[tuple[str, ...], tuple[str, str]] = {}
 
     # -- digests ---------------------------------------------------------------------
     def variant(self, digest: Digest) -> RenderedVariant:
@@ -183,15 +184,33 @@ class EmailRenderer:
 
     def digest_values(self, subscriber: Subscriber, links: LinkMaker, categories: Iterable[Category]) -> SlotValues:
         """A subscriber's slot values; `categories` are the site's categories (for the names they follow)."""
-        followed = set(subscriber.categories)
-        names = [c.name for c in categories if c.slug in followed]
-        following = f"You get this digest because you follow {join_names(names)}." if names else ""
-        return self._values(
-            greeting=_greeting(subscriber.name),
-            following=following,
-            email=clean_line(subscriber.email),
-            unsubscribe_url=links.unsubscribe_url(subscriber),
-            preferences_url=links.preferences_url(subscriber),
+        following = self._following.get(subscriber.categories)
+        if following is None:
+            followed = set(subscriber.categories)
+            names = [c.name for c in categories if c.slug in followed]
+            sentence = f"You get this digest because you follow {join_names(names)}." if names else ""
+            following = (html.escape(sentence), textwrap.fill(sentence, 72))
+            self._following[subscriber.categories] = following
+        greeting = _greeting(subscriber.name)
+        email = clean_line(subscriber.email)
+        unsubscribe = links.unsubscribe_url(subscriber)
+        preferences = links.preferences_url(subscriber)
+        escape = html.escape
+        return SlotValues(
+            html={
+                "greeting": escape(greeting),
+                "following": following[0],
+                "email": escape(email),
+                "unsubscribe_url": escape(unsubscribe),
+                "preferences_url": escape(preferences),
+            },
+            text={
+                "greeting": greeting,
+                "following": following[1],
+                "email": email,
+                "unsubscribe_url": unsubscribe,
+                "preferences_url": preferences,
+            },
         )
 
     def personalise(self, variant: RenderedVariant, values: SlotValues) -> RenderedEmail:
