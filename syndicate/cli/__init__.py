@@ -74,6 +74,10 @@ def _register() -> None:
     for command in (check.check,):
         cli.add_command(command)
 
+    from syndicate.cli import preview
+
+    cli.add_command(preview.preview)
+
 
 _register()
 
