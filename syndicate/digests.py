@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from syndicate.config import Settings
@@ -62,8 +62,8 @@ def first_digest_start(subscriber: Subscriber, now: datetime) -> datetime:
     """`now` minus one period, counted on the subscriber's own wall clock (so across a
     DST change a weekly window is still "since this time last week" where they live)."""
     local = now.astimezone(ZoneInfo(subscriber.timezone))
-    start = (local.replace(tzinfo=None) - PERIODS[Frequency(subscriber.frequency)]).replace(tzinfo=local.tzinfo)
-    return start.replace(fold=0)
+    start = (local.replace(tzinfo=None) - PERIODS[Frequency(subscriber.frequency)]).replace(tzinfo=local.tzinfo, fold=0)
+    return start.astimezone(UTC)
 
 
 def select_digest(
@@ -79,16 +79,28 @@ def select_digest(
     last period, before their first digest) and not after `now`. Each article appears
     once, under the first of its categories in `categories` order. At most
     `digest.max_articles` are shown, the newest; the rest are counted per category.
+
+    `articles` must be newest first (as `Corpus.articles` are): the scan stops at the
+    first article not after `since`, so a run over many subscribers reads only what is new.
     """
     if now.tzinfo is None:
         raise ValueError("select_digest: `now` must be timezone-aware")
-    since = subscriber.high_water or first_digest_start(subscriber, now)
+    # Instants compare in UTC: aware datetimes sharing one tzinfo compare by wall clock.
+    now = now.astimezone(UTC)
+    since = (subscriber.high_water or first_digest_start(subscriber, now)).astimezone(UTC)
     followed = set(subscriber.categories)
     order = [c for c in categories if c.slug in followed]
     rank = {c.slug: i for i, c in enumerate(order)}
     picked: dict[str, tuple[int, Article]] = {}
+    previous: datetime | None = None
     for article in articles:
-        if not since < article.published <= now or article.id in picked:
+        published = article.published
+        if previous is not None and published > previous:
+            raise ValueError(f"select_digest: articles must be newest first ({article.id} is newer than the one before it)")
+        previous = published
+        if published <= since:
+            break
+        if published > now or article.id in picked:
             continue
         places = [rank[slug] for slug in article.category_slugs if slug in rank]
         if places:
