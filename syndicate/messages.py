@@ -130,8 +130,8 @@ def encode_address(field: str, name: str | None, address: str) -> str:
 
 def configured_address(field: str, key: str, value: str) -> str:
     """An address from the config (`Name <user@domain>`), encoded; ConfigError naming the key."""
-    name, address = parseaddr(value)
     try:
+        name, address = parseaddr(checked(field, value))
         return encode_address(field, name, address)
     except HeaderError as e:
         raise ConfigError([f"{key}: {e}"]) from None
