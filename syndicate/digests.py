@@ -128,12 +128,14 @@ def select_digest(
     )
 
 
-def variant_key(sections: Sequence[DigestSection]) -> str:
-    """Names the rendered content: the same sections, articles (and their versions) and hidden counts."""
-    h = hashlib.sha256()
-    for section in sections:
-        h.update(f"{section.category.slug}\x1f{section.category.name}\x1f{section.hidden}\x1e".encode())
-        for article in section.articles:
-            h.update(f"{article.id}\x1f{article.content_hash}\x1f{article.published.isoformat()}\x1e".encode())
-        h.update(b"\x1d")
+def section_key(section: DigestSection) -> str:
+    """Names one section's rendered content: its category, articles (and their versions) and hidden count."""
+    h = hashlib.sha256(f"{section.category.slug}\x1f{section.category.name}\x1f{section.hidden}\x1e".encode())
+    for article in section.articles:
+        h.update(f"{article.id}\x1f{article.content_hash}\x1f{article.published.isoformat()}\x1e".encode())
     return h.hexdigest()[:20]
+
+
+def variant_key(sections: Sequence[DigestSection]) -> str:
+    """Names the rendered content of a whole digest: the same sections in the same order."""
+    return hashlib.sha256("|".join(section_key(s) for s in sections).encode()).hexdigest()[:20]

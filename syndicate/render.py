@@ -30,7 +30,7 @@ import jinja2
 import premailer
 
 from syndicate.config import Settings
-from syndicate.digests import Digest
+from syndicate.digests import Digest, DigestSection, section_key
 from syndicate.errors import ConfigError
 from syndicate.models import Category, Subscriber
 from syndicate.urls import SiteUrls
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DIGEST_SLOTS = ("greeting", "following", "email", "unsubscribe_url", "preferences_url")
+VARIANT_SLOTS = ("title", "sections")
 CONFIRM_SLOTS = ("greeting", "following", "email", "confirm_url")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
@@ -67,6 +68,17 @@ class SlotText:
         if len(pieces) == 1:
             return pieces[0]
         return "".join([p if i % 2 == 0 else values[p] for i, p in enumerate(pieces)])
+
+    def partial(self, values: Mapping[str, str]) -> SlotText:
+        """This text with the slots named in `values` filled and the others left."""
+        out: list[str] = [self.pieces[0]]
+        for i in range(1, len(self.pieces), 2):
+            name, literal = self.pieces[i], self.pieces[i + 1]
+            if name in values:
+                out[-1] += values[name] + literal
+            else:
+                out += [name, literal]
+        return SlotText(tuple(out))
 
     def lines(self) -> list[SlotText]:
         """The text cut at its line ends ("\\n"), each line a SlotText of its own."""
@@ -149,15 +161,48 @@ def inline_css(document: str, inliner: str) -> str:
         disable_leftover_css=True,
         disable_basic_attributes=["width", "height", "align", "bgcolor"],
         cssutils_logging_level=logging.CRITICAL,
-        cache_css_parsing=False,
+        cache_css_parsing=True,
     ).transform()
+
+
+def inline_fragment(fragment: str, css: str, inliner: str) -> str:
+    """`fragment` (a run of elements from a document's <body>) with `css` inlined onto it."""
+    if inliner == "css-inline":
+        return css_inline.inline_fragment(fragment, css, load_remote_stylesheets=False)
+    document = f"<html><head><style>{css}</style></head><body>{fragment}</body></html>"
+    inlined = premailer.Premailer(
+        document,
+        allow_network=False,
+        allow_loading_external_files=False,
+        strip_important=False,
+        disable_leftover_css=True,
+        disable_basic_attributes=["width", "height", "align", "bgcolor"],
+        cssutils_logging_level=logging.CRITICAL,
+        cache_css_parsing=True,
+    ).transform()
+    return _BODY.search(inlined).group(1)
+
+
+_BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S)
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The digest document around its sections, inlined once per run; `css` is its <style> text."""
+
+    html: SlotText
+    text: SlotText
+    css: str
 
 
 class EmailRenderer:
     """Renders digests and confirmations; holds this run's cache of rendered variants."""
 
-    def __init__(self, settings: Settings, *, inliner: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, inliner: str | None = None, cache: bool = True) -> None:
+        """`cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures)."""
         self.settings = settings
+        self.cache = cache
         self.inliner = inliner or settings.email.css_inliner
         self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
         self.timezone = ZoneInfo(settings.site.timezone)
@@ -166,15 +211,18 @@ class EmailRenderer:
         self._env = _environment(templates_folder(settings))
         self._subject = _subject_template(settings.digest.subject)
         self._variants: dict[str, RenderedVariant] = {}
+        self._sections: dict[str, tuple[str, str]] = {}
+        self._frame: _Frame | None = None
         self._following: dict[tuple[str, ...], tuple[str, str]] = {}
 
     # -- digests ---------------------------------------------------------------------
     def variant(self, digest: Digest) -> RenderedVariant:
         """The rendered, inlined digest for `digest`'s set of articles (cached for this renderer)."""
-        cached = self._variants.get(digest.variant_key)
+        cached = self._variants.get(digest.variant_key) if self.cache else None
         if cached is None:
             cached = self._render_digest(digest)
-            self._variants[digest.variant_key] = cached
+            if self.cache:
+                self._variants[digest.variant_key] = cached
             log.debug("rendered digest variant %s (%d articles)", digest.variant_key, digest.count)
         return cached
 
@@ -254,11 +302,36 @@ class EmailRenderer:
         }
 
     def _render_digest(self, digest: Digest) -> RenderedVariant:
-        sections = [
-            {
-                "name": s.category.name,
-                "url": self.urls.category(s.category.slug),
-                "hidden": s.hidden,
+        """Assembled from the run's inlined frame and inlined sections: only new sections are rendered."""
+        frame = self._digest_frame()
+        parts = [self._section(section, frame.css) for section in digest.sections]
+        subject = self._render_subject(digest)
+        html_text = frame.html.partial({"title": html.escape(subject), "sections": "".join(p[0] for p in parts)})
+        plain = frame.text.partial({"title": subject, "sections": "".join(p[1] for p in parts)})
+        return RenderedVariant(digest.variant_key, subject, html_text, plain)
+
+    def _digest_frame(self) -> _Frame:
+        if self._frame is None:
+            slots = self._slot_markers(DIGEST_SLOTS + VARIANT_SLOTS)
+            context = {**self._common(), "title": slots["title"], "slots": slots}
+            document = _lf(self._env.get_template("digest.html.j2").render(context))
+            text = _lf(self._env.get_template("digest.txt.j2").render(context))
+            css = _STYLE.search(document)
+            if css is None:
+                raise ConfigError(["[email] templates: digest.html.j2 (through base.html.j2) has no <style> block"])
+            inlined = inline_css(document, self.inliner)
+            self._frame = _Frame(self._slotted(inlined), self._slotted(text), css.group(1))
+        return self._frame
+
+    def _section(self, section: DigestSection, css: str) -> tuple[str, str]:
+        """One section's inlined HTML and its text, rendered once per run."""
+        key = section_key(section)
+        cached = self._sections.get(key)
+        if cached is None:
+            view = {
+                "name": section.category.name,
+                "url": self.urls.category(section.category.slug),
+                "hidden": section.hidden,
                 "articles": [
                     {
                         "title": a.title,
@@ -267,14 +340,15 @@ class EmailRenderer:
                         "summary": a.summary,
                         "date": _day(a.published.astimezone(self.timezone)),
                     }
-                    for a in s.articles
+                    for a in section.articles
                 ],
             }
-            for s in digest.sections
-        ]
-        subject = self._render_subject(digest)
-        context = {**self._common(), "title": subject, "sections": sections, "slots": self._slot_markers(DIGEST_SLOTS)}
-        return self._finish(digest.variant_key, subject, "digest", context)
+            context = {**self._common(), "section": view}
+            fragment = _lf(self._env.get_template("digest_section.html.j2").render(context))
+            text = _lf(self._env.get_template("digest_section.txt.j2").render(context))
+            cached = (inline_fragment(fragment, css, self.inliner), text)
+            self._sections[key] = cached
+        return cached
 
     def _render_confirmation(self) -> RenderedVariant:
         slots = self._slot_markers(CONFIRM_SLOTS)

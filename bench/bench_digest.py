@@ -1,0 +1,236 @@
+"""Digest message bytes for many subscribers: the variant-cached path (premailer and css-inline)
+against the naive path (render + premailer + a new EmailMessage per subscriber).
+
+    python bench/bench_digest.py [--subscribers 100000] [--naive-sample 2000] [--articles 2000]
+
+Each measurement runs in its own process (so each peak RSS is its own); the corpus is
+generated once by bench/generate.py (40 categories) and read through the article cache.
+Results are printed as a Markdown table (and written to bench/results/digest.md with --write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.policy
+import json
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from syndicate.config import default_settings  # noqa: E402
+from syndicate.digests import select_digest  # noqa: E402
+from syndicate.messages import MessageBuilder, message_id  # noqa: E402
+from syndicate.models import Frequency, Subscriber, SubscriberStatus  # noqa: E402
+from syndicate.pipeline import load_corpus  # noqa: E402
+from syndicate.render import EmailRenderer  # noqa: E402
+from syndicate.urls import SiteUrls  # noqa: E402
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+
+
+class BenchLinks:
+    """Token-sized per-subscriber URLs (the signed ones are about this long)."""
+
+    def __init__(self, urls: SiteUrls) -> None:
+        self.urls = urls
+
+    def unsubscribe_url(self, subscriber: Subscriber) -> str:
+        return self.urls.unsubscribe(f"{subscriber.id}.u.Zm9vYmFyYmF6cXV4cXV1eA.{subscriber.id * 7919 % 100003:x}")
+
+    def preferences_url(self, subscriber: Subscriber) -> str:
+        return self.urls.preferences(f"{subscriber.id}.p.Zm9vYmFyYmF6cXV4cXV1eA.{subscriber.id * 7919 % 100003:x}")
+
+
+def settings_for(folder: Path):
+    base = default_settings(folder)
+    content = base.content.model_copy(update={"folder": folder / "content", "cache": folder / "cache" / "articles.pickle"})
+    site = base.site.model_copy(update={"title": "Bench News", "base_url": "https://news.example.org", "timezone": "Europe/Paris"})
+    mail = base.mail.model_copy(update={"from_": "Bench News <digest@news.example.org>", "domain": "news.example.org"})
+    return base.model_copy(update={"content": content, "site": site, "mail": mail})
+
+
+def subscribers(count: int, slugs: list[str], seed: int = 11) -> list[Subscriber]:
+    """Random category sets (1 to 5 of the 40), daily or weekly, last digest 1 to 8 days ago or never."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        frequency = rng.choice([Frequency.DAILY, Frequency.WEEKLY])
+        last = rng.choice([None, None, 1, 2, 3, 4, 5, 6, 7, 8])
+        out.append(
+            Subscriber(
+                id=i + 1,
+                email=f"reader{i + 1}@example.org",
+                name=rng.choice([None, f"Reader {i + 1}", f"Zoë Ångström {i + 1}", f"O'Brien \"{i}\""]),
+                status=SubscriberStatus.ACTIVE,
+                categories=tuple(rng.sample(slugs, rng.randint(1, 5))),
+                frequency=frequency,
+                timezone=rng.choice(["Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC"]),
+                send_hour=8,
+                high_water=None if last is None else NOW - timedelta(days=last, hours=rng.randint(0, 3)),
+            )
+        )
+    return out
+
+
+def naive_message(settings, renderer: EmailRenderer, links, categories, digest) -> bytes:
+    """Render, inline and build a stdlib EmailMessage for this one subscriber."""
+    rendered = renderer.render_digest(digest, links, categories)
+    subscriber = digest.subscriber
+    msg = EmailMessage()
+    msg["From"] = settings.mail.from_
+    msg["To"] = Address(subscriber.name or "", addr_spec=subscriber.email)
+    msg["Subject"] = rendered.subject
+    msg["Date"] = format_datetime(NOW)
+    msg["Message-ID"] = message_id(digest, settings.mail.domain)
+    msg["List-Id"] = f"{settings.site.title} <digest.{settings.mail.domain}>"
+    msg["List-Unsubscribe"] = f"<{links.unsubscribe_url(subscriber)}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(rendered.text, cte="quoted-printable")
+    msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def measure(folder: Path, mode: str, inliner: str, count: int) -> dict:
+    """One measurement (runs in a child process)."""
+    settings = settings_for(folder)
+    corpus = load_corpus(settings)
+    slugs = [c.slug for c in corpus.categories]
+    people = subscribers(count, slugs)
+    links = BenchLinks(SiteUrls(settings.site.base_url))
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    renderer = EmailRenderer(settings, inliner=inliner, cache=(mode == "fast"))
+    builder = MessageBuilder(settings, renderer, links, corpus.categories, NOW)
+    sent = empty = total_bytes = 0
+    variants: set[str] = set()
+    started = time.perf_counter()
+    for person in people:
+        digest = select_digest(person, corpus.articles, corpus.categories, NOW, settings)
+        if digest is None:
+            empty += 1
+            continue
+        variants.add(digest.variant_key)
+        if mode == "fast":
+            data = builder.digest_message(digest).data
+        else:
+            data = naive_message(settings, renderer, links, corpus.categories, digest)
+        total_bytes += len(data)
+        sent += 1
+    elapsed = time.perf_counter() - started
+    return {
+        "mode": mode,
+        "inliner": inliner,
+        "subscribers": count,
+        "messages": sent,
+        "no_digest": empty,
+        "variants": len(variants),
+        "seconds": elapsed,
+        "msgs_per_s": sent / elapsed,
+        "mean_bytes": total_bytes / max(sent, 1),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mb": rss_before / 1024,
+        "articles": len(corpus.articles),
+        "categories": len(corpus.categories),
+    }
+
+
+def child(folder: Path, mode: str, inliner: str, count: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(folder), mode, inliner, str(count)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    import os
+
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def report(results: list[dict], command: str) -> str:
+    naive = next(r for r in results if r["mode"] == "naive")
+    rows = [
+        "| path | inliner | subscribers | messages | variants | seconds | msgs/s | vs naive | mean bytes | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        ratio = r["msgs_per_s"] / naive["msgs_per_s"]
+        rows.append(
+            f"| {r['mode']} | {r['inliner']} | {r['subscribers']:,} | {r['messages']:,} | {r['variants']:,} | "
+            f"{r['seconds']:.1f} | {r['msgs_per_s']:,.0f} | {ratio:,.1f}x | {r['mean_bytes']:,.0f} | {r['peak_rss_mb']:.0f} |"
+        )
+    first = results[0]
+    extrapolated = first["messages"] / naive["msgs_per_s"]
+    return "\n".join(
+        [
+            "# Digest message bytes: variant-cached vs naive",
+            "",
+            f"Command: `{command}`",
+            f"Machine: {machine()}",
+            f"Corpus: {first['articles']:,} generated articles (bench/generate.py) over {first['categories']} categories; "
+            f"run time {NOW.isoformat()}; each subscriber follows 1-5 random categories, daily or weekly, "
+            "first digest or last one 1-8 days ago.",
+            "",
+            *rows,
+            "",
+            f"The naive path (render + premailer + a new stdlib EmailMessage per subscriber) ran on the first "
+            f"{naive['subscribers']:,} subscribers; at its rate the {first['messages']:,} messages would take "
+            f"{extrapolated / 60:,.0f} minutes. Seconds include digest selection for every subscriber. Peak RSS is "
+            f"per process and includes the corpus (about {first['rss_before_mb']:.0f} MB before the first message).",
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _, _, folder, mode, inliner, count = sys.argv
+        print(json.dumps(measure(Path(folder), mode, inliner, int(count))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--naive-sample", type=int, default=2_000)
+    parser.add_argument("--articles", type=int, default=2_000)
+    parser.add_argument("--write", action="store_true", help="write bench/results/digest.md")
+    args = parser.parse_args()
+    from generate import generate
+
+    with tempfile.TemporaryDirectory(prefix="syndicate-bench-digest-") as tmp:
+        folder = Path(tmp)
+        generate(folder / "content", args.articles)
+        load_corpus(settings_for(folder))  # fill the article cache once for every child
+        results = []
+        for mode, inliner, count in [
+            ("fast", "premailer", args.subscribers),
+            ("fast", "css-inline", args.subscribers),
+            ("naive", "premailer", args.naive_sample),
+        ]:
+            result = child(folder, mode, inliner, count)
+            print(json.dumps(result), file=sys.stderr)
+            results.append(result)
+    command = "python bench/bench_digest.py " + " ".join(sys.argv[1:])
+    text = report(results, command.strip())
+    print(text)
+    if args.write:
+        out = ROOT / "bench" / "results" / "digest.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
