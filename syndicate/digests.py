@@ -85,29 +85,31 @@ def select_digest(
     """
     if now.tzinfo is None:
         raise ValueError("select_digest: `now` must be timezone-aware")
-    # Instants compare in UTC: aware datetimes sharing one tzinfo compare by wall clock.
-    now = now.astimezone(UTC)
-    since = (subscriber.high_water or first_digest_start(subscriber, now)).astimezone(UTC)
+    # Instants compare as POSIX timestamps: aware datetimes sharing one tzinfo compare by
+    # wall clock, which is wrong in the repeated hour of a DST change.
+    now_ts = now.timestamp()
+    since = subscriber.high_water or first_digest_start(subscriber, now)
+    since_ts = since.timestamp()
     followed = set(subscriber.categories)
     order = [c for c in categories if c.slug in followed]
     rank = {c.slug: i for i, c in enumerate(order)}
-    picked: dict[str, tuple[int, Article]] = {}
-    previous: datetime | None = None
+    picked: dict[str, tuple[float, str, int, Article]] = {}
+    previous = float("inf")
     for article in articles:
-        published = article.published
-        if previous is not None and published > previous:
+        stamp = article.published.timestamp()
+        if stamp > previous:
             raise ValueError(f"select_digest: articles must be newest first ({article.id} is newer than the one before it)")
-        previous = published
-        if published <= since:
+        previous = stamp
+        if stamp <= since_ts:
             break
-        if published > now or article.id in picked:
+        if stamp > now_ts or article.id in picked:
             continue
-        places = [rank[slug] for slug in article.category_slugs if slug in rank]
+        places = [rank[c.slug] for c in article.categories if c.slug in rank]
         if places:
-            picked[article.id] = (min(places), article)
+            picked[article.id] = (stamp, article.id, min(places), article)
     if not picked:
         return None
-    newest_first = sorted(picked.values(), key=lambda item: (item[1].published, item[1].id), reverse=True)
+    newest_first = [(place, a) for _, _, place, a in sorted(picked.values(), key=lambda item: item[:2], reverse=True)]
     shown = newest_first[: settings.digest.max_articles]
     left_out = newest_first[settings.digest.max_articles:]
     sections = tuple(
@@ -123,17 +125,16 @@ def select_digest(
         subscriber=subscriber,
         sections=sections,
         since=since,
-        until=newest_first[0][1].published,
+        until=newest_first[0][1].published,  # the newest instant (the sort was by timestamp)
         variant_key=variant_key(sections),
     )
 
 
 def section_key(section: DigestSection) -> str:
     """Names one section's rendered content: its category, articles (and their versions) and hidden count."""
-    h = hashlib.sha256(f"{section.category.slug}\x1f{section.category.name}\x1f{section.hidden}\x1e".encode())
-    for article in section.articles:
-        h.update(f"{article.id}\x1f{article.content_hash}\x1f{article.published.isoformat()}\x1e".encode())
-    return h.hexdigest()[:20]
+    parts = [section.category.slug, section.category.name, str(section.hidden)]
+    parts += [f"{a.id}\x1f{a.content_hash}" for a in section.articles]
+    return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()[:20]
 
 
 def variant_key(sections: Sequence[DigestSection]) -> str:
