@@ -64,23 +64,32 @@ def settings_for(folder: Path):
 
 
 def subscribers(count: int, slugs: list[str], seed: int = 11) -> list[Subscriber]:
-    """Random category sets (1 to 5 of the 40), daily or weekly, last digest 1 to 8 days ago or never."""
+    """Random subscribers: 1 to 5 categories drawn with Zipf-like popularity (the first categories
+    are followed most), daily or weekly; 80% got their last digest one period ago (the previous
+    scheduled run), 10% never had one, 10% missed 1 to 7 days of runs."""
     rng = random.Random(seed)
+    weights = [1 / (i + 1) for i in range(len(slugs))]
     out = []
     for i in range(count):
         frequency = rng.choice([Frequency.DAILY, Frequency.WEEKLY])
-        last = rng.choice([None, None, 1, 2, 3, 4, 5, 6, 7, 8])
+        period = timedelta(days=1 if frequency == Frequency.DAILY else 7)
+        chosen: set[str] = set()
+        wanted = rng.randint(1, 5)
+        while len(chosen) < wanted:
+            chosen.add(rng.choices(slugs, weights)[0])
+        roll = rng.random()
+        high_water = NOW - period if roll < 0.8 else None if roll < 0.9 else NOW - period - timedelta(days=rng.randint(1, 7))
         out.append(
             Subscriber(
                 id=i + 1,
                 email=f"reader{i + 1}@example.org",
                 name=rng.choice([None, f"Reader {i + 1}", f"Zoë Ångström {i + 1}", f"O'Brien \"{i}\""]),
                 status=SubscriberStatus.ACTIVE,
-                categories=tuple(rng.sample(slugs, rng.randint(1, 5))),
+                categories=tuple(sorted(chosen)),
                 frequency=frequency,
                 timezone=rng.choice(["Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC"]),
                 send_hour=8,
-                high_water=None if last is None else NOW - timedelta(days=last, hours=rng.randint(0, 3)),
+                high_water=high_water,
             )
         )
     return out
@@ -183,8 +192,8 @@ def report(results: list[dict], command: str) -> str:
             f"Command: `{command}`",
             f"Machine: {machine()}",
             f"Corpus: {first['articles']:,} generated articles (bench/generate.py) over {first['categories']} categories; "
-            f"run time {NOW.isoformat()}; each subscriber follows 1-5 random categories, daily or weekly, "
-            "first digest or last one 1-8 days ago.",
+            f"run time {NOW.isoformat()}; subscribers follow 1-5 categories (Zipf-like popularity), daily or weekly; "
+            "80% had their last digest one period ago, 10% never, 10% missed 1-7 days of runs.",
             "",
             *rows,
             "",

@@ -166,7 +166,17 @@ def inline_css(document: str, inliner: str) -> str:
 
 
 def inline_fragment(fragment: str, css: str, inliner: str) -> str:
-    """`fragment` (a run of elements from a document's <body>) with `css` inlined onto it."""
+    """`fragment` (a run of elements from a document's <body>) with `css` inlined onto it.
+
+    Whitespace around the fragment is kept as it was, so that fragments joined after
+    inlining read exactly like the whole document inlined at once.
+    """
+    core = fragment.strip()
+    lead, trail = fragment[: fragment.index(core)] if core else fragment, fragment[len(fragment.rstrip()):] if core else ""
+    return lead + _inline_fragment(core, css, inliner).strip() + trail
+
+
+def _inline_fragment(fragment: str, css: str, inliner: str) -> str:
     if inliner == "css-inline":
         return css_inline.inline_fragment(fragment, css, load_remote_stylesheets=False)
     document = f"<html><head><style>{css}</style></head><body>{fragment}</body></html>"
@@ -218,11 +228,12 @@ class EmailRenderer:
     # -- digests ---------------------------------------------------------------------
     def variant(self, digest: Digest) -> RenderedVariant:
         """The rendered, inlined digest for `digest`'s set of articles (cached for this renderer)."""
-        cached = self._variants.get(digest.variant_key) if self.cache else None
+        if not self.cache:
+            return self._render_whole_digest(digest)
+        cached = self._variants.get(digest.variant_key)
         if cached is None:
             cached = self._render_digest(digest)
-            if self.cache:
-                self._variants[digest.variant_key] = cached
+            self._variants[digest.variant_key] = cached
             log.debug("rendered digest variant %s (%d articles)", digest.variant_key, digest.count)
         return cached
 
@@ -310,6 +321,21 @@ class EmailRenderer:
         plain = frame.text.partial({"title": subject, "sections": "".join(p[1] for p in parts)})
         return RenderedVariant(digest.variant_key, subject, html_text, plain)
 
+    def _render_whole_digest(self, digest: Digest) -> RenderedVariant:
+        """The naive way, for comparison: render the whole document and inline it in one go."""
+        slots = self._slot_markers(DIGEST_SLOTS + VARIANT_SLOTS)
+        context = {**self._common(), "title": slots["title"], "slots": slots}
+        subject = self._render_subject(digest)
+        views = [{**self._common(), "section": self._section_view(s)} for s in digest.sections]
+        sections_html = "".join(self._env.get_template("digest_section.html.j2").render(v) for v in views)
+        sections_text = "".join(self._env.get_template("digest_section.txt.j2").render(v) for v in views)
+        document = self._env.get_template("digest.html.j2").render(context)
+        document = document.replace(slots["sections"], sections_html).replace(slots["title"], html.escape(subject))
+        text = self._env.get_template("digest.txt.j2").render(context)
+        text = text.replace(slots["sections"], sections_text).replace(slots["title"], subject)
+        inlined = inline_css(_lf(document), self.inliner)
+        return RenderedVariant(digest.variant_key, subject, self._slotted(inlined), self._slotted(_lf(text)))
+
     def _digest_frame(self) -> _Frame:
         if self._frame is None:
             slots = self._slot_markers(DIGEST_SLOTS + VARIANT_SLOTS)
@@ -328,27 +354,29 @@ class EmailRenderer:
         key = section_key(section)
         cached = self._sections.get(key)
         if cached is None:
-            view = {
-                "name": section.category.name,
-                "url": self.urls.category(section.category.slug),
-                "hidden": section.hidden,
-                "articles": [
-                    {
-                        "title": a.title,
-                        "url": self.urls.article(a),
-                        "author": a.author,
-                        "summary": a.summary,
-                        "date": _day(a.published.astimezone(self.timezone)),
-                    }
-                    for a in section.articles
-                ],
-            }
-            context = {**self._common(), "section": view}
+            context = {**self._common(), "section": self._section_view(section)}
             fragment = _lf(self._env.get_template("digest_section.html.j2").render(context))
             text = _lf(self._env.get_template("digest_section.txt.j2").render(context))
             cached = (inline_fragment(fragment, css, self.inliner), text)
             self._sections[key] = cached
         return cached
+
+    def _section_view(self, section: DigestSection) -> dict[str, object]:
+        return {
+            "name": section.category.name,
+            "url": self.urls.category(section.category.slug),
+            "hidden": section.hidden,
+            "articles": [
+                {
+                    "title": a.title,
+                    "url": self.urls.article(a),
+                    "author": a.author,
+                    "summary": a.summary,
+                    "date": _day(a.published.astimezone(self.timezone)),
+                }
+                for a in section.articles
+            ],
+        }
 
     def _render_confirmation(self) -> RenderedVariant:
         slots = self._slot_markers(CONFIRM_SLOTS)

@@ -174,3 +174,14 @@ def test_confirmation_has_the_link_in_both_parts():
     tree = lxml.html.fromstring(email.html)
     assert [a.get("href") for a in tree.cssselect("a.button")] == ["http://127.0.0.1:8000/confirm/abc&def"]
     assert "http://127.0.0.1:8000/confirm/abc&def" in email.text and "digests of Sports" in email.text
+
+
+@pytest.mark.parametrize("inliner", ["premailer", "css-inline"])
+def test_sections_inlined_one_by_one_give_the_same_html_as_the_whole_document_inlined_at_once(inliner):
+    settings = sample_settings(digest={"max_articles": 4})
+    digest = sample_digest(settings)
+    links = SignedLookingLinks()
+    assembled = EmailRenderer(settings, inliner=inliner).render_digest(digest, links, CORPUS.categories)
+    whole = EmailRenderer(settings, inliner=inliner, cache=False).render_digest(digest, links, CORPUS.categories)
+    assert len(digest.sections) >= 4
+    assert assembled == whole
