@@ -10,6 +10,7 @@ headers and the lines holding their values are encoded.
 from __future__ import annotations
 
 import binascii
+import html
 import hashlib
 import re
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from syndicate.config import Settings
 from syndicate.digests import Digest
 from syndicate.errors import ConfigError, SyndicateError
 from syndicate.models import Category
-from syndicate.render import EmailRenderer, LinkMaker, RenderedEmail, RenderedVariant, SlotText
+from syndicate.render import EmailRenderer, LinkMaker, RenderedEmail, SlotText
 
 CRLF = b"\r\n"
 MAX_LINE = 998
@@ -166,59 +167,87 @@ def qp_encode(text: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class EncodedPart:
-    """One body part, its lines already encoded except those holding slots."""
+class SlotLine:
+    """A line still holding slots, and the line end that follows it (none for a part's last line)."""
 
-    chunks: tuple[bytes | SlotText, ...]
+    text: SlotText
+    end: bytes
 
-    @classmethod
-    def of(cls, text: SlotText) -> EncodedPart:
-        chunks: list[bytes | SlotText] = []
-        static: list[bytes] = []
-        for line in text.lines():
-            if line.is_static:
-                static.append(qp_encode(line.pieces[0]))
-                continue
-            if static:
-                chunks.append(CRLF.join(static))
-                static = []
-            chunks.append(line)
+
+Chunk = bytes | SlotLine
+
+
+def encode_lines(text: SlotText) -> list[Chunk]:
+    """`text` encoded line by line: runs of lines without slots become one bytes chunk."""
+    lines = text.lines()
+    chunks: list[Chunk] = []
+    static: list[bytes] = []
+    for i, line in enumerate(lines):
+        end = CRLF if i < len(lines) - 1 else b""
+        if line.is_static:
+            static.append(qp_encode(line.pieces[0]) + end)
+            continue
         if static:
-            chunks.append(CRLF.join(static))
-        return cls(tuple(chunks))
+            chunks.append(b"".join(static))
+            static = []
+        chunks.append(SlotLine(line, end))
+    if static:
+        chunks.append(b"".join(static))
+    return chunks
 
-    def encode(self, values: dict[str, str]) -> bytes:
-        return CRLF.join([c if isinstance(c, bytes) else qp_encode(c.fill(values)) for c in self.chunks])
+
+def encode_block(text: str) -> bytes:
+    """A section (text ending with a line end), every line encoded and ended with CRLF."""
+    return b"".join([qp_encode(line) + CRLF for line in text.split("\n")[:-1]])
+
+
+def fill_chunks(chunks: Sequence[Chunk], values: dict[str, str]) -> bytes:
+    return b"".join([c if isinstance(c, bytes) else qp_encode(c.text.fill(values)) + c.end for c in chunks])
+
+
+def variant_chunks(frame: Sequence[Chunk], title: str, sections: Sequence[bytes]) -> tuple[Chunk, ...]:
+    """The run's encoded frame with this variant's title filled and its encoded sections in place."""
+    out: list[Chunk] = []
+    for chunk in frame:
+        if isinstance(chunk, bytes):
+            out.append(chunk)
+        elif chunk.text.pieces == ("", "sections", ""):
+            out += [*sections, chunk.end]
+        elif "title" in chunk.text.pieces[1::2]:
+            line = chunk.text.partial({"title": title})
+            out.append(qp_encode(line.pieces[0]) + chunk.end if line.is_static else SlotLine(line, chunk.end))
+        else:
+            out.append(chunk)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class EncodedVariant:
-    """A variant's subject header and MIME body, with slots left for each recipient."""
+    """A variant's subject header and MIME body: shared encoded chunks, slot lines left per recipient."""
 
     subject: bytes
     content_type: bytes
     text_head: bytes
-    text: EncodedPart
+    text: tuple[Chunk, ...]
     html_head: bytes
-    html: EncodedPart
+    html: tuple[Chunk, ...]
     tail: bytes
 
-    @classmethod
-    def of(cls, variant: RenderedVariant) -> EncodedVariant:
-        boundary = f"=_syndicate_{hashlib.sha256(variant.key.encode()).hexdigest()[:24]}"
-        part_head = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
-        return cls(
-            subject=header_line("Subject", encode_text("Subject", variant.subject)),
-            content_type=header_line("Content-Type", f'multipart/alternative;\r\n boundary="{boundary}"') + CRLF,
-            text_head=f"--{boundary}\r\n{part_head.format('plain')}".encode(),
-            text=EncodedPart.of(variant.text),
-            html_head=f"\r\n--{boundary}\r\n{part_head.format('html')}".encode(),
-            html=EncodedPart.of(variant.html),
-            tail=f"\r\n--{boundary}--\r\n".encode(),
-        )
-
     def body(self, text_values: dict[str, str], html_values: dict[str, str]) -> list[bytes]:
-        return [self.text_head, self.text.encode(text_values), self.html_head, self.html.encode(html_values), self.tail]
+        return [self.text_head, fill_chunks(self.text, text_values), self.html_head, fill_chunks(self.html, html_values), self.tail]
+
+
+_PART_HEAD = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+
+
+def _mime_frame(boundary: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """Content-Type header (+ blank line), text part head, html part head, closing delimiter."""
+    return (
+        header_line("Content-Type", f'multipart/alternative;\r\n boundary="{boundary}"') + CRLF,
+        f"--{boundary}\r\n{_PART_HEAD.format('plain')}".encode(),
+        f"\r\n--{boundary}\r\n{_PART_HEAD.format('html')}".encode(),
+        f"\r\n--{boundary}--\r\n".encode(),
+    )
 
 
 class MessageBuilder:
@@ -252,13 +281,15 @@ class MessageBuilder:
         self._list_headers = b"".join(list_headers)
         self._mime_headers = header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + header_line("MIME-Version", "1.0")
         self._variants: dict[str, EncodedVariant] = {}
+        self._sections: dict[str, tuple[bytes, bytes]] = {}
+        self._frame: tuple[list[Chunk], list[Chunk]] | None = None
 
     def digest_message(self, digest: Digest) -> DigestMessage:
         """The digest's exact bytes for its subscriber."""
         subscriber = digest.subscriber
         encoded = self._variants.get(digest.variant_key)
         if encoded is None:
-            encoded = EncodedVariant.of(self.renderer.variant(digest))
+            encoded = self._encode_variant(digest)
             self._variants[digest.variant_key] = encoded
         values = self.renderer.digest_values(subscriber, self.links, self.categories)
         unsubscribe = checked("List-Unsubscribe", values.text["unsubscribe_url"])
@@ -284,6 +315,28 @@ class MessageBuilder:
             until=digest.until,
             variant_key=digest.variant_key,
             data=b"".join(parts),
+        )
+
+    def _encode_variant(self, digest: Digest) -> EncodedVariant:
+        """Frame encoded once per run, each section once per run; a variant only points at them."""
+        if self._frame is None:
+            frame = self.renderer.frame()
+            self._frame = (encode_lines(frame.text), encode_lines(frame.html))
+        parts = self.renderer.digest_parts(digest)
+        sections = []
+        for section in parts.sections:
+            if section.key not in self._sections:
+                self._sections[section.key] = (encode_block(section.text), encode_block(section.html))
+            sections.append(self._sections[section.key])
+        content_type, text_head, html_head, tail = _mime_frame(f"=_syndicate_{digest.variant_key}")
+        return EncodedVariant(
+            subject=header_line("Subject", encode_text("Subject", parts.subject)),
+            content_type=content_type,
+            text_head=text_head,
+            text=variant_chunks(self._frame[0], parts.subject, [t for t, _ in sections]),
+            html_head=html_head,
+            html=variant_chunks(self._frame[1], html.escape(parts.subject), [h for _, h in sections]),
+            tail=tail,
         )
 
     def confirmation(self, email: str, name: str | None, categories: Sequence[Category], confirm_url: str) -> bytes:
@@ -321,15 +374,8 @@ class MessageBuilder:
 
 
 def _static_body(rendered: RenderedEmail, boundary: str) -> list[bytes]:
-    head = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
-    return [
-        header_line("Content-Type", f'multipart/alternative;\r\n boundary="{boundary}"') + CRLF,
-        f"--{boundary}\r\n{head.format('plain')}".encode(),
-        qp_encode(rendered.text),
-        f"\r\n--{boundary}\r\n{head.format('html')}".encode(),
-        qp_encode(rendered.html),
-        f"\r\n--{boundary}--\r\n".encode(),
-    ]
+    content_type, text_head, html_head, tail = _mime_frame(boundary)
+    return [content_type, text_head, qp_encode(rendered.text), html_head, qp_encode(rendered.html), tail]
 
 
 def build_confirmation(

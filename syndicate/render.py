@@ -198,12 +198,34 @@ _STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S)
 
 
 @dataclass(frozen=True)
-class _Frame:
-    """The digest document around its sections, inlined once per run; `css` is its <style> text."""
+class DigestFrame:
+    """The digest document around its sections, inlined once per run; `css` is its <style> text.
+
+    Besides the per-subscriber slots it has two per-variant slots: "title" (the subject)
+    and "sections", which stands alone on its line.
+    """
 
     html: SlotText
     text: SlotText
     css: str
+
+
+@dataclass(frozen=True)
+class RenderedSection:
+    """One category's part of a digest, inlined; both texts end with a line end. Shared by every
+    digest that shows this category with these articles."""
+
+    key: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class DigestParts:
+    """What a digest variant is made of: its subject and its sections (the frame is the run's)."""
+
+    subject: str
+    sections: tuple[RenderedSection, ...]
 
 
 class EmailRenderer:
@@ -221,8 +243,8 @@ class EmailRenderer:
         self._env = _environment(templates_folder(settings))
         self._subject = _subject_template(settings.digest.subject)
         self._variants: dict[str, RenderedVariant] = {}
-        self._sections: dict[str, tuple[str, str]] = {}
-        self._frame: _Frame | None = None
+        self._sections: dict[str, RenderedSection] = {}
+        self._frame: DigestFrame | None = None
         self._following: dict[tuple[str, ...], tuple[str, str]] = {}
 
     # -- digests ---------------------------------------------------------------------
@@ -312,14 +334,18 @@ class EmailRenderer:
             "home_url": self.urls.home(),
         }
 
+    def digest_parts(self, digest: Digest) -> DigestParts:
+        """The subject and the (cached) inlined sections of `digest`; nothing per subscriber."""
+        css = self.frame().css
+        return DigestParts(self._render_subject(digest), tuple(self._section(s, css) for s in digest.sections))
+
     def _render_digest(self, digest: Digest) -> RenderedVariant:
         """Assembled from the run's inlined frame and inlined sections: only new sections are rendered."""
-        frame = self._digest_frame()
-        parts = [self._section(section, frame.css) for section in digest.sections]
-        subject = self._render_subject(digest)
-        html_text = frame.html.partial({"title": html.escape(subject), "sections": "".join(p[0] for p in parts)})
-        plain = frame.text.partial({"title": subject, "sections": "".join(p[1] for p in parts)})
-        return RenderedVariant(digest.variant_key, subject, html_text, plain)
+        frame = self.frame()
+        parts = self.digest_parts(digest)
+        html_text = frame.html.partial({"title": html.escape(parts.subject), "sections": "".join(p.html for p in parts.sections)})
+        plain = frame.text.partial({"title": parts.subject, "sections": "".join(p.text for p in parts.sections)})
+        return RenderedVariant(digest.variant_key, parts.subject, html_text, plain)
 
     def _render_whole_digest(self, digest: Digest) -> RenderedVariant:
         """The naive way, for comparison: render the whole document and inline it in one go."""
@@ -327,8 +353,8 @@ class EmailRenderer:
         context = {**self._common(), "title": slots["title"], "slots": slots}
         subject = self._render_subject(digest)
         views = [{**self._common(), "section": self._section_view(s)} for s in digest.sections]
-        sections_html = "".join(self._env.get_template("digest_section.html.j2").render(v) for v in views)
-        sections_text = "".join(self._env.get_template("digest_section.txt.j2").render(v) for v in views)
+        sections_html = "".join(_block(_lf(self._env.get_template("digest_section.html.j2").render(v))) for v in views)
+        sections_text = "".join(_block(_lf(self._env.get_template("digest_section.txt.j2").render(v))) for v in views)
         document = self._env.get_template("digest.html.j2").render(context)
         document = document.replace(slots["sections"], sections_html).replace(slots["title"], html.escape(subject))
         text = self._env.get_template("digest.txt.j2").render(context)
@@ -336,7 +362,8 @@ class EmailRenderer:
         inlined = inline_css(_lf(document), self.inliner)
         return RenderedVariant(digest.variant_key, subject, self._slotted(inlined), self._slotted(_lf(text)))
 
-    def _digest_frame(self) -> _Frame:
+    def frame(self) -> DigestFrame:
+        """The digest document with slots for the title, the sections and the subscriber's values."""
         if self._frame is None:
             slots = self._slot_markers(DIGEST_SLOTS + VARIANT_SLOTS)
             context = {**self._common(), "title": slots["title"], "slots": slots}
@@ -346,10 +373,12 @@ class EmailRenderer:
             if css is None:
                 raise ConfigError(["[email] templates: digest.html.j2 (through base.html.j2) has no <style> block"])
             inlined = inline_css(document, self.inliner)
-            self._frame = _Frame(self._slotted(inlined), self._slotted(text), css.group(1))
+            self._frame = DigestFrame(self._slotted(inlined), self._slotted(text), css.group(1))
+            _check_alone(self._frame.html, "digest.html.j2")
+            _check_alone(self._frame.text, "digest.txt.j2")
         return self._frame
 
-    def _section(self, section: DigestSection, css: str) -> tuple[str, str]:
+    def _section(self, section: DigestSection, css: str) -> RenderedSection:
         """One section's inlined HTML and its text, rendered once per run."""
         key = section_key(section)
         cached = self._sections.get(key)
@@ -357,7 +386,7 @@ class EmailRenderer:
             context = {**self._common(), "section": self._section_view(section)}
             fragment = _lf(self._env.get_template("digest_section.html.j2").render(context))
             text = _lf(self._env.get_template("digest_section.txt.j2").render(context))
-            cached = (inline_fragment(fragment, css, self.inliner), text)
+            cached = RenderedSection(key, _block(inline_fragment(fragment, css, self.inliner)), _block(text))
             self._sections[key] = cached
         return cached
 
@@ -405,6 +434,17 @@ class EmailRenderer:
             )
         except jinja2.TemplateError as e:
             raise ConfigError([f"[digest] subject: {e}"]) from e
+
+
+def _block(text: str) -> str:
+    """A section ends with a line end, so sections join line by line."""
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _check_alone(text: SlotText, template: str) -> None:
+    for line in text.lines():
+        if "sections" in line.pieces[1::2] and line.pieces != ("", "sections", ""):
+            raise ConfigError([f"[email] templates: in {template}, {{{{ slots.sections }}}} must stand alone on its line"])
 
 
 def _lf(text: str) -> str:
