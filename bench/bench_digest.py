@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from syndicate.config import default_settings  # noqa: E402
-from syndicate.digests import select_digest  # noqa: E402
+from syndicate.digests import Timeline, select_digest  # noqa: E402
 from syndicate.messages import MessageBuilder, message_id  # noqa: E402
 from syndicate.models import Frequency, Subscriber, SubscriberStatus  # noqa: E402
 from syndicate.pipeline import load_corpus  # noqa: E402
@@ -126,8 +126,9 @@ def measure(folder: Path, mode: str, inliner: str, count: int) -> dict:
     sent = empty = total_bytes = 0
     variants: set[str] = set()
     started = time.perf_counter()
+    timeline = Timeline.of(corpus.articles)
     for person in people:
-        digest = select_digest(person, corpus.articles, corpus.categories, NOW, settings)
+        digest = select_digest(person, timeline, corpus.categories, NOW, settings)
         if digest is None:
             empty += 1
             continue

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -66,9 +67,47 @@ def first_digest_start(subscriber: Subscriber, now: datetime) -> datetime:
     return start.astimezone(UTC)
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """Articles newest first with their POSIX times, made once per run so that each subscriber's
+    selection only touches the articles inside their window."""
+
+    articles: tuple[Article, ...]
+    negated: tuple[float, ...]  # -timestamp, ascending, for bisect
+
+    @classmethod
+    def of(cls, articles: Iterable[Article]) -> Timeline:
+        ordered = tuple(articles)
+        negated = tuple(-a.published.timestamp() for a in ordered)
+        for before, after, article in zip(negated, negated[1:], ordered[1:]):
+            if after < before:
+                raise ValueError(f"articles must be newest first ({article.id} is newer than the one before it)")
+        return cls(ordered, negated)
+
+    def window(self, since_ts: float, now_ts: float) -> tuple[Article, ...]:
+        """Articles published after `since_ts` and not after `now_ts`."""
+        first = bisect.bisect_left(self.negated, -now_ts)
+        last = bisect.bisect_left(self.negated, -since_ts)
+        return self.articles[first:last]
+
+
+def _window(articles: Iterable[Article], since_ts: float, now_ts: float) -> Iterator[Article]:
+    """The same as Timeline.window for a plain newest-first iterable, stopping at `since_ts`."""
+    previous = float("inf")
+    for article in articles:
+        stamp = article.published.timestamp()
+        if stamp > previous:
+            raise ValueError(f"select_digest: articles must be newest first ({article.id} is newer than the one before it)")
+        previous = stamp
+        if stamp <= since_ts:
+            return
+        if stamp <= now_ts:
+            yield article
+
+
 def select_digest(
     subscriber: Subscriber,
-    articles: Iterable[Article],
+    articles: Iterable[Article] | Timeline,
     categories: Sequence[Category],
     now: datetime,
     settings: Settings,
@@ -80,8 +119,8 @@ def select_digest(
     once, under the first of its categories in `categories` order. At most
     `digest.max_articles` are shown, the newest; the rest are counted per category.
 
-    `articles` must be newest first (as `Corpus.articles` are): the scan stops at the
-    first article not after `since`, so a run over many subscribers reads only what is new.
+    `articles` must be newest first (as `Corpus.articles` are); a run over many
+    subscribers passes `Timeline.of(articles)`, made once.
     """
     if now.tzinfo is None:
         raise ValueError("select_digest: `now` must be timezone-aware")
@@ -90,26 +129,23 @@ def select_digest(
     now_ts = now.timestamp()
     since = subscriber.high_water or first_digest_start(subscriber, now)
     since_ts = since.timestamp()
+    if isinstance(articles, Timeline):
+        candidates: Iterable[Article] = articles.window(since_ts, now_ts)
+    else:
+        candidates = _window(articles, since_ts, now_ts)
     followed = set(subscriber.categories)
     order = [c for c in categories if c.slug in followed]
     rank = {c.slug: i for i, c in enumerate(order)}
-    picked: dict[str, tuple[float, str, int, Article]] = {}
-    previous = float("inf")
-    for article in articles:
-        stamp = article.published.timestamp()
-        if stamp > previous:
-            raise ValueError(f"select_digest: articles must be newest first ({article.id} is newer than the one before it)")
-        previous = stamp
-        if stamp <= since_ts:
-            break
-        if stamp > now_ts or article.id in picked:
+    picked: dict[str, tuple[int, Article]] = {}
+    for article in candidates:  # newest first
+        if article.id in picked:
             continue
         places = [rank[c.slug] for c in article.categories if c.slug in rank]
         if places:
-            picked[article.id] = (stamp, article.id, min(places), article)
+            picked[article.id] = (min(places), article)
     if not picked:
         return None
-    newest_first = [(place, a) for _, _, place, a in sorted(picked.values(), key=lambda item: item[:2], reverse=True)]
+    newest_first = list(picked.values())
     shown = newest_first[: settings.digest.max_articles]
     left_out = newest_first[settings.digest.max_articles:]
     sections = tuple(
@@ -125,7 +161,7 @@ def select_digest(
         subscriber=subscriber,
         sections=sections,
         since=since,
-        until=newest_first[0][1].published,  # the newest instant (the sort was by timestamp)
+        until=newest_first[0][1].published,
         variant_key=variant_key(sections),
     )
 

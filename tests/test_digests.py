@@ -142,3 +142,30 @@ def test_articles_out_of_order_are_refused_rather_than_silently_missed():
     items = [article("older", NOW - hours(5), MAIN), article("newer", NOW - hours(1), MAIN)]
     with pytest.raises(ValueError, match="newest first"):
         select_digest(subscriber(("main",), high_water=NOW - hours(9)), items, SITE_ORDER, NOW, SETTINGS)
+
+
+def test_a_timeline_made_once_selects_exactly_what_the_plain_list_does():
+    import random
+
+    from syndicate.digests import Timeline
+
+    rng = random.Random(5)
+    cats = SITE_ORDER
+    items = sorted(
+        (article(f"a{i}", NOW - hours(rng.uniform(-30, 24 * 10)), *rng.sample(cats, rng.randint(1, 3))) for i in range(300)),
+        key=lambda a: a.published,
+        reverse=True,
+    )
+    timeline = Timeline.of(items)
+    for i in range(200):
+        reader = subscriber(
+            tuple(c.slug for c in rng.sample(cats, rng.randint(1, 4))),
+            id=i,
+            frequency=rng.choice([Frequency.DAILY, Frequency.WEEKLY]),
+            high_water=rng.choice([None, NOW - hours(rng.uniform(0, 200))]),
+        )
+        assert select_digest(reader, timeline, SITE_ORDER, NOW, SETTINGS) == select_digest(reader, items, SITE_ORDER, NOW, SETTINGS)
+    import pytest
+
+    with pytest.raises(ValueError, match="newest first"):
+        Timeline.of(list(reversed(items)))
