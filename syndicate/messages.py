@@ -118,12 +118,12 @@ def encode_address(field: str, name: str | None, address: str) -> str:
     name = " ".join(checked(field, name or "").split())
     if not name:
         return address
-    if _PHRASE_SAFE.match(name) and "=?" not in name:
+    if len(name) > 60 or not name.isascii() or "=?" in name:
+        phrase = encoded_words(name)  # folds; a quoted string would not
+    elif _PHRASE_SAFE.match(name):
         phrase = name
-    elif name.isascii() and "=?" not in name:
-        phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     else:
-        phrase = encoded_words(name)
+        phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     last = phrase.rsplit("\r\n", 1)[-1]
     fold = "\r\n " if len(field) + 2 + len(last) + len(address) + 3 > 78 else " "
     return f"{phrase}{fold}<{address}>"

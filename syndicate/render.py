@@ -1,14 +1,21 @@
-"""Renders digests and confirmations from the Jinja2 email templates, inlines their CSS once per variant,
+"""Renders digests and confirmations from the Jinja2 email templates, inlines their CSS once,
 and personalises the result per subscriber.
 
 The only module that imports jinja2 (for email), premailer and css_inline.
 
 Templates live in `[email] templates` when set, else in the `templates/` folder of the
-source tree (next to the `syndicate` package: `templates/email/*.j2`). A variant (one set
-of articles) is rendered and inlined with per-subscriber *slots* (greeting, followed
-categories, address, links) standing in as unguessable markers; each subscriber then
-gets the cached result with the markers replaced by their values, escaped for HTML or
-for text.
+source tree, next to the `syndicate` package (`templates/email/*.j2`; an editable install
+or a checkout, as `make` uses).
+
+What is inlined, and how often, per run:
+- the digest *frame* (digest.html.j2 on base.html.j2: head, <style>, masthead, greeting,
+  footer) once, with unguessable markers standing in for the per-variant values (title,
+  sections) and the per-subscriber ones (greeting, followed categories, address, links);
+- each *section* (digest_section.html.j2: one category and its articles) once, as a
+  fragment with the frame's CSS. This gives the same HTML as inlining the whole document
+  because the email CSS uses only class and element selectors (a test holds both equal).
+A variant (one set of sections) is then assembled by joining strings, and each subscriber
+gets it with the markers replaced by their values, escaped for HTML or for text.
 """
 
 from __future__ import annotations
@@ -239,7 +246,8 @@ class EmailRenderer:
         self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
         self.timezone = ZoneInfo(settings.site.timezone)
         self._nonce = secrets.token_hex(8)
-        self._marker = re.compile(f"slot{self._nonce}([a-z_]+)x")
+        names = "|".join(sorted(set(DIGEST_SLOTS + VARIANT_SLOTS + CONFIRM_SLOTS)))
+        self._marker = re.compile(f"slot{self._nonce}({names})x")
         self._env = _environment(templates_folder(settings))
         self._subject = _subject_template(settings.digest.subject)
         self._variants: dict[str, RenderedVariant] = {}
