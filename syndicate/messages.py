@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import html
 import hashlib
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from syndicate.digests import Digest
 from syndicate.errors import ConfigError, SyndicateError
 from syndicate.models import Category
 from syndicate.render import EmailRenderer, LinkMaker, RenderedEmail, SlotText
+
+log = logging.getLogger(__name__)
 
 CRLF = b"\r\n"
 MAX_LINE = 998
@@ -283,6 +286,7 @@ class MessageBuilder:
         self._variants: dict[str, EncodedVariant] = {}
         self._sections: dict[str, tuple[bytes, bytes]] = {}
         self._frame: tuple[list[Chunk], list[Chunk]] | None = None
+        self._warned_http = False
 
     def digest_message(self, digest: Digest) -> DigestMessage:
         """The digest's exact bytes for its subscriber."""
@@ -293,6 +297,9 @@ class MessageBuilder:
             self._variants[digest.variant_key] = encoded
         values = self.renderer.digest_values(subscriber, self.links, self.categories)
         unsubscribe = checked("List-Unsubscribe", values.text["unsubscribe_url"])
+        if not self._warned_http and not unsubscribe.startswith("https://"):
+            self._warned_http = True
+            log.warning("List-Unsubscribe URL is not https (%s...): RFC 8058 one-click needs https; set [site] base_url", unsubscribe[:40])
         checked("List-Unsubscribe", values.text["preferences_url"])
         mid = message_id(digest, self.domain)
         unsubscribe_value = f"<{unsubscribe}>" + (f",\r\n <{self._mailto}>" if self._mailto else "")

@@ -185,3 +185,13 @@ def test_sections_inlined_one_by_one_give_the_same_html_as_the_whole_document_in
     whole = EmailRenderer(settings, inliner=inliner, cache=False).render_digest(digest, links, CORPUS.categories)
     assert len(digest.sections) >= 4
     assert assembled == whole
+
+
+@pytest.mark.parametrize("inliner", ["premailer", "css-inline"])
+def test_outlook_only_properties_are_inlined_without_warnings_on_the_console(inliner, capfd, caplog):
+    document = "<html><head><style>p { mso-line-height-rule: exactly; line-height: 20px; }</style></head><body><p>x</p></body></html>"
+    with caplog.at_level("DEBUG"):
+        out = inline_css(document, inliner)
+    assert "line-height" in out.split("<body>")[1]
+    assert capfd.readouterr().err == ""
+    assert not [r for r in caplog.records if r.levelno >= 30]
