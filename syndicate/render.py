@@ -11,11 +11,13 @@ What is inlined, and how often, per run:
 - the digest *frame* (digest.html.j2 on base.html.j2: head, <style>, masthead, greeting,
   footer) once, with unguessable markers standing in for the per-variant values (title,
   sections) and the per-subscriber ones (greeting, followed categories, address, links);
-- each *section* (digest_section.html.j2: one category and its articles) once, as a
-  fragment with the frame's CSS. This gives the same HTML as inlining the whole document
-  because the email CSS uses only class and element selectors (a test holds both equal).
-A variant (one set of sections) is then assembled by joining strings, and each subscriber
-gets it with the markers replaced by their values, escaped for HTML or for text.
+- each *piece* of a section (the macros of digest_section.html.j2: a category heading,
+  an article, an "and N more" line) once, as a fragment with the frame's CSS. This gives
+  the same HTML as inlining the whole document because the email CSS uses only class and
+  element selectors (a test holds both equal).
+Sections and variants (one set of sections) are then assembled by joining strings, and
+each subscriber gets theirs with the markers replaced by their values, escaped for HTML
+or for text.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import premailer
 from syndicate.config import Settings
 from syndicate.digests import Digest, DigestSection, section_key
 from syndicate.errors import ConfigError
-from syndicate.models import Category, Subscriber
+from syndicate.models import Article, Category, Subscriber
 from syndicate.urls import SiteUrls
 
 log = logging.getLogger(__name__)
@@ -252,6 +254,7 @@ class EmailRenderer:
         self._subject = _subject_template(settings.digest.subject)
         self._variants: dict[str, RenderedVariant] = {}
         self._sections: dict[str, RenderedSection] = {}
+        self._pieces: dict[tuple[str, object], tuple[str, str]] = {}
         self._frame: DigestFrame | None = None
         self._following: dict[tuple[str, ...], tuple[str, str]] = {}
 
@@ -360,9 +363,9 @@ class EmailRenderer:
         slots = self._slot_markers(DIGEST_SLOTS + VARIANT_SLOTS)
         context = {**self._common(), "title": slots["title"], "slots": slots}
         subject = self._render_subject(digest)
-        views = [{**self._common(), "section": self._section_view(s)} for s in digest.sections]
-        sections_html = "".join(_block(_lf(self._env.get_template("digest_section.html.j2").render(v))) for v in views)
-        sections_text = "".join(_block(_lf(self._env.get_template("digest_section.txt.j2").render(v))) for v in views)
+        raw = [self._raw_section(s) for s in digest.sections]
+        sections_html = "".join(h for h, _ in raw)
+        sections_text = "".join(t for _, t in raw)
         document = self._env.get_template("digest.html.j2").render(context)
         document = document.replace(slots["sections"], sections_html).replace(slots["title"], html.escape(subject))
         text = self._env.get_template("digest.txt.j2").render(context)
@@ -387,32 +390,48 @@ class EmailRenderer:
         return self._frame
 
     def _section(self, section: DigestSection, css: str) -> RenderedSection:
-        """One section's inlined HTML and its text, rendered once per run."""
+        """One section's inlined HTML and its text, assembled from pieces inlined once per run."""
         key = section_key(section)
         cached = self._sections.get(key)
         if cached is None:
-            context = {**self._common(), "section": self._section_view(section)}
-            fragment = _lf(self._env.get_template("digest_section.html.j2").render(context))
-            text = _lf(self._env.get_template("digest_section.txt.j2").render(context))
-            cached = RenderedSection(key, _block(inline_fragment(fragment, css, self.inliner)), _block(text))
+            pieces = [self._piece("heading", section.category, self._category_view(section), css)]
+            pieces += [self._piece("article", (a.id, a.content_hash), self._article_view(a), css) for a in section.articles]
+            if section.hidden:
+                pieces.append(self._piece("more", (section.category, section.hidden), self._category_view(section), css))
+            cached = RenderedSection(key, "".join(p[0] for p in pieces), "".join(p[1] for p in pieces))
             self._sections[key] = cached
         return cached
 
-    def _section_view(self, section: DigestSection) -> dict[str, object]:
+    def _piece(self, macro: str, key: object, view: Mapping[str, object], css: str | None) -> tuple[str, str]:
+        """A macro of digest_section.{html,txt}.j2 rendered (and inlined unless `css` is None)."""
+        cached = self._pieces.get((macro, key)) if css is not None else None
+        if cached is None:
+            fragment = _block(_lf(str(getattr(self._env.get_template("digest_section.html.j2").module, macro)(view))))
+            text = _block(_lf(str(getattr(self._env.get_template("digest_section.txt.j2").module, macro)(view))))
+            if css is None:
+                return fragment, text
+            cached = (_block(inline_fragment(fragment, css, self.inliner)), text)
+            self._pieces[(macro, key)] = cached
+        return cached
+
+    def _raw_section(self, section: DigestSection) -> tuple[str, str]:
+        """The section's HTML before inlining, and its text (the naive path)."""
+        pieces = [self._piece("heading", None, self._category_view(section), None)]
+        pieces += [self._piece("article", None, self._article_view(a), None) for a in section.articles]
+        if section.hidden:
+            pieces.append(self._piece("more", None, self._category_view(section), None))
+        return "".join(p[0] for p in pieces), "".join(p[1] for p in pieces)
+
+    def _category_view(self, section: DigestSection) -> dict[str, object]:
+        return {"name": section.category.name, "url": self.urls.category(section.category.slug), "hidden": section.hidden}
+
+    def _article_view(self, article: Article) -> dict[str, object]:
         return {
-            "name": section.category.name,
-            "url": self.urls.category(section.category.slug),
-            "hidden": section.hidden,
-            "articles": [
-                {
-                    "title": a.title,
-                    "url": self.urls.article(a),
-                    "author": a.author,
-                    "summary": a.summary,
-                    "date": _day(a.published.astimezone(self.timezone)),
-                }
-                for a in section.articles
-            ],
+            "title": article.title,
+            "url": self.urls.article(article),
+            "author": article.author,
+            "summary": article.summary,
+            "date": _day(article.published.astimezone(self.timezone)),
         }
 
     def _render_confirmation(self) -> RenderedVariant:
