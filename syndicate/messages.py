@@ -284,7 +284,7 @@ class MessageBuilder:
         self._list_headers = b"".join(list_headers)
         self._mime_headers = header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + header_line("MIME-Version", "1.0")
         self._variants: dict[str, EncodedVariant] = {}
-        self._sections: dict[str, tuple[bytes, bytes]] = {}
+        self._pieces: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         self._frame: tuple[list[Chunk], list[Chunk]] | None = None
         self._warned_http = False
 
@@ -300,7 +300,7 @@ class MessageBuilder:
         if not self._warned_http and not unsubscribe.startswith("https://"):
             self._warned_http = True
             log.warning("List-Unsubscribe URL is not https (%s...): RFC 8058 one-click needs https; set [site] base_url", unsubscribe[:40])
-        checked("List-Unsubscribe", values.text["preferences_url"])
+        checked("preferences URL", values.text["preferences_url"])
         mid = message_id(digest, self.domain)
         unsubscribe_value = f"<{unsubscribe}>" + (f",\r\n <{self._mailto}>" if self._mailto else "")
         parts = [
@@ -325,16 +325,16 @@ class MessageBuilder:
         )
 
     def _encode_variant(self, digest: Digest) -> EncodedVariant:
-        """Frame encoded once per run, each section once per run; a variant only points at them."""
+        """Frame encoded once per run, each section piece once per run; a variant only points at them."""
         if self._frame is None:
             frame = self.renderer.frame()
             self._frame = (encode_lines(frame.text), encode_lines(frame.html))
         parts = self.renderer.digest_parts(digest)
         sections = []
-        for section in parts.sections:
-            if section.key not in self._sections:
-                self._sections[section.key] = (encode_block(section.text), encode_block(section.html))
-            sections.append(self._sections[section.key])
+        for piece in (piece for section in parts.sections for piece in section.pieces):
+            if piece.key not in self._pieces:
+                self._pieces[piece.key] = (encode_block(piece.text), encode_block(piece.html))
+            sections.append(self._pieces[piece.key])
         content_type, text_head, html_head, tail = _mime_frame(f"=_syndicate_{digest.variant_key}")
         return EncodedVariant(
             subject=header_line("Subject", encode_text("Subject", parts.subject)),

@@ -220,13 +220,29 @@ class DigestFrame:
 
 
 @dataclass(frozen=True)
-class RenderedSection:
-    """One category's part of a digest, inlined; both texts end with a line end. Shared by every
-    digest that shows this category with these articles."""
+class RenderedPiece:
+    """One macro of digest_section.*.j2 (a heading, an article, an "and N more" line), its HTML
+    inlined; both texts end with a line end. Rendered once per run, shared by every digest."""
 
-    key: str
+    key: tuple[object, ...]
     html: str
     text: str
+
+
+@dataclass(frozen=True)
+class RenderedSection:
+    """One category's part of a digest: its pieces, in order."""
+
+    key: str
+    pieces: tuple[RenderedPiece, ...]
+
+    @property
+    def html(self) -> str:
+        return "".join(p.html for p in self.pieces)
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.pieces)
 
 
 @dataclass(frozen=True)
@@ -254,7 +270,7 @@ class EmailRenderer:
         self._subject = _subject_template(settings.digest.subject)
         self._variants: dict[str, RenderedVariant] = {}
         self._sections: dict[str, RenderedSection] = {}
-        self._pieces: dict[tuple[str, object], tuple[str, str]] = {}
+        self._pieces: dict[tuple[object, ...], RenderedPiece] = {}
         self._frame: DigestFrame | None = None
         self._following: dict[tuple[str, ...], tuple[str, str]] = {}
 
@@ -390,37 +406,39 @@ class EmailRenderer:
         return self._frame
 
     def _section(self, section: DigestSection, css: str) -> RenderedSection:
-        """One section's inlined HTML and its text, assembled from pieces inlined once per run."""
+        """One section, made of pieces each inlined once per run."""
         key = section_key(section)
         cached = self._sections.get(key)
         if cached is None:
-            pieces = [self._piece("heading", section.category, self._category_view(section), css)]
-            pieces += [self._piece("article", (a.id, a.content_hash), self._article_view(a), css) for a in section.articles]
-            if section.hidden:
-                pieces.append(self._piece("more", (section.category, section.hidden), self._category_view(section), css))
-            cached = RenderedSection(key, "".join(p[0] for p in pieces), "".join(p[1] for p in pieces))
+            cached = RenderedSection(key, tuple(self._piece(macro, piece_key, view, css) for macro, piece_key, view in self._pieces_of(section)))
             self._sections[key] = cached
         return cached
 
-    def _piece(self, macro: str, key: object, view: Mapping[str, object], css: str | None) -> tuple[str, str]:
-        """A macro of digest_section.{html,txt}.j2 rendered (and inlined unless `css` is None)."""
-        cached = self._pieces.get((macro, key)) if css is not None else None
+    def _pieces_of(self, section: DigestSection) -> list[tuple[str, tuple[object, ...], dict[str, object]]]:
+        """(macro, key, view) of each piece of `section`."""
+        category = self._category_view(section)
+        pieces = [("heading", (section.category,), category)]
+        pieces += [("article", (a.id, a.content_hash), self._article_view(a)) for a in section.articles]
+        if section.hidden:
+            pieces.append(("more", (section.category, section.hidden), category))
+        return pieces
+
+    def _piece(self, macro: str, key: tuple[object, ...], view: Mapping[str, object], css: str | None) -> RenderedPiece:
+        """A macro of digest_section.{html,txt}.j2 rendered, and inlined (cached) unless `css` is None."""
+        cached = self._pieces.get((macro, *key)) if css is not None else None
         if cached is None:
             fragment = _block(_lf(str(getattr(self._env.get_template("digest_section.html.j2").module, macro)(view))))
             text = _block(_lf(str(getattr(self._env.get_template("digest_section.txt.j2").module, macro)(view))))
             if css is None:
-                return fragment, text
-            cached = (_block(inline_fragment(fragment, css, self.inliner)), text)
-            self._pieces[(macro, key)] = cached
+                return RenderedPiece((macro, *key), fragment, text)
+            cached = RenderedPiece((macro, *key), _block(inline_fragment(fragment, css, self.inliner)), text)
+            self._pieces[(macro, *key)] = cached
         return cached
 
     def _raw_section(self, section: DigestSection) -> tuple[str, str]:
         """The section's HTML before inlining, and its text (the naive path)."""
-        pieces = [self._piece("heading", None, self._category_view(section), None)]
-        pieces += [self._piece("article", None, self._article_view(a), None) for a in section.articles]
-        if section.hidden:
-            pieces.append(self._piece("more", None, self._category_view(section), None))
-        return "".join(p[0] for p in pieces), "".join(p[1] for p in pieces)
+        pieces = [self._piece(macro, key, view, None) for macro, key, view in self._pieces_of(section)]
+        return "".join(p.html for p in pieces), "".join(p.text for p in pieces)
 
     def _category_view(self, section: DigestSection) -> dict[str, object]:
         return {"name": section.category.name, "url": self.urls.category(section.category.slug), "hidden": section.hidden}
