@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -69,26 +69,40 @@ def first_digest_start(subscriber: Subscriber, now: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class Timeline:
-    """Articles newest first with their POSIX times, made once per run so that each subscriber's
-    selection only touches the articles inside their window."""
+    """Articles newest first, indexed by category with their POSIX times; made once per run so
+    that each subscriber's selection only touches their categories' articles in their window."""
 
     articles: tuple[Article, ...]
-    negated: tuple[float, ...]  # -timestamp, ascending, for bisect
+    by_category: Mapping[str, tuple[tuple[float, ...], tuple[int, ...]]]  # slug -> (-timestamps ascending, indexes)
 
     @classmethod
     def of(cls, articles: Iterable[Article]) -> Timeline:
         ordered = tuple(articles)
-        negated = tuple(-a.published.timestamp() for a in ordered)
+        negated = [-a.published.timestamp() for a in ordered]
         for before, after, article in zip(negated, negated[1:], ordered[1:]):
             if after < before:
                 raise ValueError(f"articles must be newest first ({article.id} is newer than the one before it)")
-        return cls(ordered, negated)
+        stamps: dict[str, list[float]] = {}
+        indexes: dict[str, list[int]] = {}
+        for i, article in enumerate(ordered):
+            for slug in dict.fromkeys(article.category_slugs):
+                stamps.setdefault(slug, []).append(negated[i])
+                indexes.setdefault(slug, []).append(i)
+        return cls(ordered, {slug: (tuple(stamps[slug]), tuple(indexes[slug])) for slug in stamps})
 
-    def window(self, since_ts: float, now_ts: float) -> tuple[Article, ...]:
-        """Articles published after `since_ts` and not after `now_ts`."""
-        first = bisect.bisect_left(self.negated, -now_ts)
-        last = bisect.bisect_left(self.negated, -since_ts)
-        return self.articles[first:last]
+    def pick(self, order: Sequence[str], since_ts: float, now_ts: float) -> list[tuple[int, Article]]:
+        """(place, article), newest first, for the articles of the `order` categories published
+        after `since_ts` and not after `now_ts`; `place` is the first of its categories in `order`."""
+        claimed: dict[int, int] = {}
+        for place, slug in enumerate(order):
+            entry = self.by_category.get(slug)
+            if entry is None:
+                continue
+            negated, indexes = entry
+            first, last = bisect.bisect_left(negated, -now_ts), bisect.bisect_left(negated, -since_ts)
+            for index in indexes[first:last]:
+                claimed.setdefault(index, place)
+        return [(claimed[i], self.articles[i]) for i in sorted(claimed)]
 
 
 def _window(articles: Iterable[Article], since_ts: float, now_ts: float) -> Iterator[Article]:
@@ -103,6 +117,18 @@ def _window(articles: Iterable[Article], since_ts: float, now_ts: float) -> Iter
             return
         if stamp <= now_ts:
             yield article
+
+
+def _pick(candidates: Iterable[Article], rank: Mapping[str, int]) -> list[tuple[int, Article]]:
+    """What Timeline.pick gives, from a plain newest-first iterable."""
+    picked: dict[str, tuple[int, Article]] = {}
+    for article in candidates:
+        if article.id in picked:
+            continue
+        places = [rank[c.slug] for c in article.categories if c.slug in rank]
+        if places:
+            picked[article.id] = (min(places), article)
+    return list(picked.values())
 
 
 def select_digest(
@@ -129,23 +155,14 @@ def select_digest(
     now_ts = now.timestamp()
     since = subscriber.high_water or first_digest_start(subscriber, now)
     since_ts = since.timestamp()
-    if isinstance(articles, Timeline):
-        candidates: Iterable[Article] = articles.window(since_ts, now_ts)
-    else:
-        candidates = _window(articles, since_ts, now_ts)
     followed = set(subscriber.categories)
     order = [c for c in categories if c.slug in followed]
-    rank = {c.slug: i for i, c in enumerate(order)}
-    picked: dict[str, tuple[int, Article]] = {}
-    for article in candidates:  # newest first
-        if article.id in picked:
-            continue
-        places = [rank[c.slug] for c in article.categories if c.slug in rank]
-        if places:
-            picked[article.id] = (min(places), article)
-    if not picked:
+    if isinstance(articles, Timeline):
+        newest_first = articles.pick([c.slug for c in order], since_ts, now_ts)
+    else:
+        newest_first = _pick(_window(articles, since_ts, now_ts), {c.slug: i for i, c in enumerate(order)})
+    if not newest_first:
         return None
-    newest_first = list(picked.values())
     shown = newest_first[: settings.digest.max_articles]
     left_out = newest_first[settings.digest.max_articles:]
     sections = tuple(
@@ -175,4 +192,9 @@ def section_key(section: DigestSection) -> str:
 
 def variant_key(sections: Sequence[DigestSection]) -> str:
     """Names the rendered content of a whole digest: the same sections in the same order."""
-    return hashlib.sha256("|".join(section_key(s) for s in sections).encode()).hexdigest()[:20]
+    parts: list[str] = []
+    for section in sections:
+        parts += [section.category.slug, section.category.name, str(section.hidden)]
+        parts += [f"{a.id}\x1f{a.content_hash}" for a in section.articles]
+        parts.append("\x1d")
+    return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()[:20]
