@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -50,6 +51,21 @@ DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DIGEST_SLOTS = ("greeting", "following", "email", "unsubscribe_url", "preferences_url")
 VARIANT_SLOTS = ("title", "sections")
 CONFIRM_SLOTS = ("greeting", "following", "email", "confirm_url")
+# premailer: nothing from the network or disk; !important kept (media queries need it to
+# beat inline styles); no width/bgcolor/... attributes added (css-inline adds none either);
+# cssutils' warnings about Outlook-only properties kept off the console; the parsed CSS
+# cached (the same <style> for every piece of a run).
+_PREMAILER = MappingProxyType(
+    {
+        "allow_network": False,
+        "allow_loading_external_files": False,
+        "strip_important": False,
+        "disable_leftover_css": True,
+        "disable_basic_attributes": ("width", "height", "align", "bgcolor"),
+        "cssutils_logging_level": logging.CRITICAL,
+        "cache_css_parsing": True,
+    }
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
@@ -161,17 +177,7 @@ def inline_css(document: str, inliner: str) -> str:
     """
     if inliner == "css-inline":
         return css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False).inline(document)
-    return premailer.Premailer(
-        document,
-        allow_network=False,
-        allow_loading_external_files=False,
-        strip_important=False,
-        keep_style_tags=True,
-        disable_leftover_css=True,
-        disable_basic_attributes=["width", "height", "align", "bgcolor"],
-        cssutils_logging_level=logging.CRITICAL,
-        cache_css_parsing=True,
-    ).transform()
+    return premailer.Premailer(document, keep_style_tags=True, **_PREMAILER).transform()
 
 
 def inline_fragment(fragment: str, css: str, inliner: str) -> str:
@@ -181,24 +187,17 @@ def inline_fragment(fragment: str, css: str, inliner: str) -> str:
     inlining read exactly like the whole document inlined at once.
     """
     core = fragment.strip()
-    lead, trail = fragment[: fragment.index(core)] if core else fragment, fragment[len(fragment.rstrip()):] if core else ""
-    return lead + _inline_fragment(core, css, inliner).strip() + trail
+    if not core:
+        return fragment
+    start = fragment.index(core)
+    return fragment[:start] + _inline_fragment(core, css, inliner).strip() + fragment[start + len(core):]
 
 
 def _inline_fragment(fragment: str, css: str, inliner: str) -> str:
     if inliner == "css-inline":
         return css_inline.inline_fragment(fragment, css, load_remote_stylesheets=False)
     document = f"<html><head><style>{css}</style></head><body>{fragment}</body></html>"
-    inlined = premailer.Premailer(
-        document,
-        allow_network=False,
-        allow_loading_external_files=False,
-        strip_important=False,
-        disable_leftover_css=True,
-        disable_basic_attributes=["width", "height", "align", "bgcolor"],
-        cssutils_logging_level=logging.CRITICAL,
-        cache_css_parsing=True,
-    ).transform()
+    inlined = premailer.Premailer(document, keep_style_tags=False, **_PREMAILER).transform()
     return _BODY.search(inlined).group(1)
 
 
