@@ -287,7 +287,13 @@ class EmailRenderer:
 
     @property
     def variants_rendered(self) -> int:
+        """Variants assembled through `variant()` (the message builder assembles its own)."""
         return len(self._variants)
+
+    @property
+    def pieces_inlined(self) -> int:
+        """Section pieces rendered and inlined so far (plus the frame, once)."""
+        return len(self._pieces)
 
     def digest_values(self, subscriber: Subscriber, links: LinkMaker, categories: Iterable[Category]) -> SlotValues:
         """A subscriber's slot values; `categories` are the site's categories (for the names they follow)."""
