@@ -234,3 +234,36 @@ def test_the_date_header_is_the_run_time_in_rfc_5322_form():
     later = SAMPLE_NOW + timedelta(days=1)
     builder = MessageBuilder(SETTINGS, EmailRenderer(SETTINGS), SignedLookingLinks(), CORPUS.categories, later)
     assert b"\r\nDate: Fri, 27 Nov 2026 08:00:00 +0000\r\n" in b"\r\n" + builder.digest_message(digest_for()).data
+
+
+def test_many_variants_built_from_shared_pieces_decode_to_what_the_renderer_assembles():
+    import random
+
+    from syndicate.digests import Timeline
+
+    rng = random.Random(8)
+    slugs = [c.slug for c in CORPUS.categories]
+    settings = sample_settings(digest={"max_articles": 3})
+    renderer = EmailRenderer(settings)
+    builder = MessageBuilder(settings, renderer, SignedLookingLinks(), CORPUS.categories, SAMPLE_NOW)
+    timeline = Timeline.of(CORPUS.articles)
+    seen = set()
+    for i in range(60):
+        reader = subscriber(
+            tuple(rng.sample(slugs, rng.randint(1, 4))),
+            id=i,
+            name=rng.choice([None, "Ann", "Zoë <z>", 'Bob "B" & Co']),
+            high_water=SAMPLE_NOW - timedelta(days=rng.randint(1, 30)),
+        )
+        digest = select_digest(reader, timeline, CORPUS.categories, SAMPLE_NOW, settings)
+        if digest is None:
+            continue
+        seen.add(digest.variant_key)
+        message = builder.digest_message(digest)
+        parsed = parse(message.data)
+        assert not parsed.defects and all(not p.defects for p in parsed.walk())
+        expected = renderer.render_digest(digest, SignedLookingLinks(), CORPUS.categories)
+        text, html = (p.get_content().replace("\r\n", "\n") for p in parsed.iter_parts())
+        assert (parsed["Subject"], text, html) == (expected.subject, expected.text, expected.html)
+        assert parsed["List-Unsubscribe"] == f"<https://news.example.org/unsubscribe/tok-{i}.sig?u={i}&v=1>"
+    assert len(seen) >= 15
