@@ -17,6 +17,8 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
+    UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -89,4 +91,59 @@ subscriber_categories = Table(
     Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
     Column("slug", String(100), primary_key=True),
     Index("ix_subscriber_categories_slug", "slug"),
+)
+
+# -- the outbox (migration 0002) ----------------------------------------------------------
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("request", Text, nullable=False),
+    Column("total", Integer, nullable=False, default=0),
+    Column("queued", Integer, nullable=False, default=0),
+    Column("sending", Integer, nullable=False, default=0),
+    Column("sent", Integer, nullable=False, default=0),
+    Column("retrying", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    CheckConstraint("kind IN ('scheduled', 'manual', 'retry')", name="kind"),
+    CheckConstraint("status IN ('running', 'finished')", name="status"),
+    Index("ix_runs_started_at", "started_at"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("since", UtcDateTime, nullable=False),
+    # The high-water mark the digest starts from ("first" before a first digest): with `until`, what
+    # makes a digest unique per subscriber.
+    Column("since_key", String(40), nullable=False),
+    Column("until", UtcDateTime, nullable=False),
+    Column("articles", Text, nullable=False),  # JSON: [[category slug, [article ids], hidden], ...]
+    Column("message_id", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("last_code", Integer, nullable=True),
+    Column("last_reply", Text, nullable=True),
+    Column("claimed_by", String(120), nullable=True),
+    # = subscriber_id while queued, sending or retry; NULL once finished: at most one open delivery each.
+    Column("open_subscriber_id", Integer, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    UniqueConstraint("subscriber_id", "since_key", "until", name="uq_deliveries_digest"),
+    UniqueConstraint("open_subscriber_id", name="uq_deliveries_open_subscriber_id"),
+    CheckConstraint("status IN ('queued', 'sending', 'sent', 'retry', 'failed', 'skipped')", name="status"),
+    Index("ix_deliveries_run_status", "run_id", "status"),
+    Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+    Index("ix_deliveries_subscriber", "subscriber_id", "id"),
 )

@@ -1,0 +1,443 @@
+"""Delivery: plans runs into the outbox and works through them with a mail backend, exactly once.
+
+A run first records one delivery per subscriber digest (syndicate/outbox.py says what makes
+one unique), then claims them in batches, re-renders each message from its recorded
+articles (same bytes, same Message-ID on a resend), hands them to the backend as a lazy
+stream and records each result within ~0.2 s of the server's reply. See the outbox module
+for the crash policy (`[outbox] in_flight`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
+from itertools import islice
+from typing import Any
+
+from syndicate.config import Settings
+from syndicate.db import Database
+from syndicate.digests import Digest, DigestSection, Timeline, select_digest, variant_key
+from syndicate.errors import MailError, SyndicateError, UsageError
+from syndicate.links import PlaceholderLinks, signed_links, site_urls
+from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
+from syndicate.messages import MessageBuilder, message_id
+from syndicate.models import Article, Category, Frequency, Subscriber, SubscriberStatus
+from syndicate.outbox import (
+    FAILED,
+    QUEUED,
+    RETRY,
+    SENT,
+    SKIPPED,
+    ClaimedDelivery,
+    Failure,
+    Outbox,
+    PlannedDelivery,
+    Result,
+    RunReport,
+    WaitingRetry,
+    since_key,
+    subscriber_states,
+)
+from syndicate.pipeline import load_corpus
+from syndicate.reader import Corpus
+from syndicate.render import EmailRenderer
+from syndicate.subscribers import Filter, SubscriberDefaults, SubscriberStore, next_send_time
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DeliveryService", "Failure", "RunReport", "SendRequest", "WaitingRetry"]
+
+PLAN_BATCH = 1000
+CLAIM_BATCH = 200
+CHECK_AHEAD = 16  # subscribers re-checked (still active?) just before their messages go out
+FLUSH_EVERY = 100
+FLUSH_SECONDS = 0.2
+COUNT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """Who a manual send is for: every active subscriber matching all the given filters."""
+
+    frequency: Frequency | None = None
+    categories: tuple[str, ...] = ()  # slugs; subscribers following any of them
+    subscriber: str | None = None  # one subscriber by email
+    dry_run: bool = False
+    test_to: str | None = None  # mail one test copy here, change no state
+
+    def as_record(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["frequency"] = self.frequency.value if self.frequency else None
+        record["categories"] = list(self.categories)
+        return record
+
+
+class _Recorder:
+    """Buffers results and writes them in short transactions (every 100 results or 0.2 s)."""
+
+    def __init__(self, outbox: Outbox, clock: Callable[[], datetime]) -> None:
+        self.outbox = outbox
+        self.clock = clock
+        self.buffer: list[Result] = []
+        self.last = time.monotonic()
+        self.tally: dict[str, int] = {}
+
+    def add(self, delivery: ClaimedDelivery, outcome: str, code: int | None, reply: str) -> None:
+        self.buffer.append(Result(delivery, outcome, code, reply))
+        if outcome != QUEUED:
+            self.tally[outcome] = self.tally.get(outcome, 0) + 1
+
+    def due(self) -> bool:
+        return len(self.buffer) >= FLUSH_EVERY or (bool(self.buffer) and time.monotonic() - self.last >= FLUSH_SECONDS)
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.outbox.record(self.buffer, self.clock())
+            self.buffer = []
+        self.last = time.monotonic()
+
+
+class _Messages:
+    """Everything needed to re-render claimed deliveries: the corpus, a renderer, per-run builders."""
+
+    def __init__(self, service: DeliveryService, corpus: Corpus) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.categories = corpus.categories
+        self.by_slug = {c.slug: c for c in corpus.categories}
+        self.by_id: dict[str, Article] = {a.id: a for a in corpus.articles}
+        self.renderer = EmailRenderer(self.settings)
+        self.sender = parseaddr(self.settings.mail.from_)[1]
+        self._builders: dict[int, MessageBuilder] = {}
+
+    def builder(self, run_id: int) -> MessageBuilder:
+        """One per run, dated (and its links signed) at the run's start: a resend is the same bytes."""
+        if run_id not in self._builders:
+            started = self.service.outbox.run_started(run_id)
+            links = signed_links(self.settings, now=started, environ=self.service.environ)
+            self._builders[run_id] = MessageBuilder(self.settings, self.renderer, links, self.categories, started)
+        return self._builders[run_id]
+
+    def digest(self, delivery: ClaimedDelivery) -> Digest | None:
+        """The recorded digest again; None when every one of its articles is gone from the content."""
+        sections = []
+        for slug, ids, hidden in delivery.sections:
+            articles = tuple(self.by_id[i] for i in ids if i in self.by_id)
+            if articles or hidden:
+                sections.append(DigestSection(self.by_slug.get(slug) or Category(slug, slug), articles, hidden))
+        if not any(s.articles for s in sections):
+            return None
+        return Digest(delivery.subscriber, tuple(sections), delivery.since, delivery.until, variant_key(sections))
+
+    def message(self, delivery: ClaimedDelivery, digest: Digest) -> OutgoingMessage:
+        built = self.builder(delivery.run_id).digest_message(digest)
+        return OutgoingMessage(str(delivery.id), self.sender, (built.recipient,), built.data, built.message_id)
+
+
+class DeliveryService:
+    """Plans runs and sends them. `backend_factory()` makes a fresh MailBackend per sending pass
+    (default: the configured one); `environ` stands in for os.environ (secrets)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        *,
+        backend_factory: Callable[[], MailBackend] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.environ = environ
+        self.store = SubscriberStore(database, SubscriberDefaults.from_settings(settings))
+        self.outbox = Outbox(database, settings.outbox)
+        self.backend_factory = backend_factory or self._configured_backend
+        self.claim_batch = CLAIM_BATCH
+
+    def _configured_backend(self) -> MailBackend:
+        extra = {"environ": self.environ} if self.settings.mail.backend == "smtp" and self.environ is not None else {}
+        return make_backend(self.settings, **extra)
+
+    # -- planning
+
+    def plan_manual(self, request: SendRequest, now: datetime) -> RunReport:
+        """Record a manual run and one delivery per matching subscriber with something new."""
+        corpus = load_corpus(self.settings)
+        subscribers = self._matching(request, corpus)
+        run_id = self.outbox.start_run("manual", request.as_record(), now)
+        timeline = Timeline.of(corpus.articles)
+        for batch in _batched(subscribers, PLAN_BATCH):
+            planned = [p for p in (self._plan_one(s, timeline, corpus, now) for s in batch) if p is not None]
+            self.outbox.add_deliveries(run_id, planned, now)
+        report = self.outbox.refresh(run_id, now)
+        log.info("run planned run=%s kind=manual deliveries=%s", run_id, report.total)
+        return report
+
+    def plan_scheduled(self, now: datetime, *, grace: timedelta) -> RunReport:
+        """Record a scheduled run for every due subscriber (next send time <= now) and move their
+        next send time on. One due for longer than `grace` is skipped, logged and rescheduled.
+        Nothing due: no run is recorded (run_id 0)."""
+        self._reschedule_missed(now, grace)
+        corpus = load_corpus(self.settings)
+        timeline = Timeline.of(corpus.articles)
+        run_id = 0
+        for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
+            if not run_id:
+                run_id = self.outbox.start_run("scheduled", {"due_at": now.isoformat()}, now)
+            planned = [p for p in (self._plan_one(s, timeline, corpus, now) for s in batch) if p is not None]
+            moves = [(s.id, next_send_time(s.timezone, s.send_hour, s.frequency, s.weekday, now)) for s in batch]
+            self.outbox.add_deliveries(run_id, planned, now, reschedule=moves)
+        if not run_id:
+            return RunReport.empty("scheduled", now)
+        report = self.outbox.refresh(run_id, now)
+        log.info("run planned run=%s kind=scheduled deliveries=%s", run_id, report.total)
+        return report
+
+    def _reschedule_missed(self, now: datetime, grace: timedelta) -> None:
+        missed = self.outbox.missed(now - grace)
+        moves = [(sid, next_send_time(zone, hour, frequency, weekday, now)) for sid, _, zone, hour, frequency, weekday in missed]
+        for sid, email, *_ in missed:
+            log.warning("digest missed by more than the grace time subscriber=%s email=%s: rescheduled", sid, email)
+        if moves:
+            self.outbox.add_deliveries(0, [], now, reschedule=moves)
+
+    def _matching(self, request: SendRequest, corpus: Corpus) -> Iterable[Subscriber]:
+        known = {c.slug for c in corpus.categories}
+        unknown = [slug for slug in request.categories if slug not in known]
+        if unknown:
+            raise UsageError(f"--category: unknown category {', '.join(unknown)}", hint=f"known categories: {', '.join(sorted(known))}")
+        if request.subscriber is not None:
+            subscriber = self.store.get_by_email(request.subscriber)
+            if subscriber.status is not SubscriberStatus.ACTIVE:
+                raise UsageError(f"{subscriber.email} is {subscriber.status.value}: only active subscribers get digests")
+            return [subscriber] if _wanted(subscriber, request) else []
+        stored = self.store.iter_subscribers(Filter(status=SubscriberStatus.ACTIVE, frequency=request.frequency))
+        return (s.subscriber for s in stored if _wanted(s.subscriber, request))
+
+    def _plan_one(self, subscriber: Subscriber, timeline: Timeline, corpus: Corpus, now: datetime) -> PlannedDelivery | None:
+        digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings)
+        if digest is None:
+            return None
+        return PlannedDelivery(
+            subscriber_id=subscriber.id,
+            since=digest.since,
+            since_key=since_key(subscriber.high_water),
+            until=digest.until,
+            sections=tuple((s.category.slug, tuple(a.id for a in s.articles), s.hidden) for s in digest.sections),
+            message_id=message_id(digest, self.settings.mail.domain),
+        )
+
+    # -- sending
+
+    def work(
+        self,
+        run_id: int,
+        *,
+        now: datetime | None = None,
+        stop: threading.Event | None = None,
+        progress: Callable[[RunReport], None] | None = None,
+    ) -> RunReport:
+        """Send the run's queued deliveries until none is left (or `stop` is set); returns the run's
+        counts. `now` fixes the clock (tests); None uses the real one. Retries wait for retry_due()."""
+        if run_id == 0:
+            return RunReport.empty("manual", now or datetime.now(UTC))
+        clock = _clock(now)
+        self.outbox.report(run_id)  # a LookupError for an unknown run, before any work
+
+        def claim() -> list[ClaimedDelivery]:
+            return self.outbox.claim(clock(), self.claim_batch, run_id=run_id)
+
+        def counted() -> None:
+            if progress is not None:
+                progress(self.outbox.refresh(run_id, clock()))
+
+        try:
+            self._send(claim, clock, stop, counted)
+        finally:
+            report = self.outbox.refresh(run_id, clock())
+        log.info("run worked run=%s status=%s sent=%s retrying=%s failed=%s skipped=%s",
+                 run_id, report.status, report.sent, report.retrying, report.failed, report.skipped)
+        if progress is not None:
+            progress(report)
+        return report
+
+    def retry_due(self, now: datetime, *, stop: threading.Event | None = None) -> RunReport:
+        """Send the deliveries waiting for a retry whose time has come (from any run). Recorded as a
+        finished run of kind "retry" with what this pass did; nothing due: run_id 0, nothing recorded."""
+        clock = _clock(now)
+        touched: set[int] = set()
+
+        def claim() -> list[ClaimedDelivery]:
+            claimed = self.outbox.claim(now, self.claim_batch)
+            touched.update(d.run_id for d in claimed)
+            return claimed
+
+        try:
+            tally = self._send(claim, clock, stop, None)
+        finally:
+            for run_id in sorted(touched):
+                self.outbox.refresh(run_id, clock())
+        if not touched:
+            return RunReport.empty("retry", now)
+        counts = {"sent": tally.get(SENT, 0), "retrying": tally.get(RETRY, 0), "failed": tally.get(FAILED, 0),
+                  "skipped": tally.get(SKIPPED, 0)}
+        return self.outbox.finish_tally("retry", now, {**counts, "total": sum(counts.values())})
+
+    def recover(self, now: datetime) -> int:
+        """After a crash: deliveries left `sending` by a dead process, per `[outbox] in_flight`."""
+        return self.outbox.recover(now)
+
+    def _send(
+        self,
+        claim: Callable[[], list[ClaimedDelivery]],
+        clock: Callable[[], datetime],
+        stop: threading.Event | None,
+        counted: Callable[[], None] | None,
+    ) -> dict[str, int]:
+        """Claim, render and send until claim() gives nothing; every claimed delivery ends recorded
+        (or, when the process dies, `sending` for recover())."""
+        corpus = load_corpus(self.settings)
+        messages = _Messages(self, corpus)
+        recorder = _Recorder(self.outbox, clock)
+        waiting: dict[str, ClaimedDelivery] = {}  # claimed, not yet handed to the backend
+        handed: dict[str, ClaimedDelivery] = {}  # handed to the backend, no result yet
+        last_count = time.monotonic()
+
+        def stream() -> Iterator[OutgoingMessage]:
+            while stop is None or not stop.is_set():
+                batch = claim()
+                if not batch:
+                    return
+                waiting.update((str(d.id), d) for d in batch)
+                for ahead in _batched(batch, CHECK_AHEAD):
+                    states = subscriber_states(self.database, [d.subscriber.id for d in ahead])
+                    for delivery in ahead:
+                        message = self._prepare(delivery, states.get(delivery.subscriber.id), messages, recorder)
+                        del waiting[str(delivery.id)]
+                        if message is not None:
+                            handed[message.key] = delivery
+                            yield message
+
+        backend = self.backend_factory()
+        try:
+            for result in backend.send_messages(stream(), stop=stop):
+                recorder.add(handed.pop(result.key), result.outcome, result.code, result.reply)
+                if recorder.due():
+                    recorder.flush()
+                    if counted is not None and time.monotonic() - last_count >= COUNT_SECONDS:
+                        counted()
+                        last_count = time.monotonic()
+        except MailError:
+            # The backend cannot work at all (login, TLS): it attempted none of the unanswered ones.
+            for delivery in handed.values():
+                recorder.add(delivery, QUEUED, None, "")
+            handed.clear()
+            raise
+        finally:
+            for delivery in waiting.values():
+                recorder.add(delivery, QUEUED, None, "")
+            recorder.flush()
+        return recorder.tally
+
+    def _prepare(
+        self, delivery: ClaimedDelivery, state: tuple[str, str] | None, messages: _Messages, recorder: _Recorder
+    ) -> OutgoingMessage | None:
+        """The message for a claimed delivery, or None when it is skipped or cannot be built (recorded)."""
+        if state is None or state[0] != SubscriberStatus.ACTIVE.value:
+            recorder.add(delivery, SKIPPED, None, f"subscriber is {state[0] if state else 'deleted'}")
+            return None
+        if state[1] != delivery.since_key:
+            recorder.add(delivery, SKIPPED, None, "superseded: another digest moved the high-water mark")
+            return None
+        digest = messages.digest(delivery)
+        if digest is None:
+            recorder.add(delivery, SKIPPED, None, "every article of this digest is gone from the content")
+            return None
+        try:
+            return messages.message(delivery, digest)
+        except SyndicateError as e:  # a value that would break the message: sending it later will not help
+            recorder.add(delivery, FAILED, None, f"cannot build the message: {e}")
+            return None
+
+    # -- without state
+
+    def dry_run(self, request: SendRequest, now: datetime) -> list[tuple[str, int]]:
+        """(email, article count) of every digest a manual send would record now; changes nothing."""
+        corpus = load_corpus(self.settings)
+        timeline = Timeline.of(corpus.articles)
+        out = []
+        for subscriber in self._matching(request, corpus):
+            digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings)
+            if digest is not None:
+                out.append((subscriber.email, digest.count))
+        return out
+
+    def send_test_copy(self, request: SendRequest, to: str, now: datetime) -> SendResult:
+        """Mail the digest of `request.subscriber` (or of a made-up subscriber following
+        `request.categories`) to `to` only, with placeholder links; changes no state."""
+        corpus = load_corpus(self.settings)
+        subscriber = self._test_subscriber(request, corpus, to)
+        digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings)
+        if digest is None:
+            raise UsageError(f"nothing new for {request.subscriber or ', '.join(request.categories)}: no digest to send")
+        links = PlaceholderLinks(site_urls(self.settings))
+        built = MessageBuilder(self.settings, EmailRenderer(self.settings), links, corpus.categories, now).digest_message(digest)
+        message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (to,), built.data, built.message_id)
+        result = next(iter(self.backend_factory().send_messages([message])))
+        log.info("test copy to=%s outcome=%s reply=%s", to, result.outcome, result.reply)
+        return result
+
+    def _test_subscriber(self, request: SendRequest, corpus: Corpus, to: str) -> Subscriber:
+        if request.subscriber is not None:
+            real = self.store.get_by_email(request.subscriber)
+            return replace(real, id=0, email=to, status=SubscriberStatus.ACTIVE)
+        if not request.categories:
+            raise UsageError("--to needs --subscriber EMAIL or --category SLUG to know whose digest to send")
+        self._matching(replace(request, subscriber=None, frequency=None), corpus)  # checks the slugs
+        defaults = self.store.defaults
+        return Subscriber(
+            id=0, email=to, name=None, status=SubscriberStatus.ACTIVE, categories=tuple(sorted(set(request.categories))),
+            frequency=request.frequency or defaults.frequency, timezone=defaults.timezone, send_hour=defaults.send_hour,
+        )
+
+    # -- status
+
+    def report(self, run_id: int) -> RunReport:
+        return self.outbox.report(run_id)
+
+    def recent_runs(self, limit: int = 20) -> list[RunReport]:
+        return self.outbox.recent_runs(limit)
+
+    def waiting_retries(self, limit: int = 100) -> list[WaitingRetry]:
+        return self.outbox.waiting_retries(limit)
+
+    def failures(self, limit: int = 50) -> list[Failure]:
+        return self.outbox.failures(limit)
+
+    def prune(self, older_than: datetime) -> int:
+        return self.outbox.prune(older_than)
+
+
+def _wanted(subscriber: Subscriber, request: SendRequest) -> bool:
+    if request.frequency is not None and subscriber.frequency is not Frequency(request.frequency):
+        return False
+    return not request.categories or bool(set(request.categories) & set(subscriber.categories))
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    source = iter(items)
+    while batch := list(islice(source, size)):
+        yield batch
+
+
+def _clock(now: datetime | None) -> Callable[[], datetime]:
+    if now is not None:
+        if now.tzinfo is None:
+            raise ValueError("`now` must be timezone-aware")
+        return lambda: now
+    return lambda: datetime.now(UTC)

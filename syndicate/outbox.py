@@ -1,0 +1,523 @@
+"""The outbox: runs and their deliveries in the database, and every change of a delivery's state.
+
+A delivery is one subscriber's digest, fixed when it is planned (its articles, its range and
+its Message-ID) and unique twice over: UNIQUE(subscriber, since_key, until) means the same
+digest is never recorded twice, and `open_subscriber_id` (the subscriber while the delivery
+is queued, sending or waiting for a retry, NULL once it ends; UNIQUE, NULLs distinct) means a
+subscriber never has two digests under way at once. Planning inserts with "skip on conflict",
+so a scheduled run and a manual send planned together give one delivery per subscriber.
+
+States: queued -> sending -> sent | retry (-> sending again) | failed | skipped.
+`sent` also moves the subscriber's high-water mark to the digest's `until`, in the same
+transaction; nothing else moves it.
+
+Crash policy (`[outbox] in_flight`): a delivery is marked `sending` (and committed) before its
+message goes to the backend, and its result is recorded within about 0.2 s of the server's
+reply. A process killed in between leaves deliveries in `sending` that may or may not have
+reached the server. `recover()` (run by every sender at start) finds those whose claiming
+process is gone: with "resend" (the default, loses nothing) they go back to `queued` and are
+sent again with the same Message-ID, so a receiver can drop the copy; with "fail" they are
+marked failed ("in flight at a crash") and never sent twice, at the risk of losing them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from syndicate.config import OutboxSettings
+from syndicate.db import Database
+from syndicate.models import Frequency, Subscriber, SubscriberStatus
+from syndicate.schema import deliveries, runs, subscriber_categories, subscribers
+
+log = logging.getLogger(__name__)
+
+QUEUED, SENDING, SENT, RETRY, FAILED, SKIPPED = "queued", "sending", "sent", "retry", "failed", "skipped"
+OPEN = (QUEUED, SENDING, RETRY)
+FIRST = "first"  # the since_key of a subscriber's first digest
+COUNTS = ("total", "queued", "sending", "sent", "retrying", "failed", "skipped")
+_COUNT_OF = {QUEUED: "queued", SENDING: "sending", SENT: "sent", RETRY: "retrying", FAILED: "failed", SKIPPED: "skipped"}
+_REPLY_MAX = 2000
+_IN_CHUNK = 5000
+Sections = tuple[tuple[str, tuple[str, ...], int], ...]  # (category slug, article ids, hidden)
+
+
+def since_key(high_water: datetime | None) -> str:
+    return FIRST if high_water is None else high_water.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def worker_token() -> str:
+    """Names this process in `claimed_by`: host, pid and a random part."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def process_alive(token: str) -> bool | None:
+    """Whether the process that wrote `token` is still running: None when it ran on another host."""
+    parts = token.split(":")
+    if len(parts) < 3 or ":".join(parts[:-2]) != socket.gethostname()[:80]:
+        return None
+    try:
+        os.kill(int(parts[-2]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """A run and its deliveries' counts (as last recorded on the run row)."""
+
+    run_id: int
+    kind: str  # "scheduled" | "manual" | "retry"
+    status: str  # "running" | "finished"
+    started_at: datetime
+    finished_at: datetime | None
+    total: int = 0
+    queued: int = 0
+    sending: int = 0
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @classmethod
+    def empty(cls, kind: str, now: datetime) -> RunReport:
+        """What a run that found nothing to do reports (no row is written for it: run_id 0)."""
+        return cls(0, kind, "finished", now, now)
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    """A digest to record: who, from which high-water mark, up to when, which articles."""
+
+    subscriber_id: int
+    since: datetime
+    since_key: str
+    until: datetime
+    sections: Sections
+    message_id: str
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A delivery this process marked `sending`, with its subscriber as they are now."""
+
+    id: int
+    run_id: int
+    subscriber: Subscriber
+    since: datetime
+    since_key: str
+    until: datetime
+    sections: Sections
+    message_id: str
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one claimed delivery: sent, retry, failed or skipped (or queued: never tried)."""
+
+    delivery: ClaimedDelivery
+    outcome: str
+    code: int | None
+    reply: str
+
+
+@dataclass(frozen=True)
+class WaitingRetry:
+    delivery_id: int
+    run_id: int
+    email: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_code: int | None
+    last_reply: str | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    delivery_id: int
+    run_id: int
+    email: str
+    attempts: int
+    failed_at: datetime
+    last_code: int | None
+    last_reply: str | None
+
+
+def _insert_ignoring_conflicts(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING, on every unique constraint, for both dialects."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(deliveries).on_conflict_do_nothing()
+
+
+class Outbox:
+    """Every read and write of runs and deliveries. Times are passed in, timezone-aware."""
+
+    def __init__(self, database: Database, settings: OutboxSettings, worker: str | None = None) -> None:
+        self.database = database
+        self.settings = settings
+        self.worker = worker or worker_token()
+
+    # -- runs
+
+    def start_run(self, kind: str, request: Mapping[str, Any], now: datetime) -> int:
+        with self.database.write() as connection:
+            values = {"kind": kind, "status": "running", "started_at": now, "request": json.dumps(dict(request))}
+            run_id = connection.execute(insert(runs).values(**values, **dict.fromkeys(COUNTS, 0))).inserted_primary_key[0]
+        log.info("run started run=%s kind=%s", run_id, kind)
+        return int(run_id)
+
+    def run_started(self, run_id: int) -> datetime:
+        with self.database.read() as connection:
+            return connection.execute(select(runs.c.started_at).where(runs.c.id == run_id)).scalar_one()
+
+    def report(self, run_id: int) -> RunReport:
+        with self.database.read() as connection:
+            row = connection.execute(select(runs).where(runs.c.id == run_id)).first()
+        if row is None:
+            raise LookupError(f"no run with id {run_id}")
+        return _report(row)
+
+    def recent_runs(self, limit: int = 20) -> list[RunReport]:
+        with self.database.read() as connection:
+            rows = connection.execute(select(runs).order_by(runs.c.id.desc()).limit(limit)).all()
+        return [_report(row) for row in rows]
+
+    def refresh(self, run_id: int, now: datetime) -> RunReport:
+        """Recount the run's deliveries onto its row; a run with none open is finished."""
+        with self.database.write() as connection:
+            self._recount(connection, run_id, now)
+        return self.report(run_id)
+
+    def _recount(self, connection: Connection, run_id: int, now: datetime) -> None:
+        counts = dict.fromkeys(COUNTS, 0)
+        query = select(deliveries.c.status, func.count()).where(deliveries.c.run_id == run_id).group_by(deliveries.c.status)
+        for status, number in connection.execute(query):
+            counts[_COUNT_OF[status]] = number
+            counts["total"] += number
+        values: dict[str, Any] = dict(counts)
+        if counts["queued"] + counts["sending"] + counts["retrying"] == 0:
+            values["status"] = "finished"
+            values["finished_at"] = func.coalesce(runs.c.finished_at, now)
+        else:
+            values["status"] = "running"
+            values["finished_at"] = None
+        connection.execute(update(runs).where(runs.c.id == run_id).values(**values))
+        if values["status"] == "finished":
+            log.debug("run counted run=%s %s", run_id, counts)
+
+    def finish_tally(self, kind: str, now: datetime, tally: Mapping[str, int]) -> RunReport:
+        """Record a run whose counts are known in memory (a retry pass), finished at `now`."""
+        with self.database.write() as connection:
+            values = {"kind": kind, "status": "finished", "started_at": now, "finished_at": now, "request": "{}"}
+            run_id = connection.execute(
+                insert(runs).values(**values, **{name: tally.get(name, 0) for name in COUNTS})
+            ).inserted_primary_key[0]
+        return self.report(int(run_id))
+
+    # -- planning
+
+    def add_deliveries(
+        self,
+        run_id: int,
+        planned: Sequence[PlannedDelivery],
+        now: datetime,
+        *,
+        reschedule: Sequence[tuple[int, datetime]] = (),
+    ) -> None:
+        """Record `planned` (a digest already recorded, or a subscriber with one open, is skipped)
+        and move the `reschedule` subscribers' next send time, in one transaction."""
+        with self.database.write() as connection:
+            if planned:
+                connection.execute(_insert_ignoring_conflicts(self.database.dialect), [
+                    {
+                        "run_id": run_id, "subscriber_id": p.subscriber_id, "since": p.since, "since_key": p.since_key,
+                        "until": p.until, "articles": json.dumps(p.sections), "message_id": p.message_id,
+                        "status": QUEUED, "attempts": 0, "open_subscriber_id": p.subscriber_id,
+                        "created_at": now, "updated_at": now,
+                    }
+                    for p in planned
+                ])
+            if reschedule:
+                connection.execute(
+                    update(subscribers)
+                    .where(subscribers.c.id == bindparam("sid"), subscribers.c.status == SubscriberStatus.ACTIVE.value)
+                    .values(next_send_at=bindparam("at")),
+                    [{"sid": sid, "at": at} for sid, at in reschedule],
+                )
+
+    def missed(self, before: datetime) -> list[tuple[int, str, str, int, str, int]]:
+        """Active subscribers due before `before`: (id, email, timezone, send_hour, frequency, weekday)."""
+        c = subscribers.c
+        with self.database.read() as connection:
+            rows = connection.execute(
+                select(c.id, c.email, c.timezone, c.send_hour, c.frequency, c.weekday)
+                .where(c.status == SubscriberStatus.ACTIVE.value, c.next_send_at < before)
+            ).all()
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    # -- claiming and recording
+
+    def claim(self, now: datetime, limit: int, *, run_id: int | None = None) -> list[ClaimedDelivery]:
+        """Mark up to `limit` deliveries `sending` and return them: the queued ones of `run_id`,
+        or (run_id None) those waiting for a retry whose time has come."""
+        d = deliveries.c
+        if run_id is not None:
+            condition = and_(d.run_id == run_id, d.status == QUEUED)
+        else:
+            condition = and_(d.status == RETRY, d.next_attempt_at <= now)
+        chosen = select(d.id).where(condition).order_by(d.id).limit(limit).with_for_update(skip_locked=True)
+        with self.database.write() as connection:
+            ids = connection.execute(
+                update(deliveries).where(d.id.in_(chosen.scalar_subquery()), condition)
+                .values(status=SENDING, claimed_by=self.worker, updated_at=now)
+                .returning(d.id)
+            ).scalars().all()
+            if not ids:
+                return []
+            rows = connection.execute(select(deliveries).where(d.id.in_(ids)).order_by(d.id)).all()
+            people = _load_subscribers(connection, [row.subscriber_id for row in rows])
+        return [_claimed(row, people[row.subscriber_id]) for row in rows]
+
+    def record(self, results: Sequence[Result], now: datetime) -> None:
+        """Record results in one transaction (see the module docstring for what each does)."""
+        if not results:
+            return
+        by_outcome: dict[str, list[Result]] = {}
+        for result in results:
+            by_outcome.setdefault(result.outcome, []).append(result)
+        with self.database.write() as connection:
+            for outcome, group in by_outcome.items():
+                _RECORDERS[outcome](self, connection, group, now)
+
+    def _record_sent(self, connection: Connection, group: list[Result], now: datetime) -> None:
+        connection.execute(
+            update(deliveries).where(deliveries.c.id == bindparam("did"))
+            .values(status=SENT, open_subscriber_id=None, attempts=deliveries.c.attempts + 1, last_code=bindparam("code"),
+                    last_reply=bindparam("reply"), sent_at=now, updated_at=now, next_attempt_at=None),
+            [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX]} for r in group],
+        )
+        c = subscribers.c
+        connection.execute(
+            update(subscribers)
+            .where(c.id == bindparam("sid"), or_(c.high_water.is_(None), c.high_water < bindparam("until")))
+            .values(high_water=bindparam("until")),
+            [{"sid": r.delivery.subscriber.id, "until": r.delivery.until} for r in group],
+        )
+
+    def _record_retry(self, connection: Connection, group: list[Result], now: datetime) -> None:
+        again, given_up = [], []
+        for r in group:
+            attempts = r.delivery.attempts + 1
+            if attempts >= self.settings.max_attempts or now - r.delivery.created_at >= timedelta(seconds=self.settings.max_age):
+                given_up.append(Result(r.delivery, FAILED, r.code, f"gave up after {attempts} attempts: {r.reply}"))
+            else:
+                again.append((r, now + timedelta(seconds=self.backoff(attempts))))
+        if again:
+            connection.execute(
+                update(deliveries).where(deliveries.c.id == bindparam("did"))
+                .values(status=RETRY, attempts=deliveries.c.attempts + 1, last_code=bindparam("code"),
+                        last_reply=bindparam("reply"), next_attempt_at=bindparam("at"), updated_at=now),
+                [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX], "at": at} for r, at in again],
+            )
+        if given_up:
+            self._finish(connection, given_up, FAILED, now, attempted=True)
+
+    def _record_failed(self, connection: Connection, group: list[Result], now: datetime) -> None:
+        self._finish(connection, group, FAILED, now, attempted=True)
+        for subscriber_id in {r.delivery.subscriber.id for r in group}:
+            self._bounce_if_due(connection, subscriber_id, now)
+
+    def _record_skipped(self, connection: Connection, group: list[Result], now: datetime) -> None:
+        self._finish(connection, group, SKIPPED, now, attempted=False)
+
+    def _record_queued(self, connection: Connection, group: list[Result], now: datetime) -> None:
+        """Claimed but never handed to the server: back in the queue as they were."""
+        connection.execute(
+            update(deliveries).where(deliveries.c.id == bindparam("did"), deliveries.c.status == SENDING)
+            .values(status=bindparam("back"), claimed_by=None, updated_at=now),
+            [{"did": r.delivery.id, "back": RETRY if r.delivery.attempts else QUEUED} for r in group],
+        )
+
+    def _finish(self, connection: Connection, group: list[Result], status: str, now: datetime, *, attempted: bool) -> None:
+        connection.execute(
+            update(deliveries).where(deliveries.c.id == bindparam("did"))
+            .values(status=status, open_subscriber_id=None, attempts=deliveries.c.attempts + (1 if attempted else 0),
+                    last_code=bindparam("code"), last_reply=bindparam("reply"), next_attempt_at=None, updated_at=now),
+            [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX]} for r in group],
+        )
+
+    def _bounce_if_due(self, connection: Connection, subscriber_id: int, now: datetime) -> None:
+        """`bounce_after` permanent (5xx) failures in a row, with no digest sent in between: bounced."""
+        d = deliveries.c
+        last = connection.execute(
+            select(d.status, d.last_code).where(d.subscriber_id == subscriber_id, d.status.in_((SENT, FAILED)))
+            .order_by(d.id.desc()).limit(self.settings.bounce_after)
+        ).all()
+        hard = [row for row in last if row.status == FAILED and row.last_code is not None and 500 <= row.last_code < 600]
+        if len(hard) < self.settings.bounce_after:
+            return
+        c = subscribers.c
+        result = connection.execute(
+            update(subscribers)
+            .where(c.id == subscriber_id, c.status.in_((SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)))
+            .values(status=SubscriberStatus.BOUNCED.value, status_changed_at=now, updated_at=now, next_send_at=None)
+        )
+        if result.rowcount:
+            log.warning("subscriber bounced id=%s after=%s permanent failures", subscriber_id, len(hard))
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait after the `attempts`-th attempt failed for now."""
+        return self.settings.retry_backoff * self.settings.retry_factor ** (attempts - 1)
+
+    # -- recovery, status, pruning
+
+    def recover(self, now: datetime, *, alive: Callable[[str], bool | None] = process_alive,
+                stale_after: timedelta = timedelta(hours=1)) -> int:
+        """Deliveries left `sending` by a process that is gone (or, on another host, silent for
+        `stale_after`): back to queued ("resend") or failed ("fail"). Returns how many."""
+        d = deliveries.c
+        with self.database.read() as connection:
+            owners = connection.execute(
+                select(d.claimed_by, func.max(d.updated_at)).where(d.status == SENDING).group_by(d.claimed_by)
+            ).all()
+        dead = [owner for owner, last in owners if owner != self.worker and _gone(owner, last, now, alive, stale_after)]
+        if not dead:
+            return 0
+        resend = self.settings.in_flight == "resend"
+        with self.database.write() as connection:
+            owners_gone = d.claimed_by.in_([owner for owner in dead if owner])
+            condition = and_(d.status == SENDING, or_(owners_gone, d.claimed_by.is_(None)) if None in dead else owners_gone)
+            run_ids = connection.execute(select(d.run_id).where(condition).distinct()).scalars().all()
+            if resend:
+                count = connection.execute(
+                    update(deliveries).where(condition).values(status=QUEUED, claimed_by=None, updated_at=now)
+                ).rowcount
+            else:
+                count = connection.execute(
+                    update(deliveries).where(condition).values(
+                        status=FAILED, open_subscriber_id=None, updated_at=now,
+                        last_reply="in flight when the sending process stopped ([outbox] in_flight = \"fail\")",
+                    )
+                ).rowcount
+            for run_id in run_ids:
+                self._recount(connection, run_id, now)
+        log.warning("recovered deliveries in flight at a crash count=%s policy=%s", count, self.settings.in_flight)
+        return count
+
+    def open_runs(self) -> list[int]:
+        with self.database.read() as connection:
+            return list(connection.execute(select(runs.c.id).where(runs.c.status == "running").order_by(runs.c.id)).scalars())
+
+    def waiting_retries(self, limit: int = 100) -> list[WaitingRetry]:
+        d = deliveries.c
+        query = (
+            select(d.id, d.run_id, subscribers.c.email, d.attempts, d.next_attempt_at, d.last_code, d.last_reply)
+            .join(subscribers, subscribers.c.id == d.subscriber_id)
+            .where(d.status == RETRY).order_by(d.next_attempt_at, d.id).limit(limit)
+        )
+        with self.database.read() as connection:
+            return [WaitingRetry(*row) for row in connection.execute(query)]
+
+    def failures(self, limit: int = 50) -> list[Failure]:
+        d = deliveries.c
+        query = (
+            select(d.id, d.run_id, subscribers.c.email, d.attempts, d.updated_at, d.last_code, d.last_reply)
+            .join(subscribers, subscribers.c.id == d.subscriber_id)
+            .where(d.status == FAILED).order_by(d.updated_at.desc(), d.id.desc()).limit(limit)
+        )
+        with self.database.read() as connection:
+            return [Failure(*row) for row in connection.execute(query)]
+
+    def prune(self, older_than: datetime) -> int:
+        """Delete finished runs (and their deliveries) that finished before `older_than`."""
+        with self.database.write() as connection:
+            ids = connection.execute(
+                select(runs.c.id).where(runs.c.status == "finished", runs.c.finished_at < older_than)
+            ).scalars().all()
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start:start + _IN_CHUNK]
+                connection.execute(delete(deliveries).where(deliveries.c.run_id.in_(chunk)))
+                connection.execute(delete(runs).where(runs.c.id.in_(chunk)))
+        if ids:
+            log.info("pruned runs count=%s before=%s", len(ids), older_than.isoformat())
+        return len(ids)
+
+
+_RECORDERS: dict[str, Callable[[Outbox, Connection, list[Result], datetime], None]] = {
+    SENT: Outbox._record_sent,
+    RETRY: Outbox._record_retry,
+    FAILED: Outbox._record_failed,
+    SKIPPED: Outbox._record_skipped,
+    QUEUED: Outbox._record_queued,
+}
+
+
+def _gone(owner: str | None, last: datetime | None, now: datetime,
+          alive: Callable[[str], bool | None], stale_after: timedelta) -> bool:
+    if owner is None:
+        return True
+    state = alive(owner)
+    if state is None:  # another host: only when it has been silent for long
+        return last is None or now - last > stale_after
+    return not state
+
+
+def _report(row: Row[Any]) -> RunReport:
+    return RunReport(
+        run_id=row.id, kind=row.kind, status=row.status, started_at=row.started_at, finished_at=row.finished_at,
+        **{name: getattr(row, name) for name in COUNTS},
+    )
+
+
+def _claimed(row: Row[Any], subscriber: Subscriber) -> ClaimedDelivery:
+    sections = tuple((slug, tuple(ids), int(hidden)) for slug, ids, hidden in json.loads(row.articles))
+    return ClaimedDelivery(
+        id=row.id, run_id=row.run_id, subscriber=subscriber, since=row.since, since_key=row.since_key,
+        until=row.until, sections=sections, message_id=row.message_id, attempts=row.attempts, created_at=row.created_at,
+    )
+
+
+def _load_subscribers(connection: Connection, ids: Iterable[int]) -> dict[int, Subscriber]:
+    """The subscribers with these ids as they are now (status, high-water mark, categories)."""
+    wanted = sorted(set(ids))
+    rows = connection.execute(select(subscribers).where(subscribers.c.id.in_(wanted))).all()
+    cats: dict[int, list[str]] = {i: [] for i in wanted}
+    query = (
+        select(subscriber_categories.c.subscriber_id, subscriber_categories.c.slug)
+        .where(subscriber_categories.c.subscriber_id.in_(wanted))
+        .order_by(subscriber_categories.c.subscriber_id, subscriber_categories.c.slug)
+    )
+    for subscriber_id, slug in connection.execute(query):
+        cats[subscriber_id].append(slug)
+    return {
+        row.id: Subscriber(
+            id=row.id, email=row.email, name=row.name, status=SubscriberStatus(row.status),
+            categories=tuple(cats[row.id]), frequency=Frequency(row.frequency), timezone=row.timezone,
+            send_hour=row.send_hour, weekday=row.weekday, high_water=row.high_water, source=row.source,
+        )
+        for row in rows
+    }
+
+
+def subscriber_states(database: Database, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """(status, since_key of the high-water mark) of each subscriber now: the last check before sending."""
+    with database.read() as connection:
+        rows = connection.execute(
+            select(subscribers.c.id, subscribers.c.status, subscribers.c.high_water).where(subscribers.c.id.in_(list(ids)))
+        ).all()
+    return {row.id: (row.status, since_key(row.high_water)) for row in rows}
