@@ -70,6 +70,11 @@ class SendRequest:
     dry_run: bool = False
     test_to: str | None = None  # mail one test copy here, change no state
 
+    def __post_init__(self) -> None:
+        if self.frequency is not None:
+            object.__setattr__(self, "frequency", Frequency(self.frequency))
+        object.__setattr__(self, "categories", tuple(self.categories))
+
     def as_record(self) -> dict[str, Any]:
         record = asdict(self)
         record["frequency"] = self.frequency.value if self.frequency else None

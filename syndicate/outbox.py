@@ -282,8 +282,12 @@ class Outbox:
             condition = and_(d.status == RETRY, d.next_attempt_at <= now)
         chosen = select(d.id).where(condition).order_by(d.id).limit(limit).with_for_update(skip_locked=True)
         with self.database.write() as connection:
+            # Ids first, then the update: PostgreSQL may run an IN (... LIMIT) subquery more than once.
+            chosen_ids = connection.execute(chosen).scalars().all()
+            if not chosen_ids:
+                return []
             ids = connection.execute(
-                update(deliveries).where(d.id.in_(chosen.scalar_subquery()), condition)
+                update(deliveries).where(d.id.in_(chosen_ids), condition)
                 .values(status=SENDING, claimed_by=self.worker, updated_at=now)
                 .returning(d.id)
             ).scalars().all()
