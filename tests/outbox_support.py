@@ -18,11 +18,11 @@ SECRET = {"SYNDICATE_SECRET": "test-secret-for-links", "SYNDICATE_SMTP_PASSWORD"
 CATEGORIES = ("city", "science", "sport")
 
 
-def write_site(root: Path, count: int = 6) -> Path:
-    """`count` articles over three categories, one every two hours before NOW."""
+def write_site(root: Path, count: int = 6, *, now: datetime = NOW) -> Path:
+    """`count` articles over three categories, one every two hours before `now`."""
     content = root / "content"
     for i in range(count):
-        when = NOW - timedelta(hours=2 * (i + 1))
+        when = now - timedelta(hours=2 * (i + 1))
         write_article(content, f"a{i}", title=f"Story {i}", categories=[CATEGORIES[i % 3]], date=when.isoformat())
     return content
 

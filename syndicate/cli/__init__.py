@@ -86,6 +86,11 @@ def _register() -> None:
 
     cli.add_command(preview.preview)
 
+    from syndicate.cli import send, status
+
+    cli.add_command(send.send)
+    cli.add_command(status.status)
+
 
 _register()
 

@@ -1,0 +1,183 @@
+"""`syndicate send`: a manual send, now, through the outbox (so it never repeats a scheduled one)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from syndicate.cli import AppContext, pass_app
+from syndicate.db import open_database
+from syndicate.delivery import DeliveryService, RunReport, SendRequest
+from syndicate.errors import UsageError
+from syndicate.models import Frequency
+
+HELP = """Send the digests due now to every active subscriber who matches, whatever their send hour.
+
+Every digest is recorded in the outbox before it is sent, so a digest a scheduled run already
+sent (or has under way) is never sent again, and an interrupted send is finished by the next
+one: run `syndicate send` again after a crash or Ctrl-C and it resumes the unfinished runs.
+
+A digest that was being handed to the server when the process died may or may not have
+arrived. With `[outbox] in_flight = "resend"` (the default, nothing is lost) it is sent again
+with the same Message-ID, so mail systems can drop the copy; with "fail" it is marked failed.
+
+Exit status 1 when any digest failed permanently (see `syndicate status`).
+"""
+
+
+@click.command("send", help=HELP)
+@click.option("--frequency", type=click.Choice([f.value for f in Frequency]), default=None,
+              help="Only subscribers with this frequency.")
+@click.option("--category", "categories", multiple=True, metavar="SLUG",
+              help="Only subscribers following this category (repeat for any of several).")
+@click.option("--subscriber", default=None, metavar="EMAIL", help="Only this subscriber.")
+@click.option("--to", "test_to", default=None, metavar="EMAIL",
+              help="Mail one test copy of the digest (of --subscriber, or of --category) here; change nothing.")
+@click.option("--dry-run", is_flag=True, help="List who would get what; send nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before sending.")
+@pass_app
+def send(app: AppContext, frequency: str | None, categories: tuple[str, ...], subscriber: str | None,
+         test_to: str | None, dry_run: bool, yes: bool) -> None:
+    settings = app.settings
+    request = SendRequest(Frequency(frequency) if frequency else None, categories, subscriber, dry_run, test_to)
+    now = datetime.now(UTC)
+    database = open_database(settings)
+    try:
+        service = DeliveryService(settings, database)
+        if test_to is not None:
+            _test_copy(service, request, test_to, now)
+        elif dry_run:
+            _dry_run(service, request, now)
+        else:
+            if not yes:
+                _ask(len(service.dry_run(request, now)))
+            failed = _send(service, request)
+            if failed:
+                click.get_current_context().exit(1)
+    finally:
+        database.close()
+
+
+def _test_copy(service: DeliveryService, request: SendRequest, to: str, now: datetime) -> None:
+    result = service.send_test_copy(request, to, now)
+    click.echo(f"test copy to {to}: {result.outcome} ({result.code or '-'} {result.reply})")
+    if result.outcome != "sent":
+        click.get_current_context().exit(1)
+
+
+def _dry_run(service: DeliveryService, request: SendRequest, now: datetime) -> None:
+    plan = service.dry_run(request, now)
+    for address, count in plan:
+        click.echo(f"{address}\t{count} {'article' if count == 1 else 'articles'}")
+    click.echo(f"{len(plan)} {'digest' if len(plan) == 1 else 'digests'} would be sent (dry run: nothing sent)", err=True)
+
+
+def _ask(count: int) -> None:
+    if count == 0:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"refusing to send {count} digests without confirmation: no terminal to ask on",
+                         hint="add --yes to send without asking, or --dry-run to see who would get what")
+    click.confirm(f"Send {count} {'digest' if count == 1 else 'digests'} now?", abort=True)
+
+
+def _send(service: DeliveryService, request: SendRequest) -> int:
+    """Resume unfinished runs, then plan and work this one; returns how many failed permanently."""
+    failed = 0
+    with _stop_on_signals() as stop:
+        recovered = service.recover(datetime.now(UTC))
+        if recovered:
+            click.echo(f"recovered {recovered} digests in flight when an earlier send stopped", err=True)
+        for run_id in service.outbox.open_runs():
+            if stop.is_set():
+                break
+            if service.report(run_id).queued:
+                click.echo(f"resuming run {run_id}", err=True)
+                failed += _summary(_work(service, run_id, stop))
+        if not stop.is_set():
+            run = service.plan_manual(request, datetime.now(UTC))
+            click.echo(f"run {run.run_id}: {run.total} {'digest' if run.total == 1 else 'digests'} to send", err=True)
+            failed += _summary(_work(service, run.run_id, stop))
+        if stop.is_set():
+            click.echo("stopped: run `syndicate send` again to finish", err=True)
+    return failed
+
+
+def _work(service: DeliveryService, run_id: int, stop: threading.Event) -> RunReport:
+    if sys.stdout.isatty():
+        return _work_with_bar(service, run_id, stop)
+    started, shown = time.monotonic(), [0.0]
+
+    def log_line(report: RunReport) -> None:
+        if time.monotonic() - shown[0] >= 2:
+            shown[0] = time.monotonic()
+            click.echo(f"run {run_id}: {_counts(report)} {_rate(report, started)}")
+
+    return service.work(run_id, stop=stop, progress=log_line)
+
+
+def _work_with_bar(service: DeliveryService, run_id: int, stop: threading.Event) -> RunReport:
+    columns = (
+        TextColumn("[bold]run {task.fields[run]}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("retrying {task.fields[retrying]}  failed {task.fields[failed]}  {task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    started = time.monotonic()
+    with Progress(*columns) as bar:
+        task = bar.add_task("send", total=None, run=run_id, retrying=0, failed=0, rate="")
+
+        def update(report: RunReport) -> None:
+            bar.update(task, total=report.total, completed=report.sent + report.failed + report.skipped,
+                       retrying=report.retrying, failed=report.failed, rate=_rate(report, started))
+
+        return service.work(run_id, stop=stop, progress=update)
+
+
+def _counts(report: RunReport) -> str:
+    return (f"sent {report.sent}/{report.total}, retrying {report.retrying}, failed {report.failed}, "
+            f"skipped {report.skipped}, queued {report.queued}")
+
+
+def _rate(report: RunReport, started: float) -> str:
+    return f"{report.sent / max(time.monotonic() - started, 1e-6):.0f} msg/s"
+
+
+def _summary(report: RunReport) -> int:
+    click.echo(f"run {report.run_id} {report.status}: {_counts(report)}")
+    if report.retrying:
+        click.echo(f"  {report.retrying} will be retried later (see `syndicate status`)")
+    if report.failed:
+        click.echo(f"  {report.failed} failed permanently (see `syndicate status`)")
+    return report.failed
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C or SIGTERM: finish the messages in flight, record them, stop (a second Ctrl-C kills)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(number: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(number, previous[number])
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        previous[number] = signal.signal(number, handler)
+    try:
+        yield stop
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
+
