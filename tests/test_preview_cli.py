@@ -76,7 +76,7 @@ def test_unknown_categories_and_subscriber_lookups_are_clear_usage_errors(config
     assert unknown.returncode == 2
     assert "unknown category nope" in unknown.stderr.decode() and "known categories: army-wars" in unknown.stderr.decode()
     lookup = run(config, "--subscriber", "ana@example.org")
-    assert lookup.returncode == 2 and "--subscriber is not available yet" in lookup.stderr.decode()
+    assert lookup.returncode == 1 and "no subscriber with address ana@example.org" in lookup.stderr.decode()
 
 
 def test_nothing_new_says_so_and_prints_nothing(config):

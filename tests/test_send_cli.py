@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from datetime import UTC, datetime
 
 import pytest
@@ -113,3 +115,17 @@ def test_subscriber_and_category_filters_send_only_to_those_who_match(env):
     assert sorted(r.recipients[0] for r in server.received) == sorted(p.email for p in city)
     code, out, err = run("send", "--yes", "--subscriber", "nobody@example.org")
     assert code != 0 and "no subscriber with address nobody@example.org" in err
+
+
+def test_preview_of_a_stored_subscriber_shows_their_digest_with_their_signed_links(env):
+    run, server, database = env
+    from syndicate.tokens import LinkSigner
+    [reader] = add_subscribers(database, 1, categories=("science",), now=datetime.now(UTC))
+    code, out, err = run("preview", "--subscriber", reader.email, "--format", "eml")
+    assert code == 0, err
+    message = email.message_from_string(out, policy=email.policy.default)
+    assert message["To"].addresses[0].addr_spec == reader.email
+    assert message["Subject"] == "Test Times: 2 new articles in science"
+    token = message["List-Unsubscribe"].split("/unsubscribe/")[1].rstrip(">")
+    assert LinkSigner(SECRET["SYNDICATE_SECRET"]).check("unsubscribe", token) == reader.id
+    assert server.received == [] and "No runs yet." in run("status")[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import webbrowser
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -13,11 +14,14 @@ import click
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
 from syndicate.digests import select_digest
-from syndicate.errors import UsageError
+from syndicate.db import open_database
+from syndicate.errors import MissingSecretError, UsageError
+from syndicate.links import signed_links
 from syndicate.messages import MessageBuilder
 from syndicate.models import Frequency, Subscriber, SubscriberStatus
 from syndicate.pipeline import load_corpus
-from syndicate.render import EmailRenderer
+from syndicate.render import EmailRenderer, LinkMaker
+from syndicate.subscribers import SubscriberStore
 from syndicate.urls import SiteUrls
 
 PREVIEW_TOKEN = "preview"
@@ -79,31 +83,37 @@ def preview(
     output: Path | None,
     open_browser: bool,
 ) -> None:
-    """Show exactly what a digest would contain now; changes no state."""
-    if subscriber_email is not None:
-        raise UsageError("--subscriber is not available yet in this build", hint="use --categories a,b [--frequency daily|weekly]")
-    if categories is None:
+    """Show exactly what a digest would contain now; changes no state.
+
+    With --subscriber the digest is that stored subscriber's next one (their categories, frequency
+    and high-water mark), with their real signed links; otherwise a made-up subscriber following
+    --categories gets placeholder links."""
+    if subscriber_email is None and categories is None:
         raise UsageError("preview needs --categories a,b (or --subscriber EMAIL)")
     settings = app.settings
     corpus = load_corpus(settings)
     now = datetime.now(UTC)
-    subscriber = Subscriber(
-        id=0,
-        email=f"preview@{settings.mail.domain}",
-        name="Preview",
-        status=SubscriberStatus.ACTIVE,
-        categories=_categories(categories, {c.slug for c in corpus.categories}),
-        frequency=Frequency(frequency or settings.digest.frequency),
-        timezone=settings.digest.timezone or settings.site.timezone,
-        send_hour=settings.digest.send_hour,
-        high_water=_parse_since(since, settings),
-    )
+    links: LinkMaker = PreviewLinks(SiteUrls(settings.site.base_url, settings.feeds.folder))
+    if subscriber_email is not None:
+        subscriber, links = _stored(settings, subscriber_email, since, links)
+    else:
+        assert categories is not None
+        subscriber = Subscriber(
+            id=0,
+            email=f"preview@{settings.mail.domain}",
+            name="Preview",
+            status=SubscriberStatus.ACTIVE,
+            categories=_categories(categories, {c.slug for c in corpus.categories}),
+            frequency=Frequency(frequency or settings.digest.frequency),
+            timezone=settings.digest.timezone or settings.site.timezone,
+            send_hour=settings.digest.send_hour,
+            high_water=_parse_since(since, settings),
+        )
     digest = select_digest(subscriber, corpus.articles, corpus.categories, now, settings)
     if digest is None:
         click.echo(f"nothing new in {', '.join(subscriber.categories)}: no digest would be sent", err=True)
         return
     renderer = EmailRenderer(settings)
-    links = PreviewLinks(SiteUrls(settings.site.base_url, settings.feeds.folder))
     rendered = renderer.render_digest(digest, links, corpus.categories)
     if fmt == "eml":
         data = MessageBuilder(settings, renderer, links, corpus.categories, now).digest_message(digest).data
@@ -116,6 +126,23 @@ def preview(
         click.get_binary_stream("stdout").write(data)
     if open_browser:
         _open(rendered.html, output if fmt == "html" else None)
+
+
+def _stored(settings: Settings, email: str, since: str | None, placeholder: LinkMaker) -> tuple[Subscriber, LinkMaker]:
+    """The stored subscriber (their --since, if given) and their signed links (placeholder ones,
+    with a warning, when the signing secret is not set)."""
+    database = open_database(settings)
+    try:
+        subscriber = SubscriberStore(database).get_by_email(email)
+    finally:
+        database.close()
+    if since is not None:
+        subscriber = replace(subscriber, high_water=_parse_since(since, settings))
+    try:
+        return subscriber, signed_links(settings)
+    except MissingSecretError as e:
+        click.echo(f"warning: {e}; the preview shows placeholder links", err=True)
+        return subscriber, placeholder
 
 
 def _open(document: str, written: Path | None) -> None:
