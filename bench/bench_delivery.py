@@ -1,0 +1,248 @@
+"""End to end delivery: subscribers in SQLite -> outbox -> select, render, inline, message -> SMTP,
+against the raw pipe and the naive path, into a running SMTP sink.
+
+    smtp-sink -u nobody 127.0.0.1:25252 100 &      # Postfix's smtp-sink (Debian package postfix)
+    python bench/bench_delivery.py --port 25252 [--subscribers 10000,100000] [--raw 20000] [--naive 500]
+
+Every measurement runs in a process of its own (so each peak RSS is its own):
+- end to end: DeliveryService.plan_manual + work, with real signed links, the SmtpBackend over
+  4 connections, every result recorded in the outbox (SQLite file);
+- raw pipe: smtplib sending one pre-built message (of the mean digest size) over 4 connections;
+- naive: per subscriber render + premailer + a stdlib EmailMessage + a new SMTP connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_digest import NOW, BenchLinks, naive_message, subscribers  # noqa: E402
+from bench_digest import settings_for as digest_settings  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
+
+from syndicate.config import Settings  # noqa: E402
+from syndicate.db import create_database, upgrade  # noqa: E402
+from syndicate.delivery import DeliveryService, SendRequest  # noqa: E402
+from syndicate.digests import Timeline, select_digest  # noqa: E402
+from syndicate.pipeline import load_corpus  # noqa: E402
+from syndicate.render import EmailRenderer  # noqa: E402
+from syndicate.schema import deliveries, subscriber_categories  # noqa: E402
+from syndicate.schema import subscribers as subscribers_table  # noqa: E402
+from syndicate.urls import SiteUrls  # noqa: E402
+
+SECRET = "bench-secret-for-signed-links"
+SENDER = "digest@news.example.org"
+
+
+def settings_for(folder: Path, count: int, port: int) -> Settings:
+    base = digest_settings(folder)
+    database = base.database.model_copy(update={"url": f"sqlite:///{folder / f'subscribers-{count}.db'}"})
+    smtp = base.smtp.model_copy(update={"host": "127.0.0.1", "port": port, "security": "none", "connections": 4,
+                                        "ehlo_name": "bench.test"})
+    mail = base.mail.model_copy(update={"backend": "smtp"})
+    return base.model_copy(update={"database": database, "smtp": smtp, "mail": mail})
+
+
+def fill_database(folder: Path, count: int, port: int) -> None:
+    """`count` active subscribers (bench_digest's mix of categories and high-water marks)."""
+    settings = settings_for(folder, count, port)
+    corpus = load_corpus(settings)
+    database = create_database(settings.database.url)
+    upgrade(database)
+    people = subscribers(count, [c.slug for c in corpus.categories])
+    for start in range(0, count, 10_000):
+        chunk = people[start:start + 10_000]
+        with database.write() as connection:
+            connection.execute(insert(subscribers_table), [
+                {"id": p.id, "email": p.email, "email_key": p.email.lower(), "name": p.name, "status": "active",
+                 "frequency": p.frequency.value, "timezone": p.timezone, "send_hour": p.send_hour, "weekday": 0,
+                 "high_water": p.high_water, "next_send_at": NOW, "source": "import", "created_at": NOW - timedelta(days=30),
+                 "updated_at": NOW, "status_changed_at": NOW, "confirmed_at": NOW}
+                for p in chunk
+            ])
+            connection.execute(insert(subscriber_categories),
+                               [{"subscriber_id": p.id, "slug": slug} for p in chunk for slug in p.categories])
+    database.close()
+
+
+def rss_mb() -> float:
+    """This process's peak RSS (VmHWM: ru_maxrss would count the parent's memory at fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def end_to_end(folder: Path, count: int, port: int) -> dict:
+    os.environ["SYNDICATE_SECRET"] = SECRET
+    settings = settings_for(folder, count, port)
+    database = create_database(settings.database.url)
+    service = DeliveryService(settings, database)
+    started = time.perf_counter()
+    run = service.plan_manual(SendRequest(), NOW)
+    planned = time.perf_counter()
+    report = service.work(run.run_id, now=NOW)
+    done = time.perf_counter()
+    with database.read() as connection:
+        sizes = connection.execute(select(deliveries.c.id).limit(1)).all()
+    database.close()
+    assert sizes and report.sent == run.total, report
+    return {"path": "end to end", "subscribers": count, "messages": report.sent, "failed": report.failed,
+            "plan_s": planned - started, "work_s": done - planned, "seconds": done - started,
+            "msgs_per_s": report.sent / (done - started), "work_msgs_per_s": report.sent / (done - planned),
+            "peak_rss_mb": rss_mb()}
+
+
+def mean_size(folder: Path, port: int, sample: int = 500) -> int:
+    """The mean size of the digests of the first `sample` subscribers (what the raw pipe sends)."""
+    settings = settings_for(folder, sample, port)
+    corpus = load_corpus(settings)
+    timeline = Timeline.of(corpus.articles)
+    renderer = EmailRenderer(settings)
+    links = BenchLinks(SiteUrls(settings.site.base_url))
+    from syndicate.messages import MessageBuilder
+
+    builder = MessageBuilder(settings, renderer, links, corpus.categories, NOW)
+    sizes = []
+    for person in subscribers(sample, [c.slug for c in corpus.categories]):
+        digest = select_digest(person, timeline, corpus.categories, NOW, settings)
+        if digest is not None:
+            sizes.append(len(builder.digest_message(digest).data))
+    return sum(sizes) // len(sizes)
+
+
+def raw_pipe(size: int, count: int, port: int, connections: int = 4) -> dict:
+    head = f"From: Bench <{SENDER}>\r\nTo: reader@example.org\r\nSubject: digest\r\nMessage-ID: <raw@bench>\r\n\r\n"
+    line = "council river budget tram science market festival harbour drone battery reef lorem ip\r\n"
+    data = (head + line * ((size - len(head)) // len(line) + 1)).encode()[:size]
+
+    def worker(share: int) -> None:
+        smtp = smtplib.SMTP("127.0.0.1", port, "bench.test")
+        for number in range(share):
+            smtp.sendmail(SENDER, [f"reader{number}@example.org"], data)
+        smtp.quit()
+
+    threads = [threading.Thread(target=worker, args=(count // connections,)) for _ in range(connections)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    sent = count // connections * connections
+    return {"path": "raw pipe", "subscribers": sent, "messages": sent, "seconds": elapsed, "msgs_per_s": sent / elapsed,
+            "bytes": len(data), "peak_rss_mb": rss_mb()}
+
+
+def naive(folder: Path, count: int, port: int) -> dict:
+    """Render, premailer, EmailMessage and a new SMTP connection for every message."""
+    settings = settings_for(folder, count, port)
+    corpus = load_corpus(settings)
+    renderer = EmailRenderer(settings, inliner="premailer", cache=False)
+    links = BenchLinks(SiteUrls(settings.site.base_url))
+    sent = 0
+    started = time.perf_counter()
+    for person in subscribers(count, [c.slug for c in corpus.categories]):
+        digest = select_digest(person, corpus.articles, corpus.categories, NOW, settings)
+        if digest is None:
+            continue
+        data = naive_message(settings, renderer, links, corpus.categories, digest)
+        with smtplib.SMTP("127.0.0.1", port, "bench.test") as smtp:
+            smtp.sendmail(SENDER, [person.email], data)
+        sent += 1
+    elapsed = time.perf_counter() - started
+    return {"path": "naive", "subscribers": count, "messages": sent, "seconds": elapsed, "msgs_per_s": sent / elapsed,
+            "peak_rss_mb": rss_mb()}
+
+
+def child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "?")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}; load average at the end {load}"
+
+
+def report(results: list[dict], command: str, articles: int) -> str:
+    raw = next(r for r in results if r["path"] == "raw pipe")
+    slow = next(r for r in results if r["path"] == "naive")
+    rows = ["| path | subscribers | messages | seconds | msgs/s | vs raw pipe | vs naive | peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        rows.append(f"| {r['path']} | {r['subscribers']:,} | {r['messages']:,} | {r['seconds']:.1f} | {r['msgs_per_s']:,.0f} | "
+                    f"{r['msgs_per_s'] / raw['msgs_per_s']:.2f} | {r['msgs_per_s'] / slow['msgs_per_s']:.1f}x | {r['peak_rss_mb']:.0f} |")
+    details = [f"- end to end, {r['subscribers']:,} subscribers: planning {r['plan_s']:.1f} s, sending {r['work_s']:.1f} s "
+               f"({r['work_msgs_per_s']:,.0f} msgs/s while sending)" for r in results if r["path"] == "end to end"]
+    return "\n".join([
+        "# Delivery end to end: outbox + render + SMTP against the raw pipe and the naive path", "",
+        f"Command: `{command}`", f"Machine: {machine()}",
+        f"Corpus: {articles:,} generated articles (bench/generate.py) over 40 categories; subscribers as in "
+        f"bench_digest.py (1-5 categories, daily or weekly, 80% with a digest one period ago). Raw pipe message: "
+        f"{raw['bytes']:,} bytes (the mean digest).", "", *rows, "", *details, "",
+    ])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, folder, count, port = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        if kind == "e2e":
+            result = end_to_end(folder, count, port)
+        elif kind == "naive":
+            result = naive(folder, count, port)
+        else:
+            result = raw_pipe(int(sys.argv[6]), count, port)
+        print(json.dumps(result))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True, help="port of a running SMTP sink on 127.0.0.1")
+    parser.add_argument("--subscribers", default="10000,100000")
+    parser.add_argument("--raw", type=int, default=20_000)
+    parser.add_argument("--naive", type=int, default=500)
+    parser.add_argument("--articles", type=int, default=2_000)
+    parser.add_argument("--write", action="store_true", help="write bench/results/delivery.md")
+    args = parser.parse_args()
+    from generate import generate
+
+    counts = [int(x) for x in args.subscribers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="syndicate-bench-delivery-") as tmp:
+        folder = Path(tmp)
+        generate(folder / "content", args.articles)
+        load_corpus(settings_for(folder, 0, args.port))  # fill the article cache once for every child
+        for count in counts:
+            fill_database(folder, count, args.port)
+        size = mean_size(folder, args.port)
+        results = []
+        for step in [("raw", str(args.raw), str(size)), *[("e2e", str(c)) for c in counts], ("naive", str(args.naive))]:
+            kind, count, *extra = step
+            result = child(kind, str(folder), count, str(args.port), *extra)
+            print(json.dumps(result), file=sys.stderr)
+            results.append(result)
+    text = report(results, ("python bench/bench_delivery.py " + " ".join(sys.argv[1:])).strip(), args.articles)
+    print(text)
+    if args.write:
+        (ROOT / "bench" / "results" / "delivery.md").write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
