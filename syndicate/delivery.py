@@ -297,6 +297,21 @@ class DeliveryService:
         """After a crash: deliveries left `sending` by a dead process, per `[outbox] in_flight`."""
         return self.outbox.recover(now)
 
+    def resume(
+        self, *, now: datetime | None = None, stop: threading.Event | None = None,
+        progress: Callable[[RunReport], None] | None = None,
+    ) -> list[RunReport]:
+        """Work every run that still has queued deliveries (an interrupted send; call recover() first),
+        and recount the other unfinished ones (a run planned with no deliveries before a crash ends)."""
+        reports = []
+        for run_id in self.outbox.runs_with_queued():
+            if stop is not None and stop.is_set():
+                break
+            reports.append(self.work(run_id, now=now, stop=stop, progress=progress))
+        for run_id in self.outbox.open_runs():
+            self.outbox.refresh(run_id, _clock(now)())
+        return reports
+
     def _send(
         self,
         claim: Callable[[], list[ClaimedDelivery]],

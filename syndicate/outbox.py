@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.config import OutboxSettings
@@ -407,9 +407,12 @@ class Outbox:
             owners_gone = d.claimed_by.in_([owner for owner in dead if owner])
             condition = and_(d.status == SENDING, or_(owners_gone, d.claimed_by.is_(None)) if None in dead else owners_gone)
             run_ids = connection.execute(select(d.run_id).where(condition).distinct()).scalars().all()
-            if resend:
+            if resend:  # a first attempt goes back to the queue, a retry back to its (due) retry
                 count = connection.execute(
-                    update(deliveries).where(condition).values(status=QUEUED, claimed_by=None, updated_at=now)
+                    update(deliveries).where(condition).values(
+                        status=case((d.attempts > 0, RETRY), else_=QUEUED), claimed_by=None, updated_at=now,
+                        next_attempt_at=case((d.attempts > 0, func.coalesce(d.next_attempt_at, now)), else_=None),
+                    )
                 ).rowcount
             else:
                 count = connection.execute(
@@ -424,8 +427,15 @@ class Outbox:
         return count
 
     def open_runs(self) -> list[int]:
+        """Runs not finished yet, oldest first."""
         with self.database.read() as connection:
             return list(connection.execute(select(runs.c.id).where(runs.c.status == "running").order_by(runs.c.id)).scalars())
+
+    def runs_with_queued(self) -> list[int]:
+        """Runs with deliveries still queued (an interrupted send), oldest first."""
+        d = deliveries.c
+        with self.database.read() as connection:
+            return list(connection.execute(select(d.run_id).where(d.status == QUEUED).distinct().order_by(d.run_id)).scalars())
 
     def waiting_retries(self, limit: int = 100) -> list[WaitingRetry]:
         d = deliveries.c

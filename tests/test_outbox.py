@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from syndicate.delivery import SendRequest
 from syndicate.mail import MemoryBackend
-from syndicate.outbox import Outbox
+from syndicate.outbox import Outbox, Result
 from syndicate.schema import deliveries
 from syndicate.subscribers import SubscriberStore
 from tests.outbox_support import NOW, add_subscribers, open_db, service, settings_for
@@ -230,3 +230,24 @@ def test_prune_deletes_old_finished_runs_only(site):
     assert svc.prune(NOW + timedelta(days=1)) == 1
     assert svc.recent_runs() == [] and statuses(database) == {}
 
+
+
+def test_resume_finishes_an_interrupted_run_and_a_recovered_retry_is_due_again(site):
+    settings, database = site
+    add_subscribers(database, 3)
+    backend = MemoryBackend()
+    svc = service(settings, database, backend)
+    run = svc.plan_manual(SendRequest(), NOW)
+    dead = Outbox(database, settings.outbox, worker="gone-host:1:x")
+    [first] = dead.claim(NOW, 1, run_id=run.run_id)
+    dead.record([Result(first, "retry", 451, "451 4.2.1 try later")], NOW)
+    [again] = dead.claim(NOW + timedelta(seconds=300), 1)  # its retry, claimed; then the process dies
+    assert again.id == first.id
+    assert svc.outbox.recover(NOW, alive=lambda token: False) == 1
+    [waiting] = svc.waiting_retries()
+    assert (waiting.delivery_id, waiting.attempts) == (first.id, 1)
+    assert [r.sent for r in svc.resume(now=NOW)] == [2]
+    assert svc.report(run.run_id).status == "running"  # the retry keeps it open
+    svc.retry_due(NOW + timedelta(seconds=300))
+    assert svc.report(run.run_id).status == "finished"
+    assert sorted(m.recipients[0] for m in backend.outbox) == [f"reader{i}@example.org" for i in range(3)]

@@ -97,12 +97,11 @@ def _send(service: DeliveryService, request: SendRequest) -> int:
         recovered = service.recover(datetime.now(UTC))
         if recovered:
             click.echo(f"recovered {recovered} digests in flight when an earlier send stopped", err=True)
-        for run_id in service.outbox.open_runs():
+        for run_id in service.outbox.runs_with_queued():
             if stop.is_set():
                 break
-            if service.report(run_id).queued:
-                click.echo(f"resuming run {run_id}", err=True)
-                failed += _summary(_work(service, run_id, stop))
+            click.echo(f"resuming run {run_id}", err=True)
+            failed += _summary(_work(service, run_id, stop))
         if not stop.is_set():
             run = service.plan_manual(request, datetime.now(UTC))
             click.echo(f"run {run.run_id}: {run.total} {'digest' if run.total == 1 else 'digests'} to send", err=True)
