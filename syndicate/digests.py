@@ -155,7 +155,8 @@ def select_digest(
     now_ts = now.timestamp()
     since = subscriber.high_water or first_digest_start(subscriber, now)
     since_ts = since.timestamp()
-    followed = set(subscriber.categories)
+    # No category chosen means every category (the subscriber store's convention).
+    followed = set(subscriber.categories) or {c.slug for c in categories}
     order = [c for c in categories if c.slug in followed]
     if isinstance(articles, Timeline):
         newest_first = articles.pick([c.slug for c in order], since_ts, now_ts)

@@ -169,3 +169,9 @@ def test_a_timeline_made_once_selects_exactly_what_the_plain_list_does():
 
     with pytest.raises(ValueError, match="newest first"):
         Timeline.of(list(reversed(items)))
+
+
+def test_a_subscriber_with_no_category_chosen_follows_every_category():
+    items = [article("a", NOW - hours(1), MAIN), article("b", NOW - hours(2), TECH)]
+    digest = select_digest(subscriber((), high_water=NOW - hours(10)), items, SITE_ORDER, NOW, SETTINGS)
+    assert shown(digest) == [("main", ["a"], 0), ("technology", ["b"], 0)]
