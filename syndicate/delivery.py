@@ -446,7 +446,8 @@ class DeliveryService:
 def _wanted(subscriber: Subscriber, request: SendRequest) -> bool:
     if request.frequency is not None and subscriber.frequency is not Frequency(request.frequency):
         return False
-    return not request.categories or bool(set(request.categories) & set(subscriber.categories))
+    # A subscriber who chose no category follows every one.
+    return not request.categories or not subscriber.categories or bool(set(request.categories) & set(subscriber.categories))
 
 
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
