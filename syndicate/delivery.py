@@ -208,8 +208,7 @@ class DeliveryService:
         moves = [(sid, next_send_time(zone, hour, frequency, weekday, now)) for sid, _, zone, hour, frequency, weekday in missed]
         for sid, email, *_ in missed:
             log.warning("digest missed by more than the grace time subscriber=%s email=%s: rescheduled", sid, email)
-        if moves:
-            self.outbox.add_deliveries(0, [], now, reschedule=moves)
+        self.outbox.reschedule(moves)
 
     def _matching(self, request: SendRequest, corpus: Corpus) -> Iterable[Subscriber]:
         known = {c.slug for c in corpus.categories}

@@ -253,12 +253,13 @@ class Outbox:
                     for p in planned
                 ])
             if reschedule:
-                connection.execute(
-                    update(subscribers)
-                    .where(subscribers.c.id == bindparam("sid"), subscribers.c.status == SubscriberStatus.ACTIVE.value)
-                    .values(next_send_at=bindparam("at")),
-                    [{"sid": sid, "at": at} for sid, at in reschedule],
-                )
+                _reschedule(connection, reschedule)
+
+    def reschedule(self, moves: Sequence[tuple[int, datetime]]) -> None:
+        """Set these (active) subscribers' next send times."""
+        if moves:
+            with self.database.write() as connection:
+                _reschedule(connection, moves)
 
     def missed(self, before: datetime) -> list[tuple[int, str, str, int, str, int]]:
         """Active subscribers due before `before`: (id, email, timezone, send_hour, frequency, weekday)."""
@@ -479,6 +480,15 @@ _RECORDERS: dict[str, Callable[[Outbox, Connection, list[Result], datetime], Non
     SKIPPED: Outbox._record_skipped,
     QUEUED: Outbox._record_queued,
 }
+
+
+def _reschedule(connection: Connection, moves: Sequence[tuple[int, datetime]]) -> None:
+    connection.execute(
+        update(subscribers)
+        .where(subscribers.c.id == bindparam("sid"), subscribers.c.status == SubscriberStatus.ACTIVE.value)
+        .values(next_send_at=bindparam("at")),
+        [{"sid": sid, "at": at} for sid, at in moves],
+    )
 
 
 def _gone(owner: str | None, last: datetime | None, now: datetime,
