@@ -22,12 +22,11 @@ LATER = NOW + timedelta(seconds=300)
 
 
 @pytest.fixture
-def setup(tmp_path, smtp_server):  # noqa: F811
-    """(settings, database, server) on a SQLite file with a strict server."""
+def setup(tmp_path, smtp_server, database_url):  # noqa: F811
+    """(settings, database, server) on SQLite or PostgreSQL, with a strict server."""
     server = smtp_server(strict=True)
-    url = f"sqlite:///{tmp_path / 'syndicate.db'}"
-    database = open_db(url)
-    yield settings_for(tmp_path, url, port=server.port), database, server
+    database = open_db(database_url)
+    yield settings_for(tmp_path, database_url, port=server.port), database, server
     database.close()
 
 
@@ -176,3 +175,38 @@ def test_a_stop_leaves_the_rest_queued_and_a_second_work_finishes_it(setup):
     assert seen and seen[-1] == report
     svc.work(run.run_id, now=NOW)
     assert delivered(server) == Counter(p.email for p in people)
+
+
+def test_a_scheduled_run_and_a_manual_send_working_together_send_one_copy_each(setup):
+    settings, database, server = setup
+    people = add_subscribers(database, 80)
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def scheduled():
+        try:
+            svc = service(settings, database)
+            barrier.wait()
+            run = svc.plan_scheduled(NOW, grace=timedelta(days=60))
+            svc.work(run.run_id, now=NOW)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def manual():
+        try:
+            svc = service(settings, database)
+            barrier.wait()
+            run = svc.plan_manual(SendRequest(), NOW)
+            svc.work(run.run_id, now=NOW)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=scheduled), threading.Thread(target=manual)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert delivered(server) == Counter(p.email for p in people)  # each exactly once
+    store = SubscriberStore(database)
+    assert all(store.get(p.id).high_water == NOW - timedelta(hours=2) for p in people)
