@@ -125,7 +125,7 @@ def test_db_upgrade_and_status(run):
     code, out, _ = run("db", "status")
     assert code == 0 and "at nothing" in out and "(empty)" in out
     code, out, _ = run("db", "upgrade")
-    assert code == 0 and "migrated from an empty database to 0001" in out
+    assert code == 0 and "migrated from an empty database to 0002" in out
     code, out, _ = run("db", "upgrade")
-    assert "already at migration 0001" in out
+    assert "already at migration 0002" in out
     assert "(up to date)" in run("db", "status")[1]

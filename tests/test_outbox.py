@@ -251,3 +251,20 @@ def test_resume_finishes_an_interrupted_run_and_a_recovered_retry_is_due_again(s
     svc.retry_due(NOW + timedelta(seconds=300))
     assert svc.report(run.run_id).status == "finished"
     assert sorted(m.recipients[0] for m in backend.outbox) == [f"reader{i}@example.org" for i in range(3)]
+
+
+def test_migration_0002_adds_the_outbox_to_a_database_at_0001_and_keeps_its_subscribers(database_url, tmp_path):
+    from syndicate.db import create_database, current_revision, upgrade
+
+    database = create_database(database_url)
+    try:
+        upgrade(database, "0001")
+        [person] = add_subscribers(database, 1)
+        assert upgrade(database) == ("0001", "0002") and current_revision(database) == "0002"
+        assert SubscriberStore(database).get(person.id).email == person.email
+        settings = settings_for(tmp_path, database_url)
+        backend = MemoryBackend()
+        svc = service(settings, database, backend)
+        assert svc.work(svc.plan_manual(SendRequest(), NOW).run_id, now=NOW).sent == 1
+    finally:
+        database.close()
