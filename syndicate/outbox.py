@@ -393,8 +393,8 @@ class Outbox:
 
     def recover(self, now: datetime, *, alive: Callable[[str], bool | None] = process_alive,
                 stale_after: timedelta = timedelta(hours=1)) -> int:
-        """Deliveries left `sending` by a process that is gone (or, on another host, silent for
-        `stale_after`): back to queued ("resend") or failed ("fail"). Returns how many."""
+        """Deliveries left `sending` by a process that is gone (or claimed more than `stale_after`
+        ago, by any process): back to the queue ("resend") or failed ("fail"). Returns how many."""
         d = deliveries.c
         with self.database.read() as connection:
             owners = connection.execute(
@@ -493,12 +493,10 @@ def _reschedule(connection: Connection, moves: Sequence[tuple[int, datetime]]) -
 
 def _gone(owner: str | None, last: datetime | None, now: datetime,
           alive: Callable[[str], bool | None], stale_after: timedelta) -> bool:
-    if owner is None:
-        return True
+    if owner is None or last is None or now - last > stale_after:
+        return True  # a claim hours old is stuck even if its process lives on (a long-running service)
     state = alive(owner)
-    if state is None:  # another host: only when it has been silent for long
-        return last is None or now - last > stale_after
-    return not state
+    return state is False  # None: another host, not silent for long enough
 
 
 def _report(row: Row[Any]) -> RunReport:

@@ -268,3 +268,15 @@ def test_migration_0002_adds_the_outbox_to_a_database_at_0001_and_keeps_its_subs
         assert svc.work(svc.plan_manual(SendRequest(), NOW).run_id, now=NOW).sent == 1
     finally:
         database.close()
+
+
+def test_recover_takes_back_claims_hours_old_even_from_a_live_process(site):
+    settings, database = site
+    add_subscribers(database, 2)
+    svc = service(settings, database, MemoryBackend())
+    run = svc.plan_manual(SendRequest(), NOW)
+    Outbox(database, settings.outbox, worker="live:1:x").claim(NOW, 2, run_id=run.run_id)
+    outbox = Outbox(database, settings.outbox)
+    assert outbox.recover(NOW + timedelta(minutes=5), alive=lambda token: True) == 0
+    assert outbox.recover(NOW + timedelta(hours=2), alive=lambda token: True) == 2
+    assert svc.work(run.run_id, now=NOW).sent == 2
