@@ -90,3 +90,13 @@ subscriber_categories = Table(
     Column("slug", String(100), primary_key=True),
     Index("ix_subscriber_categories_slug", "slug"),
 )
+
+# One row per confirmation email sent, so sign-ups can be rate-limited per address (syndicate.confirmations).
+confirmation_sends = Table(
+    "confirmation_sends",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email_key", String(320), nullable=False),
+    Column("sent_at", UtcDateTime, nullable=False),
+    Index("ix_confirmation_sends_email_key_sent_at", "email_key", "sent_at"),
+)

@@ -1,0 +1,30 @@
+"""Confirmation emails sent, for the per-address rate limit.
+
+Revision ID: 0003
+Revises: 0001 (the delivery branch adds 0002; when both land, this one follows 0002)
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "confirmation_sends",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("email_key", sa.String(320), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_confirmation_sends"),
+    )
+    op.create_index("ix_confirmation_sends_email_key_sent_at", "confirmation_sends", ["email_key", "sent_at"])
+
+
+def downgrade() -> None:
+    op.drop_table("confirmation_sends")
