@@ -1,0 +1,55 @@
+"""What the pages and the API share: settings, the store, the signer, the clock, the categories."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from syndicate.config import Settings
+from syndicate.mail import MailBackend
+from syndicate.models import Category
+from syndicate.pipeline import load_corpus
+from syndicate.subscribers import SubscriberStore
+from syndicate.tokens import LinkSigner
+from syndicate.urls import SiteUrls
+
+CATEGORY_REFRESH = 60.0  # seconds between re-reads of the content's categories
+
+
+@dataclass
+class CategoryList:
+    """The categories a subscriber may choose (the content's plus the config's), re-read at most once a minute."""
+
+    settings: Settings
+    _value: tuple[Category, ...] = ()
+    _read_at: float = -1e9
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self) -> tuple[Category, ...]:
+        with self._lock:
+            if time.monotonic() - self._read_at > CATEGORY_REFRESH:
+                corpus = load_corpus(self.settings)
+                found = {c.slug: c for c in corpus.categories}
+                for slug, rule in self.settings.categories.items():
+                    found.setdefault(slug, Category(slug, rule.title or slug))
+                self._value = tuple(sorted(found.values(), key=lambda c: c.name.lower()))
+                self._read_at = time.monotonic()
+            return self._value
+
+    def slugs(self) -> set[str]:
+        return {c.slug for c in self.get()}
+
+
+@dataclass(frozen=True)
+class WebContext:
+    settings: Settings
+    store: SubscriberStore
+    signer: LinkSigner
+    urls: SiteUrls
+    categories: CategoryList
+    clock: Callable[[], datetime]
+    environ: Mapping[str, str]
+    backend_factory: Callable[[], MailBackend] | None = None
