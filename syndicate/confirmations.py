@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.utils import parseaddr
 
 from sqlalchemy import delete, func, insert, select
 
 from syndicate.config import Settings
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
-from syndicate.models import Subscriber
+from syndicate.messages import build_confirmation
+from syndicate.models import Category, Subscriber
+from syndicate.render import EmailRenderer
 from syndicate.schema import confirmation_sends
 from syndicate.subscribers import SubscriberStore
 from syndicate.tokens import signer_from_settings
@@ -38,30 +39,24 @@ def _take_slot(store: SubscriberStore, email_key: str, limit: int, now: datetime
     return True
 
 
-def confirmation_message(settings: Settings, subscriber: Subscriber, confirm_url: str, now: datetime) -> OutgoingMessage:
-    """The confirmation email: plain text, one link, no tracking."""
-    site = settings.site.title
-    hours = settings.links.confirm_max_age // 3600
-    message = EmailMessage()
-    message["From"] = settings.mail.from_
-    message["To"] = str(Address(display_name=subscriber.name or "", addr_spec=subscriber.email))
-    message["Subject"] = f"Confirm your subscription to {site}"
-    message["Date"] = format_datetime(now)
-    message_id = make_msgid(domain=settings.mail.domain)
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(
-        f"Hello{' ' + subscriber.name if subscriber.name else ''},\n\n"
-        f"Someone (we hope you) asked to receive {site} digests at this address.\n"
-        f"To confirm, open this link and press the button:\n\n{confirm_url}\n\n"
-        f"The link works for {hours} hours. If you did not ask for this, ignore this email:\n"
-        f"nothing will be sent to you.\n"
+def confirmation_message(settings: Settings, subscriber: Subscriber, categories: Sequence[Category],
+                         confirm_url: str, now: datetime) -> OutgoingMessage:
+    """The confirmation email (syndicate.messages builds the bytes) ready for a mail backend."""
+    data = build_confirmation(
+        settings, EmailRenderer(settings), email=subscriber.email, name=subscriber.name,
+        categories=categories, confirm_url=confirm_url, now=now,
     )
-    data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
-    sender = parseaddr(settings.mail.from_)[1]
+    found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
     return OutgoingMessage(
-        key=f"confirm-{subscriber.id}", sender=sender, recipients=(subscriber.email,), data=data, message_id=message_id,
+        key=f"confirm-{subscriber.id}", sender=parseaddr(settings.mail.from_)[1], recipients=(subscriber.email,),
+        data=data, message_id=found.group(1).decode() if found else "",
     )
+
+
+def category_names(settings: Settings, slugs: Sequence[str]) -> tuple[Category, ...]:
+    """Categories for `slugs`, named from the config where it names them (else from the slug)."""
+    named = {slug: rule.title for slug, rule in settings.categories.items() if rule.title}
+    return tuple(Category(slug, named.get(slug) or slug.replace("-", " ").capitalize()) for slug in slugs)
 
 
 def send_confirmation(
@@ -72,15 +67,18 @@ def send_confirmation(
     now: datetime,
     backend: MailBackend | None = None,
     environ: Mapping[str, str] | None = None,
+    categories: Sequence[Category] | None = None,
 ) -> bool:
     """Mail `subscriber` their signed confirm link. False (nothing sent) when the address already got
-    `[http] confirmations_per_hour` of them within the last hour. A backend failure is logged, not raised."""
+    `[http] confirmations_per_hour` of them within the last hour. A backend failure is logged, not raised.
+    `categories` (the subscriber's, with their display names) default to names from the config."""
     if not _take_slot(store, subscriber.email.lower(), settings.http.confirmations_per_hour, now):
         log.warning("confirmation rate-limited subscriber=%s", subscriber.id)
         return False
     token = signer_from_settings(settings, environ).make("confirm", subscriber.id, now=now)
     url = SiteUrls(settings.site.base_url, settings.feeds.folder).confirm(token)
-    message = confirmation_message(settings, subscriber, url, now)
+    chosen = categories if categories is not None else category_names(settings, subscriber.categories)
+    message = confirmation_message(settings, subscriber, chosen, url, now)
     mailer = backend if backend is not None else make_backend(settings)
     for result in mailer.send_messages([message]):
         if result.outcome == "sent":

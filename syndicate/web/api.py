@@ -64,7 +64,7 @@ class SendBody(Model):
 class SubscriberBody(Model):
     email: str = Field(max_length=320)
     name: str | None = Field(None, max_length=400)
-    categories: list[Slug] = Field(min_length=1, max_length=200)
+    categories: list[Slug] = Field(default_factory=list, max_length=200, description="none: every category")
     frequency: Frequency | None = None
     timezone: str | None = Field(None, max_length=64)
     send_hour: Hour | None = None
@@ -289,7 +289,8 @@ def _subscriber_routes(router: APIRouter, context: WebContext) -> None:
             raise ApiProblem(409, str(e)) from e
         if not body.confirmed:
             backend = context.backend_factory() if context.backend_factory else None
-            send_confirmation(context.settings, store, subscriber, now=now, backend=backend, environ=context.environ)
+            send_confirmation(context.settings, store, subscriber, now=now, backend=backend, environ=context.environ,
+                              categories=context.categories.named(subscriber.categories))
         return found(subscriber.id)
 
     @router.patch("/subscribers/{subscriber_id}", response_model=SubscriberOut)

@@ -42,6 +42,11 @@ class CategoryList:
     def slugs(self) -> set[str]:
         return {c.slug for c in self.get()}
 
+    def named(self, slugs: tuple[str, ...]) -> tuple[Category, ...]:
+        """The categories for `slugs`, with their display names (an unknown slug named by itself)."""
+        by_slug = {c.slug: c for c in self.get()}
+        return tuple(by_slug.get(slug, Category(slug, slug)) for slug in slugs)
+
 
 @dataclass(frozen=True)
 class WebContext:

@@ -25,7 +25,6 @@ from syndicate.subscribers import (
     InvalidSubscriberError,
     TransitionError,
     UnknownSubscriberError,
-    check_categories,
     new_subscriber,
 )
 from syndicate.tokens import InvalidLinkError
@@ -155,12 +154,6 @@ def form_values(form: FormData) -> dict[str, Any]:
     }
 
 
-def _require_categories(values: Mapping[str, Any], valid: set[str]) -> None:
-    check_categories(values["categories"], valid)
-    if not values["categories"]:
-        raise InvalidSubscriberError("categories", "choose at least one")
-
-
 def page_router(pages: Pages) -> APIRouter:
     """The routes of the subscriber pages (excluded from the OpenAPI document)."""
     router = APIRouter(include_in_schema=False)
@@ -182,7 +175,6 @@ def page_router(pages: Pages) -> APIRouter:
             errors = {"form": "this form expired or came from another site; please check it and send it again"}
             return pages.render(request, "signup.html.j2", 403, **pages.choices(values, errors))
         try:
-            _require_categories(values, context.categories.slugs())
             new = new_subscriber(
                 values["email"], name=values["name"], categories=values["categories"],
                 valid_categories=context.categories.slugs(), defaults=context.store.defaults,
@@ -256,7 +248,6 @@ def page_router(pages: Pages) -> APIRouter:
             errors = {"form": "this form expired or came from another site; please check it and send it again"}
             return _preferences_page(pages, request, token, subscriber, values, errors, status=403)
         try:
-            _require_categories(values, context.categories.slugs())
             subscriber = context.store.set_preferences(
                 subscriber.id, now=now, valid_categories=context.categories.slugs(), categories=values["categories"],
                 frequency=values["frequency"], timezone=values["timezone"], send_hour=values["send_hour"],
@@ -304,7 +295,8 @@ def _sign_up(context: WebContext, new: Any) -> None:
         log.info("sign-up for an active subscriber id=%s: no confirmation needed", subscriber.id)
         return
     backend = context.backend_factory() if context.backend_factory else None
-    send_confirmation(context.settings, context.store, subscriber, now=now, backend=backend, environ=context.environ)
+    send_confirmation(context.settings, context.store, subscriber, now=now, backend=backend, environ=context.environ,
+                      categories=context.categories.named(subscriber.categories))
 
 
 def _current(subscriber: Subscriber) -> dict[str, Any]:
