@@ -23,9 +23,12 @@ from syndicate.web.api import ApiProblem, Runner, Unauthorized, api_router
 from syndicate.web.context import CategoryList, WebContext
 from syndicate.web.pages import Pages, page_router
 from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders
-from syndicate.web.static import StaticSite
+from syndicate.web.static import StaticFirst, StaticSite
 
 log = logging.getLogger(__name__)
+
+# Paths the app answers itself; every other GET or HEAD is a file of the built site.
+APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz")
 
 
 def _utc_now() -> datetime:
@@ -78,9 +81,12 @@ def create_app(
     app.include_router(api_router(context, delivery=delivery, runner=runner, admin_token=admin_token,
                                   scheduler_status=scheduler_status))
     _health(app, db, scheduler_status)
-    app.mount("/", StaticSite(settings.output.folder, feeds_folder=settings.feeds.folder, extra_headers=SITE_HEADERS))
+    site = StaticSite(settings.output.folder, feeds_folder=settings.feeds.folder, extra_headers=SITE_HEADERS)
+    app.mount("/", site)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.http.max_body_bytes)
+    # Outermost: the built files are answered before any framework routing (they carry their own headers).
+    app.add_middleware(StaticFirst, site=site, app_prefixes=APP_PREFIXES)
     return app
 
 

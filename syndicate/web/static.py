@@ -234,3 +234,20 @@ class StaticSite:
                    *(extra or []), *self.extra_headers]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": text})
+
+
+class StaticFirst:
+    """ASGI middleware: GET and HEAD outside the app's own path prefixes go straight to the
+    static site, skipping the framework's routing (feed polling is most of the traffic)."""
+
+    def __init__(self, app: Any, *, site: StaticSite, app_prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.site = site
+        self.app_prefixes = app_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] in ("GET", "HEAD")
+                and not scope["path"].startswith(self.app_prefixes)):
+            await self.site(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
