@@ -172,3 +172,26 @@ def test_pages_send_security_headers_and_need_no_script(client):
     assert "<script" not in response.text
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_cli_add_mails_a_confirmation_whose_link_confirms_on_the_page(site, client, tmp_path, monkeypatch, capsys):
+    from syndicate.cli import main
+    from tests.web_helpers import REPO
+
+    settings = site.settings
+    config = tmp_path / "cli.toml"
+    config.write_text(
+        f'[site]\nbase_url = "{site.url}"\n'
+        f'[content]\nfolder = "{REPO / "content"}"\ncache = "{settings.content.cache}"\n'
+        f'[database]\nurl = "{settings.database.url}"\n'
+        f'[mail]\nbackend = "file"\nfolder = "{settings.mail.folder}"\n[logging]\nlevel = "WARNING"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("SYNDICATE_SECRET", SECRET)
+    with pytest.raises(SystemExit) as done:
+        main(["--config", str(config), "subscribers", "add", "eve@example.org", "--categories", "sports"])
+    assert done.value.code in (0, None)
+    assert "confirmation email sent to eve@example.org" in capsys.readouterr().err
+    [message] = mails(site.outbox)
+    assert client.post(link_in(message, "confirm")).status_code == 200
+    assert store_of(site).get_by_email("eve@example.org").status is SubscriberStatus.ACTIVE
