@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from syndicate.db import open_database
 from syndicate.models import SubscriberStatus
-from syndicate.subscribers import SubscriberStore, new_subscriber
+from syndicate.subscribers import new_subscriber
 from syndicate.tokens import LinkSigner
 from tests.web_helpers import SECRET, link_in, mails, serve
 
@@ -43,7 +42,7 @@ def site(tmp_path):
 
 def test_subscriber_journey(browser, site):
     _, chromium = browser
-    store = SubscriberStore(open_database(site.settings))
+    store = site.store
     page = chromium.new_page()
     problems: list[str] = []
     page.on("console", lambda message: problems.append(message.text) if message.type in ("error", "warning") else None)
@@ -88,7 +87,7 @@ def test_subscriber_journey(browser, site):
 
 def test_one_click_unsubscribe_post_without_cookies(browser, site):
     playwright, _ = browser
-    store = SubscriberStore(open_database(site.settings))
+    store = site.store
     new = new_subscriber("dan@example.org", categories=["main"], valid_categories={"main"}, defaults=store.defaults)
     dan = store.add(new, now=datetime.now(UTC), confirmed=True)
     url = f"{site.url}/unsubscribe/{LinkSigner(SECRET).make('unsubscribe', dan.id)}"

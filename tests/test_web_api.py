@@ -147,3 +147,12 @@ def test_the_api_never_answers_with_a_server_error(tmp_path):
             no_server_error()
             checked += 1
         assert checked >= 8
+
+
+@pytest.mark.parametrize("state, code", [
+    ({"running": True}, 200), ({"running": False, "standing_by": True}, 200), ({"running": False}, 503),
+])
+def test_healthz_reports_the_scheduler(tmp_path, state, code):
+    with serve(tmp_path, build=False, scheduler_status=lambda: state) as site:
+        response = httpx.get(f"{site.url}/healthz")
+        assert response.status_code == code and response.json()["scheduler"] == state

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from syndicate.db import open_database
 from syndicate.models import SubscriberStatus
 from syndicate.subscribers import SubscriberStore
 from syndicate.tokens import LinkSigner
@@ -32,7 +31,7 @@ def client(site):
 
 
 def store_of(site) -> SubscriberStore:
-    return SubscriberStore(open_database(site.settings))
+    return site.store
 
 
 def csrf(client: httpx.Client, path: str = "/subscribe") -> str:

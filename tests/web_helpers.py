@@ -20,6 +20,8 @@ import uvicorn
 
 from syndicate.build import build_site
 from syndicate.config import Settings, settings_from_mapping
+from syndicate.db import Database, open_database
+from syndicate.subscribers import SubscriberStore
 from syndicate.web.app import create_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,10 +51,16 @@ class RunningSite:
     settings: Settings
     url: str
     app: Any
+    database: Database
 
     @property
     def outbox(self) -> Path:
         return self.settings.mail.folder
+
+    @property
+    def store(self) -> SubscriberStore:
+        """The subscribers as the app sees them (through a connection of the test's own)."""
+        return SubscriberStore(self.database)
 
 
 @contextmanager
@@ -75,9 +83,11 @@ def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None 
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
+    database = open_database(settings)
     try:
-        yield RunningSite(settings, url, app)
+        yield RunningSite(settings, url, app, database)
     finally:
+        database.close()
         server.should_exit = True
         thread.join(10)
         sock.close()

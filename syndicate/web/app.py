@@ -46,7 +46,8 @@ def create_app(
 ) -> FastAPI:
     """The whole HTTP service. `database` defaults to the configured one (opened here, closed at
     shutdown); `delivery` is a syndicate.delivery.DeliveryService (None: /api/sends answers 503);
-    `scheduler_status` returns the jobs and lease state for /api/status and /healthz.
+    `scheduler_status` returns a JSON-ready dict for /api/status and /healthz (jobs with next run
+    times, the lease); /healthz answers 503 when it says `running: false` without `standing_by: true`.
     MissingSecretError if the link-signing secret is not set."""
     env = dict(os.environ if environ is None else environ)
     owns_database = database is None
@@ -73,7 +74,7 @@ def create_app(
             db.close()
 
     app = FastAPI(title=f"{settings.site.title} admin API", version=__version__, lifespan=lifespan,
-                  docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.context = context
     app.state.runner = runner
     _handlers(app)
@@ -119,5 +120,6 @@ def _health(app: FastAPI, db: Database, scheduler_status: Callable[[], dict[str,
         if scheduler_status is not None:
             state = scheduler_status()
             result["scheduler"] = state
-            healthy = healthy and bool(state.get("running", True))
+            # Healthy while the scheduler runs here or stands by for another process's lease.
+            healthy = healthy and bool(state.get("running", True) or state.get("standing_by", False))
         return JSONResponse(result, status_code=200 if healthy else 503)

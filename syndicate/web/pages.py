@@ -132,8 +132,11 @@ class Pages:
 
     def csrf_valid(self, request: Request, form: FormData) -> bool:
         field = form.get(CSRF_FIELD)
-        return csrf_ok(self.context.signer, request.cookies.get(CSRF_COOKIE),
-                       field if isinstance(field, str) else None, self.context.clock())
+        valid = csrf_ok(self.context.signer, request.cookies.get(CSRF_COOKIE),
+                        field if isinstance(field, str) else None, self.context.clock())
+        if not valid:
+            log.info("form refused: bad or missing CSRF token path=%s", request.url.path)
+        return valid
 
     def subscriber_for(self, purpose: str, token: str, now: datetime) -> Subscriber:
         """The subscriber a genuine `purpose` token names (InvalidLinkError, UnknownSubscriberError)."""
