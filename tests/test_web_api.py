@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -102,17 +103,28 @@ def test_sends_answer_503_without_a_delivery_service(api):
 @pytest.mark.skipif(not HAS_DELIVERY, reason="syndicate.delivery (the delivery branch) has not landed yet")
 def test_manual_send_runs_in_the_background(tmp_path):
     from syndicate.db import open_database
+    from syndicate.pipeline import load_corpus
     from syndicate.delivery import DeliveryService
     from tests.web_helpers import web_settings
 
     settings = web_settings(tmp_path)
     database = open_database(settings)
-    service = DeliveryService(settings, database)
-    with serve(tmp_path, database=database, delivery=service) as site, httpx.Client(base_url=site.url, headers=AUTH) as api:
-        api.post("/api/subscribers", json={"email": "bob@example.org", "categories": ["main"], "confirmed": True})
-        dry = api.post("/api/sends", json={"categories": ["main"], "dry_run": True})
+    service = DeliveryService(settings, database, environ=ENVIRON)
+    newest = load_corpus(settings).articles[0]
+    topic = newest.category_slugs[0]
+    clock = lambda: newest.published + timedelta(hours=1)  # noqa: E731 - an hour after the newest article: it is new
+    with serve(tmp_path, database=database, delivery=service, clock=clock) as site, \
+            httpx.Client(base_url=site.url, headers=AUTH) as api:
+        api.post("/api/subscribers", json={"email": "bob@example.org", "categories": [topic], "confirmed": True})
+        dry = api.post("/api/sends", json={"categories": [topic], "dry_run": True})
         assert dry.status_code == 200 and dry.json()["recipients"][0]["email"] == "bob@example.org"
-        accepted = api.post("/api/sends", json={"categories": ["main"]})
+        assert mails(site.outbox) == []
+        test_copy = api.post("/api/sends", json={"categories": [topic], "test_to": "editor@example.org"})
+        assert test_copy.status_code == 200 and test_copy.json()["result"]["outcome"] == "sent"
+        assert [m["To"].addresses[0].addr_spec for m in mails(site.outbox)] == ["editor@example.org"]
+        assert api.post("/api/sends", json={"categories": ["knitting"]}).status_code == 422
+        assert api.post("/api/sends", json={"subscriber": "nobody@example.org"}).status_code == 404
+        accepted = api.post("/api/sends", json={"categories": [topic]})
         assert accepted.status_code == 202
         run_id = accepted.json()["run_id"]
         deadline = time.monotonic() + 20
@@ -120,6 +132,7 @@ def test_manual_send_runs_in_the_background(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert report["sent"] == 1
+        assert "bob@example.org" in {m["To"].addresses[0].addr_spec for m in mails(site.outbox)}
         assert api.get("/api/sends/999999").status_code == 404
 
 

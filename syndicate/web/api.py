@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from syndicate.build import build_site
 from syndicate.confirmations import send_confirmation
-from syndicate.errors import SyndicateError
+from syndicate.errors import SyndicateError, UsageError
 from syndicate.models import WEEKDAYS, Frequency, SubscriberStatus
 from syndicate.subscribers import (
     Filter,
@@ -187,8 +187,14 @@ def api_router(context: WebContext, *, delivery: Any, runner: Runner, admin_toke
         202: {"model": Accepted}, 200: {"description": "dry run (recipients) or test copy (result)"}})
     def start_send(body: SendBody) -> Any:
         service = need_delivery()
-        request = _send_request(body)
-        now = context.clock()
+        try:
+            return send(service, _send_request(body), body, context.clock())
+        except UnknownSubscriberError as e:
+            raise ApiProblem(404, str(e), "subscriber") from e
+        except (UsageError, ValueError) as e:  # an unknown category, an inactive subscriber, nothing new to test
+            raise ApiProblem(422, str(e)) from e
+
+    def send(service: Any, request: Any, body: SendBody, now: datetime) -> Any:
         if body.dry_run:
             plan = service.dry_run(request, now)
             return JSONResponse({"dry_run": True, "recipients": [{"email": e, "articles": n} for e, n in plan]})
