@@ -15,7 +15,7 @@ from syndicate.mail import MailBackend, OutgoingMessage, make_backend
 from syndicate.messages import build_confirmation
 from syndicate.models import Category, Subscriber
 from syndicate.render import EmailRenderer
-from syndicate.schema import confirmation_sends
+from syndicate.schema import confirmation_sends, subscribers
 from syndicate.subscribers import SubscriberStore
 from syndicate.tokens import signer_from_settings
 from syndicate.urls import SiteUrls
@@ -29,6 +29,8 @@ def _take_slot(store: SubscriberStore, email_key: str, limit: int, now: datetime
     """Record one confirmation for `email_key` unless `limit` were already sent within the window."""
     c = confirmation_sends.c
     with store.database.write() as connection:
+        # Serialise concurrent sign-ups of one address (PostgreSQL; SQLite's writes are serial already).
+        connection.execute(select(subscribers.c.id).where(subscribers.c.email_key == email_key).with_for_update())
         connection.execute(delete(confirmation_sends).where(c.email_key == email_key, c.sent_at <= now - WINDOW))
         recent = connection.execute(
             select(func.count()).select_from(confirmation_sends).where(c.email_key == email_key)

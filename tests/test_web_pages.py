@@ -12,7 +12,7 @@ import pytest
 from syndicate.models import SubscriberStatus
 from syndicate.subscribers import SubscriberStore
 from syndicate.tokens import LinkSigner
-from tests.web_helpers import SECRET, link_in, mails, serve
+from tests.web_helpers import SECRET, link_in, serve
 
 FORM = {"email": "ann@example.org", "name": "Ann", "categories": ["main", "science-environment"], "frequency": "weekly",
         "weekday": "friday", "timezone": "Europe/Paris", "send_hour": "7"}
@@ -47,7 +47,7 @@ def sign_up(client: httpx.Client, **changes) -> httpx.Response:
 def test_signup_sends_a_confirmation_and_the_page_never_tells_known_from_new(site, client):
     first = sign_up(client)
     assert first.status_code == 200 and "Check your inbox" in first.text
-    [message] = mails(site.outbox)
+    [message] = site.mails()
     assert message["To"].addresses[0].addr_spec == "ann@example.org"
     assert link_in(message, "confirm").startswith(site.url + "/confirm/")
     subscriber = store_of(site).get_by_email("ann@example.org")
@@ -67,7 +67,7 @@ def test_signup_without_a_valid_csrf_token_is_refused(site, client):
     with httpx.Client(base_url=site.url) as stranger:  # no cookie at all
         token = csrf(client)
         assert stranger.post("/subscribe", data={**FORM, "csrf_token": token}).status_code == 403
-    assert mails(site.outbox) == []
+    assert site.mails() == []
     assert store_of(site).find_by_email("ann@example.org") is None
 
 
@@ -84,12 +84,12 @@ def test_form_errors_name_the_field_and_keep_the_values(site, client, field, val
     assert 'value="Ann Keep"' in response.text
     if field != "categories":
         assert 'value="science-environment" checked' in response.text
-    assert mails(site.outbox) == []
+    assert site.mails() == []
 
 
 def test_confirm_link_shows_a_button_and_only_the_post_confirms(site, client):
     sign_up(client)
-    link = link_in(mails(site.outbox)[0], "confirm")
+    link = link_in(site.mails()[0], "confirm")
     page = client.get(link)
     assert page.status_code == 200 and "Confirm my subscription" in page.text
     assert store_of(site).get_by_email("ann@example.org").status is SubscriberStatus.PENDING
@@ -151,7 +151,7 @@ def test_confirmation_mails_are_rate_limited_per_address(site, client):
     limit = site.settings.http.confirmations_per_hour
     answers = {sign_up(client).content for _ in range(limit + 2)}
     assert len(answers) == 1  # the page says nothing about the limit either
-    assert len(mails(site.outbox)) == limit
+    assert len(site.mails()) == limit
 
 
 def test_oversized_bodies_are_refused(site, client):
@@ -191,6 +191,6 @@ def test_cli_add_mails_a_confirmation_whose_link_confirms_on_the_page(site, clie
         main(["--config", str(config), "subscribers", "add", "eve@example.org", "--categories", "sports"])
     assert done.value.code in (0, None)
     assert "confirmation email sent to eve@example.org" in capsys.readouterr().err
-    [message] = mails(site.outbox)
+    [message] = site.mails()
     assert client.post(link_in(message, "confirm")).status_code == 200
     assert store_of(site).get_by_email("eve@example.org").status is SubscriberStatus.ACTIVE

@@ -57,6 +57,11 @@ class RunningSite:
     def outbox(self) -> Path:
         return self.settings.mail.folder
 
+    def mails(self) -> list[EmailMessage]:
+        """The mails delivered so far, once the app's background work (confirmation emails) is done."""
+        self.app.state.runner.wait_idle()
+        return mails(self.outbox)
+
     @property
     def store(self) -> SubscriberStore:
         """The subscribers as the app sees them (through a connection of the test's own)."""

@@ -26,7 +26,7 @@ from syndicate.subscribers import (
     UnknownSubscriberError,
     new_subscriber,
 )
-from syndicate.web.context import WebContext
+from syndicate.web.context import Runner, WebContext
 
 log = logging.getLogger(__name__)
 
@@ -142,34 +142,6 @@ def token_check(expected: str | None) -> Callable[[Request], None]:
             raise Unauthorized
 
     return check
-
-
-class Runner:
-    """Manual send runs worked in background threads, stopped together at shutdown."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-
-    def start(self, name: str, work: Callable[[], Any]) -> None:
-        def run() -> None:
-            try:
-                work()
-            except Exception:  # a background run must log its failure; nobody else will see it
-                log.exception("background %s failed", name)
-
-        thread = threading.Thread(target=run, name=name, daemon=True)
-        with self._lock:
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-        thread.start()
-
-    def shutdown(self, timeout: float = 30.0) -> None:
-        self.stop.set()
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout)
 
 
 def api_router(context: WebContext, *, delivery: Any, runner: Runner, admin_token: str | None,
@@ -331,4 +303,4 @@ def _subscriber_routes(router: APIRouter, context: WebContext) -> None:
         return Response(status_code=204)
 
 
-__all__ = ["ApiProblem", "Runner", "Unauthorized", "api_router"]
+__all__ = ["ApiProblem", "Unauthorized", "api_router"]

@@ -19,8 +19,8 @@ from syndicate.db import Database, open_database
 from syndicate.subscribers import SubscriberDefaults, SubscriberStore
 from syndicate.tokens import signer_from_settings
 from syndicate.urls import SiteUrls
-from syndicate.web.api import ApiProblem, Runner, Unauthorized, api_router
-from syndicate.web.context import CategoryList, WebContext
+from syndicate.web.api import ApiProblem, Unauthorized, api_router
+from syndicate.web.context import CategoryList, Runner, WebContext
 from syndicate.web.pages import Pages, page_router
 from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders
 from syndicate.web.static import StaticFirst, StaticSite
@@ -60,11 +60,12 @@ def create_app(
         categories=CategoryList(settings),
         clock=clock,
         environ=env,
+        runner=Runner(),
     )
     admin_token = env.get(settings.http.admin_token_env, "").strip() or None
     if admin_token is None:
         log.warning("admin API locked: environment variable %s is not set", settings.http.admin_token_env)
-    runner = Runner()
+    runner = context.runner
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -291,15 +291,20 @@ def page_router(pages: Pages) -> APIRouter:
 
 
 def _sign_up(context: WebContext, new: Any) -> None:
-    """Store the sign-up and mail the confirmation; what happens is logged, never shown (no enumeration)."""
+    """Store the sign-up; mail the confirmation in the background, so that neither the page nor its
+    timing tells a known address from a new one (what happened is logged, never shown)."""
     now = context.clock()
     subscriber = context.store.sign_up(new, now=now, source="web")
     if subscriber.status is not SubscriberStatus.PENDING:
         log.info("sign-up for an active subscriber id=%s: no confirmation needed", subscriber.id)
         return
-    backend = context.backend_factory() if context.backend_factory else None
-    send_confirmation(context.settings, context.store, subscriber, now=now, backend=backend, environ=context.environ,
-                      categories=context.categories.named(subscriber.categories))
+
+    def mail() -> None:
+        backend = context.backend_factory() if context.backend_factory else None
+        send_confirmation(context.settings, context.store, subscriber, now=now, backend=backend,
+                          environ=context.environ, categories=context.categories.named(subscriber.categories))
+
+    context.runner.start(f"confirmation-{subscriber.id}", mail)
 
 
 def _current(subscriber: Subscriber) -> dict[str, Any]:
