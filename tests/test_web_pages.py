@@ -194,3 +194,30 @@ def test_cli_add_mails_a_confirmation_whose_link_confirms_on_the_page(site, clie
     [message] = site.mails()
     assert client.post(link_in(message, "confirm")).status_code == 200
     assert store_of(site).get_by_email("eve@example.org").status is SubscriberStatus.ACTIVE
+
+
+def test_send_confirmation_limits_each_address_per_hour_on_every_database(database, tmp_path):
+    from syndicate.confirmations import send_confirmation
+    from syndicate.mail import MemoryBackend
+    from syndicate.subscribers import SubscriberDefaults, new_subscriber
+    from tests.web_helpers import ENVIRON, web_settings
+
+    settings = web_settings(tmp_path)
+    store = SubscriberStore(database)
+    now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    ann = store.sign_up(new_subscriber("ann@example.org", categories=[], valid_categories=set(),
+                                       defaults=SubscriberDefaults()), now=now)
+    bob = store.sign_up(new_subscriber("bob@example.org", categories=[], valid_categories=set(),
+                                       defaults=SubscriberDefaults()), now=now)
+    backend = MemoryBackend()
+
+    def send(subscriber, at):
+        return send_confirmation(settings, store, subscriber, now=at, backend=backend, environ=ENVIRON)
+
+    limit = settings.http.confirmations_per_hour
+    assert [send(ann, now + timedelta(minutes=i)) for i in range(limit + 1)] == [True] * limit + [False]
+    assert send(bob, now) is True  # the limit is per address
+    assert send(ann, now + timedelta(minutes=61)) is True  # the hour has passed for the first one
+    assert len(backend.outbox) == limit + 2
+    token = re.search(rb"/confirm/([A-Za-z0-9_.\-=]+)", backend.outbox[0].data.replace(b"=\r\n", b"")).group(1).decode()
+    assert LinkSigner(SECRET).check("confirm", token, now=now) == ann.id
