@@ -136,6 +136,7 @@ def test_manual_send_runs_in_the_background(tmp_path):
         assert api.get("/api/sends/999999").status_code == 404
 
 
+@pytest.mark.slow
 def test_the_api_never_answers_with_a_server_error(tmp_path):
     """Every operation of the served OpenAPI document, with generated valid and invalid input: never a 5xx.
     (/api/sends* are left out: without a delivery service in this process they answer 503 by design.)"""
