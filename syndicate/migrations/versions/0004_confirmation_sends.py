@@ -1,7 +1,7 @@
 """Confirmation emails sent, for the per-address rate limit.
 
-Revision ID: 0003
-Revises: 0001 (the delivery branch adds 0002; when both land, this one follows 0002)
+Revision ID: 0004
+Revises: 0003 (the scheduler lease)
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
+revision = "0004"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
