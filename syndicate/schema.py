@@ -90,3 +90,15 @@ subscriber_categories = Table(
     Column("slug", String(100), primary_key=True),
     Index("ix_subscriber_categories_slug", "slug"),
 )
+
+# One row per lease name: which process runs the scheduler for this database, until when.
+scheduler_lease = Table(
+    "scheduler_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
