@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
 
 from syndicate.config import Settings
 from syndicate.db import Database
@@ -111,6 +112,17 @@ def run_job(scheduler_key: str, job_id: str) -> None:
     scheduler.run(job_id)
 
 
+class _BackgroundScheduler(BackgroundScheduler):
+    """APScheduler 3.11's loop wakes once more after shutdown() and processes due jobs: it submits
+    them to the executor it has just shut down (an error) and advances their next run time in the
+    store, so that run is lost. A stopped scheduler processes nothing."""
+
+    def _process_jobs(self) -> float | None:
+        if self.state == STATE_STOPPED:
+            return None
+        return super()._process_jobs()
+
+
 @dataclass(frozen=True)
 class JobInfo:
     id: str
@@ -146,7 +158,7 @@ class Scheduler:
         return self._scheduler is not None
 
     def _make(self) -> BackgroundScheduler:
-        return BackgroundScheduler(
+        return _BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=self.database.engine, tablename=JOBS_TABLE)},
             executors={"default": ThreadPoolExecutor(max_workers=2)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": self.misfire_grace},
