@@ -28,6 +28,7 @@ from sqlalchemy import text
 from syndicate.build import BuildReport, build_site
 from syndicate.config import Settings, read_secret
 from syndicate.db import Database, open_database
+from syndicate.errors import SyndicateError
 from syndicate.lease import Lease, LeaseKeeper
 from syndicate.scheduler import REBUILD, JobSpec, Scheduler, delivery_jobs
 
@@ -242,8 +243,13 @@ class Service:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
+        try:
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError as e:
+            sock.close()
+            raise SyndicateError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                                 hint="is another process using that port? pass --port (0 picks a free one)") from e
         sock.set_inheritable(True)
         return Bound(sock, host, sock.getsockname()[1])
 
@@ -262,13 +268,17 @@ class Service:
         config = uvicorn.Config(self.app(), log_config=None, access_log=False, lifespan="on",
                                 proxy_headers=True, server_header=False)
         self._server = uvicorn.Server(config)
-        # uvicorn captures these signals while serving and re-raises them here when it is done.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+        if self.stopping.is_set():  # a signal came during start-up
+            return
         log.info("serving on %s", bound.base_url)
         self._server.run(sockets=[bound.sock])
-        if not self.stopping.is_set():
-            self.stopping.set()
+        self.stopping.set()
+
+    def handle_signals(self) -> None:
+        """From now on SIGTERM and SIGINT stop the service cleanly (call first thing, from the main
+        thread). uvicorn captures them while it serves and re-raises them here when it is done."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)

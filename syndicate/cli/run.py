@@ -50,6 +50,7 @@ def run(app: AppContext, host: str | None, port: int | None, no_scheduler: bool)
     settings = app.settings
     secrets = service_secrets(settings)
     service = Service(settings, environ=environ_with(secrets), scheduler=not no_scheduler)
+    service.handle_signals()
     try:
         report = service.open()
         bound = service.bind(host or settings.http.host, settings.http.port if port is None else port)
@@ -57,7 +58,8 @@ def run(app: AppContext, host: str | None, port: int | None, no_scheduler: bool)
                       + (f" ({len(report.problems)} problems, see the log)" if report.problems else ""))
         for line in _welcome(app, bound, secrets, build_line):
             click.echo(line)
-        service.start_scheduler()
-        service.serve(bound)
+        if not service.stopping.is_set():
+            service.start_scheduler()
+            service.serve(bound)
     finally:
         service.close()
