@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from pathlib import Path, PurePosixPath
 
 from syndicate import __version__
@@ -145,7 +146,7 @@ class _Cache:
         if len(journal) * 10 <= len(entries):
             self._write(self.journal_path, journal)
         else:
-            self._write(self.path, entries)
+            self._write(self.path, _interned(entries))
             self.journal_path.unlink(missing_ok=True)
 
     def _write(self, path: Path, rows: dict) -> None:
@@ -154,6 +155,21 @@ class _Cache:
         with temporary.open("wb") as f:
             pickle.dump((self.stamp, rows), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, path)
+
+
+def _interned(entries: dict[str, _Entry]) -> dict[str, _Entry]:
+    """The entries with one Category object per distinct category, so that pickle stores each
+    once and a loaded snapshot shares them (assembly then compares them by identity)."""
+    pool: dict[Category, Category] = {}
+    out: dict[str, _Entry] = {}
+    for rel, entry in entries.items():
+        article = entry.result
+        if isinstance(article, Article):
+            shared = tuple(pool.setdefault(c, c) for c in article.categories)
+            if any(a is not b for a, b in zip(shared, article.categories)):
+                entry = replace(entry, result=replace(article, categories=shared))
+        out[rel] = entry
+    return out
 
 
 @contextmanager
@@ -231,29 +247,33 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
             problems.append(replace(entry.result, path=folder / entry.result.path))
         else:
             articles.append(entry.result)
-    first_by: dict[tuple[str, str], Article] = {}
+    by_id: dict[str, Article] = {}
+    by_slug_seen: dict[str, Article] = {}
     unique: list[Article] = []
     for article in articles:  # already in path order
-        clash = first_by.get(("id", article.id)) or first_by.get(("slug", article.slug))
+        clash = by_id.get(article.id) or by_slug_seen.get(article.slug)
         if clash is not None:
             what = "id" if clash.id == article.id else "slug"
             value = article.id if what == "id" else article.slug
             problems.append(Problem(folder / article.source, 1, f"duplicate article {what} {value!r} (also in {folder / clash.source}); skipped"))
             problems.append(Problem(folder / clash.source, 1, f"duplicate article {what} {value!r} (also in {folder / article.source})"))
             continue
-        first_by[("id", article.id)] = article
-        first_by[("slug", article.slug)] = article
+        by_id[article.id] = article
+        by_slug_seen[article.slug] = article
         unique.append(article)
 
     alias_to_slug = {slugify(alias): rule.slug for rule in rules for alias in rule.aliases}
     titles = {rule.slug: rule.title for rule in rules if rule.title}
     by_slug: dict[str, Category] = {}
     canonical: dict[Category, Category] = {}  # as written -> as shown; ~40 distinct in a corpus
-    shown_for: dict[tuple[Category, ...], tuple[Category, ...] | None] = {}  # None: already as shown
+    # Keyed by the identities of the written categories (shared objects after a cache load):
+    # hashing 10,000 tuples of dataclasses costs more than the rest of the assembly.
+    shown_for: dict[tuple[int, ...], tuple[Category, ...] | None] = {}  # None: already as shown
     resolved: list[Article] = []
     for article in unique:
         written = article.categories
-        if written not in shown_for:
+        key = tuple(map(id, written))
+        if key not in shown_for:
             for category in written:
                 if category in canonical:
                     continue
@@ -265,10 +285,10 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
                     warnings.append(Problem(folder / article.source, 1, f"category {category.name!r} has the same slug as {known.name!r}; using {known.name!r}"))
                 canonical[category] = known
             shown = tuple(dict.fromkeys(canonical[c] for c in written))
-            shown_for[written] = None if shown == written else shown
-        shown = shown_for[written]
+            shown_for[key] = None if shown == written else shown
+        shown = shown_for[key]
         resolved.append(article if shown is None else replace(article, categories=shown))
-    resolved.sort(key=lambda a: (a.published, a.id), reverse=True)
+    resolved.sort(key=attrgetter("published", "id"), reverse=True)
     problems.sort(key=lambda p: (str(p.path), p.line))
     return Corpus(
         articles=tuple(resolved),

@@ -8,6 +8,8 @@ import unicodedata
 
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 _TAG = re.compile(r"<[^>]+>")
+# Tags that separate words; any other tag (<strong>, <a>, <em>...) sits inside a run of text.
+_BREAKING_TAG = re.compile(r"</?(?:br|p|div|li|ul|ol|h[1-6]|tr|td|th|table|blockquote|pre|hr)\b[^>]*>", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 # Characters XML 1.0 cannot carry: C0 controls but tab, newline and return; lone surrogates; U+FFFE/U+FFFF.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -30,7 +32,7 @@ def slugify(name: str) -> str:
 
 def plain_text(fragment: str) -> str:
     """The text of an HTML fragment: tags dropped, entities decoded, white space folded."""
-    return _SPACE.sub(" ", html.unescape(_TAG.sub(" ", fragment))).strip()
+    return _SPACE.sub(" ", html.unescape(_TAG.sub("", _BREAKING_TAG.sub(" ", fragment)))).strip()
 
 
 def cut_at_word(text: str, limit: int) -> str:

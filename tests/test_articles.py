@@ -300,3 +300,9 @@ def test_parse_never_raises_anything_but_content_error(raw):
         assert e.path == PurePosixPath("fuzz.md") and e.line >= 1
     else:
         assert article.title and article.categories and article.published.tzinfo is not None
+
+
+def test_summary_keeps_punctuation_against_formatted_words():
+    text = FRONT.replace("summary: Optional summary.\n", "").replace(
+        "Markdown body with a table:", "Stocks rose **1.8%**, their best *week*; see [the data](https://example.org).<br>Next line")
+    assert parse(text).summary == "Stocks rose 1.8%, their best week; see the data. Next line"

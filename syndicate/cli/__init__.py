@@ -86,6 +86,10 @@ def _register() -> None:
 
     cli.add_command(run.run)
 
+    from syndicate.cli import preview
+
+    cli.add_command(preview.preview)
+
 
 _register()
 

@@ -1,0 +1,201 @@
+"""Chooses what each subscriber's digest contains: new articles of their categories since their high-water mark."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from syndicate.config import Settings
+from syndicate.models import Article, Category, Frequency, Subscriber
+
+PERIODS = {Frequency.DAILY: timedelta(days=1), Frequency.WEEKLY: timedelta(days=7)}
+
+
+@dataclass(frozen=True)
+class DigestSection:
+    """The articles shown under one category (newest first) and how many more were left out."""
+
+    category: Category
+    articles: tuple[Article, ...]
+    hidden: int = 0
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One subscriber's digest.
+
+    `sections` (in the site's category order), their articles and hidden counts are the
+    same for every subscriber who gets the same set of articles: `variant_key` names
+    that set, so they share one rendering. `since` is where the digest starts (the
+    subscriber's high-water mark, or `now - period` for a first digest); `until` is the
+    newest article's published time, the new high-water mark once the digest is sent.
+    """
+
+    subscriber: Subscriber
+    sections: tuple[DigestSection, ...]
+    since: datetime
+    until: datetime
+    variant_key: str
+
+    @property
+    def articles(self) -> tuple[Article, ...]:
+        """Every shown article, in the order the digest shows them."""
+        return tuple(a for section in self.sections for a in section.articles)
+
+    @property
+    def count(self) -> int:
+        return sum(len(s.articles) for s in self.sections)
+
+    @property
+    def hidden(self) -> int:
+        return sum(s.hidden for s in self.sections)
+
+    @property
+    def categories(self) -> tuple[Category, ...]:
+        return tuple(s.category for s in self.sections)
+
+
+def first_digest_start(subscriber: Subscriber, now: datetime) -> datetime:
+    """`now` minus one period, counted on the subscriber's own wall clock (so across a
+    DST change a weekly window is still "since this time last week" where they live)."""
+    local = now.astimezone(ZoneInfo(subscriber.timezone))
+    start = (local.replace(tzinfo=None) - PERIODS[Frequency(subscriber.frequency)]).replace(tzinfo=local.tzinfo, fold=0)
+    return start.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Articles newest first, indexed by category with their POSIX times; made once per run so
+    that each subscriber's selection only touches their categories' articles in their window."""
+
+    articles: tuple[Article, ...]
+    by_category: Mapping[str, tuple[tuple[float, ...], tuple[int, ...]]]  # slug -> (-timestamps ascending, indexes)
+
+    @classmethod
+    def of(cls, articles: Iterable[Article]) -> Timeline:
+        ordered = tuple(articles)
+        negated = [-a.published.timestamp() for a in ordered]
+        for before, after, article in zip(negated, negated[1:], ordered[1:]):
+            if after < before:
+                raise ValueError(f"articles must be newest first ({article.id} is newer than the one before it)")
+        stamps: dict[str, list[float]] = {}
+        indexes: dict[str, list[int]] = {}
+        for i, article in enumerate(ordered):
+            for slug in dict.fromkeys(article.category_slugs):
+                stamps.setdefault(slug, []).append(negated[i])
+                indexes.setdefault(slug, []).append(i)
+        return cls(ordered, {slug: (tuple(stamps[slug]), tuple(indexes[slug])) for slug in stamps})
+
+    def pick(self, order: Sequence[str], since_ts: float, now_ts: float) -> list[tuple[int, Article]]:
+        """(place, article), newest first, for the articles of the `order` categories published
+        after `since_ts` and not after `now_ts`; `place` is the first of its categories in `order`."""
+        claimed: dict[int, int] = {}
+        for place, slug in enumerate(order):
+            entry = self.by_category.get(slug)
+            if entry is None:
+                continue
+            negated, indexes = entry
+            first, last = bisect.bisect_left(negated, -now_ts), bisect.bisect_left(negated, -since_ts)
+            for index in indexes[first:last]:
+                claimed.setdefault(index, place)
+        return [(claimed[i], self.articles[i]) for i in sorted(claimed)]
+
+
+def _window(articles: Iterable[Article], since_ts: float, now_ts: float) -> Iterator[Article]:
+    """The same as Timeline.window for a plain newest-first iterable, stopping at `since_ts`."""
+    previous = float("inf")
+    for article in articles:
+        stamp = article.published.timestamp()
+        if stamp > previous:
+            raise ValueError(f"select_digest: articles must be newest first ({article.id} is newer than the one before it)")
+        previous = stamp
+        if stamp <= since_ts:
+            return
+        if stamp <= now_ts:
+            yield article
+
+
+def _pick(candidates: Iterable[Article], rank: Mapping[str, int]) -> list[tuple[int, Article]]:
+    """What Timeline.pick gives, from a plain newest-first iterable."""
+    picked: dict[str, tuple[int, Article]] = {}
+    for article in candidates:
+        if article.id in picked:
+            continue
+        places = [rank[c.slug] for c in article.categories if c.slug in rank]
+        if places:
+            picked[article.id] = (min(places), article)
+    return list(picked.values())
+
+
+def select_digest(
+    subscriber: Subscriber,
+    articles: Iterable[Article] | Timeline,
+    categories: Sequence[Category],
+    now: datetime,
+    settings: Settings,
+) -> Digest | None:
+    """The digest `subscriber` gets at `now`, or None when nothing is new.
+
+    Articles of any of their categories published after their high-water mark (or in the
+    last period, before their first digest) and not after `now`. Each article appears
+    once, under the first of its categories in `categories` order. At most
+    `digest.max_articles` are shown, the newest; the rest are counted per category.
+
+    `articles` must be newest first (as `Corpus.articles` are); a run over many
+    subscribers passes `Timeline.of(articles)`, made once.
+    """
+    if now.tzinfo is None:
+        raise ValueError("select_digest: `now` must be timezone-aware")
+    # Instants compare as POSIX timestamps: aware datetimes sharing one tzinfo compare by
+    # wall clock, which is wrong in the repeated hour of a DST change.
+    now_ts = now.timestamp()
+    since = subscriber.high_water or first_digest_start(subscriber, now)
+    since_ts = since.timestamp()
+    # No category chosen means every category (the subscriber store's convention).
+    followed = set(subscriber.categories) or {c.slug for c in categories}
+    order = [c for c in categories if c.slug in followed]
+    if isinstance(articles, Timeline):
+        newest_first = articles.pick([c.slug for c in order], since_ts, now_ts)
+    else:
+        newest_first = _pick(_window(articles, since_ts, now_ts), {c.slug: i for i, c in enumerate(order)})
+    if not newest_first:
+        return None
+    shown = newest_first[: settings.digest.max_articles]
+    left_out = newest_first[settings.digest.max_articles:]
+    sections = tuple(
+        DigestSection(
+            category=category,
+            articles=tuple(a for place, a in shown if place == i),
+            hidden=sum(1 for place, _ in left_out if place == i),
+        )
+        for i, category in enumerate(order)
+    )
+    sections = tuple(s for s in sections if s.articles or s.hidden)
+    return Digest(
+        subscriber=subscriber,
+        sections=sections,
+        since=since,
+        until=newest_first[0][1].published,
+        variant_key=variant_key(sections),
+    )
+
+
+def section_key(section: DigestSection) -> str:
+    """Names one section's rendered content: its category, articles (and their versions) and hidden count."""
+    parts = [section.category.slug, section.category.name, str(section.hidden)]
+    parts += [f"{a.id}\x1f{a.content_hash}" for a in section.articles]
+    return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()[:20]
+
+
+def variant_key(sections: Sequence[DigestSection]) -> str:
+    """Names the rendered content of a whole digest: the same sections in the same order."""
+    parts: list[str] = []
+    for section in sections:
+        parts += [section.category.slug, section.category.name, str(section.hidden)]
+        parts += [f"{a.id}\x1f{a.content_hash}" for a in section.articles]
+        parts.append("\x1d")
+    return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()[:20]

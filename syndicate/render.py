@@ -1,0 +1,535 @@
+"""Renders digests and confirmations from the Jinja2 email templates, inlines their CSS once,
+and personalises the result per subscriber.
+
+The only module that imports jinja2 (for email), premailer and css_inline.
+
+Templates live in `[email] templates` when set, else in the `templates/` folder of the
+source tree, next to the `syndicate` package (`templates/email/*.j2`; an editable install
+or a checkout, as `make` uses).
+
+What is inlined, and how often, per run:
+- the digest *frame* (digest.html.j2 on base.html.j2: head, <style>, masthead, greeting,
+  footer) once, with unguessable markers standing in for the per-variant values (title,
+  sections) and the per-subscriber ones (greeting, followed categories, address, links);
+- each *piece* of a section (the macros of digest_section.html.j2: a category heading,
+  an article, an "and N more" line) once, as a fragment with the frame's CSS. This gives
+  the same HTML as inlining the whole document because the email CSS uses only class and
+  element selectors (a test holds both equal).
+Sections and variants (one set of sections) are then assembled by joining strings, and
+each subscriber gets theirs with the markers replaced by their values, escaped for HTML
+or for text.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import secrets
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+import css_inline
+import jinja2
+import premailer
+
+from syndicate.config import Settings
+from syndicate.digests import Digest, DigestSection, section_key
+from syndicate.errors import ConfigError
+from syndicate.models import Article, Category, Subscriber
+from syndicate.urls import SiteUrls
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+DIGEST_SLOTS = ("greeting", "following", "email", "unsubscribe_url", "preferences_url")
+VARIANT_SLOTS = ("title", "sections")
+CONFIRM_SLOTS = ("greeting", "following", "email", "confirm_url")
+# premailer: nothing from the network or disk; !important kept (media queries need it to
+# beat inline styles); no width/bgcolor/... attributes added (css-inline adds none either);
+# cssutils' warnings about Outlook-only properties kept off the console; the parsed CSS
+# cached (the same <style> for every piece of a run).
+_PREMAILER = MappingProxyType(
+    {
+        "allow_network": False,
+        "allow_loading_external_files": False,
+        "strip_important": False,
+        "disable_leftover_css": True,
+        "disable_basic_attributes": ("width", "height", "align", "bgcolor"),
+        "cssutils_logging_level": logging.CRITICAL,
+        "cache_css_parsing": True,
+    }
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+class LinkMaker(Protocol):
+    """Makes a subscriber's signed one-click unsubscribe and preferences URLs."""
+
+    def unsubscribe_url(self, subscriber: Subscriber) -> str: ...
+
+    def preferences_url(self, subscriber: Subscriber) -> str: ...
+
+
+@dataclass(frozen=True)
+class SlotText:
+    """Rendered text with per-subscriber slots: `pieces` alternate literal text and slot names
+    (even indexes literal, odd indexes slot names)."""
+
+    pieces: tuple[str, ...]
+
+    @property
+    def is_static(self) -> bool:
+        return len(self.pieces) == 1
+
+    def fill(self, values: Mapping[str, str]) -> str:
+        pieces = self.pieces
+        if len(pieces) == 1:
+            return pieces[0]
+        return "".join([p if i % 2 == 0 else values[p] for i, p in enumerate(pieces)])
+
+    def partial(self, values: Mapping[str, str]) -> SlotText:
+        """This text with the slots named in `values` filled and the others left."""
+        out: list[str] = [self.pieces[0]]
+        for i in range(1, len(self.pieces), 2):
+            name, literal = self.pieces[i], self.pieces[i + 1]
+            if name in values:
+                out[-1] += values[name] + literal
+            else:
+                out += [name, literal]
+        return SlotText(tuple(out))
+
+    def lines(self) -> list[SlotText]:
+        """The text cut at its line ends ("\\n"), each line a SlotText of its own."""
+        lines: list[list[str]] = [[]]
+        for i, piece in enumerate(self.pieces):
+            if i % 2:
+                lines[-1].append(piece)
+                continue
+            first, *rest = piece.split("\n")
+            _append_literal(lines[-1], first)
+            for part in rest:
+                lines.append([part])
+        return [SlotText(tuple(line) if line else ("",)) for line in lines]
+
+
+def _append_literal(line: list[str], text: str) -> None:
+    if len(line) % 2 == 1:  # ends with a literal
+        line[-1] += text
+    else:
+        line.append(text)
+
+
+@dataclass(frozen=True)
+class RenderedVariant:
+    """A digest's (or confirmation's) subject, HTML (CSS inlined) and text, before personalisation."""
+
+    key: str
+    subject: str
+    html: SlotText
+    text: SlotText
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """One recipient's finished subject, HTML and plain text."""
+
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SlotValues:
+    """One recipient's slot values, escaped for the HTML part and for the text part."""
+
+    html: Mapping[str, str]
+    text: Mapping[str, str]
+
+
+def clean_line(value: str) -> str:
+    """A one-line version of untrusted text: control characters and runs of space become one space."""
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def join_names(names: Sequence[str]) -> str:
+    """"A", "A and B", "A, B and C"."""
+    if len(names) <= 1:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def templates_folder(settings: Settings) -> Path:
+    return settings.email.templates or DEFAULT_TEMPLATES
+
+
+def inline_css(document: str, inliner: str) -> str:
+    """`document` with its <style> rules copied onto the elements they match.
+
+    The <style> block stays (media queries need it; its rules keep `!important`), and
+    nothing is fetched from the network.
+    """
+    if inliner == "css-inline":
+        return css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False).inline(document)
+    return premailer.Premailer(document, keep_style_tags=True, **_PREMAILER).transform()
+
+
+def inline_fragment(fragment: str, css: str, inliner: str) -> str:
+    """`fragment` (a run of elements from a document's <body>) with `css` inlined onto it.
+
+    Whitespace around the fragment is kept as it was, so that fragments joined after
+    inlining read exactly like the whole document inlined at once.
+    """
+    core = fragment.strip()
+    if not core:
+        return fragment
+    start = fragment.index(core)
+    return fragment[:start] + _inline_fragment(core, css, inliner).strip() + fragment[start + len(core):]
+
+
+def _inline_fragment(fragment: str, css: str, inliner: str) -> str:
+    if inliner == "css-inline":
+        return css_inline.inline_fragment(fragment, css, load_remote_stylesheets=False)
+    document = f"<html><head><style>{css}</style></head><body>{fragment}</body></html>"
+    inlined = premailer.Premailer(document, keep_style_tags=False, **_PREMAILER).transform()
+    return _BODY.search(inlined).group(1)
+
+
+_BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S)
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S)
+
+
+@dataclass(frozen=True)
+class DigestFrame:
+    """The digest document around its sections, inlined once per run; `css` is its <style> text.
+
+    Besides the per-subscriber slots it has two per-variant slots: "title" (the subject)
+    and "sections", which stands alone on its line.
+    """
+
+    html: SlotText
+    text: SlotText
+    css: str
+
+
+@dataclass(frozen=True)
+class RenderedPiece:
+    """One macro of digest_section.*.j2 (a heading, an article, an "and N more" line), its HTML
+    inlined; both texts end with a line end. Rendered once per run, shared by every digest."""
+
+    key: tuple[object, ...]
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RenderedSection:
+    """One category's part of a digest: its pieces, in order."""
+
+    key: str
+    pieces: tuple[RenderedPiece, ...]
+
+    @property
+    def html(self) -> str:
+        return "".join(p.html for p in self.pieces)
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.pieces)
+
+
+@dataclass(frozen=True)
+class DigestParts:
+    """What a digest variant is made of: its subject and its sections (the frame is the run's)."""
+
+    subject: str
+    sections: tuple[RenderedSection, ...]
+
+
+class EmailRenderer:
+    """Renders digests and confirmations; holds this run's cache of rendered variants."""
+
+    def __init__(self, settings: Settings, *, inliner: str | None = None, cache: bool = True) -> None:
+        """`cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures)."""
+        self.settings = settings
+        self.cache = cache
+        self.inliner = inliner or settings.email.css_inliner
+        self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
+        self.timezone = ZoneInfo(settings.site.timezone)
+        self._nonce = secrets.token_hex(8)
+        names = "|".join(sorted(set(DIGEST_SLOTS + VARIANT_SLOTS + CONFIRM_SLOTS)))
+        self._marker = re.compile(f"slot{self._nonce}({names})x")
+        self._env = _environment(templates_folder(settings))
+        self._subject = _subject_template(settings.digest.subject)
+        self._variants: dict[str, RenderedVariant] = {}
+        self._sections: dict[str, RenderedSection] = {}
+        self._pieces: dict[tuple[object, ...], RenderedPiece] = {}
+        self._frame: DigestFrame | None = None
+        self._following: dict[tuple[str, ...], tuple[str, str]] = {}
+
+    # -- digests ---------------------------------------------------------------------
+    def variant(self, digest: Digest) -> RenderedVariant:
+        """The rendered, inlined digest for `digest`'s set of articles (cached for this renderer)."""
+        if not self.cache:
+            return self._render_whole_digest(digest)
+        cached = self._variants.get(digest.variant_key)
+        if cached is None:
+            cached = self._render_digest(digest)
+            self._variants[digest.variant_key] = cached
+            log.debug("rendered digest variant %s (%d articles)", digest.variant_key, digest.count)
+        return cached
+
+    @property
+    def variants_rendered(self) -> int:
+        """Variants assembled through `variant()` (the message builder assembles its own)."""
+        return len(self._variants)
+
+    @property
+    def pieces_inlined(self) -> int:
+        """Section pieces rendered and inlined so far (plus the frame, once)."""
+        return len(self._pieces)
+
+    def digest_values(self, subscriber: Subscriber, links: LinkMaker, categories: Iterable[Category]) -> SlotValues:
+        """A subscriber's slot values; `categories` are the site's categories (for the names they follow)."""
+        following = self._following.get(subscriber.categories)
+        if following is None:
+            followed = set(subscriber.categories)
+            names = [c.name for c in categories if c.slug in followed]
+            sentence = f"You get this digest because you follow {join_names(names)}." if names else ""
+            following = (html.escape(sentence), textwrap.fill(sentence, 72))
+            self._following[subscriber.categories] = following
+        greeting = _greeting(subscriber.name)
+        email = clean_line(subscriber.email)
+        unsubscribe = links.unsubscribe_url(subscriber)
+        preferences = links.preferences_url(subscriber)
+        escape = html.escape
+        return SlotValues(
+            html={
+                "greeting": escape(greeting),
+                "following": following[0],
+                "email": escape(email),
+                "unsubscribe_url": escape(unsubscribe),
+                "preferences_url": escape(preferences),
+            },
+            text={
+                "greeting": greeting,
+                "following": following[1],
+                "email": email,
+                "unsubscribe_url": unsubscribe,
+                "preferences_url": preferences,
+            },
+        )
+
+    def personalise(self, variant: RenderedVariant, values: SlotValues) -> RenderedEmail:
+        return RenderedEmail(variant.subject, variant.html.fill(values.html), variant.text.fill(values.text))
+
+    def render_digest(self, digest: Digest, links: LinkMaker, categories: Iterable[Category]) -> RenderedEmail:
+        """The finished digest for its subscriber (variant from the cache, then personalised)."""
+        values = self.digest_values(digest.subscriber, links, categories)
+        return self.personalise(self.variant(digest), values)
+
+    # -- confirmation ----------------------------------------------------------------
+    def render_confirmation(self, email: str, name: str | None, categories: Sequence[Category], confirm_url: str) -> RenderedEmail:
+        """The double opt-in email asking `email` to open `confirm_url`."""
+        variant = self._variants.get("confirm")
+        if variant is None:
+            variant = self._render_confirmation()
+            self._variants["confirm"] = variant
+        values = self._values(
+            greeting=_greeting(name),
+            following=join_names([c.name for c in categories]) or "its articles",
+            email=clean_line(email),
+            confirm_url=confirm_url,
+        )
+        return self.personalise(variant, values)
+
+    # -- internals -------------------------------------------------------------------
+    def _slot_markers(self, names: Sequence[str]) -> dict[str, str]:
+        return {name: f"slot{self._nonce}{name}x" for name in names}
+
+    def _values(self, **values: str) -> SlotValues:
+        text = dict(values)
+        if values.get("following"):
+            text["following"] = textwrap.fill(values["following"], 72)
+        return SlotValues(html={k: html.escape(v, quote=True) for k, v in values.items()}, text=text)
+
+    def _common(self) -> dict[str, object]:
+        return {
+            "site": self.settings.site.title,
+            "language": self.settings.site.language,
+            "home_url": self.urls.home(),
+        }
+
+    def digest_parts(self, digest: Digest) -> DigestParts:
+        """The subject and the (cached) inlined sections of `digest`; nothing per subscriber."""
+        css = self.frame().css
+        return DigestParts(self._render_subject(digest), tuple(self._section(s, css) for s in digest.sections))
+
+    def _render_digest(self, digest: Digest) -> RenderedVariant:
+        """Assembled from the run's inlined frame and inlined sections: only new sections are rendered."""
+        frame = self.frame()
+        parts = self.digest_parts(digest)
+        html_text = frame.html.partial({"title": html.escape(parts.subject), "sections": "".join(p.html for p in parts.sections)})
+        plain = frame.text.partial({"title": parts.subject, "sections": "".join(p.text for p in parts.sections)})
+        return RenderedVariant(digest.variant_key, parts.subject, html_text, plain)
+
+    def _render_whole_digest(self, digest: Digest) -> RenderedVariant:
+        """The naive way, for comparison: render the whole document and inline it in one go."""
+        slots = self._slot_markers(DIGEST_SLOTS + VARIANT_SLOTS)
+        context = {**self._common(), "title": slots["title"], "slots": slots}
+        subject = self._render_subject(digest)
+        raw = [self._raw_section(s) for s in digest.sections]
+        sections_html = "".join(h for h, _ in raw)
+        sections_text = "".join(t for _, t in raw)
+        document = self._env.get_template("digest.html.j2").render(context)
+        document = document.replace(slots["sections"], sections_html).replace(slots["title"], html.escape(subject))
+        text = self._env.get_template("digest.txt.j2").render(context)
+        text = text.replace(slots["sections"], sections_text).replace(slots["title"], subject)
+        inlined = inline_css(_lf(document), self.inliner)
+        return RenderedVariant(digest.variant_key, subject, self._slotted(inlined), self._slotted(_lf(text)))
+
+    def frame(self) -> DigestFrame:
+        """The digest document with slots for the title, the sections and the subscriber's values."""
+        if self._frame is None:
+            slots = self._slot_markers(DIGEST_SLOTS + VARIANT_SLOTS)
+            context = {**self._common(), "title": slots["title"], "slots": slots}
+            document = _lf(self._env.get_template("digest.html.j2").render(context))
+            text = _lf(self._env.get_template("digest.txt.j2").render(context))
+            css = _STYLE.search(document)
+            if css is None:
+                raise ConfigError(["[email] templates: digest.html.j2 (through base.html.j2) has no <style> block"])
+            inlined = inline_css(document, self.inliner)
+            self._frame = DigestFrame(self._slotted(inlined), self._slotted(text), css.group(1))
+            _check_alone(self._frame.html, "digest.html.j2")
+            _check_alone(self._frame.text, "digest.txt.j2")
+        return self._frame
+
+    def _section(self, section: DigestSection, css: str) -> RenderedSection:
+        """One section, made of pieces each inlined once per run."""
+        key = section_key(section)
+        cached = self._sections.get(key)
+        if cached is None:
+            cached = RenderedSection(key, tuple(self._piece(macro, piece_key, view, css) for macro, piece_key, view in self._pieces_of(section)))
+            self._sections[key] = cached
+        return cached
+
+    def _pieces_of(self, section: DigestSection) -> list[tuple[str, tuple[object, ...], dict[str, object]]]:
+        """(macro, key, view) of each piece of `section`."""
+        category = self._category_view(section)
+        pieces = [("heading", (section.category,), category)]
+        pieces += [("article", (a.id, a.content_hash), self._article_view(a)) for a in section.articles]
+        if section.hidden:
+            pieces.append(("more", (section.category, section.hidden), category))
+        return pieces
+
+    def _piece(self, macro: str, key: tuple[object, ...], view: Mapping[str, object], css: str | None) -> RenderedPiece:
+        """A macro of digest_section.{html,txt}.j2 rendered, and inlined (cached) unless `css` is None."""
+        cached = self._pieces.get((macro, *key)) if css is not None else None
+        if cached is None:
+            fragment = _block(_lf(str(getattr(self._env.get_template("digest_section.html.j2").module, macro)(view))))
+            text = _block(_lf(str(getattr(self._env.get_template("digest_section.txt.j2").module, macro)(view))))
+            if css is None:
+                return RenderedPiece((macro, *key), fragment, text)
+            cached = RenderedPiece((macro, *key), _block(inline_fragment(fragment, css, self.inliner)), text)
+            self._pieces[(macro, *key)] = cached
+        return cached
+
+    def _raw_section(self, section: DigestSection) -> tuple[str, str]:
+        """The section's HTML before inlining, and its text (the naive path)."""
+        pieces = [self._piece(macro, key, view, None) for macro, key, view in self._pieces_of(section)]
+        return "".join(p.html for p in pieces), "".join(p.text for p in pieces)
+
+    def _category_view(self, section: DigestSection) -> dict[str, object]:
+        return {"name": section.category.name, "url": self.urls.category(section.category.slug), "hidden": section.hidden}
+
+    def _article_view(self, article: Article) -> dict[str, object]:
+        return {
+            "title": article.title,
+            "url": self.urls.article(article),
+            "author": article.author,
+            "summary": article.summary,
+            "date": _day(article.published.astimezone(self.timezone)),
+        }
+
+    def _render_confirmation(self) -> RenderedVariant:
+        slots = self._slot_markers(CONFIRM_SLOTS)
+        subject = f"Confirm your subscription to {self.settings.site.title}"
+        context = {**self._common(), "title": subject, **slots}
+        return self._finish("confirm", subject, "confirm", context)
+
+    def _finish(self, key: str, subject: str, name: str, context: Mapping[str, object]) -> RenderedVariant:
+        document = _lf(self._env.get_template(f"{name}.html.j2").render(context))
+        text = _lf(self._env.get_template(f"{name}.txt.j2").render(context))
+        inlined = inline_css(document, self.inliner)
+        return RenderedVariant(key, subject, self._slotted(inlined), self._slotted(text))
+
+    def _slotted(self, rendered: str) -> SlotText:
+        return SlotText(tuple(self._marker.split(rendered)))
+
+    def _render_subject(self, digest: Digest) -> str:
+        names = [s.category.name for s in digest.sections]
+        try:
+            return self._subject.render(
+                site=self.settings.site.title,
+                count=digest.count,
+                hidden=digest.hidden,
+                categories=join_names(names),
+                category_list=names,
+            )
+        except jinja2.TemplateError as e:
+            raise ConfigError([f"[digest] subject: {e}"]) from e
+
+
+def _block(text: str) -> str:
+    """A section ends with a line end, so sections join line by line."""
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _check_alone(text: SlotText, template: str) -> None:
+    for line in text.lines():
+        if "sections" in line.pieces[1::2] and line.pieces != ("", "sections", ""):
+            raise ConfigError([f"[email] templates: in {template}, {{{{ slots.sections }}}} must stand alone on its line"])
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _greeting(name: str | None) -> str:
+    name = clean_line(name or "")
+    return f"Hello {name}," if name else "Hello,"
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment.day} {moment:%B %Y}"
+
+
+def _environment(folder: Path) -> jinja2.Environment:
+    if not (folder / "email").is_dir():
+        raise ConfigError([f"[email] templates: no email/ folder of templates in {folder}"])
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder / "email"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _subject_template(source: str) -> jinja2.Template:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    try:
+        template = env.from_string(source)
+        template.render(site="Site", count=2, hidden=0, categories="A and B", category_list=["A", "B"])
+    except jinja2.TemplateSyntaxError as e:
+        raise ConfigError([f"[digest] subject: invalid template: {e.message}"]) from e
+    except jinja2.TemplateError as e:
+        raise ConfigError([f"[digest] subject: {e} (known names: site, count, hidden, categories, category_list)"]) from e
+    return template
