@@ -122,6 +122,11 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._standby_for: str | None = None
 
+    @property
+    def alive(self) -> bool:
+        """Whether the heartbeat thread runs (this process holds the lease or stands by)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def beat(self) -> bool:
         """One heartbeat: take or renew the lease and react to any change; whether we hold it."""
         try:
