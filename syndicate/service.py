@@ -24,6 +24,7 @@ from typing import Any
 
 import uvicorn
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.build import BuildReport, build_site
 from syndicate.config import Settings, read_secret
@@ -204,7 +205,8 @@ class Service:
             scheduler.shutdown(wait=True)
 
     def status(self) -> dict[str, Any]:
-        """For /healthz and /api/status: the scheduler's state and jobs, and whether the database answers."""
+        """The scheduler's side of /healthz and /api/status: whether it runs here or stands by
+        (`running` is what /healthz checks), the lease holder and the jobs with their next runs."""
         scheduler = self._scheduler
         if not self.scheduler_wanted:
             state = "disabled"
@@ -213,20 +215,14 @@ class Service:
         else:
             state = "standby"
         holder = None
-        database_ok = False
-        if self.database is not None:
+        if self.keeper is not None:
             try:
-                with self.database.read() as connection:
-                    connection.execute(text("SELECT 1"))
-                database_ok = True
-                holder = self.keeper.lease.holder() if self.keeper else None
-            except Exception as e:  # a health check reports, never raises
-                log.warning("health check: database unreachable: %s", e)
+                holder = self.keeper.lease.holder()
+            except SQLAlchemyError as e:  # a status report reports, never raises
+                log.warning("status: cannot read the scheduler lease: %s", e)
         return {
-            # what /healthz checks: the scheduler runs here or stands by (or is switched off)
             "running": not self.scheduler_wanted or (self.keeper is not None and self.keeper.alive),
-            "database": "ok" if database_ok else "unreachable",
-            "scheduler": state,
+            "state": state,
             "lease": None if holder is None else {
                 "host": holder.host, "pid": holder.pid, "expires_at": holder.expires_at.isoformat(),
                 "this_process": self.keeper is not None and holder.owner == self.keeper.lease.owner,
@@ -263,7 +259,8 @@ class Service:
             return create_app(self.settings, database=self.database, delivery=self.delivery,
                               scheduler_status=self.status, environ=self.environ)
         log.warning("syndicate.web.app is not available: serving the built output and /healthz only")
-        return _minimal_app(self.settings, self.status)
+        assert self.database is not None
+        return _minimal_app(self.settings, self.database, self.status)
 
     def serve(self, bound: Bound) -> None:
         """Serve HTTP until SIGTERM or SIGINT (uvicorn finishes the requests in progress)."""
@@ -305,8 +302,9 @@ class Service:
         log.info("stopped cleanly")
 
 
-def _minimal_app(settings: Settings, status: Any) -> Any:
-    """Stand-in HTTP app while syndicate.web is not part of the build: /healthz and the built files."""
+def _minimal_app(settings: Settings, database: Database, status: Any) -> Any:
+    """Stand-in HTTP app while syndicate.web is not part of the build: /healthz (shaped as the
+    web app's) and the built files."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
     from fastapi.staticfiles import StaticFiles
@@ -315,9 +313,15 @@ def _minimal_app(settings: Settings, status: Any) -> Any:
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        state = status()
-        healthy = state["database"] == "ok" and state["running"]
-        return JSONResponse(state, status_code=200 if healthy else 503)
+        result: dict[str, Any] = {"database": "ok"}
+        try:
+            with database.read() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as e:
+            result["database"] = f"error: {type(e).__name__}"
+        result["scheduler"] = status()
+        healthy = result["database"] == "ok" and result["scheduler"]["running"]
+        return JSONResponse(result, status_code=200 if healthy else 503)
 
     folder = Path(settings.output.folder)
     folder.mkdir(parents=True, exist_ok=True)

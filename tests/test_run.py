@@ -26,7 +26,9 @@ def test_run_serves_the_feeds_and_exits_0_on_sigterm_releasing_the_lease(tmp_pat
         service.wait_for("scheduler started jobs=")
         status, body, _ = get(f"{base}/healthz")
         health = json.loads(body)
-        assert status == 200 and health["database"] == "ok" and health["scheduler"] == "running"
+        assert status == 200 and health["database"] == "ok"
+        assert health["scheduler"]["state"] == "running" and health["scheduler"]["lease"]["this_process"]
+        assert {job["id"] for job in health["scheduler"]["jobs"]} >= {"rebuild-feeds"}
         status, feed, _ = get(f"{base}/feeds/all.rss.xml")
         assert status == 200 and b"<rss" in feed
 
@@ -85,7 +87,7 @@ def test_no_scheduler_serves_without_taking_the_lease(tmp_path):
     config = write_config(tmp_path)
     with RunningService(config, "--no-scheduler") as service:
         status, body, _ = get(f"{service.base_url}/healthz")
-        assert status == 200 and json.loads(body)["scheduler"] == "disabled"
+        assert status == 200 and json.loads(body)["scheduler"]["state"] == "disabled"
         assert service.terminate() == 0
     assert "scheduler lease acquired" not in service.output and "standing by" not in service.output
 
