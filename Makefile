@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/syndicate --config config/syndicate.toml check
-	$(BIN)/syndicate --config config/syndicate.toml build
+	$(BIN)/syndicate --config config/syndicate.toml run
 
 test: $(STAMP)
 	@bash tests/setup.sh "$(BIN)"
