@@ -82,8 +82,8 @@ def test_the_standby_keeper_logs_once_and_starts_the_scheduler_when_it_takes_ove
 
 
 @pytest.mark.slow
-def test_a_second_process_stands_by_and_takes_over_when_the_first_dies(tmp_path):
-    config = write_config(tmp_path, extra="\n[schedule]\nlease_seconds = 5\n")
+def test_a_second_process_stands_by_and_takes_over_when_the_first_dies(tmp_path, database_url):
+    config = write_config(tmp_path, database_url=database_url, extra="\n[schedule]\nlease_seconds = 5\n")
     with RunningService(config) as first:
         first.wait_for("scheduler lease acquired")
         first.wait_for("syndicate is running on")
