@@ -82,19 +82,22 @@ def _read_or_create(path: Path) -> str:
 def service_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[ServiceSecret, ...]:
     """The link-signing secret and the admin token, from the environment; when missing and
     `[http] generate_missing_secrets` is on (the demo), generated once into files under var/
-    and reused. Otherwise a missing one is a MissingSecretError."""
+    and reused. Otherwise a missing link secret is a MissingSecretError, and a missing admin
+    token leaves the admin API locked (the web app says so in the log)."""
     env = os.environ if environ is None else environ
     wanted = (
-        (settings.links.secret_env, "signed links (confirm, unsubscribe, preferences)"),
-        (settings.http.admin_token_env, "the admin API token"),
+        (settings.links.secret_env, "signed links (confirm, unsubscribe, preferences)", True),
+        (settings.http.admin_token_env, "the admin API token", False),
     )
     found = []
-    for variable, what in wanted:
-        if env.get(variable, "").strip() or not settings.http.generate_missing_secrets:
-            found.append(ServiceSecret(variable, what, read_secret(variable, what, env), None))
-        else:
+    for variable, what, required in wanted:
+        if env.get(variable, "").strip():
+            found.append(ServiceSecret(variable, what, env[variable], None))
+        elif settings.http.generate_missing_secrets:
             path = _secret_file(settings, variable)
             found.append(ServiceSecret(variable, what, _read_or_create(path), path))
+        elif required:
+            read_secret(variable, what, env)  # raises MissingSecretError naming the variable
     return tuple(found)
 
 

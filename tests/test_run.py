@@ -113,3 +113,13 @@ def test_a_port_in_use_is_a_clear_error(tmp_path):
                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_without_generated_secrets_a_missing_admin_token_only_locks_the_api(tmp_path):
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("generate_missing_secrets = true", "generate_missing_secrets = false"))
+    with RunningService(config, env={"SYNDICATE_SECRET": "s" * 32}) as service:
+        service.wait_for("syndicate is running on")
+        assert service.terminate() == 0
+    assert "Bearer" not in service.output
+    assert not (tmp_path / "var" / "secrets").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from syndicate.cli import AppContext, pass_app
@@ -33,7 +35,7 @@ def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], 
         if secret.generated_file is None:
             continue
         if secret.variable == settings.http.admin_token_env:
-            lines.append(f"  admin API: {bound.base_url}/api (OpenAPI: {bound.base_url}/docs) "
+            lines.append(f"  admin API: {bound.base_url}/api (OpenAPI document: {bound.base_url}/api/openapi.json) "
                          f"with the header  Authorization: Bearer {secret.value}")
         lines.append(f"  {secret.what}: generated for this demo, kept in {secret.generated_file}")
     lines.append("Stop with Ctrl+C (or SIGTERM): the message in flight finishes, the rest stays queued.")
@@ -48,6 +50,8 @@ def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], 
 def run(app: AppContext, host: str | None, port: int | None, no_scheduler: bool) -> None:
     """Run the service: build the feeds, serve them and the subscriber pages, send digests on schedule."""
     settings = app.settings
+    if logging.getLogger().level > logging.DEBUG:  # "Running job ..." twice a minute says nothing; misses stay WARNINGs
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     secrets = service_secrets(settings)
     service = Service(settings, environ=environ_with(secrets), scheduler=not no_scheduler)
     service.handle_signals()
