@@ -123,3 +123,15 @@ def test_without_generated_secrets_a_missing_admin_token_only_locks_the_api(tmp_
         assert service.terminate() == 0
     assert "Bearer" not in service.output
     assert not (tmp_path / "var" / "secrets").exists()
+
+
+def test_ctrl_c_stops_cleanly_too(tmp_path):
+    import signal
+
+    config = write_config(tmp_path)
+    with RunningService(config) as service:
+        service.wait_for("scheduler started jobs=")
+        service.process.send_signal(signal.SIGINT)
+        assert service.process.wait(20) == 0
+    assert "received SIGINT" in service.output and "scheduler lease released" in service.output
+    assert "Traceback" not in service.output and "KeyboardInterrupt" not in service.output
