@@ -15,8 +15,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def write_config(folder: Path, *, database_url: str | None = None, extra: str = "") -> Path:
-    """The demo configuration, with var/ and public/ under `folder` and the repository's sample content."""
+def write_config(folder: Path, *, database_url: str | None = None, content: Path | None = None, extra: str = "") -> Path:
+    """The demo configuration, with var/ and public/ under `folder` and (unless `content` is given)
+    the repository's sample content."""
     config = folder / "config" / "syndicate.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     url = database_url or "sqlite:///../var/syndicate.db"
@@ -27,7 +28,7 @@ base_url = "http://127.0.0.1:8000"
 timezone = "Europe/Paris"
 
 [content]
-folder = "{REPO / 'content'}"
+folder = "{content or REPO / 'content'}"
 cache = "../var/cache/articles.pickle"
 
 [output]

@@ -6,7 +6,11 @@ import json
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from syndicate.config import load_settings
 from syndicate.db import open_database
@@ -135,3 +139,47 @@ def test_ctrl_c_stops_cleanly_too(tmp_path):
         assert service.process.wait(20) == 0
     assert "received SIGINT" in service.output and "scheduler lease released" in service.output
     assert "Traceback" not in service.output and "KeyboardInterrupt" not in service.output
+
+
+def test_a_subscriber_whose_time_has_come_gets_a_digest_from_the_running_service(tmp_path):
+    import importlib.util
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from syndicate.schema import subscribers
+    from syndicate.subscribers import SubscriberDefaults, SubscriberStore, new_subscriber
+
+    if importlib.util.find_spec("syndicate.delivery") is None:
+        pytest.skip("syndicate.delivery (the delivery branch) is not merged yet: the digest job has nothing to call")
+    now = datetime.now(UTC)
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "fresh.md").write_text(
+        f"---\ntitle: A Fresh Story For The Digest\ndate: {(now - timedelta(hours=1)):%Y-%m-%dT%H:%M:%SZ}\n"
+        "author: Ann Author\ncategories: [Main]\n---\nJust published.\n", encoding="utf-8")
+    config = write_config(tmp_path, content=content)
+    settings = load_settings(config)
+    with open_database(settings) as database:
+        store = SubscriberStore(database)
+        new = new_subscriber("reader@example.org", categories=(), valid_categories=(), defaults=SubscriberDefaults(),
+                             timezone="Europe/Paris", send_hour=8)
+        subscriber = store.add(new, now=now - timedelta(days=3), confirmed=True)
+        with database.write() as connection:  # their 08:00 came five minutes ago
+            connection.execute(update(subscribers).where(subscribers.c.id == subscriber.id)
+                               .values(next_send_at=now - timedelta(minutes=5)))
+
+    outbox = tmp_path / "var" / "outbox"
+    with RunningService(config) as service:
+        service.wait_for("scheduler started jobs=")
+        service.wait_for(r"run planned run=\d+ kind=scheduled", timeout=20)
+        deadline = time.monotonic() + 20
+        while not list(outbox.glob("**/*.eml")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert service.terminate() == 0
+    messages = [path.read_text(errors="replace") for path in outbox.glob("**/*.eml")]
+    assert len(messages) == 1, service.output
+    assert "reader@example.org" in messages[0] and "A Fresh Story For The Digest" in messages[0]
+    with open_database(settings) as database:
+        following = SubscriberStore(database).details(subscriber.id).next_send_at
+    assert following > now and following.astimezone(ZoneInfo("Europe/Paris")).hour == 8
