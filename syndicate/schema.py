@@ -100,3 +100,16 @@ confirmation_sends = Table(
     Column("sent_at", UtcDateTime, nullable=False),
     Index("ix_confirmation_sends_email_key_sent_at", "email_key", "sent_at"),
 )
+
+
+# One row per lease name: which process runs the scheduler for this database, until when.
+scheduler_lease = Table(
+    "scheduler_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
