@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
-	$(BIN)/syndicate --config config/syndicate.toml check
-	$(BIN)/syndicate --config config/syndicate.toml build
+	-$(BIN)/syndicate --config config/syndicate.toml check
+	$(BIN)/syndicate --config config/syndicate.toml run
 
 test: $(STAMP)
 	@bash tests/setup.sh "$(BIN)"

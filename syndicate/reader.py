@@ -103,6 +103,16 @@ def _parse_many(jobs: list[tuple[str, bytes, ReaderOptions]], workers: int | Non
         return list(pool.map(_parse_one, jobs, chunksize=64))
 
 
+def _parser_fingerprint() -> str:
+    """The code that turns a file into an Article: a changed parser (even unreleased) re-reads everything."""
+    from syndicate import articles, markdown, text
+
+    digest = hashlib.sha256()
+    for module in (articles, markdown, text):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
 class _Cache:
     """Parsed articles by relative path, in a snapshot file plus a small journal of later changes.
 
@@ -113,7 +123,7 @@ class _Cache:
     def __init__(self, path: Path, options: ReaderOptions) -> None:
         self.path = path
         self.journal_path = path.with_name(path.name + ".journal")
-        self.stamp = (_CACHE_FORMAT, __version__, options)
+        self.stamp = (_CACHE_FORMAT, __version__, _parser_fingerprint(), options)
 
     def _read(self, path: Path) -> dict:
         with path.open("rb") as f:

@@ -146,4 +146,27 @@ deliveries = Table(
     Index("ix_deliveries_run_status", "run_id", "status"),
     Index("ix_deliveries_status_next", "status", "next_attempt_at"),
     Index("ix_deliveries_subscriber", "subscriber_id", "id"),
+
+
+# One row per confirmation email sent, so sign-ups can be rate-limited per address (syndicate.confirmations).
+confirmation_sends = Table(
+    "confirmation_sends",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email_key", String(320), nullable=False),
+    Column("sent_at", UtcDateTime, nullable=False),
+    Index("ix_confirmation_sends_email_key_sent_at", "email_key", "sent_at"),
+)
+
+
+# One row per lease name: which process runs the scheduler for this database, until when.
+scheduler_lease = Table(
+    "scheduler_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
 )

@@ -16,6 +16,8 @@ from syndicate.config import Settings, read_secret
 from syndicate.errors import SyndicateError
 
 PURPOSES = ("confirm", "unsubscribe", "preferences")
+# "csrf" signs a random form nonce (not a subscriber id): the web forms' double-submit token.
+PURPOSES += ("csrf",)
 NEVER_EXPIRES = frozenset({"unsubscribe"})  # an opt-out link must keep working in every old email
 _KEY_ID_BYTES = 4
 

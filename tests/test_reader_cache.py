@@ -93,3 +93,14 @@ def test_parallel_parse_gives_the_same_result(tmp_path):
     serial = read_corpus(folder, OPTIONS, workers=1)
     assert parallel.articles == serial.articles and len(parallel.articles) == 450
     assert [str(p) for p in parallel.problems] == [f"{folder}/zz-bad.md:1: empty file"]
+
+
+def test_a_cache_written_by_other_parser_code_is_not_used(tmp_path):
+    import pickle
+
+    folder = corpus_dir(tmp_path, 2)
+    cache = tmp_path / "cache.pickle"
+    read_corpus(folder, OPTIONS, cache=cache)
+    stamp, entries = pickle.loads(cache.read_bytes())
+    cache.write_bytes(pickle.dumps(((stamp[0], stamp[1], "older parser", stamp[3]), entries)))
+    assert read_corpus(folder, OPTIONS, cache=cache).parsed == 2

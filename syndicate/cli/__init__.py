@@ -82,6 +82,10 @@ def _register() -> None:
     for command in (subscribers.subscribers, db.db):
         cli.add_command(command)
 
+    from syndicate.cli import run
+
+    cli.add_command(run.run)
+
     from syndicate.cli import preview
 
     cli.add_command(preview.preview)

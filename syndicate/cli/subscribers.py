@@ -13,8 +13,10 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
+from syndicate.confirmations import send_confirmation
 from syndicate.db import open_database
-from syndicate.models import WEEKDAYS, Frequency, SubscriberStatus
+from syndicate.errors import MissingSecretError
+from syndicate.models import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 from syndicate.pipeline import load_corpus
 from syndicate.subscriber_csv import import_csv, write_subscribers
 from syndicate.subscribers import (
@@ -81,7 +83,22 @@ def add(app: AppContext, email: str, name: str | None, categories: str, frequenc
             defaults=store.defaults, frequency=frequency, timezone=timezone, send_hour=send_hour, weekday=weekday,
         )
         subscriber = store.add(new, now=_now(), confirmed=confirmed, source="cli")
-    click.echo(f"added {subscriber.email} ({subscriber.status.value}): {', '.join(subscriber.categories)}")
+        click.echo(f"added {subscriber.email} ({subscriber.status.value}): {', '.join(subscriber.categories)}")
+        if not confirmed:
+            _mail_confirmation(settings, store, subscriber)
+
+
+def _mail_confirmation(settings: Settings, store: SubscriberStore, subscriber: Subscriber) -> None:
+    """Send the double opt-in email; the subscriber stays added (pending) whatever happens to it."""
+    try:
+        mailed = send_confirmation(settings, store, subscriber, now=_now())
+    except MissingSecretError as e:
+        click.echo(f"warning: confirmation email not sent: {e} ({e.hint})", err=True)
+        return
+    if mailed:
+        click.echo(f"confirmation email sent to {subscriber.email}", err=True)
+    else:
+        click.echo(f"warning: confirmation email not sent: {subscriber.email} got too many this hour", err=True)
 
 
 @subscribers.command("import")

@@ -1,0 +1,69 @@
+"""`syndicate run`: the service (feeds over HTTP, subscriber pages, admin API, scheduler) until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from syndicate.cli import AppContext, pass_app
+from syndicate.service import Bound, Service, ServiceSecret, environ_with, service_secrets
+from syndicate.urls import SITE_FEED, SiteUrls
+
+
+def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], build_line: str) -> list[str]:
+    """What to open, where the mail lands, and the admin token when the demo generated it."""
+    settings = app.settings
+    urls = SiteUrls(bound.base_url, settings.feeds.folder)
+    formats = settings.feeds.formats
+    lines = [
+        build_line,
+        f"syndicate is running on {bound.base_url}/",
+        f"  feeds:   {urls.feed(SITE_FEED, formats[0])}"
+        + (f" (also {', '.join(urls.feed_path(SITE_FEED, f).rsplit('/', 1)[1] for f in formats[1:])})" if formats[1:] else "")
+        + ", and one per category",
+        f"  OPML:    {urls.opml()}",
+        f"  signup:  {urls.signup()}",
+    ]
+    if settings.mail.backend == "file":
+        lines.append(f"  mail lands in {settings.mail.folder}/ (file backend: one .eml file per message)")
+    else:
+        lines.append(f"  mail goes out through the {settings.mail.backend} backend")
+    if settings.site.base_url.rstrip("/") != bound.base_url:
+        lines.append(f"  links in emails point at [site] base_url = {settings.site.base_url}")
+    for secret in secrets:
+        if secret.generated_file is None:
+            continue
+        if secret.variable == settings.http.admin_token_env:
+            lines.append(f"  admin API: {bound.base_url}/api (OpenAPI document: {bound.base_url}/api/openapi.json) "
+                         f"with the header  Authorization: Bearer {secret.value}")
+        lines.append(f"  {secret.what}: generated for this demo, kept in {secret.generated_file}")
+    lines.append("Stop with Ctrl+C (or SIGTERM): the message in flight finishes, the rest stays queued.")
+    return lines
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on (default: [http] host).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default: [http] port; 0 picks a free one).")
+@click.option("--no-scheduler", "no_scheduler", is_flag=True, help="Serve HTTP only; never take the scheduler lease.")
+@pass_app
+def run(app: AppContext, host: str | None, port: int | None, no_scheduler: bool) -> None:
+    """Run the service: build the feeds, serve them and the subscriber pages, send digests on schedule."""
+    settings = app.settings
+    if logging.getLogger().level > logging.DEBUG:  # "Running job ..." twice a minute says nothing; misses stay WARNINGs
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    secrets = service_secrets(settings)
+    service = Service(settings, environ=environ_with(secrets), scheduler=not no_scheduler)
+    service.handle_signals()
+    try:
+        report = service.open()
+        bound = service.bind(host or settings.http.host, settings.http.port if port is None else port)
+        build_line = (f"built {report.articles} articles in {report.categories} categories into {report.output}/"
+                      + (f" ({len(report.problems)} problems, see the log)" if report.problems else ""))
+        for line in _welcome(app, bound, secrets, build_line):
+            click.echo(line)
+        if not service.stopping.is_set():
+            service.start_scheduler()
+            service.serve(bound)
+    finally:
+        service.close()

@@ -1,0 +1,332 @@
+"""The running service: database, outbox recovery, feeds, the scheduler under its lease, and the HTTP server.
+
+`syndicate run` (syndicate/cli/run.py) drives it: `Service.open()`, `bind()`, `serve()` (until
+SIGTERM or SIGINT), `close()`. On a signal the service stops taking new work, the message in
+flight finishes (the scheduler's stop event reaches DeliveryService.work), the scheduler shuts
+down, the lease is released, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import secrets
+import signal
+import socket
+import stat
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from syndicate.build import BuildReport, build_site
+from syndicate.config import Settings, read_secret
+from syndicate.db import Database, open_database
+from syndicate.errors import SyndicateError
+from syndicate.lease import Lease, LeaseKeeper
+from syndicate.scheduler import REBUILD, JobSpec, Scheduler, delivery_jobs
+
+log = logging.getLogger(__name__)
+
+SECRETS_FOLDER = "secrets"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- secrets
+
+@dataclass(frozen=True)
+class ServiceSecret:
+    """A secret the service needs: its environment variable, what it is for, and where it came from."""
+
+    variable: str
+    what: str
+    value: str
+    generated_file: Path | None  # the file under var/ it was read from, None when set in the environment
+
+
+def _secret_file(settings: Settings, variable: str) -> Path:
+    return settings.var_folder / SECRETS_FOLDER / variable.lower()
+
+
+def _read_or_create(path: Path) -> str:
+    """The secret stored in `path`, created (mode 0600, never overwritten) on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("secret file %s is readable by others (mode %o); chmod 600 it", path, mode)
+        value = path.read_text(encoding="ascii").strip()
+        if value:
+            return value
+        path.unlink()
+        return _read_or_create(path)
+    value = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(value + "\n")
+    log.info("generated a new secret in %s", path)
+    return value
+
+
+def service_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[ServiceSecret, ...]:
+    """The link-signing secret and the admin token, from the environment; when missing and
+    `[http] generate_missing_secrets` is on (the demo), generated once into files under var/
+    and reused. Otherwise a missing link secret is a MissingSecretError, and a missing admin
+    token leaves the admin API locked (the web app says so in the log)."""
+    env = os.environ if environ is None else environ
+    wanted = (
+        (settings.links.secret_env, "signed links (confirm, unsubscribe, preferences)", True),
+        (settings.http.admin_token_env, "the admin API token", False),
+    )
+    found = []
+    for variable, what, required in wanted:
+        if env.get(variable, "").strip():
+            found.append(ServiceSecret(variable, what, env[variable], None))
+        elif settings.http.generate_missing_secrets:
+            path = _secret_file(settings, variable)
+            found.append(ServiceSecret(variable, what, _read_or_create(path), path))
+        elif required:
+            read_secret(variable, what, env)  # raises MissingSecretError naming the variable
+    return tuple(found)
+
+
+def environ_with(secrets_: tuple[ServiceSecret, ...], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the service's parts read their secrets from (os.environ itself is left alone)."""
+    return {**(os.environ if environ is None else environ), **{s.variable: s.value for s in secrets_}}
+
+
+# ---------------------------------------------------------------- collaborators still being built
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def make_delivery(settings: Settings, database: Database, environ: Mapping[str, str]) -> Any | None:
+    """syndicate.delivery.DeliveryService, or None while that module is not part of this build."""
+    if not _module_exists("syndicate.delivery"):
+        log.warning("syndicate.delivery is not available: digests, retries and pruning are not scheduled")
+        return None
+    from syndicate.delivery import DeliveryService
+
+    return DeliveryService(settings, database, environ=environ)
+
+
+# ---------------------------------------------------------------- the service
+
+@dataclass(frozen=True)
+class Bound:
+    """The listening socket and the address it really got (port 0 picks a free one)."""
+
+    sock: socket.socket
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+class Service:
+    """One running syndicate: call open(), bind(), serve() (blocks until a signal), close()."""
+
+    def __init__(self, settings: Settings, *, environ: Mapping[str, str], scheduler: bool = True) -> None:
+        self.settings = settings
+        self.environ = dict(environ)
+        self.scheduler_wanted = scheduler and settings.schedule.enabled
+        self.stopping = threading.Event()
+        self.database: Database | None = None
+        self.delivery: Any | None = None
+        self.keeper: LeaseKeeper | None = None
+        self._scheduler: Scheduler | None = None
+        self._scheduler_lock = threading.Lock()
+        self._server: uvicorn.Server | None = None
+
+    # -- start-up
+
+    def open(self, now: datetime | None = None) -> BuildReport:
+        """Open (and migrate) the database, recover the outbox after a crash, build the feeds."""
+        now = now or utc_now()
+        self.database = open_database(self.settings)
+        self.delivery = make_delivery(self.settings, self.database, self.environ)
+        if self.delivery is not None:
+            recovered = self.delivery.recover(now)
+            if recovered:
+                log.info("outbox recovered %d deliveries left in flight by the last run", recovered)
+        report = self.rebuild()
+        return report
+
+    def rebuild(self) -> BuildReport:
+        report = build_site(self.settings)
+        for problem in report.problems:
+            log.warning("build problem: %s", problem)
+        return report
+
+    def jobs(self) -> tuple[JobSpec, ...]:
+        if self.delivery is None:
+            interval = self.settings.schedule.rebuild_interval
+            return (JobSpec(REBUILD, interval, lambda now, stop: self.rebuild()),)
+        return delivery_jobs(self.settings, self.delivery, self.rebuild)
+
+    def start_scheduler(self) -> None:
+        """Take part in the scheduler lease: run the scheduler while holding it, stand by otherwise."""
+        if not self.scheduler_wanted:
+            log.info("scheduler disabled in this process")
+            return
+        assert self.database is not None, "open() first"
+        lease = Lease(self.database, seconds=self.settings.schedule.lease_seconds)
+        self.keeper = LeaseKeeper(lease, on_acquired=self._scheduler_up, on_lost=self._scheduler_down)
+        self.keeper.start()
+
+    def _scheduler_up(self) -> None:
+        assert self.database is not None
+        with self._scheduler_lock:
+            if self.stopping.is_set() or self._scheduler is not None:
+                return
+            scheduler = Scheduler(self.database, self.jobs(), misfire_grace=self.settings.schedule.misfire_grace)
+            scheduler.start()
+            self._scheduler = scheduler
+
+    def _scheduler_down(self) -> None:
+        with self._scheduler_lock:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+
+    def status(self) -> dict[str, Any]:
+        """The scheduler's side of /healthz and /api/status: whether it runs here or stands by
+        (`running` is what /healthz checks), the lease holder and the jobs with their next runs."""
+        scheduler = self._scheduler
+        if not self.scheduler_wanted:
+            state = "disabled"
+        elif scheduler is not None and scheduler.running:
+            state = "running"
+        else:
+            state = "standby"
+        holder = None
+        if self.keeper is not None:
+            try:
+                holder = self.keeper.lease.holder()
+            except SQLAlchemyError as e:  # a status report reports, never raises
+                log.warning("status: cannot read the scheduler lease: %s", e)
+        return {
+            "running": not self.scheduler_wanted or (self.keeper is not None and self.keeper.alive),
+            "state": state,
+            "lease": None if holder is None else {
+                "host": holder.host, "pid": holder.pid, "expires_at": holder.expires_at.isoformat(),
+                "this_process": self.keeper is not None and holder.owner == self.keeper.lease.owner,
+            },
+            "jobs": [
+                {"id": job.id, "interval_seconds": job.seconds,
+                 "next_run_at": job.next_run_at.isoformat() if job.next_run_at else None}
+                for job in (scheduler.job_infos() if scheduler is not None else [])
+            ],
+        }
+
+    # -- HTTP
+
+    def bind(self, host: str, port: int) -> Bound:
+        """Listen on host:port now, so the printed addresses are the real ones (port 0 included)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError as e:
+            sock.close()
+            raise SyndicateError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                                 hint="is another process using that port? pass --port (0 picks a free one)") from e
+        sock.set_inheritable(True)
+        return Bound(sock, host, sock.getsockname()[1])
+
+    def app(self) -> Any:
+        """syndicate.web.app's application; a minimal one (static output + /healthz) until it exists."""
+        if _module_exists("syndicate.web.app"):
+            from syndicate.web.app import create_app
+
+            return create_app(self.settings, database=self.database, delivery=self.delivery,
+                              scheduler_status=self.status, environ=self.environ)
+        log.warning("syndicate.web.app is not available: serving the built output and /healthz only")
+        assert self.database is not None
+        return _minimal_app(self.settings, self.database, self.status)
+
+    def serve(self, bound: Bound) -> None:
+        """Serve HTTP until SIGTERM or SIGINT (uvicorn finishes the requests in progress)."""
+        config = uvicorn.Config(self.app(), log_config=None, access_log=False, lifespan="on",
+                                proxy_headers=True, server_header=False)
+        self._server = uvicorn.Server(config)
+        if self.stopping.is_set():  # a signal came during start-up
+            return
+        log.info("serving on %s", bound.base_url)
+        self._server.run(sockets=[bound.sock])
+        self.stopping.set()
+
+    def handle_signals(self) -> None:
+        """From now on SIGTERM and SIGINT stop the service cleanly (call first thing, from the main
+        thread). uvicorn captures them while it serves and re-raises them here when it is done."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        self.stopping.set()
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.stop_event.set()  # no new job starts; the one running stops after its message in flight
+        if self._server is not None:
+            self._server.should_exit = True
+
+    # -- shut-down
+
+    def close(self) -> None:
+        """Stop taking new work, let the message in flight finish, stop the scheduler, release the lease."""
+        self.stopping.set()
+        if self.keeper is not None:
+            self.keeper.stop()
+        else:
+            self._scheduler_down()
+        if self.database is not None:
+            self.database.close()
+        log.info("stopped cleanly")
+
+
+def _minimal_app(settings: Settings, database: Database, status: Any) -> Any:
+    """Stand-in HTTP app while syndicate.web is not part of the build: /healthz (shaped as the
+    web app's) and the built files."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app = FastAPI(title=settings.site.title)
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        result: dict[str, Any] = {"database": "ok"}
+        try:
+            with database.read() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as e:
+            result["database"] = f"error: {type(e).__name__}"
+        result["scheduler"] = status()
+        healthy = result["database"] == "ok" and result["scheduler"]["running"]
+        return JSONResponse(result, status_code=200 if healthy else 503)
+
+    folder = Path(settings.output.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    app.mount("/", StaticFiles(directory=folder, html=True), name="public")
+    return app

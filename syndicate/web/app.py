@@ -1,0 +1,126 @@
+"""The FastAPI app: the built site, the subscriber pages, the admin API and /healthz, in one process."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+
+from syndicate import __version__
+from syndicate.config import Settings
+from syndicate.db import Database, open_database
+from syndicate.subscribers import SubscriberDefaults, SubscriberStore
+from syndicate.tokens import signer_from_settings
+from syndicate.urls import SiteUrls
+from syndicate.web.api import ApiProblem, Unauthorized, api_router
+from syndicate.web.context import CategoryList, Runner, WebContext
+from syndicate.web.pages import Pages, page_router
+from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders
+from syndicate.web.static import StaticFirst, StaticSite
+
+log = logging.getLogger(__name__)
+
+# Paths the app answers itself; every other GET or HEAD is a file of the built site.
+APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    delivery: Any = None,
+    scheduler_status: Callable[[], dict[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+) -> FastAPI:
+    """The whole HTTP service. `database` defaults to the configured one (opened here, closed at
+    shutdown); `delivery` is a syndicate.delivery.DeliveryService (None: /api/sends answers 503);
+    `scheduler_status` returns a JSON-ready dict for /api/status and /healthz (jobs with next run
+    times, the lease); /healthz answers 503 when it says `running: false` without `standing_by: true`.
+    MissingSecretError if the link-signing secret is not set."""
+    env = dict(os.environ if environ is None else environ)
+    owns_database = database is None
+    db = open_database(settings) if database is None else database
+    context = WebContext(
+        settings=settings,
+        store=SubscriberStore(db, SubscriberDefaults.from_settings(settings)),
+        signer=signer_from_settings(settings, env),
+        urls=SiteUrls(settings.site.base_url, settings.feeds.folder),
+        categories=CategoryList(settings),
+        clock=clock,
+        environ=env,
+        runner=Runner(),
+    )
+    admin_token = env.get(settings.http.admin_token_env, "").strip() or None
+    if admin_token is None:
+        log.warning("admin API locked: environment variable %s is not set", settings.http.admin_token_env)
+    runner = context.runner
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        runner.shutdown()
+        if owns_database:
+            db.close()
+
+    app = FastAPI(title=f"{settings.site.title} admin API", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app.state.context = context
+    app.state.runner = runner
+    _handlers(app)
+    app.include_router(page_router(Pages(context)))
+    app.include_router(api_router(context, delivery=delivery, runner=runner, admin_token=admin_token,
+                                  scheduler_status=scheduler_status))
+    _health(app, db, scheduler_status)
+    site = StaticSite(settings.output.folder, feeds_folder=settings.feeds.folder, extra_headers=SITE_HEADERS)
+    app.mount("/", site)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_bytes=settings.http.max_body_bytes)
+    # Outermost: the built files are answered before any framework routing (they carry their own headers).
+    app.add_middleware(StaticFirst, site=site, app_prefixes=APP_PREFIXES)
+    return app
+
+
+def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_: Request, __: Exception) -> Response:
+        return Response(status_code=401, headers={"www-authenticate": "Bearer"})
+
+    @app.exception_handler(ApiProblem)
+    async def problem(_: Request, error: Exception) -> Response:
+        assert isinstance(error, ApiProblem)
+        body: dict[str, Any] = {"error": error.message}
+        if error.field:
+            body["field"] = error.field
+        return JSONResponse(body, status_code=error.status)
+
+
+def _health(app: FastAPI, db: Database, scheduler_status: Callable[[], dict[str, Any]] | None) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        result: dict[str, Any] = {}
+        healthy = True
+        try:
+            with db.read() as connection:
+                connection.execute(text("SELECT 1"))
+            result["database"] = "ok"
+        except Exception as e:  # any failure to reach the database is what this endpoint reports
+            result["database"] = f"error: {type(e).__name__}"
+            healthy = False
+        if scheduler_status is not None:
+            state = scheduler_status()
+            result["scheduler"] = state
+            # Healthy while the scheduler runs here or stands by for another process's lease.
+            healthy = healthy and bool(state.get("running", True) or state.get("standing_by", False))
+        return JSONResponse(result, status_code=200 if healthy else 503)

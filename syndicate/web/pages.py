@@ -1,0 +1,327 @@
+"""The subscriber pages: signup, confirm, preferences, unsubscribe (HTML forms, no JavaScript).
+
+Links in emails are only ever *shown* by a GET: mail scanners fetch links, so confirming and
+unsubscribing happen on a POST (the button on the page, or the RFC 8058 one-click POST).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import available_timezones
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from syndicate.confirmations import send_confirmation
+from syndicate.models import WEEKDAYS, Subscriber, SubscriberStatus
+from syndicate.subscribers import (
+    InvalidSubscriberError,
+    TransitionError,
+    UnknownSubscriberError,
+    new_subscriber,
+)
+from syndicate.tokens import InvalidLinkError
+from syndicate.web.context import WebContext
+from syndicate.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_field, csrf_ok, new_csrf_nonce, parse_nonce
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent.parent / "templates" / "pages"
+LABELS = {
+    "email": "Email address", "name": "Name", "categories": "Categories", "frequency": "How often",
+    "weekday": "Day of the weekly digest", "timezone": "Time zone", "send_hour": "Send at", "form": "Form",
+}
+FREQUENCIES = (("daily", "Daily"), ("weekly", "Weekly"))
+TEXT_LIMIT = 400  # characters kept from any one form field
+LINK_STATUS = {"expired": 410}
+
+
+def template_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_FOLDER),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+class Pages:
+    """Renders the pages and handles their forms for one app."""
+
+    def __init__(self, context: WebContext) -> None:
+        self.context = context
+        self.environment = template_environment()
+        self.timezones = tuple(sorted(available_timezones()))
+        self.stylesheet = (TEMPLATE_FOLDER / "pages.css").read_bytes()
+
+    # -- rendering
+
+    def render(self, request: Request, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        """The page, with a CSRF field for its form and the cookie holding the nonce it signs."""
+        now = self.context.clock()
+        nonce = parse_nonce(request.cookies.get(CSRF_COOKIE))
+        fresh = nonce is None
+        if fresh:
+            nonce = new_csrf_nonce()
+        settings = self.context.settings
+        html = self.environment.get_template(template).render({
+            "site_title": settings.site.title, "language": settings.site.language, "labels": LABELS,
+            "csrf": csrf_field(self.context.signer, nonce, now), "errors": {}, **values,
+        })
+        response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+        if fresh:
+            response.set_cookie(
+                CSRF_COOKIE, str(nonce), httponly=True, samesite="lax", path="/",
+                secure=settings.site.base_url.startswith("https://"),
+            )
+        return response
+
+    def message(self, request: Request, heading: str, *paragraphs: str, status: int = 200, action: str | None = None,
+                button: str = "", links: tuple[tuple[str, str], ...] = ()) -> HTMLResponse:
+        return self.render(request, "message.html.j2", status, heading=heading, paragraphs=paragraphs,
+                           action=action, button=button, links=links)
+
+    def choices(self, values: Mapping[str, Any], errors: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "values": values, "errors": dict(errors), "categories": self.context.categories.get(),
+            "frequencies": FREQUENCIES, "weekdays": WEEKDAYS, "timezones": self.timezones,
+        }
+
+    def signup_defaults(self) -> dict[str, Any]:
+        defaults = self.context.store.defaults
+        return {
+            "email": "", "name": "", "categories": (), "frequency": defaults.frequency.value,
+            "timezone": defaults.timezone, "send_hour": defaults.send_hour, "weekday": WEEKDAYS[defaults.weekday],
+        }
+
+    def link_error(self, request: Request, error: InvalidLinkError, purpose: str) -> HTMLResponse:
+        if error.reason == "expired" and purpose == "confirm":
+            return self.message(
+                request, "This confirmation link has expired",
+                "Confirmation links work for a limited time. Sign up again and we will send you a new one.",
+                status=410, links=(("/subscribe", "Sign up again"),),
+            )
+        if error.reason == "expired":
+            return self.message(
+                request, "This link has expired",
+                "Open the preferences link in your most recent digest; every digest carries a fresh one.",
+                status=410,
+            )
+        return self.message(
+            request, "This link is not valid",
+            f"We could not read this {purpose} link: it may have been cut short or changed. "
+            "Copy the whole link from the email, or sign up again.",
+            status=400, links=(("/subscribe", "Sign up"),),
+        )
+
+    def gone(self, request: Request) -> HTMLResponse:
+        return self.message(
+            request, "No such subscription", "This address is no longer in our list.",
+            status=404, links=(("/subscribe", "Sign up again"),),
+        )
+
+    # -- forms
+
+    def csrf_valid(self, request: Request, form: FormData) -> bool:
+        field = form.get(CSRF_FIELD)
+        valid = csrf_ok(self.context.signer, request.cookies.get(CSRF_COOKIE),
+                        field if isinstance(field, str) else None, self.context.clock())
+        if not valid:
+            log.info("form refused: bad or missing CSRF token path=%s", request.url.path)
+        return valid
+
+    def subscriber_for(self, purpose: str, token: str, now: datetime) -> Subscriber:
+        """The subscriber a genuine `purpose` token names (InvalidLinkError, UnknownSubscriberError)."""
+        return self.context.store.get(self.context.signer.check(purpose, token, now=now))
+
+
+def form_values(form: FormData) -> dict[str, Any]:
+    """The submitted values, as strings cut to a sane length (categories as a tuple)."""
+    def text(name: str) -> str:
+        value = form.get(name)
+        return value[:TEXT_LIMIT] if isinstance(value, str) else ""
+
+    return {
+        "email": text("email"), "name": text("name"),
+        "categories": tuple(v[:TEXT_LIMIT] for v in form.getlist("categories") if isinstance(v, str))[:200],
+        "frequency": text("frequency"), "timezone": text("timezone"),
+        "send_hour": text("send_hour"), "weekday": text("weekday"),
+    }
+
+
+def page_router(pages: Pages) -> APIRouter:
+    """The routes of the subscriber pages (excluded from the OpenAPI document)."""
+    router = APIRouter(include_in_schema=False)
+    context = pages.context
+
+    @router.get("/assets/pages.css")
+    def stylesheet() -> Response:
+        return Response(pages.stylesheet, media_type="text/css", headers={"cache-control": "public, max-age=3600"})
+
+    @router.get("/subscribe")
+    def signup_form(request: Request) -> HTMLResponse:
+        return pages.render(request, "signup.html.j2", **pages.choices(pages.signup_defaults(), {}))
+
+    @router.post("/subscribe")
+    async def signup(request: Request) -> HTMLResponse:
+        form = await request.form()
+        values = form_values(form)
+        if not pages.csrf_valid(request, form):
+            errors = {"form": "this form expired or came from another site; please check it and send it again"}
+            return pages.render(request, "signup.html.j2", 403, **pages.choices(values, errors))
+        try:
+            new = new_subscriber(
+                values["email"], name=values["name"], categories=values["categories"],
+                valid_categories=context.categories.slugs(), defaults=context.store.defaults,
+                frequency=values["frequency"], timezone=values["timezone"], send_hour=values["send_hour"],
+                weekday=values["weekday"],
+            )
+        except InvalidSubscriberError as e:
+            return pages.render(request, "signup.html.j2", 422, **pages.choices(values, {e.field: e.reason}))
+        await run_in_threadpool(_sign_up, context, new)
+        return pages.message(
+            request, "Check your inbox",
+            "If this address can receive our digests, an email with a confirmation link is on its way.",
+            "Open it and press the button to start your subscription. Nothing is sent until you do.",
+        )
+
+    @router.get("/confirm/{token}")
+    def confirm_page(request: Request, token: str) -> HTMLResponse:
+        try:
+            context.signer.check("confirm", token, now=context.clock())
+        except InvalidLinkError as e:
+            return pages.link_error(request, e, "confirm")
+        return pages.message(
+            request, "Confirm your subscription", "Press the button to start receiving the digests you chose.",
+            action=str(request.url.path), button="Confirm my subscription",
+        )
+
+    @router.post("/confirm/{token}")
+    def confirm(request: Request, token: str) -> HTMLResponse:
+        now = context.clock()
+        try:
+            subscriber = pages.subscriber_for("confirm", token, now)
+            subscriber = context.store.confirm(subscriber.id, now)
+        except InvalidLinkError as e:
+            return pages.link_error(request, e, "confirm")
+        except UnknownSubscriberError:
+            return pages.gone(request)
+        except TransitionError:
+            return pages.message(
+                request, "You unsubscribed from this address",
+                "Confirming an old link does not resubscribe you. Sign up again if you want the digests back.",
+                status=409, links=(("/subscribe", "Sign up again"),),
+            )
+        preferences = context.urls.preferences(context.signer.make("preferences", subscriber.id, now=now))
+        return pages.message(
+            request, "You are subscribed", "Your first digest arrives at the time you chose.",
+            links=((preferences, "Change your preferences"),),
+        )
+
+    @router.get("/preferences/{token}")
+    def preferences_form(request: Request, token: str) -> HTMLResponse:
+        try:
+            subscriber = pages.subscriber_for("preferences", token, context.clock())
+        except InvalidLinkError as e:
+            return pages.link_error(request, e, "preferences")
+        except UnknownSubscriberError:
+            return pages.gone(request)
+        return _preferences_page(pages, request, token, subscriber, _current(subscriber), {})
+
+    @router.post("/preferences/{token}")
+    async def preferences(request: Request, token: str) -> HTMLResponse:
+        now = context.clock()
+        form = await request.form()
+        try:
+            subscriber = pages.subscriber_for("preferences", token, now)
+        except InvalidLinkError as e:
+            return pages.link_error(request, e, "preferences")
+        except UnknownSubscriberError:
+            return pages.gone(request)
+        values = form_values(form)
+        if not pages.csrf_valid(request, form):
+            errors = {"form": "this form expired or came from another site; please check it and send it again"}
+            return _preferences_page(pages, request, token, subscriber, values, errors, status=403)
+        try:
+            subscriber = context.store.set_preferences(
+                subscriber.id, now=now, valid_categories=context.categories.slugs(), categories=values["categories"],
+                frequency=values["frequency"], timezone=values["timezone"], send_hour=values["send_hour"],
+                weekday=values["weekday"],
+            )
+        except InvalidSubscriberError as e:
+            return _preferences_page(pages, request, token, subscriber, values, {e.field: e.reason}, status=422)
+        return _preferences_page(pages, request, token, subscriber, _current(subscriber), {}, saved=True)
+
+    @router.get("/unsubscribe/{token}")
+    def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
+        try:
+            context.signer.check("unsubscribe", token, now=context.clock())
+        except InvalidLinkError as e:
+            return pages.link_error(request, e, "unsubscribe")
+        return pages.message(
+            request, "Unsubscribe", "Press the button to stop every digest to this address.",
+            action=str(request.url.path), button="Unsubscribe",
+        )
+
+    @router.post("/unsubscribe/{token}")
+    def unsubscribe(request: Request, token: str) -> HTMLResponse:
+        """The button's POST and the RFC 8058 one-click POST alike: the signed token is the authority."""
+        now = context.clock()
+        try:
+            subscriber_id = context.signer.check("unsubscribe", token, now=now)
+            context.store.unsubscribe(subscriber_id, now)
+        except InvalidLinkError as e:
+            return pages.link_error(request, e, "unsubscribe")
+        except UnknownSubscriberError:
+            pass  # removed entirely: as unsubscribed as can be
+        return pages.message(
+            request, "You are unsubscribed", "No more digests will be sent to this address.",
+            links=(("/subscribe", "Changed your mind? Sign up again"),),
+        )
+
+    return router
+
+
+def _sign_up(context: WebContext, new: Any) -> None:
+    """Store the sign-up; mail the confirmation in the background, so that neither the page nor its
+    timing tells a known address from a new one (what happened is logged, never shown)."""
+    now = context.clock()
+    subscriber = context.store.sign_up(new, now=now, source="web")
+    if subscriber.status is not SubscriberStatus.PENDING:
+        log.info("sign-up for an active subscriber id=%s: no confirmation needed", subscriber.id)
+        return
+
+    def mail() -> None:
+        backend = context.backend_factory() if context.backend_factory else None
+        send_confirmation(context.settings, context.store, subscriber, now=now, backend=backend,
+                          environ=context.environ, categories=context.categories.named(subscriber.categories))
+
+    context.runner.start(f"confirmation-{subscriber.id}", mail)
+
+
+def _current(subscriber: Subscriber) -> dict[str, Any]:
+    return {
+        "categories": subscriber.categories, "frequency": subscriber.frequency.value, "timezone": subscriber.timezone,
+        "send_hour": subscriber.send_hour, "weekday": WEEKDAYS[subscriber.weekday],
+    }
+
+
+def _preferences_page(pages: Pages, request: Request, token: str, subscriber: Subscriber, values: Mapping[str, Any],
+                      errors: Mapping[str, str], *, status: int = 200, saved: bool = False) -> HTMLResponse:
+    context = pages.context
+    unsubscribe_token = context.signer.make("unsubscribe", subscriber.id, now=context.clock())
+    return pages.render(
+        request, "preferences.html.j2", status, email=subscriber.email, saved=saved,
+        unsubscribed=subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED),
+        action=str(request.url.path), unsubscribe_action=f"/unsubscribe/{unsubscribe_token}",
+        **pages.choices(values, errors),
+    )
+
