@@ -146,6 +146,7 @@ deliveries = Table(
     Index("ix_deliveries_run_status", "run_id", "status"),
     Index("ix_deliveries_status_next", "status", "next_attempt_at"),
     Index("ix_deliveries_subscriber", "subscriber_id", "id"),
+)
 
 
 # One row per confirmation email sent, so sign-ups can be rate-limited per address (syndicate.confirmations).
