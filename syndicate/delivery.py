@@ -5,6 +5,10 @@ one unique), then claims them in batches, re-renders each message from its recor
 articles (same bytes, same Message-ID on a resend), hands them to the backend as a lazy
 stream and records each result within ~0.2 s of the server's reply. See the outbox module
 for the crash policy (`[outbox] in_flight`).
+
+After a crash nothing recorded is lost: recover() (at start) puts the deliveries left in flight
+back per that policy; `syndicate send` resumes every run with queued deliveries at once, and the
+scheduler's retry job (retry_due) resumes a run nobody has touched for ABANDONED_AFTER.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ CHECK_AHEAD = 16  # subscribers re-checked (still active?) just before their mes
 FLUSH_EVERY = 100
 FLUSH_SECONDS = 0.2
 COUNT_SECONDS = 1.0
+ABANDONED_AFTER = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -272,7 +277,10 @@ class DeliveryService:
 
     def retry_due(self, now: datetime, *, stop: threading.Event | None = None) -> RunReport:
         """Send the deliveries waiting for a retry whose time has come (from any run). Recorded as a
-        finished run of kind "retry" with what this pass did; nothing due: run_id 0, nothing recorded."""
+        finished run of kind "retry" with what this pass did; nothing due: run_id 0, nothing recorded.
+
+        Also resumes runs left with queued deliveries that nobody has touched for ABANDONED_AFTER
+        (the process sending them died or stopped): the scheduler's retry job finishes them."""
         clock = _clock(now)
         touched: set[int] = set()
 
@@ -286,6 +294,10 @@ class DeliveryService:
         finally:
             for run_id in sorted(touched):
                 self.outbox.refresh(run_id, clock())
+        for run_id in self.outbox.abandoned_runs(now - ABANDONED_AFTER):
+            if stop is None or not stop.is_set():
+                log.warning("resuming a run nobody was working on run=%s", run_id)
+                self.work(run_id, now=now, stop=stop)
         if not touched:
             return RunReport.empty("retry", now)
         counts = {"sent": tally.get(SENT, 0), "retrying": tally.get(RETRY, 0), "failed": tally.get(FAILED, 0),

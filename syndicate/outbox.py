@@ -438,6 +438,19 @@ class Outbox:
         with self.database.read() as connection:
             return list(connection.execute(select(d.run_id).where(d.status == QUEUED).distinct().order_by(d.run_id)).scalars())
 
+    def abandoned_runs(self, idle_since: datetime) -> list[int]:
+        """Unfinished runs with queued deliveries that nobody has touched since `idle_since`: the send
+        working them stopped (a crash, a shutdown) and no one resumed them."""
+        d = deliveries.c
+        query = (
+            select(d.run_id).join(runs, runs.c.id == d.run_id).where(runs.c.status == "running")
+            .group_by(d.run_id)
+            .having(and_(func.sum(case((d.status == QUEUED, 1), else_=0)) > 0, func.max(d.updated_at) < idle_since))
+            .order_by(d.run_id)
+        )
+        with self.database.read() as connection:
+            return list(connection.execute(query).scalars())
+
     def waiting_retries(self, limit: int = 100) -> list[WaitingRetry]:
         d = deliveries.c
         query = (

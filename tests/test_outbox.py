@@ -280,3 +280,14 @@ def test_recover_takes_back_claims_hours_old_even_from_a_live_process(site):
     assert outbox.recover(NOW + timedelta(minutes=5), alive=lambda token: True) == 0
     assert outbox.recover(NOW + timedelta(hours=2), alive=lambda token: True) == 2
     assert svc.work(run.run_id, now=NOW).sent == 2
+
+
+def test_retry_due_resumes_a_run_abandoned_with_queued_deliveries(site):
+    settings, database = site
+    add_subscribers(database, 3)
+    backend = MemoryBackend()
+    svc = service(settings, database, backend)
+    run = svc.plan_manual(SendRequest(), NOW)  # planned, then the process died before sending
+    assert svc.retry_due(NOW + timedelta(minutes=1)).run_id == 0 and backend.outbox == []  # maybe still being worked
+    svc.retry_due(NOW + timedelta(minutes=6))
+    assert svc.report(run.run_id).status == "finished" and len(backend.outbox) == 3
