@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import webbrowser
 from dataclasses import replace
@@ -123,7 +124,8 @@ def preview(
         output.write_bytes(data)
         click.echo(f"wrote {output} ({digest.count} articles, {len(data)} bytes)", err=True)
     elif not open_browser:
-        click.get_binary_stream("stdout").write(data)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
     if open_browser:
         _open(rendered.html, output if fmt == "html" else None)
 
