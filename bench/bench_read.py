@@ -9,6 +9,7 @@ Warm: the cache from the cold run, one article edited; only it is parsed.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
@@ -48,12 +49,13 @@ def main() -> None:
         warm_s = time.perf_counter() - started
         assert len(cold.articles) == len(warm.articles) == len(serial.articles) == args.count, "articles lost"
         assert warm.parsed == 1 and not warm.problems
-        print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+        print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}, {platform.system()} {platform.release()}")
         print(f"articles: {args.count}, cache file: {cache.stat().st_size / 1e6:.1f} MB")
         print(f"cold read (both cores): {cold_s:.2f} s ({args.count / cold_s:,.0f} articles/s)")
         print(f"cold read (one core):   {serial_s:.2f} s")
         print(f"warm read (1 changed):  {warm_s:.3f} s")
-        print(f"ratio cold/warm: {cold_s / warm_s:.1f}x (target >= 20x)")
+        print(f"ratio cold/warm: {cold_s / warm_s:.1f}x (target >= 20x); one core: {serial_s / warm_s:.1f}x")
+        print(f"load average after the run: {os.getloadavg()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
