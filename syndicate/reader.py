@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from operator import attrgetter
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.articles import ReaderOptions, parse_article
@@ -27,7 +28,7 @@ from syndicate.text import slugify
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 3
+_CACHE_FORMAT = 4
 _PARALLEL_FROM = 400  # files to parse before a process pool pays for itself
 
 
@@ -56,8 +57,7 @@ class Corpus:
         return tuple(a for a in self.articles if slug in a.category_slugs)
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     """What the cache knows of one file: its size, mtime and hash, and the result of parsing it."""
 
     size: int
@@ -177,7 +177,7 @@ def _interned(entries: dict[str, _Entry]) -> dict[str, _Entry]:
         if isinstance(article, Article):
             shared = tuple(pool.setdefault(c, c) for c in article.categories)
             if any(a is not b for a, b in zip(shared, article.categories)):
-                entry = replace(entry, result=replace(article, categories=shared))
+                entry = entry._replace(result=replace(article, categories=shared))
         out[rel] = entry
     return out
 
@@ -230,7 +230,7 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
             continue
         digest = hashlib.sha256(raw).hexdigest()
         if old is not None and old.digest == digest:
-            entries[rel] = changed[rel] = replace(old, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            entries[rel] = changed[rel] = old._replace(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
             continue
         jobs.append((rel, raw, options))
         pending.append((rel, stat, digest))
