@@ -46,6 +46,7 @@ def test_run_serves_the_feeds_and_exits_0_on_sigterm_releasing_the_lease(tmp_pat
         assert Lease(database, seconds=60).holder() is None  # a standby may start at once
 
 
+@pytest.mark.slow  # two service processes, or a digest run, in a real process: ~5 s
 def test_the_demo_prints_what_to_open_and_generates_its_secrets_once(tmp_path):
     config = write_config(tmp_path)
     with RunningService(config) as service:
@@ -141,6 +142,7 @@ def test_ctrl_c_stops_cleanly_too(tmp_path):
     assert "Traceback" not in service.output and "KeyboardInterrupt" not in service.output
 
 
+@pytest.mark.slow  # two service processes, or a digest run, in a real process: ~5 s
 def test_a_subscriber_whose_time_has_come_gets_a_digest_from_the_running_service(tmp_path):
     from datetime import UTC, datetime, timedelta
 
