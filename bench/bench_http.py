@@ -1,11 +1,13 @@
-"""Requests per second for feed responses (200 and 304) with wrk: our app under uvicorn against
-nginx serving the same public/ folder, side by side in one run.
+"""Requests per second for feed responses (200 and 304) with wrk: `syndicate run` against nginx
+serving the same public/ folder, side by side in one run.
 
     python bench/bench_http.py [--duration 10] [--connections 32] [--threads 2]
 
-Builds the sample content into a temporary folder, starts uvicorn on the app (one worker, the
-options `syndicate run` uses: no access log, log level warning) and nginx (one worker process),
-then runs wrk against each. Needs the Debian packages wrk and nginx (or nginx-light).
+Writes a configuration into a temporary folder (the sample content, SQLite, the file mail
+backend, log level WARNING), starts `python -m syndicate --config ... run --port N` as a real
+process (it builds public/, takes the scheduler lease and serves; the scheduler runs its jobs as
+usual) and nginx (one worker process) on the public/ folder that process built, then runs wrk
+against each. Needs the Debian packages wrk and nginx (or nginx-light).
 """
 
 from __future__ import annotations
@@ -25,10 +27,6 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from syndicate.build import build_site  # noqa: E402
-from syndicate.config import settings_from_mapping  # noqa: E402
 
 FEED = "/feeds/all.rss.xml"
 ENV = {"SYNDICATE_SECRET": "bench-secret-0123456789abcdef", "SYNDICATE_ADMIN_TOKEN": "bench-admin-token"}
@@ -58,13 +56,28 @@ http {{
 }}
 """
 
-SERVE_APP = """
-import sys, uvicorn
-sys.path.insert(0, {repo!r})
-from syndicate.config import settings_from_mapping
-from syndicate.web.app import create_app
-settings = settings_from_mapping({data!r})
-uvicorn.run(create_app(settings), host="127.0.0.1", port={port}, log_level="warning", access_log=False)
+CONFIG = """
+[site]
+title = "Bench Times"
+base_url = "http://127.0.0.1:{port}"
+timezone = "Europe/Paris"
+
+[content]
+folder = "{content}"
+cache = "{tmp}/var/cache/articles.pickle"
+
+[output]
+folder = "{tmp}/public"
+
+[database]
+url = "sqlite:///{tmp}/var/syndicate.db"
+
+[mail]
+backend = "file"
+folder = "{tmp}/var/outbox"
+
+[logging]
+level = "WARNING"
 """
 
 
@@ -107,6 +120,17 @@ def measure(name: str, base: str, args: argparse.Namespace) -> dict[str, tuple[f
     }
 
 
+def model_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def fmt_load(load: tuple[float, float, float]) -> str:
+    return " ".join(f"{x:.2f}" for x in load)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
@@ -116,35 +140,37 @@ def main() -> None:
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"{tool} is not installed: apt-get install -y wrk nginx-light")
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         os.chmod(tmp, 0o755)
-        data = {
-            "content": {"folder": str(REPO / "content"), "cache": str(tmp / "var" / "cache" / "articles.pickle")},
-            "output": {"folder": str(tmp / "public")},
-            "database": {"url": f"sqlite:///{tmp / 'var' / 'syndicate.db'}"},
-            "mail": {"backend": "file", "folder": str(tmp / "outbox")},
-            "logging": {"level": "WARNING"},
-        }
-        assert build_site(settings_from_mapping(data)).ok
         app_port, nginx_port = free_port(), free_port()
+        config = tmp / "syndicate.toml"
+        config.write_text(CONFIG.format(port=app_port, content=REPO / "content", tmp=tmp), encoding="utf-8")
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port, root=tmp / "public"))
-        app = subprocess.Popen([sys.executable, "-c", SERVE_APP.format(repo=str(REPO), data=data, port=app_port)],
-                               env={**os.environ, **ENV})
-        nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)])
+        command = [sys.executable, "-m", "syndicate", "--config", str(config), "run", "--port", str(app_port)]
+        app = subprocess.Popen(command, cwd=REPO, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL)
+        nginx = None
         try:
-            wait_for(f"http://127.0.0.1:{app_port}{FEED}")
+            wait_for(f"http://127.0.0.1:{app_port}{FEED}")  # `syndicate run` has built public/ by now
+            health = httpx.get(f"http://127.0.0.1:{app_port}/healthz").json()
+            assert health["scheduler"]["state"] == "running", f"the scheduler is not running: {health}"
+            nginx = subprocess.Popen(["/usr/sbin/nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)])
             wait_for(f"http://127.0.0.1:{nginx_port}{FEED}")
             size = len(httpx.get(f"http://127.0.0.1:{app_port}{FEED}").content)
             ours = measure("app", f"http://127.0.0.1:{app_port}", args)
             theirs = measure("nginx", f"http://127.0.0.1:{nginx_port}", args)
         finally:
+            load_after = os.getloadavg()
             app.terminate()
-            nginx.terminate()
-            app.wait(10)
-            nginx.wait(10)
-    print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}")
-    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s {FEED} ({size} bytes, no gzip)")
+            exit_code = app.wait(20)
+            if nginx is not None:
+                nginx.terminate()
+                nginx.wait(10)
+    print(f"machine: {os.cpu_count()} CPUs, {model_name()}, Python {platform.python_version()}")
+    print(f"load average (1, 5, 15 min): before {fmt_load(load_before)}, after {fmt_load(load_after)}")
+    print(f"app: {' '.join(command[1:])} (python -m syndicate ... run; exit code {exit_code} on SIGTERM)")
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency {FEED} ({size} bytes, no gzip)")
     print(f"{'response':<10}{'app req/s':>12}{'app p99':>10}{'nginx req/s':>14}{'nginx p99':>11}{'app/nginx':>11}")
     for kind in ("200", "304"):
         (rate, p99), (base_rate, base_p99) = ours[kind], theirs[kind]

@@ -5,18 +5,25 @@ replaces them, never copies them), coalesced, one instance at a time, with a mis
 APScheduler pickles a textual reference to the job function and its arguments into the job
 store, so every stored job calls `run_job(scheduler_key, job_name)`: a module-level function
 with plain arguments, which finds the running `Scheduler` of this process by its key.
+
+Logging: APScheduler's own INFO lines ("Added job", "Running job", "executed successfully", twice a
+minute) are dropped, and its missed-run and still-running warnings are replaced by one line of ours
+naming the job; its other warnings and errors (a job store it cannot read) pass through. Every job
+that recorded a run logs `job=<id> run=<run id>` once it is done.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -57,7 +64,6 @@ def send_due_digests(delivery: Delivery, now: datetime, stop: threading.Event, *
     planned = delivery.plan_scheduled(now, grace=grace)
     if not planned.total:
         return planned
-    log.info("digest run planned run=%s deliveries=%s", planned.run_id, planned.total)
     return delivery.work(planned.run_id, now=now, stop=stop)
 
 
@@ -68,7 +74,7 @@ def retry_deliveries(delivery: Delivery, now: datetime, stop: threading.Event) -
 def prune_runs(delivery: Delivery, now: datetime, *, keep_days: int) -> int:
     removed = delivery.prune(now - timedelta(days=keep_days))
     if removed:
-        log.info("pruned %d run records older than %d days", removed, keep_days)
+        log.info("runs pruned count=%d older_than_days=%d", removed, keep_days)
     return removed
 
 
@@ -107,9 +113,25 @@ def run_job(scheduler_key: str, job_id: str) -> None:
     with _RUNNING_LOCK:
         scheduler = _RUNNING.get(scheduler_key)
     if scheduler is None:
-        log.warning("job %s belongs to a scheduler no longer running here (key %s); skipped", job_id, scheduler_key)
+        log.warning("job skipped: its scheduler no longer runs here job=%s scheduler=%s", job_id, scheduler_key)
         return
     scheduler.run(job_id)
+
+
+APSCHEDULER_LOGGERS = ("apscheduler.scheduler", "apscheduler.executors.default")
+# APScheduler's messages that Scheduler._on_event says again, with the job id, in our words.
+REPLACED_MESSAGES = ('Run time of job "%s" was missed by %s',
+                     'Execution of job "%s" skipped: maximum number of running instances reached (%d)')
+
+
+class _QuietAPScheduler(logging.Filter):
+    """Drops APScheduler's INFO chatter and the warnings Scheduler logs itself; keeps everything
+    when the "apscheduler" logger is set to DEBUG (an operator chasing a scheduling problem)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger("apscheduler").isEnabledFor(logging.DEBUG):
+            return True
+        return record.levelno >= logging.WARNING and record.msg not in REPLACED_MESSAGES
 
 
 class _BackgroundScheduler(BackgroundScheduler):
@@ -152,6 +174,7 @@ class Scheduler:
         self.stop_event = threading.Event()  # set by shutdown(): the job in flight stops after its current message
         self.key = uuid.uuid4().hex
         self._scheduler: BackgroundScheduler | None = None
+        self._quiet = _QuietAPScheduler()
 
     @property
     def running(self) -> bool:
@@ -169,10 +192,23 @@ class Scheduler:
         """Start APScheduler paused (job store ready, nothing runs) and register this scheduler."""
         if self._scheduler is not None:
             return
+        for name in APSCHEDULER_LOGGERS:
+            logging.getLogger(name).addFilter(self._quiet)
         self._scheduler = self._make()
+        self._scheduler.add_listener(self._on_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         with _RUNNING_LOCK:
             _RUNNING[self.key] = self
         self._scheduler.start(paused=True)
+
+    def _on_event(self, event: JobEvent) -> None:
+        """APScheduler's missed and still-running events, as one line each naming the job."""
+        if event.code == EVENT_JOB_MISSED:
+            scheduled = event.scheduled_run_time
+            late = int((utc_now() - scheduled).total_seconds())  # APScheduler judges by the real clock
+            log.warning("job skipped: missed by more than the grace time job=%s scheduled_at=%s late=%ds grace=%ds",
+                        event.job_id, scheduled.astimezone(UTC).isoformat(), late, self.misfire_grace)
+        else:
+            log.warning("job skipped: its previous run is still going job=%s", event.job_id)
 
     def install_jobs(self, now: datetime | None = None) -> None:
         """Add or replace every job under its id. A job already stored with the same interval keeps
@@ -190,7 +226,7 @@ class Scheduler:
             )
         for stored in self._scheduler.get_jobs():
             if stored.id not in self.jobs:
-                log.info("removing job %s: no longer scheduled", stored.id)
+                log.info("job removed: no longer scheduled job=%s", stored.id)
                 stored.remove()
 
     def start(self) -> None:
@@ -204,18 +240,23 @@ class Scheduler:
     def run(self, job_id: str) -> None:
         """Run one job now with the clock's time; a failure is logged, never raised into APScheduler."""
         if self.stop_event.is_set():
-            log.info("job %s not started: shutting down", job_id)
+            log.info("job not started: shutting down job=%s", job_id)
             return
         job = self.jobs.get(job_id)
         if job is None:
-            log.warning("unknown job %s; skipped", job_id)
+            log.warning("job skipped: unknown job=%s", job_id)
             return
         now = self.clock()
-        log.debug("job %s starting now=%s", job_id, now.isoformat())
+        started = time.monotonic()
+        log.debug("job starting job=%s now=%s", job_id, now.isoformat())
         try:
-            job.task(now, self.stop_event)
+            result = job.task(now, self.stop_event)
         except Exception:
-            log.exception("job %s failed", job_id)
+            log.exception("job failed job=%s", job_id)
+            return
+        run_id = getattr(result, "run_id", 0)
+        level = logging.INFO if run_id else logging.DEBUG  # a job that found nothing to do is no news
+        log.log(level, "job done job=%s run=%s seconds=%.2f", job_id, run_id or "-", time.monotonic() - started)
 
     def job_infos(self) -> list[JobInfo]:
         """The stored jobs with their next run times (for /api/status and /healthz)."""
@@ -237,4 +278,6 @@ class Scheduler:
             scheduler.shutdown(wait=wait)
         with _RUNNING_LOCK:
             _RUNNING.pop(self.key, None)
+        for name in APSCHEDULER_LOGGERS:
+            logging.getLogger(name).removeFilter(self._quiet)
         log.info("scheduler stopped")

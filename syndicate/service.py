@@ -8,7 +8,6 @@ down, the lease is released, and the process exits 0.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import secrets
@@ -23,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.build import BuildReport, build_site
 from syndicate.config import Settings, read_secret
 from syndicate.db import Database, open_database
+from syndicate.delivery import DeliveryService
 from syndicate.errors import SyndicateError
 from syndicate.lease import Lease, LeaseKeeper
-from syndicate.scheduler import REBUILD, JobSpec, Scheduler, delivery_jobs
+from syndicate.scheduler import JobSpec, Scheduler, delivery_jobs
+from syndicate.web.app import create_app
 
 log = logging.getLogger(__name__)
 
@@ -106,25 +106,6 @@ def environ_with(secrets_: tuple[ServiceSecret, ...], environ: Mapping[str, str]
     return {**(os.environ if environ is None else environ), **{s.variable: s.value for s in secrets_}}
 
 
-# ---------------------------------------------------------------- collaborators still being built
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def make_delivery(settings: Settings, database: Database, environ: Mapping[str, str]) -> Any | None:
-    """syndicate.delivery.DeliveryService, or None while that module is not part of this build."""
-    if not _module_exists("syndicate.delivery"):
-        log.warning("syndicate.delivery is not available: digests, retries and pruning are not scheduled")
-        return None
-    from syndicate.delivery import DeliveryService
-
-    return DeliveryService(settings, database, environ=environ)
-
-
 # ---------------------------------------------------------------- the service
 
 @dataclass(frozen=True)
@@ -150,7 +131,7 @@ class Service:
         self.scheduler_wanted = scheduler and settings.schedule.enabled
         self.stopping = threading.Event()
         self.database: Database | None = None
-        self.delivery: Any | None = None
+        self.delivery: DeliveryService | None = None
         self.keeper: LeaseKeeper | None = None
         self._scheduler: Scheduler | None = None
         self._scheduler_lock = threading.Lock()
@@ -162,11 +143,10 @@ class Service:
         """Open (and migrate) the database, recover the outbox after a crash, build the feeds."""
         now = now or utc_now()
         self.database = open_database(self.settings)
-        self.delivery = make_delivery(self.settings, self.database, self.environ)
-        if self.delivery is not None:
-            recovered = self.delivery.recover(now)
-            if recovered:
-                log.info("outbox recovered %d deliveries left in flight by the last run", recovered)
+        self.delivery = DeliveryService(self.settings, self.database, environ=self.environ)
+        recovered = self.delivery.recover(now)
+        if recovered:
+            log.info("outbox recovered %d deliveries left in flight by the last run", recovered)
         report = self.rebuild()
         return report
 
@@ -177,9 +157,7 @@ class Service:
         return report
 
     def jobs(self) -> tuple[JobSpec, ...]:
-        if self.delivery is None:
-            interval = self.settings.schedule.rebuild_interval
-            return (JobSpec(REBUILD, interval, lambda now, stop: self.rebuild()),)
+        assert self.delivery is not None, "open() first"
         return delivery_jobs(self.settings, self.delivery, self.rebuild)
 
     def start_scheduler(self) -> None:
@@ -255,15 +233,10 @@ class Service:
         return Bound(sock, host, sock.getsockname()[1])
 
     def app(self) -> Any:
-        """syndicate.web.app's application; a minimal one (static output + /healthz) until it exists."""
-        if _module_exists("syndicate.web.app"):
-            from syndicate.web.app import create_app
-
-            return create_app(self.settings, database=self.database, delivery=self.delivery,
-                              scheduler_status=self.status, environ=self.environ)
-        log.warning("syndicate.web.app is not available: serving the built output and /healthz only")
-        assert self.database is not None
-        return _minimal_app(self.settings, self.database, self.status)
+        """The HTTP application (syndicate.web.app) over this service's database, delivery and scheduler."""
+        assert self.database is not None, "open() first"
+        return create_app(self.settings, database=self.database, delivery=self.delivery,
+                          scheduler_status=self.status, environ=self.environ)
 
     def serve(self, bound: Bound) -> None:
         """Serve HTTP until SIGTERM or SIGINT (uvicorn finishes the requests in progress)."""
@@ -304,29 +277,3 @@ class Service:
             self.database.close()
         log.info("stopped cleanly")
 
-
-def _minimal_app(settings: Settings, database: Database, status: Any) -> Any:
-    """Stand-in HTTP app while syndicate.web is not part of the build: /healthz (shaped as the
-    web app's) and the built files."""
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
-    from fastapi.staticfiles import StaticFiles
-
-    app = FastAPI(title=settings.site.title)
-
-    @app.get("/healthz")
-    def healthz() -> JSONResponse:
-        result: dict[str, Any] = {"database": "ok"}
-        try:
-            with database.read() as connection:
-                connection.execute(text("SELECT 1"))
-        except SQLAlchemyError as e:
-            result["database"] = f"error: {type(e).__name__}"
-        result["scheduler"] = status()
-        healthy = result["database"] == "ok" and result["scheduler"]["running"]
-        return JSONResponse(result, status_code=200 if healthy else 503)
-
-    folder = Path(settings.output.folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    app.mount("/", StaticFiles(directory=folder, html=True), name="public")
-    return app

@@ -3,7 +3,6 @@ schemathesis over the served OpenAPI document finding no server error."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from datetime import timedelta
 
@@ -17,7 +16,6 @@ from tests.web_helpers import ADMIN_TOKEN, ENVIRON, link_in, serve
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 EXAMPLES = 60  # per operation, valid and invalid input mixed: about 500 requests in all
-HAS_DELIVERY = importlib.util.find_spec("syndicate.delivery") is not None
 
 
 def jobs() -> dict:
@@ -100,7 +98,6 @@ def test_sends_answer_503_without_a_delivery_service(api):
     assert response.status_code == 503 and "delivery" in response.json()["error"]
 
 
-@pytest.mark.skipif(not HAS_DELIVERY, reason="syndicate.delivery (the delivery branch) has not landed yet")
 def test_manual_send_runs_in_the_background(tmp_path):
     from syndicate.db import open_database
     from syndicate.pipeline import load_corpus

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from syndicate.build import build_site
 from syndicate.confirmations import send_confirmation
+from syndicate.delivery import SendRequest
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.models import WEEKDAYS, Frequency, SubscriberStatus
 from syndicate.subscribers import (
@@ -211,9 +212,7 @@ def api_router(context: WebContext, *, delivery: Any, runner: Runner, admin_toke
     return router
 
 
-def _send_request(body: SendBody) -> Any:
-    from syndicate.delivery import SendRequest  # lands with the delivery work; imported when a send is asked for
-
+def _send_request(body: SendBody) -> SendRequest:
     return SendRequest(frequency=body.frequency, categories=tuple(body.categories), subscriber=body.subscriber,
                        dry_run=body.dry_run, test_to=body.test_to)
 
