@@ -243,7 +243,8 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
         except OSError as e:
             log.warning("cannot write article cache %s: %s", cache, e)
     corpus = _assemble(folder, entries, rules)
-    log.info("read %d articles from %d files (%d parsed, %d problems)", len(corpus.articles), corpus.files, len(jobs), len(corpus.problems))
+    log.log(logging.INFO if jobs or changed else logging.DEBUG,  # an idle service stays quiet
+            "read %d articles from %d files (%d parsed, %d problems)", len(corpus.articles), corpus.files, len(jobs), len(corpus.problems))
     return replace(corpus, parsed=len(jobs))
 
 
