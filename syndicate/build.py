@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -376,7 +377,9 @@ def _build(settings: Settings, content: Path | None, output: Path | None, worker
     if not source.is_dir():  # never mistake a mistyped folder for "every article was removed"
         problem = Problem(source, 0, "content folder not found; nothing built, nothing removed")
         return BuildReport(folder, folder / settings.feeds.folder, 0, 0, (), 0, (), (problem,), ())
+    clock = [time.perf_counter()]
     corpus = load_corpus(settings, content)
+    clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)
     context = _context_fingerprint(site, _settings_fingerprint(settings), template_fingerprint(site.pages.folder))
@@ -385,33 +388,47 @@ def _build(settings: Settings, content: Path | None, output: Path | None, worker
     manifest = _load_manifest(manifest_file, context)
     where = str(folder)
     todo = [o for o in outputs if not _is_current(o, manifest.get(o.path), where)]
+    clock.append(time.perf_counter())
     results = _produce_all(todo, site, folder, workers or settings.feeds.workers or os.cpu_count() or 1)
-    fingerprints = {o.path: o.fingerprint for o in outputs}
-    files = {o.path: manifest[o.path] for o in outputs if o.path in manifest}
-    written = []
-    for path, was_written, size, mtime_ns, error in results:
-        if error is not None:
-            problems.append(Problem(folder / path, 0, error))
-            files.pop(path, None)
-            continue
-        files[path] = (fingerprints[path], size, mtime_ns)
-        if was_written:
-            written.append(path)
-    removed = _remove_stale(folder, site.urls.feeds_folder, manifest, set(fingerprints))
+    clock.append(time.perf_counter())
+    files, written, failed = _record(results, outputs, manifest, folder, problems)
+    removed = _remove_stale(folder, site.urls.feeds_folder, manifest, {o.path for o in outputs})
     if results or removed or len(files) != len(manifest):
         manifest_file.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(manifest_file, marshal.dumps({"format": MANIFEST_FORMAT, "output": where, "context": context,
                                                    "files": files}, 4))
-    log.info("built %s: %d files written, %d unchanged, %d removed, %d problems",
-             folder, len(written), len(outputs) - len(written), len(removed), len(problems) + len(corpus.problems))
+    clock.append(time.perf_counter())
+    log.info("built %s: %d files written, %d unchanged, %d removed, %d problems in %.2f s "
+             "(read %.2f, plan %.2f, render %.2f, finish %.2f)",
+             folder, len(written), len(outputs) - len(written), len(removed), len(problems) + len(corpus.problems),
+             clock[-1] - clock[0], *(b - a for a, b in zip(clock, clock[1:])))
     return BuildReport(
         output=folder,
         feeds_folder=folder / site.urls.feeds_folder,
         articles=len(corpus.articles),
         categories=len(corpus.categories),
         written=tuple(sorted(written)),
-        unchanged=len(outputs) - len(written) - sum(1 for r in results if r[4] is not None),
+        unchanged=len(outputs) - len(written) - len(failed),
         removed=tuple(removed),
         problems=tuple(corpus.problems) + tuple(problems),
         warnings=corpus.warnings,
     )
+
+
+def _record(results: list[_Result], outputs: list[_Output], manifest: dict[str, _Known], folder: Path,
+            problems: list[Problem]) -> tuple[dict[str, _Known], list[str], set[str]]:
+    """The new manifest entries, the paths written and the paths that failed (their problems go
+    to `problems`)."""
+    fingerprints = {o.path: o.fingerprint for o in outputs}
+    files = {path: manifest[path] for path in fingerprints if path in manifest}
+    written, failed = [], set()
+    for path, was_written, size, mtime_ns, error in results:
+        if error is not None:
+            problems.append(Problem(folder / path, 0, error))
+            files.pop(path, None)
+            failed.add(path)
+            continue
+        files[path] = (fingerprints[path], size, mtime_ns)
+        if was_written:
+            written.append(path)
+    return files, written, failed
