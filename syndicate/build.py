@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 BUILD_FORMAT = 1  # bump when the output of the same inputs changes
 MANIFEST_FORMAT = 2
-PARALLEL_FROM = 300  # files to render before forking a second worker pays for itself
+PARALLEL_FROM = 300  # pages' worth of work before forking a second worker pays for itself
+COST = {"feed": 10}  # a feed of 50 full items costs about ten pages (every other kind: one)
 RESERVED_SLUGS = frozenset({SITE_FEED})
 
 
@@ -253,7 +254,8 @@ def _child(outputs: Sequence[_Output], site: _Site, folder: Path, connection: ob
 def _produce_all(outputs: list[_Output], site: _Site, folder: Path, workers: int) -> list[_Result]:
     """`_produce` over forked workers when there is enough work, the process is single-threaded
     (forking a threaded process is unsafe) and fork exists; else in this process."""
-    if (workers < 2 or len(outputs) < PARALLEL_FROM or threading.active_count() > 1
+    cost = sum(COST.get(o.kind, 1) for o in outputs)
+    if (workers < 2 or cost < PARALLEL_FROM or threading.active_count() > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
         return _produce(outputs, site, folder)
     log.info("rendering %d files in %d processes", len(outputs), workers)
