@@ -102,7 +102,7 @@ def _article_keys(articles: Iterable[Article]) -> dict[str, str]:
     """What of each article shows in any output, by id, as a plain string (no hashing: 10,000
     digests cost a tenth of a second). The content hash covers every field read from the file;
     id and slug can come from its path; category names are in the build's context fingerprint."""
-    return {a.id: f"{a.content_hash[:32]}\x1f{a.id}\x1f{a.slug}\x1f{','.join(a.category_slugs)}" for a in articles}
+    return {a.id: f"{a.content_hash[:32]}\x1f{a.id}\x1f{a.slug}\x1f{','.join([c.slug for c in a.categories])}" for a in articles}
 
 
 def _code_fingerprint() -> str:
