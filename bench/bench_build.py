@@ -8,6 +8,8 @@ a fresh process (wall clock, as a user or a cron job sees it):
 
 - syndicate: cold build (no article cache, no output), rebuild with no change, rebuild
   after editing one article's title;
+- syndicate in one long-running process (as `syndicate run` rebuilds): the median of
+  several one-article rebuilds by `build_site`, after the imports and a first build;
 - Pelican (the installed version): cold with an empty content cache, rebuild with no
   change (cache on), rebuild after the same edit (cache on).
 
@@ -161,6 +163,44 @@ def edited(work: Path) -> Path:
     return max(content.rglob("*.md"), key=day).relative_to(content)
 
 
+# A rebuild inside a long-running process (as `syndicate run` rebuilds): settings loaded and one
+# build done once, then the article edited and `build_site` timed, ROUNDS times.
+IN_PROCESS = """
+import re, statistics, sys, time
+from pathlib import Path
+from syndicate.build import build_site
+from syndicate.config import load_settings
+settings, article, rounds = load_settings(Path(sys.argv[1])), Path(sys.argv[2]), int(sys.argv[3])
+build_site(settings)
+times = []
+for n in range(rounds):
+    text = article.read_text("utf-8")
+    article.write_text(re.sub(r"(?m)^## .+$", f"## Edited in process {time.time_ns()}", text, count=1), "utf-8")
+    cpu, start = time.process_time(), time.perf_counter()
+    report = build_site(settings)
+    times.append((time.perf_counter() - start, time.process_time() - cpu))
+    assert report.ok and report.written, report
+wall = statistics.median(t[0] for t in times)
+print(wall, statistics.median(t[1] for t in times), min(t[0] for t in times))
+"""
+ROUNDS = 7
+
+
+def in_process(work: Path, variant: str) -> tuple[float, float, float]:
+    """(median wall, median CPU, best wall) seconds of a one-article rebuild inside one process."""
+    article = work / "content" / edited(work)
+    original = article.read_text("utf-8")
+    try:
+        done = subprocess.run([sys.executable, "-c", IN_PROCESS, str(work / f"{variant}.toml"), str(article), str(ROUNDS)],
+                              cwd=REPO, capture_output=True, text=True)
+    finally:
+        article.write_text(original, "utf-8")
+    if done.returncode != 0:
+        raise SystemExit(f"in-process rebuild failed:\n{done.stdout}\n{done.stderr}")
+    wall, cpu, best = map(float, done.stdout.split())
+    return wall, cpu, best
+
+
 def bench_syndicate(work: Path, variant: str) -> dict[str, tuple[float, float]]:
     command = [sys.executable, "-m", "syndicate", "--config", str(work / f"{variant}.toml"), "build"]
     shutil.rmtree(work / f"var-{variant}", ignore_errors=True)
@@ -174,6 +214,7 @@ def bench_syndicate(work: Path, variant: str) -> dict[str, tuple[float, float]]:
         results["one article edited"] = timed(command, REPO)
     finally:
         article.write_text(original, "utf-8")  # the next variant starts from the same corpus
+    results["one article edited, in process"] = in_process(work, variant)
     return results
 
 
@@ -217,10 +258,13 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for scenario in ours["full"]:
         full, feeds_only = ours["full"][scenario], ours["feeds-only"][scenario]
-        other = theirs.get(scenario)
-        cell = lambda t: f"{t[0]:.2f} ({t[1]:.2f})"  # noqa: E731
+        other = theirs.get(scenario.removesuffix(", in process"))
+        cell = lambda t: f"{t[0]:.3g} ({t[1]:.3g})"  # noqa: E731
         ratios = (f"{other[0] / full[0]:.1f}x | {other[0] / feeds_only[0]:.1f}x" if other else "- | -")
         print(f"| {scenario} | {cell(full)} | {cell(feeds_only)} | {cell(other) if other else '-'} | {ratios} |")
+    for variant in VARIANTS:
+        wall, cpu, best = ours[variant]["one article edited, in process"]
+        print(f"\nin process ({variant}): median of {ROUNDS} rebuilds {wall:.3f} s wall, {cpu:.3f} s CPU; best {best:.3f} s")
     print(f"\nload average after the run: {tuple(round(x, 2) for x in os.getloadavg())}")
 
 if __name__ == "__main__":

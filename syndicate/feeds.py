@@ -13,14 +13,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree
-
-from feedgen.feed import FeedGenerator
 
 from syndicate import __version__
 from syndicate.models import Article, Category
 from syndicate.text import xml_safe
 from syndicate.urls import SiteUrls
+
+if TYPE_CHECKING:  # feedgen (and lxml) are imported when the first feed is rendered
+    from feedgen.feed import FeedGenerator
 
 GENERATOR = "syndicate"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
@@ -68,6 +70,8 @@ def page_url(spec: FeedSpec, urls: SiteUrls) -> str:
 
 
 def _generator(spec: FeedSpec, fmt: str, site: SiteInfo, urls: SiteUrls) -> FeedGenerator:
+    from feedgen.feed import FeedGenerator  # noqa: F811 (a rebuild with no feed to render never imports it)
+
     fg = FeedGenerator()
     fg.load_extension("dc", atom=False, rss=True)
     fg.id(urls.feed(spec.slug, fmt))

@@ -11,15 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-import jinja2
-import markupsafe
 
 from syndicate.feeds import FORMAT_NAMES, MEDIA_TYPES, SiteInfo
 from syndicate.models import Article, Category
 from syndicate.text import xml_safe
 from syndicate.urls import SITE_FEED, SiteUrls
+
+if TYPE_CHECKING:  # Jinja2 is imported when the first page is rendered: a rebuild with nothing to render skips it
+    import jinja2
+    import markupsafe
 
 TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent / "templates" / "site"
 TEMPLATES = ("base.html.j2", "_feeds.html.j2", "_article_list.html.j2", "index.html.j2", "category.html.j2", "article.html.j2")
@@ -68,13 +70,32 @@ class SitePages:
     urls: SiteUrls
     formats: tuple[str, ...]
     folder: Path = TEMPLATE_FOLDER
-    environment: jinja2.Environment = field(init=False, repr=False, compare=False)
+    # Where compiled templates are kept between builds (compiling them costs ~30 ms per build).
+    bytecode_cache: Path | None = None
+    _environment: list[jinja2.Environment] = field(init=False, repr=False, compare=False, default_factory=list)
     # Feed links rendered once per feed group (every page repeats them): slug -> (head, footer).
     _feed_markup: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False, default_factory=dict)
 
-    def __post_init__(self) -> None:
+    @property
+    def environment(self) -> jinja2.Environment:
+        """The Jinja2 environment, made on first use."""
+        if not self._environment:
+            self._environment.append(self._make_environment())
+        return self._environment[0]
+
+    def _make_environment(self) -> jinja2.Environment:
+        import jinja2
+
+        cache = None
+        if self.bytecode_cache is not None:
+            try:
+                self.bytecode_cache.mkdir(parents=True, exist_ok=True)
+                cache = jinja2.FileSystemBytecodeCache(str(self.bytecode_cache))
+            except OSError:  # only slower without it
+                cache = None
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(self.folder),
+            bytecode_cache=cache,
             autoescape=True,
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
@@ -83,7 +104,7 @@ class SitePages:
         )
         zone = ZoneInfo(self.site.timezone)
         environment.filters["day"] = lambda moment: _day(moment, zone)
-        object.__setattr__(self, "environment", environment)
+        return environment
 
     def feed_links(self, slug: str, title: str) -> tuple[FeedLink, ...]:
         """The links to feed `slug` (a category slug or SITE_FEED) in every configured format."""
@@ -102,8 +123,10 @@ class SitePages:
                 self._feed_markup[slug] = (template.render(where="head", feeds=links).strip("\n"),
                                            template.render(where="footer", feeds=links).strip("\n"))
             parts.append(self._feed_markup[slug])
-        return FeedMarkup(markupsafe.Markup("\n".join(h for h, _ in parts)),
-                          markupsafe.Markup(",\n".join(f for _, f in parts)))
+        from markupsafe import Markup  # installed with Jinja2
+
+        return FeedMarkup(Markup("\n".join(h for h, _ in parts)),
+                          Markup(",\n".join(f for _, f in parts)))
 
     def _render(self, template: str, **values: object) -> bytes:
         html = self.environment.get_template(template).render(site=self.site, urls=self.urls, **values)

@@ -67,7 +67,7 @@ def test_a_rebuild_without_the_manifest_still_leaves_identical_files_untouched(t
     settings = make_settings(tmp_path, copy_sample(tmp_path))
     first = build_site(settings, workers=1)
     before = snapshot(first.output)
-    for manifest in (settings.var_folder / "build").glob("manifest-*.json"):
+    for manifest in (settings.var_folder / "build").glob("manifest-*"):
         manifest.unlink()
     again = build_site(settings, workers=1)
     assert again.written == () and snapshot(first.output) == before
@@ -88,6 +88,19 @@ def test_an_edit_rewrites_only_the_feeds_and_pages_the_article_appears_in(tmp_pa
     assert changed == expected
     assert "Bravo, corrected" in (first.output / "feeds/sport.atom.xml").read_text()
     assert "Bravo, corrected" not in (first.output / "feeds/culture.atom.xml").read_text()
+
+
+def test_a_category_retitled_in_the_config_is_renamed_everywhere_and_other_files_keep_their_mtimes(tmp_path):
+    content = newsroom(tmp_path)
+    first = build_site(make_settings(tmp_path, content), workers=1)
+    before = snapshot(first.output)
+    report = build_site(make_settings(tmp_path, content, categories={"sport": {"title": "Sports desk"}}), workers=1)
+    assert ">Sports desk</a>" in (first.output / "articles/b/index.html").read_text()
+    assert "Sports desk" in (first.output / "feeds/all.atom.xml").read_text()
+    assert {"articles/a/index.html", "articles/b/index.html", "feeds/sport.atom.xml"} <= set(report.written)
+    after = snapshot(first.output)
+    for untouched in ("feeds/culture.atom.xml", "articles/d/index.html", "categories/science/index.html"):
+        assert after[untouched] == before[untouched]  # same bytes, same mtime: not rewritten
 
 
 def test_a_file_changed_by_hand_is_put_right_on_the_next_build(tmp_path):
