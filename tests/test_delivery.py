@@ -244,3 +244,41 @@ def test_the_service_resumes_a_run_left_queued_at_start_up_and_sends_each_digest
     assert svc.report(run.run_id).status == "finished"
     assert delivered(server) == Counter(p.email for p in people)
     assert len(server.received) == len(people)
+
+
+def test_a_run_rendered_in_a_second_process_sends_the_same_digests_once_and_stops_cleanly(setup):
+    """Big runs render ahead in a forked process; the messages, the state checks and the results
+    are the same as when this process renders (here forced on for a small run)."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("rendering ahead needs the fork start method (not on this platform)")
+    settings, database, server = setup
+    people = add_subscribers(database, 30)
+    leaver = people[-1]
+    server.data_delay = 0.02
+    stop = threading.Event()
+
+    def stop_soon():
+        while len(server.received) < 3:
+            threading.Event().wait(0.005)
+        SubscriberStore(database).unsubscribe(leaver.id, NOW)
+        stop.set()
+
+    svc = service(settings, database)
+    svc.render_ahead_min = 0
+    run = svc.plan_manual(SendRequest(), NOW)
+    thread = threading.Thread(target=stop_soon)
+    thread.start()
+    report = svc.work(run.run_id, now=NOW, stop=stop)
+    thread.join()
+    assert report.status == "running" and report.queued > 0 and report.sending == 0
+    server.data_delay = 0
+    report = svc.work(run.run_id, now=NOW)
+    assert (report.sent, report.skipped, report.status) == (29, 1, "finished")
+    assert delivered(server) == Counter(p.email for p in people[:-1])
+    assert len(server.received) == 29
+    message = email.message_from_bytes(server.received[-1].data, policy=email.policy.default)
+    token = message["List-Unsubscribe"].split("/unsubscribe/")[1].split(">")[0]
+    subscriber_id = LinkSigner(SECRET["SYNDICATE_SECRET"]).check("unsubscribe", token)
+    assert message["To"].addresses[0].addr_spec == SubscriberStore(database).get(subscriber_id).email
