@@ -14,10 +14,8 @@ scheduler's retry job (retry_due) resumes a run nobody has touched for ABANDONED
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -65,9 +63,6 @@ FLUSH_EVERY = 100
 FLUSH_SECONDS = 0.2
 COUNT_SECONDS = 1.0
 ABANDONED_AFTER = timedelta(minutes=5)
-RENDER_AHEAD_MIN = 2000  # a run with at least this many queued deliveries renders in a second process
-RENDER_AHEAD_BATCHES = 2  # claimed batches handed to that process ahead of sending
-_GONE = "every article of this digest is gone from the content"
 
 
 @dataclass(frozen=True)
@@ -118,15 +113,11 @@ class _Recorder:
 
 
 class _Messages:
-    """Everything needed to re-render claimed deliveries: the corpus, a renderer, per-run builders.
+    """Everything needed to re-render claimed deliveries: the corpus, a renderer, per-run builders."""
 
-    `started(run_id)` gives a run's start time (the date of its messages and of their signed links)."""
-
-    def __init__(self, settings: Settings, environ: Mapping[str, str] | None, corpus: Corpus,
-                 started: Callable[[int], datetime]) -> None:
-        self.settings = settings
-        self.environ = environ
-        self.started = started
+    def __init__(self, service: DeliveryService, corpus: Corpus) -> None:
+        self.service = service
+        self.settings = service.settings
         self.categories = corpus.categories
         self.by_slug = {c.slug: c for c in corpus.categories}
         self.by_id: dict[str, Article] = {a.id: a for a in corpus.articles}
@@ -137,8 +128,8 @@ class _Messages:
     def builder(self, run_id: int) -> MessageBuilder:
         """One per run, dated (and its links signed) at the run's start: a resend is the same bytes."""
         if run_id not in self._builders:
-            started = self.started(run_id)
-            links = signed_links(self.settings, now=started, environ=self.environ)
+            started = self.service.outbox.run_started(run_id)
+            links = signed_links(self.settings, now=started, environ=self.service.environ)
             self._builders[run_id] = MessageBuilder(self.settings, self.renderer, links, self.categories, started)
         return self._builders[run_id]
 
@@ -156,97 +147,6 @@ class _Messages:
     def message(self, delivery: ClaimedDelivery, digest: Digest) -> OutgoingMessage:
         built = self.builder(delivery.run_id).digest_message(digest)
         return OutgoingMessage(str(delivery.id), self.sender, (built.recipient,), built.data, built.message_id)
-
-    def render(self, delivery: ClaimedDelivery) -> tuple[str, OutgoingMessage | str]:
-        """("", the message), or (SKIPPED or FAILED, why) when there is nothing to send or it cannot be built."""
-        digest = self.digest(delivery)
-        if digest is None:
-            return SKIPPED, _GONE
-        try:
-            return "", self.message(delivery, digest)
-        except SyndicateError as e:  # a value that would break the message: sending it later will not help
-            return FAILED, f"cannot build the message: {e}"
-
-
-Rendered = list[tuple[str, OutgoingMessage | str]]
-
-
-class _RenderHere:
-    """Renders each claimed batch in this process, as it is handed over."""
-
-    depth = 1
-
-    def __init__(self, messages: _Messages) -> None:
-        self.messages = messages
-        self.done: deque[Rendered] = deque()
-
-    def submit(self, batch: list[ClaimedDelivery]) -> None:
-        self.done.append([self.messages.render(d) for d in batch])
-
-    def receive(self) -> Rendered:
-        return self.done.popleft()
-
-    def close(self) -> None:
-        self.done.clear()
-
-
-class _RenderAhead:
-    """Renders claimed batches in a forked process while this one sends (the SMTP threads and the
-    renderer no longer share one GIL). Only rendering moves: claims, the last state check and every
-    result stay in this process, so the outbox guarantees do not change."""
-
-    depth = RENDER_AHEAD_BATCHES
-
-    def __init__(self, service: DeliveryService, corpus: Corpus) -> None:
-        context = multiprocessing.get_context("fork")
-        self.outbox = service.outbox
-        self.starts: dict[int, datetime] = {}
-        self.connection, child = context.Pipe()
-        self.process = context.Process(
-            target=_render_worker, args=(child, service.settings, service.environ, corpus),
-            name="syndicate-render", daemon=True,
-        )
-        self.process.start()
-        child.close()
-
-    def submit(self, batch: list[ClaimedDelivery]) -> None:
-        for run_id in {d.run_id for d in batch} - self.starts.keys():
-            self.starts[run_id] = self.outbox.run_started(run_id)
-        self.connection.send((self.starts, batch))
-
-    def receive(self) -> Rendered:
-        try:
-            reply = self.connection.recv()
-        except EOFError:
-            raise SyndicateError(f"the render process stopped (exit code {self.process.exitcode})") from None
-        if isinstance(reply, str):
-            raise SyndicateError(f"the render process failed: {reply}")
-        return reply
-
-    def close(self) -> None:
-        try:
-            self.connection.send(None)
-        except OSError:
-            pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        self.connection.close()
-
-
-def _render_worker(connection: Any, settings: Settings, environ: Mapping[str, str] | None, corpus: Corpus) -> None:
-    """The render process: (run start times, claimed batch) in, that batch rendered out; None ends it."""
-    starts: dict[int, datetime] = {}
-    messages = _Messages(settings, environ, corpus, starts.__getitem__)
-    try:
-        while (request := connection.recv()) is not None:
-            starts.update(request[0])
-            connection.send([messages.render(d) for d in request[1]])
-    except EOFError:
-        return
-    except Exception as e:  # told to the sending process, which stops the pass (claims go back to queued)
-        connection.send(f"{type(e).__name__}: {e}")
 
 
 class DeliveryService:
@@ -268,7 +168,6 @@ class DeliveryService:
         self.outbox = Outbox(database, settings.outbox)
         self.backend_factory = backend_factory or self._configured_backend
         self.claim_batch = CLAIM_BATCH
-        self.render_ahead_min = RENDER_AHEAD_MIN
 
     def _configured_backend(self) -> MailBackend:
         extra = {"environ": self.environ} if self.settings.mail.backend == "smtp" and self.environ is not None else {}
@@ -357,7 +256,7 @@ class DeliveryService:
         if run_id == 0:
             return RunReport.empty("manual", now or datetime.now(UTC))
         clock = _clock(now)
-        ahead = self.outbox.report(run_id).queued >= self.render_ahead_min  # a LookupError for an unknown run
+        self.outbox.report(run_id)  # a LookupError for an unknown run, before any work
 
         def claim() -> list[ClaimedDelivery]:
             return self.outbox.claim(clock(), self.claim_batch, run_id=run_id)
@@ -367,7 +266,7 @@ class DeliveryService:
                 progress(self.outbox.refresh(run_id, clock()))
 
         try:
-            self._send(claim, clock, stop, counted, ahead=ahead)
+            self._send(claim, clock, stop, counted)
         finally:
             report = self.outbox.refresh(run_id, clock())
         log.info("run worked run=%s status=%s sent=%s retrying=%s failed=%s skipped=%s",
@@ -430,50 +329,30 @@ class DeliveryService:
         clock: Callable[[], datetime],
         stop: threading.Event | None,
         counted: Callable[[], None] | None,
-        *,
-        ahead: bool = False,
     ) -> dict[str, int]:
         """Claim, render and send until claim() gives nothing; every claimed delivery ends recorded
-        (or, when the process dies, `sending` for recover()). `ahead`: render in a second process."""
+        (or, when the process dies, `sending` for recover())."""
         corpus = load_corpus(self.settings)
-        if ahead and "fork" in multiprocessing.get_all_start_methods():
-            renderer: _RenderHere | _RenderAhead = _RenderAhead(self, corpus)
-        else:
-            renderer = _RenderHere(_Messages(self.settings, self.environ, corpus, self.outbox.run_started))
+        messages = _Messages(self, corpus)
         recorder = _Recorder(self.outbox, clock)
         waiting: dict[str, ClaimedDelivery] = {}  # claimed, not yet handed to the backend
         handed: dict[str, ClaimedDelivery] = {}  # handed to the backend, no result yet
         last_count = time.monotonic()
 
-        def stopped() -> bool:
-            return stop is not None and stop.is_set()
-
         def stream() -> Iterator[OutgoingMessage]:
-            submitted: deque[list[ClaimedDelivery]] = deque()
-            more = True
-            while True:
-                while more and len(submitted) < renderer.depth and not stopped():
-                    batch = claim()
-                    more = bool(batch)
-                    if more:
-                        waiting.update((str(d.id), d) for d in batch)
-                        renderer.submit(batch)
-                        submitted.append(batch)
-                if not submitted or stopped():
+            while stop is None or not stop.is_set():
+                batch = claim()
+                if not batch:
                     return
-                batch = submitted.popleft()
-                rendered = renderer.receive()
-                for ahead in _batched(range(len(batch)), CHECK_AHEAD):
-                    states = subscriber_states(self.database, [batch[i].subscriber.id for i in ahead])
-                    for i in ahead:
-                        delivery = batch[i]
-                        message = self._settle(delivery, states.get(delivery.subscriber.id), rendered[i], recorder)
+                waiting.update((str(d.id), d) for d in batch)
+                for ahead in _batched(batch, CHECK_AHEAD):
+                    states = subscriber_states(self.database, [d.subscriber.id for d in ahead])
+                    for delivery in ahead:
+                        message = self._prepare(delivery, states.get(delivery.subscriber.id), messages, recorder)
                         del waiting[str(delivery.id)]
                         if message is not None:
                             handed[message.key] = delivery
                             yield message
-                    if stopped():
-                        return
 
         backend = self.backend_factory()
         try:
@@ -491,30 +370,30 @@ class DeliveryService:
             handed.clear()
             raise
         finally:
-            renderer.close()
             for delivery in waiting.values():
                 recorder.add(delivery, QUEUED, None, "")
             recorder.flush()
         return recorder.tally
 
-    def _settle(
-        self, delivery: ClaimedDelivery, state: tuple[str, str] | None, rendered: tuple[str, OutgoingMessage | str],
-        recorder: _Recorder,
+    def _prepare(
+        self, delivery: ClaimedDelivery, state: tuple[str, str] | None, messages: _Messages, recorder: _Recorder
     ) -> OutgoingMessage | None:
-        """The message for a claimed delivery, checked against its subscriber as they are now; None when
-        it is skipped or could not be built (recorded)."""
+        """The message for a claimed delivery, or None when it is skipped or cannot be built (recorded)."""
         if state is None or state[0] != SubscriberStatus.ACTIVE.value:
             recorder.add(delivery, SKIPPED, None, f"subscriber is {state[0] if state else 'deleted'}")
             return None
         if state[1] != delivery.since_key:
             recorder.add(delivery, SKIPPED, None, "superseded: another digest moved the high-water mark")
             return None
-        outcome, value = rendered
-        if outcome:
-            recorder.add(delivery, outcome, None, str(value))
+        digest = messages.digest(delivery)
+        if digest is None:
+            recorder.add(delivery, SKIPPED, None, "every article of this digest is gone from the content")
             return None
-        assert isinstance(value, OutgoingMessage)
-        return value
+        try:
+            return messages.message(delivery, digest)
+        except SyndicateError as e:  # a value that would break the message: sending it later will not help
+            recorder.add(delivery, FAILED, None, f"cannot build the message: {e}")
+            return None
 
     # -- without state
 
