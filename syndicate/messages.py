@@ -263,7 +263,10 @@ class MessageBuilder:
         links: LinkMaker,
         categories: Sequence[Category],
         now: datetime,
+        *,
+        variant_cache: int = VARIANT_CACHE,
     ) -> None:
+        """`variant_cache`: encoded variants kept (least recently used forgotten; met again, re-encoded)."""
         if now.tzinfo is None:
             raise ValueError("MessageBuilder: `now` must be timezone-aware")
         self.settings = settings
@@ -283,7 +286,7 @@ class MessageBuilder:
             list_headers.insert(0, header_line("Reply-To", configured_address("Reply-To", "[mail] reply_to", settings.mail.reply_to)))
         self._list_headers = b"".join(list_headers)
         self._mime_headers = header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + header_line("MIME-Version", "1.0")
-        self._variants: BoundedCache[str, EncodedVariant] = BoundedCache(VARIANT_CACHE)
+        self._variants: BoundedCache[str, EncodedVariant] = BoundedCache(variant_cache)
         self._pieces: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         self._frame: tuple[list[Chunk], list[Chunk]] | None = None
         self._warned_http = False

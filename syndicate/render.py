@@ -291,8 +291,10 @@ class DigestParts:
 class EmailRenderer:
     """Renders digests and confirmations; holds this run's cache of rendered variants."""
 
-    def __init__(self, settings: Settings, *, inliner: str | None = None, cache: bool = True) -> None:
-        """`cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures)."""
+    def __init__(self, settings: Settings, *, inliner: str | None = None, cache: bool = True,
+                 variant_cache: int = VARIANT_CACHE) -> None:
+        """`cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures);
+        `variant_cache`: rendered variants kept (least recently used forgotten)."""
         self.settings = settings
         self.cache = cache
         self.inliner = inliner or settings.email.css_inliner
@@ -303,7 +305,7 @@ class EmailRenderer:
         self._marker = re.compile(f"slot{self._nonce}({names})x")
         self._env = _environment(templates_folder(settings))
         self._subject = _subject_template(settings.digest.subject)
-        self._variants: BoundedCache[str, RenderedVariant] = BoundedCache(VARIANT_CACHE)
+        self._variants: BoundedCache[str, RenderedVariant] = BoundedCache(variant_cache)
         self._variants_rendered = 0
         self._sections: BoundedCache[str, RenderedSection] = BoundedCache(SECTION_CACHE)
         self._pieces: dict[tuple[object, ...], RenderedPiece] = {}
