@@ -168,9 +168,10 @@ class Service:
             recovered = self.delivery.recover(now)
             if recovered:
                 log.info("outbox recovered %d deliveries left in flight by the last run", recovered)
+        report = self.rebuild()
+        if self.delivery is not None:  # after the build: the article cache is fresh, so the two never both write it
             self.resumer = threading.Thread(target=self._resume, name="outbox-resume", daemon=True)
             self.resumer.start()
-        report = self.rebuild()
         return report
 
     def _resume(self) -> None:
