@@ -23,7 +23,7 @@ from syndicate.config import Settings
 from syndicate.digests import Digest
 from syndicate.errors import ConfigError, SyndicateError
 from syndicate.models import Category
-from syndicate.render import EmailRenderer, LinkMaker, RenderedEmail, SlotText
+from syndicate.render import VARIANT_CACHE, BoundedCache, EmailRenderer, LinkMaker, RenderedEmail, SlotText
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,10 @@ class MessageBuilder:
         links: LinkMaker,
         categories: Sequence[Category],
         now: datetime,
+        *,
+        variant_cache: int = VARIANT_CACHE,
     ) -> None:
+        """`variant_cache`: encoded variants kept (least recently used forgotten; met again, re-encoded)."""
         if now.tzinfo is None:
             raise ValueError("MessageBuilder: `now` must be timezone-aware")
         self.settings = settings
@@ -283,7 +286,7 @@ class MessageBuilder:
             list_headers.insert(0, header_line("Reply-To", configured_address("Reply-To", "[mail] reply_to", settings.mail.reply_to)))
         self._list_headers = b"".join(list_headers)
         self._mime_headers = header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + header_line("MIME-Version", "1.0")
-        self._variants: dict[str, EncodedVariant] = {}
+        self._variants: BoundedCache[str, EncodedVariant] = BoundedCache(variant_cache)
         self._pieces: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         self._frame: tuple[list[Chunk], list[Chunk]] | None = None
         self._warned_http = False
@@ -293,8 +296,7 @@ class MessageBuilder:
         subscriber = digest.subscriber
         encoded = self._variants.get(digest.variant_key)
         if encoded is None:
-            encoded = self._encode_variant(digest)
-            self._variants[digest.variant_key] = encoded
+            encoded = self._variants.put(digest.variant_key, self._encode_variant(digest))
         values = self.renderer.digest_values(subscriber, self.links, self.categories)
         unsubscribe = checked("List-Unsubscribe", values.text["unsubscribe_url"])
         if not self._warned_http and not unsubscribe.startswith("https://"):

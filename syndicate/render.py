@@ -27,12 +27,13 @@ import logging
 import re
 import secrets
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import css_inline
@@ -67,6 +68,41 @@ _PREMAILER = MappingProxyType(
     }
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# A run's caches forget their least recently used entries past these sizes, so memory stays flat
+# however many subscribers a run has (a variant evicted and met again is re-assembled from the
+# cached sections: no inlining). Pieces are bounded by the articles in the digests' window.
+VARIANT_CACHE = 2048
+SECTION_CACHE = 4096
+FOLLOWING_CACHE = 4096
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class BoundedCache(Generic[K, V]):
+    """A mapping that keeps its `limit` most recently used entries."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("BoundedCache needs a limit of at least 1")
+        self.limit = limit
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> V:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self.limit:
+            self._data.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class LinkMaker(Protocol):
@@ -255,8 +291,10 @@ class DigestParts:
 class EmailRenderer:
     """Renders digests and confirmations; holds this run's cache of rendered variants."""
 
-    def __init__(self, settings: Settings, *, inliner: str | None = None, cache: bool = True) -> None:
-        """`cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures)."""
+    def __init__(self, settings: Settings, *, inliner: str | None = None, cache: bool = True,
+                 variant_cache: int = VARIANT_CACHE) -> None:
+        """`cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures);
+        `variant_cache`: rendered variants kept (least recently used forgotten)."""
         self.settings = settings
         self.cache = cache
         self.inliner = inliner or settings.email.css_inliner
@@ -267,11 +305,12 @@ class EmailRenderer:
         self._marker = re.compile(f"slot{self._nonce}({names})x")
         self._env = _environment(templates_folder(settings))
         self._subject = _subject_template(settings.digest.subject)
-        self._variants: dict[str, RenderedVariant] = {}
-        self._sections: dict[str, RenderedSection] = {}
+        self._variants: BoundedCache[str, RenderedVariant] = BoundedCache(variant_cache)
+        self._variants_rendered = 0
+        self._sections: BoundedCache[str, RenderedSection] = BoundedCache(SECTION_CACHE)
         self._pieces: dict[tuple[object, ...], RenderedPiece] = {}
         self._frame: DigestFrame | None = None
-        self._following: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._following: BoundedCache[tuple[str, ...], tuple[str, str]] = BoundedCache(FOLLOWING_CACHE)
 
     # -- digests ---------------------------------------------------------------------
     def variant(self, digest: Digest) -> RenderedVariant:
@@ -280,15 +319,15 @@ class EmailRenderer:
             return self._render_whole_digest(digest)
         cached = self._variants.get(digest.variant_key)
         if cached is None:
-            cached = self._render_digest(digest)
-            self._variants[digest.variant_key] = cached
+            cached = self._variants.put(digest.variant_key, self._render_digest(digest))
+            self._variants_rendered += 1
             log.debug("rendered digest variant %s (%d articles)", digest.variant_key, digest.count)
         return cached
 
     @property
     def variants_rendered(self) -> int:
         """Variants assembled through `variant()` (the message builder assembles its own)."""
-        return len(self._variants)
+        return self._variants_rendered
 
     @property
     def pieces_inlined(self) -> int:
@@ -302,8 +341,7 @@ class EmailRenderer:
             followed = set(subscriber.categories)
             names = [c.name for c in categories if c.slug in followed]
             sentence = f"You get this digest because you follow {join_names(names)}." if names else ""
-            following = (html.escape(sentence), textwrap.fill(sentence, 72))
-            self._following[subscriber.categories] = following
+            following = self._following.put(subscriber.categories, (html.escape(sentence), textwrap.fill(sentence, 72)))
         greeting = _greeting(subscriber.name)
         email = clean_line(subscriber.email)
         unsubscribe = links.unsubscribe_url(subscriber)
@@ -339,8 +377,7 @@ class EmailRenderer:
         """The double opt-in email asking `email` to open `confirm_url`."""
         variant = self._variants.get("confirm")
         if variant is None:
-            variant = self._render_confirmation()
-            self._variants["confirm"] = variant
+            variant = self._variants.put("confirm", self._render_confirmation())
         values = self._values(
             greeting=_greeting(name),
             following=join_names([c.name for c in categories]) or "its articles",
@@ -415,8 +452,8 @@ class EmailRenderer:
         key = section_key(section)
         cached = self._sections.get(key)
         if cached is None:
-            cached = RenderedSection(key, tuple(self._piece(macro, piece_key, view, css) for macro, piece_key, view in self._pieces_of(section)))
-            self._sections[key] = cached
+            pieces = tuple(self._piece(macro, piece_key, view, css) for macro, piece_key, view in self._pieces_of(section))
+            cached = self._sections.put(key, RenderedSection(key, pieces))
         return cached
 
     def _pieces_of(self, section: DigestSection) -> list[tuple[str, tuple[object, ...], dict[str, object]]]:

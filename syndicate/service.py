@@ -136,6 +136,7 @@ class Service:
         self._scheduler: Scheduler | None = None
         self._scheduler_lock = threading.Lock()
         self._server: uvicorn.Server | None = None
+        self.resumer: threading.Thread | None = None  # works the runs a crash left queued (see open())
 
     # -- start-up
 
@@ -148,7 +149,23 @@ class Service:
         if recovered:
             log.info("outbox recovered %d deliveries left in flight by the last run", recovered)
         report = self.rebuild()
+        if self.delivery is not None:  # after the build: the article cache is fresh, so the two never both write it
+            self.resumer = threading.Thread(target=self._resume, name="outbox-resume", daemon=True)
+            self.resumer.start()
         return report
+
+    def _resume(self) -> None:
+        """Runs a crash left with queued deliveries continue at once (the retry job would wait
+        ABANDONED_AFTER); a signal stops them after the message in flight."""
+        assert self.delivery is not None
+        try:
+            reports = self.delivery.resume(stop=self.stopping)
+        except Exception:  # the retry job resumes them later; the service keeps running
+            log.exception("resuming interrupted runs failed; the retry job will pick them up")
+            return
+        for report in reports:
+            log.info("resumed run=%s status=%s sent=%s retrying=%s failed=%s",
+                     report.run_id, report.status, report.sent, report.retrying, report.failed)
 
     def rebuild(self) -> BuildReport:
         report = build_site(self.settings)
@@ -273,6 +290,8 @@ class Service:
             self.keeper.stop()
         else:
             self._scheduler_down()
+        if self.resumer is not None:
+            self.resumer.join()  # stops after its message in flight (it watches self.stopping)
         if self.database is not None:
             self.database.close()
         log.info("stopped cleanly")

@@ -210,3 +210,37 @@ def test_a_scheduled_run_and_a_manual_send_working_together_send_one_copy_each(s
     assert delivered(server) == Counter(p.email for p in people)  # each exactly once
     store = SubscriberStore(database)
     assert all(store.get(p.id).high_water == NOW - timedelta(hours=2) for p in people)
+
+
+def test_the_service_resumes_a_run_left_queued_at_start_up_and_sends_each_digest_once(setup):
+    """A send interrupted (here: stopped after 3 messages) is finished by the service as soon as it
+    starts, not after the retry job's ABANDONED_AFTER."""
+    from syndicate.service import Service
+
+    settings, database, server = setup
+    people = add_subscribers(database, 12)
+    stop = threading.Event()
+
+    def stop_soon():
+        while len(server.received) < 3:
+            threading.Event().wait(0.005)
+        stop.set()
+
+    server.data_delay = 0.02
+    thread = threading.Thread(target=stop_soon)
+    thread.start()
+    svc, run, report = run_once(settings, database, stop=stop)
+    thread.join()
+    assert report.status == "running" and report.queued > 0
+    server.data_delay = 0
+    running = Service(settings, environ=SECRET, scheduler=False)
+    try:
+        running.open(NOW)
+        assert running.resumer is not None
+        running.resumer.join(timeout=30)
+        assert not running.resumer.is_alive()
+    finally:
+        running.close()
+    assert svc.report(run.run_id).status == "finished"
+    assert delivered(server) == Counter(p.email for p in people)
+    assert len(server.received) == len(people)

@@ -267,3 +267,31 @@ def test_many_variants_built_from_shared_pieces_decode_to_what_the_renderer_asse
         assert (parsed["Subject"], text, html) == (expected.subject, expected.text, expected.html)
         assert parsed["List-Unsubscribe"] == f"<https://news.example.org/unsubscribe/tok-{i}.sig?u={i}&v=1>"
     assert len(seen) >= 15
+
+
+def test_a_variant_forgotten_by_the_bounded_caches_is_built_again_byte_for_byte():
+    """The run's caches keep only the most recently used variants (memory stays flat over a big run);
+    a digest whose variant was forgotten still gets exactly the same message."""
+    import random
+
+    from syndicate.digests import Timeline
+
+    rng = random.Random(3)
+    slugs = [c.slug for c in CORPUS.categories]
+    settings = sample_settings(digest={"max_articles": 3})
+    timeline = Timeline.of(CORPUS.articles)
+    digests = {}
+    for i in range(40):
+        reader = subscriber(tuple(rng.sample(slugs, rng.randint(1, 4))), id=i,
+                            high_water=SAMPLE_NOW - timedelta(days=rng.randint(1, 30)))
+        digest = select_digest(reader, timeline, CORPUS.categories, SAMPLE_NOW, settings)
+        if digest is not None:
+            digests.setdefault(digest.variant_key, digest)
+    assert len(digests) >= 5
+    tiny = MessageBuilder(settings, EmailRenderer(settings, variant_cache=2), SignedLookingLinks(), CORPUS.categories,
+                          SAMPLE_NOW, variant_cache=2)
+    roomy = MessageBuilder(settings, EmailRenderer(settings), SignedLookingLinks(), CORPUS.categories, SAMPLE_NOW)
+    order = [*digests.values(), *digests.values()]  # every variant is evicted before it comes round again
+    for digest in order:
+        assert tiny.digest_message(digest).data == roomy.digest_message(digest).data
+    assert len(tiny._variants) == 2 and len(roomy._variants) == len(digests)
