@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import pickle
+import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -161,7 +162,7 @@ class _Cache:
 
     def _write(self, path: Path, rows: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # threads of one service too
         with temporary.open("wb") as f:
             pickle.dump((self.stamp, rows), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, path)
