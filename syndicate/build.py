@@ -10,7 +10,6 @@ nothing. Files of removed categories and articles are removed.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
@@ -21,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -34,7 +32,7 @@ from syndicate.files import publish, remove_file, write_atomic
 from syndicate.models import Article, Category
 from syndicate.pages import CategoryEntry, SitePages, template_fingerprint
 from syndicate.pipeline import load_corpus
-from syndicate.reader import Corpus
+from syndicate.reader import Corpus, gc_paused
 from syndicate.urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
 
 log = logging.getLogger(__name__)
@@ -356,21 +354,8 @@ def build_site(
     `content` and `output` override the configured folders; `workers` the configured
     `[feeds] workers` (default: every core).
     """
-    with _gc_paused():
+    with gc_paused():
         return _build(settings, content, output, workers)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """With 10,000 articles alive, each full collection the renderers trigger scans them all
-    (50 to 100 ms per one-article rebuild) and finds nothing: they hold no cycles."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _build(settings: Settings, content: Path | None, output: Path | None, workers: int | None) -> BuildReport:

@@ -9,21 +9,18 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from syndicate.db import Database
+from syndicate.models import utc_now
 from syndicate.schema import scheduler_lease
 
 log = logging.getLogger(__name__)
 
 SCHEDULER = "scheduler"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

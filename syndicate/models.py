@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+
+
+def utc_now() -> datetime:
+    """The clock the entry points read (CLI, service, scheduler, web); stages take `now` from them."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, order=True)

@@ -31,6 +31,7 @@ from apscheduler.schedulers.base import STATE_STOPPED
 
 from syndicate.config import Settings
 from syndicate.db import Database
+from syndicate.models import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ FIRST_RUN_DELAY = timedelta(seconds=2)  # a new job's first run: soon after star
 
 Clock = Callable[[], datetime]
 Task = Callable[[datetime, threading.Event], None]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- what the jobs do

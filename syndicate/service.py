@@ -17,7 +17,7 @@ import stat
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,13 @@ from syndicate.db import Database, open_database
 from syndicate.delivery import DeliveryService
 from syndicate.errors import SyndicateError
 from syndicate.lease import Lease, LeaseKeeper
+from syndicate.models import utc_now
 from syndicate.scheduler import JobSpec, Scheduler, delivery_jobs
 from syndicate.web.app import create_app
 
 log = logging.getLogger(__name__)
 
 SECRETS_FOLDER = "secrets"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- secrets
