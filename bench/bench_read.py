@@ -50,7 +50,8 @@ def main() -> None:
         assert len(cold.articles) == len(warm.articles) == len(serial.articles) == args.count, "articles lost"
         assert warm.parsed == 1 and not warm.problems
         print(f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}, {platform.system()} {platform.release()}")
-        print(f"articles: {args.count}, cache file: {cache.stat().st_size / 1e6:.1f} MB")
+        bodies = sum(p.stat().st_size for p in cache.parent.glob(cache.name + ".bodies-*"))
+        print(f"articles: {args.count}, cache: {cache.stat().st_size / 1e6:.1f} MB index + {bodies / 1e6:.1f} MB bodies (read when used)")
         print(f"cold read (both cores): {cold_s:.2f} s ({args.count / cold_s:,.0f} articles/s)")
         print(f"cold read (one core):   {serial_s:.2f} s")
         print(f"warm read (1 changed):  {warm_s:.3f} s")

@@ -13,6 +13,8 @@ import logging
 import os
 import pickle
 import threading
+import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -29,7 +31,7 @@ from syndicate.text import slugify
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 4
+_CACHE_FORMAT = 5
 _PARALLEL_FROM = 400  # files to parse before a process pool pays for itself
 
 
@@ -128,7 +130,16 @@ class _Cache:
 
     def _read(self, path: Path) -> dict:
         with path.open("rb") as f:
-            stamp, rows = pickle.load(f)
+            unpickler = pickle.Unpickler(f)
+            bodies: list[_BodyFile] = []
+
+            def persistent_load(pid: tuple) -> _LazyBody:
+                if not bodies:  # the snapshot names its bodies file first
+                    bodies.append(_BodyFile(path.with_name(pid[1])))
+                return _LazyBody(bodies[0], pid[1], pid[2], pid[3])
+
+            unpickler.persistent_load = persistent_load
+            stamp, rows = unpickler.load()
         return rows if stamp == self.stamp else {}
 
     def load(self) -> tuple[dict[str, _Entry], dict[str, _Entry | None]]:
@@ -157,15 +168,81 @@ class _Cache:
         if len(journal) * 10 <= len(entries):
             self._write(self.journal_path, journal)
         else:
-            self._write(self.path, _interned(entries))
+            self._write(self.path, _interned(entries), bodies_apart=True)
             self.journal_path.unlink(missing_ok=True)
 
-    def _write(self, path: Path, rows: dict) -> None:
+    def _write(self, path: Path, rows: dict, *, bodies_apart: bool = False) -> None:
+        """Pickle `rows` to `path` atomically; with `bodies_apart`, the articles' bodies go to a
+        bodies file of their own (a new name each time: articles still in memory keep reading
+        the one they were loaded from) and are read back only when used."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # threads of one service too
+        unique = f"{os.getpid()}.{threading.get_ident()}"  # threads of one service too
+        temporary = path.with_name(f".{path.name}.{unique}.tmp")
+        bodies_name = f"{path.name}.bodies-{uuid.uuid4().hex[:12]}"
         with temporary.open("wb") as f:
-            pickle.dump((self.stamp, rows), f, protocol=pickle.HIGHEST_PROTOCOL)
+            if bodies_apart:
+                with (path.parent / bodies_name).open("wb") as bodies:
+                    _SnapshotPickler(f, bodies, bodies_name).dump((self.stamp, rows))
+            else:
+                pickle.dump((self.stamp, rows), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, path)
+        if bodies_apart:
+            for old in path.parent.glob(f"{path.name}.bodies-*"):
+                if old.name != bodies_name:
+                    old.unlink(missing_ok=True)
+
+
+class _BodyFile:
+    """An open bodies file, read with pread (thread-safe); closed when no article needs it."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)
+
+
+class _LazyBody:
+    """Where one article's body lies in a bodies file."""
+
+    __slots__ = ("file", "offset", "length")
+
+    def __init__(self, file: _BodyFile, _name: str, offset: int, length: int) -> None:
+        self.file, self.offset, self.length = file, offset, length
+
+    def read(self) -> str:
+        return os.pread(self.file.fd, self.length, self.offset).decode("utf-8")
+
+
+class _SnapshotPickler(pickle.Pickler):
+    """Pickles articles without their bodies, which it writes to `bodies` instead."""
+
+    def __init__(self, file, bodies, bodies_name: str) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.bodies, self.bodies_name, self.offset = bodies, bodies_name, 0
+
+    def reducer_override(self, obj: object):
+        if type(obj) is not Article:
+            return NotImplemented
+        state = obj.__getstate__()
+        body = state.pop("body_html").encode("utf-8")
+        self.bodies.write(body)
+        state["_lazy_body"] = _BodyRef(self.bodies_name, self.offset, len(body))
+        self.offset += len(body)
+        return (_restore_article, (state,))
+
+    def persistent_id(self, obj: object):
+        return ("body", obj.name, obj.offset, obj.length) if type(obj) is _BodyRef else None
+
+
+class _BodyRef(NamedTuple):
+    name: str
+    offset: int
+    length: int
+
+
+def _restore_article(state: dict) -> Article:
+    article = object.__new__(Article)
+    article.__dict__.update(state)
+    return article
 
 
 def _interned(entries: dict[str, _Entry]) -> dict[str, _Entry]:
@@ -254,16 +331,14 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
     """Drop duplicate ids, unify categories by slug, apply the config's titles and aliases."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
-    articles: list[Article] = []
-    for rel, entry in entries.items():
-        if isinstance(entry.result, Problem):
-            problems.append(replace(entry.result, path=folder / entry.result.path))
-        else:
-            articles.append(entry.result)
     by_id: dict[str, Article] = {}
     by_slug_seen: dict[str, Article] = {}
     unique: list[Article] = []
-    for article in articles:  # already in path order
+    for entry in entries.values():  # in path order: the first file keeps a contested id
+        article = entry.result
+        if type(article) is Problem:
+            problems.append(replace(article, path=folder / article.path))
+            continue
         clash = by_id.get(article.id) or by_slug_seen.get(article.slug)
         if clash is not None:
             what = "id" if clash.id == article.id else "slug"
@@ -297,7 +372,7 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
                 elif known.name != category.name and slug == category.slug and slug not in titles:
                     warnings.append(Problem(folder / article.source, 1, f"category {category.name!r} has the same slug as {known.name!r}; using {known.name!r}"))
                 canonical[category] = known
-            shown = tuple(dict.fromkeys(canonical[c] for c in written))
+            shown = tuple({id(k): k for k in (canonical[c] for c in written)}.values())  # first of each, in order
             shown_for[key] = None if shown == written else shown
         shown = shown_for[key]
         resolved.append(article if shown is None else replace(article, categories=shown))

@@ -95,12 +95,44 @@ def test_parallel_parse_gives_the_same_result(tmp_path):
     assert [str(p) for p in parallel.problems] == [f"{folder}/zz-bad.md:1: empty file"]
 
 
-def test_a_cache_written_by_other_parser_code_is_not_used(tmp_path):
-    import pickle
+def test_a_cache_written_by_other_parser_code_is_not_used(tmp_path, monkeypatch):
+    from syndicate import reader
 
     folder = corpus_dir(tmp_path, 2)
     cache = tmp_path / "cache.pickle"
-    read_corpus(folder, OPTIONS, cache=cache)
-    stamp, entries = pickle.loads(cache.read_bytes())
-    cache.write_bytes(pickle.dumps(((stamp[0], stamp[1], "older parser", stamp[3]), entries)))
+    real = reader._parser_fingerprint
+    monkeypatch.setattr(reader, "_parser_fingerprint", lambda: "an older parser")  # as if written by older code
     assert read_corpus(folder, OPTIONS, cache=cache).parsed == 2
+    assert read_corpus(folder, OPTIONS, cache=cache).parsed == 0
+    monkeypatch.setattr(reader, "_parser_fingerprint", real)
+    assert read_corpus(folder, OPTIONS, cache=cache).parsed == 2
+
+
+def test_bodies_read_lazily_from_the_snapshot_are_the_parsed_ones(tmp_path):
+    import pickle
+
+    folder = corpus_dir(tmp_path, 9)
+    cache = tmp_path / "cache.pickle"
+    cold = read_corpus(folder, OPTIONS, cache=cache)
+    assert list(tmp_path.glob("cache.pickle.bodies-*")), "the snapshot keeps bodies apart"
+    warm = read_corpus(folder, OPTIONS, cache=cache)
+    assert warm.parsed == 0
+    lazy = [a for a in warm.articles if "body_html" not in a.__dict__]
+    assert len(lazy) == 9, "bodies stay on disk until read"
+    assert [a.body_html for a in warm.articles] == [a.body_html for a in cold.articles]
+    assert warm.articles == cold.articles
+    # A lazy article survives pickling (process pools, the journal) with its body.
+    again = pickle.loads(pickle.dumps(read_corpus(folder, OPTIONS, cache=cache).articles[0]))
+    assert again.body_html == cold.articles[0].body_html and "_lazy_body" not in again.__dict__
+
+
+def test_articles_loaded_before_a_new_snapshot_still_read_their_own_bodies(tmp_path):
+    folder = corpus_dir(tmp_path, 9)
+    cache = tmp_path / "cache.pickle"
+    read_corpus(folder, OPTIONS, cache=cache)
+    held = read_corpus(folder, OPTIONS, cache=cache)  # lazy articles, as a running service holds them
+    for i in range(1, 10):  # every file changes: the next read writes a new snapshot and bodies file
+        (folder / f"a{i}.md").write_text(TEMPLATE.format(title=f"Rewritten {i}", day=i % 9 + 1))
+    read_corpus(folder, OPTIONS, cache=cache)
+    assert len(list(tmp_path.glob("cache.pickle.bodies-*"))) == 1
+    assert all(a.body_html == f"<p>Body {a.title}.</p>\n" for a in held.articles)
