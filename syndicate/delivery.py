@@ -225,8 +225,8 @@ class DeliveryService:
             if subscriber.status is not SubscriberStatus.ACTIVE:
                 raise UsageError(f"{subscriber.email} is {subscriber.status.value}: only active subscribers get digests")
             return [subscriber] if _wanted(subscriber, request) else []
-        stored = self.store.iter_subscribers(Filter(status=SubscriberStatus.ACTIVE, frequency=request.frequency))
-        return (s.subscriber for s in stored if _wanted(s.subscriber, request))
+        stored = self.store.iter_plain(Filter(status=SubscriberStatus.ACTIVE, frequency=request.frequency))
+        return (s for s in stored if _wanted(s, request))
 
     def _plan_one(self, subscriber: Subscriber, timeline: Timeline, corpus: Corpus, now: datetime) -> PlannedDelivery | None:
         digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings)

@@ -164,23 +164,27 @@ def select_digest(
         newest_first = _pick(_window(articles, since_ts, now_ts), {c.slug: i for i, c in enumerate(order)})
     if not newest_first:
         return None
-    shown = newest_first[: settings.digest.max_articles]
-    left_out = newest_first[settings.digest.max_articles:]
-    sections = tuple(
-        DigestSection(
-            category=category,
-            articles=tuple(a for place, a in shown if place == i),
-            hidden=sum(1 for place, _ in left_out if place == i),
-        )
-        for i, category in enumerate(order)
-    )
-    sections = tuple(s for s in sections if s.articles or s.hidden)
+    sections = _sections(order, newest_first, settings.digest.max_articles)
     return Digest(
         subscriber=subscriber,
         sections=sections,
         since=since,
         until=newest_first[0][1].published,
         variant_key=variant_key(sections),
+    )
+
+
+def _sections(order: Sequence[Category], newest_first: Sequence[tuple[int, Article]], limit: int) -> tuple[DigestSection, ...]:
+    """The non-empty sections in `order`: the first `limit` articles shown under their place, the rest counted."""
+    shown: dict[int, list[Article]] = {}
+    hidden: dict[int, int] = {}
+    for place, article in newest_first[:limit]:
+        shown.setdefault(place, []).append(article)
+    for place, _ in newest_first[limit:]:
+        hidden[place] = hidden.get(place, 0) + 1
+    return tuple(
+        DigestSection(category=order[i], articles=tuple(shown.get(i, ())), hidden=hidden.get(i, 0))
+        for i in sorted(shown.keys() | hidden.keys())
     )
 
 
