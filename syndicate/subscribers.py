@@ -289,13 +289,19 @@ class StoredSubscriber:
     updated_at: datetime
 
 
-def _filtered(query: Select[Any], where: Filter, after: int) -> Select[Any]:
-    """`query` limited to the subscribers matching `where` with an id above `after`."""
-    query = query.where(subscribers.c.id > after)
+def _filtered(query: Select[Any], where: Filter, after: int, dialect: str) -> Select[Any]:
+    """`query` limited to the subscribers matching `where` with an id above `after`.
+
+    On SQLite, status and frequency are compared as `column || ''`: otherwise its planner (without
+    statistics) searches ix_subscribers_due by status and sorts every remaining match to take the
+    next page by id, a pass over the whole table per page; this way it walks the primary key."""
+    c = subscribers.c
+    status, frequency = (c.status + "", c.frequency + "") if dialect == "sqlite" else (c.status, c.frequency)
+    query = query.where(c.id > after)
     if where.status is not None:
-        query = query.where(subscribers.c.status == where.status.value)
+        query = query.where(status == where.status.value)
     if where.frequency is not None:
-        query = query.where(subscribers.c.frequency == where.frequency.value)
+        query = query.where(frequency == where.frequency.value)
     if where.category is not None:
         query = query.where(subscribers.c.id.in_(
             select(subscriber_categories.c.subscriber_id).where(subscriber_categories.c.slug == where.category)
@@ -381,8 +387,8 @@ class SubscriberStore:
         """(rows, their subscribers) matching `where`, by id, `batch` at a time, one short transaction each."""
         last = 0
         while True:
-            query = _filtered(select(*columns), where, last).order_by(subscribers.c.id).limit(batch)
-            ids = _filtered(select(subscribers.c.id), where, last).order_by(subscribers.c.id).limit(batch)
+            query = _filtered(select(*columns), where, last, self.database.dialect).order_by(subscribers.c.id).limit(batch)
+            ids = _filtered(select(subscribers.c.id), where, last, self.database.dialect).order_by(subscribers.c.id).limit(batch)
             with self.database.read() as connection:
                 rows = connection.execute(query).all()
                 loaded = self._load(connection, rows, ids)
