@@ -48,7 +48,7 @@ from syndicate.outbox import (
     subscriber_states,
 )
 from syndicate.pipeline import load_corpus
-from syndicate.reader import Corpus
+from syndicate.reader import Corpus, gc_paused
 from syndicate.render import EmailRenderer
 from syndicate.subscribers import Filter, SubscriberDefaults, SubscriberStore, next_send_time
 
@@ -181,9 +181,10 @@ class DeliveryService:
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         timeline = Timeline.of(corpus.articles)
-        for batch in _batched(subscribers, PLAN_BATCH):
-            planned = [p for p in (self._plan_one(s, timeline, corpus, now) for s in batch) if p is not None]
-            self.outbox.add_deliveries(run_id, planned, now)
+        with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
+            for batch in _batched(subscribers, PLAN_BATCH):
+                planned = [p for p in (self._plan_one(s, timeline, corpus, now) for s in batch) if p is not None]
+                self.outbox.add_deliveries(run_id, planned, now)
         report = self.outbox.refresh(run_id, now)
         log.info("run planned run=%s kind=manual deliveries=%s", run_id, report.total)
         return report

@@ -6,6 +6,7 @@ import bisect
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -44,7 +45,7 @@ class Digest:
     @property
     def articles(self) -> tuple[Article, ...]:
         """Every shown article, in the order the digest shows them."""
-        return tuple(a for section in self.sections for a in section.articles)
+        return tuple(chain.from_iterable(section.articles for section in self.sections))
 
     @property
     def count(self) -> int:
