@@ -23,18 +23,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_delivery import NOW, SECRET, fill_database, settings_for  # noqa: E402
-from generate import generate  # noqa: E402
+from bench_delivery import NOW, SECRET, fill_database, settings_for
+from generate import generate
 
-from syndicate.db import create_database  # noqa: E402
-from syndicate.delivery import DeliveryService, SendRequest  # noqa: E402
-from syndicate.pipeline import load_corpus  # noqa: E402
+from syndicate.db import create_database
+from syndicate.delivery import DeliveryService, SendRequest
+from syndicate.pipeline import load_corpus
 
 PORT = 25252  # never connected to: planning sends nothing
 
 
 def plan_once(folder: Path, count: int) -> tuple[float, float, int, str]:
     database_file = folder / f"subscribers-{count}.db"
+    for suffix in ("", "-wal", "-shm"):  # a previous run's WAL must not meet the fresh copy
+        Path(f"{database_file}{suffix}").unlink(missing_ok=True)
     shutil.copy(folder / f"filled-{count}.db", database_file)
     settings = settings_for(folder, count, PORT)
     load_corpus(settings)  # the article cache is warm in a real run too
