@@ -25,7 +25,7 @@ from typing import Any
 
 from syndicate.config import Settings
 from syndicate.db import Database
-from syndicate.digests import Digest, DigestSection, Timeline, select_digest, variant_key
+from syndicate.digests import Digest, DigestSection, Selector, Timeline, select_digest, variant_key
 from syndicate.errors import MailError, SyndicateError, UsageError
 from syndicate.links import PlaceholderLinks, signed_links, site_urls
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
@@ -48,7 +48,7 @@ from syndicate.outbox import (
     subscriber_states,
 )
 from syndicate.pipeline import load_corpus
-from syndicate.reader import Corpus
+from syndicate.reader import Corpus, gc_paused
 from syndicate.render import EmailRenderer
 from syndicate.subscribers import Filter, SubscriberDefaults, SubscriberStore, next_send_time
 
@@ -180,10 +180,11 @@ class DeliveryService:
         corpus = load_corpus(self.settings)
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
-        timeline = Timeline.of(corpus.articles)
-        for batch in _batched(subscribers, PLAN_BATCH):
-            planned = [p for p in (self._plan_one(s, timeline, corpus, now) for s in batch) if p is not None]
-            self.outbox.add_deliveries(run_id, planned, now)
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
+            for batch in _batched(subscribers, PLAN_BATCH):
+                planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
+                self.outbox.add_deliveries(run_id, planned, now)
         report = self.outbox.refresh(run_id, now)
         log.info("run planned run=%s kind=manual deliveries=%s", run_id, report.total)
         return report
@@ -194,12 +195,12 @@ class DeliveryService:
         Nothing due: no run is recorded (run_id 0)."""
         self._reschedule_missed(now, grace)
         corpus = load_corpus(self.settings)
-        timeline = Timeline.of(corpus.articles)
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
         run_id = 0
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
             if not run_id:
                 run_id = self.outbox.start_run("scheduled", {"due_at": now.isoformat()}, now)
-            planned = [p for p in (self._plan_one(s, timeline, corpus, now) for s in batch) if p is not None]
+            planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
             moves = [(s.id, next_send_time(s.timezone, s.send_hour, s.frequency, s.weekday, now)) for s in batch]
             self.outbox.add_deliveries(run_id, planned, now, reschedule=moves)
         if not run_id:
@@ -225,11 +226,11 @@ class DeliveryService:
             if subscriber.status is not SubscriberStatus.ACTIVE:
                 raise UsageError(f"{subscriber.email} is {subscriber.status.value}: only active subscribers get digests")
             return [subscriber] if _wanted(subscriber, request) else []
-        stored = self.store.iter_subscribers(Filter(status=SubscriberStatus.ACTIVE, frequency=request.frequency))
-        return (s.subscriber for s in stored if _wanted(s.subscriber, request))
+        stored = self.store.iter_plain(Filter(status=SubscriberStatus.ACTIVE, frequency=request.frequency))
+        return (s for s in stored if _wanted(s, request))
 
-    def _plan_one(self, subscriber: Subscriber, timeline: Timeline, corpus: Corpus, now: datetime) -> PlannedDelivery | None:
-        digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings)
+    def _plan_one(self, subscriber: Subscriber, selector: Selector) -> PlannedDelivery | None:
+        digest = selector.select(subscriber)
         if digest is None:
             return None
         return PlannedDelivery(

@@ -7,11 +7,13 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from zoneinfo import ZoneInfo
 
 from syndicate.config import Settings
 from syndicate.models import Article, Category, Frequency, Subscriber
 
+MEMO_SIZE = 4096  # choices a Selector remembers
 PERIODS = {Frequency.DAILY: timedelta(days=1), Frequency.WEEKLY: timedelta(days=7)}
 
 
@@ -44,7 +46,7 @@ class Digest:
     @property
     def articles(self) -> tuple[Article, ...]:
         """Every shown article, in the order the digest shows them."""
-        return tuple(a for section in self.sections for a in section.articles)
+        return tuple(chain.from_iterable(section.articles for section in self.sections))
 
     @property
     def count(self) -> int:
@@ -155,32 +157,79 @@ def select_digest(
     now_ts = now.timestamp()
     since = subscriber.high_water or first_digest_start(subscriber, now)
     since_ts = since.timestamp()
-    # No category chosen means every category (the subscriber store's convention).
-    followed = set(subscriber.categories) or {c.slug for c in categories}
-    order = [c for c in categories if c.slug in followed]
+    order = _order(subscriber, categories)
     if isinstance(articles, Timeline):
         newest_first = articles.pick([c.slug for c in order], since_ts, now_ts)
     else:
         newest_first = _pick(_window(articles, since_ts, now_ts), {c.slug: i for i, c in enumerate(order)})
+    chosen = _chosen(order, newest_first, settings.digest.max_articles)
+    if chosen is None:
+        return None
+    sections, until, key = chosen
+    return Digest(subscriber=subscriber, sections=sections, since=since, until=until, variant_key=key)
+
+
+class Selector:
+    """select_digest(subscriber, Timeline.of(articles), categories, now, settings) for the many
+    subscribers of one run: the articles indexed once, and each choice remembered by (followed
+    categories, start) since many subscribers share one (the last MEMO_SIZE, so memory stays flat)."""
+
+    def __init__(self, articles: Iterable[Article], categories: Sequence[Category], now: datetime, settings: Settings) -> None:
+        if now.tzinfo is None:
+            raise ValueError("select_digest: `now` must be timezone-aware")
+        self.timeline = Timeline.of(articles)
+        self.categories = tuple(categories)
+        self.now = now
+        self.now_ts = now.timestamp()
+        self.limit = settings.digest.max_articles
+        self._memo: dict[tuple[tuple[str, ...], float], tuple[tuple[DigestSection, ...], datetime, str] | None] = {}
+
+    def select(self, subscriber: Subscriber) -> Digest | None:
+        since = subscriber.high_water or first_digest_start(subscriber, self.now)
+        since_ts = since.timestamp()
+        key = (subscriber.categories, since_ts)
+        if key in self._memo:
+            chosen = self._memo[key]
+        else:
+            order = _order(subscriber, self.categories)
+            chosen = _chosen(order, self.timeline.pick([c.slug for c in order], since_ts, self.now_ts), self.limit)
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = chosen
+        if chosen is None:
+            return None
+        sections, until, variant = chosen
+        return Digest(subscriber=subscriber, sections=sections, since=since, until=until, variant_key=variant)
+
+
+def _order(subscriber: Subscriber, categories: Sequence[Category]) -> list[Category]:
+    """The categories `subscriber` follows, in `categories` order."""
+    # No category chosen means every category (the subscriber store's convention).
+    followed = set(subscriber.categories) or {c.slug for c in categories}
+    return [c for c in categories if c.slug in followed]
+
+
+def _chosen(
+    order: Sequence[Category], newest_first: Sequence[tuple[int, Article]], limit: int
+) -> tuple[tuple[DigestSection, ...], datetime, str] | None:
+    """(sections, until, variant key) of the picked articles; None when there are none."""
     if not newest_first:
         return None
-    shown = newest_first[: settings.digest.max_articles]
-    left_out = newest_first[settings.digest.max_articles:]
-    sections = tuple(
-        DigestSection(
-            category=category,
-            articles=tuple(a for place, a in shown if place == i),
-            hidden=sum(1 for place, _ in left_out if place == i),
-        )
-        for i, category in enumerate(order)
-    )
-    sections = tuple(s for s in sections if s.articles or s.hidden)
-    return Digest(
-        subscriber=subscriber,
-        sections=sections,
-        since=since,
-        until=newest_first[0][1].published,
-        variant_key=variant_key(sections),
+    sections = _sections(order, newest_first, limit)
+    return sections, newest_first[0][1].published, variant_key(sections)
+
+
+def _sections(order: Sequence[Category], newest_first: Sequence[tuple[int, Article]], limit: int) -> tuple[DigestSection, ...]:
+    """The non-empty sections in `order`: the first `limit` articles shown under their place, the rest counted."""
+    shown: dict[int, list[Article]] = {}
+    hidden: dict[int, int] = {}
+    for place, article in newest_first[:limit]:
+        shown.setdefault(place, []).append(article)
+    for place, _ in newest_first[limit:]:
+        hidden[place] = hidden.get(place, 0) + 1
+    return tuple(
+        DigestSection(category=order[i], articles=tuple(shown.get(i, ())), hidden=hidden.get(i, 0))
+        for i in sorted(shown.keys() | hidden.keys())
     )
 
 

@@ -175,3 +175,30 @@ def test_a_subscriber_with_no_category_chosen_follows_every_category():
     items = [article("a", NOW - hours(1), MAIN), article("b", NOW - hours(2), TECH)]
     digest = select_digest(subscriber((), high_water=NOW - hours(10)), items, SITE_ORDER, NOW, SETTINGS)
     assert shown(digest) == [("main", ["a"], 0), ("technology", ["b"], 0)]
+
+
+def test_a_selector_remembering_shared_choices_gives_every_subscriber_exactly_their_own_digest():
+    import random
+
+    from syndicate.digests import MEMO_SIZE, Selector, Timeline
+
+    rng = random.Random(9)
+    items = sorted(
+        (article(f"a{i}", NOW - hours(rng.uniform(-30, 24 * 10)), *rng.sample(SITE_ORDER, rng.randint(1, 3))) for i in range(200)),
+        key=lambda a: a.published,
+        reverse=True,
+    )
+    timeline = Timeline.of(items)
+    selector = Selector(items, SITE_ORDER, NOW, SETTINGS)
+    shared_marks = [None, NOW - hours(24), NOW - hours(7 * 24)]  # a fifth of the subscribers share one of these
+    for i in range(MEMO_SIZE + 600):  # more distinct choices than it remembers: some are forgotten and made again
+        reader = subscriber(
+            tuple(sorted(c.slug for c in rng.sample(SITE_ORDER, rng.randint(0, 2)))),
+            id=i,
+            email=f"r{i}@example.org",
+            frequency=rng.choice([Frequency.DAILY, Frequency.WEEKLY]),
+            high_water=rng.choice(shared_marks) if rng.random() < 0.2 else NOW - hours(rng.uniform(0, 200)),
+        )
+        digest = selector.select(reader)
+        assert digest == select_digest(reader, timeline, SITE_ORDER, NOW, SETTINGS)
+        assert digest is None or digest.subscriber is reader
