@@ -385,7 +385,8 @@ def _build(settings: Settings, content: Path | None, output: Path | None, worker
         write_atomic(manifest_file, marshal.dumps({"format": MANIFEST_FORMAT, "output": where, "context": context,
                                                    "files": files}, 4))
     clock.append(time.perf_counter())
-    log.info("built %s: %d files written, %d unchanged, %d removed, %d problems in %.2f s "
+    quiet = not (written or removed or problems or corpus.problems)  # an idle service's rebuilds stay out of INFO
+    log.log(logging.DEBUG if quiet else logging.INFO, "built %s: %d files written, %d unchanged, %d removed, %d problems in %.2f s "
              "(read %.2f, plan %.2f, render %.2f, finish %.2f)",
              folder, len(written), len(outputs) - len(written), len(removed), len(problems) + len(corpus.problems),
              clock[-1] - clock[0], *(b - a for a, b in zip(clock, clock[1:])))
