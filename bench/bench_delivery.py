@@ -22,7 +22,6 @@ import smtplib
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_digest import NOW, BenchLinks, naive_message, subscribers  # noqa: E402
 from bench_digest import settings_for as digest_settings  # noqa: E402
+from mail_smtp import raw_pipe as smtplib_pipe  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from syndicate.config import Settings  # noqa: E402
@@ -129,20 +129,9 @@ def raw_pipe(size: int, count: int, port: int, connections: int = 4) -> dict:
     line = "council river budget tram science market festival harbour drone battery reef lorem ip\r\n"
     data = (head + line * ((size - len(head)) // len(line) + 1)).encode()[:size]
 
-    def worker(share: int) -> None:
-        smtp = smtplib.SMTP("127.0.0.1", port, "bench.test")
-        for number in range(share):
-            smtp.sendmail(SENDER, [f"reader{number}@example.org"], data)
-        smtp.quit()
-
-    threads = [threading.Thread(target=worker, args=(count // connections,)) for _ in range(connections)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    rate = smtplib_pipe(port, data, count, connections)  # the same pipe as bench/mail_smtp.py
     sent = count // connections * connections
+    elapsed = sent / rate
     return {"path": "raw pipe", "subscribers": sent, "messages": sent, "seconds": elapsed, "msgs_per_s": sent / elapsed,
             "bytes": len(data), "peak_rss_mb": rss_mb()}
 
