@@ -32,7 +32,7 @@ from syndicate.files import publish, remove_file, write_atomic
 from syndicate.models import Article, Category
 from syndicate.pages import CategoryEntry, SitePages, template_fingerprint
 from syndicate.pipeline import load_corpus
-from syndicate.reader import Corpus, gc_paused
+from syndicate.reader import Corpus, CorpusMemory, gc_paused
 from syndicate.urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
 
 log = logging.getLogger(__name__)
@@ -348,24 +348,27 @@ def build_site(
     content: Path | None = None,
     output: Path | None = None,
     workers: int | None = None,
+    memory: CorpusMemory | None = None,
 ) -> BuildReport:
     """Read the corpus (incrementally) and bring every feed and page under the output folder up to date.
 
     `content` and `output` override the configured folders; `workers` the configured
-    `[feeds] workers` (default: every core).
+    `[feeds] workers` (default: every core); `memory` keeps the articles in a long-running
+    process from one build to the next (syndicate.reader.CorpusMemory).
     """
     with gc_paused():
-        return _build(settings, content, output, workers)
+        return _build(settings, content, output, workers, memory)
 
 
-def _build(settings: Settings, content: Path | None, output: Path | None, workers: int | None) -> BuildReport:
+def _build(settings: Settings, content: Path | None, output: Path | None, workers: int | None,
+           memory: CorpusMemory | None) -> BuildReport:
     folder = Path(output or settings.output.folder).resolve()
     source = Path(content or settings.content.folder)
     if not source.is_dir():  # never mistake a mistyped folder for "every article was removed"
         problem = Problem(source, 0, "content folder not found; nothing built, nothing removed")
         return BuildReport(folder, folder / settings.feeds.folder, 0, 0, (), 0, (), (problem,), ())
     clock = [time.perf_counter()]
-    corpus = load_corpus(settings, content)
+    corpus = load_corpus(settings, content, memory=memory)
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)

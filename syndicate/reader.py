@@ -163,13 +163,26 @@ class _Cache:
             rows.update(journal)
         return {rel: entry for rel, entry in rows.items() if entry is not None}, journal
 
-    def save(self, entries: dict[str, _Entry], changed: dict[str, _Entry | None], journal: dict[str, _Entry | None]) -> None:
+    def save(self, entries: dict[str, _Entry], changed: dict[str, _Entry | None],
+             journal: dict[str, _Entry | None]) -> dict[str, _Entry | None]:
+        """Write the changes; returns the journal as it now is on disk."""
         journal = {**journal, **changed}
         if len(journal) * 10 <= len(entries):
             self._write(self.journal_path, journal)
-        else:
-            self._write(self.path, _interned(entries), bodies_apart=True)
-            self.journal_path.unlink(missing_ok=True)
+            return journal
+        self._write(self.path, _interned(entries), bodies_apart=True)
+        self.journal_path.unlink(missing_ok=True)
+        return {}
+
+    def identity(self) -> tuple:
+        """What tells the cache files apart from any other version of them (a rename changes the inode)."""
+        def one(path: Path) -> tuple[int, int, int] | None:
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                return None
+            return stat.st_ino, stat.st_size, stat.st_mtime_ns
+        return one(self.path), one(self.journal_path)
 
     def _write(self, path: Path, rows: dict, *, bodies_apart: bool = False) -> None:
         """Pickle `rows` to `path` atomically; with `bodies_apart`, the articles' bodies go to a
@@ -260,6 +273,41 @@ def _interned(entries: dict[str, _Entry]) -> dict[str, _Entry]:
     return out
 
 
+class CorpusMemory:
+    """The last read's entries, kept by a long-running process (the service) between reads.
+
+    A read with a memory skips loading the cache files while they are still the ones this
+    memory wrote or loaded (same inode, size and mtime): only the stat scan and the changed
+    files remain. When nothing changed at all, the previous Corpus itself is returned.
+    Another process writing the cache (a `syndicate build` beside the service) changes the
+    files' identity, and the next read loads them again. Reads through one memory take turns.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._kept: _Kept | None = None
+
+    def recall(self, store: _Cache, folder: Path, rules: tuple[CategoryRule, ...]) -> _Kept | None:
+        kept = self._kept
+        if kept is None or (kept.cache, kept.stamp, kept.folder, kept.rules) != (store.path, store.stamp, folder, rules):
+            return None
+        return kept if kept.identity == store.identity() else None
+
+    def keep(self, kept: _Kept | None) -> None:
+        self._kept = kept
+
+
+class _Kept(NamedTuple):
+    cache: Path
+    stamp: tuple
+    folder: Path
+    rules: tuple[CategoryRule, ...]
+    identity: tuple
+    entries: dict[str, _Entry]
+    journal: dict[str, _Entry | None]
+    corpus: Corpus
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic GC: with tens of thousands of long-lived articles alive (they hold no
@@ -281,18 +329,29 @@ def read_corpus(
     rules: Iterable[CategoryRule] = (),
     cache: Path | None = None,
     workers: int | None = None,
+    memory: CorpusMemory | None = None,
 ) -> Corpus:
-    """Read every article under `folder`; see the module docstring."""
+    """Read every article under `folder`; see the module docstring. A `memory` (with a `cache`)
+    keeps what this read found for the next one in the same process."""
+    folder, rules = Path(folder), tuple(rules)
     with gc_paused():
-        return _read_corpus(Path(folder), options, tuple(rules), cache, workers)
+        if memory is None or cache is None:
+            return _read_corpus(folder, options, rules, cache, workers, None)
+        with memory.lock:
+            return _read_corpus(folder, options, rules, cache, workers, memory)
 
 
-def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule, ...], cache: Path | None, workers: int | None) -> Corpus:
+def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule, ...], cache: Path | None,
+                 workers: int | None, memory: CorpusMemory | None) -> Corpus:
     if not folder.is_dir():
         problem = Problem(folder, 0, "content folder not found")
         return Corpus((), (), (problem,), (), 0, 0)
     store = _Cache(cache, options) if cache is not None else None
-    cached, journal = store.load() if store else ({}, {})
+    kept = memory.recall(store, folder, rules) if memory is not None and store is not None else None
+    if kept is not None:
+        cached, journal = kept.entries, kept.journal
+    else:
+        cached, journal = store.load() if store else ({}, {})
     entries: dict[str, _Entry] = {}
     changed: dict[str, _Entry | None] = {}
     jobs: list[tuple[str, bytes, ReaderOptions]] = []
@@ -316,12 +375,20 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
     for (rel, stat, digest), result in zip(pending, _parse_many(jobs, workers)):
         entries[rel] = changed[rel] = _Entry(stat.st_size, stat.st_mtime_ns, digest, result)
     changed.update({rel: None for rel in cached.keys() - entries.keys()})
+    saved = True
     if store is not None and changed:
         try:
-            store.save(entries, changed, journal)
+            journal = store.save(entries, changed, journal)
         except OSError as e:
+            saved = False
             log.warning("cannot write article cache %s: %s", cache, e)
-    corpus = _assemble(folder, entries, rules)
+    if kept is not None and not changed:
+        corpus = kept.corpus  # nothing changed: the same articles, already assembled
+    else:
+        corpus = _assemble(folder, entries, rules)
+    if memory is not None and store is not None:
+        memory.keep(_Kept(store.path, store.stamp, folder, rules, store.identity(), entries, journal, corpus)
+                    if saved else None)
     log.log(logging.INFO if jobs or changed else logging.DEBUG,  # an idle service stays quiet
             "read %d articles from %d files (%d parsed, %d problems)", len(corpus.articles), corpus.files, len(jobs), len(corpus.problems))
     return replace(corpus, parsed=len(jobs))

@@ -31,6 +31,7 @@ from syndicate.delivery import DeliveryService
 from syndicate.errors import SyndicateError
 from syndicate.lease import Lease, LeaseKeeper
 from syndicate.models import utc_now
+from syndicate.reader import CorpusMemory
 from syndicate.scheduler import JobSpec, Scheduler, delivery_jobs
 from syndicate.web.app import create_app
 
@@ -134,6 +135,7 @@ class Service:
         self._scheduler_lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self.resumer: threading.Thread | None = None  # works the runs a crash left queued (see open())
+        self.articles = CorpusMemory()  # the rebuilds and the web app re-read only changed articles
 
     # -- start-up
 
@@ -165,7 +167,7 @@ class Service:
                      report.run_id, report.status, report.sent, report.retrying, report.failed)
 
     def rebuild(self) -> BuildReport:
-        report = build_site(self.settings)
+        report = build_site(self.settings, memory=self.articles)
         for problem in report.problems:
             log.warning("build problem: %s", problem)
         return report
@@ -250,7 +252,7 @@ class Service:
         """The HTTP application (syndicate.web.app) over this service's database, delivery and scheduler."""
         assert self.database is not None, "open() first"
         return create_app(self.settings, database=self.database, delivery=self.delivery,
-                          scheduler_status=self.status, environ=self.environ)
+                          scheduler_status=self.status, environ=self.environ, corpus_memory=self.articles)
 
     def serve(self, bound: Bound) -> None:
         """Serve HTTP until SIGTERM or SIGINT (uvicorn finishes the requests in progress)."""

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from syndicate.articles import ReaderOptions
-from syndicate.reader import read_corpus
+from syndicate.reader import CorpusMemory, read_corpus
 
 OPTIONS = ReaderOptions(timezone="UTC")
 TEMPLATE = "---\ntitle: {title}\ndate: 2026-11-0{day}T10:00:00Z\ncategories: [News]\n---\nBody {title}.\n"
@@ -136,3 +136,48 @@ def test_articles_loaded_before_a_new_snapshot_still_read_their_own_bodies(tmp_p
     read_corpus(folder, OPTIONS, cache=cache)
     assert len(list(tmp_path.glob("cache.pickle.bodies-*"))) == 1
     assert all(a.body_html == f"<p>Body {a.title}.</p>\n" for a in held.articles)
+
+
+def memoryless(folder: Path, tmp_path: Path):
+    return read_corpus(folder, OPTIONS, cache=tmp_path / "fresh" / "cache.pickle")
+
+
+def test_a_memory_sees_every_edit_addition_and_removal_as_a_fresh_read_does(tmp_path):
+    folder = corpus_dir(tmp_path)
+    cache, memory = tmp_path / "cache.pickle", CorpusMemory()
+    assert read_corpus(folder, OPTIONS, cache=cache, memory=memory).parsed == 5
+    steps = [  # (a change, the files it makes the read parse)
+        (lambda: (folder / "a3.md").write_text(TEMPLATE.format(title="Edited three", day=3)), 1),
+        (lambda: (folder / "new.md").write_text(TEMPLATE.format(title="New", day=9)), 1),
+        (lambda: (folder / "a1.md").unlink(), 0),
+        (lambda: (folder / "bad.md").write_text("no front matter, no title\n"), 1),
+        (lambda: (folder / "a4.md").write_text(TEMPLATE.format(title="Article 4", day=4).replace("[News]", "[News, Sport]")), 1),
+    ]
+    for step, parsed in steps:
+        step()
+        remembered = read_corpus(folder, OPTIONS, cache=cache, memory=memory)
+        fresh = memoryless(folder, tmp_path)
+        assert remembered.parsed == parsed
+        assert remembered.articles == fresh.articles
+        assert remembered.categories == fresh.categories
+        assert remembered.problems == fresh.problems
+    assert [a.title for a in remembered.articles] == ["New", "Article 5", "Article 4", "Edited three", "Article 2"]
+
+
+def test_a_memory_with_nothing_changed_gives_back_the_same_corpus(tmp_path):
+    folder = corpus_dir(tmp_path)
+    cache, memory = tmp_path / "cache.pickle", CorpusMemory()
+    first = read_corpus(folder, OPTIONS, cache=cache, memory=memory)
+    again = read_corpus(folder, OPTIONS, cache=cache, memory=memory)
+    assert again.parsed == 0 and again.articles is first.articles
+
+
+def test_a_cache_written_by_another_process_is_loaded_instead_of_the_memory(tmp_path):
+    folder = corpus_dir(tmp_path)
+    cache, memory = tmp_path / "cache.pickle", CorpusMemory()
+    read_corpus(folder, OPTIONS, cache=cache, memory=memory)
+    (folder / "a2.md").write_text(TEMPLATE.format(title="Edited elsewhere", day=2))
+    assert read_corpus(folder, OPTIONS, cache=cache).parsed == 1  # e.g. `syndicate build` beside the service
+    remembered = read_corpus(folder, OPTIONS, cache=cache, memory=memory)
+    assert remembered.parsed == 0  # the other process's parse, from the cache it wrote
+    assert "Edited elsewhere" in [a.title for a in remembered.articles]

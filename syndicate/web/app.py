@@ -16,6 +16,7 @@ from sqlalchemy import text
 from syndicate import __version__
 from syndicate.config import Settings
 from syndicate.db import Database, open_database
+from syndicate.reader import CorpusMemory
 from syndicate.subscribers import SubscriberDefaults, SubscriberStore
 from syndicate.tokens import signer_from_settings
 from syndicate.urls import SiteUrls
@@ -43,24 +44,28 @@ def create_app(
     scheduler_status: Callable[[], dict[str, Any]] | None = None,
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], datetime] = _utc_now,
+    corpus_memory: CorpusMemory | None = None,
 ) -> FastAPI:
     """The whole HTTP service. `database` defaults to the configured one (opened here, closed at
     shutdown); `delivery` is a syndicate.delivery.DeliveryService (None: /api/sends answers 503);
     `scheduler_status` returns a JSON-ready dict for /api/status and /healthz (jobs with next run
     times, the lease); /healthz answers 503 when it says `running: false` without `standing_by: true`.
-    MissingSecretError if the link-signing secret is not set."""
+    `corpus_memory` is the service's syndicate.reader.CorpusMemory (its builds and category lists
+    then share the articles in memory). MissingSecretError if the link-signing secret is not set."""
     env = dict(os.environ if environ is None else environ)
     owns_database = database is None
     db = open_database(settings) if database is None else database
+    memory = CorpusMemory() if corpus_memory is None else corpus_memory
     context = WebContext(
         settings=settings,
         store=SubscriberStore(db, SubscriberDefaults.from_settings(settings)),
         signer=signer_from_settings(settings, env),
         urls=SiteUrls(settings.site.base_url, settings.feeds.folder),
-        categories=CategoryList(settings),
+        categories=CategoryList(settings, memory),
         clock=clock,
         environ=env,
         runner=Runner(),
+        corpus_memory=memory,
     )
     admin_token = env.get(settings.http.admin_token_env, "").strip() or None
     if admin_token is None:

@@ -15,6 +15,7 @@ from syndicate.config import Settings
 from syndicate.mail import MailBackend
 from syndicate.models import Category
 from syndicate.pipeline import load_corpus
+from syndicate.reader import CorpusMemory
 from syndicate.subscribers import SubscriberStore
 from syndicate.tokens import LinkSigner
 from syndicate.urls import SiteUrls
@@ -29,6 +30,7 @@ class CategoryList:
     """The categories a subscriber may choose (the content's plus the config's), re-read at most once a minute."""
 
     settings: Settings
+    memory: CorpusMemory | None = None
     _value: tuple[Category, ...] = ()
     _read_at: float = -1e9
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -36,7 +38,7 @@ class CategoryList:
     def get(self) -> tuple[Category, ...]:
         with self._lock:
             if time.monotonic() - self._read_at > CATEGORY_REFRESH:
-                corpus = load_corpus(self.settings)
+                corpus = load_corpus(self.settings, memory=self.memory)
                 found = {c.slug: c for c in corpus.categories}
                 for slug, rule in self.settings.categories.items():
                     found.setdefault(slug, Category(slug, rule.title or slug))
@@ -96,3 +98,4 @@ class WebContext:
     environ: Mapping[str, str]
     runner: Runner = field(default_factory=Runner)
     backend_factory: Callable[[], MailBackend] | None = None
+    corpus_memory: CorpusMemory | None = None
