@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from syndicate.text import make_xml_safe
+
 
 def utc_now() -> datetime:
     """The clock the entry points read (CLI, service, scheduler, web); stages take `now` from them."""
@@ -18,6 +20,9 @@ class Category:
 
     slug: str
     name: str
+
+    def __post_init__(self) -> None:
+        make_xml_safe(self, ("name",))
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class Article:
     def __post_init__(self) -> None:
         if self.published.tzinfo is None or self.updated.tzinfo is None:
             raise ValueError(f"{self.source}: article datetimes must be timezone-aware")
+        make_xml_safe(self, ("id", "title", "author", "body_html", "summary"))
 
     # An Article loaded from the reader's cache may leave its body on disk until it is first
     # read (`_lazy_body`, an object with a `read()` method): a warm read of 10,000 articles

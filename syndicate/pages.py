@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 from syndicate.feeds import FORMAT_NAMES, MEDIA_TYPES, SiteInfo
 from syndicate.models import Article, Category
-from syndicate.text import xml_safe
 from syndicate.urls import SITE_FEED, SiteUrls
 
 if TYPE_CHECKING:  # Jinja2 is imported when the first page is rendered: a rebuild with nothing to render skips it
@@ -129,8 +128,8 @@ class SitePages:
                           Markup(",\n".join(f for _, f in parts)))
 
     def _render(self, template: str, **values: object) -> bytes:
-        html = self.environment.get_template(template).render(site=self.site, urls=self.urls, **values)
-        return xml_safe(html).encode("utf-8")
+        # Everything shown is XML-safe already (Article, Category, SiteInfo), so the page is too.
+        return self.environment.get_template(template).render(site=self.site, urls=self.urls, **values).encode("utf-8")
 
     def index(self, categories: Sequence[CategoryEntry], newest: Sequence[Article]) -> bytes:
         """The front page: every category with its feeds, then the newest articles."""

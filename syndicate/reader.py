@@ -108,10 +108,10 @@ def _parse_many(jobs: list[tuple[str, bytes, ReaderOptions]], workers: int | Non
 
 def _parser_fingerprint() -> str:
     """The code that turns a file into an Article: a changed parser (even unreleased) re-reads everything."""
-    from syndicate import articles, markdown, text
+    from syndicate import articles, markdown, models, text
 
     digest = hashlib.sha256()
-    for module in (articles, markdown, text):
+    for module in (articles, markdown, models, text):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 

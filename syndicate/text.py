@@ -49,3 +49,13 @@ def cut_at_word(text: str, limit: int) -> str:
 def xml_safe(text: str) -> str:
     """`text` without the characters XML 1.0 cannot carry."""
     return _XML_ILLEGAL.sub("", text)
+
+
+def make_xml_safe(value: object, fields: tuple[str, ...]) -> None:
+    """Drop the characters XML cannot carry from the string `fields` of a frozen dataclass, in place
+    (for its `__post_init__`): what it holds can then go into any feed or page as it is."""
+    for name in fields:
+        text = getattr(value, name)
+        clean = _XML_ILLEGAL.sub("", text)
+        if clean != text:
+            object.__setattr__(value, name, clean)

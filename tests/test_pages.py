@@ -141,3 +141,19 @@ def test_markup_in_titles_is_shown_as_text_never_run(tmp_path):
         assert page.scripts == 0, path
         assert title in page.all_text, path
         assert "Café & <Culture>" in page.all_text, path
+
+
+def test_characters_xml_cannot_carry_never_reach_a_page(tmp_path):
+    content = tmp_path / "content"
+    content.mkdir()
+    # YAML's double-quoted escapes make the title and category hold the characters themselves;
+    # the body carries raw ones and an entity that decodes to one.
+    (content / "controls.md").write_text(
+        '---\ntitle: "Bell \\x01 and \\x1f unit"\ndate: 2024-05-01T09:00:00Z\ncategories: ["News \\x0b"]\n---\n'
+        "Raw \x0c\x1b here, &#x1; entity, fine text.\n", encoding="utf-8")
+    report = build_site(make_settings(tmp_path, content), workers=1)
+    assert report.ok, report.problems
+    for path in ("index.html", "categories/news/index.html", "articles/controls/index.html"):
+        raw = (report.output / path).read_text("utf-8")
+        assert not [c for c in raw if ord(c) < 32 and c not in "\t\n\r"], path
+        assert "Bell and unit" in read_page(report.output, path).all_text, path
