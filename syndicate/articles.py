@@ -100,6 +100,8 @@ class _Fields:
 
 
 def _heading(line: str) -> str | None:
+    if "#" not in line[:4]:  # most lines: no regex needed
+        return None
     match = _HEADING.match(line)
     return match.group(2) if match else None
 

@@ -233,8 +233,9 @@ _Result = tuple[str, bool, int, int, str | None]
 def _produce(outputs: Sequence[_Output], site: _Site, folder: Path) -> list[_Result]:
     """Render and write each output; a failure is recorded and the others carry on."""
     results: list[_Result] = []
+    base = str(folder)
     for output in outputs:
-        target = folder / output.path
+        target = f"{base}/{output.path}"
         try:
             written, stat = publish(target, RENDERERS[output.kind](site, output.key))
             results.append((output.path, written, stat.st_size, stat.st_mtime_ns, None))
