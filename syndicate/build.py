@@ -37,7 +37,7 @@ from syndicate.urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
 
 log = logging.getLogger(__name__)
 
-BUILD_FORMAT = 1  # bump when the output of the same inputs changes
+BUILD_FORMAT = 2  # bump when the output of the same inputs changes (or the fingerprints' form)
 MANIFEST_FORMAT = 2
 PARALLEL_FROM = 300  # pages' worth of work before forking a second worker pays for itself
 COST = {"feed": 10}  # a feed of 50 full items costs about ten pages (every other kind: one)
@@ -97,10 +97,11 @@ def _digest(*parts: object) -> str:
 
 
 def _article_keys(articles: Iterable[Article]) -> dict[str, str]:
-    """What of each article shows in any output, by id, as a plain string (no hashing: 10,000
-    digests cost a tenth of a second). The content hash covers every field read from the file;
-    id and slug can come from its path; category names are in the build's context fingerprint."""
-    return {a.id: f"{a.content_hash[:32]}\x1f{a.id}\x1f{a.slug}\x1f{','.join([c.slug for c in a.categories])}" for a in articles}
+    """What of each article shows in any output, by id, as a plain string (no hashing or
+    formatting: 10,000 of them are made per build). The content hash covers every field read
+    from the file and the path covers what comes from it (id, slug); the categories' slugs and
+    names follow from those and the settings, which are in the build's context fingerprint."""
+    return {a.id: a.content_hash[:32] + a.source for a in articles}
 
 
 def _code_fingerprint() -> str:
@@ -286,23 +287,28 @@ def manifest_path(settings: Settings, output: Path) -> Path:
 _Known = tuple[str, int, int]
 
 
-def _load_manifest(path: Path, context: str) -> dict[str, _Known]:
-    """The files of the last build, if it had the same context; marshal, not JSON: it loads
-    10,000 entries in a few milliseconds."""
+def _load_manifest(path: Path, context: str) -> dict[str, _Known] | None:
+    """The files of the last build (None if there is no usable manifest); marshal, not JSON: it
+    loads 10,000 entries in a few milliseconds."""
     try:
         data = marshal.loads(path.read_bytes())
     except FileNotFoundError:
-        return {}
+        return None
     except (OSError, EOFError, ValueError, TypeError) as e:  # a lost manifest only costs a slower build
         log.warning("build manifest %s unreadable (%s); rendering every file", path, e)
-        return {}
+        return None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        return {}
+        return None
     if data.get("context") != context:
         # Other code, settings, templates or category names: render everything, but still
         # know the files, so that those a build no longer makes are removed.
         return {path: ("", 0, 0) for path in data.get("files", {})}
     return data.get("files", {})
+
+
+def _write_manifest(path: Path, output: str, context: str, files: dict[str, _Known]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, marshal.dumps({"format": MANIFEST_FORMAT, "output": output, "context": context, "files": files}, 4))
 
 
 def _is_current(output: _Output, known: _Known | None, folder: str) -> bool:
@@ -334,10 +340,13 @@ def _generated_files(folder: Path, feeds_folder: str) -> Iterator[str]:
         pass
 
 
-def _remove_stale(folder: Path, feeds_folder: str, manifest: dict[str, _Known], current: set[str]) -> list[str]:
+def _remove_stale(folder: Path, feeds_folder: str, manifest: dict[str, _Known] | None, current: set[str]) -> list[str]:
+    """Remove the files the last build made (all in its manifest) that this one did not; without
+    a manifest, every file named as a build names them (10,000 folders to list: only then)."""
     removed = []
-    for path in sorted(set(manifest) | set(_generated_files(folder, feeds_folder))):
-        if path not in current and remove_file(folder / path, stop=folder):
+    known = set(_generated_files(folder, feeds_folder)) if manifest is None else set(manifest)
+    for path in sorted(known - current):
+        if remove_file(folder / path, stop=folder):
             log.info("removed %s", folder / path)
             removed.append(path)
     return removed
@@ -376,18 +385,20 @@ def _build(settings: Settings, content: Path | None, output: Path | None, worker
     context = _context_fingerprint(site, _settings_fingerprint(settings), template_fingerprint(site.pages.folder))
     outputs = _plan(site, settings.output.pages)
     manifest_file = manifest_path(settings, folder)
-    manifest = _load_manifest(manifest_file, context)
+    last = _load_manifest(manifest_file, context)
+    manifest = last or {}
     where = str(folder)
     todo = [o for o in outputs if not _is_current(o, manifest.get(o.path), where)]
+    new_paths = {o.path: ("", 0, 0) for o in todo if o.path not in manifest}
+    if new_paths and last is not None:  # known before they exist: a crash now cannot hide them from the clean-up
+        _write_manifest(manifest_file, where, context, {**manifest, **new_paths})
     clock.append(time.perf_counter())
     results = _produce_all(todo, site, folder, workers or settings.feeds.workers or os.cpu_count() or 1)
     clock.append(time.perf_counter())
     files, written, failed = _record(results, outputs, manifest, folder, problems)
-    removed = _remove_stale(folder, site.urls.feeds_folder, manifest, {o.path for o in outputs})
+    removed = _remove_stale(folder, site.urls.feeds_folder, last, {o.path for o in outputs})
     if results or removed or len(files) != len(manifest):
-        manifest_file.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(manifest_file, marshal.dumps({"format": MANIFEST_FORMAT, "output": where, "context": context,
-                                                   "files": files}, 4))
+        _write_manifest(manifest_file, where, context, files)
     clock.append(time.perf_counter())
     quiet = not (written or removed or problems or corpus.problems)  # an idle service's rebuilds stay out of INFO
     log.log(logging.DEBUG if quiet else logging.INFO, "built %s: %d files written, %d unchanged, %d removed, %d problems in %.2f s "

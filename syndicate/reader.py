@@ -91,15 +91,30 @@ def _scan(folder: Path) -> list[tuple[str, os.stat_result]]:
     return found
 
 
-def _parse_one(args: tuple[str, bytes, ReaderOptions]) -> Article | Problem:
-    rel, raw, options = args
+# One file to read: (relative path, absolute path, the content hash the cache knows or "", options).
+_Job = tuple[str, str, str, "ReaderOptions"]
+# What reading it gave: (content hash, the Article or Problem; None when the hash is the known one).
+_Parsed = tuple[str, "Article | Problem | None"]
+
+
+def _parse_one(job: _Job) -> _Parsed:
+    """Read, hash and parse one file (in a worker process for a large read)."""
+    rel, path, known, options = job
     try:
-        return parse_article(PurePosixPath(rel), raw, options)
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        return "", Problem(Path(rel), 0, f"cannot read: {e.strerror}")
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest == known:  # touched, not changed
+        return digest, None
+    try:
+        return digest, parse_article(PurePosixPath(rel), raw, options)
     except ContentError as e:
-        return e.problem
+        return digest, e.problem
 
 
-def _parse_many(jobs: list[tuple[str, bytes, ReaderOptions]], workers: int | None) -> list[Article | Problem]:
+def _parse_many(jobs: list[_Job], workers: int | None) -> list[_Parsed]:
     if workers == 1 or len(jobs) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2:
         return [_parse_one(job) for job in jobs]
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -354,25 +369,23 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
         cached, journal = store.load() if store else ({}, {})
     entries: dict[str, _Entry] = {}
     changed: dict[str, _Entry | None] = {}
-    jobs: list[tuple[str, bytes, ReaderOptions]] = []
-    pending: list[tuple[str, os.stat_result, str]] = []
+    jobs: list[_Job] = []
+    pending: list[tuple[str, os.stat_result, _Entry | None]] = []
+    base = str(folder)
     for rel, stat in _scan(folder):
         old = cached.get(rel)
         if old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
             entries[rel] = old
             continue
-        try:
-            raw = (folder / rel).read_bytes()
-        except OSError as e:
-            entries[rel] = _Entry(stat.st_size, stat.st_mtime_ns, "", Problem(Path(rel), 0, f"cannot read: {e.strerror}"))
+        entries[rel] = None  # type: ignore[assignment]  # keeps the path order; filled below
+        jobs.append((rel, f"{base}/{rel}", old.digest if old is not None else "", options))
+        pending.append((rel, stat, old))
+    parsed = 0
+    for (rel, stat, old), (digest, result) in zip(pending, _parse_many(jobs, workers)):
+        if result is None:  # same bytes as cached
+            entries[rel] = changed[rel] = old._replace(size=stat.st_size, mtime_ns=stat.st_mtime_ns)  # type: ignore[union-attr]
             continue
-        digest = hashlib.sha256(raw).hexdigest()
-        if old is not None and old.digest == digest:
-            entries[rel] = changed[rel] = old._replace(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-            continue
-        jobs.append((rel, raw, options))
-        pending.append((rel, stat, digest))
-    for (rel, stat, digest), result in zip(pending, _parse_many(jobs, workers)):
+        parsed += digest != ""  # "": the file could not be read
         entries[rel] = changed[rel] = _Entry(stat.st_size, stat.st_mtime_ns, digest, result)
     changed.update({rel: None for rel in cached.keys() - entries.keys()})
     saved = True
@@ -389,9 +402,9 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
     if memory is not None and store is not None:
         memory.keep(_Kept(store.path, store.stamp, folder, rules, store.identity(), entries, journal, corpus)
                     if saved else None)
-    log.log(logging.INFO if jobs or changed else logging.DEBUG,  # an idle service stays quiet
-            "read %d articles from %d files (%d parsed, %d problems)", len(corpus.articles), corpus.files, len(jobs), len(corpus.problems))
-    return replace(corpus, parsed=len(jobs))
+    log.log(logging.INFO if parsed or changed else logging.DEBUG,  # an idle service stays quiet
+            "read %d articles from %d files (%d parsed, %d problems)", len(corpus.articles), corpus.files, parsed, len(corpus.problems))
+    return replace(corpus, parsed=parsed)
 
 
 def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[CategoryRule, ...]) -> Corpus:

@@ -130,6 +130,24 @@ def test_files_of_removed_categories_and_articles_are_removed(tmp_path):
     assert "culture" not in (output / "feeds" / "index.opml").read_text()
 
 
+@pytest.mark.parametrize("manifest", ["kept", "lost"])
+def test_files_a_build_no_longer_makes_are_removed_with_or_without_the_manifest(tmp_path, manifest):
+    content = newsroom(tmp_path)
+    settings = make_settings(tmp_path, content)
+    output = build_site(settings, workers=1).output
+    if manifest == "lost":  # then the build lists the output folders to find what builds make
+        for path in (settings.var_folder / "build").glob("manifest-*"):
+            path.unlink()
+    (content / "a.md").unlink()
+    (output / "articles" / "zulu").mkdir()
+    (output / "articles" / "zulu" / "index.html").write_text("left by an older build")
+    report = build_site(settings, workers=1)
+    expected = {"articles/a/index.html"} | ({"articles/zulu/index.html"} if manifest == "lost" else set())
+    assert set(report.removed) == expected
+    assert not (output / "articles" / "a").exists()
+    assert (output / "articles" / "zulu").exists() == (manifest == "kept")  # not in the manifest: not the last build's
+
+
 def test_a_bad_article_is_reported_and_skipped_and_the_good_feeds_are_still_written(tmp_path):
     content = newsroom(tmp_path)
     (content / "broken.md").write_text("---\ntitle: Broken\n---\nno date\n")
