@@ -152,6 +152,10 @@ def test_a_memory_sees_every_edit_addition_and_removal_as_a_fresh_read_does(tmp_
         (lambda: (folder / "a1.md").unlink(), 0),
         (lambda: (folder / "bad.md").write_text("no front matter, no title\n"), 1),
         (lambda: (folder / "a4.md").write_text(TEMPLATE.format(title="Article 4", day=4).replace("[News]", "[News, Sport]")), 1),
+        (lambda: (folder / "z.md").write_text(TEMPLATE.format(title="Shouting", day=1).replace("[News]", "[NEWS]")), 1),
+        # an edit that changes none of id, slug, date, categories: put in place, shown as "News"
+        (lambda: (folder / "z.md").write_text(TEMPLATE.format(title="Quieter", day=1).replace("[News]", "[NEWS]")), 1),
+        (lambda: (folder / "a5.md").write_text(TEMPLATE.format(title="Five, later", day=8)), 1),  # moves
     ]
     for step, parsed in steps:
         step()
@@ -161,7 +165,8 @@ def test_a_memory_sees_every_edit_addition_and_removal_as_a_fresh_read_does(tmp_
         assert remembered.articles == fresh.articles
         assert remembered.categories == fresh.categories
         assert remembered.problems == fresh.problems
-    assert [a.title for a in remembered.articles] == ["New", "Article 5", "Article 4", "Edited three", "Article 2"]
+    assert [a.title for a in remembered.articles] == ["New", "Five, later", "Article 4", "Edited three", "Article 2", "Quieter"]
+    assert remembered.articles[-1].categories[0].name == "News"
 
 
 def test_a_memory_with_nothing_changed_gives_back_the_same_corpus(tmp_path):
