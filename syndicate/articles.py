@@ -10,8 +10,6 @@ from datetime import date, datetime, time
 from pathlib import PurePosixPath
 from zoneinfo import ZoneInfo
 
-import yaml
-
 from syndicate.errors import ContentError
 from syndicate.markdown import paragraphs, render_markdown
 from syndicate.models import Article, Category
@@ -187,6 +185,8 @@ def _front_matter(rel: PurePosixPath, lines: list[str], first: int, options: Rea
     except StopIteration:
         raise ContentError(rel, first + 1, "front matter not closed (expected a closing '---' line)") from None
     start_line = first + 1
+    import yaml  # here: a rebuild that parses no front-matter file never pays for importing it
+
     try:
         meta = yaml.safe_load("\n".join(lines[first + 1:end]))
     except yaml.YAMLError as e:

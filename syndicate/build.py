@@ -148,8 +148,8 @@ def _assemble(corpus: Corpus, settings: Settings, reserved: set[str]) -> _Site:
     counts: dict[str, int] = {}
     by_category: dict[str, list[Article]] = {c.slug: [] for c in corpus.categories}
     for article in corpus.articles:  # newest first, so each list is too
-        for slug in article.category_slugs:
-            by_category[slug].append(article)
+        for category in article.categories:
+            by_category[category.slug].append(article)
     for category in corpus.categories:
         if category.slug in reserved:
             continue
