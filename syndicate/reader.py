@@ -31,7 +31,7 @@ from syndicate.text import slugify
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 5
+_CACHE_FORMAT = 6
 _PARALLEL_FROM = 400  # files to parse before a process pool pays for itself
 
 
@@ -146,16 +146,20 @@ class _Cache:
     def _read(self, path: Path) -> dict:
         with path.open("rb") as f:
             unpickler = pickle.Unpickler(f)
-            bodies: list[_BodyFile] = []
-
-            def persistent_load(pid: tuple) -> _LazyBody:
-                if not bodies:  # the snapshot names its bodies file first
-                    bodies.append(_BodyFile(path.with_name(pid[1])))
-                return _LazyBody(bodies[0], pid[1], pid[2], pid[3])
-
-            unpickler.persistent_load = persistent_load
-            stamp, rows = unpickler.load()
-        return rows if stamp == self.stamp else {}
+            unpickler.persistent_load = _older_format  # only caches of format 5 and before used them
+            try:
+                stamp, bodies_name, rows = unpickler.load()
+            except _OlderFormat:
+                return {}
+        if stamp != self.stamp:
+            return {}
+        if bodies_name is not None:  # a snapshot: its articles say where their bodies lie
+            bodies = _BodyFile(path.with_name(bodies_name))
+            for entry in rows.values():
+                if type(entry.result) is Article:
+                    state = entry.result.__dict__
+                    state["_lazy_body"] = _LazyBody(bodies, *state["_lazy_body"])
+        return rows
 
     def load(self) -> tuple[dict[str, _Entry], dict[str, _Entry | None]]:
         """(entries, journal rows) from disk; an unreadable cache is only a slower read."""
@@ -210,14 +214,22 @@ class _Cache:
         with temporary.open("wb") as f:
             if bodies_apart:
                 with (path.parent / bodies_name).open("wb") as bodies:
-                    _SnapshotPickler(f, bodies, bodies_name).dump((self.stamp, rows))
+                    _SnapshotPickler(f, bodies).dump((self.stamp, bodies_name, rows))
             else:
-                pickle.dump((self.stamp, rows), f, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((self.stamp, None, rows), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, path)
         if bodies_apart:
             for old in path.parent.glob(f"{path.name}.bodies-*"):
                 if old.name != bodies_name:
                     old.unlink(missing_ok=True)
+
+
+class _OlderFormat(Exception):
+    pass
+
+
+def _older_format(pid: object) -> None:
+    raise _OlderFormat
 
 
 class _BodyFile:
@@ -233,7 +245,7 @@ class _LazyBody:
 
     __slots__ = ("file", "offset", "length")
 
-    def __init__(self, file: _BodyFile, _name: str, offset: int, length: int) -> None:
+    def __init__(self, file: _BodyFile, offset: int, length: int) -> None:
         self.file, self.offset, self.length = file, offset, length
 
     def read(self) -> str:
@@ -241,11 +253,13 @@ class _LazyBody:
 
 
 class _SnapshotPickler(pickle.Pickler):
-    """Pickles articles without their bodies, which it writes to `bodies` instead."""
+    """Pickles articles without their bodies, which it writes to `bodies` instead: an article's
+    `_lazy_body` is pickled as (offset, length) in that file, made a _LazyBody again on load.
+    (No persistent_id: the pickler would call it for each of the ~450,000 objects.)"""
 
-    def __init__(self, file, bodies, bodies_name: str) -> None:
+    def __init__(self, file, bodies) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.bodies, self.bodies_name, self.offset = bodies, bodies_name, 0
+        self.bodies, self.offset = bodies, 0
 
     def reducer_override(self, obj: object):
         if type(obj) is not Article:
@@ -253,18 +267,9 @@ class _SnapshotPickler(pickle.Pickler):
         state = obj.__getstate__()
         body = state.pop("body_html").encode("utf-8")
         self.bodies.write(body)
-        state["_lazy_body"] = _BodyRef(self.bodies_name, self.offset, len(body))
+        state["_lazy_body"] = (self.offset, len(body))
         self.offset += len(body)
         return (_restore_article, (state,))
-
-    def persistent_id(self, obj: object):
-        return ("body", obj.name, obj.offset, obj.length) if type(obj) is _BodyRef else None
-
-
-class _BodyRef(NamedTuple):
-    name: str
-    offset: int
-    length: int
 
 
 def _restore_article(state: dict) -> Article:
