@@ -95,6 +95,7 @@ class SitePages:
         environment = jinja2.Environment(
             loader=jinja2.FileSystemLoader(self.folder),
             bytecode_cache=cache,
+            auto_reload=False,  # one environment per build: no stat of every template for every page
             autoescape=True,
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
