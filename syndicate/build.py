@@ -231,14 +231,14 @@ RENDERERS: dict[str, Callable[[_Site, str], bytes]] = {
 _Result = tuple[str, bool, int, int, str | None]
 
 
-def _produce(outputs: Sequence[_Output], site: _Site, folder: Path) -> list[_Result]:
+def _produce(outputs: Sequence[_Output], site: _Site, folder: Path, new: bool) -> list[_Result]:
     """Render and write each output; a failure is recorded and the others carry on."""
     results: list[_Result] = []
     base = str(folder)
     for output in outputs:
         target = f"{base}/{output.path}"
         try:
-            written, stat = publish(target, RENDERERS[output.kind](site, output.key))
+            written, stat = publish(target, RENDERERS[output.kind](site, output.key), absent=new)
             results.append((output.path, written, stat.st_size, stat.st_mtime_ns, None))
         except Exception as e:  # one failing file never stops the others
             log.exception("cannot build %s", target)
@@ -246,35 +246,36 @@ def _produce(outputs: Sequence[_Output], site: _Site, folder: Path) -> list[_Res
     return results
 
 
-def _child(outputs: Sequence[_Output], site: _Site, folder: Path, connection: object) -> None:
-    connection.send(_produce(outputs, site, folder))  # type: ignore[attr-defined]
+def _child(outputs: Sequence[_Output], site: _Site, folder: Path, new: bool, connection: object) -> None:
+    connection.send(_produce(outputs, site, folder, new))  # type: ignore[attr-defined]
     connection.close()  # type: ignore[attr-defined]
 
 
-def _produce_all(outputs: list[_Output], site: _Site, folder: Path, workers: int) -> list[_Result]:
+def _produce_all(outputs: list[_Output], site: _Site, folder: Path, workers: int, new: bool) -> list[_Result]:
     """`_produce` over forked workers when there is enough work, the process is single-threaded
-    (forking a threaded process is unsafe) and fork exists; else in this process."""
+    (forking a threaded process is unsafe) and fork exists; else in this process. `new`: the
+    output folder did not exist when the build started (no file there to compare with)."""
     cost = sum(COST.get(o.kind, 1) for o in outputs)
     if (workers < 2 or cost < PARALLEL_FROM or threading.active_count() > 1
             or "fork" not in multiprocessing.get_all_start_methods()):
-        return _produce(outputs, site, folder)
+        return _produce(outputs, site, folder, new)
     log.info("rendering %d files in %d processes", len(outputs), workers)
     context = multiprocessing.get_context("fork")
     chunks = [outputs[i::workers] for i in range(workers)]  # interleaved: feeds spread over workers
     children = []
     for chunk in chunks[1:]:
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_child, args=(chunk, site, folder, sender), daemon=True)
+        process = context.Process(target=_child, args=(chunk, site, folder, new, sender), daemon=True)
         process.start()
         sender.close()
         children.append((chunk, process, receiver))
-    results = _produce(chunks[0], site, folder)
+    results = _produce(chunks[0], site, folder, new)
     for chunk, process, receiver in children:
         try:
             results.extend(receiver.recv())
         except EOFError:  # the worker died: do its share here
             log.warning("build worker %d exited with %s; building its %d files here", process.pid, process.exitcode, len(chunk))
-            results.extend(_produce(chunk, site, folder))
+            results.extend(_produce(chunk, site, folder, new))
         process.join()
     return results
 
@@ -378,6 +379,7 @@ def _build(settings: Settings, content: Path | None, output: Path | None, worker
         problem = Problem(source, 0, "content folder not found; nothing built, nothing removed")
         return BuildReport(folder, folder / settings.feeds.folder, 0, 0, (), 0, (), (problem,), ())
     clock = [time.perf_counter()]
+    new = not folder.exists()  # a first build: every file is new
     corpus = load_corpus(settings, content, memory=memory)
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
@@ -393,7 +395,7 @@ def _build(settings: Settings, content: Path | None, output: Path | None, worker
     if new_paths and last is not None:  # known before they exist: a crash now cannot hide them from the clean-up
         _write_manifest(manifest_file, where, context, {**manifest, **new_paths})
     clock.append(time.perf_counter())
-    results = _produce_all(todo, site, folder, workers or settings.feeds.workers or os.cpu_count() or 1)
+    results = _produce_all(todo, site, folder, workers or settings.feeds.workers or os.cpu_count() or 1, new)
     clock.append(time.perf_counter())
     files, written, failed = _record(results, outputs, manifest, folder, problems)
     removed = _remove_stale(folder, site.urls.feeds_folder, last, {o.path for o in outputs})
