@@ -32,7 +32,7 @@ from syndicate.files import publish, remove_file, write_atomic
 from syndicate.models import Article, Category
 from syndicate.pages import CategoryEntry, SitePages, template_fingerprint
 from syndicate.pipeline import load_corpus
-from syndicate.reader import Corpus, CorpusMemory, gc_paused
+from syndicate.reader import CacheWriter, Corpus, CorpusMemory, gc_paused
 from syndicate.urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
 
 log = logging.getLogger(__name__)
@@ -367,12 +367,12 @@ def build_site(
     `[feeds] workers` (default: every core); `memory` keeps the articles in a long-running
     process from one build to the next (syndicate.reader.CorpusMemory).
     """
-    with gc_paused():
-        return _build(settings, content, output, workers, memory)
+    with gc_paused(), CacheWriter() as writer:  # the article cache is written while the build renders
+        return _build(settings, content, output, workers, memory, writer)
 
 
 def _build(settings: Settings, content: Path | None, output: Path | None, workers: int | None,
-           memory: CorpusMemory | None) -> BuildReport:
+           memory: CorpusMemory | None, writer: CacheWriter) -> BuildReport:
     folder = Path(output or settings.output.folder).resolve()
     source = Path(content or settings.content.folder)
     if not source.is_dir():  # never mistake a mistyped folder for "every article was removed"
@@ -380,7 +380,7 @@ def _build(settings: Settings, content: Path | None, output: Path | None, worker
         return BuildReport(folder, folder / settings.feeds.folder, 0, 0, (), 0, (), (problem,), ())
     clock = [time.perf_counter()]
     new = not folder.exists()  # a first build: every file is new
-    corpus = load_corpus(settings, content, memory=memory)
+    corpus = load_corpus(settings, content, memory=memory, writer=writer)
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)

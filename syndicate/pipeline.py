@@ -6,7 +6,7 @@ from pathlib import Path
 
 from syndicate.articles import ReaderOptions
 from syndicate.config import Settings
-from syndicate.reader import CategoryRule, Corpus, CorpusMemory, read_corpus
+from syndicate.reader import CacheWriter, CategoryRule, Corpus, CorpusMemory, read_corpus
 
 
 def reader_options(settings: Settings) -> ReaderOptions:
@@ -26,13 +26,15 @@ def category_rules(settings: Settings) -> tuple[CategoryRule, ...]:
 
 
 def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bool = True,
-                memory: CorpusMemory | None = None) -> Corpus:
+                memory: CorpusMemory | None = None, writer: CacheWriter | None = None) -> Corpus:
     """Every article of the content folder (or `folder`), read incrementally through the cache
-    (and through `memory`, a long-running process's CorpusMemory, if given)."""
+    (and through `memory`, a long-running process's CorpusMemory, if given; `writer` writes
+    the cache while the caller goes on)."""
     return read_corpus(
         folder or settings.content.folder,
         reader_options(settings),
         rules=category_rules(settings),
         cache=settings.content.cache if use_cache and folder is None else None,
         memory=memory,
+        writer=writer,
     )

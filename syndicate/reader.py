@@ -7,6 +7,7 @@ parsed again: their Articles come from a cache under `var/`.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import logging
@@ -15,7 +16,7 @@ import pickle
 import threading
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -328,6 +329,50 @@ class CorpusMemory:
         self._kept = kept
 
 
+class CacheWriter:
+    """Writes the article cache in a forked process while the caller goes on (a cold build renders
+    its pages meanwhile, instead of waiting a third of a second for 10,000 articles to be
+    pickled); `wait()`, or the end of its with-block, waits for that process. Where forking is
+    unsafe (other threads are running) or impossible, it writes at once."""
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
+
+    def write(self, save: Callable[[], object], path: Path) -> None:
+        self.wait()
+        if threading.active_count() > 1 or not hasattr(os, "fork"):
+            _save_logged(save, path)
+            return
+        pid = os.fork()
+        if pid == 0:  # the child: write, then leave without running the parent's exit handlers
+            ok = False
+            try:
+                ok = _save_logged(save, path)
+            finally:
+                os._exit(0 if ok else 1)
+        self._pid = pid
+
+    def wait(self) -> None:
+        if self._pid is not None:
+            os.waitpid(self._pid, 0)  # the child logged any problem itself
+            self._pid = None
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wait()
+
+
+def _save_logged(save: Callable[[], object], path: Path) -> bool:
+    try:
+        save()
+    except OSError as e:
+        log.warning("cannot write article cache %s: %s", path, e)
+        return False
+    return True
+
+
 class _Kept(NamedTuple):
     cache: Path
     stamp: tuple
@@ -361,19 +406,21 @@ def read_corpus(
     cache: Path | None = None,
     workers: int | None = None,
     memory: CorpusMemory | None = None,
+    writer: CacheWriter | None = None,
 ) -> Corpus:
     """Read every article under `folder`; see the module docstring. A `memory` (with a `cache`)
-    keeps what this read found for the next one in the same process."""
+    keeps what this read found for the next one in the same process; a `writer` (without a
+    memory) writes the cache while the caller goes on."""
     folder, rules = Path(folder), tuple(rules)
     with gc_paused():
         if memory is None or cache is None:
-            return _read_corpus(folder, options, rules, cache, workers, None)
+            return _read_corpus(folder, options, rules, cache, workers, None, writer)
         with memory.lock:
-            return _read_corpus(folder, options, rules, cache, workers, memory)
+            return _read_corpus(folder, options, rules, cache, workers, memory, None)
 
 
 def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule, ...], cache: Path | None,
-                 workers: int | None, memory: CorpusMemory | None) -> Corpus:
+                 workers: int | None, memory: CorpusMemory | None, writer: CacheWriter | None) -> Corpus:
     if not folder.is_dir():
         problem = Problem(folder, 0, "content folder not found")
         return Corpus((), (), (problem,), (), 0, 0)
@@ -405,7 +452,9 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
         entries[rel] = changed[rel] = _Entry(stat.st_size, stat.st_mtime_ns, digest, result)
     changed.update({rel: None for rel in cached.keys() - entries.keys()})
     saved = True
-    if store is not None and changed:
+    if store is not None and changed and writer is not None:
+        writer.write(functools.partial(store.save, entries, changed, journal), store.path)
+    elif store is not None and changed:
         try:
             journal = store.save(entries, changed, journal)
         except OSError as e:
