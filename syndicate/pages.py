@@ -160,9 +160,9 @@ class SitePages:
         updated = None
         if article.updated.date() != article.published.date():
             updated = _Moment(article.updated.isoformat(), _day(article.updated, zone))
-        links = Markup(", ").join(
-            Markup('<a href="{}" rel="tag">{}</a>').format(self.urls.category(c.slug), c.name) for c in article.categories
-        )
+        links = Markup(", ".join(  # escape() is markupsafe's C one; Markup.format is string.Formatter, in Python
+            f'<a href="{escape(self.urls.category(c.slug))}" rel="tag">{escape(c.name)}</a>' for c in article.categories
+        ))
         return self._render("article.html.j2", article=article, feeds=feeds, page_url=self.urls.article(article),
                             published=published, updated=updated, category_links=links or escape(""))
 
