@@ -32,7 +32,7 @@ from syndicate.text import slugify
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 6
+_CACHE_FORMAT = 7
 _PARALLEL_FROM = 400  # files to parse before a process pool pays for itself
 
 
@@ -155,53 +155,63 @@ class _Cache:
         self.journal_path = path.with_name(path.name + ".journal")
         self.stamp = (_CACHE_FORMAT, __version__, _parser_fingerprint(), options)
 
-    def _read(self, path: Path) -> dict:
+    def _read(self, path: Path) -> tuple[dict, _Assembled | None]:
         with path.open("rb") as f:
             unpickler = pickle.Unpickler(f)
             unpickler.persistent_load = _older_format  # only caches of format 5 and before used them
             try:
-                stamp, bodies_name, rows = unpickler.load()
+                data = unpickler.load()
             except _OlderFormat:
-                return {}
-        if stamp != self.stamp:
-            return {}
+                return {}, None
+        if not (isinstance(data, tuple) and len(data) == 4 and data[0] == self.stamp):  # another format or version
+            return {}, None
+        _, bodies_name, rows, assembled = data
         if bodies_name is not None:  # a snapshot: its articles say where their bodies lie
             bodies = _BodyFile(path.with_name(bodies_name))
             for entry in rows.values():
                 if type(entry.result) is Article:
                     state = entry.result.__dict__
                     state["_lazy_body"] = _LazyBody(bodies, *state["_lazy_body"])
-        return rows
+            if assembled is not None:  # its articles are those of `rows`, or copies with other categories
+                for article in assembled.corpus.articles:
+                    state = article.__dict__
+                    if type(state.get("_lazy_body")) is tuple:
+                        state["_lazy_body"] = _LazyBody(bodies, *state["_lazy_body"])
+        return rows, assembled
 
-    def load(self) -> tuple[dict[str, _Entry], dict[str, _Entry | None]]:
-        """(entries, journal rows) from disk; an unreadable cache is only a slower read."""
+    def load(self) -> tuple[dict[str, _Entry], dict[str, _Entry | None], _Assembled | None]:
+        """(entries, journal rows, the snapshot's assembled corpus) from disk; an unreadable
+        cache is only a slower read."""
         try:
-            rows = self._read(self.path)
+            rows, assembled = self._read(self.path)
         except FileNotFoundError:
-            return {}, {}
+            return {}, {}, None
         except Exception as e:
             log.warning("article cache %s unreadable (%s); reading every article", self.path, e)
-            return {}, {}
+            return {}, {}, None
         journal: dict = {}
         if rows:
             try:
-                journal = self._read(self.journal_path)
+                journal, _ = self._read(self.journal_path)
             except FileNotFoundError:
                 pass
             except Exception as e:
                 log.warning("article cache journal %s unreadable (%s); reading every article", self.journal_path, e)
-                return {}, {}
+                return {}, {}, None
+            if assembled is not None:
+                assembled = assembled._replace(entries=dict(rows))
             rows.update(journal)
-        return {rel: entry for rel, entry in rows.items() if entry is not None}, journal
+        return {rel: entry for rel, entry in rows.items() if entry is not None}, journal, assembled
 
     def save(self, entries: dict[str, _Entry], changed: dict[str, _Entry | None],
-             journal: dict[str, _Entry | None]) -> dict[str, _Entry | None]:
-        """Write the changes; returns the journal as it now is on disk."""
+             journal: dict[str, _Entry | None], assembled: _Assembled) -> dict[str, _Entry | None]:
+        """Write the changes; returns the journal as it now is on disk. A new snapshot also keeps
+        the assembled corpus, so that the next read in another process need not assemble it."""
         journal = {**journal, **changed}
         if len(journal) * 10 <= len(entries):
             self._write(self.journal_path, journal)
             return journal
-        self._write(self.path, _interned(entries), bodies_apart=True)
+        self._write(self.path, entries, bodies_apart=True, assembled=assembled)
         self.journal_path.unlink(missing_ok=True)
         return {}
 
@@ -215,7 +225,7 @@ class _Cache:
             return stat.st_ino, stat.st_size, stat.st_mtime_ns
         return one(self.path), one(self.journal_path)
 
-    def _write(self, path: Path, rows: dict, *, bodies_apart: bool = False) -> None:
+    def _write(self, path: Path, rows: dict, *, bodies_apart: bool = False, assembled: _Assembled | None = None) -> None:
         """Pickle `rows` to `path` atomically; with `bodies_apart`, the articles' bodies go to a
         bodies file of their own (a new name each time: articles still in memory keep reading
         the one they were loaded from) and are read back only when used."""
@@ -226,9 +236,9 @@ class _Cache:
         with temporary.open("wb") as f:
             if bodies_apart:
                 with (path.parent / bodies_name).open("wb") as bodies:
-                    _SnapshotPickler(f, bodies).dump((self.stamp, bodies_name, rows))
+                    _SnapshotPickler(f, bodies).dump((self.stamp, bodies_name, rows, assembled._replace(entries=None)))
             else:
-                pickle.dump((self.stamp, None, rows), f, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((self.stamp, None, rows, None), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, path)
         if bodies_apart:
             for old in path.parent.glob(f"{path.name}.bodies-*"):
@@ -290,19 +300,17 @@ def _restore_article(state: dict) -> Article:
     return article
 
 
-def _interned(entries: dict[str, _Entry]) -> dict[str, _Entry]:
-    """The entries with one Category object per distinct category, so that pickle stores each
-    once and a loaded snapshot shares them (assembly then compares them by identity)."""
+def _share_categories(entries: Iterable[_Entry | None]) -> None:
+    """Give the articles of `entries` one Category object per distinct category, in place (they are
+    fresh from the parser, held by nobody else): pickle then stores each once, a loaded snapshot
+    shares them, and assembly compares them by identity."""
     pool: dict[Category, Category] = {}
-    out: dict[str, _Entry] = {}
-    for rel, entry in entries.items():
-        article = entry.result
-        if isinstance(article, Article):
-            shared = tuple(pool.setdefault(c, c) for c in article.categories)
+    for entry in entries:
+        article = entry.result if entry is not None else None
+        if type(article) is Article:
+            shared = tuple([pool.setdefault(c, c) for c in article.categories])
             if any(a is not b for a, b in zip(shared, article.categories)):
-                entry = entry._replace(result=replace(article, categories=shared))
-        out[rel] = entry
-    return out
+                object.__setattr__(article, "categories", shared)
 
 
 class CorpusMemory:
@@ -373,6 +381,16 @@ def _save_logged(save: Callable[[], object], path: Path) -> bool:
     return True
 
 
+class _Assembled(NamedTuple):
+    """A corpus as assembled from `entries` of `folder` under `rules` (entries None when pickled:
+    they are the snapshot's rows)."""
+
+    folder: Path
+    rules: tuple[CategoryRule, ...]
+    corpus: Corpus
+    entries: Mapping[str, _Entry] | None
+
+
 class _Kept(NamedTuple):
     cache: Path
     stamp: tuple
@@ -426,10 +444,13 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
         return Corpus((), (), (problem,), (), 0, 0)
     store = _Cache(cache, options) if cache is not None else None
     kept = memory.recall(store, folder, rules) if memory is not None and store is not None else None
+    assembled: _Assembled | None = None
     if kept is not None:
         cached, journal = kept.entries, kept.journal
+    elif store is not None:
+        cached, journal, assembled = store.load()
     else:
-        cached, journal = store.load() if store else ({}, {})
+        cached, journal = {}, {}
     entries: dict[str, _Entry] = {}
     changed: dict[str, _Entry | None] = {}
     jobs: list[_Job] = []
@@ -451,19 +472,19 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
         parsed += digest != ""  # "": the file could not be read
         entries[rel] = changed[rel] = _Entry(stat.st_size, stat.st_mtime_ns, digest, result)
     changed.update({rel: None for rel in cached.keys() - entries.keys()})
+    _share_categories(changed.values())
+    corpus = _reassembled(kept, assembled, folder, rules, journal, changed) or _assemble(folder, entries, rules)
     saved = True
-    if store is not None and changed and writer is not None:
-        writer.write(functools.partial(store.save, entries, changed, journal), store.path)
-    elif store is not None and changed:
-        try:
-            journal = store.save(entries, changed, journal)
-        except OSError as e:
-            saved = False
-            log.warning("cannot write article cache %s: %s", cache, e)
-    if kept is not None and not changed:
-        corpus = kept.corpus  # nothing changed: the same articles, already assembled
-    else:
-        corpus = (_patched(kept, changed) if kept is not None else None) or _assemble(folder, entries, rules)
+    if store is not None and changed:
+        save = functools.partial(store.save, entries, changed, journal, _Assembled(folder, rules, corpus, None))
+        if writer is not None:
+            writer.write(save, store.path)
+        else:
+            try:
+                journal = save()
+            except OSError as e:
+                saved = False
+                log.warning("cannot write article cache %s: %s", cache, e)
     if memory is not None and store is not None:
         memory.keep(_Kept(store.path, store.stamp, folder, rules, store.identity(), entries, journal, corpus)
                     if saved else None)
@@ -472,15 +493,27 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
     return replace(corpus, parsed=parsed)
 
 
-def _patched(kept: _Kept, changed: Mapping[str, _Entry | None]) -> Corpus | None:
-    """The kept corpus with each edited article in the place of its old version, when no edit
-    touches what assembly decides on (id, slug, date, categories as written) and every file
+def _reassembled(kept: _Kept | None, assembled: _Assembled | None, folder: Path, rules: tuple[CategoryRule, ...],
+                 journal: Mapping[str, _Entry | None], changed: Mapping[str, _Entry | None]) -> Corpus | None:
+    """The corpus without assembling it again, when a memory or the snapshot has it: as it was if
+    nothing changed, patched if the changes allow (see _patched); else None."""
+    if kept is not None:
+        return kept.corpus if not changed else _patched(kept.entries, kept.corpus, changed)
+    if assembled is None or assembled.entries is None or (assembled.folder, assembled.rules) != (folder, rules):
+        return None
+    since_snapshot = {**journal, **changed}
+    return assembled.corpus if not since_snapshot else _patched(assembled.entries, assembled.corpus, since_snapshot)
+
+
+def _patched(entries: Mapping[str, _Entry], assembled: Corpus, changed: Mapping[str, _Entry | None]) -> Corpus | None:
+    """`assembled` (the corpus of `entries`) with each edited article in the place of its old
+    version, when no edit touches what assembly decides on (id, slug, date, categories as written) and every file
     involved was and is a good article; else None (assemble from scratch). A typical edit, a
     fix to a title or a body, then skips re-assembling 10,000 articles."""
-    articles = list(kept.corpus.articles)
+    articles = list(assembled.articles)
     position: dict[str, int] | None = None
     for rel, entry in changed.items():
-        old = kept.entries.get(rel)
+        old = entries.get(rel)
         if entry is None or old is None or type(entry.result) is not Article or type(old.result) is not Article:
             return None
         before, after = old.result, entry.result
@@ -493,7 +526,7 @@ def _patched(kept: _Kept, changed: Mapping[str, _Entry | None]) -> Corpus | None
             return None
         shown = articles[at].categories  # as assembly resolved them: the same names as written before
         articles[at] = after if after.categories is shown else replace(after, categories=shown)
-    return replace(kept.corpus, articles=tuple(articles))
+    return replace(assembled, articles=tuple(articles))
 
 
 def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[CategoryRule, ...]) -> Corpus:

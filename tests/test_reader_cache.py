@@ -169,6 +169,32 @@ def test_a_memory_sees_every_edit_addition_and_removal_as_a_fresh_read_does(tmp_
     assert remembered.articles[-1].categories[0].name == "News"
 
 
+def test_reads_through_the_cache_give_what_a_read_without_one_gives(tmp_path):
+    # The snapshot keeps the assembled corpus; later reads patch it with the journal's and their
+    # own changes, or assemble again when a change moves, renames or recategorises an article.
+    # (With 40 files the journal takes up to 4 changes before a new snapshot.)
+    folder = corpus_dir(tmp_path)
+    for i in range(40 - 5):
+        (folder / f"old{i:02d}.md").write_text(TEMPLATE.format(title=f"Old {i}", day=1).replace("2026-11-0", "2025-10-0"))
+    cache = tmp_path / "cache.pickle"
+    read_corpus(folder, OPTIONS, cache=cache)
+    changes = [
+        lambda: (folder / "a3.md").write_text(TEMPLATE.format(title="Edited three", day=3)),
+        lambda: (folder / "a2.md").write_text(TEMPLATE.format(title="Edited two", day=2)),
+        lambda: (folder / "z.md").write_text(TEMPLATE.format(title="Shouting", day=1).replace("[News]", "[NEWS]")),
+        lambda: (folder / "z.md").write_text(TEMPLATE.format(title="Quieter", day=1).replace("[News]", "[NEWS]")),
+        lambda: (folder / "a5.md").write_text(TEMPLATE.format(title="Five, later", day=8)),
+        lambda: (folder / "a1.md").unlink(),
+        lambda: (folder / "a4.md").write_text(TEMPLATE.format(title="Four", day=4).replace("[News]", "[News, Sport]")),
+    ]
+    for change in changes:
+        change()
+        cached, fresh = read_corpus(folder, OPTIONS, cache=cache), read_corpus(folder, OPTIONS)
+        assert (cached.articles, cached.categories, cached.problems) == (fresh.articles, fresh.categories, fresh.problems)
+        assert [a.body_html for a in cached.articles] == [a.body_html for a in fresh.articles]
+    assert [a.title for a in cached.articles][:5] == ["Five, later", "Four", "Edited three", "Edited two", "Quieter"]
+
+
 def test_a_memory_with_nothing_changed_gives_back_the_same_corpus(tmp_path):
     folder = corpus_dir(tmp_path)
     cache, memory = tmp_path / "cache.pickle", CorpusMemory()
