@@ -211,6 +211,7 @@ class _Cache:
         if len(journal) * 10 <= len(entries):
             self._write(self.journal_path, journal)
             return journal
+        _share_categories(entries.values())  # those read from the last snapshot and those parsed since
         self._write(self.path, entries, bodies_apart=True, assembled=assembled)
         self.journal_path.unlink(missing_ok=True)
         return {}
@@ -301,9 +302,9 @@ def _restore_article(state: dict) -> Article:
 
 
 def _share_categories(entries: Iterable[_Entry | None]) -> None:
-    """Give the articles of `entries` one Category object per distinct category, in place (they are
-    fresh from the parser, held by nobody else): pickle then stores each once, a loaded snapshot
-    shares them, and assembly compares them by identity."""
+    """Give the articles of `entries` one Category object per distinct category, in place (an
+    equal object for an equal one: nothing anyone holds changes meaning): pickle then stores each
+    once, a loaded snapshot shares them, and assembly compares them by identity."""
     pool: dict[Category, Category] = {}
     for entry in entries:
         article = entry.result if entry is not None else None
