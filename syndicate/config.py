@@ -165,6 +165,11 @@ class OutboxSettings(Section):
     max_age: float = Field(48 * 3600.0, gt=0, description="seconds after which a retrying delivery fails")
     bounce_after: int = Field(3, ge=1, description="permanent failures before a subscriber is bounced")
     in_flight: Literal["resend", "fail"] = "resend"
+    workers: int | None = Field(
+        None, ge=1, le=64,
+        description="processes that send one run at once (default: one per core), each claiming its own batches "
+        "and taking its share of [smtp] connections; smtp and file backends only, runs of 400 deliveries or more",
+    )
 
 
 class ScheduleSettings(Section):

@@ -9,11 +9,21 @@ for the crash policy (`[outbox] in_flight`).
 After a crash nothing recorded is lost: recover() (at start) puts the deliveries left in flight
 back per that policy; `syndicate send` resumes every run with queued deliveries at once, and the
 scheduler's retry job (retry_due) resumes a run nobody has touched for ABANDONED_AFTER.
+
+A run of PARALLEL_FROM deliveries or more is worked by `[outbox] workers` processes (forked,
+when the process is single-threaded and the backend is smtp or file): each is a sender like
+the one above with its own claims (its own `claimed_by`), its share of `[smtp] connections` and
+its own in-flight window, so up to `workers` x (FLUSH_EVERY + the backend's window) messages
+may be unrecorded at a crash. A worker stops when the parent asks or is gone (its pipe closes).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -62,6 +72,8 @@ CHECK_AHEAD = 16  # subscribers re-checked (still active?) just before their mes
 FLUSH_EVERY = 100
 FLUSH_SECONDS = 0.2
 COUNT_SECONDS = 1.0
+PARALLEL_FROM = 2 * CLAIM_BATCH  # queued deliveries from which a run is worked by several processes
+FORKABLE_BACKENDS = ("smtp", "file")  # memory keeps messages in the process, console would interleave
 ABANDONED_AFTER = timedelta(minutes=5)
 
 
@@ -161,16 +173,25 @@ class DeliveryService:
         backend_factory: Callable[[], MailBackend] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        """`[outbox] workers` processes work a large run when `backend_factory` is None (the
+        configured backend, smtp or file); a given factory always sends from this process."""
         self.settings = settings
         self.database = database
         self.environ = environ
         self.store = SubscriberStore(database, SubscriberDefaults.from_settings(settings))
         self.outbox = Outbox(database, settings.outbox)
         self.backend_factory = backend_factory or self._configured_backend
+        self.forkable = backend_factory is None and settings.mail.backend in FORKABLE_BACKENDS
+        self.workers = settings.outbox.workers or os.cpu_count() or 1
         self.claim_batch = CLAIM_BATCH
+        self._connections: int | None = None  # this process's share of [smtp] connections (workers)
 
     def _configured_backend(self) -> MailBackend:
-        extra = {"environ": self.environ} if self.settings.mail.backend == "smtp" and self.environ is not None else {}
+        extra: dict[str, Any] = {}
+        if self.settings.mail.backend == "smtp":
+            extra = {"environ": self.environ} if self.environ is not None else {}
+            if self._connections is not None:
+                extra["connections"] = self._connections
         return make_backend(self.settings, **extra)
 
     # -- planning
@@ -267,7 +288,11 @@ class DeliveryService:
                 progress(self.outbox.refresh(run_id, clock()))
 
         try:
-            self._send(claim, clock, stop, counted)
+            workers = self._workers_for(run_id, clock())
+            if workers > 1:
+                self._send_in_workers(workers, claim, clock, stop, counted)
+            else:
+                self._send(claim, clock, stop, counted)
         finally:
             report = self.outbox.refresh(run_id, clock())
         log.info("run worked run=%s status=%s sent=%s retrying=%s failed=%s skipped=%s",
@@ -324,16 +349,116 @@ class DeliveryService:
             self.outbox.refresh(run_id, _clock(now)())
         return reports
 
+    def _workers_for(self, run_id: int, now: datetime) -> int:
+        """How many processes work this run: one unless it is large enough, the backend can be
+        forked and so can this process (forking a threaded one is unsafe: build.py does the same)."""
+        if self.workers < 2 or not self.forkable:
+            return 1
+        queued = self.outbox.refresh(run_id, now).queued
+        if queued < PARALLEL_FROM:
+            return 1
+        if threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+            log.info("run worked in one process run=%s: this process runs threads (or cannot fork)", run_id)
+            return 1
+        workers = min(self.workers, queued // CLAIM_BATCH)
+        if self.settings.mail.backend == "smtp":
+            workers = min(workers, self.settings.smtp.connections)
+        return workers
+
+    def _send_in_workers(
+        self,
+        workers: int,
+        claim: Callable[[], list[ClaimedDelivery]],
+        clock: Callable[[], datetime],
+        stop: threading.Event | None,
+        counted: Callable[[], None] | None,
+    ) -> None:
+        """`_send` in this process and in `workers - 1` forked ones, the connections shared out.
+
+        The corpus is loaded before the fork and frozen out of the collector (gc.freeze), so its
+        pages stay shared; no database connection crosses the fork (the pool is emptied first)."""
+        corpus = load_corpus(self.settings)
+        connections = self.settings.smtp.connections
+        shares = [connections // workers + (1 if i < connections % workers else 0) for i in range(workers)]
+        context = multiprocessing.get_context("fork")
+        self.database.close()
+        closed_when_stopping, watched = os.pipe()[::-1]  # (write end, read end): EOF in a worker means stop
+        children: list[tuple[Any, Any]] = []
+        gc.freeze()
+        try:
+            for share in shares[1:]:
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=self._worker, args=(claim, clock, share, corpus, watched, closed_when_stopping, sender),
+                    name="delivery-worker", daemon=True,
+                )
+                process.start()
+                sender.close()
+                children.append((process, receiver))
+        finally:
+            gc.unfreeze()
+            os.close(watched)
+        log.info("run worked in processes=%s connections=%s", workers, shares)
+        try:
+            self._connections = shares[0]
+            self._send(claim, clock, stop, counted, corpus)
+            while any(process.is_alive() for process, _ in children):
+                if stop is not None and stop.is_set():
+                    break
+                children[0][0].join(COUNT_SECONDS if counted is None else 0.2)
+                if counted is not None:
+                    counted()
+        finally:
+            self._connections = None
+            os.close(closed_when_stopping)
+            for process, _ in children:
+                process.join()
+        for process, receiver in children:
+            if not receiver.poll():
+                raise SyndicateError(f"delivery worker {process.pid} exited with code {process.exitcode}: see the log")
+            error = receiver.recv()
+            if error is not None:
+                raise MailError(f"delivery worker {process.pid}: {error}")
+
+    def _worker(
+        self,
+        claim: Callable[[], list[ClaimedDelivery]],
+        clock: Callable[[], datetime],
+        connections: int,
+        corpus: Corpus,
+        watched: int,
+        closed_when_stopping: int,
+        errors: Any,
+    ) -> None:
+        """A forked worker: sends until nothing is left to claim or the parent stops (or dies)."""
+        os.close(closed_when_stopping)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes the pipe
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
+        threading.Thread(target=_set_at_eof, args=(watched, stop), name="parent-watch", daemon=True).start()
+        self.outbox = Outbox(self.database, self.settings.outbox)  # claims of its own: recover() tells them apart
+        self._connections = connections
+        try:
+            self._send(claim, clock, stop, None, corpus)
+        except SyndicateError as e:
+            log.error("delivery worker stopped pid=%s: %s", os.getpid(), e)
+            errors.send(str(e))
+            return
+        finally:
+            self.database.close()
+        errors.send(None)
+
     def _send(
         self,
         claim: Callable[[], list[ClaimedDelivery]],
         clock: Callable[[], datetime],
         stop: threading.Event | None,
         counted: Callable[[], None] | None,
+        corpus: Corpus | None = None,
     ) -> dict[str, int]:
         """Claim, render and send until claim() gives nothing; every claimed delivery ends recorded
         (or, when the process dies, `sending` for recover())."""
-        corpus = load_corpus(self.settings)
+        corpus = corpus or load_corpus(self.settings)
         messages = _Messages(self, corpus)
         recorder = _Recorder(self.outbox, clock)
         waiting: dict[str, ClaimedDelivery] = {}  # claimed, not yet handed to the backend
@@ -466,6 +591,14 @@ def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     source = iter(items)
     while batch := list(islice(source, size)):
         yield batch
+
+
+def _set_at_eof(fd: int, event: threading.Event) -> None:
+    """Block until the other end of the pipe is closed (or written to), then set `event`."""
+    try:
+        os.read(fd, 1)
+    finally:
+        event.set()
 
 
 def _clock(now: datetime | None) -> Callable[[], datetime]:
