@@ -156,6 +156,9 @@ class SmtpSettings(Section):
     max_per_connection: int = Field(500, ge=1)
     ehlo_name: str | None = None
     ca_file: ConfigPath | None = None
+    pipelining: bool = Field(
+        True, description="send MAIL FROM, RCPT TO and DATA in one write when the server offers PIPELINING (RFC 2920)",
+    )
 
 
 class OutboxSettings(Section):

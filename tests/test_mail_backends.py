@@ -333,8 +333,9 @@ FAULTS = [
 ]
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one command at a time"])
 @pytest.mark.parametrize(("fault", "expected"), FAULTS, ids=[fault for fault, _ in FAULTS])
-def test_each_fault_ends_in_the_right_outcome_and_the_next_message_still_goes(smtp_server, fault, expected) -> None:
+def test_each_fault_ends_in_the_right_outcome_and_the_next_message_still_goes(smtp_server, fault, expected, pipelining) -> None:
     server = smtp_server()
     victim, other = message(1, "victim@example.org"), message(2, "other@example.org")
     stage, _, code = fault.partition(" ")
@@ -346,14 +347,31 @@ def test_each_fault_ends_in_the_right_outcome_and_the_next_message_still_goes(sm
         server.faults.mail(SENDER, int(code), times=1)
     else:
         getattr(server.faults, stage)("victim@example.org", int(code))
-    with smtp_backend(server, connections=1) as backend:
+    with smtp_backend(server, connections=1, pipelining=pipelining) as backend:
         results = list(backend.send_messages([victim, other]))
     assert [(r.key, r.outcome, r.code) for r in results] == [("delivery-1", *expected), ("delivery-2", "sent", 250)]
+    assert server.pipelined == ((1 if stage == "connect" else 2) if pipelining else 0), "MAIL, RCPT and DATA in one write"
     assert [r.recipients for r in server.received] == [("other@example.org",)]
     if stage in ("mail", "rcpt", "data"):
         assert server.sessions == 1 and server.rsets == 1, "the connection is reused after an RSET"
     if stage == "drop":
         assert server.sessions == 2, "a dropped connection is replaced"
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one command at a time"])
+def test_lines_of_dots_arrive_intact(smtp_server, pipelining) -> None:
+    server = smtp_server()
+    data = b".starts with a dot\r\nSubject: dots\r\n\r\n.\r\n..\r\nend. .\r\n.last line, no line end"
+    results = list(smtp_backend(server, pipelining=pipelining).send_messages([message(1, data=data)]))
+    assert [r.outcome for r in results] == ["sent"]
+    assert server.received[0].data == data + b"\r\n"
+
+
+def test_a_server_without_pipelining_gets_one_command_at_a_time(smtp_server) -> None:
+    server = smtp_server(pipelining=False)
+    results = list(smtp_backend(server, connections=1).send_messages(message(n) for n in range(3)))
+    assert [r.outcome for r in results] == ["sent"] * 3
+    assert len(server.received) == 3 and server.pipelined == 0
 
 
 def test_a_refused_sender_stops_the_run_instead_of_failing_every_subscriber(smtp_server) -> None:
