@@ -11,10 +11,13 @@ back per that policy; `syndicate send` resumes every run with queued deliveries 
 scheduler's retry job (retry_due) resumes a run nobody has touched for ABANDONED_AFTER.
 
 A run of PARALLEL_FROM deliveries or more is worked by `[outbox] workers` processes (forked,
-when the process is single-threaded and the backend is smtp or file): each is a sender like
-the one above with its own claims (its own `claimed_by`), its share of `[smtp] connections` and
-its own in-flight window, so up to `workers` x (FLUSH_EVERY + the backend's window) messages
-may be unrecorded at a crash. A worker stops when the parent asks or is gone (its pipe closes).
+when this process runs no other thread and the backend is smtp or file; see _WorkerGroup): each
+is a sender like the one above with its own claims (its own `claimed_by`), its share of
+`[smtp] connections` and its own in-flight window, so at a crash up to `workers` x
+(FLUSH_EVERY + the backend's window) messages may be unrecorded. This process is one of them
+(in send_manual it first plans the rest of the run while the workers send the first batches).
+A worker stops when this process asks or is gone (its pipe closes), recording its messages in
+flight: after a crash of this process, only its own in-flight messages are left `sending`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
@@ -161,6 +164,115 @@ class _Messages:
         return OutgoingMessage(str(delivery.id), self.sender, (built.recipient,), built.data, built.message_id)
 
 
+class _WorkerGroup:
+    """Forked processes sending one run beside this one, one per share of `[smtp] connections`.
+
+    Forked with the corpus loaded and frozen out of the collector (gc.freeze: its pages stay
+    shared) and no database connection open (the pool is emptied first). With `planning`, a
+    worker that finds nothing queued waits for more until the event is set. A worker stops when
+    nothing is left, when its pipe closes (finish() stopping, or this process gone) or on SIGTERM.
+    """
+
+    def __init__(
+        self,
+        service: DeliveryService,
+        shares: Sequence[int],
+        claim: Callable[[], list[ClaimedDelivery]],
+        clock: Callable[[], datetime],
+        corpus: Corpus,
+        planning: Any = None,
+    ) -> None:
+        self.planning = planning
+        context = multiprocessing.get_context("fork")
+        service.database.close()
+        watched, self._stopping = os.pipe()  # EOF on `watched` tells every worker to stop
+        self._workers: list[tuple[Any, Any]] = []
+        gc.freeze()
+        try:
+            for share in shares:
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_work_in_worker, args=(service, claim, clock, share, corpus, planning, watched, self._stopping, sender),
+                    name="delivery-worker", daemon=True,
+                )
+                process.start()
+                sender.close()
+                self._workers.append((process, receiver))
+        except BaseException:
+            self.stop_and_wait()
+            raise
+        finally:
+            gc.unfreeze()
+            os.close(watched)
+        log.info("sending in worker processes pids=%s connections=%s", [p.pid for p, _ in self._workers], list(shares))
+
+    def finish(self, stop: threading.Event | None, counted: Callable[[], None]) -> None:
+        """Wait for every worker (counting every COUNT_SECONDS); `stop` set: they stop after their
+        messages in flight. Raises what a worker could not get past (a MailError: login, TLS)."""
+        try:
+            while any(process.is_alive() for process, _ in self._workers):
+                if stop is not None and stop.is_set():
+                    break
+                self._workers[0][0].join(COUNT_SECONDS)
+                counted()
+        finally:
+            self.stop_and_wait()
+        for process, receiver in self._workers:
+            if not receiver.poll():
+                raise SyndicateError(f"delivery worker {process.pid} exited with code {process.exitcode}: see the log")
+            error = receiver.recv()
+            if error is not None:
+                raise MailError(f"delivery worker {process.pid}: {error}")
+
+    def stop_and_wait(self) -> None:
+        """Close the workers' pipe (they stop after their messages in flight) and wait for them."""
+        if self._stopping >= 0:
+            os.close(self._stopping)
+            self._stopping = -1
+        for process, _ in self._workers:
+            process.join()
+
+
+def _work_in_worker(
+    service: DeliveryService,
+    claim: Callable[[], list[ClaimedDelivery]],
+    clock: Callable[[], datetime],
+    connections: int,
+    corpus: Corpus,
+    planning: Any,
+    watched: int,
+    stopping: int,
+    errors: Any,
+) -> None:
+    """A forked worker's life: claims of its own (its own `claimed_by`, told apart by recover())."""
+    os.close(stopping)
+    gc.enable()  # forked while planning paused the collector
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes the pipe
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
+    threading.Thread(target=_set_at_eof, args=(watched, stop), name="parent-watch", daemon=True).start()
+    service.outbox = Outbox(service.database, service.settings.outbox)
+    service.connections_share = connections
+
+    def claim_while_planning() -> list[ClaimedDelivery]:
+        while True:
+            planned = planning is None or planning.is_set()  # read first: then every batch planned is visible
+            batch = claim()
+            if batch or planned or stop.is_set():
+                return batch
+            planning.wait(0.05)
+
+    try:
+        service._send(claim_while_planning, clock, stop, None, corpus)
+    except SyndicateError as e:
+        log.error("delivery worker stopped pid=%s: %s", os.getpid(), e)
+        errors.send(str(e))
+        return
+    finally:
+        service.database.close()
+    errors.send(None)
+
+
 class DeliveryService:
     """Plans runs and sends them. `backend_factory()` makes a fresh MailBackend per sending pass
     (default: the configured one); `environ` stands in for os.environ (secrets)."""
@@ -184,14 +296,14 @@ class DeliveryService:
         self.forkable = backend_factory is None and settings.mail.backend in FORKABLE_BACKENDS
         self.workers = settings.outbox.workers or os.cpu_count() or 1
         self.claim_batch = CLAIM_BATCH
-        self._connections: int | None = None  # this process's share of [smtp] connections (workers)
+        self.connections_share: int | None = None  # a worker process's share of [smtp] connections
 
     def _configured_backend(self) -> MailBackend:
         extra: dict[str, Any] = {}
         if self.settings.mail.backend == "smtp":
             extra = {"environ": self.environ} if self.environ is not None else {}
-            if self._connections is not None:
-                extra["connections"] = self._connections
+            if self.connections_share is not None:
+                extra["connections"] = self.connections_share
         return make_backend(self.settings, **extra)
 
     # -- planning
@@ -201,13 +313,24 @@ class DeliveryService:
         corpus = load_corpus(self.settings)
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
+        for _ in self._plan_batches(run_id, subscribers, corpus, now):
+            pass
+        return self._planned(run_id, "manual", now)
+
+    def _plan_batches(self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime) -> Iterator[int]:
+        """Select and record the digests PLAN_BATCH subscribers at a time; yields the deliveries recorded so far."""
         selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        recorded = 0
         with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
             for batch in _batched(subscribers, PLAN_BATCH):
                 planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
                 self.outbox.add_deliveries(run_id, planned, now)
+                recorded += len(planned)
+                yield recorded
+
+    def _planned(self, run_id: int, kind: str, now: datetime) -> RunReport:
         report = self.outbox.refresh(run_id, now)
-        log.info("run planned run=%s kind=manual deliveries=%s", run_id, report.total)
+        log.info("run planned run=%s kind=%s deliveries=%s", run_id, kind, report.total)
         return report
 
     def plan_scheduled(self, now: datetime, *, grace: timedelta) -> RunReport:
@@ -226,9 +349,7 @@ class DeliveryService:
             self.outbox.add_deliveries(run_id, planned, now, reschedule=moves)
         if not run_id:
             return RunReport.empty("scheduled", now)
-        report = self.outbox.refresh(run_id, now)
-        log.info("run planned run=%s kind=scheduled deliveries=%s", run_id, report.total)
-        return report
+        return self._planned(run_id, "scheduled", now)
 
     def _reschedule_missed(self, now: datetime, grace: timedelta) -> None:
         missed = self.outbox.missed(now - grace)
@@ -265,6 +386,53 @@ class DeliveryService:
 
     # -- sending
 
+    def send_manual(
+        self,
+        request: SendRequest,
+        now: datetime,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        stop: threading.Event | None = None,
+        progress: Callable[[RunReport], None] | None = None,
+        planned: Callable[[RunReport], None] | None = None,
+    ) -> RunReport:
+        """plan_manual then work, in one: when the run is worked by several processes, they start
+        on the first planned batches while this process plans the rest. `clock` (default: the real
+        one) dates the sending, `now` the planning; `planned` hears of the run once it is planned."""
+        fixed, clock = clock, clock or _clock(None)
+        corpus = load_corpus(self.settings)
+        subscribers = self._matching(request, corpus)
+        run_id = self.outbox.start_run("manual", request.as_record(), now)
+        batches = self._plan_batches(run_id, subscribers, corpus, now)
+        shares: list[int] = []
+        group = None
+        try:
+            for recorded in batches:  # alone until there is enough to share (a small run stays here)
+                if recorded >= PARALLEL_FROM:
+                    shares = self._shares(run_id, now)
+                    break
+            if len(shares) > 1:
+                planning = multiprocessing.get_context("fork").Event()
+                group = _WorkerGroup(self, shares[1:], self._run_claim(run_id, clock), clock, corpus, planning)
+            for _ in batches:
+                if stop is not None and stop.is_set():
+                    break
+        except BaseException:
+            if group is not None:
+                group.stop_and_wait()
+            raise
+        finally:
+            batches.close()
+            if group is not None:
+                group.planning.set()
+        report = self._planned(run_id, "manual", now)
+        if planned is not None:
+            planned(report)
+        if group is None:
+            return self.work(run_id, now=fixed() if fixed else None, stop=stop, progress=progress)
+        claim = self._run_claim(run_id, clock)
+        return self._worked(run_id, clock, progress, lambda counted: self._send_beside(group, shares[0], claim, clock, stop, counted, corpus))
+
     def work(
         self,
         run_id: int,
@@ -279,20 +447,38 @@ class DeliveryService:
             return RunReport.empty("manual", now or datetime.now(UTC))
         clock = _clock(now)
         self.outbox.report(run_id)  # a LookupError for an unknown run, before any work
+        claim = self._run_claim(run_id, clock)
 
+        def send(counted: Callable[[], None]) -> None:
+            shares = self._shares(run_id, clock())
+            if len(shares) > 1:
+                corpus = load_corpus(self.settings)
+                group = _WorkerGroup(self, shares[1:], claim, clock, corpus)
+                self._send_beside(group, shares[0], claim, clock, stop, counted, corpus)
+            else:
+                self._send(claim, clock, stop, counted)
+
+        return self._worked(run_id, clock, progress, send)
+
+    def _run_claim(self, run_id: int, clock: Callable[[], datetime]) -> Callable[[], list[ClaimedDelivery]]:
         def claim() -> list[ClaimedDelivery]:
-            return self.outbox.claim(clock(), self.claim_batch, run_id=run_id)
+            return self.outbox.claim(clock(), self.claim_batch, run_id=run_id)  # self.outbox: a worker's own
+        return claim
 
+    def _worked(
+        self,
+        run_id: int,
+        clock: Callable[[], datetime],
+        progress: Callable[[RunReport], None] | None,
+        send: Callable[[Callable[[], None]], None],
+    ) -> RunReport:
+        """`send(counted)`, then the run's counts recorded, logged and given to `progress`."""
         def counted() -> None:
             if progress is not None:
                 progress(self.outbox.refresh(run_id, clock()))
 
         try:
-            workers = self._workers_for(run_id, clock())
-            if workers > 1:
-                self._send_in_workers(workers, claim, clock, stop, counted)
-            else:
-                self._send(claim, clock, stop, counted)
+            send(counted)
         finally:
             report = self.outbox.refresh(run_id, clock())
         log.info("run worked run=%s status=%s sent=%s retrying=%s failed=%s skipped=%s",
@@ -349,104 +535,44 @@ class DeliveryService:
             self.outbox.refresh(run_id, _clock(now)())
         return reports
 
-    def _workers_for(self, run_id: int, now: datetime) -> int:
-        """How many processes work this run: one unless it is large enough, the backend can be
-        forked and so can this process (forking a threaded one is unsafe: build.py does the same)."""
+    def _shares(self, run_id: int, now: datetime) -> list[int]:
+        """The `[smtp] connections` of each process that works this run, this one first: one process
+        unless the run is large enough, the backend can be forked and so can this process (forking
+        one with threads is unsafe: build.py refuses it too)."""
+        connections = self.settings.smtp.connections
         if self.workers < 2 or not self.forkable:
-            return 1
+            return [connections]
         queued = self.outbox.refresh(run_id, now).queued
         if queued < PARALLEL_FROM:
-            return 1
+            return [connections]
         if threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
             log.info("run worked in one process run=%s: this process runs threads (or cannot fork)", run_id)
-            return 1
-        workers = min(self.workers, queued // CLAIM_BATCH)
+            return [connections]
+        count = min(self.workers, queued // CLAIM_BATCH)
         if self.settings.mail.backend == "smtp":
-            workers = min(workers, self.settings.smtp.connections)
-        return workers
+            count = min(count, connections)
+        return [connections // count + (1 if i < connections % count else 0) for i in range(count)]
 
-    def _send_in_workers(
+    def _send_beside(
         self,
-        workers: int,
+        group: _WorkerGroup,
+        connections: int,
         claim: Callable[[], list[ClaimedDelivery]],
         clock: Callable[[], datetime],
         stop: threading.Event | None,
-        counted: Callable[[], None] | None,
-    ) -> None:
-        """`_send` in this process and in `workers - 1` forked ones, the connections shared out.
-
-        The corpus is loaded before the fork and frozen out of the collector (gc.freeze), so its
-        pages stay shared; no database connection crosses the fork (the pool is emptied first)."""
-        corpus = load_corpus(self.settings)
-        connections = self.settings.smtp.connections
-        shares = [connections // workers + (1 if i < connections % workers else 0) for i in range(workers)]
-        context = multiprocessing.get_context("fork")
-        self.database.close()
-        closed_when_stopping, watched = os.pipe()[::-1]  # (write end, read end): EOF in a worker means stop
-        children: list[tuple[Any, Any]] = []
-        gc.freeze()
-        try:
-            for share in shares[1:]:
-                receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=self._worker, args=(claim, clock, share, corpus, watched, closed_when_stopping, sender),
-                    name="delivery-worker", daemon=True,
-                )
-                process.start()
-                sender.close()
-                children.append((process, receiver))
-        finally:
-            gc.unfreeze()
-            os.close(watched)
-        log.info("run worked in processes=%s connections=%s", workers, shares)
-        try:
-            self._connections = shares[0]
-            self._send(claim, clock, stop, counted, corpus)
-            while any(process.is_alive() for process, _ in children):
-                if stop is not None and stop.is_set():
-                    break
-                children[0][0].join(COUNT_SECONDS if counted is None else 0.2)
-                if counted is not None:
-                    counted()
-        finally:
-            self._connections = None
-            os.close(closed_when_stopping)
-            for process, _ in children:
-                process.join()
-        for process, receiver in children:
-            if not receiver.poll():
-                raise SyndicateError(f"delivery worker {process.pid} exited with code {process.exitcode}: see the log")
-            error = receiver.recv()
-            if error is not None:
-                raise MailError(f"delivery worker {process.pid}: {error}")
-
-    def _worker(
-        self,
-        claim: Callable[[], list[ClaimedDelivery]],
-        clock: Callable[[], datetime],
-        connections: int,
+        counted: Callable[[], None],
         corpus: Corpus,
-        watched: int,
-        closed_when_stopping: int,
-        errors: Any,
     ) -> None:
-        """A forked worker: sends until nothing is left to claim or the parent stops (or dies)."""
-        os.close(closed_when_stopping)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes the pipe
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
-        threading.Thread(target=_set_at_eof, args=(watched, stop), name="parent-watch", daemon=True).start()
-        self.outbox = Outbox(self.database, self.settings.outbox)  # claims of its own: recover() tells them apart
-        self._connections = connections
+        """This process sends too, with its share of the connections, then waits for the workers."""
+        self.connections_share = connections
         try:
-            self._send(claim, clock, stop, None, corpus)
-        except SyndicateError as e:
-            log.error("delivery worker stopped pid=%s: %s", os.getpid(), e)
-            errors.send(str(e))
-            return
+            self._send(claim, clock, stop, counted, corpus)
+        except BaseException:
+            group.stop_and_wait()
+            raise
         finally:
-            self.database.close()
-        errors.send(None)
+            self.connections_share = None
+        group.finish(stop, counted)
 
     def _send(
         self,
