@@ -167,8 +167,10 @@ class _Messages:
 class _WorkerGroup:
     """Forked processes sending one run beside this one, one per share of `[smtp] connections`.
 
-    Forked with the corpus loaded and frozen out of the collector (gc.freeze: its pages stay
-    shared) and no database connection open (the pool is emptied first). With `planning`, a
+    Forked with the corpus loaded and every object then alive frozen out of the collector
+    (gc.freeze) until the workers are gone: a collection in any of the processes would otherwise
+    write to every object's header and unshare its page. No database connection crosses the fork
+    (the pool is emptied first). With `planning`, a
     worker that finds nothing queued waits for more until the event is set. A worker stops when
     nothing is left, when its pipe closes (finish() stopping, or this process gone) or on SIGTERM.
     """
@@ -202,7 +204,6 @@ class _WorkerGroup:
             self.stop_and_wait()
             raise
         finally:
-            gc.unfreeze()
             os.close(watched)
         log.info("sending in worker processes pids=%s connections=%s", [p.pid for p, _ in self._workers], list(shares))
 
@@ -231,6 +232,7 @@ class _WorkerGroup:
             self._stopping = -1
         for process, _ in self._workers:
             process.join()
+        gc.unfreeze()
 
 
 def _work_in_worker(
