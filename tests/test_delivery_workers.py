@@ -27,12 +27,12 @@ SUBSCRIBERS = PARALLEL_FROM + 200
 
 
 @pytest.fixture
-def send(tmp_path, smtp_server):  # noqa: F811
-    """(start, server, database, people): `start()` starts `syndicate send --yes` (a Popen)."""
+def send(tmp_path, smtp_server, database_url):  # noqa: F811
+    """(start, server, database, people) on SQLite or PostgreSQL: `start()` starts `syndicate send --yes` (a Popen)."""
     server = smtp_server(username="ann", password="pw")
     now = datetime.now(UTC)
     write_site(tmp_path, now=now)
-    url = f"sqlite:///{tmp_path / 'syndicate.db'}"
+    url = database_url
     database = open_db(url)
     people = add_subscribers(database, SUBSCRIBERS, now=now)
 
