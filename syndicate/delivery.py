@@ -160,7 +160,7 @@ class _Messages:
         return Digest(delivery.subscriber, tuple(sections), delivery.since, delivery.until, variant_key(sections))
 
     def message(self, delivery: ClaimedDelivery, digest: Digest) -> OutgoingMessage:
-        built = self.builder(delivery.run_id).digest_message(digest)
+        built = self.builder(delivery.run_id).digest_message(digest, planned_id=delivery.message_id)
         return OutgoingMessage(str(delivery.id), self.sender, (built.recipient,), built.data, built.message_id)
 
 
