@@ -194,6 +194,31 @@ def clean_line(value: str) -> str:
     return " ".join(_CONTROL.sub(" ", value).split())
 
 
+_PLAIN_WORDS = re.compile(r"[^\t\n\x0b\x0c\r -]+(?: [^\t\n\x0b\x0c\r -]+)*")
+
+
+def wrap(text: str, width: int = 72) -> str:
+    """textwrap.fill(text, width). A sentence of words between single spaces, with no hyphen and
+    no other whitespace, is wrapped greedily here without textwrap's regex chunking (~10x faster:
+    the "you follow" sentence is new for nearly every subscriber); anything else goes to textwrap."""
+    if not _PLAIN_WORDS.fullmatch(text):
+        return textwrap.fill(text, width)
+    if len(text) <= width:
+        return text
+    words = text.split(" ")
+    if max(map(len, words)) > width:
+        return textwrap.fill(text, width)
+    lines, line = [], words[0]
+    for word in words[1:]:
+        if len(line) + 1 + len(word) <= width:
+            line += " " + word
+        else:
+            lines.append(line)
+            line = word
+    lines.append(line)
+    return "\n".join(lines)
+
+
 def join_names(names: Sequence[str]) -> str:
     """"A", "A and B", "A, B and C"."""
     if len(names) <= 1:
@@ -341,7 +366,7 @@ class EmailRenderer:
             followed = set(subscriber.categories)
             names = [c.name for c in categories if c.slug in followed]
             sentence = f"You get this digest because you follow {join_names(names)}." if names else ""
-            following = self._following.put(subscriber.categories, (html.escape(sentence), textwrap.fill(sentence, 72)))
+            following = self._following.put(subscriber.categories, (html.escape(sentence), wrap(sentence, 72)))
         greeting = _greeting(subscriber.name)
         email = clean_line(subscriber.email)
         unsubscribe = links.unsubscribe_url(subscriber)
@@ -393,7 +418,7 @@ class EmailRenderer:
     def _values(self, **values: str) -> SlotValues:
         text = dict(values)
         if values.get("following"):
-            text["following"] = textwrap.fill(values["following"], 72)
+            text["following"] = wrap(values["following"], 72)
         return SlotValues(html={k: html.escape(v, quote=True) for k, v in values.items()}, text=text)
 
     def _common(self) -> dict[str, object]:
