@@ -170,9 +170,9 @@ class _WorkerGroup:
     Forked with the corpus loaded and every object then alive frozen out of the collector
     (gc.freeze) until the workers are gone: a collection in any of the processes would otherwise
     write to every object's header and unshare its page. No database connection crosses the fork
-    (the pool is emptied first). With `planning`, a
-    worker that finds nothing queued waits for more until the event is set. A worker stops when
-    nothing is left, when its pipe closes (finish() stopping, or this process gone) or on SIGTERM.
+    (the pool is emptied first). With `planning`, a worker that finds nothing queued waits for
+    more until the event is set. A worker stops when nothing is left, when its pipe closes
+    (finish() stopping, or this process gone) or on SIGTERM.
     """
 
     def __init__(
@@ -433,7 +433,11 @@ class DeliveryService:
         if group is None:
             return self.work(run_id, now=fixed() if fixed else None, stop=stop, progress=progress)
         claim = self._run_claim(run_id, clock)
-        return self._worked(run_id, clock, progress, lambda counted: self._send_beside(group, shares[0], claim, clock, stop, counted, corpus))
+
+        def send(counted: Callable[[], None]) -> None:
+            self._send_beside(group, shares[0], claim, clock, stop, counted, corpus)
+
+        return self._worked(run_id, clock, progress, send)
 
     def work(
         self,
