@@ -208,14 +208,15 @@ def _proc_kb(pid: int, name: str, *keys: str) -> dict[str, int]:
     return {line.split()[0]: int(line.split()[1]) for line in lines if line.split(":")[0] + ":" in keys}
 
 
-def machine() -> str:
+def machine(load_at_start: tuple[float, ...]) -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "?")
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}; load average at the end {load}"
+    start, end = (", ".join(f"{x:.2f}" for x in load) for load in (load_at_start, os.getloadavg()))
+    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}; "
+            f"load average at the start {start}, at the end {end}")
 
 
-def report(results: list[dict], command: str, articles: int) -> str:
+def report(results: list[dict], command: str, articles: int, load_at_start: tuple[float, ...]) -> str:
     raw = next(r for r in results if r["path"] == "raw pipe")
     slow = next(r for r in results if r["path"] == "naive")
     rows = ["| path | subscribers | messages | seconds | msgs/s | vs raw pipe | vs naive | processes | "
@@ -230,7 +231,7 @@ def report(results: list[dict], command: str, articles: int) -> str:
                for r in results if r["path"] == "end to end"]
     return "\n".join([
         "# Delivery end to end: outbox + render + SMTP against the raw pipe and the naive path", "",
-        f"Command: `{command}`", f"Machine: {machine()}",
+        f"Command: `{command}`", f"Machine: {machine(load_at_start)}",
         f"Corpus: {articles:,} generated articles (bench/generate.py) over 40 categories; subscribers as in "
         f"bench_digest.py (1-5 categories, daily or weekly, 80% with a digest one period ago). Raw pipe message: "
         f"{raw['bytes']:,} bytes (the mean digest).", "", *rows, "", *details, "",
@@ -256,6 +257,7 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=2_000)
     parser.add_argument("--write", action="store_true", help="write bench/results/delivery.md")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()
     from generate import generate
 
     counts = [int(x) for x in args.subscribers.split(",")]
@@ -272,7 +274,7 @@ def main() -> None:
             result = child(kind, str(folder), count, str(args.port), *extra)
             print(json.dumps(result), file=sys.stderr)
             results.append(result)
-    text = report(results, ("python bench/bench_delivery.py " + " ".join(sys.argv[1:])).strip(), args.articles)
+    text = report(results, ("python bench/bench_delivery.py " + " ".join(sys.argv[1:])).strip(), args.articles, load_at_start)
     print(text)
     if args.write:
         (ROOT / "bench" / "results" / "delivery.md").write_text(text, encoding="utf-8")
