@@ -56,6 +56,7 @@ from syndicate.outbox import (
     PlannedDelivery,
     Result,
     RunReport,
+    Sections,
     WaitingRetry,
     since_key,
     subscriber_states,
@@ -78,6 +79,8 @@ COUNT_SECONDS = 1.0
 PARALLEL_FROM = 2 * CLAIM_BATCH  # queued deliveries from which a run is worked by several processes
 FORKABLE_BACKENDS = ("smtp", "file")  # memory keeps messages in the process, console would interleave
 ABANDONED_AFTER = timedelta(minutes=5)
+_NOBODY = Subscriber(id=0, email="nobody@example.invalid", name=None, status=SubscriberStatus.ACTIVE, categories=(),
+                     frequency=Frequency.DAILY, timezone="UTC", send_hour=0)  # the warm-up's recipient: nothing is sent
 
 
 @dataclass(frozen=True)
@@ -150,14 +153,28 @@ class _Messages:
 
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
         """The recorded digest again; None when every one of its articles is gone from the content."""
+        return self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until)
+
+    def _digest(self, subscriber: Subscriber, recorded: Sections, since: datetime, until: datetime) -> Digest | None:
         sections = []
-        for slug, ids, hidden in delivery.sections:
+        for slug, ids, hidden in recorded:
             articles = tuple(self.by_id[i] for i in ids if i in self.by_id)
             if articles or hidden:
                 sections.append(DigestSection(self.by_slug.get(slug) or Category(slug, slug), articles, hidden))
         if not any(s.articles for s in sections):
             return None
-        return Digest(delivery.subscriber, tuple(sections), delivery.since, delivery.until, variant_key(sections))
+        return Digest(subscriber, tuple(sections), since, until, variant_key(sections))
+
+    def warm(self, run_id: int, planned: Iterable[PlannedDelivery]) -> None:
+        """Build (for nobody) one message of each variant among `planned`: what is rendered, inlined
+        and encoded here before a fork, the workers inherit instead of doing it again each."""
+        seen: set[Sections] = set()
+        for p in planned:
+            if p.sections not in seen:
+                seen.add(p.sections)
+                digest = self._digest(_NOBODY, p.sections, p.since, p.until)
+                if digest is not None:
+                    self.builder(run_id).digest_message(digest, planned_id=p.message_id)
 
     def message(self, delivery: ClaimedDelivery, digest: Digest) -> OutgoingMessage:
         built = self.builder(delivery.run_id).digest_message(digest, planned_id=delivery.message_id)
@@ -167,9 +184,10 @@ class _Messages:
 class _WorkerGroup:
     """Forked processes sending one run beside this one, one per share of `[smtp] connections`.
 
-    Forked with the corpus loaded and every object then alive frozen out of the collector
-    (gc.freeze) until the workers are gone: a collection in any of the processes would otherwise
-    write to every object's header and unshare its page. No database connection crosses the fork
+    Forked with the corpus loaded (in `messages`, with what it has rendered so far) and every
+    object then alive frozen out of the collector (gc.freeze) until the workers are gone: a
+    collection in any of the processes would otherwise write to every object's header and
+    unshare its page. No database connection crosses the fork
     (the pool is emptied first). With `planning`, a worker that finds nothing queued waits for
     more until the event is set. A worker stops when nothing is left, when its pipe closes
     (finish() stopping, or this process gone) or on SIGTERM.
@@ -181,7 +199,7 @@ class _WorkerGroup:
         shares: Sequence[int],
         claim: Callable[[], list[ClaimedDelivery]],
         clock: Callable[[], datetime],
-        corpus: Corpus,
+        messages: _Messages,
         planning: Any = None,
     ) -> None:
         self.planning = planning
@@ -194,7 +212,7 @@ class _WorkerGroup:
             for share in shares:
                 receiver, sender = context.Pipe(duplex=False)
                 process = context.Process(
-                    target=_work_in_worker, args=(service, claim, clock, share, corpus, planning, watched, self._stopping, sender),
+                    target=_work_in_worker, args=(service, claim, clock, share, messages, planning, watched, self._stopping, sender),
                     name="delivery-worker", daemon=True,
                 )
                 process.start()
@@ -240,7 +258,7 @@ def _work_in_worker(
     claim: Callable[[], list[ClaimedDelivery]],
     clock: Callable[[], datetime],
     connections: int,
-    corpus: Corpus,
+    messages: _Messages,
     planning: Any,
     watched: int,
     stopping: int,
@@ -265,7 +283,7 @@ def _work_in_worker(
             planning.wait(0.05)
 
     try:
-        service._send(claim_while_planning, clock, stop, None, corpus)
+        service._send(claim_while_planning, clock, stop, None, messages)
     except SyndicateError as e:
         log.error("delivery worker stopped pid=%s: %s", os.getpid(), e)
         errors.send(str(e))
@@ -319,16 +337,16 @@ class DeliveryService:
             pass
         return self._planned(run_id, "manual", now)
 
-    def _plan_batches(self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime) -> Iterator[int]:
-        """Select and record the digests PLAN_BATCH subscribers at a time; yields the deliveries recorded so far."""
+    def _plan_batches(
+        self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime
+    ) -> Iterator[list[PlannedDelivery]]:
+        """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
         selector = Selector(corpus.articles, corpus.categories, now, self.settings)
-        recorded = 0
         with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
             for batch in _batched(subscribers, PLAN_BATCH):
                 planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
                 self.outbox.add_deliveries(run_id, planned, now)
-                recorded += len(planned)
-                yield recorded
+                yield planned
 
     def _planned(self, run_id: int, kind: str, now: datetime) -> RunReport:
         report = self.outbox.refresh(run_id, now)
@@ -407,15 +425,19 @@ class DeliveryService:
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         batches = self._plan_batches(run_id, subscribers, corpus, now)
         shares: list[int] = []
+        first: list[PlannedDelivery] = []
         group = None
+        messages = _Messages(self, corpus)
         try:
-            for recorded in batches:  # alone until there is enough to share (a small run stays here)
-                if recorded >= PARALLEL_FROM:
+            for planned_now in batches:  # alone until there is enough to share (a small run stays here)
+                first += planned_now
+                if len(first) >= PARALLEL_FROM:
                     shares = self._shares(run_id, now)
                     break
             if len(shares) > 1:
+                messages.warm(run_id, first)
                 planning = multiprocessing.get_context("fork").Event()
-                group = _WorkerGroup(self, shares[1:], self._run_claim(run_id, clock), clock, corpus, planning)
+                group = _WorkerGroup(self, shares[1:], self._run_claim(run_id, clock), clock, messages, planning)
             for _ in batches:
                 if stop is not None and stop.is_set():
                     break
@@ -435,7 +457,7 @@ class DeliveryService:
         claim = self._run_claim(run_id, clock)
 
         def send(counted: Callable[[], None]) -> None:
-            self._send_beside(group, shares[0], claim, clock, stop, counted, corpus)
+            self._send_beside(group, shares[0], claim, clock, stop, counted, messages)
 
         return self._worked(run_id, clock, progress, send)
 
@@ -458,9 +480,9 @@ class DeliveryService:
         def send(counted: Callable[[], None]) -> None:
             shares = self._shares(run_id, clock())
             if len(shares) > 1:
-                corpus = load_corpus(self.settings)
-                group = _WorkerGroup(self, shares[1:], claim, clock, corpus)
-                self._send_beside(group, shares[0], claim, clock, stop, counted, corpus)
+                messages = _Messages(self, load_corpus(self.settings))
+                group = _WorkerGroup(self, shares[1:], claim, clock, messages)
+                self._send_beside(group, shares[0], claim, clock, stop, counted, messages)
             else:
                 self._send(claim, clock, stop, counted)
 
@@ -567,12 +589,12 @@ class DeliveryService:
         clock: Callable[[], datetime],
         stop: threading.Event | None,
         counted: Callable[[], None],
-        corpus: Corpus,
+        messages: _Messages,
     ) -> None:
         """This process sends too, with its share of the connections, then waits for the workers."""
         self.connections_share = connections
         try:
-            self._send(claim, clock, stop, counted, corpus)
+            self._send(claim, clock, stop, counted, messages)
         except BaseException:
             group.stop_and_wait()
             raise
@@ -586,12 +608,11 @@ class DeliveryService:
         clock: Callable[[], datetime],
         stop: threading.Event | None,
         counted: Callable[[], None] | None,
-        corpus: Corpus | None = None,
+        messages: _Messages | None = None,
     ) -> dict[str, int]:
         """Claim, render and send until claim() gives nothing; every claimed delivery ends recorded
         (or, when the process dies, `sending` for recover())."""
-        corpus = corpus or load_corpus(self.settings)
-        messages = _Messages(self, corpus)
+        messages = messages or _Messages(self, load_corpus(self.settings))
         recorder = _Recorder(self.outbox, clock)
         waiting: dict[str, ClaimedDelivery] = {}  # claimed, not yet handed to the backend
         handed: dict[str, ClaimedDelivery] = {}  # handed to the backend, no result yet
