@@ -208,6 +208,15 @@ def _proc_kb(pid: int, name: str, *keys: str) -> dict[str, int]:
     return {line.split()[0]: int(line.split()[1]) for line in lines if line.split(":")[0] + ":" in keys}
 
 
+def busy_seconds() -> tuple[float, float]:
+    """(CPU seconds every process on the machine has used since boot, of which this process and its
+    finished children), from /proc/stat and os.times()."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system
+
+
 def machine(load_at_start: tuple[float, ...]) -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "?")
@@ -216,7 +225,8 @@ def machine(load_at_start: tuple[float, ...]) -> str:
             f"load average at the start {start}, at the end {end}")
 
 
-def report(results: list[dict], command: str, articles: int, load_at_start: tuple[float, ...]) -> str:
+def report(results: list[dict], command: str, articles: int, load_at_start: tuple[float, ...],
+           busy: tuple[float, float, float]) -> str:
     raw = next(r for r in results if r["path"] == "raw pipe")
     slow = next(r for r in results if r["path"] == "naive")
     rows = ["| path | subscribers | messages | seconds | msgs/s | vs raw pipe | vs naive | processes | "
@@ -232,6 +242,8 @@ def report(results: list[dict], command: str, articles: int, load_at_start: tupl
     return "\n".join([
         "# Delivery end to end: outbox + render + SMTP against the raw pipe and the naive path", "",
         f"Command: `{command}`", f"Machine: {machine(load_at_start)}",
+        f"CPU while it ran: {busy[0]:.0f} s of {busy[2]:.0f} s available on {os.cpu_count()} CPUs; the benchmark's "
+        f"processes {busy[1]:.0f} s, everything else (smtp-sink, other work on the machine) {busy[0] - busy[1]:.0f} s.",
         f"Corpus: {articles:,} generated articles (bench/generate.py) over 40 categories; subscribers as in "
         f"bench_digest.py (1-5 categories, daily or weekly, 80% with a digest one period ago). Raw pipe message: "
         f"{raw['bytes']:,} bytes (the mean digest).", "", *rows, "", *details, "",
@@ -258,6 +270,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write bench/results/delivery.md")
     args = parser.parse_args()
     load_at_start = os.getloadavg()
+    busy_at_start, own_at_start = busy_seconds()
+    started = time.monotonic()
     from generate import generate
 
     counts = [int(x) for x in args.subscribers.split(",")]
@@ -274,7 +288,10 @@ def main() -> None:
             result = child(kind, str(folder), count, str(args.port), *extra)
             print(json.dumps(result), file=sys.stderr)
             results.append(result)
-    text = report(results, ("python bench/bench_delivery.py " + " ".join(sys.argv[1:])).strip(), args.articles, load_at_start)
+    busy_at_end, own_at_end = busy_seconds()
+    busy = (busy_at_end - busy_at_start, own_at_end - own_at_start, (time.monotonic() - started) * (os.cpu_count() or 1))
+    text = report(results, ("python bench/bench_delivery.py " + " ".join(sys.argv[1:])).strip(), args.articles,
+                  load_at_start, busy)
     print(text)
     if args.write:
         (ROOT / "bench" / "results" / "delivery.md").write_text(text, encoding="utf-8")
