@@ -4,9 +4,11 @@ against the raw pipe and the naive path, into a running SMTP sink.
     smtp-sink -u nobody 127.0.0.1:25252 100 &      # Postfix's smtp-sink (Debian package postfix)
     python bench/bench_delivery.py --port 25252 [--subscribers 10000,100000] [--raw 20000] [--naive 500]
 
-Every measurement runs in a process of its own (so each peak RSS is its own):
-- end to end: DeliveryService.plan_manual + work, with real signed links, the SmtpBackend over
-  4 connections, every result recorded in the outbox (SQLite file);
+Every measurement runs in a process of its own, whose memory (and that of its worker processes)
+the parent watches: the peak of the summed PSS and the sum of each process's peak RSS.
+- end to end: DeliveryService.send_manual, as `syndicate send --yes` runs it (the default
+  `[outbox] workers`, one per core), with real signed links, the SmtpBackend over 4 connections
+  in all, every result recorded in the outbox (SQLite file);
 - raw pipe: smtplib sending one pre-built message (of the mean digest size) over 4 connections;
 - naive: per subscriber render + premailer + a stdlib EmailMessage + a new SMTP connection.
 """
@@ -89,20 +91,20 @@ def rss_mb() -> float:
 
 
 def end_to_end(folder: Path, count: int, port: int) -> dict:
+    """What `syndicate send --yes` does after start-up: DeliveryService.send_manual (planning, and
+    the worker processes sending the first planned digests while the rest is planned)."""
     os.environ["SYNDICATE_SECRET"] = SECRET
     settings = settings_for(folder, count, port)
     database = create_database(settings.database.url)
     service = DeliveryService(settings, database)
+    planned: list[float] = []
     started = time.perf_counter()
-    run = service.plan_manual(SendRequest(), NOW)
-    planned = time.perf_counter()
-    report = service.work(run.run_id, now=NOW)
+    report = service.send_manual(SendRequest(), NOW, clock=lambda: NOW, planned=lambda run: planned.append(time.perf_counter()))
     done = time.perf_counter()
     database.close()
-    assert report.sent == run.total and report.status == "finished", report
+    assert report.sent == report.total and report.status == "finished", report
     return {"path": "end to end", "subscribers": count, "messages": report.sent, "failed": report.failed,
-            "plan_s": planned - started, "work_s": done - planned, "seconds": done - started,
-            "msgs_per_s": report.sent / (done - started), "work_msgs_per_s": report.sent / (done - planned),
+            "plan_s": planned[0] - started, "seconds": done - started, "msgs_per_s": report.sent / (done - started),
             "peak_rss_mb": rss_mb()}
 
 
@@ -158,32 +160,90 @@ def naive(folder: Path, count: int, port: int) -> dict:
 
 
 def child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Run one measurement in a process of its own, watching the memory of it and its workers."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, __file__, "--child", *args], stdout=out, stderr=err, text=True)
+        memory = watch_memory(process)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            raise SystemExit(err.read()[-3000:])
+        return {**json.loads(out.read().strip().splitlines()[-1]), **memory}
 
 
-def machine() -> str:
+def watch_memory(process: subprocess.Popen[str], interval: float = 0.1) -> dict:
+    """Until `process` ends, every `interval`: the peak RSS (VmHWM) of it and of each of its child
+    processes, summed at the end, and the sum of their PSS (shared pages divided among the
+    processes sharing them, /proc/PID/smaps_rollup), whose highest value is kept."""
+    peaks: dict[int, int] = {}
+    pss_peak = 0
+    processes = 1
+    while process.poll() is None:
+        family = [process.pid, *_children(process.pid)]
+        processes = max(processes, len(family))
+        pss = 0
+        for pid in family:
+            fields = _proc_kb(pid, "status", "VmHWM:") | _proc_kb(pid, "smaps_rollup", "Pss:")
+            if "VmHWM:" in fields:
+                peaks[pid] = max(peaks.get(pid, 0), fields["VmHWM:"])
+            pss += fields.get("Pss:", 0)
+        pss_peak = max(pss_peak, pss)
+        time.sleep(interval)
+    return {"rss_sum_mb": sum(peaks.values()) / 1024, "pss_peak_mb": pss_peak / 1024, "processes": processes}
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        direct = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return direct + [grandchild for child in direct for grandchild in _children(child)]
+
+
+def _proc_kb(pid: int, name: str, *keys: str) -> dict[str, int]:
+    try:
+        lines = Path(f"/proc/{pid}/{name}").read_text().splitlines()
+    except OSError:
+        return {}
+    return {line.split()[0]: int(line.split()[1]) for line in lines if line.split(":")[0] + ":" in keys}
+
+
+def busy_seconds() -> tuple[float, float]:
+    """(CPU seconds every process on the machine has used since boot, of which this process and its
+    finished children), from /proc/stat and os.times()."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system + own.children_user + own.children_system
+
+
+def machine(load_at_start: tuple[float, ...]) -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "?")
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}; load average at the end {load}"
+    start, end = (", ".join(f"{x:.2f}" for x in load) for load in (load_at_start, os.getloadavg()))
+    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}; "
+            f"load average at the start {start}, at the end {end}")
 
 
-def report(results: list[dict], command: str, articles: int) -> str:
+def report(results: list[dict], command: str, articles: int, load_at_start: tuple[float, ...],
+           busy: tuple[float, float, float]) -> str:
     raw = next(r for r in results if r["path"] == "raw pipe")
     slow = next(r for r in results if r["path"] == "naive")
-    rows = ["| path | subscribers | messages | seconds | msgs/s | vs raw pipe | vs naive | peak RSS MB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| path | subscribers | messages | seconds | msgs/s | vs raw pipe | vs naive | processes | "
+            "peak PSS MB (sum) | peak RSS MB (sum) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         rows.append(f"| {r['path']} | {r['subscribers']:,} | {r['messages']:,} | {r['seconds']:.1f} | {r['msgs_per_s']:,.0f} | "
-                    f"{r['msgs_per_s'] / raw['msgs_per_s']:.2f} | {r['msgs_per_s'] / slow['msgs_per_s']:.1f}x | {r['peak_rss_mb']:.0f} |")
-    details = [f"- end to end, {r['subscribers']:,} subscribers: planning {r['plan_s']:.1f} s, sending {r['work_s']:.1f} s "
-               f"({r['work_msgs_per_s']:,.0f} msgs/s while sending)" for r in results if r["path"] == "end to end"]
+                    f"{r['msgs_per_s'] / raw['msgs_per_s']:.2f} | {r['msgs_per_s'] / slow['msgs_per_s']:.1f}x | "
+                    f"{r['processes']} | {r['pss_peak_mb']:.0f} | {r['rss_sum_mb']:.0f} |")
+    details = [f"- end to end, {r['subscribers']:,} subscribers: planning done after {r['plan_s']:.1f} s (the workers "
+               f"sending meanwhile); the parent's own peak RSS {r['peak_rss_mb']:.0f} MB"
+               for r in results if r["path"] == "end to end"]
     return "\n".join([
         "# Delivery end to end: outbox + render + SMTP against the raw pipe and the naive path", "",
-        f"Command: `{command}`", f"Machine: {machine()}",
+        f"Command: `{command}`", f"Machine: {machine(load_at_start)}",
+        f"CPU while it ran: {busy[0]:.0f} s of {busy[2]:.0f} s available on {os.cpu_count()} CPUs; the benchmark's "
+        f"processes {busy[1]:.0f} s, everything else (smtp-sink, other work on the machine) {busy[0] - busy[1]:.0f} s.",
         f"Corpus: {articles:,} generated articles (bench/generate.py) over 40 categories; subscribers as in "
         f"bench_digest.py (1-5 categories, daily or weekly, 80% with a digest one period ago). Raw pipe message: "
         f"{raw['bytes']:,} bytes (the mean digest).", "", *rows, "", *details, "",
@@ -209,6 +269,9 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=2_000)
     parser.add_argument("--write", action="store_true", help="write bench/results/delivery.md")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()
+    busy_at_start, own_at_start = busy_seconds()
+    started = time.monotonic()
     from generate import generate
 
     counts = [int(x) for x in args.subscribers.split(",")]
@@ -225,7 +288,10 @@ def main() -> None:
             result = child(kind, str(folder), count, str(args.port), *extra)
             print(json.dumps(result), file=sys.stderr)
             results.append(result)
-    text = report(results, ("python bench/bench_delivery.py " + " ".join(sys.argv[1:])).strip(), args.articles)
+    busy_at_end, own_at_end = busy_seconds()
+    busy = (busy_at_end - busy_at_start, own_at_end - own_at_start, (time.monotonic() - started) * (os.cpu_count() or 1))
+    text = report(results, ("python bench/bench_delivery.py " + " ".join(sys.argv[1:])).strip(), args.articles,
+                  load_at_start, busy)
     print(text)
     if args.write:
         (ROOT / "bench" / "results" / "delivery.md").write_text(text, encoding="utf-8")

@@ -156,6 +156,9 @@ class SmtpSettings(Section):
     max_per_connection: int = Field(500, ge=1)
     ehlo_name: str | None = None
     ca_file: ConfigPath | None = None
+    pipelining: bool = Field(
+        True, description="send MAIL FROM, RCPT TO and DATA in one write when the server offers PIPELINING (RFC 2920)",
+    )
 
 
 class OutboxSettings(Section):
@@ -165,6 +168,11 @@ class OutboxSettings(Section):
     max_age: float = Field(48 * 3600.0, gt=0, description="seconds after which a retrying delivery fails")
     bounce_after: int = Field(3, ge=1, description="permanent failures before a subscriber is bounced")
     in_flight: Literal["resend", "fail"] = "resend"
+    workers: int | None = Field(
+        None, ge=1, le=64,
+        description="processes that send one run at once (default: one per core), each claiming its own batches "
+        "and taking its share of [smtp] connections; smtp and file backends only, runs of 400 deliveries or more",
+    )
 
 
 class ScheduleSettings(Section):

@@ -9,14 +9,27 @@ for the crash policy (`[outbox] in_flight`).
 After a crash nothing recorded is lost: recover() (at start) puts the deliveries left in flight
 back per that policy; `syndicate send` resumes every run with queued deliveries at once, and the
 scheduler's retry job (retry_due) resumes a run nobody has touched for ABANDONED_AFTER.
+
+A run of PARALLEL_FROM deliveries or more is worked by `[outbox] workers` processes (forked,
+when this process runs no other thread and the backend is smtp or file; see _WorkerGroup): each
+is a sender like the one above with its own claims (its own `claimed_by`), its share of
+`[smtp] connections` and its own in-flight window, so at a crash up to `workers` x
+(FLUSH_EVERY + the backend's window) messages may be unrecorded. This process is one of them
+(in send_manual it first plans the rest of the run while the workers send the first batches).
+A worker stops when this process asks or is gone (its pipe closes), recording its messages in
+flight: after a crash of this process, only its own in-flight messages are left `sending`.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
@@ -43,6 +56,7 @@ from syndicate.outbox import (
     PlannedDelivery,
     Result,
     RunReport,
+    Sections,
     WaitingRetry,
     since_key,
     subscriber_states,
@@ -62,7 +76,11 @@ CHECK_AHEAD = 16  # subscribers re-checked (still active?) just before their mes
 FLUSH_EVERY = 100
 FLUSH_SECONDS = 0.2
 COUNT_SECONDS = 1.0
+PARALLEL_FROM = 2 * CLAIM_BATCH  # queued deliveries from which a run is worked by several processes
+FORKABLE_BACKENDS = ("smtp", "file")  # memory keeps messages in the process, console would interleave
 ABANDONED_AFTER = timedelta(minutes=5)
+_NOBODY = Subscriber(id=0, email="nobody@example.invalid", name=None, status=SubscriberStatus.ACTIVE, categories=(),
+                     frequency=Frequency.DAILY, timezone="UTC", send_hour=0)  # the warm-up's recipient: nothing is sent
 
 
 @dataclass(frozen=True)
@@ -135,18 +153,144 @@ class _Messages:
 
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
         """The recorded digest again; None when every one of its articles is gone from the content."""
+        return self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until)
+
+    def _digest(self, subscriber: Subscriber, recorded: Sections, since: datetime, until: datetime) -> Digest | None:
         sections = []
-        for slug, ids, hidden in delivery.sections:
+        for slug, ids, hidden in recorded:
             articles = tuple(self.by_id[i] for i in ids if i in self.by_id)
             if articles or hidden:
                 sections.append(DigestSection(self.by_slug.get(slug) or Category(slug, slug), articles, hidden))
         if not any(s.articles for s in sections):
             return None
-        return Digest(delivery.subscriber, tuple(sections), delivery.since, delivery.until, variant_key(sections))
+        return Digest(subscriber, tuple(sections), since, until, variant_key(sections))
+
+    def warm(self, run_id: int, planned: Iterable[PlannedDelivery]) -> None:
+        """Build (for nobody) one message of each variant among `planned`: what is rendered, inlined
+        and encoded here before a fork, the workers inherit instead of doing it again each."""
+        seen: set[Sections] = set()
+        for p in planned:
+            if p.sections not in seen:
+                seen.add(p.sections)
+                digest = self._digest(_NOBODY, p.sections, p.since, p.until)
+                if digest is not None:
+                    self.builder(run_id).digest_message(digest, planned_id=p.message_id)
 
     def message(self, delivery: ClaimedDelivery, digest: Digest) -> OutgoingMessage:
-        built = self.builder(delivery.run_id).digest_message(digest)
+        built = self.builder(delivery.run_id).digest_message(digest, planned_id=delivery.message_id)
         return OutgoingMessage(str(delivery.id), self.sender, (built.recipient,), built.data, built.message_id)
+
+
+class _WorkerGroup:
+    """Forked processes sending one run beside this one, one per share of `[smtp] connections`.
+
+    Forked with the corpus loaded (in `messages`, with what it has rendered so far) and every
+    object then alive frozen out of the collector (gc.freeze) until the workers are gone: a
+    collection in any of the processes would otherwise write to every object's header and
+    unshare its page. No database connection crosses the fork
+    (the pool is emptied first). With `planning`, a worker that finds nothing queued waits for
+    more until the event is set. A worker stops when nothing is left, when its pipe closes
+    (finish() stopping, or this process gone) or on SIGTERM.
+    """
+
+    def __init__(
+        self,
+        service: DeliveryService,
+        shares: Sequence[int],
+        claim: Callable[[], list[ClaimedDelivery]],
+        clock: Callable[[], datetime],
+        messages: _Messages,
+        planning: Any = None,
+    ) -> None:
+        self.planning = planning
+        context = multiprocessing.get_context("fork")
+        service.database.close()
+        watched, self._stopping = os.pipe()  # EOF on `watched` tells every worker to stop
+        self._workers: list[tuple[Any, Any]] = []
+        gc.freeze()
+        try:
+            for share in shares:
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_work_in_worker, args=(service, claim, clock, share, messages, planning, watched, self._stopping, sender),
+                    name="delivery-worker", daemon=True,
+                )
+                process.start()
+                sender.close()
+                self._workers.append((process, receiver))
+        except BaseException:
+            self.stop_and_wait()
+            raise
+        finally:
+            os.close(watched)
+        log.info("sending in worker processes pids=%s connections=%s", [p.pid for p, _ in self._workers], list(shares))
+
+    def finish(self, stop: threading.Event | None, counted: Callable[[], None]) -> None:
+        """Wait for every worker (counting every COUNT_SECONDS); `stop` set: they stop after their
+        messages in flight. Raises what a worker could not get past (a MailError: login, TLS)."""
+        try:
+            while any(process.is_alive() for process, _ in self._workers):
+                if stop is not None and stop.is_set():
+                    break
+                self._workers[0][0].join(COUNT_SECONDS)
+                counted()
+        finally:
+            self.stop_and_wait()
+        for process, receiver in self._workers:
+            if not receiver.poll():
+                raise SyndicateError(f"delivery worker {process.pid} exited with code {process.exitcode}: see the log")
+            error = receiver.recv()
+            if error is not None:
+                raise MailError(f"delivery worker {process.pid}: {error}")
+
+    def stop_and_wait(self) -> None:
+        """Close the workers' pipe (they stop after their messages in flight) and wait for them."""
+        if self._stopping >= 0:
+            os.close(self._stopping)
+            self._stopping = -1
+        for process, _ in self._workers:
+            process.join()
+        gc.unfreeze()
+
+
+def _work_in_worker(
+    service: DeliveryService,
+    claim: Callable[[], list[ClaimedDelivery]],
+    clock: Callable[[], datetime],
+    connections: int,
+    messages: _Messages,
+    planning: Any,
+    watched: int,
+    stopping: int,
+    errors: Any,
+) -> None:
+    """A forked worker's life: claims of its own (its own `claimed_by`, told apart by recover())."""
+    os.close(stopping)
+    gc.enable()  # forked while planning paused the collector
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes the pipe
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
+    threading.Thread(target=_set_at_eof, args=(watched, stop), name="parent-watch", daemon=True).start()
+    service.outbox = Outbox(service.database, service.settings.outbox)
+    service.connections_share = connections
+
+    def claim_while_planning() -> list[ClaimedDelivery]:
+        while True:
+            planned = planning is None or planning.is_set()  # read first: then every batch planned is visible
+            batch = claim()
+            if batch or planned or stop.is_set():
+                return batch
+            planning.wait(0.05)
+
+    try:
+        service._send(claim_while_planning, clock, stop, None, messages)
+    except SyndicateError as e:
+        log.error("delivery worker stopped pid=%s: %s", os.getpid(), e)
+        errors.send(str(e))
+        return
+    finally:
+        service.database.close()
+    errors.send(None)
 
 
 class DeliveryService:
@@ -161,16 +305,25 @@ class DeliveryService:
         backend_factory: Callable[[], MailBackend] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        """`[outbox] workers` processes work a large run when `backend_factory` is None (the
+        configured backend, smtp or file); a given factory always sends from this process."""
         self.settings = settings
         self.database = database
         self.environ = environ
         self.store = SubscriberStore(database, SubscriberDefaults.from_settings(settings))
         self.outbox = Outbox(database, settings.outbox)
         self.backend_factory = backend_factory or self._configured_backend
+        self.forkable = backend_factory is None and settings.mail.backend in FORKABLE_BACKENDS
+        self.workers = settings.outbox.workers or os.cpu_count() or 1
         self.claim_batch = CLAIM_BATCH
+        self.connections_share: int | None = None  # a worker process's share of [smtp] connections
 
     def _configured_backend(self) -> MailBackend:
-        extra = {"environ": self.environ} if self.settings.mail.backend == "smtp" and self.environ is not None else {}
+        extra: dict[str, Any] = {}
+        if self.settings.mail.backend == "smtp":
+            extra = {"environ": self.environ} if self.environ is not None else {}
+            if self.connections_share is not None:
+                extra["connections"] = self.connections_share
         return make_backend(self.settings, **extra)
 
     # -- planning
@@ -180,13 +333,24 @@ class DeliveryService:
         corpus = load_corpus(self.settings)
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
+        for _ in self._plan_batches(run_id, subscribers, corpus, now):
+            pass
+        return self._planned(run_id, "manual", now)
+
+    def _plan_batches(
+        self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime
+    ) -> Iterator[list[PlannedDelivery]]:
+        """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
         selector = Selector(corpus.articles, corpus.categories, now, self.settings)
         with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
             for batch in _batched(subscribers, PLAN_BATCH):
                 planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
                 self.outbox.add_deliveries(run_id, planned, now)
+                yield planned
+
+    def _planned(self, run_id: int, kind: str, now: datetime) -> RunReport:
         report = self.outbox.refresh(run_id, now)
-        log.info("run planned run=%s kind=manual deliveries=%s", run_id, report.total)
+        log.info("run planned run=%s kind=%s deliveries=%s", run_id, kind, report.total)
         return report
 
     def plan_scheduled(self, now: datetime, *, grace: timedelta) -> RunReport:
@@ -205,9 +369,7 @@ class DeliveryService:
             self.outbox.add_deliveries(run_id, planned, now, reschedule=moves)
         if not run_id:
             return RunReport.empty("scheduled", now)
-        report = self.outbox.refresh(run_id, now)
-        log.info("run planned run=%s kind=scheduled deliveries=%s", run_id, report.total)
-        return report
+        return self._planned(run_id, "scheduled", now)
 
     def _reschedule_missed(self, now: datetime, grace: timedelta) -> None:
         missed = self.outbox.missed(now - grace)
@@ -244,6 +406,61 @@ class DeliveryService:
 
     # -- sending
 
+    def send_manual(
+        self,
+        request: SendRequest,
+        now: datetime,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        stop: threading.Event | None = None,
+        progress: Callable[[RunReport], None] | None = None,
+        planned: Callable[[RunReport], None] | None = None,
+    ) -> RunReport:
+        """plan_manual then work, in one: when the run is worked by several processes, they start
+        on the first planned batches while this process plans the rest. `clock` (default: the real
+        one) dates the sending, `now` the planning; `planned` hears of the run once it is planned."""
+        fixed, clock = clock, clock or _clock(None)
+        corpus = load_corpus(self.settings)
+        subscribers = self._matching(request, corpus)
+        run_id = self.outbox.start_run("manual", request.as_record(), now)
+        batches = self._plan_batches(run_id, subscribers, corpus, now)
+        shares: list[int] = []
+        first: list[PlannedDelivery] = []
+        group = None
+        messages = _Messages(self, corpus)
+        try:
+            for planned_now in batches:  # alone until there is enough to share (a small run stays here)
+                first += planned_now
+                if len(first) >= PARALLEL_FROM:
+                    shares = self._shares(run_id, now)
+                    break
+            if len(shares) > 1:
+                messages.warm(run_id, first)
+                planning = multiprocessing.get_context("fork").Event()
+                group = _WorkerGroup(self, shares[1:], self._run_claim(run_id, clock), clock, messages, planning)
+            for _ in batches:
+                if stop is not None and stop.is_set():
+                    break
+        except BaseException:
+            if group is not None:
+                group.stop_and_wait()
+            raise
+        finally:
+            batches.close()
+            if group is not None:
+                group.planning.set()
+        report = self._planned(run_id, "manual", now)
+        if planned is not None:
+            planned(report)
+        if group is None:
+            return self.work(run_id, now=fixed() if fixed else None, stop=stop, progress=progress)
+        claim = self._run_claim(run_id, clock)
+
+        def send(counted: Callable[[], None]) -> None:
+            self._send_beside(group, shares[0], claim, clock, stop, counted, messages)
+
+        return self._worked(run_id, clock, progress, send)
+
     def work(
         self,
         run_id: int,
@@ -258,16 +475,38 @@ class DeliveryService:
             return RunReport.empty("manual", now or datetime.now(UTC))
         clock = _clock(now)
         self.outbox.report(run_id)  # a LookupError for an unknown run, before any work
+        claim = self._run_claim(run_id, clock)
 
+        def send(counted: Callable[[], None]) -> None:
+            shares = self._shares(run_id, clock())
+            if len(shares) > 1:
+                messages = _Messages(self, load_corpus(self.settings))
+                group = _WorkerGroup(self, shares[1:], claim, clock, messages)
+                self._send_beside(group, shares[0], claim, clock, stop, counted, messages)
+            else:
+                self._send(claim, clock, stop, counted)
+
+        return self._worked(run_id, clock, progress, send)
+
+    def _run_claim(self, run_id: int, clock: Callable[[], datetime]) -> Callable[[], list[ClaimedDelivery]]:
         def claim() -> list[ClaimedDelivery]:
-            return self.outbox.claim(clock(), self.claim_batch, run_id=run_id)
+            return self.outbox.claim(clock(), self.claim_batch, run_id=run_id)  # self.outbox: a worker's own
+        return claim
 
+    def _worked(
+        self,
+        run_id: int,
+        clock: Callable[[], datetime],
+        progress: Callable[[RunReport], None] | None,
+        send: Callable[[Callable[[], None]], None],
+    ) -> RunReport:
+        """`send(counted)`, then the run's counts recorded, logged and given to `progress`."""
         def counted() -> None:
             if progress is not None:
                 progress(self.outbox.refresh(run_id, clock()))
 
         try:
-            self._send(claim, clock, stop, counted)
+            send(counted)
         finally:
             report = self.outbox.refresh(run_id, clock())
         log.info("run worked run=%s status=%s sent=%s retrying=%s failed=%s skipped=%s",
@@ -324,17 +563,56 @@ class DeliveryService:
             self.outbox.refresh(run_id, _clock(now)())
         return reports
 
+    def _shares(self, run_id: int, now: datetime) -> list[int]:
+        """The `[smtp] connections` of each process that works this run, this one first: one process
+        unless the run is large enough, the backend can be forked and so can this process (forking
+        one with threads is unsafe: build.py refuses it too)."""
+        connections = self.settings.smtp.connections
+        if self.workers < 2 or not self.forkable:
+            return [connections]
+        queued = self.outbox.refresh(run_id, now).queued
+        if queued < PARALLEL_FROM:
+            return [connections]
+        if threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+            log.info("run worked in one process run=%s: this process runs threads (or cannot fork)", run_id)
+            return [connections]
+        count = min(self.workers, queued // CLAIM_BATCH)
+        if self.settings.mail.backend == "smtp":
+            count = min(count, connections)
+        return [connections // count + (1 if i < connections % count else 0) for i in range(count)]
+
+    def _send_beside(
+        self,
+        group: _WorkerGroup,
+        connections: int,
+        claim: Callable[[], list[ClaimedDelivery]],
+        clock: Callable[[], datetime],
+        stop: threading.Event | None,
+        counted: Callable[[], None],
+        messages: _Messages,
+    ) -> None:
+        """This process sends too, with its share of the connections, then waits for the workers."""
+        self.connections_share = connections
+        try:
+            self._send(claim, clock, stop, counted, messages)
+        except BaseException:
+            group.stop_and_wait()
+            raise
+        finally:
+            self.connections_share = None
+        group.finish(stop, counted)
+
     def _send(
         self,
         claim: Callable[[], list[ClaimedDelivery]],
         clock: Callable[[], datetime],
         stop: threading.Event | None,
         counted: Callable[[], None] | None,
+        messages: _Messages | None = None,
     ) -> dict[str, int]:
         """Claim, render and send until claim() gives nothing; every claimed delivery ends recorded
         (or, when the process dies, `sending` for recover())."""
-        corpus = load_corpus(self.settings)
-        messages = _Messages(self, corpus)
+        messages = messages or _Messages(self, load_corpus(self.settings))
         recorder = _Recorder(self.outbox, clock)
         waiting: dict[str, ClaimedDelivery] = {}  # claimed, not yet handed to the backend
         handed: dict[str, ClaimedDelivery] = {}  # handed to the backend, no result yet
@@ -466,6 +744,14 @@ def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     source = iter(items)
     while batch := list(islice(source, size)):
         yield batch
+
+
+def _set_at_eof(fd: int, event: threading.Event) -> None:
+    """Block until the other end of the pipe is closed (or written to), then set `event`."""
+    try:
+        os.read(fd, 1)
+    finally:
+        event.set()
 
 
 def _clock(now: datetime | None) -> Callable[[], datetime]:

@@ -291,8 +291,9 @@ class MessageBuilder:
         self._frame: tuple[list[Chunk], list[Chunk]] | None = None
         self._warned_http = False
 
-    def digest_message(self, digest: Digest) -> DigestMessage:
-        """The digest's exact bytes for its subscriber."""
+    def digest_message(self, digest: Digest, *, planned_id: str | None = None) -> DigestMessage:
+        """The digest's exact bytes for its subscriber; `planned_id` is the Message-ID the outbox
+        recorded for it (message_id() of the digest as planned), else it is computed."""
         subscriber = digest.subscriber
         encoded = self._variants.get(digest.variant_key)
         if encoded is None:
@@ -303,7 +304,7 @@ class MessageBuilder:
             self._warned_http = True
             log.warning("List-Unsubscribe URL is not https (%s...): RFC 8058 one-click needs https; set [site] base_url", unsubscribe[:40])
         checked("preferences URL", values.text["preferences_url"])
-        mid = message_id(digest, self.domain)
+        mid = planned_id or message_id(digest, self.domain)
         unsubscribe_value = f"<{unsubscribe}>" + (f",\r\n <{self._mailto}>" if self._mailto else "")
         parts = [
             self._run_headers,

@@ -8,7 +8,9 @@
 Fault modes (`server.faults`): 421 on connect; a chosen code after MAIL for a sender, after
 RCPT or after DATA for chosen recipients; the connection dropped during DATA; `go_down()` / `come_back()`
 (refused connections, then the same port again); `strict=True` rejects lines over 998
-bytes and bare CR/LF in the message; `data_delay` makes it slow to answer DATA. Fixtures: `tls_ca`, `smtp_server` (a factory).
+bytes and bare CR/LF in the message; `data_delay` makes it slow to answer DATA. It offers PIPELINING
+(RFC 2920) unless `pipelining=False`, and counts in `pipelined` the transactions whose RCPT TO and
+DATA had already arrived with their MAIL FROM. Fixtures: `tls_ca`, `smtp_server` (a factory).
 """
 
 from __future__ import annotations
@@ -133,7 +135,17 @@ class _Handler:
     def __init__(self, server: SmtpTestServer) -> None:
         self.server = server
 
+    async def handle_EHLO(self, smtp: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.server.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(self, smtp: SMTP, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        # What the client sent after MAIL FROM and the server has not read yet (aiosmtpd reads line by line).
+        if b"\r\nDATA\r\n" in bytes(smtp._reader._buffer):  # type: ignore[attr-defined]
+            with self.server.lock:
+                self.server.pipelined += 1
         code = self.server.faults.code_for("mail", [address])
         if code is not None:
             return f"{code} {'4.3.0 try again later' if code < 500 else '5.7.1 sender not allowed'}: <{address}>"
@@ -192,6 +204,7 @@ class SmtpTestServer:
         username: str | None = None,
         password: str | None = None,
         strict: bool = False,
+        pipelining: bool = True,
     ) -> None:
         if security != "none" and cert is None:
             raise ValueError("a TLS test server needs a certificate")
@@ -200,6 +213,8 @@ class SmtpTestServer:
         self.username = username
         self.password = password
         self.strict = strict
+        self.pipelining = pipelining
+        self.pipelined = 0
         self.data_delay = 0.0  # seconds to think before answering DATA (a slow server)
         self.faults = Faults()
         self.lock = threading.Lock()

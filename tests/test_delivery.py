@@ -21,12 +21,13 @@ from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 LATER = NOW + timedelta(seconds=300)
 
 
-@pytest.fixture
-def setup(tmp_path, smtp_server, database_url):  # noqa: F811
-    """(settings, database, server) on SQLite or PostgreSQL, with a strict server."""
+@pytest.fixture(params=[True, False], ids=["pipelining", "one command at a time"])
+def setup(request, tmp_path, smtp_server, database_url):  # noqa: F811
+    """(settings, database, server) on SQLite or PostgreSQL, with a strict server offering PIPELINING,
+    and the client using it or not."""
     server = smtp_server(strict=True)
     database = open_db(database_url)
-    yield settings_for(tmp_path, database_url, port=server.port), database, server
+    yield settings_for(tmp_path, database_url, port=server.port, smtp={"pipelining": request.param}), database, server
     database.close()
 
 
@@ -46,6 +47,7 @@ def test_a_strict_server_accepts_every_digest_with_signed_links_and_the_planned_
     svc, run, report = run_once(settings, database)
     assert (report.sent, report.status) == (4, "finished")
     assert delivered(server) == Counter(p.email for p in people)
+    assert server.pipelined == (4 if settings.smtp.pipelining else 0)
     message = email.message_from_bytes(server.received[0].data, policy=email.policy.default)
     token = message["List-Unsubscribe"].split("/unsubscribe/")[1].split(">")[0]
     subscriber_id = LinkSigner(SECRET["SYNDICATE_SECRET"]).check("unsubscribe", token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.policy
 import io
+import smtplib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from syndicate.config import default_settings, settings_from_mapping
 from syndicate.errors import MailAuthError, MailError, MailSecurityError, MissingSecretError, UsageError
@@ -25,6 +29,7 @@ from syndicate.mail import (
     SmtpBackend,
     make_backend,
 )
+from syndicate.mail.smtp import angle_address
 from tests.smtpserver import SmtpTestServer, smtp_server, tls_ca, write_ca  # noqa: F401 (fixtures)
 
 SENDER = "digest@news.test"
@@ -333,8 +338,9 @@ FAULTS = [
 ]
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one command at a time"])
 @pytest.mark.parametrize(("fault", "expected"), FAULTS, ids=[fault for fault, _ in FAULTS])
-def test_each_fault_ends_in_the_right_outcome_and_the_next_message_still_goes(smtp_server, fault, expected) -> None:
+def test_each_fault_ends_in_the_right_outcome_and_the_next_message_still_goes(smtp_server, fault, expected, pipelining) -> None:
     server = smtp_server()
     victim, other = message(1, "victim@example.org"), message(2, "other@example.org")
     stage, _, code = fault.partition(" ")
@@ -346,14 +352,31 @@ def test_each_fault_ends_in_the_right_outcome_and_the_next_message_still_goes(sm
         server.faults.mail(SENDER, int(code), times=1)
     else:
         getattr(server.faults, stage)("victim@example.org", int(code))
-    with smtp_backend(server, connections=1) as backend:
+    with smtp_backend(server, connections=1, pipelining=pipelining) as backend:
         results = list(backend.send_messages([victim, other]))
     assert [(r.key, r.outcome, r.code) for r in results] == [("delivery-1", *expected), ("delivery-2", "sent", 250)]
+    assert server.pipelined == ((1 if stage == "connect" else 2) if pipelining else 0), "MAIL, RCPT and DATA in one write"
     assert [r.recipients for r in server.received] == [("other@example.org",)]
     if stage in ("mail", "rcpt", "data"):
         assert server.sessions == 1 and server.rsets == 1, "the connection is reused after an RSET"
     if stage == "drop":
         assert server.sessions == 2, "a dropped connection is replaced"
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one command at a time"])
+def test_lines_of_dots_arrive_intact(smtp_server, pipelining) -> None:
+    server = smtp_server()
+    data = b".starts with a dot\r\nSubject: dots\r\n\r\n.\r\n..\r\nend. .\r\n.last line, no line end"
+    results = list(smtp_backend(server, pipelining=pipelining).send_messages([message(1, data=data)]))
+    assert [r.outcome for r in results] == ["sent"]
+    assert server.received[0].data == data + b"\r\n"
+
+
+def test_a_server_without_pipelining_gets_one_command_at_a_time(smtp_server) -> None:
+    server = smtp_server(pipelining=False)
+    results = list(smtp_backend(server, connections=1).send_messages(message(n) for n in range(3)))
+    assert [r.outcome for r in results] == ["sent"] * 3
+    assert len(server.received) == 3 and server.pipelined == 0
 
 
 def test_a_refused_sender_stops_the_run_instead_of_failing_every_subscriber(smtp_server) -> None:
@@ -471,3 +494,11 @@ def test_console_backend_writes_to_stdout_by_default(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert result.outcome == "sent"
     assert "Envelope-To: reader1@example.org\nFrom: Syndicate" in out and "Hello 1\n" in out and "\r" not in out
+
+
+@hypothesis_settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZ09.!#$%&'*+/=?^_`{|}~-\"<> ()é@"), min_size=1, max_size=12),
+       st.text(alphabet=st.sampled_from("aZ09.-_ @"), min_size=0, max_size=10))
+def test_the_envelope_address_is_what_smtplib_quoteaddr_makes_of_it(local, domain) -> None:
+    address = f"{local}@{domain}"
+    assert angle_address(address) == smtplib.quoteaddr(address)

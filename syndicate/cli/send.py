@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -103,42 +103,55 @@ def _send(service: DeliveryService, request: SendRequest) -> int:
             click.echo(f"resuming run {run_id}", err=True)
             failed += _summary(_work(service, run_id, stop))
         if not stop.is_set():
-            run = service.plan_manual(request, datetime.now(UTC))
-            click.echo(f"run {run.run_id}: {run.total} {'digest' if run.total == 1 else 'digests'} to send", err=True)
-            failed += _summary(_work(service, run.run_id, stop))
+            # Planned and sent at once (the worker processes start on the first planned digests).
+            failed += _summary(_work(service, None, stop, request))
         if stop.is_set():
             click.echo("stopped: run `syndicate send` again to finish", err=True)
     return failed
 
 
-def _work(service: DeliveryService, run_id: int, stop: threading.Event) -> RunReport:
+def _work(service: DeliveryService, run_id: int | None, stop: threading.Event, request: SendRequest | None = None) -> RunReport:
+    """Work run `run_id`, or (None) plan and send `request`, showing progress."""
     if sys.stdout.isatty():
-        return _work_with_bar(service, run_id, stop)
+        return _work_with_bar(service, run_id, stop, request)
     started, shown = time.monotonic(), [0.0]
 
     def log_line(report: RunReport) -> None:
         if time.monotonic() - shown[0] >= 2:
             shown[0] = time.monotonic()
-            click.echo(f"run {run_id}: {_counts(report)} {_rate(report, started)}")
+            click.echo(f"run {report.run_id}: {_counts(report)} {_rate(report, started)}")
 
-    return service.work(run_id, stop=stop, progress=log_line)
+    return _run(service, run_id, stop, request, log_line)
 
 
-def _work_with_bar(service: DeliveryService, run_id: int, stop: threading.Event) -> RunReport:
+def _run(service: DeliveryService, run_id: int | None, stop: threading.Event, request: SendRequest | None,
+         progress: Callable[[RunReport], None]) -> RunReport:
+    if run_id is not None:
+        return service.work(run_id, stop=stop, progress=progress)
+    assert request is not None
+
+    def planned(run: RunReport) -> None:
+        click.echo(f"run {run.run_id}: {run.total} {'digest' if run.total == 1 else 'digests'} to send", err=True)
+
+    return service.send_manual(request, datetime.now(UTC), stop=stop, progress=progress, planned=planned)
+
+
+def _work_with_bar(service: DeliveryService, run_id: int | None, stop: threading.Event, request: SendRequest | None) -> RunReport:
     columns = (
         TextColumn("[bold]run {task.fields[run]}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("retrying {task.fields[retrying]}  failed {task.fields[failed]}  {task.fields[rate]}"),
         TimeElapsedColumn(),
     )
     started = time.monotonic()
-    with Progress(*columns) as bar:
-        task = bar.add_task("send", total=None, run=run_id, retrying=0, failed=0, rate="")
+    # Refreshed on each progress report, not by rich's thread: a process with threads sends without workers.
+    with Progress(*columns, auto_refresh=False) as bar:
+        task = bar.add_task("send", total=None, run=run_id or "", retrying=0, failed=0, rate="")
 
         def update(report: RunReport) -> None:
-            bar.update(task, total=report.total, completed=report.sent + report.failed + report.skipped,
-                       retrying=report.retrying, failed=report.failed, rate=_rate(report, started))
+            bar.update(task, total=report.total, completed=report.sent + report.failed + report.skipped, run=report.run_id,
+                       retrying=report.retrying, failed=report.failed, rate=_rate(report, started), refresh=True)
 
-        return service.work(run_id, stop=stop, progress=update)
+        return _run(service, run_id, stop, request, update)
 
 
 def _counts(report: RunReport) -> str:
