@@ -276,3 +276,37 @@ def test_with_pages_turned_off_only_the_feeds_are_written_and_old_pages_removed(
     assert files == {f"feeds/{slug}{suffix}" for slug in ("all", "sport", "science", "culture") for suffix in FEEDS} | {
         "feeds/index.opml"}
     assert "index.html" in report.removed and "articles/a/index.html" in report.removed
+
+
+CACHE_CHECK = """
+import os, sys, threading
+from pathlib import Path
+from syndicate.build import build_site
+from syndicate.config import load_settings
+from syndicate.pipeline import load_corpus
+settings = load_settings(Path(sys.argv[1]))
+idle = threading.Event()
+helper = threading.Thread(target=idle.wait)
+if sys.argv[2] == "threads":
+    helper.start()  # a second thread: forking is unsafe, so the build writes the cache itself
+assert build_site(settings, workers=1).ok
+idle.set()
+try:
+    os.waitpid(-1, os.WNOHANG)
+    left = "a child process left behind"
+except ChildProcessError:
+    left = "no child process left"
+print(left, load_corpus(settings).parsed)
+"""
+
+
+@pytest.mark.parametrize("threads", ["none", "threads"], ids=["written by a forked process", "written at once (threads running)"])
+def test_the_article_cache_is_complete_and_its_writer_gone_when_the_build_returns(tmp_path, threads):
+    settings = make_settings(tmp_path, newsroom(tmp_path))
+    run_cli(settings)  # writes the config file (and builds once)
+    for path in settings.content.cache.parent.glob("*"):
+        path.unlink()  # so the build below writes the whole cache again
+    done = subprocess.run([sys.executable, "-c", CACHE_CHECK, str(settings.path), threads],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["no", "child", "process", "left", "0"]  # reaped, and nothing to parse again
