@@ -32,7 +32,7 @@ from syndicate.text import slugify
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 7
+_CACHE_FORMAT = 8
 _PARALLEL_FROM = 400  # files to parse before a process pool pays for itself
 
 
@@ -165,18 +165,7 @@ class _Cache:
                 return {}, None
         if not (isinstance(data, tuple) and len(data) == 4 and data[0] == self.stamp):  # another format or version
             return {}, None
-        _, bodies_name, rows, assembled = data
-        if bodies_name is not None:  # a snapshot: its articles say where their bodies lie
-            bodies = _BodyFile(path.with_name(bodies_name))
-            for entry in rows.values():
-                if type(entry.result) is Article:
-                    state = entry.result.__dict__
-                    state["_lazy_body"] = _LazyBody(bodies, *state["_lazy_body"])
-            if assembled is not None:  # its articles are those of `rows`, or copies with other categories
-                for article in assembled.corpus.articles:
-                    state = article.__dict__
-                    if type(state.get("_lazy_body")) is tuple:
-                        state["_lazy_body"] = _LazyBody(bodies, *state["_lazy_body"])
+        _, _, rows, assembled = data
         return rows, assembled
 
     def load(self) -> tuple[dict[str, _Entry], dict[str, _Entry | None], _Assembled | None]:
@@ -237,7 +226,8 @@ class _Cache:
         with temporary.open("wb") as f:
             if bodies_apart:
                 with (path.parent / bodies_name).open("wb") as bodies:
-                    _SnapshotPickler(f, bodies).dump((self.stamp, bodies_name, rows, assembled._replace(entries=None)))
+                    pickler = _SnapshotPickler(f, bodies, _BodyFileRef(str((path.parent / bodies_name).resolve())))
+                    pickler.dump((self.stamp, bodies_name, rows, assembled._replace(entries=None)))
             else:
                 pickle.dump((self.stamp, None, rows, None), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(temporary, path)
@@ -258,9 +248,19 @@ def _older_format(pid: object) -> None:
 class _BodyFile:
     """An open bodies file, read with pread (thread-safe); closed when no article needs it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.fd = os.open(path, os.O_RDONLY)
         weakref.finalize(self, os.close, self.fd)
+
+
+class _BodyFileRef(NamedTuple):
+    """A bodies file as a snapshot names it (once: the pickler's memo shares it); unpickled, it
+    is that file opened, a _BodyFile, which each article's _restore_article takes."""
+
+    path: str
+
+    def __reduce__(self) -> tuple:
+        return (_BodyFile, (self.path,))
 
 
 class _LazyBody:
@@ -277,12 +277,13 @@ class _LazyBody:
 
 class _SnapshotPickler(pickle.Pickler):
     """Pickles articles without their bodies, which it writes to `bodies` instead: an article's
-    `_lazy_body` is pickled as (offset, length) in that file, made a _LazyBody again on load.
-    (No persistent_id: the pickler would call it for each of the ~450,000 objects.)"""
+    `_lazy_body` is pickled as (offset, length) in that file, and made a _LazyBody of the file
+    `ref` names again as it is unpickled. (No persistent_id: the pickler would call it for each of
+    the ~450,000 objects.)"""
 
-    def __init__(self, file, bodies) -> None:
+    def __init__(self, file, bodies, ref: _BodyFileRef) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.bodies, self.offset = bodies, 0
+        self.bodies, self.ref, self.offset = bodies, ref, 0
 
     def reducer_override(self, obj: object):
         if type(obj) is not Article:
@@ -292,11 +293,13 @@ class _SnapshotPickler(pickle.Pickler):
         self.bodies.write(body)
         state["_lazy_body"] = (self.offset, len(body))
         self.offset += len(body)
-        return (_restore_article, (state,))
+        return (_restore_article, (state, self.ref))
 
 
-def _restore_article(state: dict) -> Article:
+def _restore_article(state: dict, bodies: _BodyFile | None = None) -> Article:
     article = object.__new__(Article)
+    if bodies is not None:  # None: a cache of an older format, which the stamp check then drops
+        state["_lazy_body"] = _LazyBody(bodies, *state["_lazy_body"])
     article.__dict__.update(state)
     return article
 
@@ -512,7 +515,6 @@ def _patched(entries: Mapping[str, _Entry], assembled: Corpus, changed: Mapping[
     involved was and is a good article; else None (assemble from scratch). A typical edit, a
     fix to a title or a body, then skips re-assembling 10,000 articles."""
     articles = list(assembled.articles)
-    position: dict[str, int] | None = None
     for rel, entry in changed.items():
         old = entries.get(rel)
         if entry is None or old is None or type(entry.result) is not Article or type(old.result) is not Article:
@@ -520,14 +522,26 @@ def _patched(entries: Mapping[str, _Entry], assembled: Corpus, changed: Mapping[
         before, after = old.result, entry.result
         if (before.id, before.slug, before.published, before.categories) != (after.id, after.slug, after.published, after.categories):
             return None
-        if position is None:
-            position = {article.id: at for at, article in enumerate(articles)}
-        at = position.get(before.id)
+        at = _position(articles, before)
         if at is None or articles[at].source != before.source:  # it was a duplicate, skipped
             return None
         shown = articles[at].categories  # as assembly resolved them: the same names as written before
         articles[at] = after if after.categories is shown else replace(after, categories=shown)
     return replace(assembled, articles=tuple(articles))
+
+
+def _position(articles: list[Article], article: Article) -> int | None:
+    """Where an article with `article`'s date and id is in `articles` (newest first, as assembly
+    sorts them), found by bisection; None if there is none."""
+    key = (article.published, article.id)
+    low, high = 0, len(articles)
+    while low < high:
+        middle = (low + high) // 2
+        if (articles[middle].published, articles[middle].id) > key:
+            low = middle + 1
+        else:
+            high = middle
+    return low if low < len(articles) and articles[low].id == article.id else None
 
 
 def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[CategoryRule, ...]) -> Corpus:
