@@ -38,14 +38,14 @@ from mail_smtp import raw_pipe as smtplib_pipe  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from syndicate.config import Settings  # noqa: E402
-from syndicate.db import create_database, upgrade  # noqa: E402
-from syndicate.delivery import DeliveryService, SendRequest  # noqa: E402
-from syndicate.digests import Timeline, select_digest  # noqa: E402
-from syndicate.pipeline import load_corpus  # noqa: E402
-from syndicate.render import EmailRenderer  # noqa: E402
-from syndicate.schema import subscriber_categories  # noqa: E402
-from syndicate.schema import subscribers as subscribers_table  # noqa: E402
-from syndicate.urls import SiteUrls  # noqa: E402
+from syndicate.storage._database import create_database, upgrade  # noqa: E402
+from syndicate.delivery._service import DeliveryService, SendRequest  # noqa: E402
+from syndicate.digest._select import Timeline, select_digest  # noqa: E402
+from syndicate.content._load import load_corpus  # noqa: E402
+from syndicate.digest._render import EmailRenderer  # noqa: E402
+from syndicate.storage.schema import subscriber_categories  # noqa: E402
+from syndicate.storage.schema import subscribers as subscribers_table  # noqa: E402
+from syndicate.site._urls import SiteUrls  # noqa: E402
 
 SECRET = "bench-secret-for-signed-links"
 SENDER = "digest@news.example.org"
@@ -115,7 +115,7 @@ def mean_size(folder: Path, port: int, sample: int = 500) -> int:
     timeline = Timeline.of(corpus.articles)
     renderer = EmailRenderer(settings)
     links = BenchLinks(SiteUrls(settings.site.base_url))
-    from syndicate.messages import MessageBuilder
+    from syndicate.digest._message import MessageBuilder
 
     builder = MessageBuilder(settings, renderer, links, corpus.categories, NOW)
     sizes = []

@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from syndicate.config import default_settings  # noqa: E402
-from syndicate.digests import Timeline, select_digest  # noqa: E402
-from syndicate.messages import MessageBuilder, message_id  # noqa: E402
-from syndicate.models import Frequency, Subscriber, SubscriberStatus  # noqa: E402
-from syndicate.pipeline import load_corpus  # noqa: E402
-from syndicate.render import EmailRenderer  # noqa: E402
-from syndicate.urls import SiteUrls  # noqa: E402
+from syndicate.digest._select import Timeline, select_digest  # noqa: E402
+from syndicate.digest._message import MessageBuilder, message_id  # noqa: E402
+from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus  # noqa: E402
+from syndicate.content._load import load_corpus  # noqa: E402
+from syndicate.digest._render import EmailRenderer  # noqa: E402
+from syndicate.site._urls import SiteUrls  # noqa: E402
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 

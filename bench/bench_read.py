@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generate import generate  # noqa: E402
 
-from syndicate.articles import ReaderOptions  # noqa: E402
-from syndicate.reader import read_corpus  # noqa: E402
+from syndicate.content._article import ReaderOptions  # noqa: E402
+from syndicate.content._reader import read_corpus  # noqa: E402
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
-from syndicate.db import Database, create_database, upgrade
+from syndicate.storage._database import Database, create_database, upgrade
 
 PG_ENV = "SYNDICATE_TEST_DATABASE_URL"
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from syndicate.config import Settings
-from syndicate.db import Database, create_database, upgrade
-from syndicate.delivery import DeliveryService
-from syndicate.models import Subscriber
-from syndicate.subscribers import SubscriberDefaults, SubscriberStore, new_subscriber
+from syndicate.storage._database import Database, create_database, upgrade
+from syndicate.delivery._service import DeliveryService
+from syndicate.subscribers._model import Subscriber
+from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore, new_subscriber
 from tests.site_helpers import make_settings, write_article
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syndicate.articles import ReaderOptions, parse_article
+from syndicate.content._article import ReaderOptions, parse_article
 from syndicate.errors import ContentError
-from syndicate.reader import CategoryRule, read_corpus
+from syndicate.content._reader import CategoryRule, read_corpus
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "export-format-example.md"  # a copy of the shared sample
 OPTIONS = ReaderOptions(timezone="Europe/Paris", default_author="Site Desk")
@@ -324,7 +324,7 @@ _MARKDOWN_BITS = st.sampled_from([
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_MARKDOWN_BITS, max_size=40).map("".join))
 def test_markdown_without_html_reads_the_same_from_cmark_safe_mode_as_through_nh3(text):
-    from syndicate.markdown import _CLEANER, _EMPTY_LINK, _LINK_TEXT, Options, _EXTENSIONS, render_markdown
+    from syndicate.content._markdown import _CLEANER, _EMPTY_LINK, _LINK_TEXT, Options, _EXTENSIONS, render_markdown
     import cmarkgfm
 
     through_nh3 = _EMPTY_LINK.sub(_LINK_TEXT, _CLEANER.clean(
@@ -340,7 +340,7 @@ def test_markdown_without_html_reads_the_same_from_cmark_safe_mode_as_through_nh
 
 @given(st.from_regex(r"\A[0-9]{0,3}/[0-9]{0,3}/[0-9]{0,5}\Z") | st.text(alphabet="0123456789/ -", max_size=12))
 def test_export_dates_read_as_strptime_reads_them(value):
-    from syndicate.articles import _parse_date
+    from syndicate.content._article import _parse_date
 
     try:
         expected = datetime.strptime(value, "%m/%d/%Y")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from syndicate.models import SubscriberStatus
-from syndicate.subscribers import new_subscriber
-from syndicate.tokens import LinkSigner
+from syndicate.subscribers._model import SubscriberStatus
+from syndicate.subscribers._store import new_subscriber
+from syndicate.subscribers._tokens import LinkSigner
 from tests.web_helpers import SECRET, link_in, serve
 
 pytestmark = pytest.mark.browser

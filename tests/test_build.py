@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from syndicate.build import PARALLEL_FROM, build_site
-from syndicate.files import write_atomic
+from syndicate.site._build import PARALLEL_FROM, build_site
+from syndicate.site._files import write_atomic
 from tests.site_helpers import REPO, copy_sample, make_settings, snapshot, write_article
 
 FEEDS = (".rss.xml", ".atom.xml", ".json")
@@ -243,7 +243,7 @@ def test_a_reader_polling_the_feeds_during_rebuilds_never_sees_a_partial_file(tm
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method")
 def test_a_parallel_build_writes_the_same_files_as_a_serial_one(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="syndicate.build")
+    caplog.set_level(logging.INFO, logger="syndicate.site._build")
     if threading.active_count() > 1:
         pytest.skip("this pytest process runs threads, so the build stays serial; nothing to compare")
     content = tmp_path / "content"
@@ -281,9 +281,9 @@ def test_with_pages_turned_off_only_the_feeds_are_written_and_old_pages_removed(
 CACHE_CHECK = """
 import os, sys, threading
 from pathlib import Path
-from syndicate.build import build_site
+from syndicate.site._build import build_site
 from syndicate.config import load_settings
-from syndicate.pipeline import load_corpus
+from syndicate.content._load import load_corpus
 settings = load_settings(Path(sys.argv[1]))
 idle = threading.Event()
 helper = threading.Thread(target=idle.wait)

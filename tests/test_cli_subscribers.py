@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from syndicate.cli import main
-from syndicate.db import head_revision
+from syndicate.storage._database import head_revision
 
 REPO = Path(__file__).resolve().parent.parent
 

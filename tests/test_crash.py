@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from syndicate.delivery import FLUSH_EVERY
-from syndicate.schema import deliveries
+from syndicate.delivery._service import FLUSH_EVERY
+from syndicate.storage.schema import deliveries
 from tests.outbox_support import SECRET, add_subscribers, open_db, write_site
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 

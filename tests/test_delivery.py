@@ -11,10 +11,10 @@ from datetime import timedelta
 
 import pytest
 
-from syndicate.delivery import SendRequest
+from syndicate.delivery._service import SendRequest
 from syndicate.errors import MailAuthError
-from syndicate.subscribers import SubscriberStore
-from syndicate.tokens import LinkSigner
+from syndicate.subscribers._store import SubscriberStore
+from syndicate.subscribers._tokens import LinkSigner
 from tests.outbox_support import NOW, SECRET, add_subscribers, open_db, service, settings_for
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 
@@ -217,7 +217,7 @@ def test_a_scheduled_run_and_a_manual_send_working_together_send_one_copy_each(s
 def test_the_service_resumes_a_run_left_queued_at_start_up_and_sends_each_digest_once(setup):
     """A send interrupted (here: stopped after 3 messages) is finished by the service as soon as it
     starts, not after the retry job's ABANDONED_AFTER."""
-    from syndicate.service import Service
+    from syndicate.service._service import Service
 
     settings, database, server = setup
     people = add_subscribers(database, 12)

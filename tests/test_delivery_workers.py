@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from syndicate.delivery import PARALLEL_FROM
-from syndicate.schema import deliveries
+from syndicate.delivery._service import PARALLEL_FROM
+from syndicate.storage.schema import deliveries
 from tests.outbox_support import SECRET, add_subscribers, open_db, write_site
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 

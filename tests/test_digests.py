@@ -6,8 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from syndicate.digests import first_digest_start, select_digest
-from syndicate.models import Frequency
+from syndicate.digest._select import first_digest_start, select_digest
+from syndicate.subscribers._model import Frequency
 from tests.digest_support import article, category, hours, sample_settings, subscriber
 
 NOW = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
@@ -147,7 +147,7 @@ def test_articles_out_of_order_are_refused_rather_than_silently_missed():
 def test_a_timeline_made_once_selects_exactly_what_the_plain_list_does():
     import random
 
-    from syndicate.digests import Timeline
+    from syndicate.digest._select import Timeline
 
     rng = random.Random(5)
     cats = SITE_ORDER
@@ -180,7 +180,7 @@ def test_a_subscriber_with_no_category_chosen_follows_every_category():
 def test_a_selector_remembering_shared_choices_gives_every_subscriber_exactly_their_own_digest():
     import random
 
-    from syndicate.digests import MEMO_SIZE, Selector, Timeline
+    from syndicate.digest._select import MEMO_SIZE, Selector, Timeline
 
     rng = random.Random(9)
     items = sorted(

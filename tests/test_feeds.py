@@ -13,11 +13,11 @@ from xml.etree import ElementTree
 import feedparser
 import pytest
 
-from syndicate.build import build_site
-from syndicate.feeds import FeedSpec, SiteInfo, item_id, render_feed
-from syndicate.models import Article, Category
-from syndicate.pipeline import load_corpus
-from syndicate.urls import SiteUrls
+from syndicate.site._build import build_site
+from syndicate.site._feeds import FeedSpec, SiteInfo, item_id, render_feed
+from syndicate.content._model import Article, Category
+from syndicate.content._load import load_corpus
+from syndicate.site._urls import SiteUrls
 from tests.site_helpers import BASE_URL, copy_sample, make_settings, write_article
 
 ATOM = "{http://www.w3.org/2005/Atom}"

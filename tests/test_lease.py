@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from syndicate.lease import Lease, LeaseKeeper
+from syndicate.service._lease import Lease, LeaseKeeper
 from tests.service_helpers import RunningService, write_config
 
 
@@ -55,7 +55,7 @@ def test_release_lets_a_standby_take_over_at_once(database):
 
 
 def test_the_standby_keeper_logs_once_and_starts_the_scheduler_when_it_takes_over(database, caplog):
-    caplog.set_level(logging.INFO, logger="syndicate.lease")
+    caplog.set_level(logging.INFO, logger="syndicate.service._lease")
     clock = Clock(T0)
     events: list[str] = []
     first = LeaseKeeper(Lease(database, seconds=30, clock=clock),

@@ -14,11 +14,11 @@ from email.utils import parsedate_to_datetime
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from syndicate.digests import select_digest
+from syndicate.digest._select import select_digest
 from syndicate.errors import ConfigError
-from syndicate.messages import HeaderError, MessageBuilder, build_confirmation
-from syndicate.models import Category
-from syndicate.render import EmailRenderer
+from syndicate.digest._message import HeaderError, MessageBuilder, build_confirmation
+from syndicate.content._model import Category
+from syndicate.digest._render import EmailRenderer
 from tests.digest_support import GOLDEN, SAMPLE_NOW, SignedLookingLinks, sample_corpus, sample_settings, subscriber
 
 SETTINGS = sample_settings()
@@ -239,7 +239,7 @@ def test_the_date_header_is_the_run_time_in_rfc_5322_form():
 def test_many_variants_built_from_shared_pieces_decode_to_what_the_renderer_assembles():
     import random
 
-    from syndicate.digests import Timeline
+    from syndicate.digest._select import Timeline
 
     rng = random.Random(8)
     slugs = [c.slug for c in CORPUS.categories]
@@ -274,7 +274,7 @@ def test_a_variant_forgotten_by_the_bounded_caches_is_built_again_byte_for_byte(
     a digest whose variant was forgotten still gets exactly the same message."""
     import random
 
-    from syndicate.digests import Timeline
+    from syndicate.digest._select import Timeline
 
     rng = random.Random(3)
     slugs = [c.slug for c in CORPUS.categories]

@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from syndicate.delivery import SendRequest
+from syndicate.delivery._service import SendRequest
 from syndicate.mail import MemoryBackend
-from syndicate.outbox import Outbox, Result
-from syndicate.schema import deliveries
-from syndicate.subscribers import SubscriberStore
+from syndicate.delivery._outbox import Outbox, Result
+from syndicate.storage.schema import deliveries
+from syndicate.subscribers._store import SubscriberStore
 from tests.outbox_support import NOW, add_subscribers, open_db, service, settings_for
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 
@@ -254,7 +254,7 @@ def test_resume_finishes_an_interrupted_run_and_a_recovered_retry_is_due_again(s
 
 
 def test_migration_0002_adds_the_outbox_to_a_database_at_0001_and_keeps_its_subscribers(database_url, tmp_path):
-    from syndicate.db import create_database, current_revision, head_revision, upgrade
+    from syndicate.storage._database import create_database, current_revision, head_revision, upgrade
 
     database = create_database(database_url)
     try:

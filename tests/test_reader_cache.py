@@ -3,8 +3,8 @@
 import os
 from pathlib import Path
 
-from syndicate.articles import ReaderOptions
-from syndicate.reader import CorpusMemory, read_corpus
+from syndicate.content._article import ReaderOptions
+from syndicate.content._reader import CorpusMemory, read_corpus
 
 OPTIONS = ReaderOptions(timezone="UTC")
 TEMPLATE = "---\ntitle: {title}\ndate: 2026-11-0{day}T10:00:00Z\ncategories: [News]\n---\nBody {title}.\n"
@@ -96,7 +96,7 @@ def test_parallel_parse_gives_the_same_result(tmp_path):
 
 
 def test_a_cache_written_by_other_parser_code_is_not_used(tmp_path, monkeypatch):
-    from syndicate import reader
+    from syndicate.content import _reader as reader
 
     folder = corpus_dir(tmp_path, 2)
     cache = tmp_path / "cache.pickle"

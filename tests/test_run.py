@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syndicate.config import load_settings
-from syndicate.db import open_database
-from syndicate.lease import Lease
+from syndicate.storage._database import open_database
+from syndicate.service._lease import Lease
 from tests.service_helpers import REPO, RunningService, write_config
 
 
@@ -148,8 +148,8 @@ def test_a_subscriber_whose_time_has_come_gets_a_digest_from_the_running_service
 
     from sqlalchemy import update
 
-    from syndicate.schema import subscribers
-    from syndicate.subscribers import SubscriberDefaults, SubscriberStore, new_subscriber
+    from syndicate.storage.schema import subscribers
+    from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore, new_subscriber
 
     now = datetime.now(UTC)
     content = tmp_path / "content"

@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy import func, select, table
 
 from syndicate.config import Settings
-from syndicate.db import Database
-from syndicate.delivery import DeliveryService
+from syndicate.storage._database import Database
+from syndicate.delivery._service import DeliveryService
 from syndicate.mail.memory import MemoryBackend
-from syndicate.scheduler import DIGESTS, JOBS_TABLE, PRUNE, REBUILD, RETRIES, Scheduler, delivery_jobs
-from syndicate.subscribers import SubscriberDefaults, SubscriberStore, new_subscriber
+from syndicate.service._scheduler import DIGESTS, JOBS_TABLE, PRUNE, REBUILD, RETRIES, Scheduler, delivery_jobs
+from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore, new_subscriber
 from tests.outbox_support import SECRET, settings_for
 from tests.site_helpers import write_article
 

@@ -119,7 +119,7 @@ def test_subscriber_and_category_filters_send_only_to_those_who_match(env):
 
 def test_preview_of_a_stored_subscriber_shows_their_digest_with_their_signed_links(env):
     run, server, database = env
-    from syndicate.tokens import LinkSigner
+    from syndicate.subscribers._tokens import LinkSigner
     [reader] = add_subscribers(database, 1, categories=("science",), now=datetime.now(UTC))
     code, out, err = run("preview", "--subscriber", reader.email, "--format", "eml")
     assert code == 0, err

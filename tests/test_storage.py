@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import inspect, text
 
 from syndicate.config import settings_from_mapping
-from syndicate.db import DatabaseError, create_database, current_revision, head_revision, open_database, upgrade
-from syndicate.schema import subscribers
+from syndicate.storage._database import DatabaseError, create_database, current_revision, head_revision, open_database, upgrade
+from syndicate.storage.schema import subscribers
 
 
 def _settings(url: str):

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from syndicate.models import Frequency, SubscriberStatus
-from syndicate.subscriber_csv import import_csv, write_subscribers
-from syndicate.subscribers import (
+from syndicate.subscribers._model import Frequency, SubscriberStatus
+from syndicate.subscribers._csv import import_csv, write_subscribers
+from syndicate.subscribers._store import (
     Filter,
     InvalidSubscriberError,
     SubscriberDefaults,

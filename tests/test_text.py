@@ -5,7 +5,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syndicate.text import xml_safe
+from syndicate.content._text import xml_safe
 
 # XML 1.0's Char production, the reference the fast path must agree with.
 NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

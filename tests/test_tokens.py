@@ -10,7 +10,7 @@ import pytest
 
 from syndicate.config import settings_from_mapping
 from syndicate.errors import MissingSecretError
-from syndicate.tokens import InvalidLinkError, LinkSigner, signer_from_settings
+from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, signer_from_settings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = 24 * 3600
@@ -133,7 +133,7 @@ def test_made_tokens_are_exactly_what_itsdangerous_would_sign(purpose):
 
     from itsdangerous import URLSafeTimedSerializer
 
-    from syndicate.tokens import _ClockSigner, key_id
+    from syndicate.subscribers._tokens import _ClockSigner, key_id
 
     signer = LinkSigner("current-secret-0123456789", ["old-secret"])
     for subscriber_id in (1, 42, 99_999, 10**12):

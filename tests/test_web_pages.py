@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from syndicate.models import SubscriberStatus
-from syndicate.subscribers import SubscriberStore
-from syndicate.tokens import LinkSigner
+from syndicate.subscribers._model import SubscriberStatus
+from syndicate.subscribers._store import SubscriberStore
+from syndicate.subscribers._tokens import LinkSigner
 from tests.web_helpers import SECRET, link_in, serve
 
 FORM = {"email": "ann@example.org", "name": "Ann", "categories": ["main", "science-environment"], "frequency": "weekly",
@@ -197,9 +197,9 @@ def test_cli_add_mails_a_confirmation_whose_link_confirms_on_the_page(site, clie
 
 
 def test_send_confirmation_limits_each_address_per_hour_on_every_database(database, tmp_path):
-    from syndicate.confirmations import send_confirmation
+    from syndicate.subscribers._confirm import send_confirmation
     from syndicate.mail import MemoryBackend
-    from syndicate.subscribers import SubscriberDefaults, new_subscriber
+    from syndicate.subscribers._store import SubscriberDefaults, new_subscriber
     from tests.web_helpers import ENVIRON, web_settings
 
     settings = web_settings(tmp_path)

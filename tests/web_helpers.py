@@ -18,10 +18,10 @@ from typing import Any
 
 import uvicorn
 
-from syndicate.build import build_site
+from syndicate.site._build import build_site
 from syndicate.config import Settings, settings_from_mapping
-from syndicate.db import Database, open_database
-from syndicate.subscribers import SubscriberStore
+from syndicate.storage._database import Database, open_database
+from syndicate.subscribers._store import SubscriberStore
 from syndicate.web.app import create_app
 
 REPO = Path(__file__).resolve().parent.parent

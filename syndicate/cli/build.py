@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from syndicate.build import build_site
+from syndicate.site._build import build_site
 from syndicate.cli import AppContext, pass_app
 
 

@@ -14,16 +14,16 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
-from syndicate.digests import select_digest
-from syndicate.db import open_database
+from syndicate.digest._select import select_digest
+from syndicate.storage._database import open_database
 from syndicate.errors import MissingSecretError, UsageError
-from syndicate.links import signed_links
-from syndicate.messages import MessageBuilder
-from syndicate.models import Frequency, Subscriber, SubscriberStatus
-from syndicate.pipeline import load_corpus
-from syndicate.render import EmailRenderer, LinkMaker
-from syndicate.subscribers import SubscriberStore
-from syndicate.urls import SiteUrls
+from syndicate.subscribers._links import signed_links
+from syndicate.digest._message import MessageBuilder
+from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
+from syndicate.content._load import load_corpus
+from syndicate.digest._render import EmailRenderer, LinkMaker
+from syndicate.subscribers._store import SubscriberStore
+from syndicate.site._urls import SiteUrls
 
 PREVIEW_TOKEN = "preview"
 

@@ -7,8 +7,8 @@ import logging
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.service import Bound, Service, ServiceSecret, environ_with, service_secrets
-from syndicate.urls import SITE_FEED, SiteUrls
+from syndicate.service._service import Bound, Service, ServiceSecret, environ_with, service_secrets
+from syndicate.site._urls import SITE_FEED, SiteUrls
 
 
 def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], build_line: str) -> list[str]:

@@ -14,12 +14,12 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from syndicate.build import build_site
-from syndicate.confirmations import send_confirmation
-from syndicate.delivery import SendRequest
+from syndicate.site._build import build_site
+from syndicate.subscribers._confirm import send_confirmation
+from syndicate.delivery._service import SendRequest
 from syndicate.errors import SyndicateError, UsageError
-from syndicate.models import WEEKDAYS, Frequency, SubscriberStatus
-from syndicate.subscribers import (
+from syndicate.subscribers._model import Frequency, SubscriberStatus, WEEKDAYS
+from syndicate.subscribers._store import (
     Filter,
     InvalidSubscriberError,
     StoredSubscriber,

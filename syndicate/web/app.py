@@ -15,11 +15,11 @@ from sqlalchemy import text
 
 from syndicate import __version__
 from syndicate.config import Settings
-from syndicate.db import Database, open_database
-from syndicate.reader import CorpusMemory
-from syndicate.subscribers import SubscriberDefaults, SubscriberStore
-from syndicate.tokens import signer_from_settings
-from syndicate.urls import SiteUrls
+from syndicate.storage._database import Database, open_database
+from syndicate.content._reader import CorpusMemory
+from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore
+from syndicate.subscribers._tokens import signer_from_settings
+from syndicate.site._urls import SiteUrls
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
 from syndicate.web.context import CategoryList, Runner, WebContext
 from syndicate.web.pages import Pages, page_router
@@ -47,10 +47,10 @@ def create_app(
     corpus_memory: CorpusMemory | None = None,
 ) -> FastAPI:
     """The whole HTTP service. `database` defaults to the configured one (opened here, closed at
-    shutdown); `delivery` is a syndicate.delivery.DeliveryService (None: /api/sends answers 503);
+    shutdown); `delivery` is a syndicate.delivery._service.DeliveryService (None: /api/sends answers 503);
     `scheduler_status` returns a JSON-ready dict for /api/status and /healthz (jobs with next run
     times, the lease); /healthz answers 503 when it says `running: false` without `standing_by: true`.
-    `corpus_memory` is the service's syndicate.reader.CorpusMemory (its builds and category lists
+    `corpus_memory` is the service's syndicate.content._reader.CorpusMemory (its builds and category lists
     then share the articles in memory). MissingSecretError if the link-signing secret is not set."""
     env = dict(os.environ if environ is None else environ)
     owns_database = database is None

@@ -19,21 +19,21 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from syndicate.confirmations import send_confirmation
-from syndicate.models import WEEKDAYS, Subscriber, SubscriberStatus
-from syndicate.subscribers import (
+from syndicate.subscribers._confirm import send_confirmation
+from syndicate.subscribers._model import Subscriber, SubscriberStatus, WEEKDAYS
+from syndicate.subscribers._store import (
     InvalidSubscriberError,
     TransitionError,
     UnknownSubscriberError,
     new_subscriber,
 )
-from syndicate.tokens import InvalidLinkError
+from syndicate.subscribers._tokens import InvalidLinkError
 from syndicate.web.context import WebContext
 from syndicate.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_field, csrf_ok, new_csrf_nonce, parse_nonce
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent.parent / "templates" / "pages"
+TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent / "templates" / "pages"
 LABELS = {
     "email": "Email address", "name": "Name", "categories": "Categories", "frequency": "How often",
     "weekday": "Day of the weekly digest", "timezone": "Time zone", "send_hour": "Send at", "form": "Form",

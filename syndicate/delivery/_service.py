@@ -37,14 +37,15 @@ from itertools import islice
 from typing import Any
 
 from syndicate.config import Settings
-from syndicate.db import Database
-from syndicate.digests import Digest, DigestSection, Selector, Timeline, select_digest, variant_key
+from syndicate.storage._database import Database
+from syndicate.digest._select import Digest, DigestSection, Selector, Timeline, select_digest, variant_key
 from syndicate.errors import MailError, SyndicateError, UsageError
-from syndicate.links import PlaceholderLinks, signed_links, site_urls
+from syndicate.subscribers._links import PlaceholderLinks, signed_links, site_urls
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
-from syndicate.messages import MessageBuilder, message_id
-from syndicate.models import Article, Category, Frequency, Subscriber, SubscriberStatus
-from syndicate.outbox import (
+from syndicate.digest._message import MessageBuilder, message_id
+from syndicate.content._model import Article, Category
+from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
+from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
     RETRY,
@@ -61,10 +62,10 @@ from syndicate.outbox import (
     since_key,
     subscriber_states,
 )
-from syndicate.pipeline import load_corpus
-from syndicate.reader import Corpus, gc_paused
-from syndicate.render import EmailRenderer
-from syndicate.subscribers import Filter, SubscriberDefaults, SubscriberStore, next_send_time
+from syndicate.content._load import load_corpus
+from syndicate.content._reader import Corpus, gc_paused
+from syndicate.digest._render import EmailRenderer
+from syndicate.subscribers._store import Filter, SubscriberDefaults, SubscriberStore, next_send_time
 
 log = logging.getLogger(__name__)
 

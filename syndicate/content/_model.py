@@ -1,17 +1,11 @@
-"""The typed values the pipeline stages hand each other: articles, categories, subscribers."""
+"""The values the content stage hands on: articles and their categories."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from syndicate.text import make_xml_safe
-
-
-def utc_now() -> datetime:
-    """The clock the entry points read (CLI, service, scheduler, web); stages take `now` from them."""
-    return datetime.now(UTC)
+from syndicate.content._text import make_xml_safe
 
 
 @dataclass(frozen=True, order=True)
@@ -71,42 +65,3 @@ class Article:
     @property
     def category_slugs(self) -> tuple[str, ...]:
         return tuple(c.slug for c in self.categories)
-
-
-class SubscriberStatus(enum.StrEnum):
-    PENDING = "pending"
-    ACTIVE = "active"
-    UNSUBSCRIBED = "unsubscribed"
-    BOUNCED = "bounced"
-
-
-class Frequency(enum.StrEnum):
-    DAILY = "daily"
-    WEEKLY = "weekly"
-
-
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-
-@dataclass(frozen=True)
-class Subscriber:
-    """A subscriber as the digest and delivery stages see them.
-
-    `categories` are category slugs; `weekday` is 0 for Monday (weekly digests);
-    `high_water` is the newest article time already delivered to them (None before
-    their first digest).
-    """
-
-    id: int
-    email: str
-    name: str | None
-    status: SubscriberStatus
-    categories: tuple[str, ...]
-    frequency: Frequency
-    timezone: str
-    send_hour: int
-    weekday: int = 0
-    high_water: datetime | None = None
-    source: str = "cli"
-    created_at: datetime | None = None
-    status_changed_at: datetime | None = None

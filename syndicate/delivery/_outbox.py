@@ -36,9 +36,9 @@ from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, ins
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.config import OutboxSettings
-from syndicate.db import Database
-from syndicate.models import Frequency, Subscriber, SubscriberStatus
-from syndicate.schema import deliveries, runs, subscriber_categories, subscribers
+from syndicate.storage._database import Database
+from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
+from syndicate.storage.schema import deliveries, runs, subscriber_categories, subscribers
 
 log = logging.getLogger(__name__)
 

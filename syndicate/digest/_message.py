@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
 from syndicate.config import Settings
-from syndicate.digests import Digest
+from syndicate.digest._select import Digest
 from syndicate.errors import ConfigError, SyndicateError
-from syndicate.models import Category
-from syndicate.render import VARIANT_CACHE, BoundedCache, EmailRenderer, LinkMaker, RenderedEmail, SlotText
+from syndicate.content._model import Category
+from syndicate.digest._render import VARIANT_CACHE, BoundedCache, EmailRenderer, LinkMaker, RenderedEmail, SlotText
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 
 from syndicate.config import Settings
-from syndicate.db import Database
-from syndicate.models import utc_now
+from syndicate.storage._database import Database
+from syndicate.service._clock import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ Task = Callable[[datetime, threading.Event], None]
 # ---------------------------------------------------------------- what the jobs do
 
 class Delivery(Protocol):
-    """What the jobs need of syndicate.delivery.DeliveryService."""
+    """What the jobs need of syndicate.delivery._service.DeliveryService."""
 
     def plan_scheduled(self, now: datetime, *, grace: timedelta) -> Any: ...
     def work(self, run_id: int, *, now: datetime | None = None, stop: threading.Event | None = None) -> Any: ...
@@ -152,7 +152,7 @@ class JobInfo:
 class Scheduler:
     """APScheduler's BackgroundScheduler over a SQLAlchemy job store in the project's database.
 
-    Start it only while holding the scheduler lease (syndicate.lease): job stores must never be
+    Start it only while holding the scheduler lease (syndicate.service._lease): job stores must never be
     shared by two running schedulers. `clock` gives the `now` every job receives.
     """
 

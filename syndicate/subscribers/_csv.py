@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from syndicate.errors import Problem, UsageError
-from syndicate.subscribers import (
+from syndicate.subscribers._store import (
     ImportReport,
     InvalidSubscriberError,
     NewSubscriber,

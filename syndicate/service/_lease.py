@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from syndicate.db import Database
-from syndicate.models import utc_now
-from syndicate.schema import scheduler_lease
+from syndicate.storage._database import Database
+from syndicate.service._clock import utc_now
+from syndicate.storage.schema import scheduler_lease
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from syndicate.articles import ReaderOptions
+from syndicate.content._article import ReaderOptions
 from syndicate.config import Settings
-from syndicate.reader import CacheWriter, CategoryRule, Corpus, CorpusMemory, read_corpus
+from syndicate.content._reader import CacheWriter, CategoryRule, Corpus, CorpusMemory, read_corpus
 
 
 def reader_options(settings: Settings) -> ReaderOptions:

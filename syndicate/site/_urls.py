@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from syndicate.models import Article
+from syndicate.content._model import Article
 
 FEED_SUFFIXES = {"rss": ".rss.xml", "atom": ".atom.xml", "json": ".json"}
 SITE_FEED = "all"
@@ -47,7 +47,7 @@ class SiteUrls:
     def feed_path(self, slug: str, fmt: str) -> str:
         return f"{self.feeds_folder}/{slug}{FEED_SUFFIXES[fmt]}"
 
-    # Subscriber pages (served by the HTTP app); tokens come from syndicate.tokens.
+    # Subscriber pages (served by the HTTP app); tokens come from syndicate.subscribers._tokens.
     def signup(self) -> str:
         return f"{self.base_url}/subscribe"
 

@@ -172,7 +172,7 @@ deliveries = Table(
 )
 
 
-# One row per confirmation email sent, so sign-ups can be rate-limited per address (syndicate.confirmations).
+# One row per confirmation email sent, so sign-ups can be rate-limited per address (syndicate.subscribers._confirm).
 confirmation_sends = Table(
     "confirmation_sends",
     metadata,

@@ -12,13 +12,14 @@ from sqlalchemy import delete, func, insert, select
 
 from syndicate.config import Settings
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
-from syndicate.messages import build_confirmation
-from syndicate.models import Category, Subscriber
-from syndicate.render import EmailRenderer
-from syndicate.schema import confirmation_sends, subscribers
-from syndicate.subscribers import SubscriberStore
-from syndicate.tokens import signer_from_settings
-from syndicate.urls import SiteUrls
+from syndicate.digest._message import build_confirmation
+from syndicate.content._model import Category
+from syndicate.subscribers._model import Subscriber
+from syndicate.digest._render import EmailRenderer
+from syndicate.storage.schema import confirmation_sends, subscribers
+from syndicate.subscribers._store import SubscriberStore
+from syndicate.subscribers._tokens import signer_from_settings
+from syndicate.site._urls import SiteUrls
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def _take_slot(store: SubscriberStore, email_key: str, limit: int, now: datetime
 
 def confirmation_message(settings: Settings, subscriber: Subscriber, categories: Sequence[Category],
                          confirm_url: str, now: datetime) -> OutgoingMessage:
-    """The confirmation email (syndicate.messages builds the bytes) ready for a mail backend."""
+    """The confirmation email (syndicate.digest._message builds the bytes) ready for a mail backend."""
     data = build_confirmation(
         settings, EmailRenderer(settings), email=subscriber.email, name=subscriber.name,
         categories=categories, confirm_url=confirm_url, now=now,

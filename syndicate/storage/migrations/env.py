@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection syndicate.db hands over (or a URL for development).
+"""Alembic environment: runs on the connection syndicate.storage._database hands over (or a URL for development).
 
 For writing a new migration against a scratch database:
     python -m alembic -c syndicate/migrations/alembic.ini -x url=sqlite:///var/dev.db revision --autogenerate -m "..."
@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from syndicate.schema import metadata
+from syndicate.storage.schema import metadata
 
 
 def run(connection) -> None:

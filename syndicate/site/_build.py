@@ -4,7 +4,7 @@ Each output file has a fingerprint of everything it shows (the ids and content h
 its articles, the settings, the templates and this code's version). A manifest under the
 var folder remembers each file's fingerprint, size and modification time; a file whose
 fingerprint and stat are unchanged is not rendered at all. A rendered file is written
-only when its bytes differ (syndicate.files), so a rebuild with nothing changed touches
+only when its bytes differ (syndicate.site._files), so a rebuild with nothing changed touches
 nothing. Files of removed categories and articles are removed.
 """
 
@@ -24,16 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from syndicate import __version__, feeds, pages
+from syndicate import __version__
+from syndicate.site import _feeds, _pages
 from syndicate.config import Settings
 from syndicate.errors import Problem
-from syndicate.feeds import FeedSpec, SiteInfo, render_feed, render_opml
-from syndicate.files import publish, remove_file, write_atomic
-from syndicate.models import Article, Category
-from syndicate.pages import CategoryEntry, SitePages, template_fingerprint
-from syndicate.pipeline import load_corpus
-from syndicate.reader import CacheWriter, Corpus, CorpusMemory, gc_paused
-from syndicate.urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
+from syndicate.site._feeds import FeedSpec, SiteInfo, render_feed, render_opml
+from syndicate.site._files import publish, remove_file, write_atomic
+from syndicate.content._model import Article, Category
+from syndicate.site._pages import CategoryEntry, SitePages, template_fingerprint
+from syndicate.content._load import load_corpus
+from syndicate.content._reader import CacheWriter, Corpus, CorpusMemory, gc_paused
+from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _article_keys(articles: Iterable[Article]) -> dict[str, str]:
 
 def _code_fingerprint() -> str:
     """The code that shapes the output: a changed renderer (even unreleased) re-renders everything."""
-    modules = (feeds, pages, sys.modules[__name__])
+    modules = (_feeds, _pages, sys.modules[__name__])
     return _digest(__version__, BUILD_FORMAT, *(hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest() for m in modules))
 
 
@@ -365,7 +366,7 @@ def build_site(
 
     `content` and `output` override the configured folders; `workers` the configured
     `[feeds] workers` (default: every core); `memory` keeps the articles in a long-running
-    process from one build to the next (syndicate.reader.CorpusMemory).
+    process from one build to the next (syndicate.content._reader.CorpusMemory).
     """
     with gc_paused(), CacheWriter() as writer:  # the article cache is written while the build renders
         return _build(settings, content, output, workers, memory, writer)

@@ -41,10 +41,11 @@ import jinja2
 import premailer
 
 from syndicate.config import Settings
-from syndicate.digests import Digest, DigestSection, section_key
+from syndicate.digest._select import Digest, DigestSection, section_key
 from syndicate.errors import ConfigError
-from syndicate.models import Article, Category, Subscriber
-from syndicate.urls import SiteUrls
+from syndicate.content._model import Article, Category
+from syndicate.subscribers._model import Subscriber
+from syndicate.site._urls import SiteUrls
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 from syndicate import __version__
-from syndicate.articles import ReaderOptions, parse_article
+from syndicate.content._article import ReaderOptions, parse_article
 from syndicate.errors import ContentError, Problem
-from syndicate.models import Article, Category
-from syndicate.text import slugify
+from syndicate.content._model import Article, Category
+from syndicate.content._text import slugify
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,10 @@ def _parse_many(jobs: list[_Job], workers: int | None) -> list[_Parsed]:
 
 def _parser_fingerprint() -> str:
     """The code that turns a file into an Article: a changed parser (even unreleased) re-reads everything."""
-    from syndicate import articles, markdown, models, text
+    from syndicate.content import _article, _markdown, _model, _text
 
     digest = hashlib.sha256()
-    for module in (articles, markdown, models, text):
+    for module in (_article, _markdown, _model, _text):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 
