@@ -32,20 +32,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_digest import NOW, BenchLinks, naive_message, subscribers  # noqa: E402
-from bench_digest import settings_for as digest_settings  # noqa: E402
-from mail_smtp import raw_pipe as smtplib_pipe  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
+from bench_digest import NOW, BenchLinks, naive_message, subscribers
+from bench_digest import settings_for as digest_settings
+from mail_smtp import raw_pipe as smtplib_pipe
+from sqlalchemy import insert
 
-from syndicate.config import Settings  # noqa: E402
-from syndicate.storage._database import create_database, upgrade  # noqa: E402
-from syndicate.delivery._service import DeliveryService, SendRequest  # noqa: E402
-from syndicate.digest._select import Timeline, select_digest  # noqa: E402
-from syndicate.content._load import load_corpus  # noqa: E402
-from syndicate.digest._render import EmailRenderer  # noqa: E402
-from syndicate.storage.schema import subscriber_categories  # noqa: E402
-from syndicate.storage.schema import subscribers as subscribers_table  # noqa: E402
-from syndicate.site._urls import SiteUrls  # noqa: E402
+from syndicate.config import Settings
+from syndicate.content._load import load_corpus
+from syndicate.delivery._service import DeliveryService, SendRequest
+from syndicate.digest._render import EmailRenderer
+from syndicate.digest._select import Timeline, select_digest
+from syndicate.site._urls import SiteUrls
+from syndicate.storage._database import create_database, upgrade
+from syndicate.storage.schema import subscriber_categories
+from syndicate.storage.schema import subscribers as subscribers_table
 
 SECRET = "bench-secret-for-signed-links"
 SENDER = "digest@news.example.org"

@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from syndicate.config import default_settings  # noqa: E402
-from syndicate.digest._select import Timeline, select_digest  # noqa: E402
-from syndicate.digest._message import MessageBuilder, message_id  # noqa: E402
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus  # noqa: E402
-from syndicate.content._load import load_corpus  # noqa: E402
-from syndicate.digest._render import EmailRenderer  # noqa: E402
-from syndicate.site._urls import SiteUrls  # noqa: E402
+from syndicate.config import default_settings
+from syndicate.content._load import load_corpus
+from syndicate.digest._message import MessageBuilder, message_id
+from syndicate.digest._render import EmailRenderer
+from syndicate.digest._select import Timeline, select_digest
+from syndicate.site._urls import SiteUrls
+from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 

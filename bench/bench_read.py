@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generate import generate  # noqa: E402
+from generate import generate
 
-from syndicate.content._article import ReaderOptions  # noqa: E402
-from syndicate.content._reader import read_corpus  # noqa: E402
+from syndicate.content._article import ReaderOptions
+from syndicate.content._reader import read_corpus
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from syndicate.storage._database import create_database, upgrade  # noqa: E402
-from syndicate.subscribers._model import Frequency  # noqa: E402
-from syndicate.subscribers._csv import import_csv  # noqa: E402
-from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore  # noqa: E402
+from syndicate.storage._database import create_database, upgrade
+from syndicate.subscribers._csv import import_csv
+from syndicate.subscribers._model import Frequency
+from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore
 
 T0 = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
 CATEGORIES = [f"category-{i:02d}" for i in range(40)]

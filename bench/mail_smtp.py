@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from syndicate.config import SmtpSettings  # noqa: E402
-from syndicate.mail import OutgoingMessage, SmtpBackend  # noqa: E402
+from syndicate.config import SmtpSettings
+from syndicate.mail import OutgoingMessage, SmtpBackend
 
 SENDER = "digest@news.test"
 

@@ -41,7 +41,7 @@ def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {json.dumps(value)} (expected an IANA name such as Europe/Paris)")
+        raise ValueError(f"unknown timezone {json.dumps(value)} (expected an IANA name such as Europe/Paris)") from None
     return value
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from syndicate.config import Settings
-from syndicate.storage._database import Database, create_database, upgrade
 from syndicate.delivery._service import DeliveryService
+from syndicate.storage._database import Database, create_database, upgrade
 from syndicate.subscribers._model import Subscriber
 from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore, new_subscriber
 from tests.site_helpers import make_settings, write_article

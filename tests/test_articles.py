@@ -2,7 +2,7 @@
 
 import functools
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from zoneinfo import ZoneInfo
 
@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syndicate.content._article import ReaderOptions, parse_article
-from syndicate.errors import ContentError
 from syndicate.content._reader import CategoryRule, read_corpus
+from syndicate.errors import ContentError
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "export-format-example.md"  # a copy of the shared sample
 OPTIONS = ReaderOptions(timezone="Europe/Paris", default_author="Site Desk")
@@ -127,7 +127,7 @@ def test_front_matter_article():
     article = parse(FRONT, "posts/bike.md")
     assert article.title == "Riverside Bike Lane Approved"
     assert article.author == "Jane Example"
-    assert article.published == datetime(2026, 3, 5, 8, 30, tzinfo=timezone.utc)
+    assert article.published == datetime(2026, 3, 5, 8, 30, tzinfo=UTC)
     assert article.updated == article.published
     assert article.summary == "Optional summary."
     assert "<table>" in article.body_html
@@ -139,7 +139,7 @@ def test_front_matter_id_slug_url_updated_and_date_only():
     article = parse(text)
     assert article.id == "bike-lane-2026" and article.slug == "bike-lane-2026"
     assert article.published == datetime(2026, 3, 5, tzinfo=ZoneInfo("Europe/Paris"))
-    assert article.updated == datetime(2026, 3, 7, 10, tzinfo=timezone.utc)
+    assert article.updated == datetime(2026, 3, 7, 10, tzinfo=UTC)
     assert article.url == "https://example.org/bike"
 
 
@@ -324,8 +324,9 @@ _MARKDOWN_BITS = st.sampled_from([
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_MARKDOWN_BITS, max_size=40).map("".join))
 def test_markdown_without_html_reads_the_same_from_cmark_safe_mode_as_through_nh3(text):
-    from syndicate.content._markdown import _CLEANER, _EMPTY_LINK, _LINK_TEXT, Options, _EXTENSIONS, render_markdown
     import cmarkgfm
+
+    from syndicate.content._markdown import _CLEANER, _EMPTY_LINK, _EXTENSIONS, _LINK_TEXT, Options, render_markdown
 
     through_nh3 = _EMPTY_LINK.sub(_LINK_TEXT, _CLEANER.clean(
         cmarkgfm.markdown_to_html_with_extensions(text, options=Options.CMARK_OPT_UNSAFE, extensions=_EXTENSIONS)))

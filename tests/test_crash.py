@@ -33,7 +33,7 @@ MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>]+>)", re.M)
 
 
 @pytest.mark.slow
-def test_killed_sends_restarted_deliver_every_digest_and_only_in_flight_ones_twice(tmp_path, smtp_server):  # noqa: F811
+def test_killed_sends_restarted_deliver_every_digest_and_only_in_flight_ones_twice(tmp_path, smtp_server):
     server = smtp_server()
     now = datetime.now(UTC)
     write_site(tmp_path, now=now)

@@ -22,7 +22,7 @@ LATER = NOW + timedelta(seconds=300)
 
 
 @pytest.fixture(params=[True, False], ids=["pipelining", "one command at a time"])
-def setup(request, tmp_path, smtp_server, database_url):  # noqa: F811
+def setup(request, tmp_path, smtp_server, database_url):
     """(settings, database, server) on SQLite or PostgreSQL, with a strict server offering PIPELINING,
     and the client using it or not."""
     server = smtp_server(strict=True)
@@ -118,7 +118,7 @@ def test_a_server_down_then_back_gets_every_digest_once(setup):
     assert delivered(server) == Counter(p.email for p in people)
 
 
-def test_a_wrong_password_is_a_clear_error_and_nothing_is_marked_sent(tmp_path, smtp_server):  # noqa: F811
+def test_a_wrong_password_is_a_clear_error_and_nothing_is_marked_sent(tmp_path, smtp_server):
     server = smtp_server(username="ann", password="right")
     url = f"sqlite:///{tmp_path / 'syndicate.db'}"
     database = open_db(url)

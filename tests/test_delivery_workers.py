@@ -27,7 +27,7 @@ SUBSCRIBERS = PARALLEL_FROM + 200
 
 
 @pytest.fixture
-def send(tmp_path, smtp_server, database_url):  # noqa: F811
+def send(tmp_path, smtp_server, database_url):
     """(start, server, database, people) on SQLite or PostgreSQL: `start()` starts `syndicate send --yes` (a Popen)."""
     server = smtp_server(username="ann", password="pw")
     now = datetime.now(UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
 from xml.etree import ElementTree
@@ -13,10 +13,10 @@ from xml.etree import ElementTree
 import feedparser
 import pytest
 
+from syndicate.content._load import load_corpus
+from syndicate.content._model import Article, Category
 from syndicate.site._build import build_site
 from syndicate.site._feeds import FeedSpec, SiteInfo, item_id, render_feed
-from syndicate.content._model import Article, Category
-from syndicate.content._load import load_corpus
 from syndicate.site._urls import SiteUrls
 from tests.site_helpers import BASE_URL, copy_sample, make_settings, write_article
 
@@ -90,7 +90,7 @@ def test_every_feed_carries_full_html_content_summary_author_and_dates(sample):
         assert entry["author"] == newest.author, suffix
     for suffix in (".rss.xml", ".atom.xml"):
         entry = feedparser.parse((report.feeds_folder / f"all{suffix}").read_bytes()).entries[0]
-        assert datetime(*entry.published_parsed[:6], tzinfo=timezone.utc) == newest.published, suffix
+        assert datetime(*entry.published_parsed[:6], tzinfo=UTC) == newest.published, suffix
         assert sorted(t.term for t in entry.tags) == sorted(
             c.slug if suffix == ".atom.xml" else c.name for c in newest.categories), suffix
 
@@ -200,7 +200,7 @@ TRICKY_TITLE = 'Fish & Chips <b>bold</b> ]]> "quoted" café 東京 🎉 שלום
 
 
 def _tricky_article() -> Article:
-    published = datetime(2024, 2, 29, 23, 59, tzinfo=timezone.utc)
+    published = datetime(2024, 2, 29, 23, 59, tzinfo=UTC)
     return Article(
         id="tricky", slug="tricky", title=TRICKY_TITLE + "\x01\x0b", author="Zoë \x1fO'Brien",
         published=published, updated=published,

@@ -12,13 +12,15 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
+from syndicate.content._model import Category
+from syndicate.digest._message import HeaderError, MessageBuilder, build_confirmation
+from syndicate.digest._render import EmailRenderer
 from syndicate.digest._select import select_digest
 from syndicate.errors import ConfigError
-from syndicate.digest._message import HeaderError, MessageBuilder, build_confirmation
-from syndicate.content._model import Category
-from syndicate.digest._render import EmailRenderer
 from tests.digest_support import GOLDEN, SAMPLE_NOW, SignedLookingLinks, sample_corpus, sample_settings, subscriber
 
 SETTINGS = sample_settings()

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from syndicate.delivery._outbox import Outbox, Result
 from syndicate.delivery._service import SendRequest
 from syndicate.mail import MemoryBackend
-from syndicate.delivery._outbox import Outbox, Result
 from syndicate.storage.schema import deliveries
 from syndicate.subscribers._store import SubscriberStore
 from tests.outbox_support import NOW, add_subscribers, open_db, service, settings_for
@@ -96,7 +96,7 @@ def test_a_subscriber_missed_by_more_than_the_grace_time_is_rescheduled_not_sent
     assert SubscriberStore(database).details(person.id).next_send_at > NOW
 
 
-def test_the_high_water_mark_moves_only_when_the_digest_is_sent(site, smtp_server):  # noqa: F811
+def test_the_high_water_mark_moves_only_when_the_digest_is_sent(site, smtp_server):
     settings, database = site
     server = smtp_server()
     settings = settings.model_copy(update={"smtp": settings.smtp.model_copy(update={

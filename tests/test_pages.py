@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from syndicate.site._build import build_site
 from syndicate.content._load import load_corpus
+from syndicate.site._build import build_site
 from tests.site_helpers import BASE_URL, copy_sample, make_settings, write_article
 
 

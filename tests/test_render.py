@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from syndicate.digest._select import select_digest
-from syndicate.errors import ConfigError
 from syndicate.content._model import Category
 from syndicate.digest._render import EmailRenderer, inline_css, wrap
+from syndicate.digest._select import select_digest
+from syndicate.errors import ConfigError
 from tests.digest_support import SAMPLE_NOW, SignedLookingLinks, sample_corpus, sample_settings, subscriber
 
 SETTINGS = sample_settings()

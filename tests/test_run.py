@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syndicate.config import load_settings
-from syndicate.storage._database import open_database
 from syndicate.service._lease import Lease
+from syndicate.storage._database import open_database
 from tests.service_helpers import REPO, RunningService, write_config
 
 

@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy import func, select, table
 
 from syndicate.config import Settings
-from syndicate.storage._database import Database
 from syndicate.delivery._service import DeliveryService
 from syndicate.mail.memory import MemoryBackend
 from syndicate.service._scheduler import DIGESTS, JOBS_TABLE, PRUNE, REBUILD, RETRIES, Scheduler, delivery_jobs
+from syndicate.storage._database import Database
 from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore, new_subscriber
 from tests.outbox_support import SECRET, settings_for
 from tests.site_helpers import write_article

@@ -14,7 +14,7 @@ from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 
 
 @pytest.fixture
-def env(tmp_path, smtp_server, capsys, monkeypatch):  # noqa: F811
+def env(tmp_path, smtp_server, capsys, monkeypatch):
     """(run, server, database): `run(*args)` runs the CLI and returns (exit code, stdout, stderr)."""
     for name, value in SECRET.items():
         monkeypatch.setenv(name, value)

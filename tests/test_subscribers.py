@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from syndicate.subscribers._model import Frequency, SubscriberStatus
 from syndicate.subscribers._csv import import_csv, write_subscribers
+from syndicate.subscribers._model import Frequency, SubscriberStatus
 from syndicate.subscribers._store import (
     Filter,
     InvalidSubscriberError,

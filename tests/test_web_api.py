@@ -9,8 +9,8 @@ from datetime import timedelta
 import httpx
 import pytest
 import schemathesis
-from schemathesis.generation.modes import GenerationMode
 from hypothesis import HealthCheck, given, settings
+from schemathesis.generation.modes import GenerationMode
 
 from tests.web_helpers import ADMIN_TOKEN, ENVIRON, link_in, serve
 
@@ -99,9 +99,9 @@ def test_sends_answer_503_without_a_delivery_service(api):
 
 
 def test_manual_send_runs_in_the_background(tmp_path):
-    from syndicate.storage._database import open_database
     from syndicate.content._load import load_corpus
     from syndicate.delivery._service import DeliveryService
+    from syndicate.storage._database import open_database
     from tests.web_helpers import web_settings
 
     settings = web_settings(tmp_path)
@@ -137,8 +137,8 @@ def test_manual_send_runs_in_the_background(tmp_path):
 def test_the_api_never_answers_with_a_server_error(tmp_path):
     """Every operation of the served OpenAPI document, sends included, with generated valid and
     invalid input: never a 5xx."""
-    from syndicate.storage._database import open_database
     from syndicate.delivery._service import DeliveryService
+    from syndicate.storage._database import open_database
     from tests.web_helpers import web_settings
 
     config = web_settings(tmp_path)

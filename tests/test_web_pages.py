@@ -197,8 +197,8 @@ def test_cli_add_mails_a_confirmation_whose_link_confirms_on_the_page(site, clie
 
 
 def test_send_confirmation_limits_each_address_per_hour_on_every_database(database, tmp_path):
-    from syndicate.subscribers._confirm import send_confirmation
     from syndicate.mail import MemoryBackend
+    from syndicate.subscribers._confirm import send_confirmation
     from syndicate.subscribers._store import SubscriberDefaults, new_subscriber
     from tests.web_helpers import ENVIRON, web_settings
 

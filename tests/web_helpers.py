@@ -18,8 +18,8 @@ from typing import Any
 
 import uvicorn
 
-from syndicate.site._build import build_site
 from syndicate.config import Settings, settings_from_mapping
+from syndicate.site._build import build_site
 from syndicate.storage._database import Database, open_database
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.web.app import create_app

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from syndicate.site._build import build_site
 from syndicate.cli import AppContext, pass_app
+from syndicate.site._build import build_site
 
 
 @click.command()

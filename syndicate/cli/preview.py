@@ -14,16 +14,16 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
-from syndicate.digest._select import select_digest
-from syndicate.storage._database import open_database
-from syndicate.errors import MissingSecretError, UsageError
-from syndicate.subscribers._links import signed_links
-from syndicate.digest._message import MessageBuilder
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
 from syndicate.content._load import load_corpus
+from syndicate.digest._message import MessageBuilder
 from syndicate.digest._render import EmailRenderer, LinkMaker
-from syndicate.subscribers._store import SubscriberStore
+from syndicate.digest._select import select_digest
+from syndicate.errors import MissingSecretError, UsageError
 from syndicate.site._urls import SiteUrls
+from syndicate.storage._database import open_database
+from syndicate.subscribers._links import signed_links
+from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
+from syndicate.subscribers._store import SubscriberStore
 
 PREVIEW_TOKEN = "preview"
 

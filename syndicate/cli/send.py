@@ -15,9 +15,9 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.storage._database import open_database
 from syndicate.delivery._service import DeliveryService, RunReport, SendRequest
 from syndicate.errors import UsageError
+from syndicate.storage._database import open_database
 from syndicate.subscribers._model import Frequency
 
 HELP = """Send the digests due now to every active subscriber who matches, whatever their send hour.

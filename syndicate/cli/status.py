@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.storage._database import open_database
 from syndicate.delivery._service import DeliveryService
+from syndicate.storage._database import open_database
 
 
 def _when(moment: datetime | None) -> str:

@@ -13,12 +13,12 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
-from syndicate.subscribers._confirm import send_confirmation
-from syndicate.storage._database import open_database
-from syndicate.errors import MissingSecretError
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus, WEEKDAYS
 from syndicate.content._load import load_corpus
+from syndicate.errors import MissingSecretError
+from syndicate.storage._database import open_database
+from syndicate.subscribers._confirm import send_confirmation
 from syndicate.subscribers._csv import import_csv, write_subscribers
+from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 from syndicate.subscribers._store import (
     Filter,
     StoredSubscriber,

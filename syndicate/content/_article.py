@@ -10,10 +10,10 @@ from datetime import date, datetime, time
 from pathlib import PurePosixPath
 from zoneinfo import ZoneInfo
 
-from syndicate.errors import ContentError
 from syndicate.content._markdown import paragraphs, render_markdown
 from syndicate.content._model import Article, Category
 from syndicate.content._text import cut_at_word, plain_text, slugify
+from syndicate.errors import ContentError
 
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*+])\s+(.*?)\s*$")

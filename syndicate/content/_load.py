@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from syndicate.content._article import ReaderOptions
 from syndicate.config import Settings
+from syndicate.content._article import ReaderOptions
 from syndicate.content._reader import CacheWriter, CategoryRule, Corpus, CorpusMemory, read_corpus
 
 

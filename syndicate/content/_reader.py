@@ -26,9 +26,9 @@ from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.content._article import ReaderOptions, parse_article
-from syndicate.errors import ContentError, Problem
 from syndicate.content._model import Article, Category
 from syndicate.content._text import slugify
+from syndicate.errors import ContentError, Problem
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.config import OutboxSettings
 from syndicate.storage._database import Database
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
 from syndicate.storage.schema import deliveries, runs, subscriber_categories, subscribers
+from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
 

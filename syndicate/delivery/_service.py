@@ -37,14 +37,9 @@ from itertools import islice
 from typing import Any
 
 from syndicate.config import Settings
-from syndicate.storage._database import Database
-from syndicate.digest._select import Digest, DigestSection, Selector, Timeline, select_digest, variant_key
-from syndicate.errors import MailError, SyndicateError, UsageError
-from syndicate.subscribers._links import PlaceholderLinks, signed_links, site_urls
-from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
-from syndicate.digest._message import MessageBuilder, message_id
+from syndicate.content._load import load_corpus
 from syndicate.content._model import Article, Category
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
+from syndicate.content._reader import Corpus, gc_paused
 from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
@@ -62,9 +57,14 @@ from syndicate.delivery._outbox import (
     since_key,
     subscriber_states,
 )
-from syndicate.content._load import load_corpus
-from syndicate.content._reader import Corpus, gc_paused
+from syndicate.digest._message import MessageBuilder, message_id
 from syndicate.digest._render import EmailRenderer
+from syndicate.digest._select import Digest, DigestSection, Selector, Timeline, select_digest, variant_key
+from syndicate.errors import MailError, SyndicateError, UsageError
+from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
+from syndicate.storage._database import Database
+from syndicate.subscribers._links import PlaceholderLinks, signed_links, site_urls
+from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
 from syndicate.subscribers._store import Filter, SubscriberDefaults, SubscriberStore, next_send_time
 
 log = logging.getLogger(__name__)

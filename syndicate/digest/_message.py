@@ -10,8 +10,8 @@ headers and the lines holding their values are encoded.
 from __future__ import annotations
 
 import binascii
-import html
 import hashlib
+import html
 import logging
 import re
 from collections.abc import Sequence
@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
 from syndicate.config import Settings
-from syndicate.digest._select import Digest
-from syndicate.errors import ConfigError, SyndicateError
 from syndicate.content._model import Category
 from syndicate.digest._render import VARIANT_CACHE, BoundedCache, EmailRenderer, LinkMaker, RenderedEmail, SlotText
+from syndicate.digest._select import Digest
+from syndicate.errors import ConfigError, SyndicateError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from syndicate.config import SmtpSettings, read_secret
 from syndicate.errors import MailAuthError, MailError, MailSecurityError, UsageError
-from syndicate.mail.base import MailBackend, OutgoingMessage, Outcome, RecipientRefusal, SendResult
+from syndicate.mail.base import MailBackend, Outcome, OutgoingMessage, RecipientRefusal, SendResult
 
 log = logging.getLogger(__name__)
 

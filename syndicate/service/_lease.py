@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from syndicate.storage._database import Database
 from syndicate.service._clock import utc_now
+from syndicate.storage._database import Database
 from syndicate.storage.schema import scheduler_lease
 
 log = logging.getLogger(__name__)

@@ -24,15 +24,15 @@ from typing import Any
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
-from syndicate.site._build import BuildReport, build_site
 from syndicate.config import Settings, read_secret
-from syndicate.storage._database import Database, open_database
+from syndicate.content._reader import CorpusMemory
 from syndicate.delivery._service import DeliveryService
 from syndicate.errors import SyndicateError
-from syndicate.service._lease import Lease, LeaseKeeper
 from syndicate.service._clock import utc_now
-from syndicate.content._reader import CorpusMemory
+from syndicate.service._lease import Lease, LeaseKeeper
 from syndicate.service._scheduler import JobSpec, Scheduler, delivery_jobs
+from syndicate.site._build import BuildReport, build_site
+from syndicate.storage._database import Database, open_database
 from syndicate.web.app import create_app
 
 log = logging.getLogger(__name__)

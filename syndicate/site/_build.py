@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 from syndicate import __version__
-from syndicate.site import _feeds, _pages
 from syndicate.config import Settings
+from syndicate.content._load import load_corpus
+from syndicate.content._model import Article, Category
+from syndicate.content._reader import CacheWriter, Corpus, CorpusMemory, gc_paused
 from syndicate.errors import Problem
+from syndicate.site import _feeds, _pages
 from syndicate.site._feeds import FeedSpec, SiteInfo, render_feed, render_opml
 from syndicate.site._files import publish, remove_file, write_atomic
-from syndicate.content._model import Article, Category
 from syndicate.site._pages import CategoryEntry, SitePages, template_fingerprint
-from syndicate.content._load import load_corpus
-from syndicate.content._reader import CacheWriter, Corpus, CorpusMemory, gc_paused
 from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
@@ -30,7 +30,7 @@ JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 MEDIA_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml", "json": "application/feed+json"}
 FORMAT_NAMES = {"rss": "RSS", "atom": "Atom", "json": "JSON Feed"}
 # What an empty feed reports as `updated`: a fixed instant, so an empty feed is stable too.
-EMPTY_FEED_UPDATED = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EMPTY_FEED_UPDATED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def page_url(spec: FeedSpec, urls: SiteUrls) -> str:
 
 
 def _generator(spec: FeedSpec, fmt: str, site: SiteInfo, urls: SiteUrls) -> FeedGenerator:
-    from feedgen.feed import FeedGenerator  # noqa: F811 (a rebuild with no feed to render never imports it)
+    from feedgen.feed import FeedGenerator
 
     fg = FeedGenerator()
     fg.load_extension("dc", atom=False, rss=True)

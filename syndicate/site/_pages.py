@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
-from syndicate.site._feeds import FORMAT_NAMES, MEDIA_TYPES, SiteInfo
 from syndicate.content._model import Article, Category
+from syndicate.site._feeds import FORMAT_NAMES, MEDIA_TYPES, SiteInfo
 from syndicate.site._urls import SITE_FEED, SiteUrls
 
 if TYPE_CHECKING:  # Jinja2 is imported when the first page is rendered: a rebuild with nothing to render skips it

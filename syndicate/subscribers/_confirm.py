@@ -11,15 +11,15 @@ from email.utils import parseaddr
 from sqlalchemy import delete, func, insert, select
 
 from syndicate.config import Settings
-from syndicate.mail import MailBackend, OutgoingMessage, make_backend
-from syndicate.digest._message import build_confirmation
 from syndicate.content._model import Category
-from syndicate.subscribers._model import Subscriber
+from syndicate.digest._message import build_confirmation
 from syndicate.digest._render import EmailRenderer
+from syndicate.mail import MailBackend, OutgoingMessage, make_backend
+from syndicate.site._urls import SiteUrls
 from syndicate.storage.schema import confirmation_sends, subscribers
+from syndicate.subscribers._model import Subscriber
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.subscribers._tokens import signer_from_settings
-from syndicate.site._urls import SiteUrls
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from syndicate.config import Settings
+from syndicate.site._urls import SiteUrls
 from syndicate.subscribers._model import Subscriber
 from syndicate.subscribers._tokens import LinkSigner, signer_from_settings
-from syndicate.site._urls import SiteUrls
 
 PLACEHOLDER_TOKEN = "preview"
 

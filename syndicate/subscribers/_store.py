@@ -15,10 +15,10 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, Row, Select, delete, func, insert, select, tuple_, update
 
 from syndicate.config import Settings
-from syndicate.storage._database import Database
 from syndicate.errors import SyndicateError, UsageError
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus, WEEKDAYS
+from syndicate.storage._database import Database
 from syndicate.storage.schema import subscriber_categories, subscribers
+from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
 

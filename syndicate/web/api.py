@@ -14,11 +14,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from syndicate.site._build import build_site
-from syndicate.subscribers._confirm import send_confirmation
 from syndicate.delivery._service import SendRequest
 from syndicate.errors import SyndicateError, UsageError
-from syndicate.subscribers._model import Frequency, SubscriberStatus, WEEKDAYS
+from syndicate.site._build import build_site
+from syndicate.subscribers._confirm import send_confirmation
+from syndicate.subscribers._model import WEEKDAYS, Frequency, SubscriberStatus
 from syndicate.subscribers._store import (
     Filter,
     InvalidSubscriberError,

@@ -15,11 +15,11 @@ from sqlalchemy import text
 
 from syndicate import __version__
 from syndicate.config import Settings
-from syndicate.storage._database import Database, open_database
 from syndicate.content._reader import CorpusMemory
+from syndicate.site._urls import SiteUrls
+from syndicate.storage._database import Database, open_database
 from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore
 from syndicate.subscribers._tokens import signer_from_settings
-from syndicate.site._urls import SiteUrls
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
 from syndicate.web.context import CategoryList, Runner, WebContext
 from syndicate.web.pages import Pages, page_router

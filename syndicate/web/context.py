@@ -12,13 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from syndicate.config import Settings
-from syndicate.mail import MailBackend
-from syndicate.content._model import Category
 from syndicate.content._load import load_corpus
+from syndicate.content._model import Category
 from syndicate.content._reader import CorpusMemory
+from syndicate.mail import MailBackend
+from syndicate.site._urls import SiteUrls
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.subscribers._tokens import LinkSigner
-from syndicate.site._urls import SiteUrls
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from syndicate.subscribers._confirm import send_confirmation
-from syndicate.subscribers._model import Subscriber, SubscriberStatus, WEEKDAYS
+from syndicate.subscribers._model import WEEKDAYS, Subscriber, SubscriberStatus
 from syndicate.subscribers._store import (
     InvalidSubscriberError,
     TransitionError,
