@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -192,6 +193,34 @@ class HttpSettings(Section):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     confirmations_per_hour: int = Field(3, ge=1)
     generate_missing_secrets: bool = False
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For names the client; "
+        "the header from anyone else is ignored",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"expected an IP address or network such as 10.0.0.0/8, got {json.dumps(entry)}") from None
+        return value
+
+
+# --- [signup]: limits on how much mail the public signup form can make us send (issue 12)
+class SignupSettings(Section):
+    per_client_per_hour: int = Field(5, ge=1, description="sign-ups accepted from one client address (IPv6: one /64)")
+    per_mailbox_per_hour: int = Field(
+        3, ge=1, description="sign-ups accepted for one mailbox, after removing plus-tags (and dots at gmail.com)",
+    )
+    per_domain_per_hour: int = Field(30, ge=1, description="sign-ups accepted for addresses at one domain")
+    overall_per_hour: int = Field(200, ge=1, description="sign-ups accepted in all")
+    min_form_seconds: float = Field(
+        3.0, ge=0, description="a form posted sooner after it was served is taken for a robot's and ignored",
+    )
+# --- end [signup]
 
 
 class LoggingSettings(Section):
@@ -216,6 +245,7 @@ class Settings(Section):
     outbox: OutboxSettings = {}  # type: ignore[assignment]
     schedule: ScheduleSettings = {}  # type: ignore[assignment]
     http: HttpSettings = {}  # type: ignore[assignment]
+    signup: SignupSettings = {}  # type: ignore[assignment]
     logging: LoggingSettings = {}  # type: ignore[assignment]
 
     @property

@@ -1,14 +1,16 @@
-"""`syndicate status`: recent runs with their counts, deliveries waiting for a retry, permanent failures."""
+"""`syndicate status`: recent runs with their counts, deliveries waiting for a retry, permanent failures,
+and the sign-ups the abuse limits refused."""
 
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from syndicate.abuse import SignupLimits
 from syndicate.cli import AppContext, pass_app
 from syndicate.delivery._service import DeliveryService
 from syndicate.storage._database import open_database
@@ -30,6 +32,7 @@ def status(app: AppContext, run_limit: int, failure_limit: int) -> None:
     try:
         service = DeliveryService(settings, database)
         runs, retries, failures = service.recent_runs(run_limit), service.waiting_retries(), service.failures(failure_limit)
+        refused = SignupLimits(database, settings.signup).refusals(datetime.now(UTC))
     finally:
         database.close()
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -57,3 +60,6 @@ def status(app: AppContext, run_limit: int, failure_limit: int) -> None:
         table.add_row(str(failure.delivery_id), str(failure.run_id), failure.email, str(failure.attempts),
                       _when(failure.failed_at), str(failure.last_code or "-"), failure.last_reply or "")
     console.print(table if failures else "No permanent failures.")
+
+    reasons = ", ".join(f"{reason} {count}" for reason, count in refused.items())
+    console.print(f"Sign-ups refused in the last 24 hours: {sum(refused.values())}" + (f" ({reasons})" if reasons else ""))

@@ -256,8 +256,10 @@ class Service:
 
     def serve(self, bound: Bound) -> None:
         """Serve HTTP until SIGTERM or SIGINT (uvicorn finishes the requests in progress)."""
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from any local peer; the app reads it
+        # only from the proxies in [http] trusted_proxies (syndicate.abuse.client_address).
         config = uvicorn.Config(self.app(), log_config=None, access_log=False, lifespan="on",
-                                proxy_headers=True, server_header=False)
+                                proxy_headers=False, server_header=False)
         self._server = uvicorn.Server(config)
         if self.stopping.is_set():  # a signal came during start-up
             return

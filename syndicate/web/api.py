@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from syndicate.abuse import SignupLimits
 from syndicate.delivery._service import SendRequest
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.site._build import build_site
@@ -150,6 +151,7 @@ def api_router(context: WebContext, *, delivery: Any, runner: Runner, admin_toke
     router = APIRouter(prefix="/api", dependencies=[Depends(token_check(admin_token))], tags=["admin"])
     store = context.store
     build_lock = threading.Lock()
+    signup_limits = SignupLimits(store.database, context.settings.signup)
 
     def need_delivery() -> Any:
         if delivery is None:
@@ -194,6 +196,8 @@ def api_router(context: WebContext, *, delivery: Any, runner: Runner, admin_toke
         else:
             result["recent_runs"], result["outbox"] = [], None
         result["subscribers"] = {s.value: store.count(s) for s in SubscriberStatus}
+        refused = signup_limits.refusals(context.clock())
+        result["signups_refused"] = {"last_24_hours": sum(refused.values()), "by_reason": dict(refused)}
         return result
 
     @router.post("/build")
