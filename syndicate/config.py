@@ -75,6 +75,9 @@ class ContentSettings(Section):
     date_format: str = "%m/%d/%Y"
     cache: ConfigPath = Path("var/cache/articles.pickle")
     summary_length: int = Field(300, ge=40)
+    follow_external_links: bool = Field(
+        False, description="publish articles that are symlinks to files outside the content folder",
+    )
 
 
 class CategorySettings(Section):

@@ -37,4 +37,5 @@ def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bo
         cache=settings.content.cache if use_cache and folder is None else None,
         memory=memory,
         writer=writer,
+        follow_external_links=settings.content.follow_external_links,
     )
