@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from syndicate.content._article import ReaderOptions
-from syndicate.content._reader import read_corpus
+from syndicate.content import ReaderOptions, read_corpus
 
 CORPUS = Path(__file__).resolve().parent / "hostile_articles"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
@@ -83,8 +82,7 @@ READ_UNDER_CAP = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (200 * 1024 * 1024, 200 * 1024 * 1024))
 from pathlib import Path
-from syndicate.content._article import ReaderOptions
-from syndicate.content._reader import read_corpus
+from syndicate.content import ReaderOptions, read_corpus
 folder = Path(sys.argv[1])
 corpus = read_corpus(folder, ReaderOptions(timezone="America/New_York"), workers=1)
 problems = {}
@@ -107,8 +105,8 @@ def test_the_whole_corpus_is_read_in_200_mb(tmp_path):
 
 def test_a_symlink_loop_does_not_stop_check_build_or_the_signup_page(tmp_path):
     from syndicate.config import settings_from_mapping
-    from syndicate.site._build import build_site
-    from syndicate.web.context import CategoryList
+    from syndicate.site import build_site
+    from syndicate.web.context import CategoryList  # what the signup page lists
 
     folder = tmp_path / "content"
     folder.mkdir()

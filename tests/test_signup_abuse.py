@@ -12,7 +12,7 @@ import pytest
 
 from syndicate.abuse import client_address, mailbox_key
 from syndicate.cli import main
-from syndicate.subscribers._tokens import LinkSigner
+from syndicate.subscribers import LinkSigner
 from tests.web_helpers import ADMIN_TOKEN, SECRET, serve
 
 FORM = {"email": "", "name": "", "categories": ["main"], "frequency": "weekly", "weekday": "friday",

@@ -11,10 +11,10 @@ from sqlalchemy import Connection, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from syndicate.config import SignupSettings
-from syndicate.storage._database import Database
-from syndicate.storage.schema import signup_attempts, spent_forms
+from syndicate.storage import Database, schema
 
 log = logging.getLogger(__name__)
+signup_attempts, spent_forms = schema.signup_attempts, schema.spent_forms
 
 WINDOW = timedelta(hours=1)
 REFUSAL_WINDOW = timedelta(hours=24)  # how long refusals are kept and counted by `syndicate status`

@@ -20,16 +20,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from syndicate.abuse import SignupLimits, client_address, mailbox_key
-from syndicate.subscribers._confirm import send_confirmation
-from syndicate.subscribers._model import WEEKDAYS, Subscriber, SubscriberStatus
-from syndicate.subscribers._store import (
+from syndicate.subscribers import (
+    WEEKDAYS,
+    InvalidLinkError,
     InvalidSubscriberError,
     NewSubscriber,
+    Subscriber,
+    SubscriberStatus,
     TransitionError,
     UnknownSubscriberError,
     new_subscriber,
 )
-from syndicate.subscribers._tokens import InvalidLinkError
 from syndicate.web.context import WebContext
 from syndicate.web.security import (
     CSRF_COOKIE,
@@ -73,7 +74,7 @@ class Pages:
         self.environment = template_environment()
         self.timezones = tuple(sorted(available_timezones()))
         self.stylesheet = (TEMPLATE_FOLDER / "pages.css").read_bytes()
-        self.limits = SignupLimits(context.store.database, context.settings.signup)
+        self.limits = context.signup_limits
 
     # -- rendering
 
@@ -341,9 +342,7 @@ def _sign_up(context: WebContext, limits: SignupLimits, new: NewSubscriber, clie
         return
 
     def mail() -> None:
-        backend = context.backend_factory() if context.backend_factory else None
-        send_confirmation(context.settings, context.store, subscriber, now=now, backend=backend,
-                          environ=context.environ, categories=context.categories.named(subscriber.categories))
+        context.confirmations.send(subscriber, now=now, categories=context.categories.named(subscriber.categories))
 
     context.runner.start(f"confirmation-{subscriber.id}", mail)
 

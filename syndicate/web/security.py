@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner
+from syndicate.subscribers import InvalidLinkError, LinkSigner
 from syndicate.web.static import Receive, Scope, Send
 
 CSRF_COOKIE = "syndicate_csrf"
