@@ -101,6 +101,8 @@ class FeedSettings(Section):
 class DatabaseSettings(Section):
     url: str = "sqlite:///var/syndicate.db"
     echo: bool = False
+    busy_timeout: float = Field(10.0, gt=0, le=600, description="seconds a SQLite writer waits for another's lock "
+                                "before the command fails (exit 2) or the page answers 503")
 
     @field_validator("url")
     @classmethod

@@ -31,7 +31,7 @@ from syndicate.errors import SyndicateError
 from syndicate.service._lease import Lease, LeaseKeeper
 from syndicate.service._scheduler import JobSpec, Scheduler, delivery_jobs
 from syndicate.site import BuildReport, build_site
-from syndicate.storage import Database
+from syndicate.storage import Database, DatabaseError
 from syndicate.web.app import create_app
 from syndicate.wiring import Components, utc_now
 
@@ -216,7 +216,7 @@ class Service:
         if self.keeper is not None:
             try:
                 holder = self.keeper.lease.holder()
-            except SQLAlchemyError as e:  # a status report reports, never raises
+            except (SQLAlchemyError, DatabaseError) as e:  # a status report reports, never raises
                 log.warning("status: cannot read the scheduler lease: %s", e)
         return {
             "running": not self.scheduler_wanted or (self.keeper is not None and self.keeper.alive),

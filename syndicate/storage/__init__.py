@@ -3,6 +3,8 @@
 from syndicate.storage import schema
 from syndicate.storage._database import (
     Database,
+    DatabaseError,
+    DatabaseUnavailableError,
     create_database,
     current_revision,
     database_url,
@@ -12,6 +14,6 @@ from syndicate.storage._database import (
 )
 
 __all__ = [
-    "Database", "create_database", "current_revision", "database_url", "head_revision", "open_database",
+    "Database", "DatabaseError", "DatabaseUnavailableError", "create_database", "current_revision", "database_url", "head_revision", "open_database",
     "schema", "upgrade",
 ]

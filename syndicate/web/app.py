@@ -15,7 +15,7 @@ from sqlalchemy import text
 from syndicate import __version__
 from syndicate.content import CorpusMemory
 from syndicate.delivery import DeliveryService
-from syndicate.storage import Database
+from syndicate.storage import Database, DatabaseUnavailableError
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
 from syndicate.web.context import CategoryList, Runner, WebContext
 from syndicate.web.pages import Pages, page_router
@@ -74,8 +74,9 @@ def create_app(
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.context = context
     app.state.runner = runner
-    _handlers(app)
-    app.include_router(page_router(Pages(context)))
+    pages = Pages(context)
+    _handlers(app, pages)
+    app.include_router(page_router(pages))
     app.include_router(api_router(context, delivery=delivery, runner=runner, admin_token=admin_token,
                                   scheduler_status=scheduler_status))
     _health(app, db, scheduler_status)
@@ -88,7 +89,24 @@ def create_app(
     return app
 
 
-def _handlers(app: FastAPI) -> None:
+RETRY_AFTER = "30"  # seconds: a restarted database or a finished lock is usually that quick
+
+
+def _handlers(app: FastAPI, pages: Pages) -> None:
+    @app.exception_handler(DatabaseUnavailableError)
+    async def unavailable(request: Request, error: Exception) -> Response:
+        """The database is down or locked: 503 with a retry hint, never a bare 500 (nothing was written)."""
+        log.error("database unavailable path=%s: %s", request.url.path.split("/")[1], error)
+        headers = {"retry-after": RETRY_AFTER}
+        if request.url.path.startswith("/api"):
+            return JSONResponse({"error": "the database is unavailable; try again shortly"}, status_code=503,
+                                headers=headers)
+        response = pages.message(request, "Please try again in a minute",
+                                 "We cannot save anything right now. Nothing was lost: send the form again shortly.",
+                                 status=503)
+        response.headers.update(headers)
+        return response
+
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, __: Exception) -> Response:
         return Response(status_code=401, headers={"www-authenticate": "Bearer"})

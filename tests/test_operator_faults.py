@@ -1,0 +1,101 @@
+"""Faults an operator meets (issue 12, point 4): each is one clear error and exit code 2, or a 503 with a
+retry hint on the pages; never a traceback, never a delivery lost to a configuration mistake."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from syndicate.cli import main
+from syndicate.storage import open_database
+from tests.web_helpers import ADMIN_TOKEN, serve
+
+REPO = Path(__file__).resolve().parent.parent
+AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def run_cli(config: Path, capsys, *args: str) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(["--config", str(config), *args])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write_config(tmp_path: Path, database_url: str, extra: str = "") -> Path:
+    config = tmp_path / "syndicate.toml"
+    config.write_text(
+        f'[content]\nfolder = "{REPO / "content"}"\ncache = "{tmp_path / "cache" / "articles.pickle"}"\n'
+        f'[database]\nurl = "{database_url}"\nbusy_timeout = 0.3\n[logging]\nlevel = "WARNING"\n{extra}',
+        encoding="utf-8",
+    )
+    return config
+
+
+@contextmanager
+def locked(database_file: Path) -> Iterator[None]:
+    """Another process holds the SQLite write lock until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "c.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.read()", str(database_file)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+
+
+def test_unreachable_postgresql_is_one_clear_error_with_exit_2(tmp_path, capsys):
+    config = write_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/test")
+    for command in (("db", "status"), ("subscribers", "list")):
+        code, out, err = run_cli(config, capsys, *command)
+        assert code == 2, (command, err)
+        assert "Traceback" not in err
+        assert err.startswith("error: database postgresql+psycopg://postgres@127.0.0.1:1/test is unreachable: "), err
+        assert "hint: check that the database server runs" in err
+
+
+def test_a_locked_sqlite_database_is_one_clear_error_and_nothing_half_written(tmp_path, capsys):
+    database_file = tmp_path / "syndicate.db"
+    config = write_config(tmp_path, f"sqlite:///{database_file}")
+    assert run_cli(config, capsys, "subscribers", "list")[0] == 0  # created and migrated
+    with locked(database_file):
+        code, _, err = run_cli(config, capsys, "subscribers", "add", "ann@example.org", "--categories", "main")
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[0] == f"error: database sqlite:///{database_file} is locked by another process (waited 0.3 s)"
+    assert "ann@example.org" not in run_cli(config, capsys, "subscribers", "list")[1]
+
+
+def test_pages_and_api_answer_503_with_retry_after_while_the_database_is_locked(tmp_path):
+    with serve(tmp_path, sections={"database": {"busy_timeout": 0.3}}) as site, httpx.Client(base_url=site.url) as client:
+        page = client.get("/subscribe")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        database_file = Path(site.settings.database.url.removeprefix("sqlite:///"))
+        with locked(database_file):
+            signup = client.post("/subscribe", data={"email": "ann@example.org", "categories": ["main"],
+                                                     "csrf_token": token})
+            api = client.post("/api/subscribers", json={"email": "bob@example.org"}, headers=AUTH)
+        assert signup.status_code == 503 and signup.headers["retry-after"] == "30"
+        assert "Please try again in a minute" in signup.text and "Traceback" not in signup.text
+        assert signup.headers["x-frame-options"] == "DENY"
+        assert api.status_code == 503 and api.headers["retry-after"] == "30"
+        assert api.json() == {"error": "the database is unavailable; try again shortly"}
+        assert site.store.count() == 0
+        # Once the lock is gone, the same visitor signs up normally.
+        page = client.get("/subscribe")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        assert client.post("/subscribe", data={"email": "ann@example.org", "categories": ["main"],
+                                               "csrf_token": token}).status_code == 200
+        assert [str(m["To"]) for m in site.mails()] == ["ann@example.org"]
