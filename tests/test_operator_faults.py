@@ -4,6 +4,7 @@ retry hint on the pages; never a traceback, never a delivery lost to a configura
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -99,3 +100,53 @@ def test_pages_and_api_answer_503_with_retry_after_while_the_database_is_locked(
         assert client.post("/subscribe", data={"email": "ann@example.org", "categories": ["main"],
                                                "csrf_token": token}).status_code == 200
         assert [str(m["To"]) for m in site.mails()] == ["ann@example.org"]
+
+
+# -- syndicate send: preconditions before a run is recorded; a distinct exit when all wait for a retry
+
+from datetime import UTC, datetime  # noqa: E402
+
+from tests.outbox_support import add_subscribers  # noqa: E402
+from tests.smtpserver import smtp_server  # noqa: E402,F401  (fixture)
+from tests.test_send_cli import env  # noqa: E402,F401  (fixture: a site, a real SMTP server, the CLI)
+
+
+def test_send_without_the_link_secret_records_nothing_and_fails_no_digest(env, monkeypatch):
+    run, server, database = env
+    people = add_subscribers(database, 3, now=datetime.now(UTC))
+    monkeypatch.delenv("SYNDICATE_SECRET")
+    code, out, err = run("send", "--yes")
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: signed links (confirm, unsubscribe, preferences): environment variable "
+                          "SYNDICATE_SECRET is not set")
+    code, out, _ = run("status")
+    assert "No runs yet." in out and "No permanent failures." in out
+    # The operator fixes the environment: every digest goes out, none was lost.
+    monkeypatch.setenv("SYNDICATE_SECRET", "s" * 32)
+    code, out, err = run("send", "--yes")
+    assert code == 0, err
+    assert sorted(r.recipients[0] for r in server.received) == sorted(p.email for p in people)
+
+
+def test_send_with_a_broken_template_records_nothing(env, tmp_path):
+    run, server, database = env
+    add_subscribers(database, 2, now=datetime.now(UTC))
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "syndicate" / "templates" / "email", templates / "email")
+    (templates / "email" / "digest.html.j2").write_text("{% if %}")
+    config = next(tmp_path.glob("syndicate.toml"))
+    config.write_text(config.read_text() + f'[email]\ntemplates = "{templates}"\n')
+    code, out, err = run("send", "--yes")
+    assert code == 2 and err.startswith("error: email template digest.html.j2: TemplateSyntaxError")
+    assert "No runs yet." in run("status")[1] and server.received == []
+
+
+def test_send_exits_3_when_every_digest_waits_for_a_retry(env):
+    run, server, database = env
+    people = add_subscribers(database, 3, now=datetime.now(UTC))
+    for person in people:
+        server.faults.rcpt(person.email, 451)
+    code, out, err = run("send", "--yes")
+    assert code == 3
+    assert "3 will be retried later" in out
+    assert "every digest is waiting for a retry: none was delivered" in err

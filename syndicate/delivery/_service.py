@@ -36,7 +36,7 @@ from email.utils import parseaddr
 from itertools import islice
 from typing import Any
 
-from syndicate.config import Settings
+from syndicate.config import Settings, read_secret
 from syndicate.content import Article, Category, Corpus, gc_paused, load_corpus
 from syndicate.delivery._outbox import (
     FAILED,
@@ -66,7 +66,7 @@ from syndicate.digest import (
     select_digest,
     variant_key,
 )
-from syndicate.errors import MailError, SyndicateError, UsageError
+from syndicate.errors import ConfigError, MailError, MissingSecretError, SyndicateError, UsageError
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
 from syndicate.site import SiteUrls
 from syndicate.storage import Database
@@ -335,6 +335,16 @@ class DeliveryService:
         self.claim_batch = CLAIM_BATCH
         self.connections_share: int | None = None  # a worker process's share of [smtp] connections
 
+    def check_ready(self) -> None:
+        """Raise what would fail every delivery alike, before a run is recorded or a delivery claimed:
+        a missing or short link secret, email templates that do not load, the SMTP password of a
+        configured login. Such a fault is the operator's: no subscriber's digest pays for it."""
+        signer_from_settings(self.settings.links, self.environ)
+        EmailRenderer(self.settings).check_templates()
+        smtp = self.settings.smtp
+        if self.backend_factory == self._configured_backend and self.settings.mail.backend == "smtp" and smtp.username:
+            read_secret(smtp.password_env, f"[smtp] password for {smtp.username}", self.environ)
+
     def _configured_backend(self) -> MailBackend:
         extra: dict[str, Any] = {}
         if self.settings.mail.backend == "smtp":
@@ -347,6 +357,7 @@ class DeliveryService:
 
     def plan_manual(self, request: SendRequest, now: datetime) -> RunReport:
         """Record a manual run and one delivery per matching subscriber with something new."""
+        self.check_ready()
         corpus = load_corpus(self.settings)
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
@@ -374,6 +385,7 @@ class DeliveryService:
         """Record a scheduled run for every due subscriber (next send time <= now) and move their
         next send time on. One due for longer than `grace` is skipped, logged and rescheduled.
         Nothing due: no run is recorded (run_id 0)."""
+        self.check_ready()
         self._reschedule_missed(now, grace)
         corpus = load_corpus(self.settings)
         selector = Selector(corpus.articles, corpus.categories, now, self.settings)
@@ -437,6 +449,7 @@ class DeliveryService:
         on the first planned batches while this process plans the rest. `clock` (default: the real
         one) dates the sending, `now` the planning; `planned` hears of the run once it is planned."""
         fixed, clock = clock, clock or _clock(None)
+        self.check_ready()
         corpus = load_corpus(self.settings)
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
@@ -492,6 +505,7 @@ class DeliveryService:
             return RunReport.empty("manual", now or datetime.now(UTC))
         clock = _clock(now)
         self.outbox.report(run_id)  # a LookupError for an unknown run, before any work
+        self.check_ready()
         claim = self._run_claim(run_id, clock)
 
         def send(counted: Callable[[], None]) -> None:
@@ -540,6 +554,7 @@ class DeliveryService:
         (the process sending them died or stopped): the scheduler's retry job finishes them."""
         clock = _clock(now)
         touched: set[int] = set()
+        self.check_ready()
 
         def claim() -> list[ClaimedDelivery]:
             claimed = self.outbox.claim(now, self.claim_batch)
@@ -687,6 +702,8 @@ class DeliveryService:
             return None
         try:
             return messages.message(delivery, digest)
+        except (MissingSecretError, ConfigError):  # the operator's fault: the delivery stays queued (see _send)
+            raise
         except SyndicateError as e:  # a value that would break the message: sending it later will not help
             recorder.add(delivery, FAILED, None, f"cannot build the message: {e}")
             return None
