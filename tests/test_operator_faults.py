@@ -9,13 +9,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pytest
 
 from syndicate.cli import main
-from syndicate.storage import open_database
+from tests.outbox_support import add_subscribers
+from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
+from tests.test_send_cli import env  # noqa: F401  (fixture: a site, a real SMTP server, the CLI)
 from tests.web_helpers import ADMIN_TOKEN, serve
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,11 +106,6 @@ def test_pages_and_api_answer_503_with_retry_after_while_the_database_is_locked(
 
 # -- syndicate send: preconditions before a run is recorded; a distinct exit when all wait for a retry
 
-from datetime import UTC, datetime  # noqa: E402
-
-from tests.outbox_support import add_subscribers  # noqa: E402
-from tests.smtpserver import smtp_server  # noqa: E402,F401  (fixture)
-from tests.test_send_cli import env  # noqa: E402,F401  (fixture: a site, a real SMTP server, the CLI)
 
 
 def test_send_without_the_link_secret_records_nothing_and_fails_no_digest(env, monkeypatch):
@@ -150,3 +147,23 @@ def test_send_exits_3_when_every_digest_waits_for_a_retry(env):
     assert code == 3
     assert "3 will be retried later" in out
     assert "every digest is waiting for a retry: none was delivered" in err
+
+
+def test_with_generated_secrets_every_command_signs_with_the_demo_secret(tmp_path, capsys, monkeypatch):
+    """`make demo` generates the link secret under var/secrets/; a command in a second terminal (no
+    SYNDICATE_SECRET in its environment) signs its links with that same secret."""
+    from syndicate.config import load_settings
+    from syndicate.service import service_secrets
+    from syndicate.subscribers import LinkSigner
+    from tests.web_helpers import link_in, mails
+
+    monkeypatch.delenv("SYNDICATE_SECRET", raising=False)
+    monkeypatch.delenv("SYNDICATE_ADMIN_TOKEN", raising=False)
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'syndicate.db'}",
+                          f'[http]\ngenerate_missing_secrets = true\n[mail]\nbackend = "file"\nfolder = "{tmp_path / "outbox"}"\n')
+    demo = {s.variable: s.value for s in service_secrets(load_settings(config), {})}  # what `make demo` made
+    code, out, err = run_cli(config, capsys, "subscribers", "add", "ann@example.org", "--categories", "main")
+    assert code == 0, err
+    token = link_in(mails(tmp_path / "outbox")[0], "confirm").rsplit("/", 1)[1]
+    assert LinkSigner(demo["SYNDICATE_SECRET"]).check("confirm", token) >= 1
+    assert len(demo["SYNDICATE_SECRET"]) >= 32 and (tmp_path / "secrets" / "syndicate_secret").is_file()
