@@ -167,3 +167,31 @@ def test_with_generated_secrets_every_command_signs_with_the_demo_secret(tmp_pat
     token = link_in(mails(tmp_path / "outbox")[0], "confirm").rsplit("/", 1)[1]
     assert LinkSigner(demo["SYNDICATE_SECRET"]).check("confirm", token) >= 1
     assert len(demo["SYNDICATE_SECRET"]) >= 32 and (tmp_path / "secrets" / "syndicate_secret").is_file()
+
+
+def test_no_link_token_appears_in_any_log_line(tmp_path, caplog):
+    """Sign up, confirm, post the preferences form with a bad CSRF token, unsubscribe: every log line
+    (DEBUG and up) is free of the signed tokens, which are good for months."""
+    import logging
+
+    from tests.web_helpers import link_in
+
+    caplog.set_level(logging.DEBUG)
+    with serve(tmp_path) as site, httpx.Client(base_url=site.url) as client:
+        page = client.get("/subscribe")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        client.post("/subscribe", data={"email": "ann@example.org", "categories": ["main"], "csrf_token": token})
+        confirm = link_in(site.mails()[0], "confirm")
+        confirmed = client.post(confirm.removeprefix(site.url))
+        preferences = re.search(r'href="[^"]*(/preferences/[^"]+)"', confirmed.text).group(1)
+        refused = client.post(preferences, data={"categories": ["main"], "csrf_token": "forged"})
+        assert refused.status_code == 403
+        form = client.get(preferences).text
+        unsubscribe = re.search(r'action="(/unsubscribe/[^"]+)"', form).group(1)
+        assert client.post(unsubscribe).status_code == 200
+    tokens = [confirm.rsplit("/", 1)[1], preferences.rsplit("/", 1)[1], unsubscribe.rsplit("/", 1)[1]]
+    # Everything the service logged (httpx and httpcore are the test's own client).
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+    assert "form refused: bad or missing CSRF token path=/preferences/<token>" in logged
+    for secret in tokens:
+        assert secret not in logged

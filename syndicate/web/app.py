@@ -19,7 +19,7 @@ from syndicate.storage import Database, DatabaseUnavailableError
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
 from syndicate.web.context import CategoryList, Runner, WebContext
 from syndicate.web.pages import Pages, page_router
-from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders
+from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders, loggable_path
 from syndicate.web.static import StaticFirst, StaticSite
 from syndicate.wiring import Components, utc_now
 
@@ -96,7 +96,7 @@ def _handlers(app: FastAPI, pages: Pages) -> None:
     @app.exception_handler(DatabaseUnavailableError)
     async def unavailable(request: Request, error: Exception) -> Response:
         """The database is down or locked: 503 with a retry hint, never a bare 500 (nothing was written)."""
-        log.error("database unavailable path=%s: %s", request.url.path.split("/")[1], error)
+        log.error("database unavailable path=%s: %s", loggable_path(request.url.path), error)
         headers = {"retry-after": RETRY_AFTER}
         if request.url.path.startswith("/api"):
             return JSONResponse({"error": "the database is unavailable; try again shortly"}, status_code=503,

@@ -39,6 +39,7 @@ from syndicate.web.security import (
     ServedForm,
     csrf_check,
     csrf_field,
+    loggable_path,
     new_csrf_nonce,
     parse_nonce,
 )
@@ -153,10 +154,10 @@ class Pages:
         served = csrf_check(self.context.signer, request.cookies.get(CSRF_COOKIE),
                             field if isinstance(field, str) else None, request.url.path, now)
         if served is None:
-            log.info("form refused: bad or missing CSRF token path=%s", request.url.path)
+            log.info("form refused: bad or missing CSRF token path=%s", loggable_path(request.url.path))
         elif not self.limits.spend_form(served.form_id, expires_at=served.served_at + timedelta(seconds=CSRF_MAX_AGE),
                                         now=now):
-            log.info("form refused: CSRF token already used path=%s", request.url.path)
+            log.info("form refused: CSRF token already used path=%s", loggable_path(request.url.path))
             served = None
         return served
 

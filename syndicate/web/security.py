@@ -122,6 +122,18 @@ async def _too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": text})
 
 
+TOKEN_PATHS = ("/confirm/", "/preferences/", "/unsubscribe/")
+
+
+def loggable_path(path: str) -> str:
+    """`path` fit for a log line: the signed token of a subscriber link replaced by `<token>` (a
+    preferences token is good for months; logs are read by more people than the mail is)."""
+    for prefix in TOKEN_PATHS:
+        if path.startswith(prefix):
+            return prefix + "<token>"
+    return path[:200]
+
+
 def new_csrf_nonce() -> int:
     return secrets.randbits(62)
 
