@@ -47,7 +47,7 @@ from syndicate.storage._database import create_database, upgrade
 from syndicate.storage.schema import subscriber_categories
 from syndicate.storage.schema import subscribers as subscribers_table
 
-SECRET = "bench-secret-for-signed-links"
+SECRET = "bench-secret-for-signed-links-0123456789"
 SENDER = "digest@news.example.org"
 
 

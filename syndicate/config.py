@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from syndicate.errors import ConfigError, MissingSecretError
+from syndicate.errors import ConfigError, MissingSecretError, WeakSecretError
 
 DEFAULT_CONFIG_PATH = Path("config/syndicate.toml")
 CONFIG_ENV = "SYNDICATE_CONFIG"
@@ -150,10 +150,22 @@ class MailSettings(Section):
     folder: ConfigPath = Path("var/outbox")
 
 
+def _is_loopback(host: str) -> bool:
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class SmtpSettings(Section):
     host: str = "localhost"
     port: int = Field(587, ge=1, le=65535)
     security: Literal["starttls", "tls", "none"] = "starttls"
+    allow_plaintext_auth: bool = Field(
+        False, description='with security = "none", log in (password in clear) to a host that is not a loopback address',
+    )
     username: str | None = None
     password_env: EnvName = "SYNDICATE_SMTP_PASSWORD"
     timeout: float = Field(30.0, gt=0)
@@ -162,6 +174,19 @@ class SmtpSettings(Section):
     max_per_connection: int = Field(500, ge=1)
     ehlo_name: str | None = None
     ca_file: ConfigPath | None = None
+
+    @field_validator("username")
+    @classmethod
+    def _no_password_in_clear(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A login over a plain connection sends the password in clear: only to this machine, or when told."""
+        data = info.data
+        if value and data.get("security") == "none" and not data.get("allow_plaintext_auth") and \
+                not _is_loopback(str(data.get("host", ""))):
+            raise ValueError(
+                f'with security = "none" the password would cross the network in clear to {data.get("host")}; '
+                'use security = "starttls" or "tls" (or set allow_plaintext_auth = true if the network is private)'
+            )
+        return value
     pipelining: bool = Field(
         True, description="send MAIL FROM, RCPT TO and DATA in one write when the server offers PIPELINING (RFC 2920)",
     )
@@ -263,11 +288,17 @@ class Settings(Section):
         return self.content.cache.parent.parent if self.content.cache.parent.name == "cache" else self.content.cache.parent
 
 
-def read_secret(variable: str, what: str, environ: Mapping[str, str] | None = None) -> str:
-    """The value of the secret held in environment variable `variable`, or a clear error."""
+MIN_SECRET_BYTES = 32  # the link secret and the admin token (the generated ones have 43)
+
+
+def read_secret(variable: str, what: str, environ: Mapping[str, str] | None = None, *, min_bytes: int = 0) -> str:
+    """The value of the secret held in environment variable `variable`, or a clear error
+    (MissingSecretError; WeakSecretError when shorter than `min_bytes`)."""
     value = (os.environ if environ is None else environ).get(variable, "")
     if not value.strip():
         raise MissingSecretError(what, variable)
+    if len(value.strip().encode()) < min_bytes:
+        raise WeakSecretError(what, variable, len(value.strip().encode()), min_bytes)
     return value
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 
 from syndicate.cli import main
 from tests.outbox_support import add_subscribers
@@ -195,3 +196,43 @@ def test_no_link_token_appears_in_any_log_line(tmp_path, caplog):
     assert "form refused: bad or missing CSRF token path=/preferences/<token>" in logged
     for secret in tokens:
         assert secret not in logged
+
+
+# -- secrets and the SMTP login
+
+def test_a_password_never_crosses_the_network_in_clear_unless_allowed():
+    from syndicate.config import settings_from_mapping
+    from syndicate.errors import ConfigError
+
+    clear = {"mail": {"backend": "smtp"}, "smtp": {"host": "smtp.example.net", "security": "none", "username": "ann"}}
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping(clear)
+    assert str(caught.value) == (
+        '<config>: [smtp] username: with security = "none" the password would cross the network in clear to '
+        'smtp.example.net; use security = "starttls" or "tls" (or set allow_plaintext_auth = true if the network '
+        'is private)')
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert settings_from_mapping({"smtp": {**clear["smtp"], "host": host}}).smtp.username == "ann"
+    allowed = settings_from_mapping({"smtp": {**clear["smtp"], "allow_plaintext_auth": True}})
+    assert allowed.smtp.username == "ann"
+    assert settings_from_mapping({"smtp": {**clear["smtp"], "security": "starttls"}}).smtp.username == "ann"
+
+
+def test_short_secrets_are_refused_with_a_clear_error(tmp_path, capsys, monkeypatch):
+    from syndicate.errors import WeakSecretError
+    from syndicate.wiring import Components
+    from tests.web_helpers import ENVIRON, web_settings
+
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'syndicate.db'}")
+    monkeypatch.setenv("SYNDICATE_SECRET", "a")
+    code, _, err = run_cli(config, capsys, "subscribers", "add", "ann@example.org", "--categories", "main")
+    assert code == 2 and err.splitlines() == [
+        "error: signed links (confirm, unsubscribe, preferences): environment variable SYNDICATE_SECRET holds "
+        "1 bytes; at least 32 are needed",
+        "hint: generate one: export SYNDICATE_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
+    ]
+    from syndicate.web.app import create_app
+
+    settings = web_settings(tmp_path)
+    with pytest.raises(WeakSecretError, match="SYNDICATE_ADMIN_TOKEN holds 1 bytes; at least 32"):
+        create_app(Components(settings, environ={**ENVIRON, "SYNDICATE_ADMIN_TOKEN": "b"}))

@@ -27,7 +27,7 @@ from syndicate.wiring import Components
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-link-secret-0123456789abcdef"
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdefgh"
 ENVIRON = {"SYNDICATE_SECRET": SECRET, "SYNDICATE_ADMIN_TOKEN": ADMIN_TOKEN}
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from syndicate import __version__
+from syndicate.config import MIN_SECRET_BYTES, read_secret
 from syndicate.content import CorpusMemory
 from syndicate.delivery import DeliveryService
 from syndicate.storage import Database, DatabaseUnavailableError
@@ -61,6 +62,8 @@ def create_app(
         corpus_memory=memory,
     )
     admin_token = env.get(settings.http.admin_token_env, "").strip() or None
+    if admin_token is not None:  # set: it must be long enough to resist guessing
+        read_secret(settings.http.admin_token_env, "the admin API token", env, min_bytes=MIN_SECRET_BYTES)
     if admin_token is None:
         log.warning("admin API locked: environment variable %s is not set", settings.http.admin_token_env)
     runner = context.runner
