@@ -236,3 +236,58 @@ def test_short_secrets_are_refused_with_a_clear_error(tmp_path, capsys, monkeypa
     settings = web_settings(tmp_path)
     with pytest.raises(WeakSecretError, match="SYNDICATE_ADMIN_TOKEN holds 1 bytes; at least 32"):
         create_app(Components(settings, environ={**ENVIRON, "SYNDICATE_ADMIN_TOKEN": "b"}))
+
+
+# -- HTTP: redirects stay on the site; refusals carry the security headers; the cookie is what the docs say
+
+def raw_request(url: str, request: bytes) -> tuple[int, dict[str, str]]:
+    """Send `request` as bytes (no client normalises the path) and read the status line and headers."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = {}
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(head[0].split()[1]), headers
+
+
+def test_folder_redirects_only_ever_go_to_a_path_on_this_site(tmp_path):
+    with serve(tmp_path) as site:
+        for path, expected in (("//feeds", "/feeds/"), ("///feeds", "/feeds/"), ("/feeds", "/feeds/"),
+                               ("//articles", "/articles/")):
+            status, headers = raw_request(site.url, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            assert status == 301 and headers["location"] == expected, (path, headers)
+
+
+def test_413_carries_the_security_headers(tmp_path):
+    with serve(tmp_path) as site:
+        limit = site.settings.http.max_body_bytes
+        announced = raw_request(site.url, (f"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Length: {limit + 1}\r\n"
+                                           "Content-Type: application/x-www-form-urlencoded\r\n\r\n").encode())
+        chunk = b"x" * (limit + 1)
+        streamed = raw_request(site.url, b"POST /subscribe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                               b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+                               + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n0\r\n\r\n")
+    for status, headers in (announced, streamed):
+        assert status == 413
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+        assert headers["referrer-policy"] == "no-referrer" and "default-src 'none'" in headers["content-security-policy"]
+
+
+def test_the_csrf_cookie_is_what_the_security_notes_say(tmp_path):
+    import syndicate.web.security as security
+
+    with serve(tmp_path) as site:
+        cookie = httpx.get(f"{site.url}/subscribe").headers["set-cookie"].lower()
+    assert "samesite=lax" in cookie and "httponly" in cookie
+    assert "SameSite=Lax, HttpOnly cookie" in security.__doc__ and "SameSite=Strict" not in security.__doc__

@@ -36,6 +36,7 @@ from syndicate.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
     CSRF_MAX_AGE,
+    CSRF_SAMESITE,
     ServedForm,
     csrf_check,
     csrf_field,
@@ -95,7 +96,7 @@ class Pages:
         response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
         if fresh:
             response.set_cookie(
-                CSRF_COOKIE, str(nonce), httponly=True, samesite="lax", path="/",
+                CSRF_COOKIE, str(nonce), httponly=True, samesite=CSRF_SAMESITE, path="/",
                 secure=settings.site.base_url.startswith("https://"),
             )
         return response

@@ -1,11 +1,13 @@
 """Request hardening: security headers, the request body size limit, CSRF tokens for the forms.
 
-CSRF is a signed double submit: a random nonce lives in a SameSite=Strict, HttpOnly cookie,
+CSRF is a signed double submit: a random nonce lives in a SameSite=Lax, HttpOnly cookie,
 and each form carries a token signed with the link secret (tokens purpose "csrf") that binds
 the cookie's nonce, the path the form posts to, the time it was served and a random form id.
 A POST is accepted only when the token is genuine, recent, made for this form and this cookie,
 and not used before (the pages spend the form id). Another site can neither read nor set our
-cookie, so it cannot forge the pair.
+cookie, so it cannot forge the pair. Lax, not Strict: a Lax cookie is still never sent with
+another site's POST, and a Strict one would be missing when a subscriber arrives from the link in
+their mail, so the page would start a new nonce and a form open in another tab would fail.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from syndicate.web.static import Receive, Scope, Send
 CSRF_COOKIE = "syndicate_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 24 * 3600
+CSRF_SAMESITE = "lax"  # see the module docstring
 
 # The subscriber pages load nothing but their own stylesheet and post only to themselves.
 PAGE_POLICY = (
@@ -117,7 +120,7 @@ async def _too_large(send: Send) -> None:
     text = b"Request body too large"
     await send({"type": "http.response.start", "status": 413, "headers": [
         (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode()),
-        (b"connection", b"close"),
+        (b"connection", b"close"), *COMMON_HEADERS, (b"content-security-policy", PAGE_POLICY.encode()),
     ]})
     await send({"type": "http.response.body", "body": text})
 
