@@ -96,7 +96,7 @@ def test_a_syntax_error_at_line_2502_imports_nothing_and_the_dry_run_says_the_sa
     dry = run("subscribers", "import", "--dry-run", str(path))
     real = run("subscribers", "import", str(path))
     expected = f"error: {path}:2502: unreadable CSV (unexpected end of data; is a quote left open?); nothing was imported"
-    for code, out, err in (dry, real):
+    for code, _, err in (dry, real):
         assert code == 1 and err.strip() == expected
     assert "added 0," in real[1] and "would add 0," in dry[1]
     assert run("subscribers", "list")[1].strip().endswith("0 subscribers")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from syndicate.errors import ContentError
@@ -32,7 +32,7 @@ def shown(value: object) -> str:
 
 def check_size(rel: PurePosixPath, size: int) -> None:
     if size > MAX_ARTICLE_BYTES:
-        raise ContentError(rel, 1, f"file too large (more than {MAX_ARTICLE_BYTES:,} bytes)")
+        raise ContentError(Path(rel), 1, f"file too large (more than {MAX_ARTICLE_BYTES:,} bytes)")
 
 
 def check_date(rel: PurePosixPath, line: int, key: str, value: datetime) -> datetime:
@@ -42,7 +42,7 @@ def check_date(rel: PurePosixPath, line: int, key: str, value: datetime) -> date
     except (OverflowError, ValueError):
         inside = False
     if not inside:
-        raise ContentError(rel, line, f"{key}: date {value.isoformat()} is out of range "
+        raise ContentError(Path(rel), line, f"{key}: date {value.isoformat()} is out of range "
                                       f"(dates from {FIRST_DATE.year} to {LAST_DATE.year} are accepted)")
     return value
 
@@ -50,11 +50,11 @@ def check_date(rel: PurePosixPath, line: int, key: str, value: datetime) -> date
 def check_category_name(rel: PurePosixPath, line: int, name: str) -> None:
     """Refuse names that cannot become a file name or a mail header: too long, or with control characters."""
     if len(name) > MAX_CATEGORY_NAME:
-        raise ContentError(rel, line, f"category name too long ({len(name):,} characters; at most "
+        raise ContentError(Path(rel), line, f"category name too long ({len(name):,} characters; at most "
                                       f"{MAX_CATEGORY_NAME}): {shown(name)}")
     for ch in name:
         if unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS:
-            raise ContentError(rel, line, f"category name contains a control character (U+{ord(ch):04X}): {shown(name)}")
+            raise ContentError(Path(rel), line, f"category name contains a control character (U+{ord(ch):04X}): {shown(name)}")
 
 
 def load_front_matter(rel: PurePosixPath, text: str, first_line: int) -> Any:
@@ -67,11 +67,11 @@ def load_front_matter(rel: PurePosixPath, text: str, first_line: int) -> Any:
     try:
         return loader.get_single_data()
     except _Refused as e:
-        raise ContentError(rel, first_line + e.line, e.message) from None
+        raise ContentError(Path(rel), first_line + e.line, e.message) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
-        raise ContentError(rel, first_line + (mark.line if mark else 0), f"invalid YAML front matter: {problem[:200]}") from None
+        raise ContentError(Path(rel), first_line + (mark.line if mark else 0), f"invalid YAML front matter: {problem[:200]}") from None
     finally:
         loader.dispose()
 
@@ -90,7 +90,7 @@ def _strict_loader(yaml: Any) -> type:
     if id(yaml) in _LOADERS:
         return _LOADERS[id(yaml)]
 
-    class StrictLoader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
+    class StrictLoader(yaml.SafeLoader):
         depth = 0
 
         def compose_node(self, parent: Any, index: Any) -> Any:

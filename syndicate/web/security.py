@@ -18,7 +18,7 @@ import secrets
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from syndicate.subscribers import InvalidLinkError, LinkSigner
 from syndicate.web.static import Receive, Scope, Send
@@ -26,7 +26,7 @@ from syndicate.web.static import Receive, Scope, Send
 CSRF_COOKIE = "syndicate_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 24 * 3600
-CSRF_SAMESITE = "lax"  # see the module docstring
+CSRF_SAMESITE: Literal["lax"] = "lax"  # see the module docstring
 
 # The subscriber pages load nothing but their own stylesheet and post only to themselves.
 PAGE_POLICY = (
