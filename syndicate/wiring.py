@@ -22,7 +22,15 @@ from typing import Any
 
 from syndicate.abuse import SignupLimits
 from syndicate.config import Settings, read_secret
-from syndicate.content import Category, Corpus, CorpusMemory, load_corpus
+from syndicate.content import (
+    CacheWriter,
+    Category,
+    CategoryRule,
+    ContentSource,
+    Corpus,
+    CorpusMemory,
+    ReaderOptions,
+)
 from syndicate.delivery import DeliveryService, Outbox
 from syndicate.digest import EmailRenderer, build_confirmation
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
@@ -57,6 +65,31 @@ def subscriber_defaults(settings: Settings) -> SubscriberDefaults:
         send_hour=digest.send_hour,
         weekday=WEEKDAYS.index(digest.weekday),
     )
+
+
+def content_source(settings: Settings) -> ContentSource:
+    """The content folder as the [content], [site] and [categories] settings describe it."""
+    return ContentSource(
+        folder=settings.content.folder,
+        options=ReaderOptions(
+            timezone=settings.site.timezone,
+            default_author=settings.site.author,
+            date_format=settings.content.date_format,
+            summary_length=settings.content.summary_length,
+        ),
+        rules=tuple(
+            CategoryRule(slug=slug, title=rule.title, description=rule.description, aliases=rule.aliases)
+            for slug, rule in settings.categories.items()
+        ),
+        cache=settings.content.cache,
+        follow_external_links=settings.content.follow_external_links,
+    )
+
+
+def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bool = True,
+                memory: CorpusMemory | None = None, writer: CacheWriter | None = None) -> Corpus:
+    """Every article of the configured content folder (or `folder`): content_source(settings).read(...)."""
+    return content_source(settings).read(folder, use_cache=use_cache, memory=memory, writer=writer)
 
 
 def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:
@@ -163,7 +196,7 @@ class Components:
     @property
     def database(self) -> Database:
         if self._database is None:
-            self._database = open_database(self.settings)
+            self._database = open_database(self.settings.database)
         return self._database
 
     @cached_property
@@ -202,8 +235,12 @@ class Components:
 
     # -- content
 
+    @cached_property
+    def content(self) -> ContentSource:
+        return content_source(self.settings)
+
     def corpus(self, folder: Path | None = None, *, memory: CorpusMemory | None = None) -> Corpus:
-        return load_corpus(self.settings, folder, memory=memory)
+        return self.content.read(folder, memory=memory)
 
     # -- digests and mail
 
@@ -216,7 +253,7 @@ class Components:
         if self._backend_factory is not None:
             return self._backend_factory()
         extra: dict[str, Any] = {"environ": self.environ} if self.settings.mail.backend == "smtp" else {}
-        return make_backend(self.settings, **extra)
+        return make_backend(self.settings.mail, self.settings.smtp, **extra)
 
     def confirmation_message(self, subscriber: Subscriber, categories: Sequence[Category], confirm_url: str,
                              now: datetime) -> OutgoingMessage:
@@ -239,7 +276,7 @@ class Components:
 
     @cached_property
     def delivery(self) -> DeliveryService:
-        return DeliveryService(self.settings, self.database, environ=self.environ,
+        return DeliveryService(self.settings, self.database, self.content, environ=self.environ,
                                backend_factory=self._backend_factory)
 
     def close(self) -> None:

@@ -7,13 +7,12 @@ from syndicate.storage._database import (
     DatabaseUnavailableError,
     create_database,
     current_revision,
-    database_url,
     head_revision,
     open_database,
     upgrade,
 )
 
 __all__ = [
-    "Database", "DatabaseError", "DatabaseUnavailableError", "create_database", "current_revision", "database_url", "head_revision", "open_database",
+    "Database", "DatabaseError", "DatabaseUnavailableError", "create_database", "current_revision", "head_revision", "open_database",
     "schema", "upgrade",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -63,7 +63,7 @@ class ImportInterrupted(SyndicateError):
     exit_code = 2
 
 
-def _check_header(fields: list[str] | None, path: Path) -> None:
+def _check_header(fields: Sequence[str] | None, path: Path) -> None:
     if not fields:
         raise UsageError(f"{path}: empty file (expected a header row with at least an email column)")
     unknown = [f for f in fields if f not in EXPORT_COLUMNS]

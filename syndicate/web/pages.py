@@ -90,7 +90,7 @@ class Pages:
         settings = self.context.settings
         html = self.environment.get_template(template).render({
             "site_title": settings.site.title, "language": settings.site.language, "labels": LABELS,
-            "csrf": csrf_field(self.context.signer, nonce, request.url.path, now),
+            "csrf": csrf_field(self.context.signer, nonce, request.url.path, now) if nonce is not None else "",
             "honeypot": HONEYPOT_FIELD, "errors": {}, **values,
         })
         response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
