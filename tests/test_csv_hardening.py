@@ -109,3 +109,30 @@ def test_a_65_byte_local_part_is_refused_and_64_accepted(database, tmp_path):
     report = import_csv(store, path, valid_categories=VALID, now=NOW)
     assert report.added == 1
     assert report.problems == (f"{path}:3: email: the part before @ is 65 bytes long; at most 64 are allowed (RFC 5321)",)
+
+
+def test_a_database_failure_part_way_names_the_lines_that_went_in_and_a_rerun_adds_the_rest(tmp_path):
+    """The database refuses one row in the third batch (a trigger: a real database error, not a patch):
+    the import stops, says lines 2 to 5 went in, and the same import run again adds the rest."""
+    from syndicate.storage import create_database, upgrade
+    from syndicate.subscribers import ImportInterrupted
+
+    database = create_database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(database)
+    with database.write() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON subscribers WHEN NEW.email = 'poison@example.org' "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    store = SubscriberStore(database, subscriber_defaults_for_tests())
+    path = tmp_path / "in.csv"
+    emails = [f"reader{n}@example.org" for n in range(4)] + ["poison@example.org"] + ["last@example.org"]
+    path.write_text("email\n" + "\n".join(emails) + "\n", encoding="utf-8")
+    with pytest.raises(ImportInterrupted) as caught:
+        import_csv(store, path, valid_categories=VALID, now=NOW, batch=2)
+    assert str(caught.value) == f"{path}: import stopped at line 6: (sqlite3.IntegrityError) disk full; lines 2 to 5 went in (4 added)"
+    assert store.count() == 4
+    with database.write() as connection:
+        connection.exec_driver_sql("DROP TRIGGER refuse")
+    again = import_csv(store, path, valid_categories=VALID, now=NOW, batch=2)
+    assert (again.added, again.unchanged) == (2, 4) and store.count() == 6
+    database.close()

@@ -1,7 +1,7 @@
 """Subscribers: the store that owns their state, double opt-in, signed links, and CSV import and export."""
 
 from syndicate.subscribers._confirm import ComposeConfirmation, Confirmations, category_names
-from syndicate.subscribers._csv import import_csv, read_subscribers, write_subscribers
+from syndicate.subscribers._csv import ImportInterrupted, import_csv, read_subscribers, write_subscribers
 from syndicate.subscribers._links import PLACEHOLDER_TOKEN, PlaceholderLinks, SignedLinks
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 from syndicate.subscribers._store import (
@@ -22,6 +22,7 @@ from syndicate.subscribers._store import (
 from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, signer_from_settings
 
 __all__ = [
+    "ImportInterrupted",
     "PLACEHOLDER_TOKEN", "WEEKDAYS", "ComposeConfirmation", "Confirmations", "Filter", "Frequency", "ImportReport",
     "InvalidLinkError", "InvalidSubscriberError", "LinkSigner", "NewSubscriber", "PlaceholderLinks", "SignedLinks",
     "StoredSubscriber", "Subscriber", "SubscriberDefaults", "SubscriberExistsError", "SubscriberStatus",

@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from syndicate.errors import Problem, SyndicateError, UsageError
 from syndicate.subscribers._store import (
     ImportReport,
@@ -231,9 +233,10 @@ def _pass(store: SubscriberStore, path: Path, valid_categories: Collection[str],
         nonlocal report, last_written
         try:
             report = report.merged(store.import_batch(pending, now=now, confirmed=confirmed, dry_run=dry_run))
-        except SyndicateError as e:
+        except (SyndicateError, SQLAlchemyError) as e:  # the database, not the file: say what went in
             done = f"lines 2 to {last_written} went in ({report.added} added)" if last_written > 1 else "nothing went in"
-            raise ImportInterrupted(f"{path}: import stopped at line {pending_lines[0]}: {e}; {done}",
+            reason = str(e).splitlines()[0][:200]
+            raise ImportInterrupted(f"{path}: import stopped at line {pending_lines[0]}: {reason}; {done}",
                                     hint="run the same import again when the database is back: the addresses "
                                          "already in are left unchanged") from e
         last_written = pending_lines[-1]
