@@ -189,3 +189,28 @@ def test_limits_hold_across_threads_on_every_database(database):
     assert decisions.count(None) == 3 and decisions.count("mailbox-limit") == 17
     assert spent.count(True) == 1
     assert limits.refusals(now) == {"mailbox-limit": 17}
+
+
+@pytest.mark.browser
+def test_a_person_in_a_browser_never_sees_the_honeypot_and_signs_up_after_the_minimum_time(tmp_path):
+    from tests.test_browser import CHROMIUM, LAUNCH_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: install Debian's chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    clock = Clock()
+    with serve(tmp_path, clock=clock, sections={"signup": {"min_form_seconds": 3}}) as site, \
+            sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            page = chromium.new_page()
+            page.goto(f"{site.url}/subscribe")
+            assert page.locator("#field-website").is_hidden()
+            page.get_by_label("Email address").fill("dana@example.org")
+            page.get_by_label("Main").check()
+            clock.wait(4)  # the time a person takes to fill the form in
+            page.get_by_role("button", name="Subscribe").click()
+            assert page.get_by_role("heading", name="Check your inbox").is_visible()
+        finally:
+            chromium.close()
+        assert recipients(site) == ["dana@example.org"]
