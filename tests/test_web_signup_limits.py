@@ -193,7 +193,7 @@ def test_limits_hold_across_threads_on_every_database(database):
 
 @pytest.mark.browser
 def test_a_person_in_a_browser_never_sees_the_honeypot_and_signs_up_after_the_minimum_time(tmp_path):
-    from tests.test_browser import CHROMIUM, LAUNCH_ARGS
+    from tests.test_web_browser import CHROMIUM, LAUNCH_ARGS
 
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: install Debian's chromium (apt-get install chromium)")
