@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -218,8 +218,12 @@ def test_next_send_time_properties(after, zone, hour, weekly, weekday):
     local = at.astimezone(ZoneInfo(zone))
     assert at > after and at.tzinfo is UTC
     assert at - after <= timedelta(days=7 if weekly else 1, hours=2)
-    assert local.hour == hour or local.hour == hour + 1 or (local.hour, local.minute) != (hour, 0)  # DST gap: later
-    assert (local.hour, local.minute) >= (hour, 0)
+    wall = datetime.combine(local.date(), time(hour), tzinfo=ZoneInfo(zone))  # `hour`:00 on that local day
+    if wall.astimezone(UTC).astimezone(ZoneInfo(zone)).replace(tzinfo=None) == wall.replace(tzinfo=None):
+        assert (local.hour, local.minute, local.second) == (hour, 0, 0)  # a wall time that exists: exactly it
+    else:  # skipped by a DST change: the instant the clocks jumped to, just after the gap
+        assert at == wall.astimezone(UTC) and local.replace(tzinfo=None) > wall.replace(tzinfo=None)
+        assert local.replace(tzinfo=None) - wall.replace(tzinfo=None) <= timedelta(hours=1)
     if weekly:
         assert local.weekday() == weekday
 

@@ -49,7 +49,7 @@ def create_app(
     """The whole HTTP service. `database` defaults to the configured one (opened here, closed at
     shutdown); `delivery` is a syndicate.delivery._service.DeliveryService (None: /api/sends answers 503);
     `scheduler_status` returns a JSON-ready dict for /api/status and /healthz (jobs with next run
-    times, the lease); /healthz answers 503 when it says `running: false` without `standing_by: true`.
+    times, the lease); /healthz answers 503 when it says `running: false` (its lease heartbeat stopped).
     `corpus_memory` is the service's syndicate.content._reader.CorpusMemory (its builds and category lists
     then share the articles in memory). MissingSecretError if the link-signing secret is not set."""
     env = dict(os.environ if environ is None else environ)
@@ -126,6 +126,6 @@ def _health(app: FastAPI, db: Database, scheduler_status: Callable[[], dict[str,
         if scheduler_status is not None:
             state = scheduler_status()
             result["scheduler"] = state
-            # Healthy while the scheduler runs here or stands by for another process's lease.
-            healthy = healthy and bool(state.get("running", True) or state.get("standing_by", False))
+            # `running` stays true while this process runs the scheduler or stands by for the lease.
+            healthy = healthy and bool(state.get("running", True))
         return JSONResponse(result, status_code=200 if healthy else 503)
