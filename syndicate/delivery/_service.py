@@ -272,7 +272,7 @@ def _work_in_worker(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
     threading.Thread(target=_set_at_eof, args=(watched, stop), name="parent-watch", daemon=True).start()
-    service.outbox = Outbox(service.database, service.settings.outbox)
+    service.outbox = Outbox(service.database, service.settings.outbox, subscribers=service.store)
     service.connections_share = connections
 
     def claim_while_planning() -> list[ClaimedDelivery]:
@@ -312,7 +312,7 @@ class DeliveryService:
         self.database = database
         self.environ = environ
         self.store = SubscriberStore(database, SubscriberDefaults.from_settings(settings))
-        self.outbox = Outbox(database, settings.outbox)
+        self.outbox = Outbox(database, settings.outbox, subscribers=self.store)
         self.backend_factory = backend_factory or self._configured_backend
         self.forkable = backend_factory is None and settings.mail.backend in FORKABLE_BACKENDS
         self.workers = settings.outbox.workers or os.cpu_count() or 1
@@ -373,11 +373,11 @@ class DeliveryService:
         return self._planned(run_id, "scheduled", now)
 
     def _reschedule_missed(self, now: datetime, grace: timedelta) -> None:
-        missed = self.outbox.missed(now - grace)
-        moves = [(sid, next_send_time(zone, hour, frequency, weekday, now)) for sid, _, zone, hour, frequency, weekday in missed]
-        for sid, email, *_ in missed:
-            log.warning("digest missed by more than the grace time subscriber=%s email=%s: rescheduled", sid, email)
-        self.outbox.reschedule(moves)
+        missed = self.store.missed(now - grace)
+        moves = [(s.id, next_send_time(s.timezone, s.send_hour, s.frequency, s.weekday, now)) for s in missed]
+        for s in missed:
+            log.warning("digest missed by more than the grace time subscriber=%s email=%s: rescheduled", s.id, s.email)
+        self.store.reschedule(moves)
 
     def _matching(self, request: SendRequest, corpus: Corpus) -> Iterable[Subscriber]:
         known = {c.slug for c in corpus.categories}

@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import parseaddr
-
-from sqlalchemy import delete, func, insert, select
 
 from syndicate.config import Settings
 from syndicate.content._model import Category
@@ -16,31 +14,11 @@ from syndicate.digest._message import build_confirmation
 from syndicate.digest._render import EmailRenderer
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
 from syndicate.site._urls import SiteUrls
-from syndicate.storage.schema import confirmation_sends, subscribers
 from syndicate.subscribers._model import Subscriber
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.subscribers._tokens import signer_from_settings
 
 log = logging.getLogger(__name__)
-
-WINDOW = timedelta(hours=1)
-
-
-def _take_slot(store: SubscriberStore, email_key: str, limit: int, now: datetime) -> bool:
-    """Record one confirmation for `email_key` unless `limit` were already sent within the window."""
-    c = confirmation_sends.c
-    with store.database.write() as connection:
-        # Serialise concurrent sign-ups of one address (PostgreSQL; SQLite's writes are serial already).
-        connection.execute(select(subscribers.c.id).where(subscribers.c.email_key == email_key).with_for_update())
-        connection.execute(delete(confirmation_sends).where(c.email_key == email_key, c.sent_at <= now - WINDOW))
-        recent = connection.execute(
-            select(func.count()).select_from(confirmation_sends).where(c.email_key == email_key)
-        ).scalar_one()
-        if recent >= limit:
-            return False
-        connection.execute(insert(confirmation_sends).values(email_key=email_key, sent_at=now))
-    return True
-
 
 def confirmation_message(settings: Settings, subscriber: Subscriber, categories: Sequence[Category],
                          confirm_url: str, now: datetime) -> OutgoingMessage:
@@ -75,7 +53,7 @@ def send_confirmation(
     """Mail `subscriber` their signed confirm link. False (nothing sent) when the address already got
     `[http] confirmations_per_hour` of them within the last hour. A backend failure is logged, not raised.
     `categories` (the subscriber's, with their display names) default to names from the config."""
-    if not _take_slot(store, subscriber.email.lower(), settings.http.confirmations_per_hour, now):
+    if not store.take_confirmation_slot(subscriber.email.lower(), settings.http.confirmations_per_hour, now):
         log.warning("confirmation rate-limited subscriber=%s", subscriber.id)
         return False
     token = signer_from_settings(settings, environ).make("confirm", subscriber.id, now=now)
