@@ -15,7 +15,9 @@ from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
 from syndicate.content._load import load_corpus
 from syndicate.errors import MissingSecretError
+from syndicate.mail import make_backend
 from syndicate.storage._database import open_database
+from syndicate.subscribers._address import AddressRules
 from syndicate.subscribers._confirm import send_confirmation
 from syndicate.subscribers._csv import import_csv, write_subscribers
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
@@ -81,6 +83,7 @@ def add(app: AppContext, email: str, name: str | None, categories: str, frequenc
         new = new_subscriber(
             email, name=name, categories=split_categories(categories), valid_categories=valid_categories(settings),
             defaults=store.defaults, frequency=frequency, timezone=timezone, send_hour=send_hour, weekday=weekday,
+            addresses=AddressRules(make_backend(settings).carries_utf8_addresses),
         )
         subscriber = store.add(new, now=_now(), confirmed=confirmed, source="cli")
         click.echo(f"added {subscriber.email} ({subscriber.status.value}): {', '.join(subscriber.categories)}")
@@ -116,6 +119,7 @@ def import_command(app: AppContext, ctx: click.Context, file: Path, confirmed: b
     with open_store(settings) as store:
         report = import_csv(
             store, file, valid_categories=valid_categories(settings), now=_now(), confirmed=confirmed, dry_run=dry_run,
+            addresses=AddressRules(make_backend(settings).carries_utf8_addresses),
         )
     for problem in report.problems:
         click.echo(f"error: {problem}", err=True)

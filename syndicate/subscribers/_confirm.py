@@ -29,7 +29,7 @@ def confirmation_message(settings: Settings, subscriber: Subscriber, categories:
     )
     found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
     return OutgoingMessage(
-        key=f"confirm-{subscriber.id}", sender=parseaddr(settings.mail.from_)[1], recipients=(subscriber.email,),
+        key=f"confirm-{subscriber.id}", sender=parseaddr(settings.mail.from_)[1], recipients=(subscriber.address.envelope,),
         data=data, message_id=found.group(1).decode() if found else "",
     )
 

@@ -11,19 +11,18 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, Row, Select, bindparam, delete, func, insert, or_, select, tuple_, update
 
 from syndicate.config import Settings
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.storage._database import Database
 from syndicate.storage.schema import confirmation_sends, subscriber_categories, subscribers
+from syndicate.subscribers._address import Address, AddressRules, InvalidAddressError, parse_address
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
 
 MAX_NAME = 200
-MAX_EMAIL = 320
 SOURCES = ("cli", "import", "web")
 _IN_CHUNK = 10_000
 CONFIRMATION_WINDOW = timedelta(hours=1)  # the rate limit of confirmation emails counts this far back
@@ -53,21 +52,6 @@ class TransitionError(SyndicateError):
 
 
 # ---------------------------------------------------------------- validation
-
-def normalise_email(raw: str) -> tuple[str, str]:
-    """(normalised address, lower-case unique key); InvalidSubscriberError for anything else."""
-    if not isinstance(raw, str) or not raw.strip():
-        raise InvalidSubscriberError("email", "is missing")
-    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in raw):
-        raise InvalidSubscriberError("email", f"contains a line break or control character: {raw!r}")
-    try:
-        email = validate_email(raw.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as e:
-        raise InvalidSubscriberError("email", f"{raw.strip()!r} is not a valid address: {e}") from None
-    if len(email) > MAX_EMAIL:
-        raise InvalidSubscriberError("email", f"longer than {MAX_EMAIL} characters")
-    return email, email.lower()
-
 
 def clean_name(raw: str | None) -> str | None:
     """The name stripped of surrounding spaces (None if empty); control characters refused."""
@@ -161,14 +145,24 @@ class SubscriberDefaults:
 class NewSubscriber:
     """A validated subscriber not yet stored."""
 
-    email: str
-    email_key: str
+    address: Address
     name: str | None
     categories: tuple[str, ...]
     frequency: Frequency
     timezone: str
     send_hour: int
     weekday: int
+
+    @property
+    def email(self) -> str:
+        return self.address.text
+
+    @property
+    def email_key(self) -> str:
+        return self.address.key
+
+
+ANY_BACKEND = AddressRules()  # for a backend that carries every address (file, console, memory)
 
 
 def new_subscriber(
@@ -177,17 +171,21 @@ def new_subscriber(
     categories: Iterable[str],
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
+    addresses: AddressRules = ANY_BACKEND,
     name: str | None = None,
     frequency: str | None = None,
     timezone: str | None = None,
     send_hour: int | str | None = None,
     weekday: int | str | None = None,
 ) -> NewSubscriber:
-    """Validate every field (None or '' means the default); InvalidSubscriberError names the first bad one."""
-    address, key = normalise_email(email)
+    """Validate every field (None or '' means the default); InvalidSubscriberError names the first bad one.
+    `addresses` checks the address (whether the mail backend can carry it, among others)."""
+    try:
+        address = addresses.parse(email)
+    except InvalidAddressError as e:
+        raise InvalidSubscriberError(e.field, e.reason, hint=e.hint) from None
     return NewSubscriber(
-        email=address,
-        email_key=key,
+        address=address,
         name=clean_name(name),
         categories=check_categories(categories, valid_categories),
         frequency=check_frequency(frequency) if frequency not in (None, "") else defaults.frequency,
@@ -424,7 +422,10 @@ class SubscriberStore:
             return self._load(connection, [row])[0]
 
     def get_by_email(self, email: str) -> Subscriber:
-        _, key = normalise_email(email)
+        try:
+            key = parse_address(email).key
+        except InvalidAddressError as e:
+            raise InvalidSubscriberError(e.field, e.reason) from None
         with self.database.read() as connection:
             row = self._one(connection, subscribers.c.email_key == key, f"with address {email.strip()}")
             return self._load(connection, [row])[0]
@@ -636,8 +637,7 @@ class SubscriberStore:
         """Change the given preferences (None leaves one as it is) and reschedule an active subscriber."""
         current = self.get(subscriber_id)
         new = NewSubscriber(
-            email=current.email,
-            email_key=current.email.lower(),
+            address=Address.stored(current.email),
             name=clean_name(name) if name is not None else current.name,
             categories=check_categories(categories, valid_categories) if categories is not None else current.categories,
             frequency=check_frequency(frequency) if frequency is not None else current.frequency,

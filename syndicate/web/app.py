@@ -16,8 +16,10 @@ from sqlalchemy import text
 from syndicate import __version__
 from syndicate.config import Settings
 from syndicate.content._reader import CorpusMemory
+from syndicate.mail import make_backend
 from syndicate.site._urls import SiteUrls
 from syndicate.storage._database import Database, open_database
+from syndicate.subscribers._address import AddressRules
 from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore
 from syndicate.subscribers._tokens import signer_from_settings
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
@@ -66,6 +68,7 @@ def create_app(
         environ=env,
         runner=Runner(),
         corpus_memory=memory,
+        addresses=AddressRules(make_backend(settings).carries_utf8_addresses),
     )
     admin_token = env.get(settings.http.admin_token_env, "").strip() or None
     if admin_token is None:

@@ -17,6 +17,7 @@ from syndicate.content._model import Category
 from syndicate.content._reader import CorpusMemory
 from syndicate.mail import MailBackend
 from syndicate.site._urls import SiteUrls
+from syndicate.subscribers._address import AddressRules
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.subscribers._tokens import LinkSigner
 
@@ -99,3 +100,4 @@ class WebContext:
     runner: Runner = field(default_factory=Runner)
     backend_factory: Callable[[], MailBackend] | None = None
     corpus_memory: CorpusMemory | None = None
+    addresses: AddressRules = field(default_factory=AddressRules)  # what the mail backend can carry

@@ -182,7 +182,7 @@ def page_router(pages: Pages) -> APIRouter:
                 values["email"], name=values["name"], categories=values["categories"],
                 valid_categories=context.categories.slugs(), defaults=context.store.defaults,
                 frequency=values["frequency"], timezone=values["timezone"], send_hour=values["send_hour"],
-                weekday=values["weekday"],
+                weekday=values["weekday"], addresses=context.addresses,
             )
         except InvalidSubscriberError as e:
             return pages.render(request, "signup.html.j2", 422, **pages.choices(values, {e.field: e.reason}))
