@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
 
-from syndicate.service._service import Service
+from syndicate.service import Service
 from tests.web_helpers import ADMIN_TOKEN, ENVIRON, link_in, serve, web_settings
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
 from syndicate.config import Settings
-from syndicate.content._model import Category
+from syndicate.content import Category
 from syndicate.digest._render import VARIANT_CACHE, BoundedCache, EmailRenderer, LinkMaker, RenderedEmail, SlotText
 from syndicate.digest._select import Digest
 from syndicate.errors import ConfigError, SyndicateError
-from syndicate.subscribers._address import envelope_of
+from syndicate.subscribers import envelope_of
 
 log = logging.getLogger(__name__)
 

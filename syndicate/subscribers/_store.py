@@ -13,9 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, Row, Select, bindparam, delete, func, insert, or_, select, tuple_, update
 
-from syndicate.config import Settings
 from syndicate.errors import SyndicateError, UsageError
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 from syndicate.storage.schema import confirmation_sends, subscriber_categories, subscribers
 from syndicate.subscribers._address import Address, AddressRules, InvalidAddressError, parse_address
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
@@ -130,15 +129,6 @@ class SubscriberDefaults:
     send_hour: int = 8
     weekday: int = 0
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SubscriberDefaults:
-        digest = settings.digest
-        return cls(
-            frequency=Frequency(digest.frequency),
-            timezone=digest.timezone or settings.site.timezone,
-            send_hour=digest.send_hour,
-            weekday=WEEKDAYS.index(digest.weekday),
-        )
 
 
 @dataclass(frozen=True)
