@@ -24,8 +24,8 @@ from syndicate.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-MAX_LOCAL_PART = 64  # octets, RFC 5321 4.5.3.1.1 (RFC 6531 counts the UTF-8 octets)
-MAX_ADDRESS = 254  # octets: RFC 5321's 256-octet path, less its angle brackets
+MAX_LOCAL_PART = 64  # octets, RFC 5321 4.5.3.1.1 (RFC 6531 counts the UTF-8 octets); email-validator
+# checks the whole address's 254 but lets a longer local part through
 CHECK_AGAIN_AFTER = 60.0  # seconds before a backend that could not answer is asked again
 
 
@@ -104,8 +104,6 @@ def parse_address(raw: str, *, field: str = "email", utf8_local_parts: bool = Tr
             field, f"{given!r}: the part before the @ is {len(address.local.encode('utf-8'))} bytes long "
             f"(at most {MAX_LOCAL_PART})",
         )
-    if len(address.envelope.encode("utf-8")) > MAX_ADDRESS:
-        raise InvalidAddressError(field, f"{given!r} is longer than {MAX_ADDRESS} bytes")
     if address.needs_smtputf8 and not utf8_local_parts:
         raise InvalidAddressError(
             field, f"{given!r}: our mail server cannot deliver to an address with non-ASCII characters before the @",
