@@ -79,6 +79,7 @@ from syndicate.subscribers import (
     SubscriberStatus,
     SubscriberStore,
     next_send_time,
+    parse_address,
     signer_from_settings,
 )
 
@@ -707,14 +708,15 @@ class DeliveryService:
     def send_test_copy(self, request: SendRequest, to: str, now: datetime) -> SendResult:
         """Mail the digest of `request.subscriber` (or of a made-up subscriber following
         `request.categories`) to `to` only, with placeholder links; changes no state."""
+        address = parse_address(to, field="test copy address")  # InvalidAddressError (a UsageError) says why not
         corpus = load_corpus(self.settings)
-        subscriber = self._test_subscriber(request, corpus, to)
+        subscriber = self._test_subscriber(request, corpus, address.text)
         digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings)
         if digest is None:
             raise UsageError(f"nothing new for {request.subscriber or ', '.join(request.categories)}: no digest to send")
         links = PlaceholderLinks(self.urls)
         built = MessageBuilder(self.settings, EmailRenderer(self.settings), links, corpus.categories, now).digest_message(digest)
-        message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (to,), built.data, built.message_id)
+        message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (built.recipient,), built.data, built.message_id)
         result = next(iter(self.backend_factory().send_messages([message])))
         log.info("test copy to=%s outcome=%s reply=%s", to, result.outcome, result.reply)
         return result
