@@ -188,9 +188,6 @@ class _Connection:
             if fresh:
                 raise
             raise _StaleConnection() from None
-        except smtplib.SMTPNotSupportedError as e:  # non-ASCII address, server without SMTPUTF8
-            self._reset(None)
-            return SendResult(message.key, message.message_id, "failed", None, str(e))
         if code != 250:
             return self._mail_refused(message, code, reply)
         accepted, refused = self._recipients(smtp, message)

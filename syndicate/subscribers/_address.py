@@ -77,9 +77,6 @@ class Address:
         local, _, domain = text.rpartition("@")
         return cls(local, domain)
 
-    def __str__(self) -> str:
-        return self.text
-
 
 def envelope_of(text: str) -> str:
     """The envelope form of a stored address's normalised text (what Address.stored(text).envelope gives)."""
