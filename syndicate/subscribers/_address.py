@@ -102,11 +102,15 @@ def parse_address(raw: str, *, field: str = "email", utf8_local_parts: bool = Tr
             f"(at most {MAX_LOCAL_PART})",
         )
     if address.needs_smtputf8 and not utf8_local_parts:
-        raise InvalidAddressError(
-            field, f"{given!r}: our mail server cannot deliver to an address with non-ASCII characters before the @",
-            hint="use another address (one with only ASCII letters, digits and .!#$%&'*+/=?^_`{|}~- before the @)",
-        )
+        raise _not_carried(field, given)
     return address
+
+
+def _not_carried(field: str, given: str) -> InvalidAddressError:
+    return InvalidAddressError(
+        field, f"{given!r}: our mail server cannot deliver to an address with non-ASCII characters before the @",
+        hint="use another address (one with only ASCII letters, digits and .!#$%&'*+/=?^_`{|}~- before the @)",
+    )
 
 
 class AddressRules:
@@ -126,8 +130,8 @@ class AddressRules:
 
     def parse(self, raw: str, *, field: str = "email") -> Address:
         address = parse_address(raw, field=field)
-        if address.needs_smtputf8:
-            parse_address(raw, field=field, utf8_local_parts=self._utf8(field, raw))
+        if address.needs_smtputf8 and not self._utf8(field, raw):
+            raise _not_carried(field, raw.strip())
         return address
 
     def _utf8(self, field: str, raw: str) -> bool:
