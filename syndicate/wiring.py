@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from syndicate.config import Settings
-from syndicate.content import Category, Corpus, CorpusMemory, load_corpus
+from syndicate.content import (
+    CacheWriter,
+    Category,
+    CategoryRule,
+    ContentSource,
+    Corpus,
+    CorpusMemory,
+    ReaderOptions,
+)
 from syndicate.delivery import DeliveryService, Outbox
 from syndicate.digest import EmailRenderer, build_confirmation
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
@@ -51,6 +59,30 @@ def subscriber_defaults(settings: Settings) -> SubscriberDefaults:
         send_hour=digest.send_hour,
         weekday=WEEKDAYS.index(digest.weekday),
     )
+
+
+def content_source(settings: Settings) -> ContentSource:
+    """The content folder as the [content], [site] and [categories] settings describe it."""
+    return ContentSource(
+        folder=settings.content.folder,
+        options=ReaderOptions(
+            timezone=settings.site.timezone,
+            default_author=settings.site.author,
+            date_format=settings.content.date_format,
+            summary_length=settings.content.summary_length,
+        ),
+        rules=tuple(
+            CategoryRule(slug=slug, title=rule.title, description=rule.description, aliases=rule.aliases)
+            for slug, rule in settings.categories.items()
+        ),
+        cache=settings.content.cache,
+    )
+
+
+def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bool = True,
+                memory: CorpusMemory | None = None, writer: CacheWriter | None = None) -> Corpus:
+    """Every article of the configured content folder (or `folder`): content_source(settings).read(...)."""
+    return content_source(settings).read(folder, use_cache=use_cache, memory=memory, writer=writer)
 
 
 def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:
@@ -126,8 +158,12 @@ class Components:
 
     # -- content
 
+    @cached_property
+    def content(self) -> ContentSource:
+        return content_source(self.settings)
+
     def corpus(self, folder: Path | None = None, *, memory: CorpusMemory | None = None) -> Corpus:
-        return load_corpus(self.settings, folder, memory=memory)
+        return self.content.read(folder, memory=memory)
 
     # -- digests and mail
 
@@ -163,7 +199,7 @@ class Components:
 
     @cached_property
     def delivery(self) -> DeliveryService:
-        return DeliveryService(self.settings, self.database, environ=self.environ,
+        return DeliveryService(self.settings, self.database, self.content, environ=self.environ,
                                backend_factory=self._backend_factory)
 
     def close(self) -> None:

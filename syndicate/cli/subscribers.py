@@ -13,7 +13,6 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
-from syndicate.content import load_corpus
 from syndicate.errors import MissingSecretError
 from syndicate.subscribers import (
     WEEKDAYS,
@@ -28,7 +27,7 @@ from syndicate.subscribers import (
     split_categories,
     write_subscribers,
 )
-from syndicate.wiring import Components
+from syndicate.wiring import Components, load_corpus
 
 FREQUENCIES = click.Choice([f.value for f in Frequency])
 STATUSES = click.Choice([s.value for s in SubscriberStatus])

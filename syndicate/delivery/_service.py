@@ -37,7 +37,7 @@ from itertools import islice
 from typing import Any
 
 from syndicate.config import Settings
-from syndicate.content import Article, Category, Corpus, gc_paused, load_corpus
+from syndicate.content import Article, Category, ContentSource, Corpus, gc_paused
 from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
@@ -318,6 +318,7 @@ class DeliveryService:
         self,
         settings: Settings,
         database: Database,
+        content: ContentSource,
         *,
         backend_factory: Callable[[], MailBackend] | None = None,
         environ: Mapping[str, str] | None = None,
@@ -326,6 +327,7 @@ class DeliveryService:
         configured backend, smtp or file); a given factory always sends from this process."""
         self.settings = settings
         self.database = database
+        self.content = content
         self.environ = environ
         self.store = SubscriberStore(database)
         self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
@@ -348,7 +350,7 @@ class DeliveryService:
 
     def plan_manual(self, request: SendRequest, now: datetime) -> RunReport:
         """Record a manual run and one delivery per matching subscriber with something new."""
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         for _ in self._plan_batches(run_id, subscribers, corpus, now):
@@ -359,7 +361,7 @@ class DeliveryService:
         self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime
     ) -> Iterator[list[PlannedDelivery]]:
         """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
             for batch in _batched(subscribers, PLAN_BATCH):
                 planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
@@ -376,8 +378,8 @@ class DeliveryService:
         next send time on. One due for longer than `grace` is skipped, logged and rescheduled.
         Nothing due: no run is recorded (run_id 0)."""
         self._reschedule_missed(now, grace)
-        corpus = load_corpus(self.settings)
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        corpus = self.content.read()
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         run_id = 0
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
             if not run_id:
@@ -438,7 +440,7 @@ class DeliveryService:
         on the first planned batches while this process plans the rest. `clock` (default: the real
         one) dates the sending, `now` the planning; `planned` hears of the run once it is planned."""
         fixed, clock = clock, clock or _clock(None)
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         batches = self._plan_batches(run_id, subscribers, corpus, now)
@@ -498,7 +500,7 @@ class DeliveryService:
         def send(counted: Callable[[], None]) -> None:
             shares = self._shares(run_id, clock())
             if len(shares) > 1:
-                messages = _Messages(self, load_corpus(self.settings))
+                messages = _Messages(self, self.content.read())
                 group = _WorkerGroup(self, shares[1:], claim, clock, messages)
                 self._send_beside(group, shares[0], claim, clock, stop, counted, messages)
             else:
@@ -630,7 +632,7 @@ class DeliveryService:
     ) -> dict[str, int]:
         """Claim, render and send until claim() gives nothing; every claimed delivery ends recorded
         (or, when the process dies, `sending` for recover())."""
-        messages = messages or _Messages(self, load_corpus(self.settings))
+        messages = messages or _Messages(self, self.content.read())
         recorder = _Recorder(self.outbox, clock)
         waiting: dict[str, ClaimedDelivery] = {}  # claimed, not yet handed to the backend
         handed: dict[str, ClaimedDelivery] = {}  # handed to the backend, no result yet
@@ -696,11 +698,11 @@ class DeliveryService:
 
     def dry_run(self, request: SendRequest, now: datetime) -> list[tuple[str, int]]:
         """(email, article count) of every digest a manual send would record now; changes nothing."""
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         timeline = Timeline.of(corpus.articles)
         out = []
         for subscriber in self._matching(request, corpus):
-            digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings)
+            digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings.digest.max_articles)
             if digest is not None:
                 out.append((subscriber.email, digest.count))
         return out
@@ -709,9 +711,9 @@ class DeliveryService:
         """Mail the digest of `request.subscriber` (or of a made-up subscriber following
         `request.categories`) to `to` only, with placeholder links; changes no state."""
         address = parse_address(to, field="test copy address")  # InvalidAddressError (a UsageError) says why not
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         subscriber = self._test_subscriber(request, corpus, address.text)
-        digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings)
+        digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         if digest is None:
             raise UsageError(f"nothing new for {request.subscriber or ', '.join(request.categories)}: no digest to send")
         links = PlaceholderLinks(self.urls)
