@@ -118,7 +118,7 @@ class Components:
     @property
     def database(self) -> Database:
         if self._database is None:
-            self._database = open_database(self.settings)
+            self._database = open_database(self.settings.database)
         return self._database
 
     @cached_property
@@ -176,7 +176,7 @@ class Components:
         if self._backend_factory is not None:
             return self._backend_factory()
         extra: dict[str, Any] = {"environ": self.environ} if self.settings.mail.backend == "smtp" else {}
-        return make_backend(self.settings, **extra)
+        return make_backend(self.settings.mail, self.settings.smtp, **extra)
 
     def confirmation_message(self, subscriber: Subscriber, categories: Sequence[Category], confirm_url: str,
                              now: datetime) -> OutgoingMessage:

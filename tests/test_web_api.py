@@ -108,7 +108,7 @@ def test_manual_send_runs_in_the_background(tmp_path):
     from tests.web_helpers import web_settings
 
     settings = web_settings(tmp_path)
-    database = open_database(settings)
+    database = open_database(settings.database)
     service = DeliveryService(settings, database, content_source(settings), environ=ENVIRON)
     newest = load_corpus(settings).articles[0]
     topic = newest.category_slugs[0]
@@ -146,7 +146,7 @@ def test_the_api_never_answers_with_a_server_error(tmp_path):
     from tests.web_helpers import web_settings
 
     config = web_settings(tmp_path)
-    database = open_database(config)
+    database = open_database(config.database)
     delivery = DeliveryService(config, database, content_source(config), environ=ENVIRON)
     try:
         with serve(tmp_path, scheduler_status=jobs, database=database, delivery=delivery) as site:

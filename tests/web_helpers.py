@@ -92,7 +92,7 @@ def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None 
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
-    database = open_database(settings)
+    database = open_database(settings.database)
     try:
         yield RunningSite(settings, url, app, database)
     finally:

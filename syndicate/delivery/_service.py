@@ -29,7 +29,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
@@ -344,7 +344,7 @@ class DeliveryService:
             extra = {"environ": self.environ} if self.environ is not None else {}
             if self.connections_share is not None:
                 extra["connections"] = self.connections_share
-        return make_backend(self.settings, **extra)
+        return make_backend(self.settings.mail, self.settings.smtp, **extra)
 
     # -- planning
 
@@ -359,7 +359,7 @@ class DeliveryService:
 
     def _plan_batches(
         self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime
-    ) -> Iterator[list[PlannedDelivery]]:
+    ) -> Generator[list[PlannedDelivery], None, None]:
         """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
         selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
