@@ -126,7 +126,6 @@ class AddressRules:
         self._carries_utf8 = carries_utf8 or (lambda: True)
         self._lock = threading.Lock()
         self._failed_at: float | None = None
-        self._failure = ""
 
     def parse(self, raw: str, *, field: str = "email") -> Address:
         address = parse_address(raw, field=field)
@@ -137,19 +136,20 @@ class AddressRules:
     def _utf8(self, field: str, raw: str) -> bool:
         with self._lock:
             if self._failed_at is not None and time.monotonic() - self._failed_at < CHECK_AGAIN_AFTER:
-                raise self._unknown(field, raw, self._failure)
+                raise self._unknown(field, raw)
             try:
                 carries = self._carries_utf8()
             except Exception as e:  # the backend could not tell (a relay down): the address waits, not fails later
-                self._failed_at, self._failure = time.monotonic(), f"{type(e).__name__}: {e}"
-                log.warning("cannot tell whether the mail backend carries SMTPUTF8 addresses: %s", self._failure)
-                raise self._unknown(field, raw, self._failure) from None
+                self._failed_at = time.monotonic()
+                log.warning("cannot tell whether the mail backend carries SMTPUTF8 addresses: %s: %s", type(e).__name__, e)
+                raise self._unknown(field, raw) from None
             self._failed_at = None
             return carries
 
     @staticmethod
-    def _unknown(field: str, raw: str, why: str) -> InvalidAddressError:
+    def _unknown(field: str, raw: str) -> InvalidAddressError:
+        """What the person typing it reads (the reason, from our side, goes to the log)."""
         return InvalidAddressError(
             field, f"{raw.strip()!r}: cannot check now whether our mail server can deliver to an address with "
-            f"non-ASCII characters before the @ ({why}); please try again later",
+            "non-ASCII characters before the @; please try again later",
         )
