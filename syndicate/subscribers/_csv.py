@@ -19,7 +19,9 @@ from typing import BinaryIO, TextIO
 from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.errors import Problem, SyndicateError, UsageError
+from syndicate.subscribers._address import AddressRules
 from syndicate.subscribers._store import (
+    ANY_BACKEND,
     ImportReport,
     InvalidSubscriberError,
     NewSubscriber,
@@ -38,7 +40,6 @@ _EXTRA = "\0extra"  # where csv.DictReader puts fields beyond the header
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 ESCAPE = "'"
-MAX_LOCAL_PART = 64  # RFC 5321 4.5.3.1.1 (a minimal check here until one address type does it everywhere)
 
 
 def escape_cell(value: str) -> str:
@@ -121,6 +122,7 @@ def read_subscribers(
     *,
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> Iterator[NewSubscriber | Problem]:
     """Each data row as a validated NewSubscriber, or a Problem naming its line and what is wrong."""
     reader = csv.DictReader(stream, restkey=_EXTRA, strict=True)
@@ -140,7 +142,7 @@ def read_subscribers(
                 yield CsvStopped(path, start, f"unreadable CSV ({e}; is a quote left open?); nothing was imported")
                 return
             if any((v or "").strip() for k, v in row.items() if k != _EXTRA):
-                yield _row(row, start, path, seen, valid_categories, defaults)
+                yield _row(row, start, path, seen, valid_categories, defaults, addresses)
     finally:
         seen.close()
 
@@ -152,6 +154,7 @@ def _row(
     seen: _SeenAddresses,
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
+    addresses: AddressRules,
 ) -> NewSubscriber | Problem:
     if bad := _not_utf8(v for v in row.values() if isinstance(v, str)):
         return Problem(path, line, bad)
@@ -174,13 +177,10 @@ def _row(
             timezone=values.get("timezone", "").strip(),
             send_hour=values.get("send_hour"),
             weekday=values.get("weekday"),
+            addresses=addresses,
         )
     except InvalidSubscriberError as e:
         return Problem(path, line, str(e))
-    local_part = new.email.rpartition("@")[0]
-    if len(local_part.encode()) > MAX_LOCAL_PART:
-        return Problem(path, line, f"email: the part before @ is {len(local_part.encode())} bytes long; "
-                                   f"at most {MAX_LOCAL_PART} are allowed (RFC 5321)")
     first = seen.setdefault(new.email_key, line)
     if first != line:
         return Problem(path, line, f"email: {new.email} already appears on line {first}")
@@ -196,17 +196,21 @@ def import_csv(
     confirmed: bool = False,
     dry_run: bool = False,
     batch: int = 1000,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> ImportReport:
-    """Import the good rows of `path`; report the bad ones. The whole file is read and checked first
+    """Import the good rows of `path`; report the bad ones (`addresses` checks each address: whether
+    the mail backend can carry it, among others). The whole file is read and checked first
     (what a dry run reports); a file unreadable to its end imports nothing. Then the good rows are
     written in batches (one transaction each, re-read from the file: memory stays bounded); a
     database failure part-way is an ImportInterrupted naming the lines that went in."""
-    checked = _pass(store, path, valid_categories, now, confirmed=confirmed, dry_run=True, batch=batch)
+    checked = _pass(store, path, valid_categories, now, confirmed=confirmed, dry_run=True, batch=batch,
+                    addresses=addresses)
     if any(isinstance(p, CsvStopped) for p in checked.problems):
         return ImportReport(problems=tuple(str(p) for p in checked.problems))  # nothing is imported
     if dry_run:
         return checked.report()
-    return _pass(store, path, valid_categories, now, confirmed=confirmed, dry_run=False, batch=batch).report()
+    return _pass(store, path, valid_categories, now, confirmed=confirmed, dry_run=False, batch=batch,
+                 addresses=addresses).report()
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,7 @@ class _Pass:
 
 
 def _pass(store: SubscriberStore, path: Path, valid_categories: Collection[str], now: datetime, *,
-          confirmed: bool, dry_run: bool, batch: int) -> _Pass:
+          confirmed: bool, dry_run: bool, batch: int, addresses: AddressRules) -> _Pass:
     """One reading of the file, writing the good rows in batches unless `dry_run`."""
     report = ImportReport()
     pending: list[NewSubscriber] = []
@@ -249,7 +253,8 @@ def _pass(store: SubscriberStore, path: Path, valid_categories: Collection[str],
         raise UsageError(f"{path}: cannot read: {e.strerror}") from e
     with stream:
         lines = _LineCounter(utf8_lines(stream))
-        for item in read_subscribers(lines, path, valid_categories=valid_categories, defaults=store.defaults):
+        for item in read_subscribers(lines, path, valid_categories=valid_categories, defaults=store.defaults,
+                                     addresses=addresses):
             if isinstance(item, Problem):
                 problems.append(item)
                 continue

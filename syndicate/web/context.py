@@ -15,7 +15,7 @@ from syndicate.abuse import SignupLimits
 from syndicate.config import Settings
 from syndicate.content import Category, ContentSource, CorpusMemory
 from syndicate.site import SiteUrls
-from syndicate.subscribers import Confirmations, LinkSigner, SubscriberStore
+from syndicate.subscribers import AddressRules, Confirmations, LinkSigner, SubscriberStore
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +99,4 @@ class WebContext:
     signup_limits: SignupLimits
     runner: Runner = field(default_factory=Runner)
     corpus_memory: CorpusMemory | None = None
+    addresses: AddressRules = field(default_factory=AddressRules)  # what the mail backend can carry
