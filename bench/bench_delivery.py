@@ -46,7 +46,7 @@ from syndicate.storage.schema import subscriber_categories
 from syndicate.storage.schema import subscribers as subscribers_table
 from syndicate.wiring import content_source, email_renderer, load_corpus, message_builder
 
-SECRET = "bench-secret-for-signed-links"
+SECRET = "bench-secret-for-signed-links-0123456789"
 SENDER = "digest@news.example.org"
 
 

@@ -36,7 +36,7 @@ from email.utils import parseaddr
 from itertools import islice
 from typing import Any
 
-from syndicate.config import Settings
+from syndicate.config import Settings, read_secret
 from syndicate.content import Article, Category, ContentSource, Corpus, gc_paused
 from syndicate.delivery._outbox import (
     FAILED,
@@ -67,7 +67,7 @@ from syndicate.digest import (
     select_digest,
     variant_key,
 )
-from syndicate.errors import MailError, SyndicateError, UsageError
+from syndicate.errors import ConfigError, MailError, MissingSecretError, SyndicateError, UsageError
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
 from syndicate.site import SiteUrls
 from syndicate.storage import Database
@@ -339,6 +339,16 @@ class DeliveryService:
         self.claim_batch = CLAIM_BATCH
         self.connections_share: int | None = None  # a worker process's share of [smtp] connections
 
+    def check_ready(self) -> None:
+        """Raise what would fail every delivery alike, before a run is recorded or a delivery claimed:
+        a missing or short link secret, email templates that do not load, the SMTP password of a
+        configured login. Such a fault is the operator's: no subscriber's digest pays for it."""
+        signer_from_settings(self.settings.links, self.environ)
+        self.renderer().check_templates()
+        smtp = self.settings.smtp
+        if self.backend_factory == self._configured_backend and self.settings.mail.backend == "smtp" and smtp.username:
+            read_secret(smtp.password_env, f"[smtp] password for {smtp.username}", self.environ)
+
     def renderer(self) -> EmailRenderer:
         settings = self.settings
         return EmailRenderer(settings.site, settings.email, settings.digest.subject, self.urls)
@@ -360,6 +370,7 @@ class DeliveryService:
 
     def plan_manual(self, request: SendRequest, now: datetime) -> RunReport:
         """Record a manual run and one delivery per matching subscriber with something new."""
+        self.check_ready()
         corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
@@ -387,6 +398,7 @@ class DeliveryService:
         """Record a scheduled run for every due subscriber (next send time <= now) and move their
         next send time on. One due for longer than `grace` is skipped, logged and rescheduled.
         Nothing due: no run is recorded (run_id 0)."""
+        self.check_ready()
         self._reschedule_missed(now, grace)
         corpus = self.content.read()
         selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
@@ -450,6 +462,7 @@ class DeliveryService:
         on the first planned batches while this process plans the rest. `clock` (default: the real
         one) dates the sending, `now` the planning; `planned` hears of the run once it is planned."""
         fixed, clock = clock, clock or _clock(None)
+        self.check_ready()
         corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
@@ -505,6 +518,7 @@ class DeliveryService:
             return RunReport.empty("manual", now or datetime.now(UTC))
         clock = _clock(now)
         self.outbox.report(run_id)  # a LookupError for an unknown run, before any work
+        self.check_ready()
         claim = self._run_claim(run_id, clock)
 
         def send(counted: Callable[[], None]) -> None:
@@ -553,6 +567,7 @@ class DeliveryService:
         (the process sending them died or stopped): the scheduler's retry job finishes them."""
         clock = _clock(now)
         touched: set[int] = set()
+        self.check_ready()
 
         def claim() -> list[ClaimedDelivery]:
             claimed = self.outbox.claim(now, self.claim_batch)
@@ -700,6 +715,8 @@ class DeliveryService:
             return None
         try:
             return messages.message(delivery, digest)
+        except (MissingSecretError, ConfigError):  # the operator's fault: the delivery stays queued (see _send)
+            raise
         except SyndicateError as e:  # a value that would break the message: sending it later will not help
             recorder.add(delivery, FAILED, None, f"cannot build the message: {e}")
             return None

@@ -327,6 +327,9 @@ class DigestParts:
     sections: tuple[RenderedSection, ...]
 
 
+EMAIL_TEMPLATES = tuple(f"{name}.{kind}.j2" for name in ("digest", "digest_section", "confirm") for kind in ("html", "txt"))
+
+
 class EmailRenderer:
     """Renders digests and confirmations; holds this run's cache of rendered variants."""
 
@@ -351,6 +354,16 @@ class EmailRenderer:
         self._pieces: dict[tuple[object, ...], RenderedPiece] = {}
         self._frame: DigestFrame | None = None
         self._following: BoundedCache[tuple[str, ...], tuple[str, str]] = BoundedCache(FOLLOWING_CACHE)
+
+    def check_templates(self) -> None:
+        """ConfigError naming the template when an email template is missing or does not compile
+        (checked before a run is recorded: a broken template is the operator's, not a recipient's, fault)."""
+        for name in EMAIL_TEMPLATES:
+            try:
+                self._env.get_template(name)
+            except jinja2.TemplateError as e:
+                raise ConfigError([f"email template {name}: {type(e).__name__}: {str(e)[:200]}"],
+                                  hint="fix the template, or unset [email] templates to use the built-in ones") from None
 
     # -- digests ---------------------------------------------------------------------
     def variant(self, digest: Digest) -> RenderedVariant:

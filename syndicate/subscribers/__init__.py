@@ -2,7 +2,7 @@
 
 from syndicate.subscribers._address import Address, AddressRules, InvalidAddressError, envelope_of, parse_address
 from syndicate.subscribers._confirm import ComposeConfirmation, Confirmations, category_names
-from syndicate.subscribers._csv import import_csv, read_subscribers, write_subscribers
+from syndicate.subscribers._csv import ImportInterrupted, import_csv, read_subscribers, write_subscribers
 from syndicate.subscribers._links import PLACEHOLDER_TOKEN, PlaceholderLinks, SignedLinks
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 from syndicate.subscribers._store import (
@@ -25,7 +25,7 @@ from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, signer_f
 
 __all__ = [
     "PLACEHOLDER_TOKEN", "WEEKDAYS", "Address", "AddressRules", "ComposeConfirmation", "Confirmations", "Filter",
-    "Frequency", "ImportReport", "InvalidAddressError", "InvalidLinkError", "InvalidSubscriberError", "LinkSigner",
+    "Frequency", "ImportInterrupted", "ImportReport", "InvalidAddressError", "InvalidLinkError", "InvalidSubscriberError", "LinkSigner",
     "NewSubscriber", "PlaceholderLinks", "SignedLinks", "StoredSubscriber", "Subscriber", "SubscriberDefaults",
     "SubscriberExistsError", "SubscriberStatus", "SubscriberStore", "SubscriberWrites", "TransitionError",
     "UnknownSubscriberError", "category_names", "envelope_of", "import_csv", "new_subscriber", "next_send_time",
