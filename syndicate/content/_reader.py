@@ -7,6 +7,7 @@ parsed again: their Articles come from a cache under `var/`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import hashlib
@@ -14,8 +15,6 @@ import logging
 import os
 import pickle
 import threading
-import uuid
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ from syndicate.errors import ContentError, Problem
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 8
+_CACHE_FORMAT = 9
 _PARALLEL_FROM = 400  # files to parse before a process pool pays for itself
 
 
@@ -201,7 +200,7 @@ class _Cache:
             self._write(self.journal_path, journal)
             return journal
         _share_categories(entries.values())  # those read from the last snapshot and those parsed since
-        self._write(self.path, entries, bodies_apart=True, assembled=assembled)
+        self._write(self.path, entries, assembled=assembled)
         self.journal_path.unlink(missing_ok=True)
         return {}
 
@@ -215,26 +214,14 @@ class _Cache:
             return stat.st_ino, stat.st_size, stat.st_mtime_ns
         return one(self.path), one(self.journal_path)
 
-    def _write(self, path: Path, rows: dict, *, bodies_apart: bool = False, assembled: _Assembled | None = None) -> None:
-        """Pickle `rows` to `path` atomically; with `bodies_apart`, the articles' bodies go to a
-        bodies file of their own (a new name each time: articles still in memory keep reading
-        the one they were loaded from) and are read back only when used."""
+    def _write(self, path: Path, rows: dict, *, assembled: _Assembled | None = None) -> None:
+        """Pickle `rows` (and the snapshot's `assembled` corpus) to `path` atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
         unique = f"{os.getpid()}.{threading.get_ident()}"  # threads of one service too
         temporary = path.with_name(f".{path.name}.{unique}.tmp")
-        bodies_name = f"{path.name}.bodies-{uuid.uuid4().hex[:12]}"
         with temporary.open("wb") as f:
-            if bodies_apart:
-                with (path.parent / bodies_name).open("wb") as bodies:
-                    pickler = _SnapshotPickler(f, bodies, _BodyFileRef(str((path.parent / bodies_name).resolve())))
-                    pickler.dump((self.stamp, bodies_name, rows, assembled._replace(entries=None)))
-            else:
-                pickle.dump((self.stamp, None, rows, None), f, protocol=pickle.HIGHEST_PROTOCOL)
+            _SnapshotPickler(f).dump((self.stamp, None, rows, assembled._replace(entries=None) if assembled else None))
         os.replace(temporary, path)
-        if bodies_apart:
-            for old in path.parent.glob(f"{path.name}.bodies-*"):
-                if old.name != bodies_name:
-                    old.unlink(missing_ok=True)
 
 
 class _OlderFormat(Exception):
@@ -245,63 +232,20 @@ def _older_format(pid: object) -> None:
     raise _OlderFormat
 
 
-class _BodyFile:
-    """An open bodies file, read with pread (thread-safe); closed when no article needs it."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.fd = os.open(path, os.O_RDONLY)
-        weakref.finalize(self, os.close, self.fd)
-
-
-class _BodyFileRef(NamedTuple):
-    """A bodies file as a snapshot names it (once: the pickler's memo shares it); unpickled, it
-    is that file opened, a _BodyFile, which each article's _restore_article takes."""
-
-    path: str
-
-    def __reduce__(self) -> tuple:
-        return (_BodyFile, (self.path,))
-
-
-class _LazyBody:
-    """Where one article's body lies in a bodies file."""
-
-    __slots__ = ("file", "offset", "length")
-
-    def __init__(self, file: _BodyFile, offset: int, length: int) -> None:
-        self.file, self.offset, self.length = file, offset, length
-
-    def read(self) -> str:
-        return os.pread(self.file.fd, self.length, self.offset).decode("utf-8")
-
-
 class _SnapshotPickler(pickle.Pickler):
-    """Pickles articles without their bodies, which it writes to `bodies` instead: an article's
-    `_lazy_body` is pickled as (offset, length) in that file, and made a _LazyBody of the file
-    `ref` names again as it is unpickled. (No persistent_id: the pickler would call it for each of
-    the ~450,000 objects.)"""
+    """Pickles each Article as a call of its constructor, so that a restored Article is validated
+    (`__post_init__`) like any other."""
 
-    def __init__(self, file, bodies, ref: _BodyFileRef) -> None:
+    def __init__(self, file) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.bodies, self.ref, self.offset = bodies, ref, 0
 
     def reducer_override(self, obj: object):
         if type(obj) is not Article:
             return NotImplemented
-        state = obj.__getstate__()
-        body = state.pop("body_html").encode("utf-8")
-        self.bodies.write(body)
-        state["_lazy_body"] = (self.offset, len(body))
-        self.offset += len(body)
-        return (_restore_article, (state, self.ref))
+        return (Article, tuple([getattr(obj, name) for name in _ARTICLE_FIELDS]))
 
 
-def _restore_article(state: dict, bodies: _BodyFile | None = None) -> Article:
-    article = object.__new__(Article)
-    if bodies is not None:  # None: a cache of an older format, which the stamp check then drops
-        state["_lazy_body"] = _LazyBody(bodies, *state["_lazy_body"])
-    article.__dict__.update(state)
-    return article
+_ARTICLE_FIELDS = tuple(field.name for field in dataclasses.fields(Article))
 
 
 def _share_categories(entries: Iterable[_Entry | None]) -> None:
