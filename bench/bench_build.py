@@ -168,9 +168,9 @@ def edited(work: Path) -> Path:
 IN_PROCESS = """
 import re, statistics, sys, time
 from pathlib import Path
-from syndicate.site._build import build_site
+from syndicate.site import build_site
 from syndicate.config import load_settings
-from syndicate.content._reader import CorpusMemory
+from syndicate.content import CorpusMemory
 settings, article, rounds = load_settings(Path(sys.argv[1])), Path(sys.argv[2]), int(sys.argv[3])
 memory = CorpusMemory()  # as the service keeps one
 build_site(settings, memory=memory)

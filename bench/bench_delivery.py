@@ -38,12 +38,11 @@ from mail_smtp import raw_pipe as smtplib_pipe
 from sqlalchemy import insert
 
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
-from syndicate.delivery._service import DeliveryService, SendRequest
-from syndicate.digest._render import EmailRenderer
-from syndicate.digest._select import Timeline, select_digest
-from syndicate.site._urls import SiteUrls
-from syndicate.storage._database import create_database, upgrade
+from syndicate.content import load_corpus
+from syndicate.delivery import DeliveryService, SendRequest
+from syndicate.digest import EmailRenderer, Timeline, select_digest
+from syndicate.site import SiteUrls
+from syndicate.storage import create_database, upgrade
 from syndicate.storage.schema import subscriber_categories
 from syndicate.storage.schema import subscribers as subscribers_table
 
@@ -115,7 +114,7 @@ def mean_size(folder: Path, port: int, sample: int = 500) -> int:
     timeline = Timeline.of(corpus.articles)
     renderer = EmailRenderer(settings)
     links = BenchLinks(SiteUrls(settings.site.base_url))
-    from syndicate.digest._message import MessageBuilder
+    from syndicate.digest import MessageBuilder
 
     builder = MessageBuilder(settings, renderer, links, corpus.categories, NOW)
     sizes = []

@@ -31,12 +31,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from syndicate.config import default_settings
-from syndicate.content._load import load_corpus
-from syndicate.digest._message import MessageBuilder, message_id
-from syndicate.digest._render import EmailRenderer
-from syndicate.digest._select import Timeline, select_digest
-from syndicate.site._urls import SiteUrls
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
+from syndicate.content import load_corpus
+from syndicate.digest import EmailRenderer, MessageBuilder, Timeline, message_id, select_digest
+from syndicate.site import SiteUrls
+from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 

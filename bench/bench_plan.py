@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_delivery import NOW, SECRET, fill_database, settings_for
 from generate import generate
 
-from syndicate.content._load import load_corpus
-from syndicate.delivery._service import DeliveryService, SendRequest
-from syndicate.storage._database import create_database
+from syndicate.content import load_corpus
+from syndicate.delivery import DeliveryService, SendRequest
+from syndicate.storage import create_database
 
 PORT = 25252  # never connected to: planning sends nothing
 

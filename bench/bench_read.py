@@ -22,8 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generate import generate
 
-from syndicate.content._article import ReaderOptions
-from syndicate.content._reader import read_corpus
+from syndicate.content import ReaderOptions, read_corpus
 
 
 def main() -> None:

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import hashlib
 import logging
 import os
 import pickle
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from operator import attrgetter
 from pathlib import Path, PurePosixPath
@@ -26,6 +23,7 @@ from typing import NamedTuple
 from syndicate import __version__
 from syndicate.content._article import ReaderOptions, parse_article
 from syndicate.content._model import Article, Category
+from syndicate.content._parallel import Forked, WorkerDied, can_fork, run_parallel
 from syndicate.content._text import slugify
 from syndicate.errors import ContentError, Problem
 
@@ -126,10 +124,13 @@ def _read_file(path: str) -> bytes:
 
 
 def _parse_many(jobs: list[_Job], workers: int | None) -> list[_Parsed]:
-    if workers == 1 or len(jobs) < _PARALLEL_FROM or (os.cpu_count() or 1) < 2:
-        return [_parse_one(job) for job in jobs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_parse_one, jobs, chunksize=64))
+    if len(jobs) < _PARALLEL_FROM:
+        return _parse_all(jobs)
+    return run_parallel(_parse_all, jobs, workers or os.cpu_count() or 1)
+
+
+def _parse_all(jobs: Sequence[_Job]) -> list[_Parsed]:
+    return [_parse_one(job) for job in jobs]
 
 
 def _parser_fingerprint() -> str:
@@ -292,26 +293,22 @@ class CacheWriter:
     unsafe (other threads are running) or impossible, it writes at once."""
 
     def __init__(self) -> None:
-        self._pid: int | None = None
+        self._writing: Forked | None = None
 
     def write(self, save: Callable[[], object], path: Path) -> None:
         self.wait()
-        if threading.active_count() > 1 or not hasattr(os, "fork"):
+        if not can_fork():
             _save_logged(save, path)
             return
-        pid = os.fork()
-        if pid == 0:  # the child: write, then leave without running the parent's exit handlers
-            ok = False
-            try:
-                ok = _save_logged(save, path)
-            finally:
-                os._exit(0 if ok else 1)
-        self._pid = pid
+        self._writing = Forked(_save_logged, save, path, name="syndicate-cache-writer")
 
     def wait(self) -> None:
-        if self._pid is not None:
-            os.waitpid(self._pid, 0)  # the child logged any problem itself
-            self._pid = None
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            try:
+                writing.result()  # False: the writer logged the problem itself
+            except WorkerDied as e:
+                log.warning("article cache writer: %s", e)
 
     def __enter__(self) -> CacheWriter:
         return self
@@ -350,20 +347,6 @@ class _Kept(NamedTuple):
     corpus: Corpus
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC: with tens of thousands of long-lived articles alive (they hold no
-    cycles), every collection that new objects trigger scans them all and finds nothing.
-    Used by the reader and the build; nests safely."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def read_corpus(
     folder: Path,
     options: ReaderOptions,
@@ -378,11 +361,10 @@ def read_corpus(
     keeps what this read found for the next one in the same process; a `writer` (without a
     memory) writes the cache while the caller goes on."""
     folder, rules = Path(folder), tuple(rules)
-    with gc_paused():
-        if memory is None or cache is None:
-            return _read_corpus(folder, options, rules, cache, workers, None, writer)
-        with memory.lock:
-            return _read_corpus(folder, options, rules, cache, workers, memory, None)
+    if memory is None or cache is None:
+        return _read_corpus(folder, options, rules, cache, workers, None, writer)
+    with memory.lock:
+        return _read_corpus(folder, options, rules, cache, workers, memory, None)
 
 
 def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule, ...], cache: Path | None,
