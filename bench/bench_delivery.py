@@ -37,6 +37,7 @@ from bench_digest import settings_for as digest_settings
 from mail_smtp import raw_pipe as smtplib_pipe
 from sqlalchemy import insert
 
+from syndicate.cli._collector import collector_paused
 from syndicate.config import Settings
 from syndicate.content import load_corpus
 from syndicate.delivery import DeliveryService, SendRequest
@@ -98,7 +99,9 @@ def end_to_end(folder: Path, count: int, port: int) -> dict:
     service = DeliveryService(settings, database)
     planned: list[float] = []
     started = time.perf_counter()
-    report = service.send_manual(SendRequest(), NOW, clock=lambda: NOW, planned=lambda run: planned.append(time.perf_counter()))
+    with collector_paused():  # as `syndicate send` runs it
+        report = service.send_manual(SendRequest(), NOW, clock=lambda: NOW,
+                                     planned=lambda run: planned.append(time.perf_counter()))
     done = time.perf_counter()
     database.close()
     assert report.sent == report.total and report.status == "finished", report

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_delivery import NOW, SECRET, fill_database, settings_for
 from generate import generate
 
+from syndicate.cli._collector import collector_paused
 from syndicate.content import load_corpus
 from syndicate.delivery import DeliveryService, SendRequest
 from syndicate.storage import create_database
@@ -43,7 +44,8 @@ def plan_once(folder: Path, count: int) -> tuple[float, float, int, str]:
     database = create_database(settings.database.url)
     service = DeliveryService(settings, database)
     wall, cpu = time.perf_counter(), time.process_time()
-    run = service.plan_manual(SendRequest(), NOW)
+    with collector_paused():  # as `syndicate send` runs it
+        run = service.plan_manual(SendRequest(), NOW)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     database.close()
     with sqlite3.connect(database_file) as connection:
