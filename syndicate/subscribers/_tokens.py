@@ -69,18 +69,25 @@ class LinkSigner:
         self._key_id = key_id(secret)
         self._known_ids = frozenset(key_id(s) for s in self._secrets)
         self._max_ages = dict(max_ages or {})
+        self._at_clock: dict[tuple[str, float | None], URLSafeTimedSerializer] = {}
         self._real_time = {p: self._serializer(p, None) for p in PURPOSES}  # checks against the real clock
 
     def _serializer(self, purpose: str, now: datetime | None) -> URLSafeTimedSerializer:
         if now is None and hasattr(self, "_real_time"):
             return self._real_time[purpose]
         clock = None if now is None else now.timestamp()
-        return URLSafeTimedSerializer(
-            self._secrets,
-            salt=f"syndicate.link.{purpose}",
-            signer=_ClockSigner,
-            signer_kwargs={"clock": clock, "digest_method": hashlib.sha256},
-        )
+        key = (purpose, clock)
+        found = self._at_clock.get(key)  # a run signs every link with its start time: one serializer a run
+        if found is None:
+            if len(self._at_clock) >= 64:
+                self._at_clock.clear()
+            found = self._at_clock[key] = URLSafeTimedSerializer(
+                self._secrets,
+                salt=f"syndicate.link.{purpose}",
+                signer=_ClockSigner,
+                signer_kwargs={"clock": clock, "digest_method": hashlib.sha256},
+            )
+        return found
 
     def make(self, purpose: str, subscriber_id: int, *, now: datetime | None = None) -> str:
         """A URL-safe token for `purpose` and subscriber `subscriber_id`, signed with the current secret."""
