@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -178,7 +179,7 @@ def run_one(bench: Bench, checkout: Path, python: Path, args: list[str], side: s
         args += ["--postgres", os.environ["SYNDICATE_TEST_DATABASE_URL"]]
     command = [str(python), str(checkout / "bench" / bench.script), *args]
     load_before = os.getloadavg()
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _children_cpu()
     try:
         done = subprocess.run(command, cwd=checkout, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(checkout)})
@@ -186,12 +187,19 @@ def run_one(bench: Bench, checkout: Path, python: Path, args: list[str], side: s
         if sink is not None:
             sink.terminate()
             sink.wait()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
     if done.returncode != 0:
         raise SystemExit(f"{bench.name} ({side}) failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     shown = " ".join(["python", f"bench/{bench.script}", *(a if not a.startswith(str(work)) else "DIR" for a in args)])
     shown = re.sub(r"--port \d+", "--port PORT", shown)
-    return Run(side, bench.parse(done.stdout, done.stderr), seconds, load_before, os.getloadavg(), done.stdout, shown)
+    figures = [*bench.parse(done.stdout, done.stderr), ("CPU seconds of the whole benchmark (every process)", cpu, "time", "s")]
+    return Run(side, figures, seconds, load_before, os.getloadavg(), done.stdout, shown)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every finished process this one waited for (and theirs, recursively)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def best(runs: list[Run]) -> dict[str, Figure]:
@@ -238,7 +246,9 @@ def report(results: dict[str, dict[str, list[Run]]], skipped: dict[str, str], ar
             f"Baseline: the code before the change (`{args.baseline_name}`), run from its own checkout and virtual "
             f"environment in the same run, the two sides taking turns over {args.repeat} round(s) (the first side "
             "alternating); each figure is the side's best round. Ratio: the new code's time over the old code's "
-            "(for a rate, the old rate over the new), so above 1 is slower; the target is within 10% (<= 1.10).",
+            "(for a rate, the old rate over the new), so above 1 is slower; the target is within 10% (<= 1.10). "
+            "The last row of each table is the CPU time of the whole benchmark run (setup included, every process "
+            "it started), which the other work on a shared machine disturbs far less than the wall-clock figures.",
         ]
     for name, sides in results.items():
         new_runs = sides.get("new", [])
