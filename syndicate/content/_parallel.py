@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import wait
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -85,24 +86,51 @@ def _run_and_send(target: Callable[..., Any], args: tuple, sender: Any) -> None:
     sender.close()
 
 
-def run_parallel(function: Callable[[Sequence[T]], list[R]], items: Sequence[T], workers: int) -> list[R]:
-    """`function(items)`, its work spread over `workers` processes (this one among them) when
-    forking is safe: each gets an interleaved share of `items` (alike items, such as feeds,
-    spread over every process) and `function` of each share is put back in the order of `items`.
-    A share whose process dies is done here. Without forking, or with one worker, all runs here."""
+def run_parallel(function: Callable[[Sequence[T]], list[R]], items: Sequence[T], workers: int, *,
+                 batch: int = 64) -> list[R]:
+    """`function(items)`, its work spread over `workers` forked processes when forking is safe.
+
+    Each process gets an interleaved share of `items` (alike items, such as feeds, spread over
+    every process) and hands back `function` of `batch` items at a time, which this process
+    takes as they come (so it decodes results while the workers still work) and puts back in
+    the order of `items`. What a process did not hand back (it died) is done here. Without
+    forking, or with one worker, everything runs here.
+    """
     workers = max(1, min(workers, len(items)))
     if workers == 1 or not can_fork():
         return function(items)
+    context = multiprocessing.get_context(_FORK)
     shares = [items[i::workers] for i in range(workers)]
-    forked = [Forked(function, share, name="syndicate-worker") for share in shares[1:]]
-    results = [function(shares[0])]
-    for share, process in zip(shares[1:], forked):
+    results: list[list[R]] = [[] for _ in shares]
+    streams: dict[Any, int] = {}
+    forked: list[Forked] = []
+    for index, share in enumerate(shares):
+        receiver, sender = context.Pipe(duplex=False)
+        forked.append(Forked(_stream, function, share, batch, sender, name="syndicate-worker"))
+        sender.close()
+        streams[receiver] = index
+    while streams:
+        for receiver in wait(list(streams)):
+            index = streams[receiver]
+            try:
+                results[index].extend(receiver.recv())
+            except EOFError:
+                del streams[receiver]
+                receiver.close()
+    for index, worker in enumerate(forked):
         try:
-            results.append(process.result())
+            worker.result()
         except WorkerDied as e:
-            log.warning("%s; doing its %d items here", e, len(share))
-            results.append(function(share))
+            left = shares[index][len(results[index]):]
+            log.warning("%s; doing its last %d items here", e, len(left))
+            results[index].extend(function(left))
     ordered: list[R] = [None] * len(items)  # type: ignore[list-item]
     for offset, result in enumerate(results):
         ordered[offset::workers] = result
     return ordered
+
+
+def _stream(function: Callable[[Sequence[T]], list[R]], share: Sequence[T], batch: int, sender: Any) -> None:
+    for start in range(0, len(share), batch):
+        sender.send(function(share[start:start + batch]))
+    sender.close()
