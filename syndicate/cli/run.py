@@ -7,6 +7,7 @@ import logging
 import click
 
 from syndicate.cli import AppContext, pass_app
+from syndicate.cli._collector import collector_paused
 from syndicate.service import Bound, Service, ServiceSecret, environ_with, service_secrets
 from syndicate.site import SITE_FEED
 from syndicate.wiring import site_urls
@@ -54,7 +55,8 @@ def run(app: AppContext, host: str | None, port: int | None, no_scheduler: bool)
     if logging.getLogger().level > logging.DEBUG:  # "Running job ..." twice a minute says nothing; misses stay WARNINGs
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     secrets = service_secrets(settings)
-    service = Service(settings, environ=environ_with(secrets), scheduler=not no_scheduler)
+    service = Service(settings, environ=environ_with(secrets), scheduler=not no_scheduler,
+                      around_build=collector_paused)
     service.handle_signals()
     try:
         report = service.open()

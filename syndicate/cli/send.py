@@ -15,6 +15,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from syndicate.cli import AppContext, pass_app
+from syndicate.cli._collector import collector_paused
 from syndicate.delivery import DeliveryService, RunReport, SendRequest
 from syndicate.errors import UsageError
 from syndicate.subscribers import Frequency
@@ -112,7 +113,7 @@ def _exit_code(reports: list[RunReport]) -> int:
 def _send(service: DeliveryService, request: SendRequest) -> list[RunReport]:
     """Resume unfinished runs, then plan and work this one; returns their reports."""
     reports: list[RunReport] = []
-    with _stop_on_signals() as stop:
+    with _stop_on_signals() as stop, collector_paused():
         recovered = service.recover(datetime.now(UTC))
         if recovered:
             click.echo(f"recovered {recovered} digests in flight when an earlier send stopped", err=True)

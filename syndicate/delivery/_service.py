@@ -22,9 +22,7 @@ flight: after a crash of this process, only its own in-flight messages are left 
 
 from __future__ import annotations
 
-import gc
 import logging
-import multiprocessing
 import os
 import signal
 import threading
@@ -37,7 +35,7 @@ from itertools import islice
 from typing import Any
 
 from syndicate.config import Settings, read_secret
-from syndicate.content import Article, Category, ContentSource, Corpus, gc_paused
+from syndicate.content import Article, Category, ContentSource, Corpus, Forked, WorkerDied, can_fork, shared_event
 from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
@@ -202,13 +200,11 @@ class _Messages:
 class _WorkerGroup:
     """Forked processes sending one run beside this one, one per share of `[smtp] connections`.
 
-    Forked with the corpus loaded (in `messages`, with what it has rendered so far) and every
-    object then alive frozen out of the collector (gc.freeze) until the workers are gone: a
-    collection in any of the processes would otherwise write to every object's header and
-    unshare its page. No database connection crosses the fork
-    (the pool is emptied first). With `planning`, a worker that finds nothing queued waits for
-    more until the event is set. A worker stops when nothing is left, when its pipe closes
-    (finish() stopping, or this process gone) or on SIGTERM.
+    Forked with the corpus loaded (in `messages`, with what it has rendered so far), which they
+    share with this process. No database connection crosses the fork (the pool is emptied
+    first). With `planning`, a worker that finds nothing queued waits for more until the event
+    is set. A worker stops when nothing is left, when its pipe closes (finish() stopping, or
+    this process gone) or on SIGTERM.
     """
 
     def __init__(
@@ -221,54 +217,48 @@ class _WorkerGroup:
         planning: Any = None,
     ) -> None:
         self.planning = planning
-        context = multiprocessing.get_context("fork")
         service.database.close()
         watched, self._stopping = os.pipe()  # EOF on `watched` tells every worker to stop
-        self._workers: list[tuple[Any, Any]] = []
-        gc.freeze()
+        self._workers: list[Forked] = []
         try:
             for share in shares:
-                receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=_work_in_worker, args=(service, claim, clock, share, messages, planning, watched, self._stopping, sender),
-                    name="delivery-worker", daemon=True,
-                )
-                process.start()
-                sender.close()
-                self._workers.append((process, receiver))
+                self._workers.append(Forked(
+                    _work_in_worker, service, claim, clock, share, messages, planning, watched, self._stopping,
+                    name="delivery-worker",
+                ))
         except BaseException:
             self.stop_and_wait()
             raise
         finally:
             os.close(watched)
-        log.info("sending in worker processes pids=%s connections=%s", [p.pid for p, _ in self._workers], list(shares))
+        log.info("sending in worker processes pids=%s connections=%s", [w.pid for w in self._workers], list(shares))
 
     def finish(self, stop: threading.Event | None, counted: Callable[[], None]) -> None:
         """Wait for every worker (counting every COUNT_SECONDS); `stop` set: they stop after their
         messages in flight. Raises what a worker could not get past (a MailError: login, TLS)."""
         try:
-            while any(process.is_alive() for process, _ in self._workers):
+            while any(worker.is_alive() for worker in self._workers):
                 if stop is not None and stop.is_set():
                     break
-                self._workers[0][0].join(COUNT_SECONDS)
+                self._workers[0].join(COUNT_SECONDS)
                 counted()
         finally:
             self.stop_and_wait()
-        for process, receiver in self._workers:
-            if not receiver.poll():
-                raise SyndicateError(f"delivery worker {process.pid} exited with code {process.exitcode}: see the log")
-            error = receiver.recv()
+        for worker in self._workers:
+            try:
+                error = worker.result()
+            except WorkerDied as e:
+                raise SyndicateError(f"delivery {e}: see the log") from None
             if error is not None:
-                raise MailError(f"delivery worker {process.pid}: {error}")
+                raise MailError(f"delivery worker {worker.pid}: {error}")
 
     def stop_and_wait(self) -> None:
         """Close the workers' pipe (they stop after their messages in flight) and wait for them."""
         if self._stopping >= 0:
             os.close(self._stopping)
             self._stopping = -1
-        for process, _ in self._workers:
-            process.join()
-        gc.unfreeze()
+        for worker in self._workers:
+            worker.join()
 
 
 def _work_in_worker(
@@ -280,11 +270,10 @@ def _work_in_worker(
     planning: Any,
     watched: int,
     stopping: int,
-    errors: Any,
-) -> None:
-    """A forked worker's life: claims of its own (its own `claimed_by`, told apart by recover())."""
+) -> str | None:
+    """A forked worker's life: claims of its own (its own `claimed_by`, told apart by recover());
+    returns what stopped it early (None: nothing did)."""
     os.close(stopping)
-    gc.enable()  # forked while planning paused the collector
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes the pipe
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
@@ -304,11 +293,10 @@ def _work_in_worker(
         service._send(claim_while_planning, clock, stop, None, messages)
     except SyndicateError as e:
         log.error("delivery worker stopped pid=%s: %s", os.getpid(), e)
-        errors.send(str(e))
-        return
+        return str(e)
     finally:
         service.database.close()
-    errors.send(None)
+    return None
 
 
 class DeliveryService:
@@ -383,11 +371,10 @@ class DeliveryService:
     ) -> Generator[list[PlannedDelivery], None, None]:
         """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
         selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
-        with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
-            for batch in _batched(subscribers, PLAN_BATCH):
-                planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
-                self.outbox.add_deliveries(run_id, planned, now)
-                yield planned
+        for batch in _batched(subscribers, PLAN_BATCH):
+            planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
+            self.outbox.add_deliveries(run_id, planned, now)
+            yield planned
 
     def _planned(self, run_id: int, kind: str, now: datetime) -> RunReport:
         report = self.outbox.refresh(run_id, now)
@@ -479,7 +466,7 @@ class DeliveryService:
                     break
             if len(shares) > 1:
                 messages.warm(run_id, first)
-                planning = multiprocessing.get_context("fork").Event()
+                planning = shared_event()
                 group = _WorkerGroup(self, shares[1:], self._run_claim(run_id, clock), clock, messages, planning)
             for _ in batches:
                 if stop is not None and stop.is_set():
@@ -618,7 +605,7 @@ class DeliveryService:
         queued = self.outbox.refresh(run_id, now).queued
         if queued < PARALLEL_FROM:
             return [connections]
-        if threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        if not can_fork():
             log.info("run worked in one process run=%s: this process runs threads (or cannot fork)", run_id)
             return [connections]
         count = min(self.workers, queued // CLAIM_BATCH)

@@ -12,7 +12,8 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,8 +53,12 @@ class Bound:
 class Service:
     """One running syndicate: call open(), bind(), serve() (blocks until a signal), close()."""
 
-    def __init__(self, settings: Settings, *, environ: Mapping[str, str], scheduler: bool = True) -> None:
+    def __init__(self, settings: Settings, *, environ: Mapping[str, str], scheduler: bool = True,
+                 around_build: Callable[[], AbstractContextManager[object]] = nullcontext) -> None:
+        """`around_build`: what each rebuild runs inside (the entry point's garbage-collector
+        setting: `syndicate run` pauses the collector while a rebuild makes its objects)."""
         self.settings = settings
+        self.around_build = around_build
         self.environ = dict(environ)
         self.scheduler_wanted = scheduler and settings.schedule.enabled
         self.stopping = threading.Event()
@@ -97,7 +102,8 @@ class Service:
                      report.run_id, report.status, report.sent, report.retrying, report.failed)
 
     def rebuild(self) -> BuildReport:
-        report = build_site(self.settings, self.components.content, memory=self.articles)
+        with self.around_build():
+            report = build_site(self.settings, self.components.content, memory=self.articles)
         for problem in report.problems:
             log.warning("build problem: %s", problem)
         return report
