@@ -36,6 +36,7 @@ from email.utils import parseaddr
 from itertools import islice
 from typing import Any
 
+from syndicate.bounces import settings_tokens
 from syndicate.config import Settings
 from syndicate.content._load import load_corpus
 from syndicate.content._model import Article, Category
@@ -66,6 +67,7 @@ from syndicate.storage._database import Database
 from syndicate.subscribers._links import PlaceholderLinks, signed_links, site_urls
 from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
 from syndicate.subscribers._store import Filter, SubscriberDefaults, SubscriberStore, next_send_time
+from syndicate.subscribers._suppression import SuppressedSet, SuppressionList
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,7 @@ class _Messages:
         self.by_id: dict[str, Article] = {a.id: a for a in corpus.articles}
         self.renderer = EmailRenderer(self.settings)
         self.sender = parseaddr(self.settings.mail.from_)[1]
+        self.tokens = settings_tokens(self.settings, service.environ)  # VERP and mailto unsubscribe (#13)
         self._builders: dict[int, MessageBuilder] = {}
 
     def builder(self, run_id: int) -> MessageBuilder:
@@ -149,7 +152,8 @@ class _Messages:
         if run_id not in self._builders:
             started = self.service.outbox.run_started(run_id)
             links = signed_links(self.settings, now=started, environ=self.service.environ)
-            self._builders[run_id] = MessageBuilder(self.settings, self.renderer, links, self.categories, started)
+            mailto = self.tokens.unsubscribe_address if self.tokens is not None and self.tokens.unsubscribe else None
+            self._builders[run_id] = MessageBuilder(self.settings, self.renderer, links, self.categories, started, mailto_for=mailto)
         return self._builders[run_id]
 
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
@@ -179,7 +183,8 @@ class _Messages:
 
     def message(self, delivery: ClaimedDelivery, digest: Digest) -> OutgoingMessage:
         built = self.builder(delivery.run_id).digest_message(digest, planned_id=delivery.message_id)
-        return OutgoingMessage(str(delivery.id), self.sender, (built.recipient,), built.data, built.message_id)
+        verp = self.tokens.envelope_sender("d", delivery.id) if self.tokens is not None else None
+        return OutgoingMessage(str(delivery.id), verp or self.sender, (built.recipient,), built.data, built.message_id)
 
 
 class _WorkerGroup:
@@ -318,6 +323,8 @@ class DeliveryService:
         self.workers = settings.outbox.workers or os.cpu_count() or 1
         self.claim_batch = CLAIM_BATCH
         self.connections_share: int | None = None  # a worker process's share of [smtp] connections
+        self.suppressions = SuppressionList(database)
+        self._suppressed = SuppressedSet(frozenset(), frozenset())  # read again as each run is planned (#13)
 
     def _configured_backend(self) -> MailBackend:
         extra: dict[str, Any] = {}
@@ -333,6 +340,7 @@ class DeliveryService:
         """Record a manual run and one delivery per matching subscriber with something new."""
         corpus = load_corpus(self.settings)
         subscribers = self._matching(request, corpus)
+        self._suppressed = self.suppressions.snapshot()
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         for _ in self._plan_batches(run_id, subscribers, corpus, now):
             pass
@@ -361,6 +369,7 @@ class DeliveryService:
         self._reschedule_missed(now, grace)
         corpus = load_corpus(self.settings)
         selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        self._suppressed = self.suppressions.snapshot()
         run_id = 0
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
             if not run_id:
@@ -393,6 +402,9 @@ class DeliveryService:
         return (s for s in stored if _wanted(s, request))
 
     def _plan_one(self, subscriber: Subscriber, selector: Selector) -> PlannedDelivery | None:
+        if subscriber.email in self._suppressed:
+            log.info("subscriber suppressed, no digest planned subscriber=%s", subscriber.id)
+            return None
         digest = selector.select(subscriber)
         if digest is None:
             return None
@@ -423,6 +435,7 @@ class DeliveryService:
         fixed, clock = clock, clock or _clock(None)
         corpus = load_corpus(self.settings)
         subscribers = self._matching(request, corpus)
+        self._suppressed = self.suppressions.snapshot()
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         batches = self._plan_batches(run_id, subscribers, corpus, now)
         shares: list[int] = []

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Index,
+    LargeBinary,
     Integer,
     MetaData,
     SmallInteger,
@@ -193,4 +194,61 @@ scheduler_lease = Table(
     Column("pid", Integer, nullable=False),
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
+)
+
+
+# -- deliverability (#13, migration 0006): bounce events, status changes they caused, the suppression list --
+
+# One row per inbound bounce, complaint, unsubscribe request or ignored auto-reply, with the raw message.
+bounce_events = Table(
+    "bounce_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("source", String(16), nullable=False),  # imap, pipe, webhook name
+    # What makes a repeat of the same event (the raw bytes' SHA-256, or the provider's event id) known as one.
+    Column("fingerprint", String(128), nullable=False),
+    Column("delivery_id", Integer, ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True),
+    Column("recipient", String(320), nullable=True),
+    Column("status_code", String(32), nullable=True),
+    Column("diagnostic", Text, nullable=False, default=""),
+    Column("method", String(24), nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("truncated", Integer, nullable=False, default=0),  # bytes beyond [bounces] max_message_bytes not kept
+    UniqueConstraint("source", "fingerprint", name="uq_bounce_events_source_fingerprint"),
+    CheckConstraint("kind IN ('hard', 'soft', 'complaint', 'unsubscribe', 'ignored')", name="kind"),
+    Index("ix_bounce_events_received_at", "received_at"),
+    Index("ix_bounce_events_subscriber", "subscriber_id", "kind", "received_at"),
+)
+
+# Every subscriber status change a bounce event made, so an operator can see and revert it.
+subscriber_changes = Table(
+    "subscriber_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", Integer, ForeignKey("bounce_events.id", ondelete="SET NULL"), nullable=True),
+    Column("from_status", String(16), nullable=False),
+    Column("to_status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Column("reverted_at", UtcDateTime, nullable=True),
+    Index("ix_subscriber_changes_subscriber", "subscriber_id", "id"),
+)
+
+# Addresses and whole domains that never get mail (value: a lower-case address or domain).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),
+    Column("value", String(320), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("source", String(16), nullable=False),  # operator, import, bounce, complaint, api
+    Column("event_id", Integer, ForeignKey("bounce_events.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("kind", "value", name="uq_suppressions_kind_value"),
+    CheckConstraint("kind IN ('address', 'domain')", name="kind"),
 )

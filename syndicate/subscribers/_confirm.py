@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 
@@ -19,6 +20,7 @@ from syndicate.site._urls import SiteUrls
 from syndicate.storage.schema import confirmation_sends, subscribers
 from syndicate.subscribers._model import Subscriber
 from syndicate.subscribers._store import SubscriberStore
+from syndicate.subscribers._suppression import SuppressionList
 from syndicate.subscribers._tokens import signer_from_settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,16 @@ def confirmation_message(settings: Settings, subscriber: Subscriber, categories:
     )
 
 
+def _confirmation_sender(settings: Settings, subscriber_id: int, environ: Mapping[str, str] | None) -> str | None:
+    """bounce+TOKEN@ naming the subscriber when `[bounces] return_path` is set (VERP, #13)."""
+    if settings.bounces.return_path is None:
+        return None
+    from syndicate.bounces import settings_tokens  # the bounces package builds on this one
+
+    tokens = settings_tokens(settings, environ)
+    return tokens.envelope_sender("s", subscriber_id) if tokens is not None else None
+
+
 def category_names(settings: Settings, slugs: Sequence[str]) -> tuple[Category, ...]:
     """Categories for `slugs`, named from the config where it names them (else from the slug)."""
     named = {slug: rule.title for slug, rule in settings.categories.items() if rule.title}
@@ -75,6 +87,10 @@ def send_confirmation(
     """Mail `subscriber` their signed confirm link. False (nothing sent) when the address already got
     `[http] confirmations_per_hour` of them within the last hour. A backend failure is logged, not raised.
     `categories` (the subscriber's, with their display names) default to names from the config."""
+    if SuppressionList(store.database).is_suppressed(subscriber.email):
+        # Answered like a sent confirmation: the sign-up form must not tell anyone the address is suppressed.
+        log.info("confirmation not sent: address suppressed subscriber=%s", subscriber.id)
+        return True
     if not _take_slot(store, subscriber.email.lower(), settings.http.confirmations_per_hour, now):
         log.warning("confirmation rate-limited subscriber=%s", subscriber.id)
         return False
@@ -82,6 +98,9 @@ def send_confirmation(
     url = SiteUrls(settings.site.base_url, settings.feeds.folder).confirm(token)
     chosen = categories if categories is not None else category_names(settings, subscriber.categories)
     message = confirmation_message(settings, subscriber, chosen, url, now)
+    verp = _confirmation_sender(settings, subscriber.id, environ)
+    if verp is not None:
+        message = replace(message, sender=verp)
     mailer = backend if backend is not None else make_backend(settings)
     for result in mailer.send_messages([message]):
         if result.outcome == "sent":
