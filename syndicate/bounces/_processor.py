@@ -86,9 +86,10 @@ class BounceProcessor:
     # -- the inbound paths' entry points
 
     def receive_message(self, raw: bytes, *, source: str, now: datetime, envelope_recipient: str | None = None,
-                        keep_unrecognised: bool = False) -> Outcome:
+                        keep_unrecognised: bool = False, dropped: int = 0) -> Outcome:
         """Classify and record a mailed message. An unrecognised one is recorded (as ignored) only with
-        `keep_unrecognised` (the pipe: nothing it was given may be lost); the mailbox leaves it where it is."""
+        `keep_unrecognised` (the pipe: nothing it was given may be lost); the mailbox leaves it where it is.
+        `dropped`: bytes the caller already left out beyond [bounces] max_message_bytes."""
         if source not in MAIL_SOURCES:
             raise ValueError(f"unknown mail source {source!r}")
         kept = raw[: self.policy.max_message_bytes]
@@ -98,7 +99,7 @@ class BounceProcessor:
             return Outcome("unrecognised", UNRECOGNISED)
         kind = IGNORED if result.kind == UNRECOGNISED else result.kind
         fingerprint = hashlib.sha256(raw).hexdigest()
-        return self._record(result, kind, source, fingerprint, kept, len(raw) - len(kept), now, trusted=not self.verp)
+        return self._record(result, kind, source, fingerprint, kept, len(raw) - len(kept) + dropped, now, trusted=not self.verp)
 
     def receive_event(self, event: ProviderEvent, *, source: str, now: datetime) -> Outcome:
         if source not in WEBHOOK_SOURCES:

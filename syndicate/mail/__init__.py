@@ -9,9 +9,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from syndicate.config import Settings, SmtpSettings
-from syndicate.errors import UsageError
+from syndicate.errors import ConfigError, UsageError
 from syndicate.mail.base import MailBackend, OutgoingMessage, RecipientRefusal, SendResult
 from syndicate.mail.console import ConsoleBackend
+from syndicate.mail.dkim import DkimSigner, SigningBackend, signer_from_file
 from syndicate.mail.file import FileBackend
 from syndicate.mail.memory import MemoryBackend
 from syndicate.mail.smtp import SmtpBackend
@@ -19,12 +20,14 @@ from syndicate.mail.smtp import SmtpBackend
 __all__ = [
     "BACKENDS",
     "ConsoleBackend",
+    "DkimSigner",
     "FileBackend",
     "MailBackend",
     "MemoryBackend",
     "OutgoingMessage",
     "RecipientRefusal",
     "SendResult",
+    "SigningBackend",
     "SmtpBackend",
     "make_backend",
 ]
@@ -73,4 +76,10 @@ def make_backend(settings: Settings, **overrides: Any) -> MailBackend:
         inspect.signature(factory).bind(settings, **overrides)
     except TypeError as e:
         raise UsageError(f"mail backend {name!r}: bad override: {e}") from None
-    return factory(settings, **overrides)
+    backend = factory(settings, **overrides)
+    dkim = settings.dkim
+    if dkim.domain:  # every message signed (#13)
+        if dkim.private_key_file is None:
+            raise ConfigError(["[dkim] private_key_file: required when [dkim] domain is set (make one with `syndicate dkim keygen`)"])
+        backend = SigningBackend(backend, signer_from_file(dkim.domain, dkim.selector, dkim.private_key_file, dkim.algorithm, dkim.headers))
+    return backend
