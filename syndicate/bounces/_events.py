@@ -85,11 +85,11 @@ class BounceEvents:
         if subscriber_id is not None:
             query = query.where(c.subscriber_id == subscriber_id)
         with self.database.read() as connection:
-            return [BounceEvent(*row) for row in connection.execute(query).tuples().all()]
+            return [BounceEvent(*row) for row in connection.execute(query).all()]
 
     def get(self, event_id: int) -> BounceEvent | None:
         with self.database.read() as connection:
-            row = connection.execute(select(*_SUMMARY, bounce_events.c.raw).where(bounce_events.c.id == event_id)).tuples().first()
+            row = connection.execute(select(*_SUMMARY, bounce_events.c.raw).where(bounce_events.c.id == event_id)).first()
         return BounceEvent(*row) if row is not None else None
 
     def rates(self, since: datetime, *, run_id: int | None = None) -> Rates:
@@ -105,7 +105,7 @@ class BounceEvents:
                 where = [c.received_at >= since]
             counts = dict(connection.execute(
                 select(c.kind, func.count()).where(*where).group_by(c.kind)
-            ).tuples().all())
+            ).all())
         return Rates(sent, counts.get("hard", 0), counts.get("soft", 0), counts.get("complaint", 0))
 
     def last_run(self) -> int | None:

@@ -673,12 +673,12 @@ class SubscriberStore:
         with self.database.read() as connection:
             rows = connection.execute(
                 select(subscriber_changes).where(c.subscriber_id == subscriber_id).order_by(c.id)
-            ).tuples().all()
+            ).all()
         return [StatusChange(*row) for row in rows]
 
     def get_change(self, change_id: int) -> StatusChange:
         with self.database.read() as connection:
-            row = connection.execute(select(subscriber_changes).where(subscriber_changes.c.id == change_id)).tuples().first()
+            row = connection.execute(select(subscriber_changes).where(subscriber_changes.c.id == change_id)).first()
         if row is None:
             raise UnknownSubscriberError(f"no status change with id {change_id}")
         return StatusChange(*row)
@@ -687,7 +687,7 @@ class SubscriberStore:
         """Within the caller's write transaction: put the subscriber back to the status before the change.
         Refused when it was reverted already or the subscriber's status moved on since."""
         c = subscriber_changes.c
-        row = connection.execute(select(subscriber_changes).where(c.id == change_id)).tuples().first()
+        row = connection.execute(select(subscriber_changes).where(c.id == change_id)).first()
         if row is None:
             raise UnknownSubscriberError(f"no status change with id {change_id}")
         change = StatusChange(*row)

@@ -126,7 +126,7 @@ class SuppressionList:
             chunk = wanted[start:start + _CHUNK]
             known = set(connection.execute(
                 select(c.kind, c.value).where(c.value.in_([v for _, v in chunk]))
-            ).tuples().all())
+            ).all())
             fresh = [{"kind": k, "value": v, "reason": reason[:500], "source": source, "event_id": event_id, "created_at": now}
                      for k, v in chunk if (k, v) not in known]
             if fresh:
@@ -169,7 +169,7 @@ class SuppressionList:
         if kind is not None:
             query = query.where(c.kind == kind)
         with self.database.read() as connection:
-            return [Suppression(*row) for row in connection.execute(query).tuples().all()]
+            return [Suppression(*row) for row in connection.execute(query).all()]
 
     def iter_all(self, *, kind: str | None = None, batch: int = 1000) -> Iterator[Suppression]:
         after = 0
