@@ -243,10 +243,10 @@ class BounceSettings(Section):
     soft_limit: int = Field(3, ge=1, description="soft bounces within soft_window days that mark a subscriber bounced")
     soft_window: int = Field(14, ge=1, description="days")
     max_message_bytes: int = Field(10 * 1024 * 1024, ge=64 * 1024, description="inbound messages are kept up to this size")
-    bounce_rate_warning: float = Field(0.02, gt=0, le=1)
-    complaint_rate_warning: float = Field(0.001, gt=0, le=1)
-    imap: BounceImapSettings = {}  # type: ignore[assignment]
-    webhooks: BounceWebhookSettings = {}  # type: ignore[assignment]
+    bounce_rate_warning: float = Field(0.02, gt=0, le=1, description="status warns above this bounce rate (0.02 = 2%)")
+    complaint_rate_warning: float = Field(0.001, gt=0, le=1, description="status warns above this complaint rate (0.001 = 0.1%)")
+    imap: BounceImapSettings = Field({}, description="the bounce mailbox read over IMAP")  # type: ignore[assignment]
+    webhooks: BounceWebhookSettings = Field({}, description="provider webhooks under /webhooks/")  # type: ignore[assignment]
 
     @field_validator("return_path", "unsubscribe_address")
     @classmethod
@@ -258,13 +258,13 @@ class BounceSettings(Section):
 
 class DkimSettings(Section):
     domain: str | None = Field(None, description="d= of the signature; signing is off while unset")
-    selector: str = "syndicate"
-    private_key_file: ConfigPath | None = None
-    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
-    headers: tuple[str, ...] = (
+    selector: str = Field("syndicate", description="s= of the signature: the key is published at SELECTOR._domainkey.DOMAIN")
+    private_key_file: ConfigPath | None = Field(None, description="PEM private key (`syndicate dkim keygen` writes one)")
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = Field("rsa-sha256", description="the key's algorithm")
+    headers: tuple[str, ...] = Field(description="header fields signed (those present in a message)", default=(
         "From", "To", "Subject", "Date", "Message-ID", "Reply-To", "List-Id", "List-Unsubscribe",
         "List-Unsubscribe-Post", "MIME-Version", "Content-Type",
-    )
+    ))
 
 
 class Settings(Section):

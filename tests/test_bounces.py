@@ -11,9 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from syndicate.bounces import AddressTokens, BouncePolicy, BounceProcessor
-from syndicate.subscribers._model import SubscriberStatus
-from syndicate.subscribers._store import SubscriberStore
-from syndicate.subscribers._suppression import SuppressionList
+from syndicate.subscribers import SubscriberStatus, SubscriberStore, SuppressionList
 from tests.bounce_support import arf, dsn, env, sent_to  # noqa: F401  (fixture)
 from tests.outbox_support import SECRET, add_subscribers
 from tests.site_helpers import write_article

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, insert, select
 
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 from syndicate.storage.schema import bounce_events, deliveries, runs
 
 _SUMMARY = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,12 +14,10 @@ from sqlalchemy import Connection, select
 from syndicate.bounces._classify import COMPLAINT, HARD, IGNORED, SOFT, UNRECOGNISED, UNSUBSCRIBE, Classification, Classifier
 from syndicate.bounces._events import BounceEvents
 from syndicate.bounces._verp import AddressTokens, TokenRef
-from syndicate.config import BounceSettings
-from syndicate.storage._database import Database
+from syndicate.config import BounceSettings, LinkSettings, read_secret
+from syndicate.storage import Database
 from syndicate.storage.schema import deliveries, subscribers
-from syndicate.subscribers._model import SubscriberStatus
-from syndicate.subscribers._store import StatusChange, SubscriberStore, UnknownSubscriberError
-from syndicate.subscribers._suppression import SuppressionList
+from syndicate.subscribers import StatusChange, SubscriberStatus, SubscriberStore, SuppressionList
 
 log = logging.getLogger(__name__)
 
@@ -203,20 +202,12 @@ class BounceProcessor:
         return change
 
 
-def tokens_from_settings(bounces: BounceSettings, secret: str, previous: tuple[str, ...] = ()) -> AddressTokens:
-    return AddressTokens(secret, previous, return_path=bounces.return_path, unsubscribe=bounces.unsubscribe_address)
-
-
-def address_tokens(settings_bounces: BounceSettings, links_secret_env: str, previous_env: str,
-                   environ: Mapping[str, str]) -> AddressTokens | None:
-    """The AddressTokens for the configured templates, or None when neither VERP nor the mailto address is on."""
-    if settings_bounces.return_path is None and settings_bounces.unsubscribe_address is None:
+def address_tokens(bounces: BounceSettings, links: LinkSettings, environ: Mapping[str, str] | None = None) -> AddressTokens | None:
+    """The AddressTokens of `[bounces]` return_path and unsubscribe_address, signed with the link secret;
+    None when both are off. MissingSecretError when they are on and the secret is not set."""
+    if bounces.return_path is None and bounces.unsubscribe_address is None:
         return None
-    from syndicate.config import read_secret
-
-    secret = read_secret(links_secret_env, "signed bounce and unsubscribe addresses", environ)
-    previous = tuple(s.strip() for s in environ.get(previous_env, "").split(",") if s.strip())
-    return tokens_from_settings(settings_bounces, secret, previous)
-
-
-__all__ = ["BouncePolicy", "BounceProcessor", "Outcome", "ProviderEvent", "UnknownSubscriberError", "address_tokens"]
+    env = os.environ if environ is None else environ
+    secret = read_secret(links.secret_env, "signed bounce and unsubscribe addresses", env)
+    previous = tuple(s.strip() for s in env.get(links.previous_secrets_env, "").split(",") if s.strip())
+    return AddressTokens(secret, previous, return_path=bounces.return_path, unsubscribe=bounces.unsubscribe_address)

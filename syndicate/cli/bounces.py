@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from syndicate.bounces import EVENT_KINDS, BounceEvents, build_processor
+from syndicate.bounces import EVENT_KINDS, BounceEvents
 from syndicate.cli import AppContext, pass_app
 from syndicate.errors import SyndicateError
-from syndicate.storage._database import open_database
+from syndicate.wiring import Components
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,12 @@ def receive(app: AppContext, recipient: str | None) -> None:
             click.echo("error: no message on standard input", err=True)
             sys.exit(EX_OK)  # retrying an empty message would never succeed
         envelope = recipient or os.environ.get("ORIGINAL_RECIPIENT") or os.environ.get("RECIPIENT")
-        database = open_database(settings)
+        components = Components(settings)
         try:
-            outcome = build_processor(settings, database).receive_message(
+            outcome = components.bounces.receive_message(
                 raw, source="pipe", now=_now(), envelope_recipient=envelope, keep_unrecognised=True, dropped=dropped)
         finally:
-            database.close()
+            components.close()
     except SystemExit:
         raise
     except SyndicateError as e:
@@ -87,11 +87,11 @@ def receive(app: AppContext, recipient: str | None) -> None:
 @pass_app
 def list_command(app: AppContext, kind: str | None, since: str | None, limit: int) -> None:
     """Recorded events, newest first."""
-    database = open_database(app.settings)
+    components = Components(app.settings)
     try:
-        events = BounceEvents(database).list(kind=kind, since=parse_since(since, _now()) if since else None, limit=limit)
+        events = BounceEvents(components.database).list(kind=kind, since=parse_since(since, _now()) if since else None, limit=limit)
     finally:
-        database.close()
+        components.close()
     if not events:
         click.echo("No bounce events.")
         return
@@ -107,11 +107,11 @@ def list_command(app: AppContext, kind: str | None, since: str | None, limit: in
 @pass_app
 def show(app: AppContext, event_id: int, no_raw: bool) -> None:
     """One event with its raw message or payload."""
-    database = open_database(app.settings)
+    components = Components(app.settings)
     try:
-        event = BounceEvents(database).get(event_id)
+        event = BounceEvents(components.database).get(event_id)
     finally:
-        database.close()
+        components.close()
     if event is None:
         raise click.ClickException(f"no bounce event with id {event_id}")
     for key, value in (
@@ -133,9 +133,9 @@ def show(app: AppContext, event_id: int, no_raw: bool) -> None:
 @pass_app
 def revert(app: AppContext, change_id: int) -> None:
     """Undo the status change CHANGE_ID made by a bounce or complaint (see `subscribers show`), lifting its suppression."""
-    database = open_database(app.settings)
+    components = Components(app.settings)
     try:
-        change = build_processor(app.settings, database).revert(change_id, _now())
+        change = components.bounces.revert(change_id, _now())
     finally:
-        database.close()
+        components.close()
     click.echo(f"reverted change {change.id}: subscriber {change.subscriber_id} is {change.from_status} again")

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.storage._database import open_database
-from syndicate.subscribers._suppression import SuppressionList
+from syndicate.storage import open_database
+from syndicate.subscribers import SuppressionList
 
 
 def _now() -> datetime:

@@ -26,9 +26,7 @@ from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
-from syndicate.content._model import Article, Category
-from syndicate.content._reader import CacheWriter, Corpus, CorpusMemory, gc_paused
+from syndicate.content import Article, CacheWriter, Category, ContentSource, Corpus, CorpusMemory, gc_paused
 from syndicate.errors import Problem
 from syndicate.site import _feeds, _pages
 from syndicate.site._feeds import FeedSpec, SiteInfo, render_feed, render_opml
@@ -356,6 +354,7 @@ def _remove_stale(folder: Path, feeds_folder: str, manifest: dict[str, _Known] |
 
 def build_site(
     settings: Settings,
+    source: ContentSource,
     *,
     content: Path | None = None,
     output: Path | None = None,
@@ -364,24 +363,24 @@ def build_site(
 ) -> BuildReport:
     """Read the corpus (incrementally) and bring every feed and page under the output folder up to date.
 
-    `content` and `output` override the configured folders; `workers` the configured
+    `source` is where the articles come from; `content` and `output` override its folder and the configured output; `workers` the configured
     `[feeds] workers` (default: every core); `memory` keeps the articles in a long-running
     process from one build to the next (syndicate.content._reader.CorpusMemory).
     """
     with gc_paused(), CacheWriter() as writer:  # the article cache is written while the build renders
-        return _build(settings, content, output, workers, memory, writer)
+        return _build(settings, source, content, output, workers, memory, writer)
 
 
-def _build(settings: Settings, content: Path | None, output: Path | None, workers: int | None,
+def _build(settings: Settings, source_of: ContentSource, content: Path | None, output: Path | None, workers: int | None,
            memory: CorpusMemory | None, writer: CacheWriter) -> BuildReport:
     folder = Path(output or settings.output.folder).resolve()
-    source = Path(content or settings.content.folder)
+    source = Path(content or source_of.folder)
     if not source.is_dir():  # never mistake a mistyped folder for "every article was removed"
         problem = Problem(source, 0, "content folder not found; nothing built, nothing removed")
         return BuildReport(folder, folder / settings.feeds.folder, 0, 0, (), 0, (), (problem,), ())
     clock = [time.perf_counter()]
     new = not folder.exists()  # a first build: every file is new
-    corpus = load_corpus(settings, content, memory=memory, writer=writer)
+    corpus = source_of.read(content, memory=memory, writer=writer)
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)

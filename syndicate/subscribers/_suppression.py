@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, func, insert, select
 
 from syndicate.errors import UsageError
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 from syndicate.storage.schema import suppressions
 from syndicate.subscribers._store import InvalidSubscriberError, normalise_email
 
