@@ -228,7 +228,9 @@ class BounceWebhookSettings(Section):
     sns_cert_hosts: tuple[str, ...] = Field(
         ("sns.*.amazonaws.com",), description="hosts (glob) the SNS signing certificate may be fetched from, over https",
     )
-    timestamp_window: int = Field(300, ge=10, description="seconds a signed event stays acceptable")
+    sns_ca_file: ConfigPath | None = Field(None, description="extra CA bundle to trust for the SNS certificate host (tests)")
+    sns_max_age: int = Field(86400, ge=60, description="seconds an SNS message (retries keep its Timestamp) stays acceptable")
+    timestamp_window: int = Field(300, ge=10, description="seconds a signed SendGrid or Mailgun event stays acceptable")
 
 
 class BounceSettings(Section):

@@ -111,3 +111,30 @@ class BounceEvents:
     def last_run(self) -> int | None:
         with self.database.read() as connection:
             return connection.execute(select(func.max(runs.c.id)).where(runs.c.kind != "retry")).scalar_one()
+
+
+def deliverability(events: BounceEvents, now: datetime, *, bounce_warning: float, complaint_warning: float) -> dict[str, object]:
+    """Bounces and complaints over the last run and the last 7 days, as counts and rates, with warnings."""
+    from datetime import timedelta
+
+    result: dict[str, object] = {}
+    warnings: list[str] = []
+    last = events.last_run()
+    periods: list[tuple[str, Rates]] = [("last_7_days", events.rates(now - timedelta(days=7)))]
+    if last is not None:
+        periods.insert(0, ("last_run", events.rates(now, run_id=last)))
+    for name, rates in periods:
+        result[name] = {
+            "sent": rates.sent, "hard": rates.hard, "soft": rates.soft, "complaints": rates.complaints,
+            "bounce_rate": round(rates.bounce_rate, 5), "complaint_rate": round(rates.complaint_rate, 5),
+        }
+        label = name.replace("_", " ")
+        if rates.bounce_rate > bounce_warning:
+            warnings.append(f"bounce rate over the {label} is {rates.bounce_rate:.2%} (above {bounce_warning:.2%}): "
+                            "clean the list, check the bounce mailbox")
+        if rates.complaint_rate > complaint_warning:
+            warnings.append(f"complaint rate over the {label} is {rates.complaint_rate:.2%} (above {complaint_warning:.2%}): "
+                            "mailbox providers block senders above 0.3%")
+    result["last_run_id"] = last
+    result["warnings"] = warnings
+    return result

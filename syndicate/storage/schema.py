@@ -252,3 +252,13 @@ suppressions = Table(
     UniqueConstraint("kind", "value", name="uq_suppressions_kind_value"),
     CheckConstraint("kind IN ('address', 'domain')", name="kind"),
 )
+
+# Signatures (or tokens) of webhook requests already taken within the timestamp window: a replay is refused.
+webhook_nonces = Table(
+    "webhook_nonces",
+    metadata,
+    Column("source", String(16), primary_key=True),
+    Column("nonce", String(128), primary_key=True),
+    Column("seen_at", UtcDateTime, nullable=False),
+    Index("ix_webhook_nonces_seen_at", "seen_at"),
+)

@@ -16,6 +16,8 @@ from syndicate import __version__
 from syndicate.content import CorpusMemory
 from syndicate.delivery import DeliveryService
 from syndicate.storage import Database
+from syndicate.web.deliverability import suppressions_router
+from syndicate.web.webhooks import webhooks_router
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
 from syndicate.web.context import CategoryList, Runner, WebContext
 from syndicate.web.pages import Pages, page_router
@@ -26,7 +28,7 @@ from syndicate.wiring import Components, utc_now
 log = logging.getLogger(__name__)
 
 # Paths the app answers itself; every other GET or HEAD is a file of the built site.
-APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz")
+APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz", "/webhooks/")
 
 
 def create_app(
@@ -78,6 +80,9 @@ def create_app(
     app.include_router(page_router(Pages(context)))
     app.include_router(api_router(context, delivery=delivery, runner=runner, admin_token=admin_token,
                                   scheduler_status=scheduler_status))
+    # deliverability (#13): the suppression list and the providers' bounce webhooks
+    app.include_router(suppressions_router(db, admin_token=admin_token, clock=clock, max_import_bytes=settings.http.max_body_bytes))
+    app.include_router(webhooks_router(components.bounces, settings.bounces.webhooks, env, clock))
     _health(app, db, scheduler_status)
     site = StaticSite(settings.output.folder, feeds_folder=settings.feeds.folder, extra_headers=SITE_HEADERS)
     app.mount("/", site)

@@ -1,4 +1,4 @@
-"""Bounce events, the subscriber changes they made, the suppression list (#13).
+"""Bounce events, the subscriber changes they made, the suppression list, webhook nonces (#13).
 
 Revision ID: 0006
 Revises: 0004 (re-chained by the lead when merging)
@@ -63,9 +63,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("kind", "value", name="uq_suppressions_kind_value"),
         sa.CheckConstraint("kind IN ('address', 'domain')", name="ck_suppressions_kind"),
     )
+    op.create_table(
+        "webhook_nonces",
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("nonce", sa.String(128), nullable=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("source", "nonce", name="pk_webhook_nonces"),
+    )
+    op.create_index("ix_webhook_nonces_seen_at", "webhook_nonces", ["seen_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("webhook_nonces")
     op.drop_table("suppressions")
     op.drop_table("subscriber_changes")
     op.drop_index("ix_bounce_events_subscriber", table_name="bounce_events")
