@@ -5,13 +5,22 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import socket
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 from syndicate.cli import main
+from syndicate.web.app import create_app
+from syndicate.wiring import Components
+from tests.web_helpers import web_settings
 from tests.outbox_support import SECRET, open_db, write_site
 
 RETURN_PATH = "bounce+{token}@news.example"
@@ -91,3 +100,30 @@ def sent_to(server, address: str):
     """The last message the SMTP server received for `address`, parsed, with its envelope sender."""
     received = [r for r in server.received if r.recipients == (address,)][-1]
     return received.sender, email.message_from_bytes(received.data, policy=email.policy.default)
+
+
+@contextmanager
+def serve_app(tmp_path: Path, environ: dict[str, str], **sections: dict) -> Iterator[tuple[str, Components]]:
+    """The HTTP app with `sections` added to the web test settings, served by uvicorn on a free loopback port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = web_settings(tmp_path, base_url=url, **sections)
+    components = Components(settings, environ=environ)
+    app = create_app(components)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield url, components
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        components.close()
