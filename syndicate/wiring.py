@@ -16,8 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from syndicate.bounces import AddressTokens, BouncePolicy, BounceProcessor, address_tokens
-from syndicate.config import Settings
+from syndicate.bounces import AddressTokens, BounceMailbox, BouncePolicy, BounceProcessor, address_tokens
+from syndicate.config import Settings, read_secret
 from syndicate.content import (
     CacheWriter,
     Category,
@@ -209,6 +209,14 @@ class Components:
         """The one processor every inbound path (pipe, mailbox, webhooks) feeds."""
         return BounceProcessor(self.database, self.store, tokens=self.address_tokens,
                                policy=BouncePolicy.from_settings(self.settings.bounces))
+
+    def bounce_mailbox(self) -> BounceMailbox | None:
+        """The [bounces.imap] reader; None while no host is configured. MissingSecretError without its password."""
+        imap = self.settings.bounces.imap
+        if not imap.host:
+            return None
+        password = read_secret(imap.password_env, "the bounce mailbox ([bounces.imap])", self.environ)
+        return BounceMailbox(imap, password, self.bounces)
 
     def close(self) -> None:
         if self._owns_database and self._database is not None:

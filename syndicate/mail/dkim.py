@@ -24,17 +24,17 @@ from syndicate.mail.base import MailBackend, OutgoingMessage, SendResult
 
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
 _WSP_RUN = re.compile(rb"[ \t]+")
-_WSP_EOL = re.compile(rb"[ \t]+\r\n")
-_TRAILING_LINES = re.compile(rb"(\r\n)+\Z")
+_WSP_TO_FOLD = re.compile(rb"[ \t]{2,}|\t")  # what relaxed canonicalization changes: a single space stays
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
 def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 3.4.4: trailing whitespace of each line removed, runs of whitespace made one space,
     empty lines at the end removed, a final CRLF kept (an empty body stays empty)."""
-    body = _WSP_RUN.sub(b" ", body)
-    body = _WSP_EOL.sub(b"\r\n", body.replace(b" \r\n", b"\r\n"))
-    body = _TRAILING_LINES.sub(b"", body)
+    # Plain bytes operations where they do: regular expressions over a 20 kB digest cost milliseconds.
+    if b"\t" in body or b"  " in body:
+        body = _WSP_TO_FOLD.sub(b" ", body)
+    body = body.replace(b" \r\n", b"\r\n").rstrip(b"\r\n")  # runs are single spaces now
     return body + b"\r\n" if body else b""
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -261,4 +262,14 @@ webhook_nonces = Table(
     Column("nonce", String(128), primary_key=True),
     Column("seen_at", UtcDateTime, nullable=False),
     Index("ix_webhook_nonces_seen_at", "seen_at"),
+)
+
+# How far the bounce mailbox reader got in each folder (the highest UID it read, under the folder's UIDVALIDITY).
+mailbox_state = Table(
+    "mailbox_state",
+    metadata,
+    Column("mailbox", String(400), primary_key=True),
+    Column("uidvalidity", BigInteger, nullable=False),  # 32-bit unsigned in IMAP
+    Column("last_uid", BigInteger, nullable=False),
+    Column("polled_at", UtcDateTime, nullable=False),
 )

@@ -1,4 +1,4 @@
-"""Bounce events, the subscriber changes they made, the suppression list, webhook nonces (#13).
+"""Bounce events, the subscriber changes they made, the suppression list, webhook nonces, the mailbox reader's place (#13).
 
 Revision ID: 0006
 Revises: 0004 (re-chained by the lead when merging)
@@ -71,9 +71,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("source", "nonce", name="pk_webhook_nonces"),
     )
     op.create_index("ix_webhook_nonces_seen_at", "webhook_nonces", ["seen_at"])
+    op.create_table(
+        "mailbox_state",
+        sa.Column("mailbox", sa.String(400), nullable=False),
+        sa.Column("uidvalidity", sa.BigInteger, nullable=False),
+        sa.Column("last_uid", sa.BigInteger, nullable=False),
+        sa.Column("polled_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("mailbox", name="pk_mailbox_state"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("mailbox_state")
     op.drop_table("webhook_nonces")
     op.drop_table("suppressions")
     op.drop_table("subscriber_changes")
