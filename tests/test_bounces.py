@@ -182,3 +182,21 @@ def test_auto_replies_and_delay_warnings_change_nobody(database, processor):
     assert processor.receive_message(delayed, source="imap", now=NOW).kind == "ignored"
     assert processor.receive_message(vacation, source="imap", now=NOW).kind == "ignored"
     assert SubscriberStore(database).get(person.id).status is SubscriberStatus.ACTIVE
+
+
+def test_status_shows_bounce_and_complaint_rates_with_a_warning_past_the_thresholds(env):
+    run, server, database, _ = env
+    people = add_subscribers(database, 4, now=datetime.now(UTC))
+    run("send", "--yes")
+    code, out, _ = run("status")
+    assert "Bounces and complaints" in out and "warning:" not in out
+    sender, _ = sent_to(server, people[0].email)
+    assert run("bounces", "receive", stdin=dsn(sender, people[0].email))[0] == 0
+    sender, _ = sent_to(server, people[1].email)
+    assert run("bounces", "receive", stdin=arf(sender, people[1].email))[0] == 0
+    code, out, _ = run("status")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.strip().startswith("│ last run") or line.strip().startswith("last run"))
+    assert "25.00%" in row, row
+    assert "warning: bounce rate over the last run is 25.00% (above 2.00%)" in out
+    assert "warning: complaint rate over the last run is 25.00% (above 0.10%)" in out
