@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_delivery import busy_seconds, child, fill_database, machine, settings_for  # noqa: E402
+from bench_delivery import busy_seconds, child, fill_database, machine, settings_for
 
-from syndicate.mail.dkim import DkimSigner, generate_key  # noqa: E402
-from syndicate.wiring import load_corpus  # noqa: E402
+from syndicate.mail.dkim import DkimSigner, generate_key
+from syndicate.wiring import load_corpus
 
 VARIANTS = ("none", "rsa-sha256", "ed25519-sha256")
 

@@ -20,8 +20,8 @@ import uvicorn
 from syndicate.cli import main
 from syndicate.web.app import create_app
 from syndicate.wiring import Components
-from tests.web_helpers import web_settings
 from tests.outbox_support import SECRET, open_db, write_site
+from tests.web_helpers import web_settings
 
 RETURN_PATH = "bounce+{token}@news.example"
 UNSUBSCRIBE = "unsubscribe+{token}@news.example"

@@ -160,7 +160,7 @@ class _CertHost:
         host = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 if self.path.endswith(".pem"):
                     self.send_response(200)
                     self.end_headers()

@@ -105,7 +105,7 @@ def _parts(message: Message) -> Iterable[Message]:
 
 
 def _report(message: Message, report_type: str) -> bool:
-    return message.get_content_type() == "multipart/report" and (message.get_param("report-type") or "").lower() == report_type
+    return message.get_content_type() == "multipart/report" and str(message.get_param("report-type") or "").lower() == report_type
 
 
 def _dsn(message: Message) -> Classification | None:
@@ -145,10 +145,13 @@ def _arf(message: Message) -> Classification | None:
         ctype = part.get_content_type()
         if ctype == "message/feedback-report":
             payload = part.get_payload()
-            report = payload[0] if isinstance(payload, list) and payload else (parse(payload.encode()) if isinstance(payload, str) else None)
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                report = payload[0]
+            elif isinstance(payload, str):
+                report = parse(payload.encode("utf-8", "replace"))
         elif ctype in ("message/rfc822", "text/rfc822-headers") and original is None:
             payload = part.get_payload()
-            if isinstance(payload, list) and payload:
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                 original = payload[0]
             elif isinstance(payload, str):
                 original = parse(payload.encode("utf-8", "replace"))
@@ -251,10 +254,10 @@ def _heuristic(message: Message) -> Classification | None:
             return Classification(kind_for(status, diagnostic, permanent=True), recipient, status, diagnostic, "text")
     failed = _text(message.get("X-Failed-Recipients"))
     if failed:
-        recipient = _address(failed.split(",")[0])
-        diagnostic = _diagnostic_near(body, recipient)
-        status = status_of(diagnostic, body)
-        return Classification(kind_for(status, diagnostic, permanent=True), recipient, status, diagnostic, "x-failed-recipients")
+        failed_to = _address(failed.split(",")[0])
+        why = _diagnostic_near(body, failed_to)
+        code = status_of(why, body)
+        return Classification(kind_for(code, why, permanent=True), failed_to, code, why, "x-failed-recipients")
     return None
 
 
@@ -275,11 +278,11 @@ class Classifier:
         """(tokens of the addresses the message was sent to: envelope, Delivered-To, To; those and any quoted in it)."""
         if self.tokens is None:
             return [], []
-        addressed = [envelope_recipient or ""] + [
+        addresses = [envelope_recipient or ""] + [
             a for h in ("Delivered-To", "X-Original-To", "Envelope-To", "To") for _, a in getaddresses(message.get_all(h, []))
         ]
         found: list[TokenRef] = []
-        for address in addressed:
+        for address in addresses:
             ref = self.tokens.in_address(address) if address else None
             if ref is not None and ref not in found:
                 found.append(ref)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
@@ -99,11 +100,11 @@ class BounceEvents:
             if run_id is not None:
                 sent = connection.execute(select(func.count()).select_from(deliveries).where(d.run_id == run_id, d.status == "sent")).scalar_one()
                 ids = select(d.id).where(d.run_id == run_id)
-                where = [c.delivery_id.in_(ids)]
+                where: list[Any] = [c.delivery_id.in_(ids)]
             else:
                 sent = connection.execute(select(func.count()).select_from(deliveries).where(d.sent_at >= since)).scalar_one()
                 where = [c.received_at >= since]
-            counts = dict(connection.execute(
+            counts: dict[str, int] = dict(connection.execute(
                 select(c.kind, func.count()).where(*where).group_by(c.kind)
             ).all())
         return Rates(sent, counts.get("hard", 0), counts.get("soft", 0), counts.get("complaint", 0))

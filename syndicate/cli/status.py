@@ -10,8 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from syndicate.cli import AppContext, pass_app
 from syndicate.bounces import BounceEvents, deliverability
+from syndicate.cli import AppContext, pass_app
 from syndicate.wiring import Components, utc_now
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,7 +82,10 @@ def list_command(app: AppContext, kind: str | None) -> None:
 def import_command(app: AppContext, path: Path, reason: str) -> None:
     """One address or domain per line (or the first column of a CSV); '-' reads standard input."""
     try:
-        text = click.get_text_stream("stdin").read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
+        if str(path) == "-":
+            text = sys.stdin.read()
+        else:
+            text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise click.ClickException(f"{path}: cannot read: {e}") from None
     database = open_database(app.settings)
@@ -101,7 +105,6 @@ def import_command(app: AppContext, path: Path, reason: str) -> None:
 def export(app: AppContext) -> None:
     """Print the list as CSV (value, kind, source, created_at, reason) for import elsewhere."""
     import csv
-    import sys
 
     database = open_database(app.settings)
     try:

@@ -79,10 +79,11 @@ from syndicate.subscribers import (
     Subscriber,
     SubscriberStatus,
     SubscriberStore,
+    SuppressedSet,
+    SuppressionList,
     next_send_time,
     signer_from_settings,
 )
-from syndicate.subscribers import SuppressedSet, SuppressionList
 
 log = logging.getLogger(__name__)
 

@@ -178,7 +178,10 @@ class Service:
         jobs = delivery_jobs(self.settings, self.delivery, self.rebuild)
         mailbox = self.components.bounce_mailbox()  # deliverability (#13)
         if mailbox is not None:
-            jobs += (JobSpec(BOUNCE_MAILBOX, self.settings.bounces.imap.interval, lambda now, stop: mailbox.poll(now)),)
+            def poll(now: datetime, stop: threading.Event) -> None:
+                mailbox.poll(now)
+
+            jobs += (JobSpec(BOUNCE_MAILBOX, self.settings.bounces.imap.interval, poll),)
         return jobs
 
     def start_scheduler(self) -> None:

@@ -16,13 +16,13 @@ from syndicate import __version__
 from syndicate.content import CorpusMemory
 from syndicate.delivery import DeliveryService
 from syndicate.storage import Database
-from syndicate.web.deliverability import suppressions_router
-from syndicate.web.webhooks import webhooks_router
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
 from syndicate.web.context import CategoryList, Runner, WebContext
+from syndicate.web.deliverability import suppressions_router
 from syndicate.web.pages import Pages, page_router
 from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders
 from syndicate.web.static import StaticFirst, StaticSite
+from syndicate.web.webhooks import webhooks_router
 from syndicate.wiring import Components, utc_now
 
 log = logging.getLogger(__name__)
