@@ -263,6 +263,9 @@ class DkimSettings(Section):
     selector: str = Field("syndicate", description="s= of the signature: the key is published at SELECTOR._domainkey.DOMAIN")
     private_key_file: ConfigPath | None = Field(None, description="PEM private key (`syndicate dkim keygen` writes one)")
     algorithm: Literal["rsa-sha256", "ed25519-sha256"] = Field("rsa-sha256", description="the key's algorithm")
+    body_canonicalization: Literal["simple", "relaxed"] = Field(
+        "simple", description="c=relaxed/simple (our bodies are CRLF quoted-printable; cheapest) or relaxed/relaxed",
+    )
     headers: tuple[str, ...] = Field(description="header fields signed (those present in a message)", default=(
         "From", "To", "Subject", "Date", "Message-ID", "Reply-To", "List-Id", "List-Unsubscribe",
         "List-Unsubscribe-Post", "MIME-Version", "Content-Type",

@@ -26,8 +26,10 @@ def txt_of(record: str) -> bytes:
     return "".join(re.findall(r'"([^"]*)"', record)).encode()
 
 
-@pytest.fixture(params=["rsa-sha256", "ed25519-sha256"])
+@pytest.fixture(params=[("rsa-sha256", "simple"), ("ed25519-sha256", "simple"), ("rsa-sha256", "relaxed")],
+                ids=["rsa-simple", "ed25519-simple", "rsa-relaxed"])
 def signed_env(request, tmp_path, smtp_server, capsys, monkeypatch):
+    algorithm, body = request.param
     for name, value in SECRET.items():
         monkeypatch.setenv(name, value)
     server = smtp_server(strict=True)
@@ -35,7 +37,8 @@ def signed_env(request, tmp_path, smtp_server, capsys, monkeypatch):
     url = f"sqlite:///{tmp_path / 'syndicate.db'}"
     key = tmp_path / "keys" / "dkim.pem"
     config = write_config(tmp_path, url, server.port, extra=(
-        f'[dkim]\ndomain = "news.example"\nselector = "s2026"\nprivate_key_file = "{key}"\nalgorithm = "{request.param}"\n'))
+        f'[dkim]\ndomain = "news.example"\nselector = "s2026"\nprivate_key_file = "{key}"\nalgorithm = "{algorithm}"\n'
+        f'body_canonicalization = "{body}"\n'))
 
     def run(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
         if stdin is not None:
@@ -52,7 +55,7 @@ def signed_env(request, tmp_path, smtp_server, capsys, monkeypatch):
     assert code == 0, err
     assert out.startswith("s2026._domainkey.news.example. IN TXT") and key.stat().st_mode & 0o077 == 0
     record = txt_of(out)
-    kind = b"k=rsa" if request.param == "rsa-sha256" else b"k=ed25519"
+    kind = b"k=rsa" if algorithm == "rsa-sha256" else b"k=ed25519"
     assert record.startswith(b"v=DKIM1; " + kind + b"; p=")
     database = open_db(url)
     yield run, server, database, config, record
@@ -77,6 +80,9 @@ def test_digests_and_confirmations_arrive_with_a_signature_dkimpy_verifies(signe
         assert dkim.verify(received.data, dnsfunc=dns_for(record)), received.recipients
         tampered = received.data.replace(b"Subject: ", b"Subject: Re: ", 1)
         assert not dkim.verify(tampered, dnsfunc=dns_for(record))
+        body_at = received.data.index(b"\r\n\r\n") + 300
+        changed = bytes([received.data[body_at] ^ 1]) if received.data[body_at] not in b"\r\n" else b"X"
+        assert not dkim.verify(received.data[:body_at] + changed + received.data[body_at + 1:], dnsfunc=dns_for(record))
 
 
 def test_the_signature_survives_dot_stuffing_and_awkward_lines(signed_env):

@@ -81,5 +81,6 @@ def make_backend(settings: Settings, **overrides: Any) -> MailBackend:
     if dkim.domain:  # every message signed (#13)
         if dkim.private_key_file is None:
             raise ConfigError(["[dkim] private_key_file: required when [dkim] domain is set (make one with `syndicate dkim keygen`)"])
-        backend = SigningBackend(backend, signer_from_file(dkim.domain, dkim.selector, dkim.private_key_file, dkim.algorithm, dkim.headers))
+        backend = SigningBackend(backend, signer_from_file(dkim.domain, dkim.selector, dkim.private_key_file, dkim.algorithm, dkim.headers,
+                                                         dkim.body_canonicalization))
     return backend

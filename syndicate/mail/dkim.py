@@ -1,4 +1,4 @@
-"""DKIM signing (RFC 6376, relaxed/relaxed; rsa-sha256 and RFC 8463 ed25519-sha256) of the exact bytes a backend sends.
+"""DKIM signing (RFC 6376, relaxed header and simple or relaxed body canonicalization; rsa-sha256 and RFC 8463 ed25519-sha256) of the exact bytes a backend sends.
 
 The signature is computed here with `cryptography` (OpenSSL) rather than dkimpy's pure-Python RSA,
 which costs several milliseconds a message; the tests verify what this signs with dkimpy's verifier.
@@ -38,6 +38,14 @@ def relaxed_body(body: bytes) -> bytes:
     return body + b"\r\n" if body else b""
 
 
+def simple_body(body: bytes) -> bytes:
+    """RFC 6376 3.4.3: the body as it is, without the empty lines at its end (an empty body is one CRLF)."""
+    return body.rstrip(b"\r\n") + b"\r\n"
+
+
+BODY_CANONICALIZATIONS = {"simple": simple_body, "relaxed": relaxed_body}
+
+
 def relaxed_header(name: bytes, value: bytes) -> bytes:
     """RFC 6376 3.4.2: name in lower case, value unfolded, whitespace runs made one space, trimmed."""
     value = _WSP_RUN.sub(b" ", _FOLD.sub(b"", value)).strip(b" \t\r\n")
@@ -62,7 +70,8 @@ class DkimSigner:
 
     def __init__(self, domain: str, selector: str, private_key: bytes, algorithm: str = "rsa-sha256",
                  headers: Sequence[str] = ("From", "To", "Subject", "Date", "Message-ID"), *,
-                 clock: Callable[[], float] = time.time, source: str = "[dkim] private_key_file") -> None:
+                 clock: Callable[[], float] = time.time, source: str = "[dkim] private_key_file",
+                 body_canonicalization: str = "simple") -> None:
         if algorithm not in ALGORITHMS:
             raise ConfigError([f"[dkim] algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}"])
         try:
@@ -79,6 +88,8 @@ class DkimSigner:
         self.algorithm = algorithm
         self._key: Any = key
         self._headers = [h.lower().encode("ascii") for h in headers]
+        self._body = BODY_CANONICALIZATIONS[body_canonicalization]
+        self._c = b"relaxed/" + body_canonicalization.encode()
         self._clock = clock
 
     def signature_header(self, data: bytes) -> bytes:
@@ -97,9 +108,9 @@ class DkimSigner:
             if values:  # the bottom-most instance (RFC 6376 5.4.2); ours are single
                 canonical += relaxed_header(name, values[-1])
                 signed.append(name)
-        body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
+        body_hash = base64.b64encode(hashlib.sha256(self._body(body)).digest())
         tags = (
-            b"v=1; a=" + self.algorithm.encode() + b"; c=relaxed/relaxed; d=" + self.domain.encode("ascii")
+            b"v=1; a=" + self.algorithm.encode() + b"; c=" + self._c + b"; d=" + self.domain.encode("ascii")
             + b"; s=" + self.selector.encode("ascii") + b"; t=" + str(int(self._clock())).encode()
             + b"; h=" + b":".join(signed) + b"; bh=" + body_hash + b"; b="
         )
@@ -148,12 +159,14 @@ class SigningBackend(MailBackend):
         return getattr(self.inner, name)
 
 
-def signer_from_file(domain: str, selector: str, key_file: Path, algorithm: str, headers: Sequence[str]) -> DkimSigner:
+def signer_from_file(domain: str, selector: str, key_file: Path, algorithm: str, headers: Sequence[str],
+                     body_canonicalization: str = "simple") -> DkimSigner:
     try:
         pem = key_file.read_bytes()
     except OSError as e:
         raise ConfigError([f"[dkim] private_key_file: cannot read {key_file}: {e.strerror}"]) from None
-    return DkimSigner(domain, selector, pem, algorithm, headers, source=f"[dkim] private_key_file {key_file}")
+    return DkimSigner(domain, selector, pem, algorithm, headers, source=f"[dkim] private_key_file {key_file}",
+                      body_canonicalization=body_canonicalization)
 
 
 def generate_key(algorithm: str, bits: int = 2048) -> tuple[bytes, str]:
