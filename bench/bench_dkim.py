@@ -98,7 +98,7 @@ def main() -> None:
         f"CPU while it ran: {busy_at_end - busy_at_start:.0f} s of {wall:.0f} s available; the benchmark's processes "
         f"{own_at_end - own_at_start:.0f} s.",
         f"{args.subscribers:,} subscribers, {args.articles:,} generated articles; rounds interleaved (unsigned, RSA, Ed25519) "
-        "on a fresh copy of the same database; RSA key 2048 bits; relaxed/relaxed.", "", *rows, "",
+        "on a fresh copy of the same database; RSA key 2048 bits; c=relaxed/simple (the default).", "", *rows, "",
     ])
     print(text)
     if args.write:
