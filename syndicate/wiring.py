@@ -28,12 +28,13 @@ from syndicate.content import (
     ReaderOptions,
 )
 from syndicate.delivery import DeliveryService, Outbox
-from syndicate.digest import EmailRenderer, build_confirmation
+from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, build_confirmation
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
 from syndicate.site import SiteUrls
 from syndicate.storage import Database, open_database
 from syndicate.subscribers import (
     WEEKDAYS,
+    AddressRules,
     Confirmations,
     Frequency,
     LinkSigner,
@@ -85,6 +86,17 @@ def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bo
     return content_source(settings).read(folder, use_cache=use_cache, memory=memory, writer=writer)
 
 
+def email_renderer(settings: Settings, **options: Any) -> EmailRenderer:
+    """The email renderer for the [site], [email] and [digest] settings (`options`: EmailRenderer's)."""
+    return EmailRenderer(settings.site, settings.email, settings.digest.subject, site_urls(settings), **options)
+
+
+def message_builder(settings: Settings, renderer: EmailRenderer, links: LinkMaker, categories: Sequence[Category],
+                    now: datetime, **options: Any) -> MessageBuilder:
+    """A run's message builder for the [mail], [email] and [site] settings (`options`: MessageBuilder's)."""
+    return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now, **options)
+
+
 def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:
     """The one URL builder of the site (`base_url` overrides the configured one, e.g. a bound port)."""
     return SiteUrls(base_url or settings.site.base_url, settings.feeds.folder)
@@ -118,7 +130,7 @@ class Components:
     @property
     def database(self) -> Database:
         if self._database is None:
-            self._database = open_database(self.settings)
+            self._database = open_database(self.settings.database)
         return self._database
 
     @cached_property
@@ -150,6 +162,12 @@ class Components:
             category_titles={slug: rule.title for slug, rule in self.settings.categories.items() if rule.title},
         )
 
+    @cached_property
+    def addresses(self) -> AddressRules:
+        """How addresses entering by any door are checked: one backend is asked (and, with
+        `[smtp] smtputf8 = "auto"`, remembers) whether it carries non-ASCII local parts."""
+        return AddressRules(self.backend().carries_utf8_addresses)
+
     # -- content
 
     @cached_property
@@ -163,34 +181,34 @@ class Components:
 
     @cached_property
     def renderer(self) -> EmailRenderer:
-        return EmailRenderer(self.settings)
+        return EmailRenderer(self.settings.site, self.settings.email, self.settings.digest.subject, self.urls)
 
     def backend(self) -> MailBackend:
         """A fresh mail backend (the handed-in factory's, else the configured one)."""
         if self._backend_factory is not None:
             return self._backend_factory()
         extra: dict[str, Any] = {"environ": self.environ} if self.settings.mail.backend == "smtp" else {}
-        return make_backend(self.settings, **extra)
+        return make_backend(self.settings.mail, self.settings.smtp, dkim=self.settings.dkim, **extra)
 
     def confirmation_message(self, subscriber: Subscriber, categories: Sequence[Category], confirm_url: str,
                              now: datetime) -> OutgoingMessage:
         """The double opt-in email for `subscriber`, ready for a mail backend."""
         data = build_confirmation(
-            self.settings, self.renderer, email=subscriber.email, name=subscriber.name,
+            self.settings.mail, self.settings.email, self.settings.site, self.renderer, email=subscriber.email, name=subscriber.name,
             categories=categories, confirm_url=confirm_url, now=now,
         )
         found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
         verp = self.address_tokens.envelope_sender("s", subscriber.id) if self.address_tokens is not None else None
         return OutgoingMessage(
             key=f"confirm-{subscriber.id}", sender=verp or parseaddr(self.settings.mail.from_)[1],
-            recipients=(subscriber.email,), data=data, message_id=found.group(1).decode() if found else "",
+            recipients=(subscriber.address.envelope,), data=data, message_id=found.group(1).decode() if found else "",
         )
 
     # -- delivery
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.database, self.settings.outbox)
+        return Outbox(self.database, self.settings.outbox, subscribers=self.store)
 
     @cached_property
     def delivery(self) -> DeliveryService:

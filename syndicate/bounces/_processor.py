@@ -17,7 +17,14 @@ from syndicate.bounces._verp import AddressTokens, TokenRef
 from syndicate.config import BounceSettings, LinkSettings, read_secret
 from syndicate.storage import Database
 from syndicate.storage.schema import deliveries, subscribers
-from syndicate.subscribers import StatusChange, SubscriberStatus, SubscriberStore, SuppressionList
+from syndicate.subscribers import (
+    InvalidAddressError,
+    StatusChange,
+    SubscriberStatus,
+    SubscriberStore,
+    SuppressionList,
+    parse_address,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +151,11 @@ class BounceProcessor:
                 if row is not None:
                     return None, ref.id
         if trusted and result.recipient:
-            row = connection.execute(select(subscribers.c.id).where(subscribers.c.email_key == result.recipient.lower())).first()
+            try:
+                key = parse_address(result.recipient).key  # an IDNA domain in a bounce is stored in Unicode
+            except InvalidAddressError:
+                key = result.recipient.lower()
+            row = connection.execute(select(subscribers.c.id).where(subscribers.c.email_key == key)).first()
             if row is not None:
                 return None, row.id
         return None, None

@@ -28,7 +28,7 @@ def suppressions() -> None:
 @pass_app
 def add(app: AppContext, entries: tuple[str, ...], reason: str) -> None:
     """Suppress each ENTRY: user@example.com (an address) or @example.com / example.com (a domain and its subdomains)."""
-    database = open_database(app.settings)
+    database = open_database(app.settings.database)
     try:
         listing = SuppressionList(database)
         for entry in entries:
@@ -43,7 +43,7 @@ def add(app: AppContext, entries: tuple[str, ...], reason: str) -> None:
 @pass_app
 def remove(app: AppContext, entries: tuple[str, ...]) -> None:
     """Lift the suppression of each ENTRY."""
-    database = open_database(app.settings)
+    database = open_database(app.settings.database)
     missing = []
     try:
         listing = SuppressionList(database)
@@ -63,7 +63,7 @@ def remove(app: AppContext, entries: tuple[str, ...]) -> None:
 @pass_app
 def list_command(app: AppContext, kind: str | None) -> None:
     """Every suppressed address and domain, with why and since when."""
-    database = open_database(app.settings)
+    database = open_database(app.settings.database)
     try:
         rows = list(SuppressionList(database).iter_all(kind=kind))
     finally:
@@ -88,7 +88,7 @@ def import_command(app: AppContext, path: Path, reason: str) -> None:
             text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise click.ClickException(f"{path}: cannot read: {e}") from None
-    database = open_database(app.settings)
+    database = open_database(app.settings.database)
     try:
         added, problems = SuppressionList(database).import_entries(text.splitlines(), reason=reason, source="import", now=_now())
     finally:
@@ -106,7 +106,7 @@ def export(app: AppContext) -> None:
     """Print the list as CSV (value, kind, source, created_at, reason) for import elsewhere."""
     import csv
 
-    database = open_database(app.settings)
+    database = open_database(app.settings.database)
     try:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["value", "kind", "source", "created_at", "reason"])

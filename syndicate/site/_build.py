@@ -106,7 +106,7 @@ def _article_keys(articles: Iterable[Article]) -> dict[str, str]:
 def _code_fingerprint() -> str:
     """The code that shapes the output: a changed renderer (even unreleased) re-renders everything."""
     modules = (_feeds, _pages, sys.modules[__name__])
-    return _digest(__version__, BUILD_FORMAT, *(hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest() for m in modules))
+    return _digest(__version__, BUILD_FORMAT, *(hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in modules))
 
 
 def _settings_fingerprint(settings: Settings) -> str:
@@ -215,6 +215,7 @@ def _render_feed(site: _Site, key: str) -> bytes:
 
 def _render_category(site: _Site, key: str) -> bytes:
     spec = site.specs[key]
+    assert spec.category is not None  # category keys name category feeds, never the site feed
     return site.pages.category(spec.category, spec.description, spec.articles)
 
 

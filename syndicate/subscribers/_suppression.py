@@ -12,7 +12,7 @@ from sqlalchemy import Connection, delete, func, insert, select
 from syndicate.errors import UsageError
 from syndicate.storage import Database
 from syndicate.storage.schema import suppressions
-from syndicate.subscribers._store import InvalidSubscriberError, normalise_email
+from syndicate.subscribers._address import InvalidAddressError, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,9 @@ def parse_entry(text: str) -> tuple[str, str]:
             raise UsageError(f"suppression: {text.strip()!r} is neither an address nor a domain such as example.com")
         return "domain", domain
     try:
-        _, key = normalise_email(entry)
-    except InvalidSubscriberError as e:
-        raise UsageError(f"suppression: {e.reason}") from None
-    return "address", key
+        return "address", parse_address(entry).key
+    except InvalidAddressError as e:
+        raise UsageError(f"suppression: {e}") from None
 
 
 def _domain_of(address: str) -> str:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -115,7 +115,7 @@ def _out(stored: StoredSubscriber) -> SubscriberOut:
     s = stored.subscriber
     return SubscriberOut(
         id=s.id, email=s.email, name=s.name, status=s.status, categories=list(s.categories), frequency=s.frequency,
-        timezone=s.timezone, send_hour=s.send_hour, weekday=WEEKDAYS[s.weekday], source=s.source,
+        timezone=s.timezone, send_hour=s.send_hour, weekday=cast(Weekday, WEEKDAYS[s.weekday]), source=s.source,
         created_at=s.created_at, next_send_at=stored.next_send_at, confirmed_at=stored.confirmed_at,
         unsubscribed_at=stored.unsubscribed_at,
     )
@@ -263,7 +263,7 @@ def _subscriber_routes(router: APIRouter, context: WebContext) -> None:
             new = new_subscriber(
                 body.email, name=body.name, categories=body.categories, valid_categories=context.categories.slugs(),
                 defaults=store.defaults, frequency=body.frequency, timezone=body.timezone, send_hour=body.send_hour,
-                weekday=body.weekday,
+                weekday=body.weekday, addresses=context.addresses,
             )
             subscriber = store.add(new, now=now, confirmed=body.confirmed, source="cli")
         except InvalidSubscriberError as e:

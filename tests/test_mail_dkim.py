@@ -93,7 +93,7 @@ def test_the_signature_survives_dot_stuffing_and_awkward_lines(signed_env):
             b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
             b".leading dot\r\n..two dots\r\n.\r\ntrailing spaces   \r\n\ttab line\r\n\r\n\r\n")
     message = OutgoingMessage("k1", "digest@news.example", ("a@example.org",), body, "<dots@news.example>")
-    backend = make_backend(settings, environ=dict(SECRET))
+    backend = make_backend(settings.mail, settings.smtp, dkim=settings.dkim, environ=dict(SECRET))
     [result] = list(backend.send_messages([message]))
     assert result.outcome == "sent", result.reply
     [received] = server.received
@@ -105,8 +105,9 @@ def test_a_missing_or_wrong_key_file_is_a_clear_error(tmp_path):
     write_site(tmp_path)
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", 2525,
                           extra=f'[dkim]\ndomain = "news.example"\nprivate_key_file = "{tmp_path / "nope.pem"}"\n')
+    settings = load_settings(config)
     with pytest.raises(ConfigError, match="private_key_file: cannot read"):
-        make_backend(load_settings(config))
+        make_backend(settings.mail, settings.smtp, dkim=settings.dkim)
     (tmp_path / "nope.pem").write_text("not a key")
     with pytest.raises(ConfigError, match="not a PEM private key"):
-        make_backend(load_settings(config))
+        make_backend(settings.mail, settings.smtp, dkim=settings.dkim)
