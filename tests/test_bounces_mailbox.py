@@ -1,5 +1,5 @@
-"""The bounce mailbox on real parts: digests sent through aiosmtpd with VERP, their bounces (and mail that
-is not a bounce) delivered to a Dovecot IMAP server, picked up by the service's scheduler job. Only the
+"""The bounce mailbox on real parts: digests sent through aiosmtpd with VERP, their bounces, a mail to a
+subscriber's unsubscribe address (and mail that is neither) delivered to a Dovecot IMAP server, picked up by the service's scheduler job. Only the
 recognised messages move to the processed folder; the rest stay in the inbox unread and unflagged."""
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ def test_the_scheduler_job_reads_the_mailbox_and_moves_only_what_it_recognised(e
         client.append("INBOX", dsn(sender, person.email).replace(b"\n", b"\r\n"))
     for name in UNRELATED:
         client.append("INBOX", (CORPUS / name).read_bytes().replace(b"\n", b"\r\n"))
+    _, digest = sent_to(server, people[2].email)
+    mailto = digest["List-Unsubscribe"].split("mailto:")[1].split("?")[0]
+    client.append("INBOX", f"From: {people[2].email}\r\nTo: {mailto}\r\nSubject: unsubscribe\r\n\r\nplease\r\n".encode())
 
     settings = load_settings(config)
     service = Service(settings, environ={**SECRET, "SYNDICATE_BOUNCE_IMAP_PASSWORD": PASSWORD}, scheduler=False)
@@ -62,15 +65,16 @@ def test_the_scheduler_job_reads_the_mailbox_and_moves_only_what_it_recognised(e
         service.close()
 
     store = SubscriberStore(database)
-    assert [store.get(p.id).status for p in people] == [SubscriberStatus.BOUNCED] * 2 + [SubscriberStatus.ACTIVE] * 2
+    assert [store.get(p.id).status for p in people] == [SubscriberStatus.BOUNCED] * 2 + [
+        SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.ACTIVE]
     events = BounceEvents(database).list()
     # The auto-reply and the delay warning are recorded as ignored (seen, not acted on); unrelated mail not at all.
-    assert sorted(e.kind for e in events) == ["hard", "hard", "ignored", "ignored"]
+    assert sorted(e.kind for e in events) == ["hard", "hard", "ignored", "ignored", "unsubscribe"]
     kept = BounceEvents(database).get(next(e.id for e in events if e.kind == "hard"))
     assert b"Undelivered Mail Returned to Sender" in kept.raw and kept.source == "imap"
 
     client.select_folder("Processed", readonly=True)
-    assert len(client.search(["ALL"])) == 2
+    assert len(client.search(["ALL"])) == 3, "the two bounces and the unsubscribe request"
     client.select_folder("INBOX", readonly=True)
     left = client.search(["ALL"])
     assert len(left) == len(UNRELATED), "no unrelated message is moved or deleted"
@@ -84,7 +88,7 @@ def test_the_scheduler_job_reads_the_mailbox_and_moves_only_what_it_recognised(e
                   date=(datetime.now(UTC) - timedelta(minutes=5)).isoformat())
     before = len(server.received)
     assert run("send", "--yes")[0] == 0
-    assert sorted(r.recipients[0] for r in server.received[before:]) == sorted(p.email for p in people[2:])
+    assert [r.recipients[0] for r in server.received[before:]] == [people[3].email]
 
 
 def test_a_wrong_password_is_a_clear_error_and_nothing_moves(env, dovecot):
