@@ -267,29 +267,43 @@ def webhooks_router(processor: BounceProcessor, config: BounceWebhookSettings, e
     database = processor.database
     verifier = sns or SnsVerifier(config.sns_cert_hosts, config.sns_ca_file)
 
-    def first_use(source: str, nonce: str, now: datetime, keep: timedelta) -> None:
-        """Record `nonce` (a signature, token or message id); a second use within `keep` is a replay."""
+    def first_use(source: str, nonce: str, now: datetime, keep: timedelta, later: list[tuple[str, str]]) -> None:
+        """Refuse `nonce` (a signature, token or message id) seen within `keep`: a replay. It is recorded
+        (`later`) only once the request's events are recorded, so a request that failed half-way can be
+        retried by the provider; two copies racing both pass here and the event ids make them one."""
         c = webhook_nonces.c
         key = hashlib.sha256(nonce.encode()).hexdigest()
         with database.write() as connection:
             connection.execute(delete(webhook_nonces).where(c.seen_at < now - keep))
             if connection.execute(select(c.nonce).where(c.source == source, c.nonce == key)).first() is not None:
                 raise Refused(403, "replayed request")
-            connection.execute(insert(webhook_nonces).values(source=source, nonce=key, seen_at=now))
+        later.append((source, key))
+
+    def remember(nonces: list[tuple[str, str]], now: datetime) -> None:
+        c = webhook_nonces.c
+        with database.write() as connection:
+            for source, key in nonces:
+                if connection.execute(select(c.nonce).where(c.source == source, c.nonce == key)).first() is None:
+                    connection.execute(insert(webhook_nonces).values(source=source, nonce=key, seen_at=now))
 
     def take(source: str, events: list[ProviderEvent], now: datetime) -> Response:
         outcomes = [processor.receive_event(event, source=source, now=now) for event in events]
         return JSONResponse({"received": len(outcomes), "actions": [o.action for o in outcomes]})
 
-    async def handle(request: Request, source: str, check: Callable[[bytes, datetime], list[ProviderEvent] | Response]) -> Response:
+    Check = Callable[[bytes, datetime, list[tuple[str, str]]], "list[ProviderEvent] | Response"]
+
+    async def handle(request: Request, source: str, check: Check) -> Response:
         body = await request.body()
         now = clock()
+        nonces: list[tuple[str, str]] = []
         try:
-            result = check(body, now)
+            result = check(body, now, nonces)
         except Refused as e:
             log.warning("webhook refused source=%s status=%s reason=%s", source, e.status, e.reason)
             return JSONResponse({"error": e.reason}, status_code=e.status)
-        return result if isinstance(result, Response) else take(source, result, now)
+        answer = result if isinstance(result, Response) else take(source, result, now)
+        remember(nonces, now)
+        return answer
 
     def off(name: str) -> Response:
         return JSONResponse({"error": f"the {name} webhook is not configured"}, status_code=404)
@@ -300,7 +314,7 @@ def webhooks_router(processor: BounceProcessor, config: BounceWebhookSettings, e
         if token is None:
             return off("generic")
 
-        def check(body: bytes, now: datetime) -> list[ProviderEvent]:
+        def check(body: bytes, now: datetime, later: list[tuple[str, str]]) -> list[ProviderEvent]:
             _bearer(request, token)
             return generic_events(_json(body))
         return await handle(request, "generic", check)
@@ -311,7 +325,7 @@ def webhooks_router(processor: BounceProcessor, config: BounceWebhookSettings, e
             return off("sendgrid")
         key = sendgrid_key(config.sendgrid_public_key)
 
-        def check(body: bytes, now: datetime) -> list[ProviderEvent]:
+        def check(body: bytes, now: datetime, later: list[tuple[str, str]]) -> list[ProviderEvent]:
             signature = request.headers.get("x-twilio-email-event-webhook-signature")
             timestamp = request.headers.get("x-twilio-email-event-webhook-timestamp")
             if not signature or not timestamp:
@@ -321,7 +335,7 @@ def webhooks_router(processor: BounceProcessor, config: BounceWebhookSettings, e
                 key.verify(base64.b64decode(signature, validate=True), timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
             except (InvalidSignature, ValueError):
                 raise Refused(403, "signature does not verify") from None
-            first_use("sendgrid", signature, now, timedelta(seconds=2 * config.timestamp_window))
+            first_use("sendgrid", signature, now, timedelta(seconds=2 * config.timestamp_window), later)
             return sendgrid_events(_json(body))
         return await handle(request, "sendgrid", check)
 
@@ -331,7 +345,7 @@ def webhooks_router(processor: BounceProcessor, config: BounceWebhookSettings, e
         if signing_key is None:
             return off("mailgun")
 
-        def check(body: bytes, now: datetime) -> list[ProviderEvent]:
+        def check(body: bytes, now: datetime, later: list[tuple[str, str]]) -> list[ProviderEvent]:
             data = _json(body)
             signed = data.get("signature") if isinstance(data, dict) else None
             if not isinstance(signed, dict) or not all(isinstance(signed.get(k), str) for k in ("timestamp", "token", "signature")):
@@ -340,7 +354,7 @@ def webhooks_router(processor: BounceProcessor, config: BounceWebhookSettings, e
             expected = hmac.new(signing_key.encode(), (signed["timestamp"] + signed["token"]).encode(), hashlib.sha256).hexdigest()
             if not hmac.compare_digest(expected, signed["signature"]):
                 raise Refused(403, "signature does not verify")
-            first_use("mailgun", signed["token"], now, timedelta(seconds=2 * config.timestamp_window))
+            first_use("mailgun", signed["token"], now, timedelta(seconds=2 * config.timestamp_window), later)
             return mailgun_events(data)
         return await handle(request, "mailgun", check)
 
@@ -351,7 +365,7 @@ def webhooks_router(processor: BounceProcessor, config: BounceWebhookSettings, e
             return off("postmark")
         username = config.postmark_username
 
-        def check(body: bytes, now: datetime) -> list[ProviderEvent]:
+        def check(body: bytes, now: datetime, later: list[tuple[str, str]]) -> list[ProviderEvent]:
             _basic(request, username, password)
             return postmark_events(_json(body))
         return await handle(request, "postmark", check)
@@ -361,7 +375,7 @@ def webhooks_router(processor: BounceProcessor, config: BounceWebhookSettings, e
         if not config.sns_topic_arns:
             return off("ses")
 
-        def check(body: bytes, now: datetime) -> list[ProviderEvent] | Response:
+        def check(body: bytes, now: datetime, later: list[tuple[str, str]]) -> list[ProviderEvent] | Response:
             data = _json(body)
             if not isinstance(data, dict) or "Signature" not in data:
                 raise Refused(401, "unsigned request")
@@ -374,7 +388,7 @@ def webhooks_router(processor: BounceProcessor, config: BounceWebhookSettings, e
                 raise Refused(401, "malformed Timestamp") from None
             if abs((now - sent).total_seconds()) > config.sns_max_age:
                 raise Refused(403, "SNS message older than [bounces.webhooks] sns_max_age")
-            first_use("ses", str(data["MessageId"]), now, timedelta(seconds=2 * config.sns_max_age))
+            first_use("ses", str(data["MessageId"]), now, timedelta(seconds=2 * config.sns_max_age), later)
             if data["Type"] == "SubscriptionConfirmation":
                 verifier.confirm(str(data["SubscribeURL"]))
                 log.info("SNS subscription confirmed topic=%s", data["TopicArn"])
