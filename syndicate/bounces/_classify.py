@@ -6,7 +6,6 @@ import email
 import email.policy
 import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import getaddresses, parseaddr
@@ -100,10 +99,6 @@ def kind_for(status: str | None, diagnostic: str, permanent: bool) -> str:
     return HARD if permanent else SOFT
 
 
-def _parts(message: Message) -> Iterable[Message]:
-    return message.walk()
-
-
 def _report(message: Message, report_type: str) -> bool:
     return message.get_content_type() == "multipart/report" and str(message.get_param("report-type") or "").lower() == report_type
 
@@ -111,7 +106,7 @@ def _report(message: Message, report_type: str) -> bool:
 def _dsn(message: Message) -> Classification | None:
     """RFC 3464: the first recipient whose Action is failed (else delayed, else any)."""
     blocks: list[Message] = []
-    for part in _parts(message):
+    for part in message.walk():
         if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
             payload = part.get_payload()
             if isinstance(payload, list):
@@ -141,7 +136,7 @@ def _arf(message: Message) -> Classification | None:
     """RFC 5965: the feedback report's type and the complained-about recipient."""
     report: Message | None = None
     original: Message | None = None
-    for part in _parts(message):
+    for part in message.walk():
         ctype = part.get_content_type()
         if ctype == "message/feedback-report":
             payload = part.get_payload()
@@ -177,8 +172,6 @@ def is_auto_reply(message: Message) -> bool:
         return True
     if _text(message.get("Precedence")).lower() in ("auto_reply", "auto-reply"):
         return True
-    if message.get("X-MS-Exchange-Generated-Message-Source") or _text(message.get("X-Auto-Response-Suppress")).lower() == "all":
-        return bool(_AUTO_SUBJECT.search(_text(message.get("Subject"))))
     return bool(_AUTO_SUBJECT.search(_text(message.get("Subject"))))
 
 
@@ -194,7 +187,7 @@ def from_mta(message: Message) -> bool:
 
 def _body_text(message: Message, limit: int = 20_000) -> str:
     texts = []
-    for part in _parts(message):
+    for part in message.walk():
         if part.get_content_maintype() == "text":
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
