@@ -51,13 +51,22 @@ SECRET = "bench-secret-for-signed-links-0123456789"
 SENDER = "digest@news.example.org"
 
 
-def settings_for(folder: Path, count: int, port: int) -> Settings:
+def settings_for(folder: Path, count: int, port: int, dkim: str = "none") -> Settings:
+    """`dkim`: none, or rsa-sha256 / ed25519-sha256 with a key made in `folder` (bench_dkim.py)."""
     base = digest_settings(folder)
     database = base.database.model_copy(update={"url": f"sqlite:///{folder / f'subscribers-{count}.db'}"})
     smtp = base.smtp.model_copy(update={"host": "127.0.0.1", "port": port, "security": "none", "connections": 4,
                                         "ehlo_name": "bench.test"})
     mail = base.mail.model_copy(update={"backend": "smtp"})
-    return base.model_copy(update={"database": database, "smtp": smtp, "mail": mail})
+    update = {"database": database, "smtp": smtp, "mail": mail}
+    if dkim != "none":
+        key = folder / f"dkim-{dkim}.pem"
+        if not key.exists():
+            from syndicate.mail.dkim import generate_key
+
+            key.write_bytes(generate_key(dkim)[0])
+        update["dkim"] = base.dkim.model_copy(update={"domain": "news.example.org", "private_key_file": key, "algorithm": dkim})
+    return base.model_copy(update=update)
 
 
 def fill_database(folder: Path, count: int, port: int) -> None:
@@ -90,11 +99,11 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def end_to_end(folder: Path, count: int, port: int) -> dict:
+def end_to_end(folder: Path, count: int, port: int, dkim: str = "none") -> dict:
     """What `syndicate send --yes` does after start-up: DeliveryService.send_manual (planning, and
     the worker processes sending the first planned digests while the rest is planned)."""
     os.environ["SYNDICATE_SECRET"] = SECRET
-    settings = settings_for(folder, count, port)
+    settings = settings_for(folder, count, port, dkim)
     database = create_database(settings.database.url)
     service = DeliveryService(settings, database, content_source(settings))
     planned: list[float] = []
@@ -105,7 +114,7 @@ def end_to_end(folder: Path, count: int, port: int) -> dict:
     done = time.perf_counter()
     database.close()
     assert report.sent == report.total and report.status == "finished", report
-    return {"path": "end to end", "subscribers": count, "messages": report.sent, "failed": report.failed,
+    return {"path": "end to end" if dkim == "none" else f"end to end, DKIM {dkim}", "subscribers": count, "messages": report.sent, "failed": report.failed,
             "plan_s": planned[0] - started, "seconds": done - started, "msgs_per_s": report.sent / (done - started),
             "peak_rss_mb": rss_mb()}
 
@@ -255,7 +264,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, folder, count, port = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
         if kind == "e2e":
-            result = end_to_end(folder, count, port)
+            result = end_to_end(folder, count, port, *sys.argv[6:7])
         elif kind == "naive":
             result = naive(folder, count, port)
         else:

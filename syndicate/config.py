@@ -264,6 +264,80 @@ class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
 
+# -- deliverability (#13): bounces, complaints, suppression, DKIM --------------------------------
+
+class BounceImapSettings(Section):
+    """The bounce mailbox, polled by the scheduler; off while `host` is unset."""
+
+    host: str | None = None
+    port: int = Field(993, ge=1, le=65535)
+    security: Literal["tls", "starttls", "none"] = "tls"
+    username: str | None = None
+    password_env: EnvName = "SYNDICATE_BOUNCE_IMAP_PASSWORD"
+    folder: str = "INBOX"
+    processed_folder: str = Field("syndicate-processed", description="where recognised messages are moved (created if missing)")
+    interval: int = Field(300, ge=10, description="seconds between two polls")
+    batch: int = Field(200, ge=1, description="messages read per poll at most")
+    timeout: float = Field(30.0, gt=0)
+    ca_file: ConfigPath | None = None
+
+
+class BounceWebhookSettings(Section):
+    """Provider webhooks under /webhooks/; each is refused (404) until its secret is configured."""
+
+    token_env: EnvName = Field("SYNDICATE_WEBHOOK_TOKEN", description="bearer token of the generic JSON webhook")
+    sendgrid_public_key: str | None = Field(None, description="SendGrid's verification key (base64 DER or PEM)")
+    mailgun_signing_key_env: EnvName = "SYNDICATE_MAILGUN_SIGNING_KEY"
+    postmark_username: str | None = None
+    postmark_password_env: EnvName = "SYNDICATE_POSTMARK_WEBHOOK_PASSWORD"
+    sns_topic_arns: tuple[str, ...] = Field((), description="SNS topics accepted (none: SES webhook off)")
+    sns_cert_hosts: tuple[str, ...] = Field(
+        ("sns.*.amazonaws.com",), description="hosts (glob) the SNS signing certificate may be fetched from, over https",
+    )
+    sns_ca_file: ConfigPath | None = Field(None, description="extra CA bundle to trust for the SNS certificate host (tests)")
+    sns_max_age: int = Field(86400, ge=60, description="seconds an SNS message (retries keep its Timestamp) stays acceptable")
+    timestamp_window: int = Field(300, ge=10, description="seconds a signed SendGrid or Mailgun event stays acceptable")
+
+
+class BounceSettings(Section):
+    return_path: str | None = Field(
+        None, description='envelope sender per delivery, e.g. "bounce+{token}@news.example.org" (VERP); '
+        "leave unset when the relay rewrites the envelope sender",
+    )
+    unsubscribe_address: str | None = Field(
+        None, description='per-subscriber List-Unsubscribe mailto, e.g. "unsubscribe+{token}@news.example.org"',
+    )
+    hard_limit: int = Field(1, ge=1, description="hard bounces that mark a subscriber bounced")
+    soft_limit: int = Field(3, ge=1, description="soft bounces within soft_window days that mark a subscriber bounced")
+    soft_window: int = Field(14, ge=1, description="days")
+    max_message_bytes: int = Field(10 * 1024 * 1024, ge=64 * 1024, description="inbound messages are kept up to this size")
+    bounce_rate_warning: float = Field(0.02, gt=0, le=1, description="status warns above this bounce rate (0.02 = 2%)")
+    complaint_rate_warning: float = Field(0.001, gt=0, le=1, description="status warns above this complaint rate (0.001 = 0.1%)")
+    imap: BounceImapSettings = Field({}, description="the bounce mailbox read over IMAP")  # type: ignore[assignment]
+    webhooks: BounceWebhookSettings = Field({}, description="provider webhooks under /webhooks/")  # type: ignore[assignment]
+
+    @field_validator("return_path", "unsubscribe_address")
+    @classmethod
+    def _token_template(cls, value: str | None) -> str | None:
+        if value is not None and (value.count("{token}") != 1 or "@" not in value.split("{token}", 1)[1]):
+            raise ValueError(f"expected a local part holding {{token}} then @domain, got {json.dumps(value)}")
+        return value
+
+
+class DkimSettings(Section):
+    domain: str | None = Field(None, description="d= of the signature; signing is off while unset")
+    selector: str = Field("syndicate", description="s= of the signature: the key is published at SELECTOR._domainkey.DOMAIN")
+    private_key_file: ConfigPath | None = Field(None, description="PEM private key (`syndicate dkim keygen` writes one)")
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = Field("rsa-sha256", description="the key's algorithm")
+    body_canonicalization: Literal["simple", "relaxed"] = Field(
+        "simple", description="c=relaxed/simple (our bodies are CRLF quoted-printable; cheapest) or relaxed/relaxed",
+    )
+    headers: tuple[str, ...] = Field(description="header fields signed (those present in a message)", default=(
+        "From", "To", "Subject", "Date", "Message-ID", "Reply-To", "List-Id", "List-Unsubscribe",
+        "List-Unsubscribe-Post", "MIME-Version", "Content-Type",
+    ))
+
+
 class Settings(Section):
     """The whole configuration; `path` is the file it came from (None for pure defaults)."""
 
@@ -284,6 +358,8 @@ class Settings(Section):
     http: HttpSettings = {}  # type: ignore[assignment]
     signup: SignupSettings = {}  # type: ignore[assignment]
     logging: LoggingSettings = {}  # type: ignore[assignment]
+    bounces: BounceSettings = {}  # type: ignore[assignment]  # deliverability (#13)
+    dkim: DkimSettings = {}  # type: ignore[assignment]
 
     @property
     def base_folder(self) -> Path:

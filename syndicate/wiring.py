@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from syndicate.abuse import SignupLimits
+from syndicate.bounces import AddressTokens, BounceMailbox, BouncePolicy, BounceProcessor, address_tokens
 from syndicate.config import Settings, read_secret
 from syndicate.content import (
     CacheWriter,
@@ -271,7 +272,7 @@ class Components:
         if self._backend_factory is not None:
             return self._backend_factory()
         extra: dict[str, Any] = {"environ": self.environ} if self.settings.mail.backend == "smtp" else {}
-        return make_backend(self.settings.mail, self.settings.smtp, **extra)
+        return make_backend(self.settings.mail, self.settings.smtp, dkim=self.settings.dkim, **extra)
 
     def confirmation_message(self, subscriber: Subscriber, categories: Sequence[Category], confirm_url: str,
                              now: datetime) -> OutgoingMessage:
@@ -281,8 +282,9 @@ class Components:
             categories=categories, confirm_url=confirm_url, now=now,
         )
         found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
+        verp = self.address_tokens.envelope_sender("s", subscriber.id) if self.address_tokens is not None else None
         return OutgoingMessage(
-            key=f"confirm-{subscriber.id}", sender=parseaddr(self.settings.mail.from_)[1],
+            key=f"confirm-{subscriber.id}", sender=verp or parseaddr(self.settings.mail.from_)[1],
             recipients=(subscriber.address.envelope,), data=data, message_id=found.group(1).decode() if found else "",
         )
 
@@ -296,6 +298,27 @@ class Components:
     def delivery(self) -> DeliveryService:
         return DeliveryService(self.settings, self.database, self.content, environ=self.environ,
                                backend_factory=self._backend_factory)
+
+    # -- deliverability (#13)
+
+    @cached_property
+    def address_tokens(self) -> AddressTokens | None:
+        """bounce+TOKEN@ (VERP) and unsubscribe+TOKEN@ addresses; None while [bounces] configures neither."""
+        return address_tokens(self.settings.bounces, self.settings.links, self.environ)
+
+    @cached_property
+    def bounces(self) -> BounceProcessor:
+        """The one processor every inbound path (pipe, mailbox, webhooks) feeds."""
+        return BounceProcessor(self.database, self.store, tokens=self.address_tokens,
+                               policy=BouncePolicy.from_settings(self.settings.bounces))
+
+    def bounce_mailbox(self) -> BounceMailbox | None:
+        """The [bounces.imap] reader; None while no host is configured. MissingSecretError without its password."""
+        imap = self.settings.bounces.imap
+        if not imap.host:
+            return None
+        password = read_secret(imap.password_env, "the bounce mailbox ([bounces.imap])", self.environ)
+        return BounceMailbox(imap, password, self.bounces)
 
     def close(self) -> None:
         if self._owns_database and self._database is not None:

@@ -7,4 +7,9 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v a
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "tests/setup.sh: could not install chromium; browser tests will skip" >&2
 fi
+if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "tests/setup.sh: installing Debian's dovecot-imapd for the bounce mailbox tests" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null) \
+    || echo "tests/setup.sh: could not install dovecot-imapd; bounce mailbox tests will skip" >&2
+fi
 exit 0

@@ -101,6 +101,10 @@ COMMANDS = {
     "preview": "syndicate.cli.preview:preview",
     "send": "syndicate.cli.send:send",
     "status": "syndicate.cli.status:status",
+    # deliverability (#13)
+    "bounces": "syndicate.cli.bounces:bounces",
+    "suppressions": "syndicate.cli.suppressions:suppressions",
+    "dkim": "syndicate.cli.dkim:dkim",
 }
 
 

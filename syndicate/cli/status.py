@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from syndicate.bounces import BounceEvents, deliverability
 from syndicate.cli import AppContext, pass_app
-from syndicate.wiring import Components
+from syndicate.wiring import Components, utc_now
 
 
 def _when(moment: datetime | None) -> str:
@@ -31,6 +33,9 @@ def status(app: AppContext, run_limit: int, failure_limit: int) -> None:
         service = components.delivery
         runs, retries, failures = service.recent_runs(run_limit), service.waiting_retries(), service.failures(failure_limit)
         refused = components.signup_limits.refusals(datetime.now(UTC))
+        report = deliverability(BounceEvents(components.database), utc_now(),
+                                bounce_warning=settings.bounces.bounce_rate_warning,
+                                complaint_warning=settings.bounces.complaint_rate_warning)
     finally:
         components.close()
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -61,3 +66,19 @@ def status(app: AppContext, run_limit: int, failure_limit: int) -> None:
 
     reasons = ", ".join(f"{reason} {count}" for reason, count in refused.items())
     console.print(f"Sign-ups refused in the last 24 hours: {sum(refused.values())}" + (f" ({reasons})" if reasons else ""))
+    _deliverability(console, report)
+
+
+def _deliverability(console: Console, report: dict[str, Any]) -> None:
+    """Bounces and complaints over the last run and 7 days (#13), with a warning line past the thresholds."""
+    table = Table(title="Bounces and complaints", title_justify="left")
+    for name in ("period", "sent", "hard", "soft", "complaints", "bounce rate", "complaint rate"):
+        table.add_column(name, justify="left" if name == "period" else "right")
+    for period in ("last_run", "last_7_days"):
+        row = report.get(period)
+        if isinstance(row, dict):
+            table.add_row(period.replace("_", " "), str(row["sent"]), str(row["hard"]), str(row["soft"]), str(row["complaints"]),
+                          f"{row['bounce_rate']:.2%}", f"{row['complaint_rate']:.2%}")
+    console.print(table)
+    for warning in report["warnings"]:
+        console.print(f"warning: {warning}", markup=False, highlight=False)

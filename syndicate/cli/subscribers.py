@@ -191,8 +191,13 @@ def show(app: AppContext, email: str) -> None:
     """Everything stored about EMAIL."""
     with open_store(app.settings) as store:
         stored = store.details(store.get_by_email(email).id)
+        changes = store.changes(stored.subscriber.id)
     for key, value in _describe(stored):
         click.echo(f"{key + ':':<14}{value}")
+    for change in changes:  # made by bounces and complaints (#13); `syndicate bounces revert ID` undoes one
+        undone = f" (reverted {change.reverted_at:%Y-%m-%d %H:%M} UTC)" if change.reverted_at else ""
+        click.echo(f"{'change ' + str(change.id) + ':':<14}{change.from_status} -> {change.to_status} on "
+                   f"{change.changed_at:%Y-%m-%d %H:%M} UTC by event {change.event_id or '-'}: {change.reason}{undone}")
 
 
 @subscribers.command("set")

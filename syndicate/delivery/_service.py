@@ -34,6 +34,7 @@ from email.utils import parseaddr
 from itertools import islice
 from typing import Any
 
+from syndicate.bounces import address_tokens
 from syndicate.config import Settings, read_secret
 from syndicate.content import Article, Category, ContentSource, Corpus, Forked, WorkerDied, can_fork, shared_event
 from syndicate.delivery._outbox import (
@@ -77,6 +78,8 @@ from syndicate.subscribers import (
     Subscriber,
     SubscriberStatus,
     SubscriberStore,
+    SuppressedSet,
+    SuppressionList,
     next_send_time,
     parse_address,
     signer_from_settings,
@@ -157,6 +160,7 @@ class _Messages:
         self.by_id: dict[str, Article] = {a.id: a for a in corpus.articles}
         self.renderer = service.renderer()
         self.sender = parseaddr(self.settings.mail.from_)[1]
+        self.tokens = service.tokens
         self._builders: dict[int, MessageBuilder] = {}
 
     def builder(self, run_id: int) -> MessageBuilder:
@@ -164,7 +168,8 @@ class _Messages:
         if run_id not in self._builders:
             started = self.service.outbox.run_started(run_id)
             links = SignedLinks(signer_from_settings(self.settings.links, self.service.environ), self.service.urls, now=started)
-            self._builders[run_id] = self.service.builder(self.renderer, links, self.categories, started)
+            mailto = self.tokens.unsubscribe_address if self.tokens is not None and self.tokens.unsubscribe else None
+            self._builders[run_id] = self.service.builder(self.renderer, links, self.categories, started, mailto_for=mailto)
         return self._builders[run_id]
 
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
@@ -194,7 +199,8 @@ class _Messages:
 
     def message(self, delivery: ClaimedDelivery, digest: Digest) -> OutgoingMessage:
         built = self.builder(delivery.run_id).digest_message(digest, planned_id=delivery.message_id)
-        return OutgoingMessage(str(delivery.id), self.sender, (built.recipient,), built.data, built.message_id)
+        verp = self.tokens.envelope_sender("d", delivery.id) if self.tokens is not None else None
+        return OutgoingMessage(str(delivery.id), verp or self.sender, (built.recipient,), built.data, built.message_id)
 
 
 class _WorkerGroup:
@@ -326,6 +332,9 @@ class DeliveryService:
         self.workers = settings.outbox.workers or os.cpu_count() or 1
         self.claim_batch = CLAIM_BATCH
         self.connections_share: int | None = None  # a worker process's share of [smtp] connections
+        self.tokens = address_tokens(settings.bounces, settings.links, environ)  # VERP and mailto unsubscribe (#13)
+        self.suppressions = SuppressionList(database)
+        self._suppressed = SuppressedSet(frozenset(), frozenset())  # read again as each run is planned (#13)
 
     def check_ready(self) -> None:
         """Raise what would fail every delivery alike, before a run is recorded or a delivery claimed:
@@ -342,9 +351,10 @@ class DeliveryService:
         return EmailRenderer(settings.site, settings.email, settings.digest.subject, self.urls)
 
     def builder(self, renderer: EmailRenderer, links: LinkMaker, categories: Sequence[Category],
-                now: datetime) -> MessageBuilder:
+                now: datetime, *, mailto_for: Callable[[int], str | None] | None = None) -> MessageBuilder:
         settings = self.settings
-        return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now)
+        return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now,
+                              mailto_for=mailto_for)
 
     def _configured_backend(self) -> MailBackend:
         extra: dict[str, Any] = {}
@@ -352,7 +362,7 @@ class DeliveryService:
             extra = {"environ": self.environ} if self.environ is not None else {}
             if self.connections_share is not None:
                 extra["connections"] = self.connections_share
-        return make_backend(self.settings.mail, self.settings.smtp, **extra)
+        return make_backend(self.settings.mail, self.settings.smtp, dkim=self.settings.dkim, **extra)
 
     # -- planning
 
@@ -361,6 +371,7 @@ class DeliveryService:
         self.check_ready()
         corpus = self.content.read()
         subscribers = self._matching(request, corpus)
+        self._suppressed = self.suppressions.snapshot()
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         for _ in self._plan_batches(run_id, subscribers, corpus, now):
             pass
@@ -389,6 +400,7 @@ class DeliveryService:
         self._reschedule_missed(now, grace)
         corpus = self.content.read()
         selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
+        self._suppressed = self.suppressions.snapshot()
         run_id = 0
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
             if not run_id:
@@ -421,6 +433,9 @@ class DeliveryService:
         return (s for s in stored if _wanted(s, request))
 
     def _plan_one(self, subscriber: Subscriber, selector: Selector) -> PlannedDelivery | None:
+        if subscriber.email in self._suppressed:
+            log.info("subscriber suppressed, no digest planned subscriber=%s", subscriber.id)
+            return None
         digest = selector.select(subscriber)
         if digest is None:
             return None
@@ -452,6 +467,7 @@ class DeliveryService:
         self.check_ready()
         corpus = self.content.read()
         subscribers = self._matching(request, corpus)
+        self._suppressed = self.suppressions.snapshot()
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         batches = self._plan_batches(run_id, subscribers, corpus, now)
         shares: list[int] = []

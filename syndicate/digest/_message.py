@@ -14,7 +14,7 @@ import hashlib
 import html
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
@@ -276,8 +276,11 @@ class MessageBuilder:
         now: datetime,
         *,
         variant_cache: int = VARIANT_CACHE,
+        mailto_for: Callable[[int], str | None] | None = None,
     ) -> None:
-        """[mail], [email] and [site] name the sender, the list and its links. `variant_cache`: encoded variants kept (least recently used forgotten; met again, re-encoded)."""
+        """[mail], [email] and [site] name the sender, the list and its links. `variant_cache`: encoded variants kept (least recently used forgotten; met again, re-encoded).
+        `mailto_for(subscriber id)`: that subscriber's own List-Unsubscribe mailto address
+        (`[bounces] unsubscribe_address`, #13), instead of the one `[email] unsubscribe_mailto`."""
         if now.tzinfo is None:
             raise ValueError("MessageBuilder: `now` must be timezone-aware")
         self.email = email
@@ -287,6 +290,7 @@ class MessageBuilder:
         self.categories = tuple(categories)
         self.domain = checked("Message-ID", mail.domain)
         self._mailto = self._unsubscribe_mailto(email.unsubscribe_mailto)
+        self._mailto_for = mailto_for
         self._run_headers = b"".join(
             [
                 header_line("From", configured_address("From", "[mail] from", mail.from_)),
@@ -318,7 +322,9 @@ class MessageBuilder:
         checked("preferences URL", values.text["preferences_url"])
         mid = planned_id or message_id(digest, self.domain)
         recipient = envelope_of(subscriber.email)
-        unsubscribe_value = f"<{unsubscribe}>" + (f",\r\n <{self._mailto}>" if self._mailto else "")
+        own = self._mailto_for(subscriber.id) if self._mailto_for is not None else None
+        mailto = f"mailto:{checked('List-Unsubscribe', own)}?subject=unsubscribe" if own else self._mailto
+        unsubscribe_value = f"<{unsubscribe}>" + (f",\r\n <{mailto}>" if mailto else "")
         parts = [
             self._run_headers,
             header_line("To", encode_address("To", subscriber.name, recipient, utf8=True), utf8=True),

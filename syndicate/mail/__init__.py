@@ -8,10 +8,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from syndicate.config import MailSettings, SmtpSettings
-from syndicate.errors import UsageError
+from syndicate.config import DkimSettings, MailSettings, SmtpSettings
+from syndicate.errors import ConfigError, UsageError
 from syndicate.mail.base import MailBackend, OutgoingMessage, RecipientRefusal, SendResult
 from syndicate.mail.console import ConsoleBackend
+from syndicate.mail.dkim import DkimSigner, SigningBackend, signer_from_file
 from syndicate.mail.file import FileBackend
 from syndicate.mail.memory import MemoryBackend
 from syndicate.mail.smtp import SmtpBackend
@@ -19,12 +20,14 @@ from syndicate.mail.smtp import SmtpBackend
 __all__ = [
     "BACKENDS",
     "ConsoleBackend",
+    "DkimSigner",
     "FileBackend",
     "MailBackend",
     "MemoryBackend",
     "OutgoingMessage",
     "RecipientRefusal",
     "SendResult",
+    "SigningBackend",
     "SmtpBackend",
     "make_backend",
 ]
@@ -59,8 +62,9 @@ BACKENDS: dict[str, Callable[..., MailBackend]] = {
 }
 
 
-def make_backend(mail: MailSettings, smtp: SmtpSettings, **overrides: Any) -> MailBackend:
+def make_backend(mail: MailSettings, smtp: SmtpSettings, *, dkim: DkimSettings | None = None, **overrides: Any) -> MailBackend:
     """The backend named by `[mail] backend`, built from the [mail] and [smtp] sections; `backend=NAME` picks another.
+    With `dkim` (the [dkim] section) naming a domain, every message it sends is DKIM-signed.
 
     Overrides per backend: smtp takes any [smtp] key and `environ`; file takes `folder`;
     console takes `stream`; memory takes none.
@@ -73,4 +77,10 @@ def make_backend(mail: MailSettings, smtp: SmtpSettings, **overrides: Any) -> Ma
         inspect.signature(factory).bind(mail, smtp, **overrides)
     except TypeError as e:
         raise UsageError(f"mail backend {name!r}: bad override: {e}") from None
-    return factory(mail, smtp, **overrides)
+    backend = factory(mail, smtp, **overrides)
+    if dkim is not None and dkim.domain:  # every message signed (#13)
+        if dkim.private_key_file is None:
+            raise ConfigError(["[dkim] private_key_file: required when [dkim] domain is set (make one with `syndicate dkim keygen`)"])
+        backend = SigningBackend(backend, signer_from_file(dkim.domain, dkim.selector, dkim.private_key_file, dkim.algorithm, dkim.headers,
+                                                         dkim.body_canonicalization))
+    return backend

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 JOBS_TABLE = "apscheduler_jobs"
 REBUILD, DIGESTS, RETRIES, PRUNE = "rebuild-feeds", "digests", "retries", "prune-runs"
+BOUNCE_MAILBOX = "bounce-mailbox"  # deliverability (#13): polls [bounces.imap]
 MAX_DIGEST_INTERVAL = 3600  # the digest job runs at least hourly, whatever the config says
 FIRST_RUN_DELAY = timedelta(seconds=2)  # a new job's first run: soon after start, not in the middle of it
 

@@ -26,7 +26,7 @@ from syndicate.content import CorpusMemory
 from syndicate.delivery import DeliveryService
 from syndicate.errors import SyndicateError
 from syndicate.service._lease import Lease, LeaseKeeper
-from syndicate.service._scheduler import JobSpec, Scheduler, delivery_jobs
+from syndicate.service._scheduler import BOUNCE_MAILBOX, JobSpec, Scheduler, delivery_jobs
 from syndicate.site import BuildReport, build_site
 from syndicate.storage import Database, DatabaseError
 from syndicate.web.app import create_app
@@ -110,7 +110,14 @@ class Service:
 
     def jobs(self) -> tuple[JobSpec, ...]:
         assert self.delivery is not None, "open() first"
-        return delivery_jobs(self.settings, self.delivery, self.rebuild)
+        jobs = delivery_jobs(self.settings, self.delivery, self.rebuild)
+        mailbox = self.components.bounce_mailbox()  # deliverability (#13)
+        if mailbox is not None:
+            def poll(now: datetime, stop: threading.Event) -> None:
+                mailbox.poll(now)
+
+            jobs += (JobSpec(BOUNCE_MAILBOX, self.settings.bounces.imap.interval, poll),)
+        return jobs
 
     def start_scheduler(self) -> None:
         """Take part in the scheduler lease: run the scheduler while holding it, stand by otherwise."""

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -223,3 +225,78 @@ spent_forms = Table(
     Index("ix_spent_forms_expires_at", "expires_at"),
 )
 # --- end issue 12
+# -- deliverability (#13, migration 0006): bounce events, status changes they caused, the suppression list --
+
+# One row per inbound bounce, complaint, unsubscribe request or ignored auto-reply, with the raw message.
+bounce_events = Table(
+    "bounce_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("source", String(16), nullable=False),  # imap, pipe, webhook name
+    # What makes a repeat of the same event (the raw bytes' SHA-256, or the provider's event id) known as one.
+    Column("fingerprint", String(128), nullable=False),
+    Column("delivery_id", Integer, ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True),
+    Column("recipient", String(320), nullable=True),
+    Column("status_code", String(32), nullable=True),
+    Column("diagnostic", Text, nullable=False, default=""),
+    Column("method", String(24), nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("truncated", Integer, nullable=False, default=0),  # bytes beyond [bounces] max_message_bytes not kept
+    UniqueConstraint("source", "fingerprint", name="uq_bounce_events_source_fingerprint"),
+    CheckConstraint("kind IN ('hard', 'soft', 'complaint', 'unsubscribe', 'ignored')", name="kind"),
+    Index("ix_bounce_events_received_at", "received_at"),
+    Index("ix_bounce_events_subscriber", "subscriber_id", "kind", "received_at"),
+)
+
+# Every subscriber status change a bounce event made, so an operator can see and revert it.
+subscriber_changes = Table(
+    "subscriber_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", Integer, ForeignKey("bounce_events.id", ondelete="SET NULL"), nullable=True),
+    Column("from_status", String(16), nullable=False),
+    Column("to_status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Column("reverted_at", UtcDateTime, nullable=True),
+    Index("ix_subscriber_changes_subscriber", "subscriber_id", "id"),
+)
+
+# Addresses and whole domains that never get mail (value: a lower-case address or domain).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),
+    Column("value", String(320), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("source", String(16), nullable=False),  # operator, import, bounce, complaint, api
+    Column("event_id", Integer, ForeignKey("bounce_events.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("kind", "value", name="uq_suppressions_kind_value"),
+    CheckConstraint("kind IN ('address', 'domain')", name="kind"),
+)
+
+# Signatures (or tokens) of webhook requests already taken within the timestamp window: a replay is refused.
+webhook_nonces = Table(
+    "webhook_nonces",
+    metadata,
+    Column("source", String(16), primary_key=True),
+    Column("nonce", String(128), primary_key=True),
+    Column("seen_at", UtcDateTime, nullable=False),
+    Index("ix_webhook_nonces_seen_at", "seen_at"),
+)
+
+# How far the bounce mailbox reader got in each folder (the highest UID it read, under the folder's UIDVALIDITY).
+mailbox_state = Table(
+    "mailbox_state",
+    metadata,
+    Column("mailbox", String(400), primary_key=True),
+    Column("uidvalidity", BigInteger, nullable=False),  # 32-bit unsigned in IMAP
+    Column("last_uid", BigInteger, nullable=False),
+    Column("polled_at", UtcDateTime, nullable=False),
+)

@@ -10,6 +10,7 @@ from syndicate.subscribers._store import (
     ImportReport,
     InvalidSubscriberError,
     NewSubscriber,
+    StatusChange,
     StoredSubscriber,
     SubscriberDefaults,
     SubscriberExistsError,
@@ -21,6 +22,7 @@ from syndicate.subscribers._store import (
     next_send_time,
     split_categories,
 )
+from syndicate.subscribers._suppression import SuppressedSet, Suppression, SuppressionList, parse_entry
 from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, signer_from_settings
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "Frequency", "ImportInterrupted", "ImportReport", "InvalidAddressError", "InvalidLinkError", "InvalidSubscriberError", "LinkSigner",
     "NewSubscriber", "PlaceholderLinks", "SignedLinks", "StoredSubscriber", "Subscriber", "SubscriberDefaults",
     "SubscriberExistsError", "SubscriberStatus", "SubscriberStore", "SubscriberWrites", "TransitionError",
+    "StatusChange", "SuppressedSet", "Suppression", "SuppressionList", "parse_entry",
     "UnknownSubscriberError", "category_names", "envelope_of", "import_csv", "new_subscriber", "next_send_time",
     "parse_address", "read_subscribers", "signer_from_settings", "split_categories", "write_subscribers",
 ]

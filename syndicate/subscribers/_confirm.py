@@ -11,6 +11,7 @@ from syndicate.mail import MailBackend, OutgoingMessage
 from syndicate.site import SiteUrls
 from syndicate.subscribers._model import Subscriber
 from syndicate.subscribers._store import SubscriberStore
+from syndicate.subscribers._suppression import SuppressionList
 from syndicate.subscribers._tokens import LinkSigner
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,11 @@ class Confirmations:
              categories: Sequence[Category] | None = None) -> bool:
         """False (nothing sent) when the address already got `per_hour` confirmations within the last hour.
         A backend failure is logged, not raised. `categories` (the subscriber's, with their display
-        names) default to the configured titles."""
+        names) default to the configured titles. A suppressed address gets nothing, answered as if it
+        were sent: the sign-up form must not tell anyone that an address is suppressed (#13)."""
+        if SuppressionList(self.store.database).is_suppressed(subscriber.address.key):
+            log.info("confirmation not sent: address suppressed subscriber=%s", subscriber.id)
+            return True
         if not self.store.take_confirmation_slot(subscriber.address.key, self.per_hour, now):
             log.warning("confirmation rate-limited subscriber=%s", subscriber.id)
             return False

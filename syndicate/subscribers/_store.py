@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Row, Select, bindparam, delete, func, insert,
 
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.storage import Database
-from syndicate.storage.schema import confirmation_sends, subscriber_categories, subscribers
+from syndicate.storage.schema import confirmation_sends, subscriber_categories, subscriber_changes, subscribers
 from syndicate.subscribers._address import Address, AddressRules, InvalidAddressError, parse_address
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 
@@ -304,6 +304,20 @@ def _filtered(query: Select[Any], where: Filter, after: int, dialect: str) -> Se
             select(subscriber_categories.c.subscriber_id).where(subscriber_categories.c.slug == where.category)
         ))
     return query
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A status change made by a bounce event (#13), kept so an operator can see and revert it."""
+
+    id: int
+    subscriber_id: int
+    event_id: int | None
+    from_status: str
+    to_status: str
+    reason: str
+    changed_at: datetime
+    reverted_at: datetime | None
 
 
 class SubscriberWrites:
@@ -674,3 +688,71 @@ class SubscriberStore:
         """Record one confirmation email to `email_key` unless `limit` went out within the last hour."""
         with self.database.write() as connection:
             return self.within(connection).take_confirmation_slot(email_key, limit, now)
+
+    # -- changes made by bounces and complaints (#13), recorded and reversible
+
+    def change_status_for_event(
+        self, connection: Connection, subscriber_id: int, to: SubscriberStatus, *, now: datetime, reason: str,
+        event_id: int | None,
+    ) -> int | None:
+        """Within the caller's write transaction: pending/active -> bounced, or anything -> unsubscribed,
+        recorded in subscriber_changes; the change's id, or None when nothing changed."""
+        row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
+        current = row.status
+        if to is SubscriberStatus.BOUNCED and current not in (SubscriberStatus.PENDING.value, SubscriberStatus.ACTIVE.value):
+            return None
+        if to is SubscriberStatus.UNSUBSCRIBED and current == SubscriberStatus.UNSUBSCRIBED.value:
+            return None
+        if to not in (SubscriberStatus.BOUNCED, SubscriberStatus.UNSUBSCRIBED):
+            raise ValueError(f"a bounce event cannot make a subscriber {to.value}")
+        extra: dict[str, Any] = {"next_send_at": None}
+        if to is SubscriberStatus.UNSUBSCRIBED:
+            extra["unsubscribed_at"] = now
+        self._set_status(connection, subscriber_id, to, now, **extra)
+        change_id = connection.execute(insert(subscriber_changes).values(
+            subscriber_id=subscriber_id, event_id=event_id, from_status=current, to_status=to.value,
+            reason=reason[:500], changed_at=now, reverted_at=None,
+        )).inserted_primary_key[0]  # type: ignore[index]
+        log.info("subscriber %s by event id=%s event=%s change=%s was=%s", to.value, subscriber_id, event_id, change_id, current)
+        return int(change_id)
+
+    def changes(self, subscriber_id: int) -> list[StatusChange]:
+        c = subscriber_changes.c
+        with self.database.read() as connection:
+            rows = connection.execute(
+                select(subscriber_changes).where(c.subscriber_id == subscriber_id).order_by(c.id)
+            ).all()
+        return [StatusChange(*row) for row in rows]
+
+    def get_change(self, change_id: int) -> StatusChange:
+        with self.database.read() as connection:
+            row = connection.execute(select(subscriber_changes).where(subscriber_changes.c.id == change_id)).first()
+        if row is None:
+            raise UnknownSubscriberError(f"no status change with id {change_id}")
+        return StatusChange(*row)
+
+    def revert_change(self, connection: Connection, change_id: int, now: datetime) -> StatusChange:
+        """Within the caller's write transaction: put the subscriber back to the status before the change.
+        Refused when it was reverted already or the subscriber's status moved on since."""
+        c = subscriber_changes.c
+        row = connection.execute(select(subscriber_changes).where(c.id == change_id)).first()
+        if row is None:
+            raise UnknownSubscriberError(f"no status change with id {change_id}")
+        change = StatusChange(*row)
+        if change.reverted_at is not None:
+            raise TransitionError(f"change {change_id} was already reverted on {change.reverted_at:%Y-%m-%d %H:%M} UTC")
+        sub = self._one(connection, subscribers.c.id == change.subscriber_id, f"with id {change.subscriber_id}")
+        if sub.status != change.to_status:
+            raise TransitionError(
+                f"subscriber {change.subscriber_id} is {sub.status} now, not {change.to_status}: change {change_id} is not the latest",
+            )
+        back = SubscriberStatus(change.from_status)
+        extra: dict[str, Any] = {}
+        if change.to_status == SubscriberStatus.UNSUBSCRIBED.value:
+            extra["unsubscribed_at"] = None
+        if back is SubscriberStatus.ACTIVE:
+            extra["next_send_at"] = next_send_time(sub.timezone, sub.send_hour, sub.frequency, sub.weekday, now)
+        self._set_status(connection, change.subscriber_id, back, now, **extra)
+        connection.execute(update(subscriber_changes).where(c.id == change_id).values(reverted_at=now))
+        log.info("status change reverted change=%s subscriber=%s back=%s", change_id, change.subscriber_id, back.value)
+        return StatusChange(*{**change.__dict__, "reverted_at": now}.values())

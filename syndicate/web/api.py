@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from syndicate.bounces import BounceEvents, deliverability
 from syndicate.delivery import DeliveryService, SendRequest
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.site import build_site
@@ -198,6 +199,10 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
         result["subscribers"] = {s.value: store.count(s) for s in SubscriberStatus}
         refused = signup_limits.refusals(context.clock())
         result["signups_refused"] = {"last_24_hours": sum(refused.values()), "by_reason": dict(refused)}
+        bounces = context.settings.bounces  # deliverability (#13)
+        result["deliverability"] = deliverability(BounceEvents(store.database), context.clock(),
+                                                  bounce_warning=bounces.bounce_rate_warning,
+                                                  complaint_warning=bounces.complaint_rate_warning)
         return result
 
     @router.post("/build")

@@ -19,15 +19,17 @@ from syndicate.delivery import DeliveryService
 from syndicate.storage import Database, DatabaseUnavailableError
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
 from syndicate.web.context import CategoryList, Runner, WebContext
+from syndicate.web.deliverability import suppressions_router
 from syndicate.web.pages import Pages, page_router
 from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders, loggable_path
 from syndicate.web.static import StaticFirst, StaticSite
+from syndicate.web.webhooks import webhooks_router
 from syndicate.wiring import Components, utc_now
 
 log = logging.getLogger(__name__)
 
 # Paths the app answers itself; every other GET or HEAD is a file of the built site.
-APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz")
+APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz", "/webhooks/")
 
 
 def create_app(
@@ -84,6 +86,9 @@ def create_app(
     app.include_router(page_router(pages))
     app.include_router(api_router(context, delivery=delivery, runner=runner, admin_token=admin_token,
                                   scheduler_status=scheduler_status))
+    # deliverability (#13): the suppression list and the providers' bounce webhooks
+    app.include_router(suppressions_router(db, admin_token=admin_token, clock=clock, max_import_bytes=settings.http.max_body_bytes))
+    app.include_router(webhooks_router(components.bounces, settings.bounces.webhooks, env, clock))
     _health(app, db, scheduler_status)
     site = StaticSite(settings.output.folder, feeds_folder=settings.feeds.folder, extra_headers=SITE_HEADERS)
     app.mount("/", site)
