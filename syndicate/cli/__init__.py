@@ -101,6 +101,7 @@ COMMANDS = {
     "preview": "syndicate.cli.preview:preview",
     "send": "syndicate.cli.send:send",
     "status": "syndicate.cli.status:status",
+    "worker": "syndicate.cli.worker:worker",
 }
 
 
