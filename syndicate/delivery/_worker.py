@@ -166,8 +166,10 @@ class Worker:
         concurrency: int,
         metrics: Metrics | None = None,
         environ: dict[str, str] | None = None,
-        claim_batch: int = CLAIM_BATCH,
+        claim_batch: int | None = None,
     ) -> None:
+        """`claim_batch` (default: 16 per connection, at most CLAIM_BATCH): small enough that the
+        last deliveries of a run are shared among the workers, large enough to claim seldom."""
         require_workers_database(settings.delivery.mode, database.url)
         if settings.delivery.mode != "workers":
             raise UsageError('syndicate worker sends only with [delivery] mode = "workers" '
@@ -182,7 +184,7 @@ class Worker:
         self.service.outbox = self.outbox
         self.service.backend_factory = self._backend
         self.environ = environ
-        self.claim_batch = claim_batch
+        self.claim_batch = claim_batch or min(CLAIM_BATCH, 16 * concurrency)
         timeout = settings.outbox.claim_timeout
         self.registry = WorkerRegistry(self.outbox, concurrency=concurrency, claim_timeout=timeout, pid=os.getpid())
         self.smtp = settings.mail.backend == "smtp"
