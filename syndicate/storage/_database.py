@@ -129,6 +129,13 @@ def create_database(url: str, *, echo: bool = False) -> Database:
                 f"unsupported PostgreSQL driver {parsed.get_driver_name()!r} in {parsed.render_as_string()}",
                 hint="use a postgresql+psycopg://USER@HOST:PORT/DATABASE URL",
             )
+        try:
+            import psycopg  # noqa: F401  (the optional driver: syndicate[postgres])
+        except ImportError as e:
+            raise DatabaseError(
+                "PostgreSQL needs the psycopg driver, which is not installed",
+                hint="pip install 'syndicate[postgres]'",
+            ) from e
         engine = create_engine(parsed, echo=echo, pool_pre_ping=True)
     else:
         raise DatabaseError(
