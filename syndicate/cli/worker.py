@@ -14,9 +14,8 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
-from syndicate.delivery._liveness import require_workers_database
-from syndicate.delivery._worker import Worker, worker_metrics
-from syndicate.storage._database import database_url, open_database
+from syndicate.delivery import Worker, require_workers_database, worker_metrics
+from syndicate.storage import database_url, open_database
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import time
 
 from sqlalchemy import text
 
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 
 log = logging.getLogger(__name__)
 

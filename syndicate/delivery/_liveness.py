@@ -30,7 +30,7 @@ from syndicate.delivery._outbox import (
     _claimed,
 )
 from syndicate.errors import ConfigError
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 from syndicate.storage.schema import deliveries, delivery_workers, runs, scheduler_lease, smtp_connection_slots
 
 log = logging.getLogger(__name__)

@@ -31,16 +31,16 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
+from syndicate.content import load_corpus
 from syndicate.delivery._limits import ConnectionSlots, SharedRate, domain_rates
 from syndicate.delivery._liveness import WorkerRegistry, claim_any, deployment_state, require_workers_database
 from syndicate.delivery._outbox import QUEUED, ClaimedDelivery, Outbox, Result, worker_token
 from syndicate.delivery._service import CLAIM_BATCH, DeliveryService, _Messages
-from syndicate.digest._select import Digest
+from syndicate.digest import Digest
 from syndicate.errors import UsageError
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
 from syndicate.metrics import Metrics, OutboxGauges
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 
 log = logging.getLogger(__name__)
 
