@@ -18,9 +18,10 @@ from typing import Any
 
 from syndicate.config import Settings
 from syndicate.content import Category, Corpus, CorpusMemory, load_corpus
-from syndicate.delivery import DeliveryService, Outbox
+from syndicate.delivery import DeliveryService, Outbox, worker_metrics
 from syndicate.digest import EmailRenderer, build_confirmation
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
+from syndicate.metrics import Metrics
 from syndicate.site import SiteUrls
 from syndicate.storage import Database, open_database
 from syndicate.subscribers import (
@@ -158,6 +159,11 @@ class Components:
     def delivery(self) -> DeliveryService:
         return DeliveryService(self.settings, self.database, environ=self.environ,
                                backend_factory=self._backend_factory)
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        """This process's metrics, with the deployment-wide outbox gauges read at each scrape."""
+        return worker_metrics(self.settings, self.database, Metrics())
 
     def close(self) -> None:
         if self._owns_database and self._database is not None:

@@ -235,3 +235,46 @@ def test_a_worker_refuses_to_start_in_inline_mode(deployment, database_url, tmp_
                           env={**SECRET, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert 'syndicate worker sends only with [delivery] mode = "workers"' in done.stderr
+
+
+def send_command(path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "syndicate", "--config", str(path), "send", "--yes", *args], cwd=ROOT,
+                          env={**SECRET, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+
+
+@PG
+def test_in_workers_mode_send_only_plans_and_the_workers_send(deployment):
+    config, server, database, now = deployment
+    people = add_subscribers(database, 60, now=now)
+    path = config()
+    done = send_command(path)
+    assert done.returncode == 0, done.stderr
+    assert "60 digests planned; `syndicate worker` processes send them" in done.stderr
+    time.sleep(0.5)
+    assert server.received == [] and statuses(database) == Counter({"queued": 60}), "nothing sent without a worker"
+    worker = WorkerProcess(path, "--concurrency", "2")
+    try:
+        wait_until(lambda: statuses(database)["sent"] == 60, 60, "the worker to send the run")
+    finally:
+        worker.terminate()
+    assert sorted(r.recipients[0] for r in server.received) == sorted(p.email for p in people)
+
+
+@PG
+@pytest.mark.slow
+def test_send_wait_shows_the_progress_of_a_run_the_workers_send(deployment):
+    config, server, database, now = deployment
+    add_subscribers(database, 150, now=now)
+    server.data_delay = 0.03
+    path = config()
+    worker = WorkerProcess(path, "--concurrency", "1")
+    try:
+        worker.wait_for(r"worker registered")
+        done = send_command(path, "--wait")
+    finally:
+        worker.terminate()
+    assert done.returncode == 0, done.stderr
+    progress = re.findall(r"run \d+: sent (\d+)/150", done.stdout)
+    assert len(progress) >= 2 and int(progress[0]) < 150, f"progress shown while sending: {done.stdout}"
+    assert re.search(r"run \d+ finished: sent 150/150", done.stdout), done.stdout
+    assert len(server.received) == 150

@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -333,6 +333,11 @@ class Worker:
                 self.outbox.refresh(run_id, self._clock())
             except (SQLAlchemyError, LookupError) as e:  # pruned meanwhile, or the database away: counted later
                 log.warning("worker could not recount run=%s: %s", run_id, e)
+
+
+def observed_backends(factory: Callable[[], MailBackend], metrics: Metrics) -> Callable[[], MailBackend]:
+    """`factory`'s backends with their replies counted and timed in `metrics` (no limits added)."""
+    return lambda: _LimitedBackend(factory(), rate=None, domains={}, metrics=metrics)
 
 
 def worker_metrics(settings: Settings, database: Database, metrics: Metrics) -> Metrics:
