@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -278,3 +279,40 @@ def test_send_wait_shows_the_progress_of_a_run_the_workers_send(deployment):
     assert len(progress) >= 2 and int(progress[0]) < 150, f"progress shown while sending: {done.stdout}"
     assert re.search(r"run \d+ finished: sent 150/150", done.stdout), done.stdout
     assert len(server.received) == 150
+
+
+@PG
+@pytest.mark.slow
+def test_the_service_in_workers_mode_only_plans_and_serves_its_metrics(tmp_path, database_url):
+    import json
+
+    from tests.service_helpers import RunningService, write_config
+
+    database = open_db(database_url)
+    now = datetime.now(UTC)
+    people = add_subscribers(database, 40, now=now)
+    config = write_config(tmp_path, database_url=database_url, content=write_site(tmp_path, now=now),
+                          extra='[delivery]\nmode = "workers"\n')
+    token = "t" * 32
+    with RunningService(config, env={"SYNDICATE_SECRET": "s" * 32, "SYNDICATE_ADMIN_TOKEN": token}) as service:
+        base = service.base_url
+        service.wait_for(r"scheduler started")
+        request = urllib.request.Request(f"{base}/api/sends", data=b"{}", method="POST",
+                                         headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+        accepted = json.loads(urllib.request.urlopen(request, timeout=30).read())
+        assert accepted["run_id"] > 0
+        time.sleep(3)  # the scheduler's first digest job runs 2 s after start: it plans too, and sends nothing
+        counts = statuses(database)
+        scrape = urllib.request.Request(f"{base}/metrics", headers={"authorization": f"Bearer {token}"})
+        metrics = urllib.request.urlopen(scrape, timeout=10).read().decode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/metrics", timeout=10)
+        assert service.terminate() == 0
+    database.close()
+    assert counts == Counter({"queued": len(people)}), "planned once per subscriber, none sent by the service"
+    assert not (tmp_path / "var" / "outbox").exists() or not any((tmp_path / "var" / "outbox").iterdir())
+    assert refused.value.code == 401
+    assert f'syndicate_outbox_deliveries{{status="queued"}} {float(len(people))}' in metrics
+    assert re.search(rf'syndicate_scheduler_lease_holder\{{host="[^"]+",pid="{service.process.pid}"\}} 1\.0', metrics)
+    assert re.search(r"syndicate_build_seconds_count [1-9]", metrics)
+    assert re.search(r"syndicate_runs_in_flight [1-9]", metrics)
