@@ -42,6 +42,7 @@ SECTIONS = {
     "schedule": "What `syndicate run` does by itself, and how often.",
     "http": "The HTTP server of `syndicate run` and the admin API.",
     "logging": "Log output (one line per event, on stderr).",
+    "delivery": "Who sends the digests: the service itself, or `syndicate worker` processes (docs/scaling.md).",
 }
 
 DESCRIPTIONS = {
@@ -141,6 +142,7 @@ EXAMPLES: dict[str, Any] = {
     "smtp.rate": 20.0,
     "smtp.ehlo_name": "mail.news.example.org",
     "smtp.ca_file": "/etc/ssl/private-ca.pem",
+    "smtp.domain_rate": {"gmail.com": 20.0, "yahoo.com": 10.0},
     "http.host": "0.0.0.0",
     "logging.level": "WARNING",
 }
@@ -225,6 +227,8 @@ def toml_value(value: Any) -> str:
         return json.dumps(str(value))
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(value, ensure_ascii=False)
 
 

@@ -49,6 +49,7 @@ IDLE_POLL = 0.5  # seconds between claims while the outbox has nothing to send
 SLOT_POLL = 1.0  # seconds between tries while every connection slot is held by other workers
 COUNT_EVERY = 2.0  # seconds between recounts of the runs this worker is sending
 DEFER_MAX = 1000  # messages held back for their domain's pacing, at most
+RECOVER_EVERY = 0.5  # seconds between looks for lost workers (one small DELETE on delivery_workers)
 RELOAD_AFTER = 5.0  # seconds between content reloads when a delivery names an article this worker does not know
 
 
@@ -239,23 +240,26 @@ class Worker:
         return self.tally
 
     def _heartbeat(self, stop: threading.Event, done: threading.Event) -> None:
-        """Every claim_timeout / 3: renew, and recover the lost workers' claims; fence this worker
-        (stop it sending) when it could not renew for half the timeout or was declared lost."""
+        """Renew every claim_timeout / 3 and look for lost workers every RECOVER_EVERY (so a lost
+        worker's claims go back within claim_timeout plus that); fence this worker (stop it sending)
+        when it could not renew for half the timeout or was declared lost."""
         timeout = self.settings.outbox.claim_timeout
-        last_ok = time.monotonic()
-        while not done.wait(timeout / 3):
-            try:
-                alive = self.registry.beat()
-                last_ok = time.monotonic()
-            except SQLAlchemyError as e:
-                log.warning("worker heartbeat failed worker=%s: %s", self.id, e)
-                alive = time.monotonic() - last_ok < timeout / 2
-            if not alive:
-                log.error("worker fenced off worker=%s: its heartbeat lapsed, its claims are another worker's now: "
-                          "stopping at once", self.id)
-                self.fenced = True
-                stop.set()
-                return
+        last_beat = last_ok = time.monotonic()
+        while not done.wait(min(timeout / 3, RECOVER_EVERY)):
+            if time.monotonic() - last_beat >= timeout / 3:
+                last_beat = time.monotonic()
+                try:
+                    alive = self.registry.beat()
+                    last_ok = time.monotonic()
+                except SQLAlchemyError as e:
+                    log.warning("worker heartbeat failed worker=%s: %s", self.id, e)
+                    alive = time.monotonic() - last_ok < timeout / 2
+                if not alive:
+                    log.error("worker fenced off worker=%s: its heartbeat lapsed, its claims are another worker's "
+                              "now: stopping at once", self.id)
+                    self.fenced = True
+                    stop.set()
+                    return
             self._recover()
 
     def _recover(self) -> None:
