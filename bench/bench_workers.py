@@ -79,19 +79,24 @@ class Scenario:
             encoding="utf-8")
         self.database = create_database(self.url)
         upgrade(self.database)
-        self._fill(count)
         settings = delivery_settings(folder, 0, port)
         settings = settings.model_copy(update={"database": settings.database.model_copy(update={"url": self.url})})
         os.environ.update(SECRET)
-        started = time.perf_counter()
-        report = DeliveryService(settings, self.database).plan_manual(SendRequest(), NOW)
-        self.planned, self.plan_seconds = report.total, time.perf_counter() - started
+        self.planned, self.plan_seconds, filled = 0, 0.0, 0
+        while self.planned < count:  # not every subscriber has something new: add more until `count` digests
+            more = max(100, int((count - self.planned) * 1.7))
+            self._fill(filled, more)
+            filled += more
+            started = time.perf_counter()
+            report = DeliveryService(settings, self.database).plan_manual(SendRequest(), NOW)
+            self.planned += report.total
+            self.plan_seconds += time.perf_counter() - started
 
-    def _fill(self, count: int) -> None:
+    def _fill(self, start: int, count: int) -> None:
         corpus = load_corpus(delivery_settings(self.folder, 0, 0))
-        people = subscribers(count, [c.slug for c in corpus.categories])
-        for start in range(0, count, 10_000):
-            chunk = people[start:start + 10_000]
+        people = subscribers(start + count, [c.slug for c in corpus.categories])[start:]
+        for first in range(0, count, 10_000):
+            chunk = people[first:first + 10_000]
             with self.database.write() as connection:
                 connection.execute(insert(subscribers_table), [
                     {"id": p.id, "email": p.email, "email_key": p.email.lower(), "name": p.name, "status": "active",
@@ -121,11 +126,14 @@ class Scenario:
         return subprocess.Popen([sys.executable, "-m", "syndicate", "--config", str(self.config), "worker", *args],
                                 cwd=ROOT, env={**os.environ, **SECRET}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def wait_sent(self, timeout: float) -> None:
+    def wait_sent(self, timeout: float, *workers: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + timeout
         while self.sent() < self.planned:
             if time.monotonic() > deadline:
                 raise SystemExit(f"only {self.sent()} of {self.planned} sent after {timeout} s")
+            for worker in workers:
+                if worker.poll() is not None:
+                    raise SystemExit(f"worker exited with {worker.returncode}: {worker.stderr.read().decode()[-3000:]}")
             time.sleep(0.5)
 
     def drop(self) -> None:
@@ -163,7 +171,7 @@ def scaling(args: argparse.Namespace, folder: Path) -> list[dict]:
         try:
             worker = scenario.worker("--processes", str(processes), "--concurrency", str(args.concurrency))
             started = time.monotonic()
-            scenario.wait_sent(3600)
+            scenario.wait_sent(3600, worker)
             wall = time.monotonic() - started
             window = scenario.window()
             log = stop(worker)
@@ -198,7 +206,7 @@ def cpu(args: argparse.Namespace, folder: Path) -> list[dict]:
                 own_before = os.times()
                 worker = scenario.worker("--processes", "2", "--concurrency", "2")
                 started = time.monotonic()
-                scenario.wait_sent(3600)
+                scenario.wait_sent(3600, worker)
                 wall = time.monotonic() - started
                 window = scenario.window()
                 machine_after, _ = busy_seconds()
