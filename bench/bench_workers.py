@@ -34,18 +34,21 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_delivery import busy_seconds, machine, mean_size, raw_pipe  # noqa: E402
+from bench_delivery import busy_seconds, machine, raw_pipe  # noqa: E402
 from bench_delivery import settings_for as delivery_settings  # noqa: E402
-from bench_digest import NOW, subscribers  # noqa: E402
+from bench_digest import NOW, BenchLinks, subscribers  # noqa: E402
 from sqlalchemy import create_engine, func, insert, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from syndicate.content import load_corpus  # noqa: E402
+from syndicate.digest import EmailRenderer, MessageBuilder, Timeline, select_digest  # noqa: E402
+from syndicate.site import SiteUrls  # noqa: E402
 from syndicate.delivery import DeliveryService, SendRequest  # noqa: E402
 from syndicate.storage import create_database, upgrade  # noqa: E402
 from syndicate.storage.schema import deliveries, subscriber_categories  # noqa: E402
@@ -58,7 +61,8 @@ CLAIM_TIMEOUT = 5
 class Scenario:
     """A fresh schema with `count` subscribers and a config of workers mode pointing at it and at `port`."""
 
-    def __init__(self, base_url: str, folder: Path, count: int, port: int, connections: int) -> None:
+    def __init__(self, base_url: str, folder: Path, count: int, port: int, connections: int,
+                 max_articles: int = 30) -> None:
         self.base_url = base_url
         self.schema = f"bench_{uuid.uuid4().hex[:12]}"
         self.admin = create_engine(base_url)
@@ -75,11 +79,12 @@ class Scenario:
             f'[mail]\nbackend = "smtp"\nfrom = "Bench News <digest@news.example.org>"\ndomain = "news.example.org"\n'
             f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\nconnections = {connections}\n'
             f'ehlo_name = "bench.test"\ntimeout = 30\n'
+            f'[digest]\nmax_articles = {max_articles}\n'
             f'[outbox]\nclaim_timeout = {CLAIM_TIMEOUT}\n[delivery]\nmode = "workers"\n[logging]\nlevel = "WARNING"\n',
             encoding="utf-8")
         self.database = create_database(self.url)
         upgrade(self.database)
-        settings = delivery_settings(folder, 0, port)
+        settings = bench_settings(folder, port, max_articles)
         settings = settings.model_copy(update={"database": settings.database.model_copy(update={"url": self.url})})
         os.environ.update(SECRET)
         self.planned, self.plan_seconds, filled = 0, 0.0, 0
@@ -143,6 +148,39 @@ class Scenario:
         self.admin.dispose()
 
 
+def bench_settings(folder: Path, port: int, max_articles: int) -> Any:
+    settings = delivery_settings(folder, 0, port)
+    return settings.model_copy(update={"digest": settings.digest.model_copy(update={"max_articles": max_articles})})
+
+
+def mean_size(folder: Path, port: int, max_articles: int, sample: int = 500) -> int:
+    """The mean size of the digests of the first `sample` subscribers (what the raw pipe sends)."""
+    settings = bench_settings(folder, port, max_articles)
+    corpus = load_corpus(settings)
+    timeline = Timeline.of(corpus.articles)
+    links = BenchLinks(SiteUrls(settings.site.base_url, settings.feeds.folder))
+    builder = MessageBuilder(settings, EmailRenderer(settings), links, corpus.categories, NOW)
+    sizes = []
+    for person in subscribers(sample, [c.slug for c in corpus.categories]):
+        digest = select_digest(person, timeline, corpus.categories, NOW, settings)
+        if digest is not None:
+            sizes.append(len(builder.digest_message(digest).data))
+    return sum(sizes) // len(sizes)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its descendants still running."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(tree_cpu(int(child)) for child in children)
+
+
 class DelaySink:
     def __init__(self, folder: Path, delay: float) -> None:
         self.report = folder / f"sink-{uuid.uuid4().hex[:8]}.json"
@@ -195,30 +233,29 @@ def cpu(args: argparse.Namespace, folder: Path) -> list[dict]:
     sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "nobody", f"127.0.0.1:{port}", "256"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
-    size = mean_size(folder, port)
+    size = mean_size(folder, port, args.max_articles)
     rows = []
     try:
         for run in range(args.cpu_runs):
             raw = raw_pipe(size, args.cpu_digests, port)
-            scenario = Scenario(args.database_url, folder, args.cpu_digests, port, 4)
+            scenario = Scenario(args.database_url, folder, args.cpu_digests, port, 4, args.max_articles)
             try:
-                machine_before, _ = busy_seconds()
-                own_before = os.times()
                 worker = scenario.worker("--processes", "2", "--concurrency", "2")
-                started = time.monotonic()
+                while scenario.sent() == 0:  # steady state: from the first message recorded sent
+                    time.sleep(0.02)
+                machine_before, _ = busy_seconds()
+                cpu_before, sent_before, started = tree_cpu(worker.pid), scenario.sent(), time.monotonic()
                 scenario.wait_sent(3600, worker)
-                wall = time.monotonic() - started
-                window = scenario.window()
+                cpu_after, seconds = tree_cpu(worker.pid), time.monotonic() - started
                 machine_after, _ = busy_seconds()
                 stop(worker)
-                own_after = os.times()
-                worker_cpu = (own_after.children_user + own_after.children_system
-                              - own_before.children_user - own_before.children_system)
-                row = {"run": run + 1, "digests": scenario.planned, "mean_bytes": size, "raw_msgs_per_s": raw["msgs_per_s"],
-                       "msgs_per_s": scenario.planned / window, "ratio": scenario.planned / window / raw["msgs_per_s"],
-                       "worker_cpu_us_per_msg": worker_cpu / scenario.planned * 1e6,
-                       "machine_cpu_us_per_msg": (machine_after - machine_before) / scenario.planned * 1e6,
-                       "wall": wall, "window": window}
+                count = scenario.planned - sent_before
+                row = {"run": run + 1, "digests": scenario.planned, "mean_bytes": size,
+                       "raw_msgs_per_s": raw["msgs_per_s"], "msgs_per_s": count / seconds,
+                       "ratio": count / seconds / raw["msgs_per_s"],
+                       "worker_cpu_us_per_msg": (cpu_after - cpu_before) / count * 1e6,
+                       "machine_cpu_us_per_msg": (machine_after - machine_before) / count * 1e6,
+                       "seconds": seconds}
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 rows.append(row)
             finally:
@@ -314,6 +351,7 @@ def main() -> None:
     parser.add_argument("--cpu-runs", type=int, default=3)
     parser.add_argument("--kill-digests", type=int, default=8_000)
     parser.add_argument("--articles", type=int, default=2_000)
+    parser.add_argument("--max-articles", type=int, default=2, help="[digest] max_articles of the cpu runs (2: digests of about 10 KB)")
     parser.add_argument("--smtp-sink-port", type=int, default=25461)
     parser.add_argument("--skip", default="", help="comma-separated: scaling, cpu, kill")
     args = parser.parse_args()
