@@ -40,19 +40,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_delivery import busy_seconds, machine, raw_pipe  # noqa: E402
-from bench_delivery import settings_for as delivery_settings  # noqa: E402
-from bench_digest import NOW, BenchLinks, subscribers  # noqa: E402
-from sqlalchemy import create_engine, func, insert, select  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from bench_delivery import busy_seconds, machine, raw_pipe
+from bench_delivery import settings_for as delivery_settings
+from bench_digest import NOW, BenchLinks, subscribers
+from sqlalchemy import create_engine, func, insert, select
+from sqlalchemy.engine import make_url
 
-from syndicate.content import load_corpus  # noqa: E402
-from syndicate.digest import EmailRenderer, MessageBuilder, Timeline, select_digest  # noqa: E402
-from syndicate.site import SiteUrls  # noqa: E402
-from syndicate.delivery import DeliveryService, SendRequest  # noqa: E402
-from syndicate.storage import create_database, upgrade  # noqa: E402
-from syndicate.storage.schema import deliveries, subscriber_categories  # noqa: E402
-from syndicate.storage.schema import subscribers as subscribers_table  # noqa: E402
+from syndicate.content import load_corpus
+from syndicate.delivery import DeliveryService, SendRequest
+from syndicate.digest import EmailRenderer, MessageBuilder, Timeline, select_digest
+from syndicate.site import SiteUrls
+from syndicate.storage import create_database, upgrade
+from syndicate.storage.schema import deliveries, subscriber_categories
+from syndicate.storage.schema import subscribers as subscribers_table
 
 SECRET = {"SYNDICATE_SECRET": "bench-secret-for-signed-links"}
 CLAIM_TIMEOUT = 5
