@@ -160,8 +160,8 @@ class SmtpSettings(Section):
         True, description="send MAIL FROM, RCPT TO and DATA in one write when the server offers PIPELINING (RFC 2920)",
     )
     domain_rate: dict[str, Annotated[float, Field(gt=0)]] = Field(
-        {}, description='messages a second to each recipient domain named, e.g. {"gmail.com" = 20}; with '
-        '[delivery] mode = "workers", for the whole deployment',
+        {}, description='messages a second to each recipient domain named, e.g. {"gmail.com" = 20}, for all '
+        'workers together ([delivery] mode = "workers" only)',
     )
 
 
