@@ -138,10 +138,11 @@ def _plan_for_workers(service: DeliveryService, request: SendRequest, wait: bool
 
 def _follow(service: DeliveryService, run_id: int, stop: threading.Event,
             progress: Callable[[RunReport], None]) -> RunReport:
-    """The run's counts (as the workers record them) every FOLLOW_SECONDS until it is finished."""
-    report = service.report(run_id)
+    """The run's counts, recounted here (workers recount only every few seconds), every
+    FOLLOW_SECONDS until it is finished."""
+    report = service.outbox.refresh(run_id, datetime.now(UTC))
     while report.status != "finished" and not stop.wait(FOLLOW_SECONDS):
-        report = service.report(run_id)
+        report = service.outbox.refresh(run_id, datetime.now(UTC))
         progress(report)
     return report
 
