@@ -62,7 +62,7 @@ class Scenario:
     """A fresh schema with `count` subscribers and a config of workers mode pointing at it and at `port`."""
 
     def __init__(self, base_url: str, folder: Path, count: int, port: int, connections: int,
-                 max_articles: int = 30) -> None:
+                 max_articles: int = 30, inliner: str = "premailer") -> None:
         self.base_url = base_url
         self.schema = f"bench_{uuid.uuid4().hex[:12]}"
         self.admin = create_engine(base_url)
@@ -79,7 +79,7 @@ class Scenario:
             f'[mail]\nbackend = "smtp"\nfrom = "Bench News <digest@news.example.org>"\ndomain = "news.example.org"\n'
             f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\nconnections = {connections}\n'
             f'ehlo_name = "bench.test"\ntimeout = 30\n'
-            f'[digest]\nmax_articles = {max_articles}\n'
+            f'[digest]\nmax_articles = {max_articles}\n[email]\ncss_inliner = "{inliner}"\n'
             f'[outbox]\nclaim_timeout = {CLAIM_TIMEOUT}\n[delivery]\nmode = "workers"\n[logging]\nlevel = "WARNING"\n',
             encoding="utf-8")
         self.database = create_database(self.url)
@@ -238,7 +238,7 @@ def cpu(args: argparse.Namespace, folder: Path) -> list[dict]:
     try:
         for run in range(args.cpu_runs):
             raw = raw_pipe(size, args.cpu_digests, port)
-            scenario = Scenario(args.database_url, folder, args.cpu_digests, port, 4, args.max_articles)
+            scenario = Scenario(args.database_url, folder, args.cpu_digests, port, 4, args.max_articles, args.inliner)
             try:
                 worker = scenario.worker("--processes", "2", "--concurrency", "2")
                 while scenario.sent() == 0:  # steady state: from the first message recorded sent
@@ -352,6 +352,7 @@ def main() -> None:
     parser.add_argument("--kill-digests", type=int, default=8_000)
     parser.add_argument("--articles", type=int, default=2_000)
     parser.add_argument("--max-articles", type=int, default=2, help="[digest] max_articles of the cpu runs (2: digests of about 10 KB)")
+    parser.add_argument("--inliner", default="premailer", help="[email] css_inliner of the cpu runs")
     parser.add_argument("--smtp-sink-port", type=int, default=25461)
     parser.add_argument("--skip", default="", help="comma-separated: scaling, cpu, kill")
     args = parser.parse_args()
