@@ -46,13 +46,13 @@ from bench_digest import NOW, BenchLinks, subscribers
 from sqlalchemy import create_engine, func, insert, select
 from sqlalchemy.engine import make_url
 
-from syndicate.content import load_corpus
-from syndicate.delivery import DeliveryService, SendRequest
-from syndicate.digest import EmailRenderer, MessageBuilder, Timeline, select_digest
+from syndicate.delivery import SendRequest
+from syndicate.digest import Timeline, select_digest
 from syndicate.site import SiteUrls
 from syndicate.storage import create_database, upgrade
 from syndicate.storage.schema import deliveries, subscriber_categories
 from syndicate.storage.schema import subscribers as subscribers_table
+from syndicate.wiring import Components, email_renderer, load_corpus, message_builder
 
 SECRET = {"SYNDICATE_SECRET": "bench-secret-for-signed-links"}
 CLAIM_TIMEOUT = 5
@@ -93,7 +93,7 @@ class Scenario:
             self._fill(filled, more)
             filled += more
             started = time.perf_counter()
-            report = DeliveryService(settings, self.database).plan_manual(SendRequest(), NOW)
+            report = Components(settings, database=self.database).delivery.plan_manual(SendRequest(), NOW)
             self.planned += report.total
             self.plan_seconds += time.perf_counter() - started
 
@@ -159,10 +159,10 @@ def mean_size(folder: Path, port: int, max_articles: int, sample: int = 500) -> 
     corpus = load_corpus(settings)
     timeline = Timeline.of(corpus.articles)
     links = BenchLinks(SiteUrls(settings.site.base_url, settings.feeds.folder))
-    builder = MessageBuilder(settings, EmailRenderer(settings), links, corpus.categories, NOW)
+    builder = message_builder(settings, email_renderer(settings), links, corpus.categories, NOW)
     sizes = []
     for person in subscribers(sample, [c.slug for c in corpus.categories]):
-        digest = select_digest(person, timeline, corpus.categories, NOW, settings)
+        digest = select_digest(person, timeline, corpus.categories, NOW, settings.digest.max_articles)
         if digest is not None:
             sizes.append(len(builder.digest_message(digest).data))
     return sum(sizes) // len(sizes)

@@ -24,6 +24,7 @@ from sqlalchemy import delete, select
 from syndicate.config import settings_from_mapping
 from syndicate.delivery._service import DeliveryService, SendRequest
 from syndicate.storage.schema import deliveries, delivery_workers
+from syndicate.wiring import Components
 from tests.outbox_support import SECRET, add_subscribers, open_db, write_site
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 from tests.worker_support import ROOT, WorkerProcess, message_ids, statuses, wait_until, worker_config
@@ -51,7 +52,7 @@ def delivery_service(config_path, database) -> DeliveryService:
     import tomllib
 
     settings = settings_from_mapping(tomllib.loads(config_path.read_text()), path=config_path)
-    return DeliveryService(settings, database, environ=SECRET)
+    return Components(settings, environ=SECRET, database=database).delivery
 
 
 def stop_all(workers: list[WorkerProcess]) -> None:

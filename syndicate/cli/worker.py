@@ -15,7 +15,7 @@ import click
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
 from syndicate.delivery import Worker, require_workers_database, worker_metrics
-from syndicate.storage import database_url, open_database
+from syndicate.wiring import Components
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ RESTART_DELAY = 1.0
 @pass_app
 def worker(app: AppContext, concurrency: int, processes: int, metrics_port: int | None, metrics_host: str) -> None:
     settings = app.settings
-    require_workers_database(settings.delivery.mode, database_url(settings))
+    require_workers_database(settings.delivery.mode, settings.database.url)
     if processes == 1:
         code = _work(settings, concurrency, metrics_host, metrics_port)
     else:
@@ -56,12 +56,12 @@ def _work(settings: Settings, concurrency: int, metrics_host: str, metrics_port:
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())
-    database = open_database(settings)
+    components = Components(settings)
     server = None
     try:
-        runner = Worker(settings, database, concurrency=concurrency)
+        runner = Worker(settings, components.delivery, concurrency=concurrency, environ=dict(components.environ))
         if metrics_port is not None:
-            server = worker_metrics(settings, database, runner.metrics).serve(metrics_host, metrics_port)
+            server = worker_metrics(settings, components.database, runner.metrics).serve(metrics_host, metrics_port)
         tally = runner.run(stop)
         click.echo(f"worker {runner.id} stopped: " + (", ".join(f"{k} {v}" for k, v in sorted(tally.items())) or "nothing sent"),
                    err=True)
@@ -69,7 +69,7 @@ def _work(settings: Settings, concurrency: int, metrics_host: str, metrics_port:
     finally:
         if server is not None:
             server.shutdown()
-        database.close()
+        components.close()
 
 
 def _child(settings: Settings, concurrency: int, metrics_host: str, metrics_port: int | None) -> None:

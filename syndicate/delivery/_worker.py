@@ -31,7 +31,6 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.config import Settings
-from syndicate.content import load_corpus
 from syndicate.delivery._limits import ConnectionSlots, SharedRate, domain_rates
 from syndicate.delivery._liveness import WorkerRegistry, claim_any, deployment_state, require_workers_database
 from syndicate.delivery._outbox import QUEUED, ClaimedDelivery, Outbox, Result, worker_token
@@ -56,8 +55,9 @@ RELOAD_AFTER = 5.0  # seconds between content reloads when a delivery names an a
 class CountingOutbox(Outbox):
     """An Outbox that counts every recorded result in the metrics (deliveries by outcome)."""
 
-    def __init__(self, database: Database, settings: Any, metrics: Metrics, worker: str | None = None) -> None:
-        super().__init__(database, settings, worker)
+    def __init__(self, database: Database, settings: Any, metrics: Metrics, worker: str | None = None, *,
+                 subscribers: Any = None) -> None:
+        super().__init__(database, settings, worker, subscribers=subscribers)
         self.metrics = metrics
 
     def record(self, results: Sequence[Result], now: datetime) -> None:
@@ -140,13 +140,13 @@ class _FreshMessages(_Messages):
     loaded it (at most every RELOAD_AFTER seconds): a worker lives longer than one run."""
 
     def __init__(self, service: DeliveryService) -> None:
-        super().__init__(service, load_corpus(service.settings))
+        super().__init__(service, service.content.read())
         self.loaded = time.monotonic()
 
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
         unknown = any(i not in self.by_id for _, ids, _ in delivery.sections for i in ids)
         if unknown and time.monotonic() - self.loaded >= RELOAD_AFTER:
-            corpus = load_corpus(self.settings)
+            corpus = self.service.content.read()
             self.categories = corpus.categories
             self.by_slug = {c.slug: c for c in corpus.categories}
             self.by_id = {a.id: a for a in corpus.articles}
@@ -162,7 +162,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        database: Database,
+        service: DeliveryService,
         *,
         concurrency: int,
         metrics: Metrics | None = None,
@@ -171,7 +171,8 @@ class Worker:
     ) -> None:
         """`claim_batch` (default: 16 per connection, at most CLAIM_BATCH): small enough that the
         last deliveries of a run are shared among the workers, large enough to claim seldom."""
-        require_workers_database(settings.delivery.mode, database.url)
+        database = service.database
+        require_workers_database(settings.delivery.mode, settings.database.url)
         if settings.delivery.mode != "workers":
             raise UsageError('syndicate worker sends only with [delivery] mode = "workers" '
                              "(inline: the service and `syndicate send` send themselves)")
@@ -180,8 +181,8 @@ class Worker:
         self.concurrency = concurrency
         self.metrics = metrics or Metrics()
         self.id = worker_token()
-        self.service = DeliveryService(settings, database, environ=environ)
-        self.outbox = CountingOutbox(database, settings.outbox, self.metrics, worker=self.id)
+        self.service = service
+        self.outbox = CountingOutbox(database, settings.outbox, self.metrics, worker=self.id, subscribers=service.store)
         self.service.outbox = self.outbox
         self.service.backend_factory = self._backend
         self.environ = environ
@@ -201,9 +202,9 @@ class Worker:
             extra: dict[str, Any] = {"connections": self.connections, "rate": None}
             if self.environ is not None:
                 extra["environ"] = self.environ
-            inner = make_backend(self.settings, **extra)
+            inner = make_backend(self.settings.mail, self.settings.smtp, **extra)
         else:
-            inner = make_backend(self.settings)
+            inner = make_backend(self.settings.mail, self.settings.smtp)
         return _LimitedBackend(inner, rate=self.rate, domains=self.domains, metrics=self.metrics)
 
     def _clock(self) -> datetime:

@@ -1,7 +1,7 @@
 """`syndicate worker` processes: their heartbeats, the shared send limits and SMTP connection slots.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005 (re-chained onto main's head at the merge; the lead re-chains again when merging)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
