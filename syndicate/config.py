@@ -190,6 +190,10 @@ class SmtpSettings(Section):
     pipelining: bool = Field(
         True, description="send MAIL FROM, RCPT TO and DATA in one write when the server offers PIPELINING (RFC 2920)",
     )
+    domain_rate: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        {}, description='messages a second to each recipient domain named, e.g. {"gmail.com" = 20}, for all '
+        'workers together ([delivery] mode = "workers" only)',
+    )
     smtputf8: Literal["auto", "yes", "no"] = Field(
         "auto",
         description="whether the relay delivers to addresses with non-ASCII characters before the @ (SMTPUTF8, "
@@ -210,6 +214,10 @@ class OutboxSettings(Section):
         None, ge=1, le=64,
         description="processes that send one run at once (default: one per core), each claiming its own batches "
         "and taking its share of [smtp] connections; smtp and file backends only, runs of 400 deliveries or more",
+    )
+    claim_timeout: float = Field(
+        30.0, ge=3, description='seconds without a heartbeat after which a `syndicate worker`\'s claims are recovered '
+        '(per in_flight) by the other workers ([delivery] mode = "workers")',
     )
 
 
@@ -336,6 +344,14 @@ class DkimSettings(Section):
         "From", "To", "Subject", "Date", "Message-ID", "Reply-To", "List-Id", "List-Unsubscribe",
         "List-Unsubscribe-Post", "MIME-Version", "Content-Type",
     ))
+# ---------------------------------------------------------------- delivery mode (issue 14)
+
+class DeliverySettings(Section):
+    mode: Literal["inline", "workers"] = Field(
+        "inline", description='"inline": the service (and `syndicate send`) sends itself; "workers": they only plan '
+        "runs into the outbox and `syndicate worker` processes send them (PostgreSQL only; [smtp] rate, connections "
+        "and domain_rate then hold for the whole deployment)",
+    )
 
 
 class Settings(Section):
@@ -354,6 +370,7 @@ class Settings(Section):
     mail: MailSettings = {}  # type: ignore[assignment]
     smtp: SmtpSettings = {}  # type: ignore[assignment]
     outbox: OutboxSettings = {}  # type: ignore[assignment]
+    delivery: DeliverySettings = {}  # type: ignore[assignment]
     schedule: ScheduleSettings = {}  # type: ignore[assignment]
     http: HttpSettings = {}  # type: ignore[assignment]
     signup: SignupSettings = {}  # type: ignore[assignment]

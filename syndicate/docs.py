@@ -43,6 +43,7 @@ SECTIONS = {
     "http": "The HTTP server of `syndicate run` and the admin API.",
     "signup": "Limits on the public signup form, so that nobody can use it to mail-bomb a stranger (see docs/operations.md).",
     "logging": "Log output (one line per event, on stderr).",
+    "delivery": "Who sends the digests: the service itself, or `syndicate worker` processes (docs/scaling.md).",
 }
 
 DESCRIPTIONS = {
@@ -142,6 +143,7 @@ EXAMPLES: dict[str, Any] = {
     "smtp.rate": 20.0,
     "smtp.ehlo_name": "mail.news.example.org",
     "smtp.ca_file": "/etc/ssl/private-ca.pem",
+    "smtp.domain_rate": {"gmail.com": 20.0, "yahoo.com": 10.0},
     "http.host": "0.0.0.0",
     "http.trusted_proxies": ["127.0.0.1", "::1"],
     "logging.level": "WARNING",
@@ -227,6 +229,8 @@ def toml_value(value: Any) -> str:
         return json.dumps(str(value))
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(value, ensure_ascii=False)
 
 

@@ -32,9 +32,10 @@ from syndicate.content import (
     CorpusMemory,
     ReaderOptions,
 )
-from syndicate.delivery import DeliveryService, Outbox
+from syndicate.delivery import DeliveryService, Outbox, worker_metrics
 from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, build_confirmation
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
+from syndicate.metrics import Metrics
 from syndicate.site import SiteUrls
 from syndicate.storage import Database, open_database
 from syndicate.subscribers import (
@@ -319,6 +320,13 @@ class Components:
             return None
         password = read_secret(imap.password_env, "the bounce mailbox ([bounces.imap])", self.environ)
         return BounceMailbox(imap, password, self.bounces)
+
+    # -- metrics (#14)
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        """This process's metrics, with the deployment-wide outbox gauges read at each scrape."""
+        return worker_metrics(self.settings, self.database, Metrics())
 
     def close(self) -> None:
         if self._owns_database and self._database is not None:

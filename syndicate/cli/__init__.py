@@ -105,6 +105,7 @@ COMMANDS = {
     "bounces": "syndicate.cli.bounces:bounces",
     "suppressions": "syndicate.cli.suppressions:suppressions",
     "dkim": "syndicate.cli.dkim:dkim",
+    "worker": "syndicate.cli.worker:worker",
 }
 
 

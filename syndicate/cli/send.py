@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._collector import collector_paused
-from syndicate.delivery import DeliveryService, RunReport, SendRequest
+from syndicate.delivery import DeliveryService, RunReport, SendRequest, require_workers_database
 from syndicate.errors import UsageError
 from syndicate.subscribers import Frequency
 from syndicate.wiring import Components
@@ -49,10 +49,13 @@ EXIT_ALL_RETRYING = 3
               help="Mail one test copy of the digest (of --subscriber, or of --category) here; change nothing.")
 @click.option("--dry-run", is_flag=True, help="List who would get what; send nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before sending.")
+@click.option("--wait", is_flag=True,
+              help='[delivery] mode = "workers": show the run\'s progress until the workers have sent it.')
 @pass_app
 def send(app: AppContext, frequency: str | None, categories: tuple[str, ...], subscriber: str | None,
-         test_to: str | None, dry_run: bool, yes: bool) -> None:
+         test_to: str | None, dry_run: bool, yes: bool, wait: bool) -> None:
     settings = app.settings
+    require_workers_database(settings.delivery.mode, settings.database.url)
     request = SendRequest(Frequency(frequency) if frequency else None, categories, subscriber, dry_run, test_to)
     now = datetime.now(UTC)
     components = Components(settings)
@@ -66,6 +69,11 @@ def send(app: AppContext, frequency: str | None, categories: tuple[str, ...], su
             service.check_ready()  # a configuration fault stops here (exit 2), before anything is recorded
             if not yes:
                 _ask(len(service.dry_run(request, now)))
+            if settings.delivery.mode == "workers":
+                code = _plan_for_workers(service, request, wait)
+                if code:
+                    click.get_current_context().exit(code)
+                return
             reports = _send(service, request)
             code = _exit_code(reports)
             if code == EXIT_ALL_RETRYING:
@@ -130,10 +138,45 @@ def _send(service: DeliveryService, request: SendRequest) -> list[RunReport]:
     return reports
 
 
-def _work(service: DeliveryService, run_id: int | None, stop: threading.Event, request: SendRequest | None = None) -> RunReport:
-    """Work run `run_id`, or (None) plan and send `request`, showing progress."""
+def _plan_for_workers(service: DeliveryService, request: SendRequest, wait: bool) -> int:
+    """[delivery] mode = "workers": plan the run (the workers send it); with `wait`, show its
+    progress until it is finished (Ctrl-C stops watching, not the workers). The exit code."""
+    report = service.plan_manual(request, datetime.now(UTC))
+    click.echo(f"run {report.run_id}: {report.total} {'digest' if report.total == 1 else 'digests'} planned; "
+               "`syndicate worker` processes send them", err=True)
+    if not wait or report.status == "finished":
+        if report.status == "finished":
+            return _exit_code([_summary(report)])
+        click.echo(f"follow it with `syndicate status` or GET /api/sends/{report.run_id}")
+        return 0
+    with _stop_on_signals() as stop:
+        report = _work(service, report.run_id, stop, follow=True)
+        if stop.is_set():
+            click.echo(f"stopped watching: the workers go on sending run {report.run_id}", err=True)
+            return 0
+    return _exit_code([_summary(report)])
+
+
+def _follow(service: DeliveryService, run_id: int, stop: threading.Event,
+            progress: Callable[[RunReport], None]) -> RunReport:
+    """The run's counts, recounted here (workers recount only every few seconds), every
+    FOLLOW_SECONDS until it is finished."""
+    report = service.outbox.refresh(run_id, datetime.now(UTC))
+    while report.status != "finished" and not stop.wait(FOLLOW_SECONDS):
+        report = service.outbox.refresh(run_id, datetime.now(UTC))
+        progress(report)
+    return report
+
+
+FOLLOW_SECONDS = 1.0
+
+
+def _work(service: DeliveryService, run_id: int | None, stop: threading.Event, request: SendRequest | None = None,
+          *, follow: bool = False) -> RunReport:
+    """Work run `run_id`, or (None) plan and send `request`, showing progress; `follow`: watch
+    run `run_id` while workers send it."""
     if sys.stdout.isatty():
-        return _work_with_bar(service, run_id, stop, request)
+        return _work_with_bar(service, run_id, stop, request, follow=follow)
     started, shown = time.monotonic(), [0.0]
 
     def log_line(report: RunReport) -> None:
@@ -141,11 +184,13 @@ def _work(service: DeliveryService, run_id: int | None, stop: threading.Event, r
             shown[0] = time.monotonic()
             click.echo(f"run {report.run_id}: {_counts(report)} {_rate(report, started)}")
 
-    return _run(service, run_id, stop, request, log_line)
+    return _run(service, run_id, stop, request, log_line, follow=follow)
 
 
 def _run(service: DeliveryService, run_id: int | None, stop: threading.Event, request: SendRequest | None,
-         progress: Callable[[RunReport], None]) -> RunReport:
+         progress: Callable[[RunReport], None], *, follow: bool = False) -> RunReport:
+    if follow and run_id is not None:
+        return _follow(service, run_id, stop, progress)
     if run_id is not None:
         return service.work(run_id, stop=stop, progress=progress)
     assert request is not None
@@ -156,7 +201,8 @@ def _run(service: DeliveryService, run_id: int | None, stop: threading.Event, re
     return service.send_manual(request, datetime.now(UTC), stop=stop, progress=progress, planned=planned)
 
 
-def _work_with_bar(service: DeliveryService, run_id: int | None, stop: threading.Event, request: SendRequest | None) -> RunReport:
+def _work_with_bar(service: DeliveryService, run_id: int | None, stop: threading.Event, request: SendRequest | None,
+                   *, follow: bool = False) -> RunReport:
     columns = (
         TextColumn("[bold]run {task.fields[run]}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("retrying {task.fields[retrying]}  failed {task.fields[failed]}  {task.fields[rate]}"),
@@ -171,7 +217,7 @@ def _work_with_bar(service: DeliveryService, run_id: int | None, stop: threading
             bar.update(task, total=report.total, completed=report.sent + report.failed + report.skipped, run=report.run_id,
                        retrying=report.retrying, failed=report.failed, rate=_rate(report, started), refresh=True)
 
-        return _run(service, run_id, stop, request, update)
+        return _run(service, run_id, stop, request, update, follow=follow)
 
 
 def _counts(report: RunReport) -> str:

@@ -371,29 +371,36 @@ class Outbox:
         dead = [owner for owner, last in owners if owner != self.worker and _gone(owner, last, now, alive, stale_after)]
         if not dead:
             return 0
-        resend = self.settings.in_flight == "resend"
         with self.database.write() as connection:
             owners_gone = d.claimed_by.in_([owner for owner in dead if owner])
             condition = and_(d.status == SENDING, or_(owners_gone, d.claimed_by.is_(None)) if None in dead else owners_gone)
-            run_ids = connection.execute(select(d.run_id).where(condition).distinct()).scalars().all()
-            if resend:  # a first attempt goes back to the queue, a retry back to its (due) retry
-                count = connection.execute(
-                    update(deliveries).where(condition).values(
-                        status=case((d.attempts > 0, RETRY), else_=QUEUED), claimed_by=None, updated_at=now,
-                        next_attempt_at=case((d.attempts > 0, func.coalesce(d.next_attempt_at, now)), else_=None),
-                    )
-                ).rowcount
-            else:
-                count = connection.execute(
-                    update(deliveries).where(condition).values(
-                        status=FAILED, open_subscriber_id=None, updated_at=now,
-                        last_reply="in flight when the sending process stopped ([outbox] in_flight = \"fail\")",
-                    )
-                ).rowcount
-            for run_id in run_ids:
-                self._recount(connection, run_id, now)
+            count = self.release_in_flight(connection, condition, now)
         log.warning("recovered deliveries in flight at a crash count=%s policy=%s", count, self.settings.in_flight)
         return count
+
+    def release_in_flight(self, connection: Connection, condition: Any, now: datetime) -> int:
+        """Deliveries matching `condition` (left `sending` by a process that is gone), per `[outbox]
+        in_flight`: back to the queue ("resend") or failed ("fail"); their runs recounted."""
+        d = deliveries.c
+        resend = self.settings.in_flight == "resend"
+        run_ids = connection.execute(select(d.run_id).where(condition).distinct()).scalars().all()
+        if resend:  # a first attempt goes back to the queue, a retry back to its (due) retry
+            count = connection.execute(
+                update(deliveries).where(condition).values(
+                    status=case((d.attempts > 0, RETRY), else_=QUEUED), claimed_by=None, updated_at=now,
+                    next_attempt_at=case((d.attempts > 0, func.coalesce(d.next_attempt_at, now)), else_=None),
+                )
+            ).rowcount
+        else:
+            count = connection.execute(
+                update(deliveries).where(condition).values(
+                    status=FAILED, open_subscriber_id=None, updated_at=now,
+                    last_reply="in flight when the sending process stopped ([outbox] in_flight = \"fail\")",
+                )
+            ).rowcount
+        for run_id in run_ids:
+            self._recount(connection, run_id, now)
+        return int(count)
 
     def open_runs(self) -> list[int]:
         """Runs not finished yet, oldest first."""

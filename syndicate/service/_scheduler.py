@@ -56,11 +56,13 @@ class Delivery(Protocol):
     def prune(self, older_than: datetime) -> int: ...
 
 
-def send_due_digests(delivery: Delivery, now: datetime, stop: threading.Event, *, grace: timedelta) -> Any:
+def send_due_digests(delivery: Delivery, now: datetime, stop: threading.Event, *, grace: timedelta,
+                     plan_only: bool = False) -> Any:
     """Plan a run for every subscriber whose send time has come (a late one within `grace`, once;
-    one later still is skipped and rescheduled by the planner), then work through it."""
+    one later still is skipped and rescheduled by the planner), then work through it (`plan_only`:
+    [delivery] mode = "workers", the workers send it)."""
     planned = delivery.plan_scheduled(now, grace=grace)
-    if not planned.total:
+    if not planned.total or plan_only:
         return planned
     return delivery.work(planned.run_id, now=now, stop=stop)
 
@@ -86,16 +88,20 @@ class JobSpec:
 
 
 def delivery_jobs(settings: Settings, delivery: Delivery, rebuild: Callable[[], Any]) -> tuple[JobSpec, ...]:
-    """The service's four jobs, with intervals from `[schedule]`."""
+    """The service's four jobs, with intervals from `[schedule]`. With `[delivery] mode = "workers"`
+    the digest job only plans and there is no retry job: `syndicate worker` processes claim the
+    queued deliveries of every run and the retries whose time has come."""
     schedule = settings.schedule
     grace = timedelta(seconds=schedule.misfire_grace)
-    return (
+    plan_only = settings.delivery.mode == "workers"
+    jobs = (
         JobSpec(REBUILD, schedule.rebuild_interval, lambda now, stop: rebuild()),
         JobSpec(DIGESTS, min(schedule.digest_interval, MAX_DIGEST_INTERVAL),
-                lambda now, stop: send_due_digests(delivery, now, stop, grace=grace)),
+                lambda now, stop: send_due_digests(delivery, now, stop, grace=grace, plan_only=plan_only)),
         JobSpec(RETRIES, schedule.retry_interval, lambda now, stop: retry_deliveries(delivery, now, stop)),
         JobSpec(PRUNE, 24 * 3600, lambda now, stop: prune_runs(delivery, now, keep_days=schedule.prune_after_days)),
     )
+    return tuple(job for job in jobs if not (plan_only and job.id == RETRIES))
 
 
 # ---------------------------------------------------------------- the scheduler

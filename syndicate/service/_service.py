@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.config import Settings
 from syndicate.content import CorpusMemory
-from syndicate.delivery import DeliveryService
+from syndicate.delivery import CountingOutbox, DeliveryService, observed_backends, require_workers_database
 from syndicate.errors import SyndicateError
+from syndicate.metrics import Metrics
 from syndicate.service._lease import Lease, LeaseKeeper
 from syndicate.service._scheduler import BOUNCE_MAILBOX, JobSpec, Scheduler, delivery_jobs
 from syndicate.site import BuildReport, build_site
@@ -71,19 +73,26 @@ class Service:
         self.resumer: threading.Thread | None = None  # works the runs a crash left queued (see open())
         self.articles = CorpusMemory()  # the rebuilds and the web app re-read only changed articles
         self.components = Components(settings, environ=self.environ)
+        self.metrics: Metrics | None = None  # this process's /metrics (open() makes it)
 
     # -- start-up
 
     def open(self, now: datetime | None = None) -> BuildReport:
         """Open (and migrate) the database, recover the outbox after a crash, build the feeds."""
         now = now or utc_now()
+        require_workers_database(self.settings.delivery.mode, self.settings.database.url)
         self.database = self.components.database
         self.delivery = self.components.delivery
+        self.metrics = self.components.metrics
+        if self.inline:  # this process sends: its outcomes and SMTP replies count in its metrics
+            self.delivery.outbox = CountingOutbox(self.database, self.settings.outbox, self.metrics,
+                                                  subscribers=self.delivery.store)
+            self.delivery.backend_factory = observed_backends(self.delivery.backend_factory, self.metrics)
         recovered = self.delivery.recover(now)
         if recovered:
             log.info("outbox recovered %d deliveries left in flight by the last run", recovered)
         report = self.rebuild()
-        if self.delivery is not None:  # after the build: the article cache is fresh, so the two never both write it
+        if self.inline:  # after the build: the article cache is fresh, so the two never both write it
             self.resumer = threading.Thread(target=self._resume, name="outbox-resume", daemon=True)
             self.resumer.start()
         return report
@@ -101,9 +110,17 @@ class Service:
             log.info("resumed run=%s status=%s sent=%s retrying=%s failed=%s",
                      report.run_id, report.status, report.sent, report.retrying, report.failed)
 
+    @property
+    def inline(self) -> bool:
+        """Whether this service sends ([delivery] mode = "inline") or only plans (workers send)."""
+        return self.settings.delivery.mode == "inline"
+
     def rebuild(self) -> BuildReport:
+        started = time.monotonic()
         with self.around_build():
             report = build_site(self.settings, self.components.content, memory=self.articles)
+        if self.metrics is not None:
+            self.metrics.build_seconds.observe(time.monotonic() - started)
         for problem in report.problems:
             log.warning("build problem: %s", problem)
         return report
@@ -195,7 +212,7 @@ class Service:
         """The HTTP application (syndicate.web.app) over this service's database, delivery and scheduler."""
         assert self.database is not None, "open() first"
         return create_app(self.components, delivery=self.delivery, scheduler_status=self.status,
-                          corpus_memory=self.articles)
+                          corpus_memory=self.articles, metrics=self.metrics)
 
     def serve(self, bound: Bound) -> None:
         """Serve HTTP until SIGTERM or SIGINT (uvicorn finishes the requests in progress)."""

@@ -300,3 +300,40 @@ mailbox_state = Table(
     Column("last_uid", BigInteger, nullable=False),
     Column("polled_at", UtcDateTime, nullable=False),
 )
+
+
+# ---------------------------------------------------------------- delivery workers (issue 14)
+
+# One row per running `syndicate worker` process: its claims (deliveries.claimed_by = id) are alive
+# while heartbeat_at (the database's clock) is recent; see syndicate.delivery._liveness.
+delivery_workers = Table(
+    "delivery_workers",
+    metadata,
+    Column("id", String(120), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+)
+
+# One row per shared rate ("rate" for [smtp] rate, "domain:<name>" for [smtp] domain_rate): the
+# time of the next free sending slot (syndicate.delivery._limits).
+send_limits = Table(
+    "send_limits",
+    metadata,
+    Column("name", String(300), primary_key=True),
+    Column("next_at", UtcDateTime, nullable=False),
+)
+
+# [smtp] connections for the whole deployment: a worker opens one connection per slot it leases.
+smtp_connection_slots = Table(
+    "smtp_connection_slots",
+    metadata,
+    Column("slot", Integer, primary_key=True, autoincrement=False),
+    Column("worker", String(120), nullable=True),
+    Column("expires_at", UtcDateTime, nullable=True),
+)
+
+# Claims of queued deliveries from any run, oldest first (syndicate.delivery._claims).
+Index("ix_deliveries_status_id", deliveries.c.status, deliveries.c.id)

@@ -177,8 +177,9 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
         if body.test_to:
             return JSONResponse({"test_to": body.test_to, "result": plain(service.send_test_copy(request, body.test_to, now))})
         report = service.plan_manual(request, now)
-        runner.start(f"send-run-{report.run_id}", lambda: service.work(report.run_id, stop=runner.stop))
-        log.info("manual send accepted run=%s total=%s", report.run_id, report.total)
+        if context.settings.delivery.mode == "inline":  # "workers": the syndicate worker processes send it
+            runner.start(f"send-run-{report.run_id}", lambda: service.work(report.run_id, stop=runner.stop))
+        log.info("manual send accepted run=%s total=%s mode=%s", report.run_id, report.total, context.settings.delivery.mode)
         return JSONResponse({"run_id": report.run_id, "status_url": f"/api/sends/{report.run_id}"}, status_code=202)
 
     @router.get("/sends/{run_id}")

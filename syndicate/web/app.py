@@ -16,10 +16,12 @@ from syndicate import __version__
 from syndicate.config import MIN_SECRET_BYTES, read_secret
 from syndicate.content import CorpusMemory
 from syndicate.delivery import DeliveryService
+from syndicate.metrics import Metrics
 from syndicate.storage import Database, DatabaseUnavailableError
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
 from syndicate.web.context import CategoryList, Runner, WebContext
 from syndicate.web.deliverability import suppressions_router
+from syndicate.web.metrics import metrics_router
 from syndicate.web.pages import Pages, page_router
 from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders, loggable_path
 from syndicate.web.static import StaticFirst, StaticSite
@@ -29,7 +31,8 @@ from syndicate.wiring import Components, utc_now
 log = logging.getLogger(__name__)
 
 # Paths the app answers itself; every other GET or HEAD is a file of the built site.
-APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz", "/webhooks/")
+APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz", "/webhooks/",
+                "/metrics")
 
 
 def create_app(
@@ -39,6 +42,7 @@ def create_app(
     scheduler_status: Callable[[], dict[str, Any]] | None = None,
     clock: Callable[[], datetime] = utc_now,
     corpus_memory: CorpusMemory | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """The whole HTTP service over `components` (the composition root's collaborators: database,
     store, signer, confirmations); `delivery` serves /api/sends (None: it answers 503);
@@ -90,6 +94,8 @@ def create_app(
     app.include_router(suppressions_router(db, admin_token=admin_token, clock=clock, max_import_bytes=settings.http.max_body_bytes))
     app.include_router(webhooks_router(components.bounces, settings.bounces.webhooks, env, clock))
     _health(app, db, scheduler_status)
+    if metrics is not None:  # /metrics (issue 14)
+        app.include_router(metrics_router(metrics, admin_token))
     site = StaticSite(settings.output.folder, feeds_folder=settings.feeds.folder, extra_headers=SITE_HEADERS)
     app.mount("/", site)
     app.add_middleware(SecurityHeaders)
