@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -198,6 +199,59 @@ class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
 
+# ---------------------------------------------------------------- sources, WebSub, watching (issue 15)
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from None
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an absolute http(s) URL, got {json.dumps(value)}")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Regex = Annotated[str | None, AfterValidator(_check_regex)]
+
+
+class SourceSettings(Section):
+    """`[sources.NAME]`: another site's feed whose items become articles of `categories`."""
+
+    url: HttpUrl
+    categories: tuple[str, ...] = Field(min_length=1)
+    title: str | None = Field(None, description="the source's name as shown (default: the feed's own title)")
+    enabled: bool = True
+    interval: int = Field(3600, ge=60, description="seconds between fetches")
+    max_items: int = Field(50, ge=1, le=1000, description="newest items kept and published")
+    include: Regex = Field(None, description="only items whose title or text match this regex")
+    exclude: Regex = Field(None, description="drop items whose title or text match this regex")
+    full_content: bool = Field(True, description="publish the item's full content (false: its summary only)")
+
+
+class WebSubSettings(Section):
+    """`[websub]`: hubs announced in every feed and told when a feed changed."""
+
+    hubs: tuple[HttpUrl, ...] = ()
+    retries: int = Field(3, ge=0, le=10)
+    timeout: float = Field(10.0, gt=0)
+
+
+class WatchSettings(Section):
+    """`[watch]`: the service rebuilds as soon as the content folder changes."""
+
+    enabled: bool = True
+    debounce_ms: int = Field(50, ge=1, le=10_000)
+
+
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
 class Settings(Section):
     """The whole configuration; `path` is the file it came from (None for pure defaults)."""
 
@@ -217,6 +271,17 @@ class Settings(Section):
     schedule: ScheduleSettings = {}  # type: ignore[assignment]
     http: HttpSettings = {}  # type: ignore[assignment]
     logging: LoggingSettings = {}  # type: ignore[assignment]
+    sources: dict[str, SourceSettings] = {}
+    websub: WebSubSettings = {}  # type: ignore[assignment]
+    watch: WatchSettings = {}  # type: ignore[assignment]
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
+        bad = [name for name in value if not SOURCE_NAME.match(name)]
+        if bad:
+            raise ValueError(f"source name {json.dumps(bad[0])}: use lowercase letters, digits, - and _ (at most 64)")
+        return value
 
     @property
     def base_folder(self) -> Path:

@@ -39,11 +39,14 @@ class Article:
     source: str  # path relative to the content folder, with / separators
     content_hash: str
     url: str | None = None
+    # An article from another site's feed (syndicate.sources): the feed's name and its URL.
+    source_name: str | None = None
+    source_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.published.tzinfo is None or self.updated.tzinfo is None:
             raise ValueError(f"{self.source}: article datetimes must be timezone-aware")
-        make_xml_safe(self, ("id", "title", "author", "body_html", "summary"))
+        make_xml_safe(self, ("id", "title", "author", "body_html", "summary", "source_name"))
 
     # An Article loaded from the reader's cache may leave its body on disk until it is first
     # read (`_lazy_body`, an object with a `read()` method): a warm read of 10,000 articles
