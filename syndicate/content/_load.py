@@ -6,6 +6,7 @@ from pathlib import Path
 
 from syndicate.config import Settings
 from syndicate.content._article import ReaderOptions
+from syndicate.content._external import mix_external, read_snapshot, snapshot_path
 from syndicate.content._reader import CacheWriter, CategoryRule, Corpus, CorpusMemory, read_corpus
 
 
@@ -30,11 +31,23 @@ def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bo
     """Every article of the content folder (or `folder`), read incrementally through the cache
     (and through `memory`, a long-running process's CorpusMemory, if given; `writer` writes
     the cache while the caller goes on)."""
-    return read_corpus(
+    rules = category_rules(settings)
+    corpus = read_corpus(
         folder or settings.content.folder,
         reader_options(settings),
-        rules=category_rules(settings),
+        rules=rules,
         cache=settings.content.cache if use_cache and folder is None else None,
         memory=memory,
         writer=writer,
     )
+    return with_external(corpus, settings, rules, memory)
+
+
+def with_external(corpus: Corpus, settings: Settings, rules: tuple[CategoryRule, ...],
+                  memory: CorpusMemory | None = None) -> Corpus:
+    """`corpus` with the articles of the configured external sources (syndicate.sources) mixed in."""
+    if not settings.sources:
+        return corpus
+    external, problems = read_snapshot(snapshot_path(settings.var_folder), memory.external if memory else None)
+    wanted = {f"sources/{name}" for name, source in settings.sources.items() if source.enabled}
+    return mix_external(corpus, [a for a in external if a.source.rsplit("/", 1)[0] in wanted], rules, problems)

@@ -46,7 +46,9 @@ class Article:
     def __post_init__(self) -> None:
         if self.published.tzinfo is None or self.updated.tzinfo is None:
             raise ValueError(f"{self.source}: article datetimes must be timezone-aware")
-        make_xml_safe(self, ("id", "title", "author", "body_html", "summary", "source_name"))
+        make_xml_safe(self, ("id", "title", "author", "body_html", "summary"))
+        if self.source_name is not None:
+            make_xml_safe(self, ("source_name",))
 
     # An Article loaded from the reader's cache may leave its body on disk until it is first
     # read (`_lazy_body`, an object with a `read()` method): a warm read of 10,000 articles

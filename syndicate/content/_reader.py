@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.content._article import ReaderOptions, parse_article
+from syndicate.content._external import SnapshotReader
 from syndicate.content._model import Article, Category
 from syndicate.content._text import slugify
 from syndicate.errors import ContentError, Problem
@@ -330,6 +331,7 @@ class CorpusMemory:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._kept: _Kept | None = None
+        self.external = SnapshotReader()  # the other sites' articles (syndicate.content._external)
 
     def recall(self, store: _Cache, folder: Path, rules: tuple[CategoryRule, ...]) -> _Kept | None:
         kept = self._kept
