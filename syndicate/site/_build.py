@@ -90,7 +90,7 @@ class _Site:
 
 def site_info(settings: Settings) -> SiteInfo:
     site = settings.site
-    return SiteInfo(site.title, site.description, site.language, site.author, site.timezone)
+    return SiteInfo(site.title, site.description, site.language, site.author, site.timezone, settings.websub.hubs)
 
 
 def _digest(*parts: object) -> str:
@@ -114,7 +114,7 @@ def _code_fingerprint() -> str:
 def _settings_fingerprint(settings: Settings) -> str:
     return _digest(
         _code_fingerprint(),
-        settings.site.model_dump_json(), settings.feeds.model_dump_json(),
+        settings.site.model_dump_json(), settings.feeds.model_dump_json(), settings.websub.hubs,
         json.dumps({k: v.model_dump(mode="json") for k, v in settings.categories.items()}, sort_keys=True),
         settings.content.date_format, settings.content.summary_length,
     )
