@@ -123,8 +123,9 @@ def _item(entry: feedparser.FeedParserDict) -> RemoteItem:
         link=link if isinstance(link, str) and link.startswith(("http://", "https://")) else None,
         title=_text(entry.get("title")) or "",
         author=_text(entry.get("author")),
-        published=_when(entry.get("published_parsed")),
-        updated=_when(entry.get("updated_parsed")),
+        # dict.get: feedparser's own get() answers for `updated_parsed` with the published date.
+        published=_when(dict.get(entry, "published_parsed")),
+        updated=_when(dict.get(entry, "updated_parsed")),
         content_html=_html(full),
         summary_html=_html(summary),
         enclosures=tuple(enclosures[:10]),

@@ -168,9 +168,16 @@ class Sources:
 
     # -- fetching
 
-    def fetch(self, name: str, now: datetime, *, dry_run: bool = False) -> FetchReport:
-        """Fetch source `name` now (due or not) and store what changed; with `dry_run`, store
-        nothing and send no conditional headers: the report's articles say what the items would become."""
+    def fetch(self, name: str, now: datetime, *, dry_run: bool = False, publish: bool = True) -> FetchReport:
+        """Fetch source `name` now (due or not), store what changed and (with `publish`) publish;
+        with `dry_run`, store nothing and send no conditional headers: the report's articles say
+        what the items would become."""
+        report = self._fetch(name, now, dry_run)
+        if publish and report.changed and not dry_run:
+            self.publish()
+        return report
+
+    def _fetch(self, name: str, now: datetime, dry_run: bool) -> FetchReport:
         settings = self.sources[name]
         state = self.store.state(name) or FeedState(name, settings.url)
         if state.url != settings.url:  # a new address: its validators mean nothing there
@@ -287,7 +294,7 @@ class Sources:
         if stop is not None and stop.is_set():
             return FetchReport(name, "skipped", error="shutting down")
         try:
-            return self.fetch(name, now)
+            return self._fetch(name, now, False)
         except Exception as e:  # e.g. the database went away: this source's problem, the others go on
             log.exception("source fetch failed source=%s", name)
             return FetchReport(name, "error", error=f"{type(e).__name__}: {e}")
