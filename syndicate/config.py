@@ -223,10 +223,10 @@ Regex = Annotated[str | None, AfterValidator(_check_regex)]
 class SourceSettings(Section):
     """`[sources.NAME]`: another site's feed whose items become articles of `categories`."""
 
-    url: HttpUrl
-    categories: tuple[str, ...] = Field(min_length=1)
+    url: HttpUrl = Field(description="the feed's address (RSS, Atom or JSON Feed); required")
+    categories: tuple[str, ...] = Field(min_length=1, description="the categories its items are published in; required")
     title: str | None = Field(None, description="the source's name as shown (default: the feed's own title)")
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: not fetched, and its items are not published")
     interval: int = Field(3600, ge=60, description="seconds between fetches")
     max_items: int = Field(50, ge=1, le=1000, description="newest items kept and published")
     include: Regex = Field(None, description="only items whose title or text match this regex")
@@ -237,16 +237,16 @@ class SourceSettings(Section):
 class WebSubSettings(Section):
     """`[websub]`: hubs announced in every feed and told when a feed changed."""
 
-    hubs: tuple[HttpUrl, ...] = ()
-    retries: int = Field(3, ge=0, le=10)
-    timeout: float = Field(10.0, gt=0)
+    hubs: tuple[HttpUrl, ...] = Field((), description="hub URLs; empty: no WebSub")
+    retries: int = Field(3, ge=0, le=10, description="retries of a failed announcement (0.5 s, 1 s, 2 s, ...)")
+    timeout: float = Field(10.0, gt=0, description="seconds to wait for a hub's answer")
 
 
 class WatchSettings(Section):
     """`[watch]`: the service rebuilds as soon as the content folder changes."""
 
-    enabled: bool = True
-    debounce_ms: int = Field(50, ge=1, le=10_000)
+    enabled: bool = Field(True, description="watch the content folder (false: rebuild every [schedule] rebuild_interval only)")
+    debounce_ms: int = Field(50, ge=1, le=10_000, description="most milliseconds a burst of changes is gathered before a rebuild")
 
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from annotated_types import Ge, Gt, Le
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from syndicate.config import Settings
 
@@ -42,7 +43,14 @@ SECTIONS = {
     "schedule": "What `syndicate run` does by itself, and how often.",
     "http": "The HTTP server of `syndicate run` and the admin API.",
     "logging": "Log output (one line per event, on stderr).",
+    # issue 15
+    "sources": "Optional, one table per external feed (`[sources.garden]`): its items become articles of `categories`, "
+               "naming and linking their source. `syndicate sources list|fetch|check`.",
+    "websub": "WebSub: hubs every feed announces (`<link rel=\"hub\">`) and that `syndicate run` tells when a feed changed.",
+    "watch": "`syndicate run` watches the content folder and rebuilds within the debounce window of a save.",
 }
+# Sections that are tables of named tables, with the name their example uses.
+NAMED_TABLES = {"categories": "sports", "sources": "garden"}
 
 DESCRIPTIONS = {
     "site.title": "The site's name, in feeds, pages and email subjects.",
@@ -143,6 +151,12 @@ EXAMPLES: dict[str, Any] = {
     "smtp.ca_file": "/etc/ssl/private-ca.pem",
     "http.host": "0.0.0.0",
     "logging.level": "WARNING",
+    "sources.url": "https://gardennotes.example/feed/",
+    "sources.categories": ["garden"],
+    "sources.title": "Garden Notes",
+    "sources.include": "(?i)tomato|compost",
+    "sources.exclude": "(?i)sponsored",
+    "websub.hubs": ["https://pubsubhubbub.appspot.com/"],
 }
 
 
@@ -251,11 +265,11 @@ def render() -> str:
     for key in config_keys():
         by_section.setdefault(key.section, []).append(key)
     for section, keys in by_section.items():
-        table = "categories.sports" if section == "categories" else section
+        table = f"{section}.{NAMED_TABLES[section]}" if section in NAMED_TABLES else section
         lines += [f"## [{section}]", "", SECTIONS.get(section, ""), "",
                   "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         for key in keys:
-            default = "(unset)" if key.default is None else f"`{_cell(toml_value(key.default))}`"
+            default = "(unset)" if key.default is None else "(required)" if key.default is PydanticUndefined else f"`{_cell(toml_value(key.default))}`"
             lines.append(f"| `{key.key}` | {_cell(key.kind)} | {default} | {_cell(key.description or 'UNDOCUMENTED')} |")
         lines += ["", "Example:", "", "```toml", f"[{table}]"]
         lines += [f"{key.key} = {toml_value(key.example)}" for key in keys if key.example is not None]

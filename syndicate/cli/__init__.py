@@ -101,6 +101,8 @@ COMMANDS = {
     "preview": "syndicate.cli.preview:preview",
     "send": "syndicate.cli.send:send",
     "status": "syndicate.cli.status:status",
+    # issue 15
+    "sources": "syndicate.cli.sources:sources",
 }
 
 

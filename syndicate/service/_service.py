@@ -25,14 +25,18 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.config import Settings, read_secret
+from syndicate.content._external import snapshot_path
 from syndicate.content._reader import CorpusMemory
 from syndicate.delivery._service import DeliveryService
 from syndicate.errors import SyndicateError
 from syndicate.service._clock import utc_now
 from syndicate.service._lease import Lease, LeaseKeeper
-from syndicate.service._scheduler import JobSpec, Scheduler, delivery_jobs
+from syndicate.service._scheduler import JobSpec, Scheduler, delivery_jobs, source_jobs
+from syndicate.service._watch import ContentWatcher
 from syndicate.site._build import BuildReport, build_site
+from syndicate.sources import Sources, sources_from_settings
 from syndicate.storage._database import Database, open_database
+from syndicate.websub import HubNotifier, changed_feed_urls
 from syndicate.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -136,6 +140,11 @@ class Service:
         self._server: uvicorn.Server | None = None
         self.resumer: threading.Thread | None = None  # works the runs a crash left queued (see open())
         self.articles = CorpusMemory()  # the rebuilds and the web app re-read only changed articles
+        # issue 15: other sites' feeds, the content watcher, WebSub announcements
+        self.sources: Sources | None = None
+        self.watcher: ContentWatcher | None = None
+        self.hubs = HubNotifier(settings.websub.hubs, retries=settings.websub.retries, timeout=settings.websub.timeout)
+        self._build_lock = threading.Lock()  # the watcher, the scheduler and start-up take turns
 
     # -- start-up
 
@@ -147,6 +156,9 @@ class Service:
         recovered = self.delivery.recover(now)
         if recovered:
             log.info("outbox recovered %d deliveries left in flight by the last run", recovered)
+        if self.settings.sources:
+            self.sources = sources_from_settings(self.settings, self.database)
+            self._publish_sources()
         report = self.rebuild()
         if self.delivery is not None:  # after the build: the article cache is fresh, so the two never both write it
             self.resumer = threading.Thread(target=self._resume, name="outbox-resume", daemon=True)
@@ -167,14 +179,38 @@ class Service:
                      report.run_id, report.status, report.sent, report.retrying, report.failed)
 
     def rebuild(self) -> BuildReport:
-        report = build_site(self.settings, memory=self.articles)
+        with self._build_lock:
+            report = build_site(self.settings, memory=self.articles)
         for problem in report.problems:
             log.warning("build problem: %s", problem)
+        self.hubs.submit(changed_feed_urls(report.written, base_url=self.settings.site.base_url,
+                                           feeds_folder=self.settings.feeds.folder))
         return report
+
+    def _publish_sources(self) -> None:
+        """The sources' snapshot from the database, as the config now says (titles, categories, enabled)."""
+        assert self.sources is not None
+        try:
+            self.sources.publish()
+        except Exception:  # the last snapshot stays published; the next fetch writes it again
+            log.exception("cannot publish the sources' articles")
 
     def jobs(self) -> tuple[JobSpec, ...]:
         assert self.delivery is not None, "open() first"
-        return delivery_jobs(self.settings, self.delivery, self.rebuild)
+        jobs = delivery_jobs(self.settings, self.delivery, self.rebuild)
+        return jobs + (source_jobs(self.sources, self.rebuild) if self.sources is not None else ())
+
+    def start_watching(self) -> None:
+        """Rebuild as soon as the content folder (or the sources' snapshot) changes, in this process
+        whether it holds the scheduler lease or not ([watch] enabled)."""
+        if not self.settings.watch.enabled:
+            log.info("content watching disabled; rebuilding every %d s", self.settings.schedule.rebuild_interval)
+            return
+        folders = [self.settings.content.folder]
+        if self.settings.sources:
+            folders.append(snapshot_path(self.settings.var_folder).parent)
+        self.watcher = ContentWatcher(folders, self.rebuild, debounce_ms=self.settings.watch.debounce_ms)
+        self.watcher.start()
 
     def start_scheduler(self) -> None:
         """Take part in the scheduler lease: run the scheduler while holding it, stand by otherwise."""
@@ -285,6 +321,9 @@ class Service:
     def close(self) -> None:
         """Stop taking new work, let the message in flight finish, stop the scheduler, release the lease."""
         self.stopping.set()
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.hubs.close()
         if self.keeper is not None:
             self.keeper.stop()
         else:

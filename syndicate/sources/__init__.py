@@ -2,10 +2,10 @@
 
 from syndicate.sources._fetch import Fetched, FetchPolicy, HostGate, fetch_feed
 from syndicate.sources._parse import FeedError, ParsedFeed, RemoteItem, parse_feed
-from syndicate.sources._sources import FetchReport, Sources, SourceStatus, check_url, to_article
+from syndicate.sources._sources import FetchReport, Sources, SourceStatus, check_url, sources_from_settings, to_article
 from syndicate.sources._store import FeedState, SourceStore, StoredItem
 
 __all__ = [
     "FeedError", "FeedState", "FetchPolicy", "FetchReport", "Fetched", "HostGate", "ParsedFeed", "RemoteItem",
-    "SourceStatus", "SourceStore", "Sources", "StoredItem", "check_url", "fetch_feed", "parse_feed", "to_article",
+    "SourceStatus", "SourceStore", "Sources", "StoredItem", "check_url", "fetch_feed", "parse_feed", "sources_from_settings", "to_article",
 ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from syndicate.config import SourceSettings
+from syndicate.config import Settings, SourceSettings
 from syndicate.content._external import snapshot_path, write_snapshot
 from syndicate.content._model import Article, Category
 from syndicate.content._text import plain_text, slugify
@@ -364,3 +364,9 @@ def check_url(url: str, now: datetime, *, categories: Sequence[str] = ("main",),
     articles = tuple(to_article("check", settings, _stored("check", key, item, None, now), feed.title or url, summary_length)
                      for key, item in keyed if key is not None)
     return fetched, feed, articles, None
+
+
+def sources_from_settings(settings: Settings, database: Database, *, policy: FetchPolicy = FetchPolicy()) -> Sources:
+    """The configured sources over `database` (for the composition root, syndicate.wiring, once it exists)."""
+    return Sources(database, settings.sources, var_folder=settings.var_folder,
+                   summary_length=settings.content.summary_length, policy=policy)

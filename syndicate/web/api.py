@@ -194,6 +194,7 @@ def api_router(context: WebContext, *, delivery: Any, runner: Runner, admin_toke
         else:
             result["recent_runs"], result["outbox"] = [], None
         result["subscribers"] = {s.value: store.count(s) for s in SubscriberStatus}
+        result["sources"] = _source_statuses(context)
         return result
 
     @router.post("/build")
@@ -210,6 +211,15 @@ def api_router(context: WebContext, *, delivery: Any, runner: Runner, admin_toke
 
     _subscriber_routes(router, context)
     return router
+
+
+def _source_statuses(context: WebContext) -> list[dict[str, Any]]:
+    """Each external source's last fetch, status, items and next fetch (syndicate.sources)."""
+    if not context.settings.sources:
+        return []
+    from syndicate.sources import sources_from_settings
+
+    return [s.as_json() for s in sources_from_settings(context.settings, context.store.database).statuses()]
 
 
 def _send_request(body: SendBody) -> SendRequest:
