@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from syndicate.config import Settings
@@ -36,11 +37,22 @@ def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bo
         folder or settings.content.folder,
         reader_options(settings),
         rules=rules,
-        cache=settings.content.cache if use_cache and folder is None else None,
+        cache=cache_for(settings, folder) if use_cache else None,
         memory=memory,
         writer=writer,
     )
     return with_external(corpus, settings, rules, memory)
+
+
+def cache_for(settings: Settings, folder: Path | None) -> Path:
+    """The article cache of `folder`: the configured cache for the configured folder, one beside it
+    per other folder (named by a hash of its absolute path), so `build --content DIR` is incremental too."""
+    configured = settings.content.folder
+    if folder is None or Path(folder).resolve() == Path(configured).resolve():
+        return settings.content.cache
+    cache = settings.content.cache
+    key = hashlib.blake2b(str(Path(folder).resolve()).encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+    return cache.with_name(f"{cache.stem}-{key}{cache.suffix}")
 
 
 def with_external(corpus: Corpus, settings: Settings, rules: tuple[CategoryRule, ...],
