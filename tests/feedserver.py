@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 
 @dataclass
@@ -39,6 +40,8 @@ class FeedServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[Seen] = []
+        self.posts: list[tuple[str, dict[str, list[str]]]] = []
+        self.refuse_posts = 0  # answer that many POSTs 503 first
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -49,6 +52,17 @@ class FeedServer:
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def do_POST(self) -> None:  # noqa: N802  (a WebSub hub: records hub.mode and hub.url)
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode("ascii", "replace"))
+                with server._lock:
+                    server.posts.append((self.path, form))
+                    refuse = server.refuse_posts > 0
+                    server.refuse_posts -= refuse
+                self.send_response(503 if refuse else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_GET(self) -> None:  # noqa: N802
                 with server._lock:
@@ -70,6 +84,12 @@ class FeedServer:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def announced(self, path: str = "/hub", since: int = 0) -> list[str]:
+        """The topics (hub.url) published to the hub at `path` (from its `since`-th POST on), in order."""
+        with self._lock:
+            return [url for p, form in self.posts[since:] if p == path and form.get("hub.mode") == ["publish"]
+                    for url in form.get("hub.url", [])]
 
     def hits(self, path: str) -> list[Seen]:
         return [r for r in self.requests if r.path == path]

@@ -1,0 +1,85 @@
+"""`syndicate run` (a real subprocess) rebuilds as soon as an article is saved, leader or not,
+and tells a WebSub hub (a real HTTP server in the test) about exactly the feeds that changed."""
+
+from __future__ import annotations
+
+import time
+
+import feedparser
+import httpx
+
+from syndicate.config import settings_from_mapping
+from syndicate.content._load import cache_for, load_corpus
+from tests.feedserver import feed_server
+from tests.service_helpers import RunningService, write_config
+from tests.site_helpers import write_article
+
+BASE = "http://127.0.0.1:8000"
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def feeds(*slugs: str) -> set[str]:
+    return {f"{BASE}/feeds/{slug}{suffix}" for slug in slugs for suffix in (".rss.xml", ".atom.xml", ".json")}
+
+
+def test_a_save_is_served_within_a_second_and_exactly_the_changed_feeds_are_announced(tmp_path):
+    content = tmp_path / "content"
+    write_article(content, "alpha", title="Alpha", categories=["Science"], date="2026-11-20T10:00:00+00:00")
+    write_article(content, "beta", title="Beta", categories=["Sport"], date="2026-11-21T10:00:00+00:00")
+    with feed_server() as hub:
+        hub.refuse_posts = 1  # the hub's first answer is a 503: that announcement is retried
+        config = write_config(tmp_path, content=content, extra=f"""
+[websub]
+hubs = ["{hub.url('/hub')}"]
+
+[watch]
+debounce_ms = 50
+""")
+        with RunningService(config, "--no-scheduler") as service:  # not the scheduler's leader: it still watches
+            base = service.base_url
+            service.wait_for("watching for changes")
+            first = wait_until(lambda: len(hub.announced()) == 10 and hub.announced(), 15, "the first build announced")
+            assert set(first) == feeds("all", "science", "sport")
+            assert first.count(first[0]) == 2  # refused once, then accepted
+            served = feedparser.parse(httpx.get(f"{base}/feeds/all.atom.xml").content)
+            assert {(link.rel, link.href) for link in served.feed.links} >= {("hub", hub.url("/hub")), ("self", f"{BASE}/feeds/all.atom.xml")}
+            time.sleep(0.6)  # the watch is in place
+
+            before = len(hub.posts)
+            started = time.monotonic()
+            write_article(content, "alpha", title="Alpha, edited", categories=["Science"], date="2026-11-20T10:00:00+00:00")
+            wait_until(lambda: b"Alpha, edited" in httpx.get(f"{base}/feeds/science.rss.xml").content, 5, "the edit served")
+            elapsed = time.monotonic() - started
+            assert elapsed < 1.0, f"the edit took {elapsed:.2f} s to reach the served feed"
+
+            wait_until(lambda: len(hub.announced(since=before)) >= 6, 10, "the edit announced")
+            time.sleep(0.5)  # nothing else comes
+            changed = hub.announced(since=before)
+            assert sorted(changed) == sorted(feeds("all", "science"))
+        assert "rebuilt after a change" in service.output
+
+
+def test_build_with_another_content_folder_is_incremental_and_keeps_its_own_cache(tmp_path):
+    settings = settings_from_mapping({
+        "content": {"folder": str(tmp_path / "content"), "cache": str(tmp_path / "var" / "cache" / "articles.pickle")},
+    })
+    other = tmp_path / "elsewhere"
+    for i in range(5):
+        write_article(other, f"a{i}", title=f"Other {i}", categories=["News"], date="2026-11-20T10:00:00+00:00")
+    write_article(tmp_path / "content", "a0", title="Configured", categories=["News"], date="2026-11-20T10:00:00+00:00")
+    assert load_corpus(settings, other).parsed == 5
+    again = load_corpus(settings, other)
+    assert again.parsed == 0 and len(again.articles) == 5
+    assert cache_for(settings, other) != settings.content.cache and cache_for(settings, other).exists()
+    # The configured folder has its own cache: same file names, other articles.
+    assert [a.title for a in load_corpus(settings).articles] == ["Configured"]
+    assert load_corpus(settings, other).parsed == 0
