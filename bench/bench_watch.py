@@ -28,11 +28,11 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import generate  # noqa: E402
+from generate import generate
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from syndicate.content._text import slugify  # noqa: E402
+from syndicate.content._text import slugify
 
 CONFIG = """[site]
 title = "Bench"

@@ -53,7 +53,7 @@ class FeedServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802  (a WebSub hub: records hub.mode and hub.url)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(length).decode("ascii", "replace"))
                 with server._lock:
@@ -64,7 +64,7 @@ class FeedServer:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 with server._lock:
                     server.requests.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()}))
                     server.in_flight += 1

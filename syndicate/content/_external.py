@@ -17,7 +17,6 @@ from dataclasses import replace
 from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from syndicate.content._model import Article, Category

@@ -36,8 +36,8 @@ from syndicate.service._watch import ContentWatcher
 from syndicate.site._build import BuildReport, build_site
 from syndicate.sources import Sources, sources_from_settings
 from syndicate.storage._database import Database, open_database
-from syndicate.websub import HubNotifier, changed_feed_urls
 from syndicate.web.app import create_app
+from syndicate.websub import HubNotifier, changed_feed_urls
 
 log = logging.getLogger(__name__)
 

@@ -40,6 +40,9 @@ class FetchPolicy:
     user_agent: str = USER_AGENT
 
 
+DEFAULT_POLICY = FetchPolicy()
+
+
 @dataclass(frozen=True)
 class Fetched:
     """What one fetch got: a body (status 200), nothing new (304), or an error (`error` set)."""
@@ -91,7 +94,7 @@ def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
 
 
 def fetch_feed(url: str, *, etag: str | None, last_modified: str | None, now: datetime,
-               policy: FetchPolicy = FetchPolicy(), gate: HostGate | None = None) -> Fetched:
+               policy: FetchPolicy = DEFAULT_POLICY, gate: HostGate | None = None) -> Fetched:
     """GET `url` within `policy`; never raises for what the network or the server does."""
     headers = {"User-Agent": policy.user_agent, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"}
     if etag:

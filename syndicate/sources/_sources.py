@@ -23,7 +23,7 @@ from syndicate.config import Settings, SourceSettings
 from syndicate.content._external import snapshot_path, write_snapshot
 from syndicate.content._model import Article, Category
 from syndicate.content._text import plain_text, slugify
-from syndicate.sources._fetch import Fetched, FetchPolicy, HostGate, fetch_feed
+from syndicate.sources._fetch import DEFAULT_POLICY, Fetched, FetchPolicy, HostGate, fetch_feed
 from syndicate.sources._parse import FeedError, ParsedFeed, RemoteItem, parse_feed
 from syndicate.sources._store import FeedState, SourceStore, StoredItem
 from syndicate.storage._database import Database
@@ -157,7 +157,7 @@ class Sources:
     """
 
     def __init__(self, database: Database, sources: Mapping[str, SourceSettings], *, var_folder: Path,
-                 summary_length: int = 300, policy: FetchPolicy = FetchPolicy(), gate: HostGate | None = None) -> None:
+                 summary_length: int = 300, policy: FetchPolicy = DEFAULT_POLICY, gate: HostGate | None = None) -> None:
         self.store = SourceStore(database)
         self.sources = dict(sources)
         self.var_folder = var_folder
@@ -350,7 +350,7 @@ class Sources:
 
 
 def check_url(url: str, now: datetime, *, categories: Sequence[str] = ("main",), summary_length: int = 300,
-              policy: FetchPolicy = FetchPolicy()) -> tuple[Fetched, ParsedFeed | None, tuple[Article, ...], str | None]:
+              policy: FetchPolicy = DEFAULT_POLICY) -> tuple[Fetched, ParsedFeed | None, tuple[Article, ...], str | None]:
     """What `url`'s items would become as a source (nothing stored): the fetch, the feed, the articles, an error."""
     fetched = fetch_feed(url, etag=None, last_modified=None, now=now, policy=policy)
     if fetched.error is not None:
@@ -366,7 +366,7 @@ def check_url(url: str, now: datetime, *, categories: Sequence[str] = ("main",),
     return fetched, feed, articles, None
 
 
-def sources_from_settings(settings: Settings, database: Database, *, policy: FetchPolicy = FetchPolicy()) -> Sources:
+def sources_from_settings(settings: Settings, database: Database, *, policy: FetchPolicy = DEFAULT_POLICY) -> Sources:
     """The configured sources over `database` (for the composition root, syndicate.wiring, once it exists)."""
     return Sources(database, settings.sources, var_folder=settings.var_folder,
                    summary_length=settings.content.summary_length, policy=policy)
