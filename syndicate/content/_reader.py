@@ -16,12 +16,13 @@ import pickle
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path, PurePosixPath
+from stat import S_ISREG
 from typing import NamedTuple
 
 from syndicate import __version__
@@ -91,6 +92,30 @@ def _scan(folder: Path) -> list[tuple[str, os.stat_result]]:
                     found.append((prefix + name, entry.stat()))
     found.sort()
     return found
+
+
+def _scan_changed(folder: Path, cached: Mapping[str, _Entry], changed: Collection[str]) -> list[tuple[str, os.stat_result | None]] | None:
+    """What `_scan` would find when only `changed` files can differ from `cached`: the cached
+    paths with no stat (unchanged), the changed ones stat-ed (gone ones left out), by path;
+    None when a changed path is not a plain article file (a folder: scan everything)."""
+    found: dict[str, os.stat_result | None] = dict.fromkeys(cached)
+    added = False
+    base = str(folder)
+    for rel in changed:
+        if not rel.endswith(".md") or any(part.startswith(".") for part in rel.split("/")):
+            return None
+        try:
+            stat = os.stat(f"{base}/{rel}")
+        except FileNotFoundError:
+            found.pop(rel, None)
+            continue
+        except OSError:
+            return None
+        if not S_ISREG(stat.st_mode):
+            return None
+        added = added or rel not in found
+        found[rel] = stat
+    return sorted(found.items(), key=itemgetter(0)) if added else list(found.items())
 
 
 # One file to read: (relative path, absolute path, the content hash the cache knows or "", options).
@@ -431,20 +456,24 @@ def read_corpus(
     workers: int | None = None,
     memory: CorpusMemory | None = None,
     writer: CacheWriter | None = None,
+    changed: Collection[str] | None = None,
 ) -> Corpus:
     """Read every article under `folder`; see the module docstring. A `memory` (with a `cache`)
     keeps what this read found for the next one in the same process; a `writer` (without a
-    memory) writes the cache while the caller goes on."""
+    memory) writes the cache while the caller goes on. `changed` (with a memory): the only
+    files that can have changed since the memory's read (relative paths, from a watcher of
+    the folder), so the other 10,000 are not stat-ed; None: look at every file."""
     folder, rules = Path(folder), tuple(rules)
     with gc_paused():
         if memory is None or cache is None:
             return _read_corpus(folder, options, rules, cache, workers, None, writer)
         with memory.lock:
-            return _read_corpus(folder, options, rules, cache, workers, memory, None)
+            return _read_corpus(folder, options, rules, cache, workers, memory, None, changed)
 
 
 def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule, ...], cache: Path | None,
-                 workers: int | None, memory: CorpusMemory | None, writer: CacheWriter | None) -> Corpus:
+                 workers: int | None, memory: CorpusMemory | None, writer: CacheWriter | None,
+                 hint: Collection[str] | None = None) -> Corpus:
     if not folder.is_dir():
         problem = Problem(folder, 0, "content folder not found")
         return Corpus((), (), (problem,), (), 0, 0)
@@ -462,8 +491,12 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
     jobs: list[_Job] = []
     pending: list[tuple[str, os.stat_result, _Entry | None]] = []
     base = str(folder)
-    for rel, stat in _scan(folder):
+    scanned = _scan_changed(folder, cached, hint) if kept is not None and hint is not None else None
+    for rel, stat in scanned if scanned is not None else _scan(folder):
         old = cached.get(rel)
+        if stat is None:  # not among the changed files: as it was
+            entries[rel] = old  # type: ignore[assignment]
+            continue
         if old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
             entries[rel] = old
             continue

@@ -15,7 +15,7 @@ import signal
 import socket
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -178,9 +178,11 @@ class Service:
             log.info("resumed run=%s status=%s sent=%s retrying=%s failed=%s",
                      report.run_id, report.status, report.sent, report.retrying, report.failed)
 
-    def rebuild(self) -> BuildReport:
+    def rebuild(self, changed: Collection[str] | None = None) -> BuildReport:
+        """Bring the output up to date: every article and output looked at, or (`changed`, from
+        the watcher) only the files that changed (syndicate.site._build.build_site)."""
         with self._build_lock:
-            report = build_site(self.settings, memory=self.articles)
+            report = build_site(self.settings, memory=self.articles, changed=changed)
         for problem in report.problems:
             log.warning("build problem: %s", problem)
         self.hubs.submit(changed_feed_urls(report.written, base_url=self.settings.site.base_url,

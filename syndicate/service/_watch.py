@@ -33,9 +33,10 @@ class _Filter(watchfiles.DefaultFilter):
 
 
 class ContentWatcher:
-    """Calls `rebuild()` after changes under `folders`, from a thread of its own, until stopped."""
+    """Calls `rebuild(paths)` after changes under `folders` (`paths`: the files that changed), from a
+    thread of its own, until stopped."""
 
-    def __init__(self, folders: Sequence[Path], rebuild: Callable[[], object], *, debounce_ms: int = 50,
+    def __init__(self, folders: Sequence[Path], rebuild: Callable[[set[str]], object], *, debounce_ms: int = 50,
                  force_polling: bool | None = None) -> None:
         self.folders = tuple(folders)
         self.rebuild = rebuild
@@ -74,7 +75,7 @@ class ContentWatcher:
                 continue
             started = time.perf_counter()
             try:
-                self.rebuild()
+                self.rebuild({path for _change, path in batch})
             except Exception:  # the next change tries again; the service keeps serving
                 log.exception("rebuild after a content change failed")
                 continue

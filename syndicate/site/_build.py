@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -361,19 +361,40 @@ def build_site(
     output: Path | None = None,
     workers: int | None = None,
     memory: CorpusMemory | None = None,
+    changed: Collection[str] | None = None,
 ) -> BuildReport:
     """Read the corpus (incrementally) and bring every feed and page under the output folder up to date.
 
     `content` and `output` override the configured folders; `workers` the configured
     `[feeds] workers` (default: every core); `memory` keeps the articles in a long-running
     process from one build to the next (syndicate.content._reader.CorpusMemory).
+
+    `changed` (with a `memory`): the paths a watcher saw change since the last build of this
+    process (syndicate.service._watch). Only those articles are looked at, and an output whose
+    fingerprint is the one its manifest records is trusted without a stat (a file changed or
+    removed behind the service's back is caught by the next full rebuild, every
+    `[schedule] rebuild_interval`).
     """
     with gc_paused(), CacheWriter() as writer:  # the article cache is written while the build renders
-        return _build(settings, content, output, workers, memory, writer)
+        return _build(settings, content, output, workers, memory, writer, changed if memory is not None else None)
+
+
+def _relative(paths: Collection[str], folder: Path) -> list[str] | None:
+    """The paths under `folder`, relative with / separators (the others are not articles); None
+    when the folder itself changed (look at everything)."""
+    base = os.path.realpath(folder)
+    inside = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real == base:
+            return None
+        if real.startswith(base + os.sep):
+            inside.append(os.path.relpath(real, base).replace(os.sep, "/"))
+    return inside
 
 
 def _build(settings: Settings, content: Path | None, output: Path | None, workers: int | None,
-           memory: CorpusMemory | None, writer: CacheWriter) -> BuildReport:
+           memory: CorpusMemory | None, writer: CacheWriter, changed: Collection[str] | None = None) -> BuildReport:
     folder = Path(output or settings.output.folder).resolve()
     source = Path(content or settings.content.folder)
     if not source.is_dir():  # never mistake a mistyped folder for "every article was removed"
@@ -381,7 +402,8 @@ def _build(settings: Settings, content: Path | None, output: Path | None, worker
         return BuildReport(folder, folder / settings.feeds.folder, 0, 0, (), 0, (), (problem,), ())
     clock = [time.perf_counter()]
     new = not folder.exists()  # a first build: every file is new
-    corpus = load_corpus(settings, content, memory=memory, writer=writer)
+    hint = _relative(changed, source) if changed is not None else None
+    corpus = load_corpus(settings, content, memory=memory, writer=writer, changed=hint)
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)
@@ -391,7 +413,10 @@ def _build(settings: Settings, content: Path | None, output: Path | None, worker
     last = _load_manifest(manifest_file, context)
     manifest = last or {}
     where = str(folder)
-    todo = [o for o in outputs if not _is_current(o, manifest.get(o.path), where)]
+    if changed is not None:  # a watcher's rebuild: the manifest is trusted (see build_site)
+        todo = [o for o in outputs if o.path not in manifest or manifest[o.path][0] != o.fingerprint]
+    else:
+        todo = [o for o in outputs if not _is_current(o, manifest.get(o.path), where)]
     new_paths = {o.path: ("", 0, 0) for o in todo if o.path not in manifest}
     if new_paths and last is not None:  # known before they exist: a crash now cannot hide them from the clean-up
         _write_manifest(manifest_file, where, context, {**manifest, **new_paths})
