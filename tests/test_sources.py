@@ -299,3 +299,13 @@ def test_the_stop_event_skips_sources_not_yet_started(database, tmp_path, server
     stop.set()
     assert [r.status for r in sources.fetch_due(NOW, stop)] == ["skipped"]
     assert server.requests == []
+
+
+def test_the_same_item_twice_in_one_document_is_kept_once(database, tmp_path, server):
+    server.routes["/f"] = Route(rss(("g1", "https://b.example/1", "Once", "Mon, 30 Nov 2026 10:00:00 GMT"),
+                                    ("g2", "https://b.example/1", "Once again", "Mon, 30 Nov 2026 09:00:00 GMT"),
+                                    ("g3", "https://b.example/3", "Other", "Mon, 30 Nov 2026 08:00:00 GMT"),
+                                    ("g3", "https://b.example/3b", "Other copy", "Mon, 30 Nov 2026 07:00:00 GMT")))
+    sources = make_sources(database, tmp_path, server, blog={"url": "/f"})
+    assert sources.fetch("blog", NOW).new == 2
+    assert sorted(a.title for a in published(tmp_path)) == ["Once", "Other"]

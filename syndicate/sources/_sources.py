@@ -246,9 +246,11 @@ class Sources:
                 continue
             old = (by_guid.get(item.guid) if item.guid else None) or (by_link.get(item.link) if item.link else None) or by_key.get(key)
             stored = _stored(name, key, item, old, now)
-            if stored.item_key in taken:  # the same item twice in one document
+            if stored.item_key in taken or (item.link and item.link in taken):  # the same item twice in one document
                 continue
             taken.add(stored.item_key)
+            if item.link:
+                taken.add(item.link)
             if old is None:
                 new.append(stored)
             elif old.content_hash != stored.content_hash or old.guid != stored.guid:
