@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from syndicate.config import SourceSettings
-from syndicate.content._external import read_snapshot, snapshot_path
+from syndicate.content import read_snapshot, snapshot_path
 from syndicate.sources import FetchPolicy, Sources
 from tests.feedserver import FeedServer, Route, feed_server
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import feedparser
 import httpx
 
-from syndicate.sources import sources_from_settings
+from syndicate.wiring import make_sources
 from tests.feedserver import Route, feed_server
 from tests.test_cli_check import run
 from tests.test_sources import GOOD
@@ -83,7 +83,7 @@ def test_the_sources_state_is_in_the_api_status(tmp_path):
         server.routes["/feed"] = Route(GOOD)
         sections = {"sources": {"blog": {"url": server.url("/feed"), "categories": ["main"]}}}
         with serve(tmp_path, sections=sections) as site:
-            sources_from_settings(site.settings, site.database).fetch("blog", datetime(2026, 12, 1, tzinfo=UTC))
+            make_sources(site.settings, site.database).fetch("blog", datetime(2026, 12, 1, tzinfo=UTC))
             status = httpx.get(f"{site.url}/api/status", headers=AUTH).json()
     [blog] = status["sources"]
     assert (blog["name"], blog["items"], blog["last_status"], blog["failures"]) == ("blog", 2, "ok", 0)

@@ -9,7 +9,7 @@ import feedparser
 import httpx
 
 from syndicate.config import settings_from_mapping
-from syndicate.content._load import cache_for, load_corpus
+from syndicate.wiring import content_source, load_corpus
 from tests.feedserver import feed_server
 from tests.service_helpers import RunningService, write_config
 from tests.site_helpers import write_article
@@ -79,14 +79,14 @@ def test_build_with_another_content_folder_is_incremental_and_keeps_its_own_cach
     assert load_corpus(settings, other).parsed == 5
     again = load_corpus(settings, other)
     assert again.parsed == 0 and len(again.articles) == 5
-    assert cache_for(settings, other) != settings.content.cache and cache_for(settings, other).exists()
+    assert content_source(settings).cache_for(other) != settings.content.cache and content_source(settings).cache_for(other).exists()
     # The configured folder has its own cache: same file names, other articles.
     assert [a.title for a in load_corpus(settings).articles] == ["Configured"]
     assert load_corpus(settings, other).parsed == 0
 
 
 def test_a_read_told_which_files_changed_finds_what_a_full_read_finds(tmp_path):
-    from syndicate.content._reader import CorpusMemory
+    from syndicate.content import CorpusMemory
 
     settings = settings_from_mapping({
         "content": {"folder": str(tmp_path / "content"), "cache": str(tmp_path / "var" / "cache" / "articles.pickle")},

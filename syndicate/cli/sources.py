@@ -11,8 +11,8 @@ from rich.table import Table
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.errors import UsageError
-from syndicate.sources import check_url, sources_from_settings
-from syndicate.storage._database import open_database
+from syndicate.sources import check_url
+from syndicate.wiring import Components
 
 
 def _when(moment: datetime | None) -> str:
@@ -36,11 +36,11 @@ def list_sources(app: AppContext) -> None:
     if not settings.sources:
         click.echo("No sources configured (add a [sources.NAME] table with url and categories).")
         return
-    database = open_database(settings)
+    components = Components(settings)
     try:
-        statuses = sources_from_settings(settings, database).statuses()
+        statuses = components.sources.statuses()
     finally:
-        database.close()
+        components.close()
     table = Table(title="Sources", title_justify="left")
     for name in ("name", "title", "categories", "enabled", "items", "last fetch", "status", "failures", "next fetch", "error"):
         table.add_column(name, justify="right" if name in ("items", "failures") else "left")
@@ -67,14 +67,14 @@ def fetch(app: AppContext, ctx: click.Context, name: str | None, dry_run: bool) 
         click.echo("No enabled source to fetch.")
         return
     now = datetime.now(UTC)
-    database = open_database(settings)
+    components = Components(settings)
     try:
-        runner = sources_from_settings(settings, database)
+        runner = components.sources
         reports = [runner.fetch(n, now, dry_run=dry_run, publish=False) for n in names]
         if not dry_run and any(r.changed for r in reports):
             runner.publish()
     finally:
-        database.close()
+        components.close()
     for report in reports:
         if report.status == "error":
             click.echo(f"{report.name}: error: {report.error} (next fetch {_when(report.next_fetch_at)})")

@@ -25,19 +25,18 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.config import Settings, read_secret
-from syndicate.content._external import snapshot_path
-from syndicate.content._reader import CorpusMemory
-from syndicate.delivery._service import DeliveryService
+from syndicate.content import CorpusMemory, snapshot_path
+from syndicate.delivery import DeliveryService
 from syndicate.errors import SyndicateError
-from syndicate.service._clock import utc_now
 from syndicate.service._lease import Lease, LeaseKeeper
 from syndicate.service._scheduler import JobSpec, Scheduler, delivery_jobs, source_jobs
 from syndicate.service._watch import ContentWatcher
-from syndicate.site._build import BuildReport, build_site
-from syndicate.sources import Sources, sources_from_settings
-from syndicate.storage._database import Database, open_database
+from syndicate.site import BuildReport, build_site
+from syndicate.sources import Sources
+from syndicate.storage import Database
 from syndicate.web.app import create_app
 from syndicate.websub import HubNotifier, changed_feed_urls
+from syndicate.wiring import Components, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +139,7 @@ class Service:
         self._server: uvicorn.Server | None = None
         self.resumer: threading.Thread | None = None  # works the runs a crash left queued (see open())
         self.articles = CorpusMemory()  # the rebuilds and the web app re-read only changed articles
+        self.components = Components(settings, environ=self.environ)
         # issue 15: other sites' feeds, the content watcher, WebSub announcements
         self.sources: Sources | None = None
         self.watcher: ContentWatcher | None = None
@@ -151,13 +151,13 @@ class Service:
     def open(self, now: datetime | None = None) -> BuildReport:
         """Open (and migrate) the database, recover the outbox after a crash, build the feeds."""
         now = now or utc_now()
-        self.database = open_database(self.settings)
-        self.delivery = DeliveryService(self.settings, self.database, environ=self.environ)
+        self.database = self.components.database
+        self.delivery = self.components.delivery
         recovered = self.delivery.recover(now)
         if recovered:
             log.info("outbox recovered %d deliveries left in flight by the last run", recovered)
         if self.settings.sources:
-            self.sources = sources_from_settings(self.settings, self.database)
+            self.sources = self.components.sources
             self._publish_sources()
         report = self.rebuild()
         if self.delivery is not None:  # after the build: the article cache is fresh, so the two never both write it
@@ -180,9 +180,9 @@ class Service:
 
     def rebuild(self, changed: Collection[str] | None = None) -> BuildReport:
         """Bring the output up to date: every article and output looked at, or (`changed`, from
-        the watcher) only the files that changed (syndicate.site._build.build_site)."""
+        the watcher) only the files that changed (syndicate.site.build_site)."""
         with self._build_lock:
-            report = build_site(self.settings, memory=self.articles, changed=changed)
+            report = build_site(self.settings, self.components.content, memory=self.articles, changed=changed)
         for problem in report.problems:
             log.warning("build problem: %s", problem)
         self.hubs.submit(changed_feed_urls(report.written, base_url=self.settings.site.base_url,
@@ -289,8 +289,8 @@ class Service:
     def app(self) -> Any:
         """The HTTP application (syndicate.web.app) over this service's database, delivery and scheduler."""
         assert self.database is not None, "open() first"
-        return create_app(self.settings, database=self.database, delivery=self.delivery,
-                          scheduler_status=self.status, environ=self.environ, corpus_memory=self.articles)
+        return create_app(self.components, delivery=self.delivery, scheduler_status=self.status,
+                          corpus_memory=self.articles)
 
     def serve(self, bound: Bound) -> None:
         """Serve HTTP until SIGTERM or SIGINT (uvicorn finishes the requests in progress)."""
@@ -333,6 +333,6 @@ class Service:
         if self.resumer is not None:
             self.resumer.join()  # stops after its message in flight (it watches self.stopping)
         if self.database is not None:
-            self.database.close()
+            self.components.close()
         log.info("stopped cleanly")
 

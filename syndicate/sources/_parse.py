@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import feedparser
 
-from syndicate.content._markdown import sanitize_html
+from syndicate.content import sanitize_html
 
 log = logging.getLogger(__name__)
 

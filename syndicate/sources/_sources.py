@@ -19,14 +19,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from syndicate.config import Settings, SourceSettings
-from syndicate.content._external import snapshot_path, write_snapshot
-from syndicate.content._model import Article, Category
-from syndicate.content._text import plain_text, slugify
+from syndicate.config import SourceSettings
+from syndicate.content import Article, Category, plain_text, slugify, snapshot_path, write_snapshot
 from syndicate.sources._fetch import DEFAULT_POLICY, Fetched, FetchPolicy, HostGate, fetch_feed
 from syndicate.sources._parse import FeedError, ParsedFeed, RemoteItem, parse_feed
 from syndicate.sources._store import FeedState, SourceStore, StoredItem
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 
 log = logging.getLogger(__name__)
 
@@ -367,8 +365,3 @@ def check_url(url: str, now: datetime, *, categories: Sequence[str] = ("main",),
                      for key, item in keyed if key is not None)
     return fetched, feed, articles, None
 
-
-def sources_from_settings(settings: Settings, database: Database, *, policy: FetchPolicy = DEFAULT_POLICY) -> Sources:
-    """The configured sources over `database` (for the composition root, syndicate.wiring, once it exists)."""
-    return Sources(database, settings.sources, var_folder=settings.var_folder,
-                   summary_length=settings.content.summary_length, policy=policy)

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 from syndicate.storage.schema import source_feeds, source_items
 
 

@@ -19,15 +19,16 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from syndicate.subscribers._confirm import send_confirmation
-from syndicate.subscribers._model import WEEKDAYS, Subscriber, SubscriberStatus
-from syndicate.subscribers._store import (
+from syndicate.subscribers import (
+    WEEKDAYS,
+    InvalidLinkError,
     InvalidSubscriberError,
+    Subscriber,
+    SubscriberStatus,
     TransitionError,
     UnknownSubscriberError,
     new_subscriber,
 )
-from syndicate.subscribers._tokens import InvalidLinkError
 from syndicate.web.context import WebContext
 from syndicate.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_field, csrf_ok, new_csrf_nonce, parse_nonce
 
@@ -74,7 +75,7 @@ class Pages:
         settings = self.context.settings
         html = self.environment.get_template(template).render({
             "site_title": settings.site.title, "language": settings.site.language, "labels": LABELS,
-            "csrf": csrf_field(self.context.signer, nonce, now), "errors": {}, **values,
+            "csrf": csrf_field(self.context.signer, nonce, now) if nonce is not None else "", "errors": {}, **values,
         })
         response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
         if fresh:
@@ -300,9 +301,7 @@ def _sign_up(context: WebContext, new: Any) -> None:
         return
 
     def mail() -> None:
-        backend = context.backend_factory() if context.backend_factory else None
-        send_confirmation(context.settings, context.store, subscriber, now=now, backend=backend,
-                          environ=context.environ, categories=context.categories.named(subscriber.categories))
+        context.confirmations.send(subscriber, now=now, categories=context.categories.named(subscriber.categories))
 
     context.runner.start(f"confirmation-{subscriber.id}", mail)
 
