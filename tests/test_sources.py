@@ -309,3 +309,17 @@ def test_the_same_item_twice_in_one_document_is_kept_once(database, tmp_path, se
     sources = make_sources(database, tmp_path, server, blog={"url": "/f"})
     assert sources.fetch("blog", NOW).new == 2
     assert sorted(a.title for a in published(tmp_path)) == ["Once", "Other"]
+
+
+def test_the_scheduler_job_fetches_due_sources_and_rebuilds_only_when_items_changed(database, tmp_path, server):
+    from syndicate.service._scheduler import fetch_sources
+
+    server.routes["/f"] = Route(GOOD, etag='"v1"')
+    sources = make_sources(database, tmp_path, server, blog={"url": "/f", "interval": 60})
+    rebuilds = []
+    stop = threading.Event()
+    assert fetch_sources(sources, lambda: rebuilds.append(1), NOW, stop) == 1
+    assert rebuilds == [1] and len(published(tmp_path)) == 2
+    assert fetch_sources(sources, lambda: rebuilds.append(1), NOW + timedelta(seconds=30), stop) == 0  # not due
+    assert fetch_sources(sources, lambda: rebuilds.append(1), NOW + timedelta(minutes=1), stop) == 1  # a 304
+    assert rebuilds == [1] and len(server.hits("/f")) == 2
