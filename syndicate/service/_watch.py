@@ -19,7 +19,7 @@ import watchfiles
 
 log = logging.getLogger(__name__)
 
-STEP_MS = 30  # quiet time that ends a burst of changes
+STEP_MS = 10  # quiet time that ends a burst of changes (a save is a few events within microseconds)
 
 
 class _Filter(watchfiles.DefaultFilter):
