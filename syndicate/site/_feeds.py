@@ -124,11 +124,11 @@ def _hub_extension(hubs: tuple[str, ...]) -> type:
     """A feedgen extension writing `<atom:link rel="hub">` into an RSS channel (feedgen writes only rel="self" there)."""
     from feedgen.ext.base import BaseExtension
 
-    class _HubLinks(BaseExtension):  # type: ignore[misc]
+    class _HubLinks(BaseExtension):
         def extend_ns(self) -> dict[str, str]:
             return {"atom": "http://www.w3.org/2005/Atom"}
 
-        def extend_rss(self, rss_feed):  # type: ignore[no-untyped-def]
+        def extend_rss(self, rss_feed):
             channel = rss_feed[0]
             for hub in hubs:
                 link = channel.makeelement("{http://www.w3.org/2005/Atom}link", {"href": hub, "rel": "hub"})

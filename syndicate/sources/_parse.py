@@ -152,7 +152,7 @@ def _json_date(value: object) -> datetime | None:
 def _json_author(item: dict, feed: dict) -> str | None:
     authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else None) \
         or feed.get("authors") or ([feed["author"]] if isinstance(feed.get("author"), dict) else [])
-    names = [a.get("name") for a in authors if isinstance(a, dict) and isinstance(a.get("name"), str)]
+    names = [str(a["name"]) for a in authors if isinstance(a, dict) and isinstance(a.get("name"), str)]
     return _text(", ".join(names)) if names else None
 
 

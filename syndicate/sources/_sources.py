@@ -359,7 +359,7 @@ def check_url(url: str, now: datetime, *, categories: Sequence[str] = ("main",),
         feed = parse_feed(fetched.body, content_type=fetched.content_type, url=fetched.url)
     except FeedError as e:
         return fetched, None, (), str(e)
-    settings = SourceSettings(url=url, categories=tuple(categories))
+    settings = SourceSettings.model_validate({"url": url, "categories": tuple(categories)})
     keyed = [(item_key(item), item) for item in feed.items[:settings.max_items]]
     articles = tuple(to_article("check", settings, _stored("check", key, item, None, now), feed.title or url, summary_length)
                      for key, item in keyed if key is not None)
