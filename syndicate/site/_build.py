@@ -174,16 +174,17 @@ def _context_fingerprint(site: _Site, settings_fp: str, templates_fp: str) -> st
 def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
     """Every output file with its fingerprint (within the build's context), feeds first (they are
     what people poll)."""
-    keys = _article_keys(site.articles.values())
+    keys = _article_keys(site.articles.values()) if with_pages else None
     outputs: list[_Output] = []
     for slug, spec in site.specs.items():
-        shown = [keys[a.id] for a in spec.articles]
+        # Without pages, only the feeds' articles need a key (a watcher's rebuild plans the feeds first).
+        shown = [keys[a.id] for a in spec.articles] if keys is not None else list(_article_keys(spec.articles).values())
         for fmt in site.formats:
             fingerprint = _digest("feed", fmt, slug, spec.title, spec.description, *shown)
             outputs.append(_Output(site.urls.feed_path(slug, fmt), "feed", f"{fmt}:{slug}", fingerprint))
     opml = [(s.slug, s.title, s.updated.isoformat()) for s in site.specs.values()]
     outputs.append(_Output(f"{site.urls.feeds_folder}/index.opml", "opml", "", _digest("opml", opml)))
-    if not with_pages:
+    if keys is None:
         return outputs
     entries = [(slug, spec.title, site.counts[slug]) for slug, spec in site.specs.items() if slug != SITE_FEED]
     newest = [keys[a.id] for a in site.specs[SITE_FEED].articles]
@@ -408,20 +409,26 @@ def _build(settings: Settings, source_of: ContentSource, content: Path | None, o
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)
     context = _context_fingerprint(site, _settings_fingerprint(settings), template_fingerprint(site.pages.folder))
-    outputs = _plan(site, settings.output.pages)
     manifest_file = manifest_path(settings, folder)
     last = _load_manifest(manifest_file, context)
     manifest = last or {}
     where = str(folder)
+    early: list[_Result] = []
+    if changed is not None:  # a watcher's rebuild: the changed feeds people poll go out before the pages are planned
+        first = [o for o in _plan(site, with_pages=False) if o.kind == "feed" and o.path in manifest
+                 and manifest[o.path][0] != o.fingerprint]  # feeds the manifest knows: a crash cannot hide them
+        early = _produce(first, site, folder, new)
+    sent = {result[0] for result in early if result[4] is None}
+    outputs = _plan(site, settings.output.pages)
     if changed is not None:  # a watcher's rebuild: the manifest is trusted (see build_site)
-        todo = [o for o in outputs if o.path not in manifest or manifest[o.path][0] != o.fingerprint]
+        todo = [o for o in outputs if (o.path not in manifest or manifest[o.path][0] != o.fingerprint) and o.path not in sent]
     else:
         todo = [o for o in outputs if not _is_current(o, manifest.get(o.path), where)]
     new_paths = {o.path: ("", 0, 0) for o in todo if o.path not in manifest}
     if new_paths and last is not None:  # known before they exist: a crash now cannot hide them from the clean-up
         _write_manifest(manifest_file, where, context, {**manifest, **new_paths})
     clock.append(time.perf_counter())
-    results = _produce_all(todo, site, folder, workers or settings.feeds.workers or os.cpu_count() or 1, new)
+    results = [r for r in early if r[0] in sent] + _produce_all(todo, site, folder, workers or settings.feeds.workers or os.cpu_count() or 1, new)
     clock.append(time.perf_counter())
     files, written, failed = _record(results, outputs, manifest, folder, problems)
     removed = _remove_stale(folder, site.urls.feeds_folder, last, {o.path for o in outputs})
