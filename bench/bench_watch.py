@@ -170,8 +170,11 @@ def measure(article: Path, rewrite, feed_url: str, edits: int) -> list[float]:
             article.write_text(rewrite(text, token.decode()), "utf-8")
             deadline = started + 30
             while True:
-                response = client.get(feed_url, headers=validators)
-                if response.status_code == 200:
+                try:
+                    response = client.get(feed_url, headers=validators)
+                except httpx.TransportError:  # a server that drops the connection while it rebuilds (Hugo did)
+                    response = None
+                if response is not None and response.status_code == 200:
                     # The ETag only: Last-Modified has one-second steps, so two edits within a second
                     # would look unchanged to If-Modified-Since (Hugo's server sends no ETag: full GETs).
                     validators = {"If-None-Match": response.headers["etag"]} if "etag" in response.headers else {}

@@ -108,3 +108,28 @@ def test_a_read_told_which_files_changed_finds_what_a_full_read_finds(tmp_path):
     # A changed folder (not an article file) makes it look at everything.
     (content / "batch" / "a0.md").unlink()
     assert "Story 0" not in [a.title for a in load_corpus(settings, memory=memory, changed=["batch"]).articles]
+
+
+def test_a_watchers_rebuild_leaves_the_site_as_a_full_build_would(tmp_path):
+    from syndicate.content import CorpusMemory
+    from syndicate.site import build_site
+
+    content = tmp_path / "content"
+    for i in range(6):
+        write_article(content, f"a{i}", title=f"Story {i}", categories=["News", "Sport"][i % 2:], date=f"2026-11-1{i}T10:00:00+00:00")
+    settings = settings_from_mapping({
+        "site": {"base_url": "https://news.example"},
+        "content": {"folder": str(content), "cache": str(tmp_path / "var" / "cache" / "articles.pickle")},
+        "output": {"folder": str(tmp_path / "public")},
+    })
+    source, memory = content_source(settings), CorpusMemory()
+    assert build_site(settings, source, memory=memory).ok
+    edited = write_article(content, "a1", title="Story 1, edited", categories=["Sport"], date="2026-11-11T10:00:00+00:00")
+    added = write_article(content, "b", title="Weather", categories=["Weather"], date="2026-11-20T10:00:00+00:00")
+    report = build_site(settings, source, memory=memory, changed=[str(edited), str(added)])
+    assert {"feeds/all.rss.xml", "feeds/sport.atom.xml", "feeds/weather.json", "articles/b/index.html",
+            "articles/a1/index.html", "categories/weather/index.html"} <= set(report.written)
+    assert "feeds/news.rss.xml" not in report.written  # a1 was never in News
+    assert b"Story 1, edited" in (tmp_path / "public" / "feeds" / "sport.rss.xml").read_bytes()
+    again = build_site(settings, source, memory=CorpusMemory())  # a fresh process's full check agrees
+    assert again.written == () and again.removed == () and again.ok
