@@ -27,13 +27,14 @@ from syndicate.content import (
     ReaderOptions,
 )
 from syndicate.delivery import DeliveryService, Outbox
-from syndicate.digest import EmailRenderer, build_confirmation
+from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, build_confirmation
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
 from syndicate.site import SiteUrls
 from syndicate.sources import FetchPolicy, Sources, snapshot_path
 from syndicate.storage import Database, open_database
 from syndicate.subscribers import (
     WEEKDAYS,
+    AddressRules,
     Confirmations,
     Frequency,
     LinkSigner,
@@ -94,6 +95,17 @@ def make_sources(settings: Settings, database: Database, *, policy: FetchPolicy 
     """The configured external sources over `database`."""
     return Sources(database, settings.sources, var_folder=settings.var_folder,
                    summary_length=settings.content.summary_length, policy=policy or FetchPolicy())
+
+
+def email_renderer(settings: Settings, **options: Any) -> EmailRenderer:
+    """The email renderer for the [site], [email] and [digest] settings (`options`: EmailRenderer's)."""
+    return EmailRenderer(settings.site, settings.email, settings.digest.subject, site_urls(settings), **options)
+
+
+def message_builder(settings: Settings, renderer: EmailRenderer, links: LinkMaker, categories: Sequence[Category],
+                    now: datetime, **options: Any) -> MessageBuilder:
+    """A run's message builder for the [mail], [email] and [site] settings (`options`: MessageBuilder's)."""
+    return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now, **options)
 
 
 def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:
@@ -161,6 +173,12 @@ class Components:
             category_titles={slug: rule.title for slug, rule in self.settings.categories.items() if rule.title},
         )
 
+    @cached_property
+    def addresses(self) -> AddressRules:
+        """How addresses entering by any door are checked: one backend is asked (and, with
+        `[smtp] smtputf8 = "auto"`, remembers) whether it carries non-ASCII local parts."""
+        return AddressRules(self.backend().carries_utf8_addresses)
+
     # -- content
 
     @cached_property
@@ -174,7 +192,7 @@ class Components:
 
     @cached_property
     def renderer(self) -> EmailRenderer:
-        return EmailRenderer(self.settings)
+        return EmailRenderer(self.settings.site, self.settings.email, self.settings.digest.subject, self.urls)
 
     def backend(self) -> MailBackend:
         """A fresh mail backend (the handed-in factory's, else the configured one)."""
@@ -187,20 +205,20 @@ class Components:
                              now: datetime) -> OutgoingMessage:
         """The double opt-in email for `subscriber`, ready for a mail backend."""
         data = build_confirmation(
-            self.settings, self.renderer, email=subscriber.email, name=subscriber.name,
+            self.settings.mail, self.settings.email, self.settings.site, self.renderer, email=subscriber.email, name=subscriber.name,
             categories=categories, confirm_url=confirm_url, now=now,
         )
         found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
         return OutgoingMessage(
             key=f"confirm-{subscriber.id}", sender=parseaddr(self.settings.mail.from_)[1],
-            recipients=(subscriber.email,), data=data, message_id=found.group(1).decode() if found else "",
+            recipients=(subscriber.address.envelope,), data=data, message_id=found.group(1).decode() if found else "",
         )
 
     # -- delivery
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.database, self.settings.outbox)
+        return Outbox(self.database, self.settings.outbox, subscribers=self.store)
 
     @cached_property
     def delivery(self) -> DeliveryService:

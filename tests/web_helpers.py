@@ -71,9 +71,9 @@ class RunningSite:
 
 @contextmanager
 def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None = None,
-          sections: dict[str, Any] | None = None, **app_options: Any) -> Iterator[RunningSite]:
+          sections: dict[str, dict[str, Any]] | None = None, **app_options: Any) -> Iterator[RunningSite]:
     """Build the sample site and serve the app with uvicorn on a free port until the block ends
-    (`sections`: more settings, as web_settings takes them)."""
+    (`sections`: config sections merged over web_settings' own)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

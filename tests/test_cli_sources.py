@@ -11,7 +11,7 @@ import httpx
 from syndicate.wiring import make_sources
 from tests.feedserver import Route, feed_server
 from tests.test_cli_check import run
-from tests.test_sources import GOOD
+from tests.test_sources_fetch import GOOD
 from tests.web_helpers import ADMIN_TOKEN, serve
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
