@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -352,6 +353,57 @@ class DeliverySettings(Section):
         "runs into the outbox and `syndicate worker` processes send them (PostgreSQL only; [smtp] rate, connections "
         "and domain_rate then hold for the whole deployment)",
     )
+# ---------------------------------------------------------------- sources, WebSub, watching (issue 15)
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from None
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an absolute http(s) URL, got {json.dumps(value)}")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Regex = Annotated[str | None, AfterValidator(_check_regex)]
+
+
+class SourceSettings(Section):
+    """`[sources.NAME]`: another site's feed whose items become articles of `categories`."""
+
+    url: HttpUrl = Field(description="the feed's address (RSS, Atom or JSON Feed); required")
+    categories: tuple[str, ...] = Field(min_length=1, description="the categories its items are published in; required")
+    title: str | None = Field(None, description="the source's name as shown (default: the feed's own title)")
+    enabled: bool = Field(True, description="false: not fetched, and its items are not published")
+    interval: int = Field(3600, ge=60, description="seconds between fetches")
+    max_items: int = Field(50, ge=1, le=1000, description="newest items kept and published")
+    include: Regex = Field(None, description="only items whose title or text match this regex")
+    exclude: Regex = Field(None, description="drop items whose title or text match this regex")
+    full_content: bool = Field(True, description="publish the item's full content (false: its summary only)")
+
+
+class WebSubSettings(Section):
+    """`[websub]`: hubs announced in every feed and told when a feed changed."""
+
+    hubs: tuple[HttpUrl, ...] = Field((), description="hub URLs; empty: no WebSub")
+    retries: int = Field(3, ge=0, le=10, description="retries of a failed announcement (0.5 s, 1 s, 2 s, ...)")
+    timeout: float = Field(10.0, gt=0, description="seconds to wait for a hub's answer")
+
+
+class WatchSettings(Section):
+    """`[watch]`: the service rebuilds as soon as the content folder changes."""
+
+    enabled: bool = Field(True, description="watch the content folder (false: rebuild every [schedule] rebuild_interval only)")
+    debounce_ms: int = Field(50, ge=1, le=10_000, description="most milliseconds a burst of changes is gathered before a rebuild")
+
+
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class Settings(Section):
@@ -377,6 +429,17 @@ class Settings(Section):
     logging: LoggingSettings = {}  # type: ignore[assignment]
     bounces: BounceSettings = {}  # type: ignore[assignment]  # deliverability (#13)
     dkim: DkimSettings = {}  # type: ignore[assignment]
+    sources: dict[str, SourceSettings] = {}
+    websub: WebSubSettings = {}  # type: ignore[assignment]
+    watch: WatchSettings = {}  # type: ignore[assignment]
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
+        bad = [name for name in value if not SOURCE_NAME.match(name)]
+        if bad:
+            raise ValueError(f"source name {json.dumps(bad[0])}: use lowercase letters, digits, - and _ (at most 64)")
+        return value
 
     @property
     def base_folder(self) -> Path:

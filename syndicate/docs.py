@@ -21,6 +21,7 @@ from typing import Any, Literal
 from annotated_types import Ge, Gt, Le
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from syndicate.config import Settings
 
@@ -44,7 +45,14 @@ SECTIONS = {
     "signup": "Limits on the public signup form, so that nobody can use it to mail-bomb a stranger (see docs/operations.md).",
     "logging": "Log output (one line per event, on stderr).",
     "delivery": "Who sends the digests: the service itself, or `syndicate worker` processes (docs/scaling.md).",
+    # issue 15
+    "sources": "Optional, one table per external feed (`[sources.garden]`): its items become articles of `categories`, "
+               "naming and linking their source. `syndicate sources list|fetch|check`.",
+    "websub": "WebSub: hubs every feed announces (`<link rel=\"hub\">`) and that `syndicate run` tells when a feed changed.",
+    "watch": "`syndicate run` watches the content folder and rebuilds within the debounce window of a save.",
 }
+# Sections that are tables of named tables, with the name their example uses.
+NAMED_TABLES = {"categories": "sports", "sources": "garden"}
 
 DESCRIPTIONS = {
     "site.title": "The site's name, in feeds, pages and email subjects.",
@@ -147,6 +155,12 @@ EXAMPLES: dict[str, Any] = {
     "http.host": "0.0.0.0",
     "http.trusted_proxies": ["127.0.0.1", "::1"],
     "logging.level": "WARNING",
+    "sources.url": "https://gardennotes.example/feed/",
+    "sources.categories": ["garden"],
+    "sources.title": "Garden Notes",
+    "sources.include": "(?i)tomato|compost",
+    "sources.exclude": "(?i)sponsored",
+    "websub.hubs": ["https://pubsubhubbub.appspot.com/"],
 }
 
 
@@ -257,11 +271,11 @@ def render() -> str:
     for key in config_keys():
         by_section.setdefault(key.section, []).append(key)
     for section, keys in by_section.items():
-        table = "categories.sports" if section == "categories" else section
+        table = f"{section}.{NAMED_TABLES[section]}" if section in NAMED_TABLES else section
         lines += [f"## [{section}]", "", SECTIONS.get(section, ""), "",
                   "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         for key in keys:
-            default = "(unset)" if key.default is None else f"`{_cell(toml_value(key.default))}`"
+            default = "(unset)" if key.default is None else "(required)" if key.default is PydanticUndefined else f"`{_cell(toml_value(key.default))}`"
             lines.append(f"| `{key.key}` | {_cell(key.kind)} | {default} | {_cell(key.description or 'UNDOCUMENTED')} |")
         lines += ["", "Example:", "", "```toml", f"[{table}]"]
         lines += [f"{key.key} = {toml_value(key.example)}" for key in keys if key.example is not None]

@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
@@ -37,6 +37,7 @@ from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, build_con
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
 from syndicate.metrics import Metrics
 from syndicate.site import SiteUrls
+from syndicate.sources import FetchPolicy, Sources, snapshot_path
 from syndicate.storage import Database, open_database
 from syndicate.subscribers import (
     WEEKDAYS,
@@ -86,13 +87,24 @@ def content_source(settings: Settings) -> ContentSource:
         ),
         cache=settings.content.cache,
         follow_external_links=settings.content.follow_external_links,
+        external=snapshot_path(settings.var_folder) if settings.sources else None,
+        sources=frozenset(name for name, source in settings.sources.items() if source.enabled),
     )
 
 
 def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bool = True,
-                memory: CorpusMemory | None = None, writer: CacheWriter | None = None) -> Corpus:
+                memory: CorpusMemory | None = None, writer: CacheWriter | None = None,
+                changed: Collection[str] | None = None) -> Corpus:
     """Every article of the configured content folder (or `folder`): content_source(settings).read(...)."""
-    return content_source(settings).read(folder, use_cache=use_cache, memory=memory, writer=writer)
+    return content_source(settings).read(folder, use_cache=use_cache, memory=memory, writer=writer, changed=changed)
+
+
+# -- issue 15: other sites' feeds as sources
+
+def make_sources(settings: Settings, database: Database, *, policy: FetchPolicy | None = None) -> Sources:
+    """The configured external sources over `database`."""
+    return Sources(database, settings.sources, var_folder=settings.var_folder,
+                   summary_length=settings.content.summary_length, policy=policy or FetchPolicy())
 
 
 def email_renderer(settings: Settings, **options: Any) -> EmailRenderer:
@@ -327,6 +339,13 @@ class Components:
     def metrics(self) -> Metrics:
         """This process's metrics, with the deployment-wide outbox gauges read at each scrape."""
         return worker_metrics(self.settings, self.database, Metrics())
+
+    # -- sources (#15)
+
+    @cached_property
+    def sources(self) -> Sources:
+        """The configured external sources (issue 15)."""
+        return make_sources(self.settings, self.database)
 
     def close(self) -> None:
         if self._owns_database and self._database is not None:

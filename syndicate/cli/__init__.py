@@ -106,6 +106,8 @@ COMMANDS = {
     "suppressions": "syndicate.cli.suppressions:suppressions",
     "dkim": "syndicate.cli.dkim:dkim",
     "worker": "syndicate.cli.worker:worker",
+    # issue 15
+    "sources": "syndicate.cli.sources:sources",
 }
 
 

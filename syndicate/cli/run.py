@@ -67,6 +67,7 @@ def run(app: AppContext, host: str | None, port: int | None, no_scheduler: bool)
             click.echo(line)
         if not service.stopping.is_set():
             service.start_scheduler()
+            service.start_watching()
             service.serve(bound)
     finally:
         service.close()

@@ -1,6 +1,8 @@
 """Content: reads the Markdown articles (export format or YAML front matter) into a Corpus of Articles."""
 
 from syndicate.content._article import ReaderOptions, parse_article
+from syndicate.content._external import SnapshotReader, mix_external, read_snapshot, snapshot_path, write_snapshot
+from syndicate.content._markdown import sanitize_html
 from syndicate.content._model import Article, Category
 from syndicate.content._parallel import Forked, WorkerDied, can_fork, run_parallel, shared_event
 from syndicate.content._reader import CacheWriter, CategoryRule, Corpus, CorpusMemory, read_corpus
@@ -11,4 +13,6 @@ __all__ = [
     "Article", "CacheWriter", "Category", "CategoryRule", "ContentSource", "Corpus", "CorpusMemory", "Forked",
     "ReaderOptions", "WorkerDied", "can_fork", "make_xml_safe", "parse_article", "plain_text", "read_corpus",
     "run_parallel", "shared_event", "slugify",
+    # issue 15
+    "SnapshotReader", "mix_external", "read_snapshot", "sanitize_html", "snapshot_path", "write_snapshot",
 ]

@@ -39,11 +39,16 @@ class Article:
     source: str  # path relative to the content folder, with / separators
     content_hash: str
     url: str | None = None
+    # An article from another site's feed (syndicate.sources): the feed's name and its URL.
+    source_name: str | None = None
+    source_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.published.tzinfo is None or self.updated.tzinfo is None:
             raise ValueError(f"{self.source}: article datetimes must be timezone-aware")
         make_xml_safe(self, ("id", "title", "author", "body_html", "summary"))
+        if self.source_name is not None:
+            make_xml_safe(self, ("source_name",))
 
     @property
     def category_slugs(self) -> tuple[str, ...]:

@@ -15,9 +15,9 @@ import logging
 import os
 import pickle
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path, PurePosixPath
 from stat import S_ISDIR, S_ISREG
 from typing import NamedTuple
@@ -25,6 +25,7 @@ from typing import NamedTuple
 from syndicate import __version__
 from syndicate.content._article import ReaderOptions, parse_article
 from syndicate.content._checks import MAX_ARTICLE_BYTES
+from syndicate.content._external import SnapshotReader
 from syndicate.content._model import Article, Category
 from syndicate.content._parallel import Forked, WorkerDied, can_fork, run_parallel
 from syndicate.content._text import slugify
@@ -139,6 +140,30 @@ def _entry_problem(entry: os.DirEntry[str], rel: str, root: str, follow_external
     if S_ISREG(stat.st_mode) and not rel.endswith(".md"):
         return None, None
     return None, stat
+
+
+def _scan_changed(folder: Path, cached: Mapping[str, _Entry], changed: Collection[str]) -> list[tuple[str, os.stat_result | None]] | None:
+    """What `_scan` would find when only `changed` files can differ from `cached`: the cached
+    paths with no stat (unchanged), the changed ones stat-ed (gone ones left out), by path;
+    None when a changed path is not a plain article file (a folder: scan everything)."""
+    found: dict[str, os.stat_result | None] = dict.fromkeys(cached)
+    added = False
+    base = str(folder)
+    for rel in changed:
+        if not rel.endswith(".md") or any(part.startswith(".") for part in rel.split("/")):
+            return None
+        try:
+            stat = os.stat(f"{base}/{rel}")
+        except FileNotFoundError:
+            found.pop(rel, None)
+            continue
+        except OSError:
+            return None
+        if not S_ISREG(stat.st_mode):
+            return None
+        added = added or rel not in found
+        found[rel] = stat
+    return sorted(found.items(), key=itemgetter(0)) if added else list(found.items())
 
 
 # One file to read: (relative path, absolute path, the content hash the cache knows or "", options).
@@ -335,6 +360,7 @@ class CorpusMemory:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._kept: _Kept | None = None
+        self.external = SnapshotReader()  # the other sites' articles (syndicate.content._external)
 
     def recall(self, store: _Cache, folder: Path, rules: tuple[CategoryRule, ...]) -> _Kept | None:
         kept = self._kept
@@ -417,20 +443,23 @@ def read_corpus(
     memory: CorpusMemory | None = None,
     writer: CacheWriter | None = None,
     follow_external_links: bool = False,
+    changed: Collection[str] | None = None,
 ) -> Corpus:
     """Read every article under `folder`; see the module docstring. A `memory` (with a `cache`)
     keeps what this read found for the next one in the same process; a `writer` (without a
-    memory) writes the cache while the caller goes on."""
+    memory) writes the cache while the caller goes on. `changed` (with a memory): the only
+    files that can have changed since the memory's read (relative paths, from a watcher of
+    the folder), so the other 10,000 are not stat-ed; None: look at every file."""
     folder, rules = Path(folder), tuple(rules)
     if memory is None or cache is None:
         return _read_corpus(folder, options, rules, cache, workers, None, writer, follow_external_links)
     with memory.lock:
-        return _read_corpus(folder, options, rules, cache, workers, memory, None, follow_external_links)
+        return _read_corpus(folder, options, rules, cache, workers, memory, None, follow_external_links, changed)
 
 
 def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule, ...], cache: Path | None,
                  workers: int | None, memory: CorpusMemory | None, writer: CacheWriter | None,
-                 follow_external_links: bool = False) -> Corpus:
+                 follow_external_links: bool = False, hint: Collection[str] | None = None) -> Corpus:
     if not folder.is_dir():
         problem = Problem(folder, 0, "content folder not found")
         return Corpus((), (), (problem,), (), 0, 0)
@@ -448,14 +477,19 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
     jobs: list[_Job] = []
     pending: list[tuple[str, os.stat_result, _Entry | None]] = []
     base = str(folder)
-    found, scan_problems = _scan(folder, follow_external_links)
-    for problem in scan_problems:  # kept like a file's problem, so the cache notices when it goes away
-        rel = str(problem.path)
-        entries[rel] = _Entry(0, 0, "", problem)
-        if cached.get(rel) != entries[rel]:
-            changed[rel] = entries[rel]
-    for rel, stat in found:
+    scanned = _scan_changed(folder, cached, hint) if kept is not None and hint is not None else None
+    if scanned is None:
+        found, scan_problems = _scan(folder, follow_external_links)
+        for problem in scan_problems:  # kept like a file's problem, so the cache notices when it goes away
+            rel = str(problem.path)
+            entries[rel] = _Entry(0, 0, "", problem)
+            if cached.get(rel) != entries[rel]:
+                changed[rel] = entries[rel]
+    for rel, stat in scanned if scanned is not None else found:
         old = cached.get(rel)
+        if stat is None:  # not among the changed files: as it was
+            entries[rel] = old  # type: ignore[assignment]
+            continue
         if old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
             entries[rel] = old
             continue

@@ -510,6 +510,7 @@ class EmailRenderer:
             "author": article.author,
             "summary": article.summary,
             "date": _day(article.published.astimezone(self.timezone)),
+            "source": article.source_name,  # an article from another site's feed: its name
         }
 
     def _render_confirmation(self) -> RenderedVariant:

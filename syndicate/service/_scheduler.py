@@ -104,6 +104,28 @@ def delivery_jobs(settings: Settings, delivery: Delivery, rebuild: Callable[[], 
     return tuple(job for job in jobs if not (plan_only and job.id == RETRIES))
 
 
+# ---------------------------------------------------------------- other sites' feeds (issue 15)
+
+SOURCES = "fetch-sources"
+SOURCES_INTERVAL = 60  # the job looks for due sources every minute; each source keeps its own interval
+
+
+class SourceFetcher(Protocol):
+    def fetch_due(self, now: datetime, stop: threading.Event | None = None) -> list[Any]: ...
+
+
+def fetch_sources(sources: SourceFetcher, rebuild: Callable[[], Any], now: datetime, stop: threading.Event) -> int:
+    """Fetch the due sources; rebuild at once when their items changed. How many were fetched."""
+    reports = sources.fetch_due(now, stop)
+    if any(getattr(r, "changed", False) for r in reports):
+        rebuild()
+    return len(reports)
+
+
+def source_jobs(sources: SourceFetcher, rebuild: Callable[[], Any]) -> tuple[JobSpec, ...]:
+    return (JobSpec(SOURCES, SOURCES_INTERVAL, lambda now, stop: fetch_sources(sources, rebuild, now, stop)),)
+
+
 # ---------------------------------------------------------------- the scheduler
 
 # Running schedulers of this process by key: the bridge from a stored (pickled) job reference

@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,15 +23,18 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.config import Settings
-from syndicate.content import CorpusMemory
+from syndicate.content import CorpusMemory, snapshot_path
 from syndicate.delivery import CountingOutbox, DeliveryService, observed_backends, require_workers_database
 from syndicate.errors import SyndicateError
 from syndicate.metrics import Metrics
 from syndicate.service._lease import Lease, LeaseKeeper
-from syndicate.service._scheduler import BOUNCE_MAILBOX, JobSpec, Scheduler, delivery_jobs
+from syndicate.service._scheduler import BOUNCE_MAILBOX, JobSpec, Scheduler, delivery_jobs, source_jobs
+from syndicate.service._watch import ContentWatcher
 from syndicate.site import BuildReport, build_site
+from syndicate.sources import Sources
 from syndicate.storage import Database, DatabaseError
 from syndicate.web.app import create_app
+from syndicate.websub import HubNotifier, changed_feed_urls
 from syndicate.wiring import Components, utc_now
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,11 @@ class Service:
         self.articles = CorpusMemory()  # the rebuilds and the web app re-read only changed articles
         self.components = Components(settings, environ=self.environ)
         self.metrics: Metrics | None = None  # this process's /metrics (open() makes it)
+        # issue 15: other sites' feeds, the content watcher, WebSub announcements
+        self.sources: Sources | None = None
+        self.watcher: ContentWatcher | None = None
+        self.hubs = HubNotifier(settings.websub.hubs, retries=settings.websub.retries, timeout=settings.websub.timeout)
+        self._build_lock = threading.Lock()  # the watcher, the scheduler and start-up take turns
 
     # -- start-up
 
@@ -91,6 +99,9 @@ class Service:
         recovered = self.delivery.recover(now)
         if recovered:
             log.info("outbox recovered %d deliveries left in flight by the last run", recovered)
+        if self.settings.sources:
+            self.sources = self.components.sources
+            self._publish_sources()
         report = self.rebuild()
         if self.inline:  # after the build: the article cache is fresh, so the two never both write it
             self.resumer = threading.Thread(target=self._resume, name="outbox-resume", daemon=True)
@@ -115,15 +126,27 @@ class Service:
         """Whether this service sends ([delivery] mode = "inline") or only plans (workers send)."""
         return self.settings.delivery.mode == "inline"
 
-    def rebuild(self) -> BuildReport:
+    def rebuild(self, changed: Collection[str] | None = None) -> BuildReport:
+        """Bring the output up to date: every article and output looked at, or (`changed`, from
+        the watcher) only the files that changed (syndicate.site.build_site)."""
         started = time.monotonic()
-        with self.around_build():
-            report = build_site(self.settings, self.components.content, memory=self.articles)
+        with self._build_lock, self.around_build():
+            report = build_site(self.settings, self.components.content, memory=self.articles, changed=changed)
         if self.metrics is not None:
             self.metrics.build_seconds.observe(time.monotonic() - started)
         for problem in report.problems:
             log.warning("build problem: %s", problem)
+        self.hubs.submit(changed_feed_urls(report.written, base_url=self.settings.site.base_url,
+                                           feeds_folder=self.settings.feeds.folder))
         return report
+
+    def _publish_sources(self) -> None:
+        """The sources' snapshot from the database, as the config now says (titles, categories, enabled)."""
+        assert self.sources is not None
+        try:
+            self.sources.publish()
+        except Exception:  # the last snapshot stays published; the next fetch writes it again
+            log.exception("cannot publish the sources' articles")
 
     def jobs(self) -> tuple[JobSpec, ...]:
         assert self.delivery is not None, "open() first"
@@ -134,7 +157,19 @@ class Service:
                 mailbox.poll(now)
 
             jobs += (JobSpec(BOUNCE_MAILBOX, self.settings.bounces.imap.interval, poll),)
-        return jobs
+        return jobs + (source_jobs(self.sources, self.rebuild) if self.sources is not None else ())
+
+    def start_watching(self) -> None:
+        """Rebuild as soon as the content folder (or the sources' snapshot) changes, in this process
+        whether it holds the scheduler lease or not ([watch] enabled)."""
+        if not self.settings.watch.enabled:
+            log.info("content watching disabled; rebuilding every %d s", self.settings.schedule.rebuild_interval)
+            return
+        folders = [self.settings.content.folder]
+        if self.settings.sources:
+            folders.append(snapshot_path(self.settings.var_folder).parent)
+        self.watcher = ContentWatcher(folders, self.rebuild, debounce_ms=self.settings.watch.debounce_ms)
+        self.watcher.start()
 
     def start_scheduler(self) -> None:
         """Take part in the scheduler lease: run the scheduler while holding it, stand by otherwise."""
@@ -247,6 +282,9 @@ class Service:
     def close(self) -> None:
         """Stop taking new work, let the message in flight finish, stop the scheduler, release the lease."""
         self.stopping.set()
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.hubs.close()
         if self.keeper is not None:
             self.keeper.stop()
         else:

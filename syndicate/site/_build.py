@@ -17,7 +17,7 @@ import marshal
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -86,7 +86,7 @@ class _Site:
 
 def site_info(settings: Settings) -> SiteInfo:
     site = settings.site
-    return SiteInfo(site.title, site.description, site.language, site.author, site.timezone)
+    return SiteInfo(site.title, site.description, site.language, site.author, site.timezone, settings.websub.hubs)
 
 
 def _digest(*parts: object) -> str:
@@ -110,7 +110,7 @@ def _code_fingerprint() -> str:
 def _settings_fingerprint(settings: Settings) -> str:
     return _digest(
         _code_fingerprint(),
-        settings.site.model_dump_json(), settings.feeds.model_dump_json(),
+        settings.site.model_dump_json(), settings.feeds.model_dump_json(), settings.websub.hubs,
         json.dumps({k: v.model_dump(mode="json") for k, v in settings.categories.items()}, sort_keys=True),
         settings.content.date_format, settings.content.summary_length,
     )
@@ -172,16 +172,17 @@ def _context_fingerprint(site: _Site, settings_fp: str, templates_fp: str) -> st
 def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
     """Every output file with its fingerprint (within the build's context), feeds first (they are
     what people poll)."""
-    keys = _article_keys(site.articles.values())
+    keys = _article_keys(site.articles.values()) if with_pages else None
     outputs: list[_Output] = []
     for slug, spec in site.specs.items():
-        shown = [keys[a.id] for a in spec.articles]
+        # Without pages, only the feeds' articles need a key (a watcher's rebuild plans the feeds first).
+        shown = [keys[a.id] for a in spec.articles] if keys is not None else list(_article_keys(spec.articles).values())
         for fmt in site.formats:
             fingerprint = _digest("feed", fmt, slug, spec.title, spec.description, *shown)
             outputs.append(_Output(site.urls.feed_path(slug, fmt), "feed", f"{fmt}:{slug}", fingerprint))
     opml = [(s.slug, s.title, s.updated.isoformat()) for s in site.specs.values()]
     outputs.append(_Output(f"{site.urls.feeds_folder}/index.opml", "opml", "", _digest("opml", opml)))
-    if not with_pages:
+    if keys is None:
         return outputs
     entries = [(slug, spec.title, site.counts[slug]) for slug, spec in site.specs.items() if slug != SITE_FEED]
     newest = [keys[a.id] for a in site.specs[SITE_FEED].articles]
@@ -335,19 +336,40 @@ def build_site(
     output: Path | None = None,
     workers: int | None = None,
     memory: CorpusMemory | None = None,
+    changed: Collection[str] | None = None,
 ) -> BuildReport:
     """Read the corpus (incrementally) and bring every feed and page under the output folder up to date.
 
     `source` is where the articles come from; `content` and `output` override its folder and the configured output; `workers` the configured
     `[feeds] workers` (default: every core); `memory` keeps the articles in a long-running
     process from one build to the next (syndicate.content._reader.CorpusMemory).
+
+    `changed` (with a `memory`): the paths a watcher saw change since the last build of this
+    process (syndicate.service._watch). Only those articles are looked at, and an output whose
+    fingerprint is the one its manifest records is trusted without a stat (a file changed or
+    removed behind the service's back is caught by the next full rebuild, every
+    `[schedule] rebuild_interval`).
     """
     with CacheWriter() as writer:  # the article cache is written while the build renders
-        return _build(settings, source, content, output, workers, memory, writer)
+        return _build(settings, source, content, output, workers, memory, writer, changed if memory is not None else None)
+
+
+def _relative(paths: Collection[str], folder: Path) -> list[str] | None:
+    """The paths under `folder`, relative with / separators (the others are not articles); None
+    when the folder itself changed (look at everything)."""
+    base = os.path.realpath(folder)
+    inside = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real == base:
+            return None
+        if real.startswith(base + os.sep):
+            inside.append(os.path.relpath(real, base).replace(os.sep, "/"))
+    return inside
 
 
 def _build(settings: Settings, source_of: ContentSource, content: Path | None, output: Path | None, workers: int | None,
-           memory: CorpusMemory | None, writer: CacheWriter) -> BuildReport:
+           memory: CorpusMemory | None, writer: CacheWriter, changed: Collection[str] | None = None) -> BuildReport:
     folder = Path(output or settings.output.folder).resolve()
     source = Path(content or source_of.folder)
     if not source.is_dir():  # never mistake a mistyped folder for "every article was removed"
@@ -355,22 +377,32 @@ def _build(settings: Settings, source_of: ContentSource, content: Path | None, o
         return BuildReport(folder, folder / settings.feeds.folder, 0, 0, (), 0, (), (problem,), ())
     clock = [time.perf_counter()]
     new = not folder.exists()  # a first build: every file is new
-    corpus = source_of.read(content, memory=memory, writer=writer)
+    hint = _relative(changed, source) if changed is not None else None
+    corpus = source_of.read(content, memory=memory, writer=writer, changed=hint)
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)
     context = _context_fingerprint(site, _settings_fingerprint(settings), template_fingerprint(site.pages.folder))
-    outputs = _plan(site, settings.output.pages)
     manifest_file = manifest_path(settings, folder)
     last = _load_manifest(manifest_file, context)
     manifest = last or {}
     where = str(folder)
-    todo = [o for o in outputs if not _is_current(o, manifest.get(o.path), where)]
+    early: list[_Result] = []
+    if changed is not None:  # a watcher's rebuild: the changed feeds people poll go out before the pages are planned
+        first = [o for o in _plan(site, with_pages=False) if o.kind == "feed" and o.path in manifest
+                 and manifest[o.path][0] != o.fingerprint]  # feeds the manifest knows: a crash cannot hide them
+        early = _produce(first, site, folder, new)
+    sent = {result[0] for result in early if result[4] is None}
+    outputs = _plan(site, settings.output.pages)
+    if changed is not None:  # a watcher's rebuild: the manifest is trusted (see build_site)
+        todo = [o for o in outputs if (o.path not in manifest or manifest[o.path][0] != o.fingerprint) and o.path not in sent]
+    else:
+        todo = [o for o in outputs if not _is_current(o, manifest.get(o.path), where)]
     new_paths = {o.path: ("", 0, 0) for o in todo if o.path not in manifest}
     if new_paths and last is not None:  # known before they exist: a crash now cannot hide them from the clean-up
         _write_manifest(manifest_file, where, context, {**manifest, **new_paths})
     clock.append(time.perf_counter())
-    results = _produce_all(todo, site, folder, workers or settings.feeds.workers or os.cpu_count() or 1, new)
+    results = [r for r in early if r[0] in sent] + _produce_all(todo, site, folder, workers or settings.feeds.workers or os.cpu_count() or 1, new)
     clock.append(time.perf_counter())
     files, written, failed = _record(results, outputs, manifest, folder, problems)
     removed = _remove_stale(folder, site.urls.feeds_folder, last, {o.path for o in outputs})

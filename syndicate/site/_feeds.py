@@ -41,6 +41,7 @@ class SiteInfo:
     language: str
     author: str
     timezone: str = "UTC"
+    hubs: tuple[str, ...] = ()  # WebSub hubs every feed announces
 
     def __post_init__(self) -> None:
         make_xml_safe(self, ("title", "description", "author"))
@@ -84,7 +85,11 @@ def _generator(spec: FeedSpec, fmt: str, site: SiteInfo, urls: SiteUrls) -> Feed
     fg.title(spec.title)
     fg.subtitle(spec.description)  # also the RSS <description>
     fg.link(href=urls.feed(spec.slug, fmt), rel="self", type=MEDIA_TYPES[fmt])
+    for hub in site.hubs:  # WebSub (Atom; RSS gets them as atom:link through _HubLinks)
+        fg.link(href=hub, rel="hub")
     fg.link(href=page_url(spec, urls), rel="alternate", type="text/html")  # last: RSS <link> is the last one
+    if site.hubs and fmt == "rss":
+        fg.register_extension("websub", _hub_extension(site.hubs), atom=False, rss=True)
     fg.language(site.language)
     fg.author(name=site.author)
     fg.generator(GENERATOR, version=__version__)
@@ -111,6 +116,26 @@ def _add_entry(fg: FeedGenerator, article: Article, urls: SiteUrls) -> None:
     entry.updated(article.updated)
     for category in article.categories:
         entry.category(term=category.slug, label=category.name, scheme=urls.home())
+    if article.source_name and article.source_url:  # an article from another site's feed
+        entry.source(url=article.source_url, title=article.source_name)
+
+
+def _hub_extension(hubs: tuple[str, ...]) -> type:
+    """A feedgen extension writing `<atom:link rel="hub">` into an RSS channel (feedgen writes only rel="self" there)."""
+    from feedgen.ext.base import BaseExtension
+
+    class _HubLinks(BaseExtension):
+        def extend_ns(self) -> dict[str, str]:
+            return {"atom": "http://www.w3.org/2005/Atom"}
+
+        def extend_rss(self, rss_feed):
+            channel = rss_feed[0]
+            for hub in hubs:
+                link = channel.makeelement("{http://www.w3.org/2005/Atom}link", {"href": hub, "rel": "hub"})
+                channel.insert(3, link)  # beside the rel="self" link, before the items
+            return rss_feed
+
+    return _HubLinks
 
 
 def render_rss(spec: FeedSpec, site: SiteInfo, urls: SiteUrls) -> bytes:
@@ -134,6 +159,8 @@ def _json_item(article: Article, urls: SiteUrls) -> dict[str, object]:
     item["date_modified"] = article.updated.isoformat()
     item["authors"] = [{"name": article.author}]
     item["tags"] = [c.name for c in article.categories]
+    if article.source_name and article.source_url:  # JSON Feed has no <source>: an extension object
+        item["_source"] = {"title": article.source_name, "feed_url": article.source_url}
     return item
 
 
@@ -149,6 +176,8 @@ def render_json(spec: FeedSpec, site: SiteInfo, urls: SiteUrls) -> bytes:
         "authors": [{"name": site.author}],
         "items": [_json_item(a, urls) for a in spec.articles],
     }
+    if site.hubs:
+        feed["hubs"] = [{"type": "WebSub", "url": hub} for hub in site.hubs]
     # Compact: the C encoder writes it (indented JSON goes through the pure-Python one, 3-4 times slower).
     return json.dumps(feed, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 

@@ -337,3 +337,45 @@ smtp_connection_slots = Table(
 
 # Claims of queued deliveries from any run, oldest first (syndicate.delivery._claims).
 Index("ix_deliveries_status_id", deliveries.c.status, deliveries.c.id)
+# ---------------------------------------------------------------- sources (issue 15)
+
+# One row per configured external feed: how its last fetch went and when the next one is due.
+source_feeds = Table(
+    "source_feeds",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("etag", Text, nullable=True),
+    Column("last_modified", Text, nullable=True),
+    Column("feed_title", Text, nullable=True),
+    Column("feed_link", Text, nullable=True),
+    Column("last_fetch_at", UtcDateTime, nullable=True),
+    Column("last_success_at", UtcDateTime, nullable=True),
+    Column("last_status", String(32), nullable=True),  # ok | not-modified | error
+    Column("last_http_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("next_fetch_at", UtcDateTime, nullable=True),
+)
+
+# One row per item of an external feed, identified by its guid (or link) when first seen.
+source_items = Table(
+    "source_items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(64), nullable=False),
+    Column("item_key", String(64), nullable=False),  # sha256 of the guid (or link) first seen
+    Column("guid", Text, nullable=True),
+    Column("link", Text, nullable=True),
+    Column("title", Text, nullable=False),
+    Column("author", Text, nullable=True),
+    Column("published", UtcDateTime, nullable=False),
+    Column("updated", UtcDateTime, nullable=False),
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Column("body_html", Text, nullable=False),
+    Column("summary_html", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    UniqueConstraint("source", "item_key", name="uq_source_items_source_item_key"),
+    Index("ix_source_items_source_published", "source", "published"),
+)

@@ -204,6 +204,7 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
         result["deliverability"] = deliverability(BounceEvents(store.database), context.clock(),
                                                   bounce_warning=bounces.bounce_rate_warning,
                                                   complaint_warning=bounces.complaint_rate_warning)
+        result["sources"] = _source_statuses(context)
         return result
 
     @router.post("/build")
@@ -220,6 +221,15 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
 
     _subscriber_routes(router, context)
     return router
+
+
+def _source_statuses(context: WebContext) -> list[dict[str, Any]]:
+    """Each external source's last fetch, status, items and next fetch (syndicate.sources)."""
+    if not context.settings.sources:
+        return []
+    from syndicate.wiring import make_sources  # the composition root; imported when sources are configured
+
+    return [s.as_json() for s in make_sources(context.settings, context.store.database).statuses()]
 
 
 def _send_request(body: SendBody) -> SendRequest:
