@@ -33,12 +33,12 @@ from syndicate.errors import Problem
 from syndicate.site import _feeds, _pages
 from syndicate.site._feeds import FeedSpec, SiteInfo, render_feed, render_opml
 from syndicate.site._files import publish, remove_file, write_atomic
-from syndicate.site._pages import CategoryEntry, SitePages, template_fingerprint
+from syndicate.site._pages import STYLESHEET, CategoryEntry, SitePages, template_fingerprint
 from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
 
 log = logging.getLogger(__name__)
 
-BUILD_FORMAT = 2  # bump when the output of the same inputs changes (or the fingerprints' form)
+BUILD_FORMAT = 3  # bump when the output of the same inputs changes (or the fingerprints' form)
 MANIFEST_FORMAT = 2
 PARALLEL_FROM = 300  # pages' worth of work before forking a second worker pays for itself
 COST = {"feed": 10}  # a feed of 50 full items costs about ten pages (every other kind: one)
@@ -70,7 +70,7 @@ class _Output(NamedTuple):
     A named tuple: a build plans 10,000 of them, and a frozen dataclass costs three times as much."""
 
     path: str
-    kind: str  # feed | opml | index | category | article
+    kind: str  # feed | opml | asset | not_found | index | category | article
     key: str
     fingerprint: str
 
@@ -86,6 +86,7 @@ class _Site:
     counts: dict[str, int]
     articles: dict[str, Article]  # by id
     pages: SitePages
+    opml_format: str  # the format of the main OPML's feeds
 
 
 def site_info(settings: Settings) -> SiteInfo:
@@ -161,8 +162,11 @@ def _assemble(corpus: Corpus, settings: Settings, reserved: set[str]) -> _Site:
             tuple(shown[:items]), category,
         )
     formats = tuple(dict.fromkeys(settings.feeds.formats))
-    renderer = SitePages(info, urls, formats, bytecode_cache=settings.var_folder / "build" / "templates")
-    return _Site(info, urls, formats, specs, counts, {a.id: a for a in corpus.articles}, renderer)
+    nav = tuple((slug, spec.category.name, urls.category(slug)) for slug, spec in specs.items() if spec.category is not None)
+    renderer = SitePages(info, urls, formats, bytecode_cache=settings.var_folder / "build" / "templates", nav=nav)
+    opml_format = settings.feeds.opml_format if settings.feeds.opml_format in formats else next(
+        (f for f in formats if f != "json"), formats[0])
+    return _Site(info, urls, formats, specs, counts, {a.id: a for a in corpus.articles}, renderer, opml_format)
 
 
 def _context_fingerprint(site: _Site, settings_fp: str, templates_fp: str) -> str:
@@ -184,9 +188,12 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
             fingerprint = _digest("feed", fmt, slug, spec.title, spec.description, *shown)
             outputs.append(_Output(site.urls.feed_path(slug, fmt), "feed", f"{fmt}:{slug}", fingerprint))
     opml = [(s.slug, s.title, s.updated.isoformat()) for s in site.specs.values()]
-    outputs.append(_Output(f"{site.urls.feeds_folder}/index.opml", "opml", "", _digest("opml", opml)))
+    for fmt in (None, *site.formats):  # the main OPML, then one per format beside it
+        outputs.append(_Output(site.urls.opml_path(fmt), "opml", fmt or "", _digest("opml", fmt, site.opml_format, opml)))
     if not with_pages:
         return outputs
+    outputs.append(_Output(STYLESHEET, "asset", STYLESHEET, ""))  # the template fingerprint covers it
+    outputs.append(_Output("404.html", "not_found", "", "not_found"))  # shows only the context (categories)
     entries = [(slug, spec.title, site.counts[slug]) for slug, spec in site.specs.items() if slug != SITE_FEED]
     newest = [keys[a.id] for a in site.specs[SITE_FEED].articles]
     outputs.append(_Output("index.html", "index", "", _digest("index", entries, *newest)))
@@ -220,9 +227,19 @@ def _render_category(site: _Site, key: str) -> bytes:
     return site.pages.category(spec.category, spec.description, spec.articles)
 
 
+def _render_opml(site: _Site, key: str) -> bytes:
+    """One feed per category (never the site feed besides: importing it would double every article)."""
+    specs = [spec for spec in site.specs.values() if spec.category is not None]
+    fmt = key or site.opml_format
+    title = f"{site.info.title}: every category" + (f" ({_feeds.FORMAT_NAMES[fmt]})" if key else "")
+    return render_opml(specs, fmt, site.info, site.urls, title=title)
+
+
 RENDERERS: dict[str, Callable[[_Site, str], bytes]] = {
     "feed": _render_feed,
-    "opml": lambda site, key: render_opml(list(site.specs.values()), site.formats, site.info, site.urls),
+    "opml": _render_opml,
+    "asset": lambda site, key: site.pages.stylesheet(),
+    "not_found": lambda site, key: site.pages.not_found(),
     "index": _render_index,
     "category": _render_category,
     "article": lambda site, key: site.pages.article(site.articles[key]),

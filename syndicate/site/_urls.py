@@ -33,8 +33,16 @@ class SiteUrls:
         """`slug` is a category slug, or SITE_FEED for the whole site."""
         return f"{self.base_url}/{self.feed_path(slug, fmt)}"
 
-    def opml(self) -> str:
-        return f"{self.base_url}/{self.feeds_folder}/index.opml"
+    def asset(self, name: str) -> str:
+        """A file of the site's own beside the pages (the stylesheet)."""
+        return f"{self.base_url}/{name}"
+
+    def opml(self, fmt: str | None = None) -> str:
+        """The main OPML (one feed per category), or with `fmt` the one listing every feed in that format."""
+        return f"{self.base_url}/{self.opml_path(fmt)}"
+
+    def opml_path(self, fmt: str | None = None) -> str:
+        return f"{self.feeds_folder}/index.opml" if fmt is None else f"{self.feeds_folder}/index.{fmt}.opml"
 
     @staticmethod
     def article_path(slug: str) -> str:

@@ -155,6 +155,9 @@ def not_modified(headers: dict[str, str], entry: CachedFile) -> bool:
     return False
 
 
+NOT_FOUND_PAGE = "404.html"  # written by the site build
+
+
 class StaticSite:
     """ASGI app for GET and HEAD of files under `root`; `extra_headers` go on every response."""
 
@@ -202,7 +205,7 @@ class StaticSite:
             stat = path.stat()
             entry = self.cache.get(path, relative, self.feeds_folder, stat)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, OSError):
-            await self._plain(send, 404, b"Not Found")
+            await self._not_found(send, method == "HEAD")
             return
         await self._send_file(scope, send, entry, method == "HEAD")
 
@@ -227,6 +230,18 @@ class StaticSite:
         if use_gzip:
             response.append((b"content-encoding", b"gzip"))
         await send({"type": "http.response.start", "status": 200, "headers": response})
+        await send({"type": "http.response.body", "body": b"" if head else body})
+
+    async def _not_found(self, send: Send, head: bool) -> None:
+        """The built site's 404.html when there is one, else a plain "Not Found"."""
+        try:
+            body = (self.root / NOT_FOUND_PAGE).read_bytes()
+        except OSError:
+            await self._plain(send, 404, b"Not Found")
+            return
+        headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                   (b"cache-control", b"no-cache"), *self.extra_headers]
+        await send({"type": "http.response.start", "status": 404, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else body})
 
     async def _plain(self, send: Send, status: int, text: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
