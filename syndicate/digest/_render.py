@@ -547,8 +547,10 @@ class EmailRenderer:
 
     def _render_subject(self, digest: Digest) -> str:
         names = [s.category.name for s in digest.sections]
+        top = next((clean_line(s.articles[0].title) for s in digest.sections if s.articles), "")
         try:
             return self._subject.render(
+                top=top,
                 site=self.settings.site.title,
                 count=digest.count,
                 hidden=digest.hidden,
@@ -600,9 +602,9 @@ def _subject_template(source: str) -> jinja2.Template:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
     try:
         template = env.from_string(source)
-        template.render(site="Site", count=2, hidden=0, categories="A and B", category_list=["A", "B"])
+        template.render(top="Title", site="Site", count=2, hidden=0, categories="A and B", category_list=["A", "B"])
     except jinja2.TemplateSyntaxError as e:
         raise ConfigError([f"[digest] subject: invalid template: {e.message}"]) from e
     except jinja2.TemplateError as e:
-        raise ConfigError([f"[digest] subject: {e} (known names: site, count, hidden, categories, category_list)"]) from e
+        raise ConfigError([f"[digest] subject: {e} (known names: top, site, count, hidden, categories, category_list)"]) from e
     return template

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, Row, Select, delete, func, insert, select, tuple_, update
@@ -18,6 +18,7 @@ from syndicate.config import Settings
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.storage._database import Database
 from syndicate.storage.schema import subscriber_categories, subscribers
+from syndicate.subscribers._zones import NotAPlaceError, geographic_zone
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,11 @@ def clean_name(raw: str | None) -> str | None:
 
 
 def check_timezone(value: str) -> str:
+    """A geographic time zone, as its canonical name (Factory, localtime, Etc/GMT+5 and the like refused)."""
     try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidSubscriberError("timezone", f"unknown timezone {value!r} (expected an IANA name such as Europe/Paris)") from None
-    return value
+        return geographic_zone(value)
+    except NotAPlaceError as e:
+        raise InvalidSubscriberError("timezone", str(e)) from None
 
 
 def check_categories(slugs: Iterable[str], valid: Collection[str]) -> tuple[str, ...]:
