@@ -14,7 +14,7 @@ import hashlib
 import html
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
@@ -273,6 +273,7 @@ class MessageBuilder:
         self.renderer = renderer
         self.links = links
         self.categories = tuple(categories)
+        self.now = now
         self.domain = checked("Message-ID", settings.mail.domain)
         self._mailto = self._unsubscribe_mailto(settings.email.unsubscribe_mailto)
         self._run_headers = b"".join(
@@ -365,6 +366,24 @@ class MessageBuilder:
             ]
         )
 
+    def notice(self, email: str, name: str | None, template: str, subject: str, values: Mapping[str, str]) -> bytes:
+        """A one-off email to `email` (welcome, already subscribed) from `template`."""
+        for label, value in values.items():
+            if label.endswith("_url"):
+                checked(label, value)
+        rendered = self.renderer.render_notice(template, subject, values)
+        digest_of = hashlib.sha256(f"{template}|{email}|{self.now.isoformat()}".encode()).hexdigest()[:24]
+        return b"".join(
+            [
+                self._run_headers,
+                header_line("To", encode_address("To", name, email)),
+                header_line("Subject", encode_text("Subject", rendered.subject)),
+                header_line("Message-ID", f"<{template}.{digest_of}@{self.domain}>"),
+                header_line("MIME-Version", "1.0"),
+                *_static_body(rendered, f"=_syndicate_{template}_{digest_of}"),
+            ]
+        )
+
     def _list_id(self) -> str:
         configured = self.settings.email.list_id
         if configured:
@@ -401,6 +420,13 @@ def build_confirmation(
     """The double opt-in email (text + HTML) with the confirm link, as exact bytes."""
     builder = MessageBuilder(settings, renderer, _NoLinks(), (), now)
     return builder.confirmation(email, name, categories, confirm_url)
+
+
+def build_notice(settings: Settings, renderer: EmailRenderer, *, email: str, name: str | None, template: str,
+                 subject: str, values: Mapping[str, str], now: datetime) -> bytes:
+    """A one-off email (welcome, already subscribed) as exact bytes."""
+    builder = MessageBuilder(settings, renderer, _NoLinks(), (), now)
+    return builder.notice(email, name, template, subject, values)
 
 
 class _NoLinks:

@@ -422,6 +422,20 @@ class EmailRenderer:
         )
         return self.personalise(variant, values)
 
+    # -- notices (welcome, already subscribed) ------------------------------------------
+    def render_notice(self, template: str, subject: str, values: Mapping[str, str]) -> RenderedEmail:
+        """A one-off email from `email/{template}.html.j2` and `.txt.j2` (a handful a day: no caching).
+        `values` are plain text; the HTML template escapes them."""
+        context = {**self._common(), "title": subject, **values}
+        document = _lf(self._env.get_template(f"{template}.html.j2").render(context))
+        text = _lf(self._env.get_template(f"{template}.txt.j2").render(context))
+        return RenderedEmail(subject, inline_css(document, self.inliner), text)
+
+    def has_template(self, template: str) -> bool:
+        """Whether the templates folder has `email/{template}.html.j2` and `.txt.j2` (the welcome email is optional)."""
+        names = set(self._env.list_templates())
+        return {f"{template}.html.j2", f"{template}.txt.j2"} <= names
+
     # -- internals -------------------------------------------------------------------
     def _slot_markers(self, names: Sequence[str]) -> dict[str, str]:
         return {name: f"slot{self._nonce}{name}x" for name in names}
