@@ -208,16 +208,16 @@ def fill_chunks(chunks: Sequence[Chunk], values: dict[str, str]) -> bytes:
     return b"".join([c if isinstance(c, bytes) else qp_encode(c.text.fill(values)) + c.end for c in chunks])
 
 
-def variant_chunks(frame: Sequence[Chunk], title: str, sections: Sequence[bytes]) -> tuple[Chunk, ...]:
-    """The run's encoded frame with this variant's title filled and its encoded sections in place."""
+def variant_chunks(frame: Sequence[Chunk], values: Mapping[str, str], sections: Sequence[bytes]) -> tuple[Chunk, ...]:
+    """The run's encoded frame with this variant's values (title, preheader) filled and its encoded sections in place."""
     out: list[Chunk] = []
     for chunk in frame:
         if isinstance(chunk, bytes):
             out.append(chunk)
         elif chunk.text.pieces == ("", "sections", ""):
             out += [*sections, chunk.end]
-        elif "title" in chunk.text.pieces[1::2]:
-            line = chunk.text.partial({"title": title})
+        elif any(name in values for name in chunk.text.pieces[1::2]):
+            line = chunk.text.partial(values)
             out.append(qp_encode(line.pieces[0]) + chunk.end if line.is_static else SlotLine(line, chunk.end))
         else:
             out.append(chunk)
@@ -299,7 +299,7 @@ class MessageBuilder:
         encoded = self._variants.get(digest.variant_key)
         if encoded is None:
             encoded = self._variants.put(digest.variant_key, self._encode_variant(digest))
-        values = self.renderer.digest_values(subscriber, self.links, self.categories)
+        values = self.renderer.digest_values(subscriber, self.links, self.categories, now=self.now, issue=digest.issue)
         unsubscribe = checked("List-Unsubscribe", values.text["unsubscribe_url"])
         if not self._warned_http and not unsubscribe.startswith("https://"):
             self._warned_http = True
@@ -334,6 +334,7 @@ class MessageBuilder:
             frame = self.renderer.frame()
             self._frame = (encode_lines(frame.text), encode_lines(frame.html))
         parts = self.renderer.digest_parts(digest)
+        preheader = self.renderer.preheader(digest)
         sections = []
         for piece in (piece for section in parts.sections for piece in section.pieces):
             if piece.key not in self._pieces:
@@ -344,9 +345,10 @@ class MessageBuilder:
             subject=header_line("Subject", encode_text("Subject", parts.subject)),
             content_type=content_type,
             text_head=text_head,
-            text=variant_chunks(self._frame[0], parts.subject, [t for t, _ in sections]),
+            text=variant_chunks(self._frame[0], {"title": parts.subject, "preheader": preheader}, [t for t, _ in sections]),
             html_head=html_head,
-            html=variant_chunks(self._frame[1], html.escape(parts.subject), [h for _, h in sections]),
+            html=variant_chunks(self._frame[1], {"title": html.escape(parts.subject), "preheader": html.escape(preheader)},
+                                [h for _, h in sections]),
             tail=tail,
         )
 

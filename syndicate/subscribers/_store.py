@@ -18,8 +18,8 @@ from syndicate.config import Settings
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.storage._database import Database
 from syndicate.storage.schema import subscriber_categories, subscribers
-from syndicate.subscribers._zones import NotAPlaceError, geographic_zone
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
+from syndicate.subscribers._zones import NotAPlaceError, geographic_zone
 
 log = logging.getLogger(__name__)
 

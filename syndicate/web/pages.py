@@ -20,13 +20,13 @@ from starlette.datastructures import FormData
 
 from syndicate.subscribers._confirm import send_confirmation
 from syndicate.subscribers._model import WEEKDAYS, Subscriber, SubscriberStatus
+from syndicate.subscribers._notices import describe_schedule, send_already_subscribed, send_welcome
 from syndicate.subscribers._store import (
     InvalidSubscriberError,
     TransitionError,
     UnknownSubscriberError,
     new_subscriber,
 )
-from syndicate.subscribers._notices import describe_schedule, send_already_subscribed, send_welcome
 from syndicate.subscribers._tokens import InvalidLinkError
 from syndicate.subscribers._zones import canonical_zones
 from syndicate.web.context import WebContext
