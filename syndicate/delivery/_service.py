@@ -153,8 +153,12 @@ class _Messages:
         return self._builders[run_id]
 
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
-        """The recorded digest again; None when every one of its articles is gone from the content."""
-        return self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until)
+        """The recorded digest again, numbered in the subscriber's series; None when every one of its
+        articles is gone from the content."""
+        digest = self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until)
+        if digest is None:
+            return None
+        return replace(digest, issue=self.service.outbox.issue_number(delivery.subscriber.id))
 
     def _digest(self, subscriber: Subscriber, recorded: Sections, since: datetime, until: datetime) -> Digest | None:
         sections = []

@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
+from syndicate.archive import build_archive
 from syndicate.config import Settings, read_secret
 from syndicate.content._reader import CorpusMemory
 from syndicate.delivery._service import DeliveryService
@@ -170,6 +171,11 @@ class Service:
         report = build_site(self.settings, memory=self.articles)
         for problem in report.problems:
             log.warning("build problem: %s", problem)
+        if self.database is not None and self.settings.output.pages:
+            try:  # the archive of what was sent (syndicate.archive); its failure never stops the site's build
+                build_archive(self.settings, self.database, utc_now(), memory=self.articles)
+            except Exception:
+                log.exception("archive build failed; the next rebuild tries again")
         return report
 
     def jobs(self) -> tuple[JobSpec, ...]:

@@ -163,7 +163,8 @@ def _assemble(corpus: Corpus, settings: Settings, reserved: set[str]) -> _Site:
         )
     formats = tuple(dict.fromkeys(settings.feeds.formats))
     nav = tuple((slug, spec.category.name, urls.category(slug)) for slug, spec in specs.items() if spec.category is not None)
-    renderer = SitePages(info, urls, formats, bytecode_cache=settings.var_folder / "build" / "templates", nav=nav)
+    renderer = SitePages(info, urls, formats, bytecode_cache=settings.var_folder / "build" / "templates", nav=nav,
+                         archive_url=urls.archive() if settings.output.pages else None)
     opml_format = settings.feeds.opml_format if settings.feeds.opml_format in formats else next(
         (f for f in formats if f != "json"), formats[0])
     return _Site(info, urls, formats, specs, counts, {a.id: a for a in corpus.articles}, renderer, opml_format)

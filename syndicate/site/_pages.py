@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # Jinja2 is imported when the first page is rendered: a rebui
 
 TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent / "templates" / "site"
 TEMPLATES = ("base.html.j2", "_feeds.html.j2", "_article_list.html.j2", "_subscribe.html.j2", "index.html.j2",
-             "category.html.j2", "article.html.j2", "not_found.html.j2", "site.css")
+             "category.html.j2", "article.html.j2", "not_found.html.j2", "site.css",
+             "archive_index.html.j2", "archive_issue.html.j2", "archive_category.html.j2")
 STYLESHEET = "site.css"  # the one stylesheet, shared with the subscriber pages (syndicate.web.pages)
 
 
@@ -155,7 +156,8 @@ class SitePages:
             return SubscribeBox(f"Get {self.site.title} by email",
                                 "The new articles in one short email, daily or weekly. Unsubscribe with one click.",
                                 ())
-        names = " and ".join(c.name for c in categories)
+        listed = [c.name for c in categories]
+        names = listed[0] if len(listed) == 1 else f"{', '.join(listed[:-1])} and {listed[-1]}"
         return SubscribeBox(f"Get {names} by email",
                             f"New {names} articles from {self.site.title} in one short email, daily or weekly. "
                             "Unsubscribe with one click.",
@@ -176,6 +178,11 @@ class SitePages:
         """The 404 page: where to go instead (the categories; no article, so an edit never rewrites it)."""
         return self._render("not_found.html.j2", feeds=self._feeds([(SITE_FEED, self.site.title)]),
                             subscribe=self._subscribe())
+
+    def page(self, template: str, *, current: str = "", subscribe_to: Sequence[Category] = (), **values: object) -> bytes:
+        """Another page on the site's base (the archive's): navigation, subscribe box for `subscribe_to`, feeds."""
+        return self._render(template, feeds=self._feeds([(SITE_FEED, self.site.title)]),
+                            subscribe=self._subscribe(subscribe_to), current=current, **values)
 
     def category(self, category: Category, description: str, articles: Sequence[Article]) -> bytes:
         """A category page listing `articles` (newest first), with its feeds and the site's."""
