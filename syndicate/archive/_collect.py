@@ -55,7 +55,7 @@ class ArchiveIssue:
 
 def _insert(dialect: str) -> Callable[..., object]:
     module = postgresql if dialect == "postgresql" else sqlite
-    return lambda rows: module.insert(archive_items).values(rows).on_conflict_do_nothing()
+    return lambda rows: module.insert(archive_items).values(rows).on_conflict_do_nothing().returning(archive_items.c.article_id)
 
 
 def collect_sent(database: Database, articles: Mapping[str, Article], article_url: Callable[[Article], str],
@@ -85,7 +85,7 @@ def collect_sent(database: Database, articles: Mapping[str, Article], article_ur
         insert = _insert(connection.dialect.name)
         added = 0
         for start in range(0, len(rows), 500):
-            added += connection.execute(insert(rows[start:start + 500])).rowcount or 0
+            added += len(connection.execute(insert(rows[start:start + 500])).all())
         if last is None:
             connection.execute(archive_state.insert().values(name=STATE, collected_until=now))
         else:
