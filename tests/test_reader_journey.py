@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import re
 import shutil
+from datetime import UTC, datetime
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
+from syndicate.archive import build_archive
+from syndicate.delivery._service import DeliveryService, SendRequest
 from syndicate.subscribers._model import SubscriberStatus
-from tests.web_helpers import link_in, serve
+from tests.web_helpers import ENVIRON, link_in, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -24,6 +27,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ARTICLE = "articles/posts-derby-result/"  # a Sports and Main article of the sample content
 WIDTHS = {"phone": (390, 844), "desktop": (1280, 900)}
+SENT_AT = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)  # the week of the sample articles
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +69,15 @@ def html_of(message: EmailMessage) -> str:
     part = message.get_body(("html",))
     assert part is not None
     return part.get_content()
+
+
+def send_digest_and_build_archive(site) -> EmailMessage:
+    """Send every active subscriber their digest as of SENT_AT (the sample articles' week) and build the archive."""
+    service = DeliveryService(site.settings, site.database, environ=ENVIRON)
+    run = service.plan_manual(SendRequest(), SENT_AT)
+    assert service.work(run.run_id, now=SENT_AT).sent == 1
+    build_archive(site.settings, site.database, SENT_AT)
+    return site.mails()[-1]
 
 
 def check_accessible(axe, page, what: str) -> None:
@@ -162,7 +175,21 @@ def test_reader_journey_from_an_article_to_unsubscribing(chromium, axe, site, de
     shot("preferences")
     check_accessible(axe, page, "preferences page")
 
-    # 7. Unsubscribe: the page names the address; opened again, it says it already happened.
+    # 7. A digest is sent (a manual send through the outbox, file backend), the archive is built, and
+    #    "View in browser" in the digest opens its archive page.
+    digest = send_digest_and_build_archive(site)
+    assert digest["Subject"].startswith("Late Goal Settles the City Derby")
+    mail_view.set_content(html_of(digest))
+    shot("digest-email", mail_view)
+    assert mail_view.get_by_text(re.compile(r"Issue 1")).is_visible()
+    page.goto(mail_view.get_by_role("link", name="View in browser").first.get_attribute("href"))
+    assert page.get_by_role("heading", level=1).inner_text() == "Week 48 of 2026 (23 November to 29 November)"
+    assert page.get_by_role("link", name="Late Goal Settles the City Derby").is_visible()
+    assert "kim@example.org" not in page.content()
+    shot("archive-issue")
+    check_accessible(axe, page, "archive page")
+
+    # 8. Unsubscribe: the page names the address; opened again, it says it already happened.
     page.goto(link_in(welcome, "unsubscribe"))
     assert page.get_by_role("heading", name="Unsubscribe kim@example.org?").is_visible()
     shot("unsubscribe")
