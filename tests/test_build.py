@@ -163,10 +163,10 @@ def test_the_build_command_prints_a_summary_and_exits_0(tmp_path):
     settings = make_settings(tmp_path, newsroom(tmp_path))
     code, out = run_cli(settings, "--output", str(tmp_path / "site"))
     assert code == 0, out
-    assert "5 articles, 3 categories: 27 files written, 0 unchanged, 0 removed, 0 problems" in out
+    assert "5 articles, 3 categories: 28 files written, 0 unchanged, 0 removed, 0 problems" in out
     assert f"feeds in {tmp_path / 'site' / 'feeds'}" in out
     code, out = run_cli(settings, "--output", str(tmp_path / "site"))
-    assert code == 0 and "0 files written, 27 unchanged" in out
+    assert code == 0 and "0 files written, 28 unchanged" in out
 
 
 def test_a_category_with_a_reserved_slug_is_a_clear_error_and_the_rest_is_built(tmp_path):

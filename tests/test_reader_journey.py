@@ -25,7 +25,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-ARTICLE = "articles/posts-derby-result/"  # a Sports and Main article of the sample content
+ARTICLE = "articles/derby-result/"  # a Sports and Main article of the sample content
 WIDTHS = {"phone": (390, 844), "desktop": (1280, 900)}
 SENT_AT = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)  # the week of the sample articles
 

@@ -107,7 +107,7 @@ def test_the_text_part_is_written_as_text_with_titles_summaries_and_links():
     assert "<" not in email.text.replace("<B>", "")
     assert "Late Goal Settles the City Derby" in email.text
     assert "A header in the 89th minute gave the home side a 2–1 win" in email.text
-    assert "Read more: http://127.0.0.1:8000/articles/posts-derby-result/" in email.text
+    assert "Read more: http://127.0.0.1:8000/articles/derby-result/" in email.text
     assert all(len(line) <= 78 for line in email.text.splitlines() if "http" not in line)
 
 

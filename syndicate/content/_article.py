@@ -305,10 +305,17 @@ def _summary(body_html: str, limit: int) -> str:
     return ""
 
 
+def legacy_slug(article: Article) -> str:
+    """The slug an article had when slugs were made from its id (folder and file name): its old URL."""
+    return slugify(article.id.replace("/", "-")) or article.slug
+
+
 def _build(rel: PurePosixPath, raw: bytes, fields: _Fields, options: ReaderOptions) -> Article:
     derived_id = str(rel.with_suffix(""))
     article_id = fields.id or fields.slug or derived_id
-    slug = slugify(fields.slug or article_id.replace("/", "-"))
+    # The file's name (or front matter `slug`, else `id`), never its folder: folders organise the content, URLs
+    # stay short. legacy_slug() gives the address an article had before, for the redirects.
+    slug = slugify(fields.slug or fields.id or rel.stem)
     if not slug:
         slug = "a-" + hashlib.sha1(article_id.encode()).hexdigest()[:12]
     categories: list[Category] = []

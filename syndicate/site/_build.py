@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.config import Settings
+from syndicate.content._article import legacy_slug
 from syndicate.content._load import load_corpus
 from syndicate.content._model import Article, Category
 from syndicate.content._reader import CacheWriter, Corpus, CorpusMemory, gc_paused
@@ -43,6 +44,7 @@ MANIFEST_FORMAT = 2
 PARALLEL_FROM = 300  # pages' worth of work before forking a second worker pays for itself
 COST = {"feed": 10}  # a feed of 50 full items costs about ten pages (every other kind: one)
 RESERVED_SLUGS = frozenset({SITE_FEED})
+REDIRECTS = "redirects.map"  # the static site's own name for it too (syndicate.web.static)
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,8 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
         return outputs
     outputs.append(_Output(STYLESHEET, "asset", STYLESHEET, ""))  # the template fingerprint covers it
     outputs.append(_Output("404.html", "not_found", "", "not_found"))  # shows only the context (categories)
+    moved = _moved(site)
+    outputs.append(_Output(REDIRECTS, "redirects", "", _digest("redirects", *moved)))
     entries = [(slug, spec.title, site.counts[slug]) for slug, spec in site.specs.items() if slug != SITE_FEED]
     newest = [keys[a.id] for a in site.specs[SITE_FEED].articles]
     outputs.append(_Output("index.html", "index", "", _digest("index", entries, *newest)))
@@ -208,6 +212,24 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
         for article_id, article in site.articles.items() if article.url is None
     )
     return outputs
+
+
+def _moved(site: _Site) -> list[str]:
+    """`old new` URL paths of every article whose address changed when slugs stopped naming the folder."""
+    taken = {a.slug for a in site.articles.values()}
+    moved = []
+    for article in site.articles.values():
+        old = legacy_slug(article)
+        if article.url is None and old != article.slug and old not in taken:
+            moved.append(f"/{site.urls.article_path(old)} /{site.urls.article_path(article.slug)}")
+    return sorted(moved)
+
+
+def _render_redirects(site: _Site, key: str) -> bytes:
+    """An nginx `map` body (`/old/path/ /new/path/;` per line): the service answers 301 from it too."""
+    lines = ["# Old article URLs and where they moved: include in an nginx map (docs/deployment.md)."]
+    lines += [f"{line};" for line in _moved(site)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def _render_index(site: _Site, key: str) -> bytes:
@@ -240,6 +262,7 @@ RENDERERS: dict[str, Callable[[_Site, str], bytes]] = {
     "feed": _render_feed,
     "opml": _render_opml,
     "asset": lambda site, key: site.pages.stylesheet(),
+    "redirects": _render_redirects,
     "not_found": lambda site, key: site.pages.not_found(),
     "index": _render_index,
     "category": _render_category,
