@@ -16,6 +16,7 @@ import pytest
 from syndicate.archive import build_archive, period_label
 from syndicate.delivery._service import SendRequest
 from syndicate.subscribers._store import SubscriberStore
+from syndicate.wiring import content_source
 from tests.outbox_support import NOW, add_subscribers, open_db, service, settings_for
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 
@@ -43,7 +44,7 @@ def test_sent_digests_make_archive_pages_and_feeds_without_personal_data(setup):
     people = add_subscribers(database, 3)
     SubscriberStore(database).set_preferences(people[2].id, now=NOW, frequency="weekly", valid_categories=("city", "science", "sport"))
     assert send(settings, database, NOW).sent == 3
-    report = build_archive(settings, database, NOW + timedelta(minutes=5))
+    report = build_archive(settings, content_source(settings), database, NOW + timedelta(minutes=5))
     assert report.issues == 2 and report.collected > 0
     public = settings.output.folder
     daily = public / "archive" / "daily" / "2026-11-26" / "index.html"
@@ -70,7 +71,7 @@ def test_sent_digests_make_archive_pages_and_feeds_without_personal_data(setup):
     index = lxml.html.fromstring((public / "archive" / "index.html").read_bytes())
     assert "Daily digests" in index.text_content() and "Weekly digests" in index.text_content()
     # A second build finds nothing new and rewrites nothing.
-    again = build_archive(settings, database, NOW + timedelta(minutes=10))
+    again = build_archive(settings, content_source(settings), database, NOW + timedelta(minutes=10))
     assert (again.collected, again.written) == (0, ())
 
 
@@ -78,7 +79,7 @@ def test_the_archive_outlives_pruning_and_issue_numbers_never_go_back(setup):
     settings, database, server = setup
     add_subscribers(database, 1)
     assert send(settings, database, NOW).sent == 1
-    build_archive(settings, database, NOW + timedelta(minutes=1))
+    build_archive(settings, content_source(settings), database, NOW + timedelta(minutes=1))
     svc = service(settings, database)
     assert svc.outbox.prune(NOW + timedelta(days=400)) == 1  # the run and its delivery are gone
     later = NOW + timedelta(days=2)
@@ -88,7 +89,7 @@ def test_the_archive_outlives_pruning_and_issue_numbers_never_go_back(setup):
     first, second = messages(server)
     assert "Issue 1" in first.get_body(("plain",)).get_content()
     assert "Issue 2" in second.get_body(("plain",)).get_content()  # counted past the pruned delivery
-    build_archive(settings, database, later + timedelta(minutes=1))
+    build_archive(settings, content_source(settings), database, later + timedelta(minutes=1))
     days = sorted(p.name for p in (settings.output.folder / "archive" / "daily").iterdir())
     assert days == ["2026-11-26", "2026-11-28"]
 

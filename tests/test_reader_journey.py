@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 import shutil
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 from syndicate.archive import build_archive
 from syndicate.delivery._service import DeliveryService, SendRequest
 from syndicate.subscribers._model import SubscriberStatus
+from syndicate.wiring import content_source
 from tests.web_helpers import ENVIRON, link_in, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -73,10 +74,11 @@ def html_of(message: EmailMessage) -> str:
 
 def send_digest_and_build_archive(site) -> EmailMessage:
     """Send every active subscriber their digest as of SENT_AT (the sample articles' week) and build the archive."""
-    service = DeliveryService(site.settings, site.database, environ=ENVIRON)
+    source = content_source(site.settings)
+    service = DeliveryService(site.settings, site.database, source, environ=ENVIRON)
     run = service.plan_manual(SendRequest(), SENT_AT)
     assert service.work(run.run_id, now=SENT_AT).sent == 1
-    build_archive(site.settings, site.database, SENT_AT)
+    build_archive(site.settings, source, site.database, SENT_AT)
     return site.mails()[-1]
 
 

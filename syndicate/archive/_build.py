@@ -16,14 +16,9 @@ from zoneinfo import ZoneInfo
 
 from syndicate.archive._collect import ArchiveIssue, ArchiveItem, collect_sent, load_issues
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
-from syndicate.content._model import Category
-from syndicate.content._reader import CorpusMemory
-from syndicate.site._build import site_info
-from syndicate.site._files import publish
-from syndicate.site._pages import SitePages
-from syndicate.site._urls import SiteUrls
-from syndicate.storage._database import Database
+from syndicate.content import Category, ContentSource, CorpusMemory
+from syndicate.site import SitePages, SiteUrls, publish, site_info
+from syndicate.storage import Database
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +88,10 @@ def _category_feed(category: Category, issues: list[tuple[ArchiveIssue, IssueVie
     return ElementTree.tostring(rss, encoding="utf-8", xml_declaration=True) + b"\n"
 
 
-def build_archive(settings: Settings, database: Database, now: datetime, *, output: Path | None = None,
-                  memory: CorpusMemory | None = None) -> ArchiveReport:
+def build_archive(settings: Settings, source: ContentSource, database: Database, now: datetime, *,
+                  output: Path | None = None, memory: CorpusMemory | None = None) -> ArchiveReport:
     """Collect what was sent since the last build, then write every archive page and feed."""
-    corpus = load_corpus(settings, memory=memory)
+    corpus = source.read(memory=memory)
     urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
     zone = ZoneInfo(settings.site.timezone)
     collected = collect_sent(database, {a.id: a for a in corpus.articles}, urls.article, zone, now)

@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from syndicate.content._model import Article
-from syndicate.digest._select import archive_period
-from syndicate.storage._database import Database
+from syndicate.content import Article
+from syndicate.digest import archive_period
+from syndicate.storage import Database
 from syndicate.storage.schema import archive_items, archive_state, deliveries, runs, subscribers
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.site._build import build_site
+from syndicate.site import build_site
+from syndicate.wiring import content_source
 
 
 @click.command()
@@ -19,7 +20,7 @@ from syndicate.site._build import build_site
 @pass_app
 def build(app: AppContext, ctx: click.Context, content: Path | None, output: Path | None) -> None:
     """Write every feed (RSS, Atom, JSON Feed, OPML) and page; exit 1 if any article was skipped."""
-    report = build_site(app.settings, content=content, output=output)
+    report = build_site(app.settings, content_source(app.settings), content=content, output=output)
     for warning in report.warnings:
         click.echo(f"{warning} (warning)")
     for problem in report.problems:
@@ -40,11 +41,11 @@ def _archive(app: AppContext, output: Path | None) -> None:
     from datetime import UTC, datetime
 
     from syndicate.archive import build_archive
-    from syndicate.storage._database import open_database
+    from syndicate.wiring import Components
 
-    database = open_database(app.settings)
+    components = Components(app.settings)
     try:
-        archive = build_archive(app.settings, database, datetime.now(UTC), output=output)
+        archive = build_archive(app.settings, components.content, components.database, datetime.now(UTC), output=output)
     finally:
-        database.close()
+        components.close()
     click.echo(f"archive: {archive.issues} issues, {len(archive.written)} files written")

@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.delivery._service import DeliveryService
-from syndicate.storage._database import open_database
+from syndicate.wiring import Components
 
 
 def _when(moment: datetime | None) -> str:
@@ -26,12 +25,12 @@ def _when(moment: datetime | None) -> str:
 def status(app: AppContext, run_limit: int, failure_limit: int) -> None:
     """Recent runs with their counts, digests waiting for a retry, and permanent failures with reasons."""
     settings = app.settings
-    database = open_database(settings)
+    components = Components(settings)
     try:
-        service = DeliveryService(settings, database)
+        service = components.delivery
         runs, retries, failures = service.recent_runs(run_limit), service.waiting_retries(), service.failures(failure_limit)
     finally:
-        database.close()
+        components.close()
     console = Console(width=None if sys.stdout.isatty() else 160)
 
     table = Table(title="Recent runs", title_justify="left")

@@ -13,20 +13,21 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
 from syndicate.errors import MissingSecretError
-from syndicate.storage._database import open_database
-from syndicate.subscribers._confirm import send_confirmation
-from syndicate.subscribers._csv import import_csv, write_subscribers
-from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
-from syndicate.subscribers._store import (
+from syndicate.subscribers import (
+    WEEKDAYS,
     Filter,
+    Frequency,
     StoredSubscriber,
-    SubscriberDefaults,
+    Subscriber,
+    SubscriberStatus,
     SubscriberStore,
+    import_csv,
     new_subscriber,
     split_categories,
+    write_subscribers,
 )
+from syndicate.wiring import Components, load_corpus
 
 FREQUENCIES = click.Choice([f.value for f in Frequency])
 STATUSES = click.Choice([s.value for s in SubscriberStatus])
@@ -41,11 +42,11 @@ def valid_categories(settings: Settings) -> set[str]:
 
 @contextmanager
 def open_store(settings: Settings) -> Iterator[SubscriberStore]:
-    database = open_database(settings)
+    components = Components(settings)
     try:
-        yield SubscriberStore(database, SubscriberDefaults.from_settings(settings))
+        yield components.store
     finally:
-        database.close()
+        components.close()
 
 
 def _now() -> datetime:
@@ -91,7 +92,7 @@ def add(app: AppContext, email: str, name: str | None, categories: str, frequenc
 def _mail_confirmation(settings: Settings, store: SubscriberStore, subscriber: Subscriber) -> None:
     """Send the double opt-in email; the subscriber stays added (pending) whatever happens to it."""
     try:
-        mailed = send_confirmation(settings, store, subscriber, now=_now())
+        mailed = Components(settings, database=store.database).confirmations.send(subscriber, now=_now())
     except MissingSecretError as e:
         click.echo(f"warning: confirmation email not sent: {e} ({e.hint})", err=True)
         return

@@ -1,1 +1,12 @@
-"""content"""
+"""Content: reads the Markdown articles (export format or YAML front matter) into a Corpus of Articles."""
+
+from syndicate.content._article import ReaderOptions, legacy_slug, parse_article
+from syndicate.content._model import Article, Category
+from syndicate.content._reader import CacheWriter, CategoryRule, Corpus, CorpusMemory, gc_paused, read_corpus
+from syndicate.content._source import ContentSource
+from syndicate.content._text import make_xml_safe, plain_text, slugify
+
+__all__ = [
+    "Article", "CacheWriter", "Category", "CategoryRule", "ContentSource", "Corpus", "CorpusMemory", "ReaderOptions",
+    "gc_paused", "legacy_slug", "make_xml_safe", "parse_article", "plain_text", "read_corpus", "slugify",
+]

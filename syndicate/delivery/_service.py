@@ -29,7 +29,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
@@ -37,9 +37,7 @@ from itertools import islice
 from typing import Any
 
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
-from syndicate.content._model import Article, Category
-from syndicate.content._reader import Corpus, gc_paused
+from syndicate.content import Article, Category, ContentSource, Corpus, gc_paused
 from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
@@ -57,15 +55,32 @@ from syndicate.delivery._outbox import (
     since_key,
     subscriber_states,
 )
-from syndicate.digest._message import MessageBuilder, message_id
-from syndicate.digest._render import EmailRenderer
-from syndicate.digest._select import Digest, DigestSection, Selector, Timeline, select_digest, variant_key
+from syndicate.digest import (
+    Digest,
+    DigestSection,
+    EmailRenderer,
+    MessageBuilder,
+    Selector,
+    Timeline,
+    message_id,
+    select_digest,
+    variant_key,
+)
 from syndicate.errors import MailError, SyndicateError, UsageError
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
-from syndicate.storage._database import Database
-from syndicate.subscribers._links import PlaceholderLinks, signed_links, site_urls
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
-from syndicate.subscribers._store import Filter, SubscriberDefaults, SubscriberStore, next_send_time
+from syndicate.site import SiteUrls
+from syndicate.storage import Database
+from syndicate.subscribers import (
+    Filter,
+    Frequency,
+    PlaceholderLinks,
+    SignedLinks,
+    Subscriber,
+    SubscriberStatus,
+    SubscriberStore,
+    next_send_time,
+    signer_from_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +163,7 @@ class _Messages:
         """One per run, dated (and its links signed) at the run's start: a resend is the same bytes."""
         if run_id not in self._builders:
             started = self.service.outbox.run_started(run_id)
-            links = signed_links(self.settings, now=started, environ=self.service.environ)
+            links = SignedLinks(signer_from_settings(self.settings.links, self.service.environ), self.service.urls, now=started)
             self._builders[run_id] = MessageBuilder(self.settings, self.renderer, links, self.categories, started)
         return self._builders[run_id]
 
@@ -306,6 +321,7 @@ class DeliveryService:
         self,
         settings: Settings,
         database: Database,
+        content: ContentSource,
         *,
         backend_factory: Callable[[], MailBackend] | None = None,
         environ: Mapping[str, str] | None = None,
@@ -314,8 +330,10 @@ class DeliveryService:
         configured backend, smtp or file); a given factory always sends from this process."""
         self.settings = settings
         self.database = database
+        self.content = content
         self.environ = environ
-        self.store = SubscriberStore(database, SubscriberDefaults.from_settings(settings))
+        self.store = SubscriberStore(database)
+        self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
         self.outbox = Outbox(database, settings.outbox)
         self.backend_factory = backend_factory or self._configured_backend
         self.forkable = backend_factory is None and settings.mail.backend in FORKABLE_BACKENDS
@@ -329,13 +347,13 @@ class DeliveryService:
             extra = {"environ": self.environ} if self.environ is not None else {}
             if self.connections_share is not None:
                 extra["connections"] = self.connections_share
-        return make_backend(self.settings, **extra)
+        return make_backend(self.settings.mail, self.settings.smtp, **extra)
 
     # -- planning
 
     def plan_manual(self, request: SendRequest, now: datetime) -> RunReport:
         """Record a manual run and one delivery per matching subscriber with something new."""
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         for _ in self._plan_batches(run_id, subscribers, corpus, now):
@@ -344,9 +362,9 @@ class DeliveryService:
 
     def _plan_batches(
         self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime
-    ) -> Iterator[list[PlannedDelivery]]:
+    ) -> Generator[list[PlannedDelivery], None, None]:
         """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
             for batch in _batched(subscribers, PLAN_BATCH):
                 planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
@@ -363,8 +381,8 @@ class DeliveryService:
         next send time on. One due for longer than `grace` is skipped, logged and rescheduled.
         Nothing due: no run is recorded (run_id 0)."""
         self._reschedule_missed(now, grace)
-        corpus = load_corpus(self.settings)
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        corpus = self.content.read()
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         run_id = 0
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
             if not run_id:
@@ -425,7 +443,7 @@ class DeliveryService:
         on the first planned batches while this process plans the rest. `clock` (default: the real
         one) dates the sending, `now` the planning; `planned` hears of the run once it is planned."""
         fixed, clock = clock, clock or _clock(None)
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         batches = self._plan_batches(run_id, subscribers, corpus, now)
@@ -485,7 +503,7 @@ class DeliveryService:
         def send(counted: Callable[[], None]) -> None:
             shares = self._shares(run_id, clock())
             if len(shares) > 1:
-                messages = _Messages(self, load_corpus(self.settings))
+                messages = _Messages(self, self.content.read())
                 group = _WorkerGroup(self, shares[1:], claim, clock, messages)
                 self._send_beside(group, shares[0], claim, clock, stop, counted, messages)
             else:
@@ -617,7 +635,7 @@ class DeliveryService:
     ) -> dict[str, int]:
         """Claim, render and send until claim() gives nothing; every claimed delivery ends recorded
         (or, when the process dies, `sending` for recover())."""
-        messages = messages or _Messages(self, load_corpus(self.settings))
+        messages = messages or _Messages(self, self.content.read())
         recorder = _Recorder(self.outbox, clock)
         waiting: dict[str, ClaimedDelivery] = {}  # claimed, not yet handed to the backend
         handed: dict[str, ClaimedDelivery] = {}  # handed to the backend, no result yet
@@ -683,11 +701,11 @@ class DeliveryService:
 
     def dry_run(self, request: SendRequest, now: datetime) -> list[tuple[str, int]]:
         """(email, article count) of every digest a manual send would record now; changes nothing."""
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         timeline = Timeline.of(corpus.articles)
         out = []
         for subscriber in self._matching(request, corpus):
-            digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings)
+            digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings.digest.max_articles)
             if digest is not None:
                 out.append((subscriber.email, digest.count))
         return out
@@ -695,12 +713,12 @@ class DeliveryService:
     def send_test_copy(self, request: SendRequest, to: str, now: datetime) -> SendResult:
         """Mail the digest of `request.subscriber` (or of a made-up subscriber following
         `request.categories`) to `to` only, with placeholder links; changes no state."""
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         subscriber = self._test_subscriber(request, corpus, to)
-        digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings)
+        digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         if digest is None:
             raise UsageError(f"nothing new for {request.subscriber or ', '.join(request.categories)}: no digest to send")
-        links = PlaceholderLinks(site_urls(self.settings))
+        links = PlaceholderLinks(self.urls)
         built = MessageBuilder(self.settings, EmailRenderer(self.settings), links, corpus.categories, now).digest_message(digest)
         message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (to,), built.data, built.message_id)
         result = next(iter(self.backend_factory().send_messages([message])))

@@ -30,8 +30,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 
 from syndicate.config import Settings
-from syndicate.service._clock import utc_now
-from syndicate.storage._database import Database
+from syndicate.storage import Database
+from syndicate.wiring import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ MAX_DIGEST_INTERVAL = 3600  # the digest job runs at least hourly, whatever the 
 FIRST_RUN_DELAY = timedelta(seconds=2)  # a new job's first run: soon after start, not in the middle of it
 
 Clock = Callable[[], datetime]
-Task = Callable[[datetime, threading.Event], None]
+Task = Callable[[datetime, threading.Event], object]
 
 
 # ---------------------------------------------------------------- what the jobs do

@@ -4,24 +4,23 @@ repeated sign-up) and the sentence saying when a subscriber's digests come, in t
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from email.utils import parseaddr
 from zoneinfo import ZoneInfo
 
-from syndicate.config import Settings
-from syndicate.content._model import Category
-from syndicate.digest._message import build_notice
-from syndicate.digest._render import EmailRenderer, join_names
-from syndicate.mail import MailBackend, OutgoingMessage, make_backend
-from syndicate.site._urls import SiteUrls
+from syndicate.content import Category
+from syndicate.mail import MailBackend, OutgoingMessage
+from syndicate.site import SiteUrls
 from syndicate.subscribers._confirm import _take_slot, category_names
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber
 from syndicate.subscribers._store import SubscriberStore, next_send_time
-from syndicate.subscribers._tokens import signer_from_settings
+from syndicate.subscribers._tokens import LinkSigner
 
 log = logging.getLogger(__name__)
+
+# (subscriber, template name, subject, plain-text values, now) -> the message to send; the composition
+# root builds it from the digest stage's renderer (templates email/{template}.html.j2 and .txt.j2).
+ComposeNotice = Callable[[Subscriber, str, str, Mapping[str, str], datetime], OutgoingMessage]
 
 
 def describe_schedule(subscriber: Subscriber, after: datetime, *, which: str = "first") -> str:
@@ -36,60 +35,70 @@ def describe_schedule(subscriber: Subscriber, after: datetime, *, which: str = "
             f"the {which} on {local:%A} {local.day} {local:%B}{year}.")
 
 
-def _send(settings: Settings, subscriber: Subscriber, template: str, subject: str, values: Mapping[str, str],
-          now: datetime, backend: MailBackend | None) -> bool:
-    data = build_notice(settings, EmailRenderer(settings), email=subscriber.email, name=subscriber.name,
-                        template=template, subject=subject, values=values, now=now)
-    found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
-    message = OutgoingMessage(
-        key=f"{template}-{subscriber.id}", sender=parseaddr(settings.mail.from_)[1], recipients=(subscriber.email,),
-        data=data, message_id=found.group(1).decode() if found else "",
-    )
-    mailer = backend if backend is not None else make_backend(settings)
-    sent = False
-    for result in mailer.send_messages([message]):
-        if result.outcome == "sent":
-            sent = True
-            log.info("%s email sent subscriber=%s message_id=%s", template, subscriber.id, result.message_id)
-        else:
-            log.error("%s email not sent subscriber=%s outcome=%s reply=%s", template, subscriber.id, result.outcome, result.reply)
-    return sent
+def _join(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def _values(settings: Settings, subscriber: Subscriber, categories: Sequence[Category] | None, now: datetime,
-            environ: Mapping[str, str] | None, which: str = "first") -> dict[str, str]:
-    signer = signer_from_settings(settings, environ)
-    urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
-    chosen = categories if categories is not None else category_names(settings, subscriber.categories)
-    name = " ".join((subscriber.name or "").split())
-    return {
-        "greeting": f"Hello {name}," if name else "Hello,",
-        "email": subscriber.email,
-        "following": join_names([c.name for c in chosen]) or "every category",
-        "schedule": describe_schedule(subscriber, now, which=which),
-        "preferences_url": urls.preferences(signer.make("preferences", subscriber.id, now=now)),
-        "unsubscribe_url": urls.unsubscribe(signer.make("unsubscribe", subscriber.id, now=now)),
-        "postal_address": settings.site.postal_address or "",
-    }
+class Notices:
+    """Sends the welcome and "already subscribed" emails. The second counts against the same
+    per-address hourly limit as confirmations, so the signup form cannot flood an inbox."""
 
+    def __init__(self, store: SubscriberStore, *, signer: LinkSigner, urls: SiteUrls, compose: ComposeNotice,
+                 backend: Callable[[], MailBackend], per_hour: int, category_titles: Mapping[str, str],
+                 site_title: str, welcome: bool, postal_address: str | None = None) -> None:
+        self.store = store
+        self.signer = signer
+        self.urls = urls
+        self.compose = compose
+        self.backend = backend
+        self.per_hour = per_hour
+        self.category_titles = dict(category_titles)
+        self.site_title = site_title
+        self.welcome_on = welcome
+        self.postal_address = postal_address or ""
 
-def send_welcome(settings: Settings, subscriber: Subscriber, *, now: datetime, backend: MailBackend | None = None,
-                 environ: Mapping[str, str] | None = None, categories: Sequence[Category] | None = None) -> bool:
-    """The welcome email after confirming, when `[email] welcome` is on and the templates exist."""
-    if not settings.email.welcome or not EmailRenderer(settings).has_template("welcome"):
-        return False
-    subject = f"Welcome to {settings.site.title}"
-    return _send(settings, subscriber, "welcome", subject, _values(settings, subscriber, categories, now, environ), now, backend)
+    def _values(self, subscriber: Subscriber, categories: Sequence[Category] | None, now: datetime,
+                which: str) -> dict[str, str]:
+        chosen = categories if categories is not None else category_names(self.category_titles, subscriber.categories)
+        name = " ".join((subscriber.name or "").split())
+        return {
+            "greeting": f"Hello {name}," if name else "Hello,",
+            "email": subscriber.email,
+            "following": _join([c.name for c in chosen]) if chosen else "every category",
+            "schedule": describe_schedule(subscriber, now, which=which),
+            "preferences_url": self.urls.preferences(self.signer.make("preferences", subscriber.id, now=now)),
+            "unsubscribe_url": self.urls.unsubscribe(self.signer.make("unsubscribe", subscriber.id, now=now)),
+            "postal_address": self.postal_address,
+        }
 
+    def _send(self, subscriber: Subscriber, template: str, subject: str, values: Mapping[str, str], now: datetime,
+              backend: MailBackend | None) -> bool:
+        message = self.compose(subscriber, template, subject, values, now)
+        mailer = backend if backend is not None else self.backend()
+        sent = False
+        for result in mailer.send_messages([message]):
+            if result.outcome == "sent":
+                sent = True
+                log.info("%s email sent subscriber=%s message_id=%s", template, subscriber.id, result.message_id)
+            else:
+                log.error("%s email not sent subscriber=%s outcome=%s reply=%s",
+                          template, subscriber.id, result.outcome, result.reply)
+        return sent
 
-def send_already_subscribed(settings: Settings, store: SubscriberStore, subscriber: Subscriber, *, now: datetime,
-                            backend: MailBackend | None = None, environ: Mapping[str, str] | None = None,
-                            categories: Sequence[Category] | None = None) -> bool:
-    """A short "you are already subscribed" email with the preferences link, counted against the same
-    per-address hourly limit as confirmations (so the form cannot be used to flood an inbox)."""
-    if not _take_slot(store, subscriber.email.lower(), settings.http.confirmations_per_hour, now):
-        log.warning("already-subscribed email rate-limited subscriber=%s", subscriber.id)
-        return False
-    subject = f"You are already subscribed to {settings.site.title}"
-    values = _values(settings, subscriber, categories, now, environ, which="next")
-    return _send(settings, subscriber, "already_subscribed", subject, values, now, backend)
+    def welcome(self, subscriber: Subscriber, *, now: datetime, backend: MailBackend | None = None,
+                categories: Sequence[Category] | None = None) -> bool:
+        """The welcome email after confirming, when `[email] welcome` is on."""
+        if not self.welcome_on:
+            return False
+        values = self._values(subscriber, categories, now, "first")
+        return self._send(subscriber, "welcome", f"Welcome to {self.site_title}", values, now, backend)
+
+    def already_subscribed(self, subscriber: Subscriber, *, now: datetime, backend: MailBackend | None = None,
+                           categories: Sequence[Category] | None = None) -> bool:
+        """A short "you are already subscribed" email with the preferences link (rate-limited)."""
+        if not _take_slot(self.store, subscriber.email.lower(), self.per_hour, now):
+            log.warning("already-subscribed email rate-limited subscriber=%s", subscriber.id)
+            return False
+        values = self._values(subscriber, categories, now, "next")
+        return self._send(subscriber, "already_subscribed", f"You are already subscribed to {self.site_title}",
+                          values, now, backend)

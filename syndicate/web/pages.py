@@ -18,17 +18,18 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from syndicate.subscribers._confirm import send_confirmation
-from syndicate.subscribers._model import WEEKDAYS, Subscriber, SubscriberStatus
-from syndicate.subscribers._notices import describe_schedule, send_already_subscribed, send_welcome
-from syndicate.subscribers._store import (
+from syndicate.subscribers import (
+    WEEKDAYS,
+    InvalidLinkError,
     InvalidSubscriberError,
+    Subscriber,
+    SubscriberStatus,
     TransitionError,
     UnknownSubscriberError,
+    canonical_zones,
+    describe_schedule,
     new_subscriber,
 )
-from syndicate.subscribers._tokens import InvalidLinkError
-from syndicate.subscribers._zones import canonical_zones
 from syndicate.web.context import WebContext
 from syndicate.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_field, csrf_ok, new_csrf_nonce, parse_nonce
 
@@ -81,8 +82,8 @@ class Pages:
         settings = self.context.settings
         html = self.environment.get_template(template).render({
             "site_title": settings.site.title, "language": settings.site.language, "labels": LABELS,
-            "csrf": csrf_field(self.context.signer, nonce, now), "errors": {}, "detect_timezone": False,
-            "home_url": self.context.urls.home(), "category_url": self.context.urls.category,
+            "csrf": csrf_field(self.context.signer, nonce, now) if nonce is not None else "", "errors": {},
+            "detect_timezone": False, "home_url": self.context.urls.home(), "category_url": self.context.urls.category,
             "nav": self.context.categories.get(), **values,
         })
         response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
@@ -333,25 +334,19 @@ def _sign_up(context: WebContext, new: Any) -> None:
         log.info("sign-up for an active subscriber id=%s: sending the already-subscribed email", subscriber.id)
 
         def remind() -> None:
-            backend = context.backend_factory() if context.backend_factory else None
-            send_already_subscribed(context.settings, context.store, subscriber, now=now, backend=backend,
-                                    environ=context.environ, categories=context.categories.named(subscriber.categories))
+            context.notices.already_subscribed(subscriber, now=now, categories=context.categories.named(subscriber.categories))
 
         context.runner.start(f"already-subscribed-{subscriber.id}", remind)
         return
 
     def mail() -> None:
-        backend = context.backend_factory() if context.backend_factory else None
-        send_confirmation(context.settings, context.store, subscriber, now=now, backend=backend,
-                          environ=context.environ, categories=context.categories.named(subscriber.categories))
+        context.confirmations.send(subscriber, now=now, categories=context.categories.named(subscriber.categories))
 
     context.runner.start(f"confirmation-{subscriber.id}", mail)
 
 
 def _welcome(context: WebContext, subscriber: Subscriber, now: datetime) -> None:
-    backend = context.backend_factory() if context.backend_factory else None
-    send_welcome(context.settings, subscriber, now=now, backend=backend, environ=context.environ,
-                 categories=context.categories.named(subscriber.categories))
+    context.notices.welcome(subscriber, now=now, categories=context.categories.named(subscriber.categories))
 
 
 def _subscribed_page(pages: Pages, request: Request, subscriber: Subscriber, now: datetime, heading: str) -> HTMLResponse:
