@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -53,9 +54,10 @@ class ArchiveIssue:
         return max(item.first_sent_at for _, items in self.sections for item in items)
 
 
-def _insert(dialect: str) -> Callable[..., object]:
+def _insert(dialect: str, rows: list[dict[str, object]]) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING (PostgreSQL reports no rowcount for it)."""
     module = postgresql if dialect == "postgresql" else sqlite
-    return lambda rows: module.insert(archive_items).values(rows).on_conflict_do_nothing().returning(archive_items.c.article_id)
+    return module.insert(archive_items).values(rows).on_conflict_do_nothing().returning(archive_items.c.article_id)
 
 
 def collect_sent(database: Database, articles: Mapping[str, Article], article_url: Callable[[Article], str],
@@ -82,10 +84,9 @@ def collect_sent(database: Database, articles: Mapping[str, Article], article_ur
                     found[key] = {"frequency": row.frequency, "period": period, "category": slug, "article_id": article_id,
                                   "title": article.title, "url": article_url(article), "first_sent_at": row.sent_at}
         rows = list(found.values())
-        insert = _insert(connection.dialect.name)
         added = 0
         for start in range(0, len(rows), 500):
-            added += len(connection.execute(insert(rows[start:start + 500])).all())
+            added += len(connection.execute(_insert(connection.dialect.name, rows[start:start + 500])).all())
         if last is None:
             connection.execute(archive_state.insert().values(name=STATE, collected_until=now))
         else:

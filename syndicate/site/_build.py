@@ -188,8 +188,9 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
             fingerprint = _digest("feed", fmt, slug, spec.title, spec.description, *shown)
             outputs.append(_Output(site.urls.feed_path(slug, fmt), "feed", f"{fmt}:{slug}", fingerprint))
     opml = [(s.slug, s.title, s.updated.isoformat()) for s in site.specs.values()]
-    for fmt in (None, *site.formats):  # the main OPML, then one per format beside it
-        outputs.append(_Output(site.urls.opml_path(fmt), "opml", fmt or "", _digest("opml", fmt, site.opml_format, opml)))
+    for opml_fmt in (None, *site.formats):  # the main OPML, then one per format beside it
+        outputs.append(_Output(site.urls.opml_path(opml_fmt), "opml", opml_fmt or "",
+                               _digest("opml", opml_fmt, site.opml_format, opml)))
     if not with_pages:
         return outputs
     outputs.append(_Output(STYLESHEET, "asset", STYLESHEET, ""))  # the template fingerprint covers it
