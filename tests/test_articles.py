@@ -351,3 +351,12 @@ def test_export_dates_read_as_strptime_reads_them(value):
             _parse_date(value, "%m/%d/%Y")
     else:
         assert _parse_date(value, "%m/%d/%Y") == expected
+
+
+def test_front_matter_image_must_be_an_absolute_url():
+    with_image = FRONT.replace("date: 2026-03-05T09:30:00+01:00",
+                               "date: 2026-03-05T09:30:00+01:00\nimage: https://img.example.org/lane.jpg")
+    assert parse(with_image).image == "https://img.example.org/lane.jpg"
+    relative = FRONT.replace("date: 2026-03-05T09:30:00+01:00", "date: 2026-03-05T09:30:00+01:00\nimage: /lane.jpg")
+    with pytest.raises(ContentError, match=r"image: expected an absolute http\(s\) URL"):
+        parse(relative)

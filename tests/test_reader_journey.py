@@ -244,13 +244,15 @@ def test_every_email_fits_320_390_and_1000px_without_horizontal_overflow(chromiu
     shots = artifacts("emails")
     page = chromium.new_page()
     page.goto(f"{site.url}/subscribe?email=a-rather-long-address.for-wrapping@example.org&categories=main")
+    page.get_by_label("How often").select_option("weekly")  # a week of sample articles for the digest
     page.get_by_role("button", name="Subscribe").click()
     page.goto(link_in(site.mails()[-1], "confirm"))
     page.get_by_role("button", name="Confirm my subscription").click()
     page.goto(f"{site.url}/subscribe?email=a-rather-long-address.for-wrapping@example.org&categories=main")
     page.get_by_role("button", name="Subscribe").click()
+    send_digest_and_build_archive(site)
     mails = {m["Subject"]: m for m in site.mails()}
-    assert len(mails) == 3  # confirmation, welcome, already subscribed
+    assert len(mails) == 4  # confirmation, welcome, already subscribed, the digest
     page.close()
     for width in (320, 390, 1000):
         context = chromium.new_context(viewport={"width": width, "height": 800})

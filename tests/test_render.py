@@ -260,3 +260,15 @@ def test_the_first_absolute_image_shows_at_a_fixed_width_with_its_alt_text_when_
         return
     assert [(i.get("src"), i.get("alt"), i.get("width")) for i in images_shown] == [
         ("https://img.example.org/derby.jpg", "The winning header & the crowd", "536")]
+
+
+def test_front_matter_image_comes_before_the_body_images():
+    settings = sample_settings(digest={"images": True})
+    digest = sample_digest(settings, categories=("sports",))
+    first = replace(digest.sections[0].articles[0], image="https://img.example.org/cover.jpg",
+                    body_html='<p><img src="https://img.example.org/body.jpg" alt="body"></p>', content_hash="cover")
+    sections = (replace(digest.sections[0], articles=(first, *digest.sections[0].articles[1:])),)
+    digest = replace(digest, sections=sections, variant_key=digest.variant_key + "-cover")
+    html = EmailRenderer(settings).render_digest(digest, SignedLookingLinks(), CORPUS.categories).html
+    image = lxml.html.fromstring(html).cssselect("img.article-image")[0]
+    assert (image.get("src"), image.get("alt")) == ("https://img.example.org/cover.jpg", first.title)

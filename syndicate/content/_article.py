@@ -94,6 +94,7 @@ class _Fields:
     id: str | None = None
     slug: str | None = None
     url: str | None = None
+    image: str | None = None
     category_line: int = 1
 
 
@@ -270,6 +271,7 @@ def _front_matter(rel: PurePosixPath, lines: list[str], first: int, options: Rea
         id=text("id"),
         slug=text("slug"),
         url=text("url"),
+        image=text("image"),
         category_line=line_of(key),
     )
 
@@ -329,6 +331,8 @@ def _build(rel: PurePosixPath, raw: bytes, fields: _Fields, options: ReaderOptio
     body_html = render_markdown(fields.body)
     if fields.url is not None and not fields.url.startswith(("http://", "https://")):
         raise ContentError(rel, 1, f"url: expected an absolute http(s) URL, got {fields.url!r}")
+    if fields.image is not None and not fields.image.startswith(("http://", "https://")):
+        raise ContentError(rel, 1, f"image: expected an absolute http(s) URL (emails cannot load others), got {fields.image!r}")
     return Article(
         id=article_id,
         slug=slug,
@@ -342,4 +346,5 @@ def _build(rel: PurePosixPath, raw: bytes, fields: _Fields, options: ReaderOptio
         source=str(rel),
         content_hash=hashlib.sha256(raw).hexdigest(),
         url=fields.url,
+        image=fields.image,
     )

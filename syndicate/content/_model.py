@@ -39,6 +39,7 @@ class Article:
     source: str  # path relative to the content folder, with / separators
     content_hash: str
     url: str | None = None
+    image: str | None = None  # front matter `image`: the picture the digest shows (absolute URL)
 
     def __post_init__(self) -> None:
         if self.published.tzinfo is None or self.updated.tzinfo is None:

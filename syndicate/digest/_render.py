@@ -616,8 +616,10 @@ class EmailRenderer:
 
 
 def _first_image(article: Article) -> dict[str, str] | None:
-    """The article's first image with an absolute http(s) address (a mail client cannot resolve
-    a relative one), and its alt text."""
+    """Front matter `image` (alt text: the title), else the article's first image with an absolute
+    http(s) address (a mail client cannot resolve a relative one) and its alt text."""
+    if article.image:
+        return {"url": article.image, "alt": clean_line(article.title)}
     for tag in _IMAGE.findall(article.body_html):
         found = {m.group(1).lower(): html.unescape(m.group(2) if m.group(2) is not None else m.group(3))
                  for m in _ATTRIBUTE.finditer(tag)}

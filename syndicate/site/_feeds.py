@@ -178,6 +178,7 @@ def render_opml(specs: Sequence[FeedSpec], fmt: str, site: SiteInfo, urls: SiteU
     updated = max((spec.updated for spec in specs), default=EMPTY_FEED_UPDATED)
     ElementTree.SubElement(head, "dateModified").text = updated.strftime("%a, %d %b %Y %H:%M:%S %z")
     ElementTree.SubElement(head, "ownerName").text = site.author
+    ElementTree.SubElement(head, "docs").text = "http://opml.org/spec2.opml"
     body = ElementTree.SubElement(opml, "body")
     for spec in specs:
         attributes = {"type": "rss", "text": spec.title, "title": spec.title}
