@@ -249,7 +249,9 @@ def page_router(pages: Pages) -> APIRouter:
                 "Confirming an old link does not resubscribe you. Sign up again if you want the digests back.",
                 status=409, links=(("/subscribe", "Sign up again"),),
             )
-        if not was_pending:
+        # Only the request whose transaction made the change (its `now` is the status change's time)
+        # sends the welcome: two clicks at once never mail it twice.
+        if not (was_pending and subscriber.status_changed_at == now):
             return _subscribed_page(pages, request, subscriber, now, "You are already subscribed")
         context.runner.start(f"welcome-{subscriber.id}", lambda: _welcome(context, subscriber, now))
         return _subscribed_page(pages, request, subscriber, now, "You are subscribed")
