@@ -190,6 +190,14 @@ def test_reader_journey_from_an_article_to_unsubscribing(chromium, axe, site, de
     assert "kim@example.org" not in page.content()
     shot("archive-issue")
     check_accessible(axe, page, "archive page")
+    page.get_by_role("navigation", name="Categories").get_by_role("link", name="Archive").click()
+    assert page.get_by_role("link", name="Week 48 of 2026 (23 November to 29 November)").is_visible()
+    shot("archive-index")
+    check_accessible(axe, page, "archive index")
+    page.get_by_role("link", name="Sports", exact=True).last.click()
+    assert page.get_by_role("heading", level=1).inner_text() == "Sports digests"
+    shot("archive-category")
+    check_accessible(axe, page, "archive category page")
 
     # 8. Unsubscribe: the page names the address; opened again, it says it already happened.
     page.goto(link_in(welcome, "unsubscribe"))
