@@ -27,12 +27,13 @@ from syndicate.content import (
     ReaderOptions,
 )
 from syndicate.delivery import DeliveryService, Outbox
-from syndicate.digest import EmailRenderer, build_confirmation, build_notice
+from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, build_confirmation, build_notice
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
 from syndicate.site import SiteUrls
 from syndicate.storage import Database, open_database
 from syndicate.subscribers import (
     WEEKDAYS,
+    AddressRules,
     Confirmations,
     Frequency,
     LinkSigner,
@@ -83,6 +84,18 @@ def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bo
                 memory: CorpusMemory | None = None, writer: CacheWriter | None = None) -> Corpus:
     """Every article of the configured content folder (or `folder`): content_source(settings).read(...)."""
     return content_source(settings).read(folder, use_cache=use_cache, memory=memory, writer=writer)
+
+
+def email_renderer(settings: Settings, **options: Any) -> EmailRenderer:
+    """The email renderer for the [site], [email] and [digest] settings (`options`: EmailRenderer's)."""
+    return EmailRenderer(settings.site, settings.email, settings.digest.subject, site_urls(settings),
+                         images=settings.digest.images, **options)
+
+
+def message_builder(settings: Settings, renderer: EmailRenderer, links: LinkMaker, categories: Sequence[Category],
+                    now: datetime, **options: Any) -> MessageBuilder:
+    """A run's message builder for the [mail], [email] and [site] settings (`options`: MessageBuilder's)."""
+    return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now, **options)
 
 
 def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:
@@ -151,6 +164,12 @@ class Components:
         )
 
     @cached_property
+    def addresses(self) -> AddressRules:
+        """How addresses entering by any door are checked: one backend is asked (and, with
+        `[smtp] smtputf8 = "auto"`, remembers) whether it carries non-ASCII local parts."""
+        return AddressRules(self.backend().carries_utf8_addresses)
+
+    @cached_property
     def notices(self) -> Notices:
         """The welcome and "already subscribed" emails (issue 16)."""
         site = self.settings.site
@@ -165,8 +184,9 @@ class Components:
     def notice_message(self, subscriber: Subscriber, template: str, subject: str, values: Mapping[str, str],
                        now: datetime) -> OutgoingMessage:
         """A one-off email (welcome, already subscribed) for `subscriber`, ready for a mail backend."""
-        data = build_notice(self.settings, self.renderer, email=subscriber.email, name=subscriber.name,
-                            template=template, subject=subject, values=values, now=now)
+        data = build_notice(self.settings.mail, self.settings.email, self.settings.site, self.renderer,
+                            email=subscriber.email, name=subscriber.name, template=template, subject=subject,
+                            values=values, now=now)
         found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
         return OutgoingMessage(
             key=f"{template}-{subscriber.id}", sender=parseaddr(self.settings.mail.from_)[1],
@@ -186,7 +206,8 @@ class Components:
 
     @cached_property
     def renderer(self) -> EmailRenderer:
-        return EmailRenderer(self.settings)
+        return EmailRenderer(self.settings.site, self.settings.email, self.settings.digest.subject, self.urls,
+                             images=self.settings.digest.images)
 
     def backend(self) -> MailBackend:
         """A fresh mail backend (the handed-in factory's, else the configured one)."""
@@ -199,20 +220,20 @@ class Components:
                              now: datetime) -> OutgoingMessage:
         """The double opt-in email for `subscriber`, ready for a mail backend."""
         data = build_confirmation(
-            self.settings, self.renderer, email=subscriber.email, name=subscriber.name,
+            self.settings.mail, self.settings.email, self.settings.site, self.renderer, email=subscriber.email, name=subscriber.name,
             categories=categories, confirm_url=confirm_url, now=now,
         )
         found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
         return OutgoingMessage(
             key=f"confirm-{subscriber.id}", sender=parseaddr(self.settings.mail.from_)[1],
-            recipients=(subscriber.email,), data=data, message_id=found.group(1).decode() if found else "",
+            recipients=(subscriber.address.envelope,), data=data, message_id=found.group(1).decode() if found else "",
         )
 
     # -- delivery
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.database, self.settings.outbox)
+        return Outbox(self.database, self.settings.outbox, subscribers=self.store)
 
     @cached_property
     def delivery(self) -> DeliveryService:

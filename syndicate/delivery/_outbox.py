@@ -9,7 +9,8 @@ so a scheduled run and a manual send planned together give one delivery per subs
 
 States: queued -> sending -> sent | retry (-> sending again) | failed | skipped.
 `sent` also moves the subscriber's high-water mark to the digest's `until`, in the same
-transaction; nothing else moves it.
+transaction; nothing else moves it. Subscriber state (that mark, a bounce, the next send time)
+is written through the SubscriberStore's writes within the outbox's own transaction.
 
 Crash policy (`[outbox] in_flight`): a delivery is marked `sending` (and committed) before its
 message goes to the backend, and its result is recorded within about 0.2 s of the server's
@@ -38,7 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from syndicate.config import OutboxSettings
 from syndicate.storage import Database
 from syndicate.storage.schema import deliveries, runs, subscriber_categories, subscriber_issues, subscribers
-from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus
+from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus, SubscriberStore, SubscriberWrites
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +168,13 @@ def _insert_ignoring_conflicts(dialect: str) -> Any:
 class Outbox:
     """Every read and write of runs and deliveries. Times are passed in, timezone-aware."""
 
-    def __init__(self, database: Database, settings: OutboxSettings, worker: str | None = None) -> None:
+    def __init__(self, database: Database, settings: OutboxSettings, worker: str | None = None, *,
+                 subscribers: SubscriberStore | None = None) -> None:
+        """`subscribers`: the store that owns subscriber state (default: one over `database`)."""
         self.database = database
         self.settings = settings
         self.worker = worker or worker_token()
+        self.subscribers = subscribers if subscribers is not None else SubscriberStore(database)
 
     # -- runs
 
@@ -253,24 +257,7 @@ class Outbox:
                     }
                     for p in planned
                 ])
-            if reschedule:
-                _reschedule(connection, reschedule)
-
-    def reschedule(self, moves: Sequence[tuple[int, datetime]]) -> None:
-        """Set these (active) subscribers' next send times."""
-        if moves:
-            with self.database.write() as connection:
-                _reschedule(connection, moves)
-
-    def missed(self, before: datetime) -> list[tuple[int, str, str, int, str, int]]:
-        """Active subscribers due before `before`: (id, email, timezone, send_hour, frequency, weekday)."""
-        c = subscribers.c
-        with self.database.read() as connection:
-            rows = connection.execute(
-                select(c.id, c.email, c.timezone, c.send_hour, c.frequency, c.weekday)
-                .where(c.status == SubscriberStatus.ACTIVE.value, c.next_send_at < before)
-            ).all()
-        return [tuple(row) for row in rows]
+            self.subscribers.within(connection).reschedule(reschedule)
 
     # -- claiming and recording
 
@@ -309,13 +296,7 @@ class Outbox:
                     last_reply=bindparam("reply"), sent_at=now, updated_at=now, next_attempt_at=None),
             [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX]} for r in group],
         )
-        c = subscribers.c
-        connection.execute(
-            update(subscribers)
-            .where(c.id == bindparam("sid"), or_(c.high_water.is_(None), c.high_water < bindparam("until")))
-            .values(high_water=bindparam("until")),
-            [{"sid": r.delivery.subscriber.id, "until": r.delivery.until} for r in group],
-        )
+        self.subscribers.within(connection).move_high_water([(r.delivery.subscriber.id, r.delivery.until) for r in group])
 
     def _record_retry(self, connection: Connection, group: list[Result], now: datetime) -> None:
         again, given_up = [], []
@@ -369,13 +350,7 @@ class Outbox:
         hard = [row for row in last if row.status == FAILED and row.last_code is not None and 500 <= row.last_code < 600]
         if len(hard) < self.settings.bounce_after:
             return
-        c = subscribers.c
-        result = connection.execute(
-            update(subscribers)
-            .where(c.id == subscriber_id, c.status.in_((SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)))
-            .values(status=SubscriberStatus.BOUNCED.value, status_changed_at=now, updated_at=now, next_send_at=None)
-        )
-        if result.rowcount:
+        if self.subscribers.within(connection).mark_bounced(subscriber_id, now):
             log.warning("subscriber bounced id=%s after=%s permanent failures", subscriber_id, len(hard))
 
     def backoff(self, attempts: int) -> float:
@@ -484,7 +459,7 @@ class Outbox:
             ).scalars().all()
             for start in range(0, len(ids), _IN_CHUNK):
                 chunk = ids[start:start + _IN_CHUNK]
-                _count_out_issues(connection, chunk)
+                _count_out_issues(connection, self.subscribers.within(connection), chunk)
                 connection.execute(delete(deliveries).where(deliveries.c.run_id.in_(chunk)))
                 connection.execute(delete(runs).where(runs.c.id.in_(chunk)))
         if ids:
@@ -501,15 +476,6 @@ _RECORDERS: dict[str, Callable[[Outbox, Connection, list[Result], datetime], Non
 }
 
 
-def _reschedule(connection: Connection, moves: Sequence[tuple[int, datetime]]) -> None:
-    connection.execute(
-        update(subscribers)
-        .where(subscribers.c.id == bindparam("sid"), subscribers.c.status == SubscriberStatus.ACTIVE.value)
-        .values(next_send_at=bindparam("at")),
-        [{"sid": sid, "at": at} for sid, at in moves],
-    )
-
-
 def _gone(owner: str | None, last: datetime | None, now: datetime,
           alive: Callable[[str], bool | None], stale_after: timedelta) -> bool:
     if owner is None or last is None or now - last > stale_after:
@@ -518,7 +484,7 @@ def _gone(owner: str | None, last: datetime | None, now: datetime,
     return state is False  # None: another host, not silent for long enough
 
 
-def _count_out_issues(connection: Connection, run_ids: Sequence[int]) -> None:
+def _count_out_issues(connection: Connection, writes: SubscriberWrites, run_ids: Sequence[int]) -> None:
     """Before deleting these runs' deliveries, add their sent ones to each subscriber's pruned count."""
     d = deliveries.c
     counts = connection.execute(
@@ -526,17 +492,7 @@ def _count_out_issues(connection: Connection, run_ids: Sequence[int]) -> None:
     ).all()
     if not counts:
         return
-    known = set(connection.execute(
-        select(subscriber_issues.c.subscriber_id).where(subscriber_issues.c.subscriber_id.in_([s for s, _ in counts]))
-    ).scalars())
-    c = subscriber_issues.c
-    updates = [{"sid": s, "n": n} for s, n in counts if s in known]
-    if updates:
-        connection.execute(update(subscriber_issues).where(c.subscriber_id == bindparam("sid"))
-                           .values(pruned_sent=c.pruned_sent + bindparam("n")), updates)
-    inserts = [{"subscriber_id": s, "pruned_sent": n} for s, n in counts if s not in known]
-    if inserts:
-        connection.execute(insert(subscriber_issues), inserts)
+    writes.count_out_issues({s: n for s, n in counts})
 
 
 def _report(row: Row[Any]) -> RunReport:

@@ -40,7 +40,7 @@ import css_inline
 import jinja2
 import premailer
 
-from syndicate.config import Settings
+from syndicate.config import EmailSettings, SiteSettings
 from syndicate.content import Article, Category
 from syndicate.digest._select import Digest, DigestSection, archive_period, section_key
 from syndicate.errors import ConfigError
@@ -240,8 +240,8 @@ def join_names(names: Sequence[str]) -> str:
     return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def templates_folder(settings: Settings) -> Path:
-    return settings.email.templates or DEFAULT_TEMPLATES
+def templates_folder(email: EmailSettings) -> Path:
+    return email.templates or DEFAULT_TEMPLATES
 
 
 def inline_css(document: str, inliner: str) -> str:
@@ -333,20 +333,23 @@ class DigestParts:
 class EmailRenderer:
     """Renders digests and confirmations; holds this run's cache of rendered variants."""
 
-    def __init__(self, settings: Settings, *, inliner: str | None = None, cache: bool = True,
-                 variant_cache: int = VARIANT_CACHE) -> None:
-        """`cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures);
+    def __init__(self, site: SiteSettings, email: EmailSettings, subject: str, urls: SiteUrls, *,
+                 inliner: str | None = None, cache: bool = True, variant_cache: int = VARIANT_CACHE,
+                 images: bool = False) -> None:
+        """`site` names the site and its time zone, `email` the templates and the CSS inliner, `subject`
+        is the [digest] subject template, `urls` makes the links. `cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures);
         `variant_cache`: rendered variants kept (least recently used forgotten)."""
-        self.settings = settings
+        self.site = site
+        self.images = images  # [digest] images: each article's first image in the digest
         self.cache = cache
-        self.inliner = inliner or settings.email.css_inliner
-        self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
-        self.timezone = ZoneInfo(settings.site.timezone)
+        self.inliner = inliner or email.css_inliner
+        self.urls = urls
+        self.timezone = ZoneInfo(site.timezone)
         self._nonce = secrets.token_hex(8)
         names = "|".join(sorted(set(DIGEST_SLOTS + VARIANT_SLOTS + CONFIRM_SLOTS)))
         self._marker = re.compile(f"slot{self._nonce}({names})x")
-        self._env = _environment(templates_folder(settings))
-        self._subject = _subject_template(settings.digest.subject)
+        self._env = _environment(templates_folder(email))
+        self._subject = _subject_template(subject)
         self._variants: BoundedCache[str, RenderedVariant] = BoundedCache(variant_cache)
         self._variants_rendered = 0
         self._sections: BoundedCache[str, RenderedSection] = BoundedCache(SECTION_CACHE)
@@ -467,7 +470,7 @@ class EmailRenderer:
         return SlotValues(html={k: html.escape(v, quote=True) for k, v in values.items()}, text=text)
 
     def _common(self) -> dict[str, object]:
-        site = self.settings.site
+        site = self.site
         logo = None
         if site.logo:
             logo = {"url": site.logo, "width": site.logo_width, "height": site.logo_height, "alt": site.logo_alt or site.title}
@@ -581,12 +584,12 @@ class EmailRenderer:
             "author": article.author,
             "summary": article.summary,
             "date": _day(article.published.astimezone(self.timezone)),
-            "image": _first_image(article) if self.settings.digest.images else None,
+            "image": _first_image(article) if self.images else None,
         }
 
     def _render_confirmation(self) -> RenderedVariant:
         slots = self._slot_markers(CONFIRM_SLOTS)
-        subject = f"Confirm your subscription to {self.settings.site.title}"
+        subject = f"Confirm your subscription to {self.site.title}"
         context = {**self._common(), "title": subject, **slots}
         return self._finish("confirm", subject, "confirm", context)
 
@@ -605,7 +608,7 @@ class EmailRenderer:
         try:
             return self._subject.render(
                 top=top,
-                site=self.settings.site.title,
+                site=self.site.title,
                 count=digest.count,
                 hidden=digest.hidden,
                 categories=join_names(names),

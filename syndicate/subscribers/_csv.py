@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from syndicate.errors import Problem, UsageError
+from syndicate.subscribers._address import AddressRules
 from syndicate.subscribers._store import (
+    ANY_BACKEND,
     ImportReport,
     InvalidSubscriberError,
     NewSubscriber,
@@ -84,6 +86,7 @@ def read_subscribers(
     *,
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> Iterator[NewSubscriber | Problem]:
     """Each data row as a validated NewSubscriber, or a Problem naming its line and what is wrong."""
     reader = csv.DictReader(stream, restkey=_EXTRA, strict=True)
@@ -103,7 +106,7 @@ def read_subscribers(
                 yield Problem(path, start, f"unreadable CSV ({e}; is a quote left open?); the rest of the file was skipped")
                 return
             if any((v or "").strip() for k, v in row.items() if k != _EXTRA):
-                yield _row(row, start, path, seen, valid_categories, defaults)
+                yield _row(row, start, path, seen, valid_categories, defaults, addresses)
     finally:
         seen.close()
 
@@ -115,6 +118,7 @@ def _row(
     seen: _SeenAddresses,
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
+    addresses: AddressRules,
 ) -> NewSubscriber | Problem:
     if bad := _not_utf8(v for v in row.values() if isinstance(v, str)):
         return Problem(path, line, bad)
@@ -137,6 +141,7 @@ def _row(
             timezone=values.get("timezone", "").strip(),
             send_hour=values.get("send_hour"),
             weekday=values.get("weekday"),
+            addresses=addresses,
         )
     except InvalidSubscriberError as e:
         return Problem(path, line, str(e))
@@ -155,8 +160,10 @@ def import_csv(
     confirmed: bool = False,
     dry_run: bool = False,
     batch: int = 1000,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> ImportReport:
-    """Import the good rows of `path` in batches (one transaction each); report the bad ones."""
+    """Import the good rows of `path` in batches (one transaction each); report the bad ones.
+    `addresses` checks each address (whether the mail backend can carry it, among others)."""
     report = ImportReport()
     pending: list[NewSubscriber] = []
     problems: list[str] = []
@@ -165,7 +172,8 @@ def import_csv(
     except OSError as e:
         raise UsageError(f"{path}: cannot read: {e.strerror}") from e
     with stream:
-        for item in read_subscribers(utf8_lines(stream), path, valid_categories=valid_categories, defaults=store.defaults):
+        for item in read_subscribers(utf8_lines(stream), path, valid_categories=valid_categories, defaults=store.defaults,
+                                     addresses=addresses):
             if isinstance(item, Problem):
                 problems.append(str(item))
                 continue

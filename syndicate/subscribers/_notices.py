@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from syndicate.content import Category
 from syndicate.mail import MailBackend, OutgoingMessage
 from syndicate.site import SiteUrls
-from syndicate.subscribers._confirm import _take_slot, category_names
+from syndicate.subscribers._confirm import category_names
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber
 from syndicate.subscribers._store import SubscriberStore, next_send_time
 from syndicate.subscribers._tokens import LinkSigner
@@ -96,7 +96,7 @@ class Notices:
     def already_subscribed(self, subscriber: Subscriber, *, now: datetime, backend: MailBackend | None = None,
                            categories: Sequence[Category] | None = None) -> bool:
         """A short "you are already subscribed" email with the preferences link (rate-limited)."""
-        if not _take_slot(self.store, subscriber.email.lower(), self.per_hour, now):
+        if not self.store.take_confirmation_slot(subscriber.address.key, self.per_hour, now):
             log.warning("already-subscribed email rate-limited subscriber=%s", subscriber.id)
             return False
         values = self._values(subscriber, categories, now, "next")
