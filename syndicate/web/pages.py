@@ -84,7 +84,8 @@ class Pages:
             "site_title": settings.site.title, "language": settings.site.language, "labels": LABELS,
             "csrf": csrf_field(self.context.signer, nonce, now) if nonce is not None else "", "errors": {},
             "detect_timezone": False, "home_url": self.context.urls.home(), "category_url": self.context.urls.category,
-            "nav": self.context.categories.get(), **values,
+            "nav": self.context.categories.get(),
+            "archive_url": self.context.urls.archive() if settings.output.pages else None, **values,
         })
         response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
         if fresh:
