@@ -62,6 +62,22 @@ class SiteSettings(Section):
     language: str = "en"
     author: str = "Syndicate"
     description: str = "Articles by category, as feeds and email digests."
+    # What readers see (issue 16): the digest's logo (absolute URL, shown at its width and height)
+    # and the sender's postal address in every digest's footer (CAN-SPAM; `syndicate check` warns without it).
+    logo: str | None = Field(None, description="absolute URL of the logo image shown in the digest's masthead")
+    logo_width: int = Field(120, ge=1, le=600, description="the logo's width in the digest, in pixels")
+    logo_height: int = Field(40, ge=1, le=300, description="the logo's height in the digest, in pixels")
+    logo_alt: str | None = Field(None, description="the logo's alternative text (default: the site title)")
+    postal_address: str | None = Field(
+        None, description="the sender's postal address, in every digest's footer (required by CAN-SPAM)",
+    )
+
+    @field_validator("logo")
+    @classmethod
+    def _absolute_logo(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an absolute http(s) URL of an image, got {json.dumps(value)}")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -97,6 +113,9 @@ class FeedSettings(Section):
     items: int = Field(50, ge=1)
     folder: str = "feeds"
     workers: int | None = Field(None, ge=1)
+    opml_format: Literal["rss", "atom"] = Field(
+        "atom", description="the format of each category's feed in the main OPML (feeds/index.opml)",
+    )
 
 
 class DatabaseSettings(Section):
@@ -129,11 +148,12 @@ class LinkSettings(Section):
 
 class DigestSettings(Section):
     max_articles: int = Field(30, ge=1)
-    subject: str = "{{ site }}: {{ count }} new {{ 'article' if count == 1 else 'articles' }} in {{ categories }}"
+    subject: str = "{{ top }}{% if count > 1 %}, and {{ count - 1 }} more in {{ categories }}{% endif %}"
     frequency: Literal["daily", "weekly"] = "daily"
     send_hour: int = Field(8, ge=0, le=23)
     weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = "monday"
     timezone: Timezone | None = None
+    images: bool = Field(False, description="show each article's first image (or front matter `image`) in the digest")
 
 
 class EmailSettings(Section):
@@ -141,6 +161,7 @@ class EmailSettings(Section):
     list_id: str | None = None
     unsubscribe_mailto: str | None = None
     templates: ConfigPath | None = None
+    welcome: bool = Field(True, description="send the welcome email (templates email/welcome.*) after a subscriber confirms")
 
 
 class MailSettings(Section):

@@ -81,7 +81,7 @@ DESCRIPTIONS = {
     "links.confirm_max_age": "Seconds a confirmation link stays valid.",
     "links.preferences_max_age": "Seconds a preferences link stays valid (unsubscribe links never expire).",
     "digest.max_articles": "Most articles in one digest (the newest).",
-    "digest.subject": "Jinja2 template of the subject line (`site`, `count`, `categories`).",
+    "digest.subject": "Jinja2 template of the subject line (`top` (the top headline), `site`, `count`, `hidden`, `categories`).",
     "digest.frequency": "Default frequency for new subscribers.",
     "digest.send_hour": "Default local hour (0-23) digests are sent at.",
     "digest.weekday": "Default day of weekly digests.",

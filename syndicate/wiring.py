@@ -33,7 +33,7 @@ from syndicate.content import (
     ReaderOptions,
 )
 from syndicate.delivery import DeliveryService, Outbox, worker_metrics
-from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, build_confirmation
+from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, build_confirmation, build_notice
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
 from syndicate.metrics import Metrics
 from syndicate.site import SiteUrls
@@ -45,6 +45,7 @@ from syndicate.subscribers import (
     Confirmations,
     Frequency,
     LinkSigner,
+    Notices,
     SignedLinks,
     Subscriber,
     SubscriberDefaults,
@@ -109,7 +110,8 @@ def make_sources(settings: Settings, database: Database, *, policy: FetchPolicy 
 
 def email_renderer(settings: Settings, **options: Any) -> EmailRenderer:
     """The email renderer for the [site], [email] and [digest] settings (`options`: EmailRenderer's)."""
-    return EmailRenderer(settings.site, settings.email, settings.digest.subject, site_urls(settings), **options)
+    return EmailRenderer(settings.site, settings.email, settings.digest.subject, site_urls(settings),
+                         images=settings.digest.images, **options)
 
 
 def message_builder(settings: Settings, renderer: EmailRenderer, links: LinkMaker, categories: Sequence[Category],
@@ -265,6 +267,30 @@ class Components:
         `[smtp] smtputf8 = "auto"`, remembers) whether it carries non-ASCII local parts."""
         return AddressRules(self.backend().carries_utf8_addresses)
 
+    @cached_property
+    def notices(self) -> Notices:
+        """The welcome and "already subscribed" emails (issue 16)."""
+        site = self.settings.site
+        return Notices(
+            self.store, signer=self.signer, urls=self.urls, compose=self.notice_message, backend=self.backend,
+            per_hour=self.settings.http.confirmations_per_hour,
+            category_titles={slug: rule.title for slug, rule in self.settings.categories.items() if rule.title},
+            site_title=site.title, postal_address=site.postal_address,
+            welcome=self.settings.email.welcome and self.renderer.has_template("welcome"),
+        )
+
+    def notice_message(self, subscriber: Subscriber, template: str, subject: str, values: Mapping[str, str],
+                       now: datetime) -> OutgoingMessage:
+        """A one-off email (welcome, already subscribed) for `subscriber`, ready for a mail backend."""
+        data = build_notice(self.settings.mail, self.settings.email, self.settings.site, self.renderer,
+                            email=subscriber.email, name=subscriber.name, template=template, subject=subject,
+                            values=values, now=now)
+        found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
+        return OutgoingMessage(
+            key=f"{template}-{subscriber.id}", sender=parseaddr(self.settings.mail.from_)[1],
+            recipients=(subscriber.email,), data=data, message_id=found.group(1).decode() if found else "",
+        )
+
     # -- content
 
     @cached_property
@@ -278,7 +304,8 @@ class Components:
 
     @cached_property
     def renderer(self) -> EmailRenderer:
-        return EmailRenderer(self.settings.site, self.settings.email, self.settings.digest.subject, self.urls)
+        return EmailRenderer(self.settings.site, self.settings.email, self.settings.digest.subject, self.urls,
+                             images=self.settings.digest.images)
 
     def backend(self) -> MailBackend:
         """A fresh mail backend (the handed-in factory's, else the configured one)."""

@@ -51,7 +51,21 @@ def test_check_content_option_and_config_from_environment(tmp_path):
     (content / "ok.md").write_text("---\ntitle: Fine\ndate: 2026-11-01\ncategories: [News, Sport]\n---\nBody.\n")
     result = run("check", "--content", str(content), env={"SYNDICATE_CONFIG": str(REPO / "config" / "syndicate.toml")})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().startswith("1 articles, 2 categories, 0 problems")
+    assert result.stdout.strip().splitlines()[-1].startswith("1 articles, 2 categories, 0 problems")
+
+
+def test_check_warns_when_the_postal_address_is_not_set(tmp_path):
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "ok.md").write_text("---\ntitle: Fine\ndate: 2026-11-01\ncategories: [News]\n---\nBody.\n")
+    path = config(tmp_path, content)
+    result = run("--config", str(path), "check")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0].startswith("[site] postal_address: not set;")
+    assert result.stdout.strip().splitlines()[-1] == "1 articles, 1 categories, 0 problems, 1 warnings"
+    path.write_text(path.read_text() + 'postal_address = "1 Example Street, Paris"\n')
+    result = run("--config", str(path), "check")
+    assert "postal_address" not in result.stdout and result.stdout.strip().endswith("0 problems, 0 warnings")
 
 
 def test_a_bad_config_is_reported_with_file_and_key_and_exit_2(tmp_path):

@@ -53,7 +53,7 @@ def test_eml_preview_is_a_whole_message_with_placeholder_links_and_changes_no_st
     result = run(config, "--categories", "main,sports", "--since", "2026-11-20T00:00", "--format", "eml", "--output", str(out))
     assert result.returncode == 0, result.stderr.decode()
     parsed = email.message_from_bytes(out.read_bytes(), policy=email.policy.default)
-    assert parsed["Subject"] == "Preview Test: 3 new articles in Main and Sports"
+    assert parsed["Subject"] == "Late Goal Settles the City Derby, and 2 more in Main and Sports"
     assert parsed["List-Unsubscribe"] == "<https://news.example.org/unsubscribe/preview>"
     text = parsed.get_body(("plain",)).get_content()
     assert "Late Goal Settles the City Derby" in text and "you follow Main and Sports" in text

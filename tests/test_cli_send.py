@@ -137,7 +137,7 @@ def test_preview_of_a_stored_subscriber_shows_their_digest_with_their_signed_lin
     assert code == 0, err
     message = email.message_from_string(out, policy=email.policy.default)
     assert message["To"].addresses[0].addr_spec == reader.email
-    assert message["Subject"] == "Test Times: 2 new articles in science"
+    assert message["Subject"] == "Story 1, and 1 more in science"
     token = message["List-Unsubscribe"].split("/unsubscribe/")[1].rstrip(">")
     assert LinkSigner(SECRET["SYNDICATE_SECRET"]).check("unsubscribe", token) == reader.id
     assert server.received == [] and "No runs yet." in run("status")[1]

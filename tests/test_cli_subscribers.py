@@ -60,6 +60,9 @@ def test_add_refuses_bad_input_with_a_clear_error(run):
     assert code == 2 and "name: contains a line break" in err
     code, _, err = run("subscribers", "add", "ann@example.org", "--categories", "main", "--timezone", "Paris")
     assert code == 2 and "unknown timezone 'Paris'" in err
+    for not_a_place in ("Factory", "localtime"):
+        code, _, err = run("subscribers", "add", "ann@example.org", "--categories", "main", "--timezone", not_a_place)
+        assert code == 2 and f"timezone: '{not_a_place}' is not a place's time zone" in err
     assert run("subscribers", "add", "ann@example.org", "--categories", "main")[0] == 0
     code, _, err = run("subscribers", "add", "ANN@example.org", "--categories", "main")
     assert code == 1 and "already in the database" in err
@@ -93,7 +96,8 @@ def test_import_reports_bad_rows_and_reimport_changes_nothing(run, tmp_path):
         "ann@example.org,Ann,main,daily,Europe/Paris,8\n"
         "bob@example.org,\"Bob\r\nBcc: x@example.org\",main,,,\n"
         "chloé@example.org,Chloé,sports;technology,weekly,,\n"
-        "dan@example.org,Dan,main,daily,UTC,99\n",  # line 6: the quoted name above spans two lines
+        "dan@example.org,Dan,main,daily,UTC,99\n"  # line 6: the quoted name above spans two lines
+        "eve@example.org,Eve,main,daily,localtime,8\n",
         encoding="utf-8",
     )
     code, out, err = run("subscribers", "import", str(path), "--dry-run")
@@ -101,12 +105,13 @@ def test_import_reports_bad_rows_and_reimport_changes_nothing(run, tmp_path):
     assert run("subscribers", "list")[1].strip().endswith("0 subscribers")
     code, out, err = run("subscribers", "import", str(path), "--confirmed")
     assert code == 1
-    assert out.strip().endswith("added 2, already present 0, opted out (left unsubscribed) 0, refused 2")
+    assert out.strip().endswith("added 2, already present 0, opted out (left unsubscribed) 0, refused 3")
+    assert f"error: {path}:7: timezone: 'localtime' is not a place's time zone" in err
     assert f"error: {path}:3: name: contains a line break" in err
     assert f"error: {path}:6: send_hour: expected a whole hour 0 to 23, got 99" in err
     run("subscribers", "unsubscribe", "ann@example.org")
     code, out, _ = run("subscribers", "import", str(path), "--confirmed")
-    assert "added 0, already present 1, opted out (left unsubscribed) 1, refused 2" in out
+    assert "added 0, already present 1, opted out (left unsubscribed) 1, refused 3" in out
     assert "unsubscribed" in run("subscribers", "show", "ann@example.org")[1]
 
 

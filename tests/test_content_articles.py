@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syndicate.content._article import ReaderOptions, parse_article
+from syndicate.content._article import ReaderOptions, legacy_slug, parse_article
 from syndicate.content._reader import CategoryRule, read_corpus
 from syndicate.errors import ContentError
 
@@ -80,11 +80,12 @@ def test_shared_sample_export_article():
     assert article.summary.startswith("The council voted 7 to 2 on Tuesday")
 
 
-def test_export_id_and_slug_come_from_the_path_and_survive_title_edits():
+def test_export_id_comes_from_the_path_the_slug_from_the_file_name_and_both_survive_title_edits():
     one = parse(EXPORT.format(title="First title"), "city/Bike Lane.md")
     two = parse(EXPORT.format(title="A completely new title"), "city/Bike Lane.md")
     assert one.id == two.id == "city/Bike Lane"
-    assert one.slug == two.slug == "city-bike-lane"
+    assert one.slug == two.slug == "bike-lane"  # the folder organises the content; it is not in the URL
+    assert legacy_slug(one) == "city-bike-lane"  # the URL it had before: redirected
     assert one.content_hash != two.content_hash
 
 
@@ -337,3 +338,12 @@ def test_markdown_without_html_reads_the_same_from_cmark_safe_mode_as_through_nh
     # of `www.example.com>`): harmless, so the comparison leaves the link targets out.
     without_targets = functools.partial(re.sub, r' (?:href|src)="[^"]*"', "")
     assert without_targets(fast) == without_targets(through_nh3)
+
+
+def test_front_matter_image_must_be_an_absolute_url():
+    with_image = FRONT.replace("date: 2026-03-05T09:30:00+01:00",
+                               "date: 2026-03-05T09:30:00+01:00\nimage: https://img.example.org/lane.jpg")
+    assert parse(with_image).image == "https://img.example.org/lane.jpg"
+    relative = FRONT.replace("date: 2026-03-05T09:30:00+01:00", "date: 2026-03-05T09:30:00+01:00\nimage: /lane.jpg")
+    with pytest.raises(ContentError, match=r"image: expected an absolute http\(s\) URL"):
+        parse(relative)

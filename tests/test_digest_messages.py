@@ -64,7 +64,7 @@ def test_every_header_parses_back():
     assert parsed["From"].addresses[0].addr_spec == "digest@localhost"
     to = parsed["To"].addresses
     assert [(a.display_name, a.addr_spec) for a in to] == [("Ana Müller", "ana@example.org")]
-    assert parsed["Subject"] == "Syndicate Demo: 4 new articles in Main, Sports and Technology"
+    assert parsed["Subject"] == "Late Goal Settles the City Derby, and 3 more in Main, Sports and Technology"
     assert parsedate_to_datetime(parsed["Date"]) == SAMPLE_NOW
     assert re.fullmatch(r"<digest\.42\.[0-9a-f]{24}@localhost>", parsed["Message-ID"])
     assert parsed["Message-ID"] == message.message_id
@@ -83,7 +83,7 @@ def test_the_parts_are_text_then_html_and_decode_to_exactly_what_was_rendered():
     parts = list(parsed.iter_parts())
     assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
     assert all(p.get_content_charset() == "utf-8" and p["Content-Transfer-Encoding"] == "quoted-printable" for p in parts)
-    expected = email_renderer(SETTINGS).render_digest(digest, SignedLookingLinks(), CORPUS.categories)
+    expected = email_renderer(SETTINGS).render_digest(digest, SignedLookingLinks(), CORPUS.categories, now=SAMPLE_NOW)
     # MIME text has CRLF line ends; the parser hands them back as they are
     assert parts[0].get_content().replace("\r\n", "\n") == expected.text
     assert parts[1].get_content().replace("\r\n", "\n") == expected.html
@@ -214,9 +214,13 @@ def _scrub(data: bytes) -> bytes:
 
 
 def test_golden_digest_html_text_and_eml():
-    settings = sample_settings(digest={"max_articles": 4})  # so "and N more" shows too
-    digest = digest_for(settings, categories=tuple(c.slug for c in CORPUS.categories))
-    rendered = email_renderer(settings).render_digest(digest, SignedLookingLinks(), CORPUS.categories)
+    settings = sample_settings(  # "and N more" shows too (max_articles), and the logo and postal address
+        digest={"max_articles": 4},
+        site={"logo": "https://news.example.org/logo.png", "logo_width": 160, "logo_height": 32,
+              "postal_address": "Syndicate Demo, 1 Example Street, 75001 Paris, France"},
+    )
+    digest = replace(digest_for(settings, categories=tuple(c.slug for c in CORPUS.categories)), issue=3)
+    rendered = email_renderer(settings).render_digest(digest, SignedLookingLinks(), CORPUS.categories, now=SAMPLE_NOW)
     outputs = {
         "digest.html": rendered.html.encode(),
         "digest.txt": rendered.text.encode(),
@@ -266,7 +270,7 @@ def test_many_variants_built_from_shared_pieces_decode_to_what_the_renderer_asse
         message = builder.digest_message(digest)
         parsed = parse(message.data)
         assert not parsed.defects and all(not p.defects for p in parsed.walk())
-        expected = renderer.render_digest(digest, SignedLookingLinks(), CORPUS.categories)
+        expected = renderer.render_digest(digest, SignedLookingLinks(), CORPUS.categories, now=SAMPLE_NOW)
         text, html = (p.get_content().replace("\r\n", "\n") for p in parsed.iter_parts())
         assert (parsed["Subject"], text, html) == (expected.subject, expected.text, expected.html)
         assert parsed["List-Unsubscribe"] == f"<https://news.example.org/unsubscribe/tok-{i}.sig?u={i}&v=1>"

@@ -89,8 +89,9 @@ def test_layout_is_a_600px_table_without_scripts_external_css_or_images_without_
 def test_the_digest_says_why_and_links_to_unsubscribe_and_preferences():
     email = rendered(categories=("main", "sports"))
     tree = lxml.html.fromstring(email.html)
-    reason = tree.cssselect("p.reason")[0].text_content()
-    assert reason == "You get this digest because you follow Main and Sports."
+    # Said once, in the footer: the inbox preview shows the headlines instead (the preheader).
+    assert email.html.count("You get this digest because you follow Main and Sports.") == 1
+    assert "You get this digest because" in tree.cssselect("td.footer")[0].text_content()
     links = {a.text_content(): a.get("href") for a in tree.iter("a")}
     assert links["Unsubscribe"] == "https://news.example.org/unsubscribe/tok-42.sig?u=42&v=1"
     assert links["Change your preferences"] == "https://news.example.org/preferences/tok-42.sig"
@@ -103,7 +104,7 @@ def test_the_text_part_is_written_as_text_with_titles_summaries_and_links():
     assert "<" not in email.text.replace("<B>", "")
     assert "Late Goal Settles the City Derby" in email.text
     assert "A header in the 89th minute gave the home side a 2–1 win" in email.text
-    assert "Read it: http://127.0.0.1:8000/articles/posts-derby-result/" in email.text
+    assert "Read more: http://127.0.0.1:8000/articles/derby-result/" in email.text
     assert all(len(line) <= 78 for line in email.text.splitlines() if "http" not in line)
 
 
@@ -196,3 +197,52 @@ def test_outlook_only_properties_are_inlined_without_warnings_on_the_console(inl
     assert "line-height" in out.split("<body>")[1]
     assert capfd.readouterr().err == ""
     assert not [r for r in caplog.records if r.levelno >= 30]
+
+
+def _with_image(article, body_html):
+    return replace(article, body_html=body_html, content_hash=article.content_hash + "-img")
+
+
+def test_article_titles_are_accent_links_with_read_more_and_the_preheader_lists_the_headlines():
+    email = rendered(categories=("main", "sports"))
+    tree = lxml.html.fromstring(email.html)
+    title_link = tree.cssselect("h3.article-title a")[0]
+    assert declarations(title_link.get("style"))["color"] == "#9b1d15"  # the accent, not the text colour
+    read_more = tree.cssselect("p.read-more a")
+    assert read_more and read_more[0].text_content() == "Read more"
+    assert read_more[0].get("href") == title_link.get("href")
+    preheader = tree.cssselect("div.preheader")[0]
+    assert "display:none" in preheader.get("style").replace(" ", "")
+    assert preheader.text_content().startswith(title_link.text_content())
+    # The preheader comes first in the body: it is what the inbox shows after the subject.
+    assert email.html.index('class="preheader"') < email.html.index('class="greeting"')
+
+
+@pytest.mark.parametrize("images", [True, False])
+def test_the_first_absolute_image_shows_at_a_fixed_width_with_its_alt_text_when_images_are_on(images):
+    settings = sample_settings(digest={"images": images})
+    digest = sample_digest(settings, categories=("sports",))
+    first = digest.sections[0].articles[0]
+    body = ('<p><img src="/relative.png" alt="skipped"></p>'
+            '<p><img alt="The winning header &amp; the crowd" src="https://img.example.org/derby.jpg"></p>')
+    sections = (replace(digest.sections[0], articles=(_with_image(first, body), *digest.sections[0].articles[1:])),)
+    digest = replace(digest, sections=sections, variant_key=digest.variant_key + "-img")
+    html = email_renderer(settings).render_digest(digest, SignedLookingLinks(), CORPUS.categories).html
+    images_shown = lxml.html.fromstring(html).cssselect("img.article-image")
+    if not images:
+        assert images_shown == []
+        return
+    assert [(i.get("src"), i.get("alt"), i.get("width")) for i in images_shown] == [
+        ("https://img.example.org/derby.jpg", "The winning header & the crowd", "536")]
+
+
+def test_front_matter_image_comes_before_the_body_images():
+    settings = sample_settings(digest={"images": True})
+    digest = sample_digest(settings, categories=("sports",))
+    first = replace(digest.sections[0].articles[0], image="https://img.example.org/cover.jpg",
+                    body_html='<p><img src="https://img.example.org/body.jpg" alt="body"></p>', content_hash="cover")
+    sections = (replace(digest.sections[0], articles=(first, *digest.sections[0].articles[1:])),)
+    digest = replace(digest, sections=sections, variant_key=digest.variant_key + "-cover")
+    html = email_renderer(settings).render_digest(digest, SignedLookingLinks(), CORPUS.categories).html
+    image = lxml.html.fromstring(html).cssselect("img.article-image")[0]
+    assert (image.get("src"), image.get("alt")) == ("https://img.example.org/cover.jpg", first.title)

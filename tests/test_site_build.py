@@ -105,7 +105,8 @@ def test_a_category_retitled_in_the_config_is_renamed_everywhere_and_other_files
     assert "Sports desk" in (first.output / "feeds/all.atom.xml").read_text()
     assert {"articles/a/index.html", "articles/b/index.html", "feeds/sport.atom.xml"} <= set(report.written)
     after = snapshot(first.output)
-    for untouched in ("feeds/culture.atom.xml", "articles/d/index.html", "categories/science/index.html"):
+    assert ">Sports desk</a>" in (first.output / "categories/science/index.html").read_text()  # the navigation
+    for untouched in ("feeds/culture.atom.xml", "feeds/culture.rss.xml", "feeds/culture.json"):
         assert after[untouched] == before[untouched]  # same bytes, same mtime: not rewritten
 
 
@@ -168,10 +169,10 @@ def test_the_build_command_prints_a_summary_and_exits_0(tmp_path):
     settings = make_settings(tmp_path, newsroom(tmp_path))
     code, out = run_cli(settings, "--output", str(tmp_path / "site"))
     assert code == 0, out
-    assert "5 articles, 3 categories: 22 files written, 0 unchanged, 0 removed, 0 problems" in out
+    assert "5 articles, 3 categories: 28 files written, 0 unchanged, 0 removed, 0 problems" in out
     assert f"feeds in {tmp_path / 'site' / 'feeds'}" in out
     code, out = run_cli(settings, "--output", str(tmp_path / "site"))
-    assert code == 0 and "0 files written, 22 unchanged" in out
+    assert code == 0 and "0 files written, 28 unchanged" in out
 
 
 def test_a_category_with_a_reserved_slug_is_a_clear_error_and_the_rest_is_built(tmp_path):
@@ -280,7 +281,7 @@ def test_with_pages_turned_off_only_the_feeds_are_written_and_old_pages_removed(
     report = build_configured(make_settings(tmp_path, content, output={"pages": False}), workers=1)
     files = {str(p.relative_to(report.output)) for p in report.output.rglob("*") if p.is_file()}
     assert files == {f"feeds/{slug}{suffix}" for slug in ("all", "sport", "science", "culture") for suffix in FEEDS} | {
-        "feeds/index.opml"}
+        "feeds/index.opml", "feeds/index.rss.opml", "feeds/index.atom.opml", "feeds/index.json.opml"}
     assert "index.html" in report.removed and "articles/a/index.html" in report.removed
 
 

@@ -198,7 +198,7 @@ def test_only_the_configured_formats_are_written(tmp_path):
     content = tmp_path / "content"
     write_article(content, "a", title="A", categories=["News"], date="2024-05-01T09:00:00Z")
     report = build_configured(make_settings(tmp_path, content, feeds={"formats": ["atom"]}), workers=1)
-    assert sorted(p.name for p in report.feeds_folder.iterdir()) == ["all.atom.xml", "index.opml", "news.atom.xml"]
+    assert sorted(p.name for p in report.feeds_folder.iterdir()) == ["all.atom.xml", "index.atom.opml", "index.opml", "news.atom.xml"]
 
 
 TRICKY_TITLE = 'Fish & Chips <b>bold</b> ]]> "quoted" café 東京 🎉 שלום עולם'
@@ -249,16 +249,30 @@ def test_item_id_does_not_change_when_the_title_and_body_are_edited(tmp_path):
         assert new["id"] == old["id"]
 
 
-def test_opml_lists_every_feed_file_that_exists_site_feeds_first(sample):
+def test_the_main_opml_lists_each_category_once_and_one_opml_per_format_lists_the_rest(sample):
     _, corpus, report = sample
+    on_disk = {f"{BASE_URL}/feeds/{p.name}" for p in report.feeds_folder.iterdir()}
+    categories = [c for c in corpus.categories if c.slug != "all"]
+    for name, fmt, suffix in (("index.opml", "atom", ".atom.xml"), ("index.atom.opml", "atom", ".atom.xml"),
+                              ("index.rss.opml", "rss", ".rss.xml"), ("index.json.opml", "json", ".json")):
+        opml = ElementTree.fromstring((report.feeds_folder / name).read_bytes())
+        assert opml.get("version") == "2.0" and opml.findtext("head/title"), name
+        outlines = opml.findall("body/outline")
+        listed = [o.get("xmlUrl") for o in outlines]
+        # One feed per category, each existing, in the site's category order: importing it subscribes once.
+        assert listed == [f"{BASE_URL}/feeds/{c.slug}{suffix}" for c in categories], name
+        assert set(listed) <= on_disk
+        for outline in outlines:
+            assert outline.get("type") == "rss" and outline.get("text") and outline.get("title")
+            assert outline.get("htmlUrl").startswith(BASE_URL)
+            # OPML 2.0 knows version="RSS" (and RSS1, scriptingNews) only: nothing else is written.
+            assert outline.get("version") == ("RSS" if fmt == "rss" else None), name
+
+
+def test_the_main_opml_format_is_configurable(tmp_path):
+    content = tmp_path / "content"
+    write_article(content, "a", title="A", categories=["News"], date="2024-05-01T09:00:00Z")
+    report = build_configured(make_settings(tmp_path, content, feeds={"opml_format": "rss"}), workers=1)
     opml = ElementTree.fromstring((report.feeds_folder / "index.opml").read_bytes())
-    assert opml.get("version") == "2.0" and opml.findtext("head/title")
-    outlines = opml.findall("body/outline")
-    listed = [o.get("xmlUrl") for o in outlines]
-    on_disk = {f"{BASE_URL}/feeds/{p.name}" for p in report.feeds_folder.iterdir() if p.name != "index.opml"}
-    assert len(listed) == len(set(listed)) and set(listed) == on_disk
-    assert {u.rsplit("/", 1)[1] for u in listed[:3]} == {"all.rss.xml", "all.atom.xml", "all.json"}
-    for outline in outlines:
-        assert outline.get("type") == "rss" and outline.get("text") and outline.get("title")
-        assert outline.get("htmlUrl").startswith(BASE_URL)
-    assert len(outlines) == 3 * (1 + len(corpus.categories))
+    assert [(o.get("xmlUrl"), o.get("version")) for o in opml.findall("body/outline")] == [
+        (f"{BASE_URL}/feeds/news.rss.xml", "RSS")]

@@ -82,6 +82,11 @@ def test_unicode_names_round_trip(store):
     ({"categories": ("city", "cooking")}, "unknown category cooking (valid: city, main, science, sports)"),
     ({"frequency": "hourly"}, "frequency: expected daily or weekly"),
     ({"timezone": "Mars/Olympus"}, "unknown timezone 'Mars/Olympus'"),
+    ({"timezone": "Factory"}, "timezone: 'Factory' is not a place's time zone"),
+    ({"timezone": "localtime"}, "timezone: 'localtime' is not a place's time zone"),
+    ({"timezone": "posixrules"}, "timezone: 'posixrules' is not a place's time zone"),
+    ({"timezone": "EST5EDT"}, "timezone: 'EST5EDT' is not a place's time zone"),
+    ({"timezone": "Etc/GMT+5"}, "timezone: 'Etc/GMT+5' is a fixed offset, not a place"),
     ({"send_hour": 24}, "send_hour: expected a whole hour 0 to 23, got 24"),
     ({"send_hour": "8am"}, "send_hour: expected a whole hour"),
     ({"weekday": "someday"}, "weekday: expected a day name"),
@@ -89,6 +94,12 @@ def test_unicode_names_round_trip(store):
 def test_bad_preferences_are_refused_with_the_reason(fields, message):
     with pytest.raises(InvalidSubscriberError, match=re.escape(message)):
         make(**fields)
+
+
+def test_a_zone_alias_is_stored_as_the_place_it_names():
+    assert make(timezone="US/Eastern").timezone == "America/New_York"
+    assert make(timezone="Asia/Calcutta").timezone == "Asia/Kolkata"
+    assert make(timezone="UTC").timezone == "UTC"
 
 
 def test_defaults_come_from_config_and_weekday_names_are_accepted():

@@ -78,6 +78,8 @@ def test_subscriber_lifecycle(site, api):
     assert (changed["frequency"], changed["weekday"], changed["categories"]) == ("weekly", "sunday", ["sports"])
     refused = api.patch(f"/api/subscribers/{bob['id']}", json={"timezone": "Atlantis"})
     assert refused.status_code == 422 and refused.json()["field"] == "timezone"
+    refused = api.patch(f"/api/subscribers/{bob['id']}", json={"timezone": "Factory"})
+    assert refused.status_code == 422 and "not a place" in refused.json()["error"]
     assert api.post(f"/api/subscribers/{bob['id']}/unsubscribe").json()["status"] == "unsubscribed"
     assert api.delete(f"/api/subscribers/{ann['id']}").status_code == 204
     assert api.get(f"/api/subscribers/{ann['id']}").status_code == 404

@@ -148,3 +148,21 @@ def test_folders_serve_their_index_and_gain_a_slash(site):
         head = client.head("/feeds/all.rss.xml")
         assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 1000
         assert client.post("/feeds/all.rss.xml").status_code == 405
+
+
+def test_old_article_urls_with_the_folder_answer_301_to_the_new_ones(site):
+    moves = (site.settings.output.folder / "redirects.map").read_text()
+    assert "/articles/posts-derby-result/ /articles/derby-result/;" in moves.splitlines()
+    with httpx.Client(base_url=site.url) as client:
+        for old in ("/articles/posts-derby-result/", "/articles/posts-derby-result"):
+            response = client.get(old)
+            assert response.status_code == 301 and response.headers["location"] == "/articles/derby-result/", old
+        landed = client.get("/articles/posts-derby-result/", follow_redirects=True)
+        assert landed.status_code == 200 and "Late Goal Settles the City Derby" in landed.text
+
+
+def test_an_unknown_path_gets_the_html_404_page(site):
+    with httpx.Client(base_url=site.url) as client:
+        response = client.get("/no/such/page")
+    assert response.status_code == 404 and response.headers["content-type"].startswith("text/html")
+    assert "This page does not exist" in response.text and 'action="' in response.text  # with its subscribe box

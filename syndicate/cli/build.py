@@ -32,5 +32,22 @@ def build(app: AppContext, ctx: click.Context, content: Path | None, output: Pat
         f"{report.unchanged} unchanged, {len(report.removed)} removed, {len(report.problems)} problems"
     )
     click.echo(f"feeds in {report.feeds_folder}/ (every feed listed in {report.feeds_folder / 'index.opml'})")
+    if app.settings.output.pages:
+        _archive(app, output)
     if report.problems:
         ctx.exit(1)
+
+
+def _archive(app: AppContext, output: Path | None) -> None:
+    """The archive of the digests as sent, from the database (syndicate.archive)."""
+    from datetime import UTC, datetime
+
+    from syndicate.archive import build_archive
+    from syndicate.wiring import Components
+
+    components = Components(app.settings)
+    try:
+        archive = build_archive(app.settings, components.content, components.database, datetime.now(UTC), output=output)
+    finally:
+        components.close()
+    click.echo(f"archive: {archive.issues} issues, {len(archive.written)} files written")

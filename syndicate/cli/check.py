@@ -19,13 +19,17 @@ def check(app: AppContext, ctx: click.Context, content: Path | None) -> None:
     """Validate the config and every article; print each problem as PATH:LINE: message."""
     settings = app.settings
     corpus = load_corpus(settings, content)
-    for warning in corpus.warnings:
+    config_warnings = []
+    if not settings.site.postal_address:
+        config_warnings.append("[site] postal_address: not set; the law in many places (CAN-SPAM in the US) wants "
+                               "the sender's postal address in every digest's footer")
+    for warning in (*config_warnings, *corpus.warnings):
         click.echo(f"{warning} (warning)")
     for problem in corpus.problems:
         click.echo(str(problem))
     click.echo(
         f"{len(corpus.articles)} articles, {len(corpus.categories)} categories, "
-        f"{len(corpus.problems)} problems, {len(corpus.warnings)} warnings"
+        f"{len(corpus.problems)} problems, {len(corpus.warnings) + len(config_warnings)} warnings"
     )
     if corpus.problems:
         ctx.exit(1)

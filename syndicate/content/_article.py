@@ -96,6 +96,7 @@ class _Fields:
     id: str | None = None
     slug: str | None = None
     url: str | None = None
+    image: str | None = None
     category_line: int = 1
 
 
@@ -248,6 +249,7 @@ def _front_matter(rel: PurePosixPath, lines: list[str], first: int, options: Rea
         id=text("id"),
         slug=text("slug"),
         url=text("url"),
+        image=text("image"),
         category_line=line_of(key),
     )
 
@@ -284,10 +286,17 @@ def _summary(body_html: str, limit: int) -> str:
     return ""
 
 
+def legacy_slug(article: Article) -> str:
+    """The slug an article had when slugs were made from its id (folder and file name): its old URL."""
+    return slugify(article.id.replace("/", "-")) or article.slug
+
+
 def _build(rel: PurePosixPath, raw: bytes, fields: _Fields, options: ReaderOptions) -> Article:
     derived_id = str(rel.with_suffix(""))
     article_id = fields.id or fields.slug or derived_id
-    slug = slugify(fields.slug or article_id.replace("/", "-"))
+    # The file's name (or front matter `slug`, else `id`), never its folder: folders organise the content, URLs
+    # stay short. legacy_slug() gives the address an article had before, for the redirects.
+    slug = slugify(fields.slug or fields.id or rel.stem)
     if not slug:
         slug = "a-" + hashlib.sha1(article_id.encode()).hexdigest()[:12]
     categories: list[Category] = []
@@ -301,6 +310,8 @@ def _build(rel: PurePosixPath, raw: bytes, fields: _Fields, options: ReaderOptio
     body_html = render_markdown(fields.body)
     if fields.url is not None and not fields.url.startswith(("http://", "https://")):
         raise ContentError(rel, 1, f"url: expected an absolute http(s) URL, got {shown(fields.url)}")
+    if fields.image is not None and not fields.image.startswith(("http://", "https://")):
+        raise ContentError(rel, 1, f"image: expected an absolute http(s) URL (emails cannot load others), got {shown(fields.image)}")
     return Article(
         id=article_id,
         slug=slug,
@@ -314,4 +325,5 @@ def _build(rel: PurePosixPath, raw: bytes, fields: _Fields, options: ReaderOptio
         source=str(rel),
         content_hash=hashlib.sha256(raw).hexdigest(),
         url=fields.url,
+        image=fields.image,
     )

@@ -42,6 +42,7 @@ class Article:
     # An article from another site's feed (syndicate.sources): the feed's name and its URL.
     source_name: str | None = None
     source_url: str | None = None
+    image: str | None = None  # front matter `image`: the picture the digest shows (absolute URL)
 
     def __post_init__(self) -> None:
         if self.published.tzinfo is None or self.updated.tzinfo is None:

@@ -588,7 +588,8 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
         if clash is not None:
             what = "id" if clash.id == article.id else "slug"
             value = article.id if what == "id" else article.slug
-            problems.append(Problem(folder / article.source, 1, f"duplicate article {what} {value!r} (also in {folder / clash.source}); skipped"))
+            problems.append(Problem(folder / article.source, 1, f"duplicate article {what} {value!r} (also in {folder / clash.source}); skipped"
+                                    + (" (give one of them its own `slug:` in the front matter)" if what == "slug" else "")))
             problems.append(Problem(folder / clash.source, 1, f"duplicate article {what} {value!r} (also in {folder / article.source})"))
             continue
         by_id[article.id] = article

@@ -38,8 +38,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.config import OutboxSettings
 from syndicate.storage import Database
-from syndicate.storage.schema import deliveries, runs, subscriber_categories, subscribers
-from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus, SubscriberStore
+from syndicate.storage.schema import deliveries, runs, subscriber_categories, subscriber_issues, subscribers
+from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus, SubscriberStore, SubscriberWrites
 
 log = logging.getLogger(__name__)
 
@@ -446,6 +446,18 @@ class Outbox:
         with self.database.read() as connection:
             return [Failure(*row) for row in connection.execute(query)]
 
+    def issue_number(self, subscriber_id: int) -> int:
+        """The number of the subscriber's next digest in their series: 1 + the digests sent to them so far."""
+        d = deliveries.c
+        with self.database.read() as connection:
+            kept = connection.execute(
+                select(func.count()).select_from(deliveries).where(d.subscriber_id == subscriber_id, d.status == SENT)
+            ).scalar_one()
+            pruned = connection.execute(
+                select(subscriber_issues.c.pruned_sent).where(subscriber_issues.c.subscriber_id == subscriber_id)
+            ).scalar_one_or_none()
+        return 1 + kept + (pruned or 0)
+
     def prune(self, older_than: datetime) -> int:
         """Delete finished runs (and their deliveries) that finished before `older_than`."""
         with self.database.write() as connection:
@@ -454,6 +466,7 @@ class Outbox:
             ).scalars().all()
             for start in range(0, len(ids), _IN_CHUNK):
                 chunk = ids[start:start + _IN_CHUNK]
+                _count_out_issues(connection, self.subscribers.within(connection), chunk)
                 connection.execute(delete(deliveries).where(deliveries.c.run_id.in_(chunk)))
                 connection.execute(delete(runs).where(runs.c.id.in_(chunk)))
         if ids:
@@ -476,6 +489,17 @@ def _gone(owner: str | None, last: datetime | None, now: datetime,
         return True  # a claim hours old is stuck even if its process lives on (a long-running service)
     state = alive(owner)
     return state is False  # None: another host, not silent for long enough
+
+
+def _count_out_issues(connection: Connection, writes: SubscriberWrites, run_ids: Sequence[int]) -> None:
+    """Before deleting these runs' deliveries, add their sent ones to each subscriber's pruned count."""
+    d = deliveries.c
+    counts = connection.execute(
+        select(d.subscriber_id, func.count()).where(d.run_id.in_(run_ids), d.status == SENT).group_by(d.subscriber_id)
+    ).all()
+    if not counts:
+        return
+    writes.count_out_issues({s: n for s, n in counts})
 
 
 def _report(row: Row[Any]) -> RunReport:

@@ -173,8 +173,12 @@ class _Messages:
         return self._builders[run_id]
 
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
-        """The recorded digest again; None when every one of its articles is gone from the content."""
-        return self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until)
+        """The recorded digest again, numbered in the subscriber's series; None when every one of its
+        articles is gone from the content."""
+        digest = self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until)
+        if digest is None:
+            return None
+        return replace(digest, issue=self.service.outbox.issue_number(delivery.subscriber.id))
 
     def _digest(self, subscriber: Subscriber, recorded: Sections, since: datetime, until: datetime) -> Digest | None:
         sections = []
@@ -348,7 +352,7 @@ class DeliveryService:
 
     def renderer(self) -> EmailRenderer:
         settings = self.settings
-        return EmailRenderer(settings.site, settings.email, settings.digest.subject, self.urls)
+        return EmailRenderer(settings.site, settings.email, settings.digest.subject, self.urls, images=settings.digest.images)
 
     def builder(self, renderer: EmailRenderer, links: LinkMaker, categories: Sequence[Category],
                 now: datetime, *, mailto_for: Callable[[int], str | None] | None = None) -> MessageBuilder:

@@ -217,16 +217,16 @@ def fill_chunks(chunks: Sequence[Chunk], values: Mapping[str, str]) -> bytes:
     return b"".join([c if isinstance(c, bytes) else qp_encode(c.text.fill(values)) + c.end for c in chunks])
 
 
-def variant_chunks(frame: Sequence[Chunk], title: str, sections: Sequence[bytes]) -> tuple[Chunk, ...]:
-    """The run's encoded frame with this variant's title filled and its encoded sections in place."""
+def variant_chunks(frame: Sequence[Chunk], values: Mapping[str, str], sections: Sequence[bytes]) -> tuple[Chunk, ...]:
+    """The run's encoded frame with this variant's values (title, preheader) filled and its encoded sections in place."""
     out: list[Chunk] = []
     for chunk in frame:
         if isinstance(chunk, bytes):
             out.append(chunk)
         elif chunk.text.pieces == ("", "sections", ""):
             out += [*sections, chunk.end]
-        elif "title" in chunk.text.pieces[1::2]:
-            line = chunk.text.partial({"title": title})
+        elif any(name in values for name in chunk.text.pieces[1::2]):
+            line = chunk.text.partial(values)
             out.append(qp_encode(line.pieces[0]) + chunk.end if line.is_static else SlotLine(line, chunk.end))
         else:
             out.append(chunk)
@@ -288,6 +288,7 @@ class MessageBuilder:
         self.renderer = renderer
         self.links = links
         self.categories = tuple(categories)
+        self.now = now
         self.domain = checked("Message-ID", mail.domain)
         self._mailto = self._unsubscribe_mailto(email.unsubscribe_mailto)
         self._mailto_for = mailto_for
@@ -314,7 +315,7 @@ class MessageBuilder:
         encoded = self._variants.get(digest.variant_key)
         if encoded is None:
             encoded = self._variants.put(digest.variant_key, self._encode_variant(digest))
-        values = self.renderer.digest_values(subscriber, self.links, self.categories)
+        values = self.renderer.digest_values(subscriber, self.links, self.categories, now=self.now, issue=digest.issue)
         unsubscribe = checked("List-Unsubscribe", values.text["unsubscribe_url"])
         if not self._warned_http and not unsubscribe.startswith("https://"):
             self._warned_http = True
@@ -352,6 +353,7 @@ class MessageBuilder:
             frame = self.renderer.frame()
             self._frame = (encode_lines(frame.text), encode_lines(frame.html))
         parts = self.renderer.digest_parts(digest)
+        preheader = self.renderer.preheader(digest)
         sections = []
         for piece in (piece for section in parts.sections for piece in section.pieces):
             if piece.key not in self._pieces:
@@ -362,9 +364,10 @@ class MessageBuilder:
             subject=header_line("Subject", encode_text("Subject", parts.subject)),
             content_type=content_type,
             text_head=text_head,
-            text=variant_chunks(self._frame[0], parts.subject, [t for t, _ in sections]),
+            text=variant_chunks(self._frame[0], {"title": parts.subject, "preheader": preheader}, [t for t, _ in sections]),
             html_head=html_head,
-            html=variant_chunks(self._frame[1], html.escape(parts.subject), [h for _, h in sections]),
+            html=variant_chunks(self._frame[1], {"title": html.escape(parts.subject), "preheader": html.escape(preheader)},
+                                [h for _, h in sections]),
             tail=tail,
         )
 
@@ -381,6 +384,24 @@ class MessageBuilder:
                 header_line("Message-ID", f"<confirm.{digest_of}@{self.domain}>"),
                 header_line("MIME-Version", "1.0"),
                 *_static_body(rendered, f"=_syndicate_confirm_{digest_of}"),
+            ]
+        )
+
+    def notice(self, email: str, name: str | None, template: str, subject: str, values: Mapping[str, str]) -> bytes:
+        """A one-off email to `email` (welcome, already subscribed) from `template`."""
+        for label, value in values.items():
+            if label.endswith("_url"):
+                checked(label, value)
+        rendered = self.renderer.render_notice(template, subject, values)
+        digest_of = hashlib.sha256(f"{template}|{email}|{self.now.isoformat()}".encode()).hexdigest()[:24]
+        return b"".join(
+            [
+                self._run_headers,
+                header_line("To", encode_address("To", name, email)),
+                header_line("Subject", encode_text("Subject", rendered.subject)),
+                header_line("Message-ID", f"<{template}.{digest_of}@{self.domain}>"),
+                header_line("MIME-Version", "1.0"),
+                *_static_body(rendered, f"=_syndicate_{template}_{digest_of}"),
             ]
         )
 
@@ -422,6 +443,14 @@ def build_confirmation(
     """The double opt-in email (text + HTML) with the confirm link, as exact bytes."""
     builder = MessageBuilder(mail, email_settings, site, renderer, _NoLinks(), (), now)
     return builder.confirmation(email, name, categories, confirm_url)
+
+
+def build_notice(mail: MailSettings, email_settings: EmailSettings, site: SiteSettings, renderer: EmailRenderer, *,
+                 email: str, name: str | None, template: str, subject: str, values: Mapping[str, str],
+                 now: datetime) -> bytes:
+    """A one-off email (welcome, already subscribed) as exact bytes."""
+    builder = MessageBuilder(mail, email_settings, site, renderer, _NoLinks(), (), now)
+    return builder.notice(email, name, template, subject, values)
 
 
 class _NoLinks:

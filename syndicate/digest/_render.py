@@ -42,7 +42,7 @@ import premailer
 
 from syndicate.config import EmailSettings, SiteSettings
 from syndicate.content import Article, Category
-from syndicate.digest._select import Digest, DigestSection, section_key
+from syndicate.digest._select import Digest, DigestSection, archive_period, section_key
 from syndicate.errors import ConfigError
 from syndicate.site import SiteUrls
 from syndicate.subscribers import Subscriber
@@ -50,8 +50,11 @@ from syndicate.subscribers import Subscriber
 log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-DIGEST_SLOTS = ("greeting", "following", "email", "unsubscribe_url", "preferences_url")
-VARIANT_SLOTS = ("title", "sections")
+DIGEST_SLOTS = ("greeting", "following", "email", "unsubscribe_url", "preferences_url", "masthead_line", "view_url")
+VARIANT_SLOTS = ("title", "preheader", "sections")
+PREHEADER_LENGTH = 140  # what inboxes show of it, about
+_IMAGE = re.compile(r"<img\b[^>]*>", re.I)
+_ATTRIBUTE = re.compile(r"""\b(src|alt)\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.I)
 CONFIRM_SLOTS = ("greeting", "following", "email", "confirm_url")
 # premailer: nothing from the network or disk; !important kept (media queries need it to
 # beat inline styles); no width/bgcolor/... attributes added (css-inline adds none either);
@@ -299,11 +302,13 @@ class EmailRenderer:
     """Renders digests and confirmations; holds this run's cache of rendered variants."""
 
     def __init__(self, site: SiteSettings, email: EmailSettings, subject: str, urls: SiteUrls, *,
-                 inliner: str | None = None, cache: bool = True, variant_cache: int = VARIANT_CACHE) -> None:
+                 inliner: str | None = None, cache: bool = True, variant_cache: int = VARIANT_CACHE,
+                 images: bool = False) -> None:
         """`site` names the site and its time zone, `email` the templates and the CSS inliner, `subject`
         is the [digest] subject template, `urls` makes the links. `cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures);
         `variant_cache`: rendered variants kept (least recently used forgotten)."""
         self.site = site
+        self.images = images  # [digest] images: each article's first image in the digest
         self.cache = cache
         self.inliner = inliner or email.css_inliner
         self.urls = urls
@@ -352,8 +357,11 @@ class EmailRenderer:
         """Section pieces rendered and inlined so far (plus the frame, once)."""
         return len(self._pieces)
 
-    def digest_values(self, subscriber: Subscriber, links: LinkMaker, categories: Iterable[Category]) -> SlotValues:
-        """A subscriber's slot values; `categories` are the site's categories (for the names they follow)."""
+    def digest_values(self, subscriber: Subscriber, links: LinkMaker, categories: Iterable[Category], *,
+                      now: datetime | None = None, issue: int | None = None) -> SlotValues:
+        """A subscriber's slot values; `categories` are the site's categories (for the names they follow);
+        `now` the run's time (the masthead's date, the archive page of "view in browser"); `issue` the
+        digest's number in the subscriber's series."""
         following = self._following.get(subscriber.categories)
         if following is None:
             followed = set(subscriber.categories)
@@ -364,6 +372,12 @@ class EmailRenderer:
         email = clean_line(subscriber.email)
         unsubscribe = links.unsubscribe_url(subscriber)
         preferences = links.preferences_url(subscriber)
+        masthead_line, view = "", self.urls.archive()
+        if now is not None:
+            local = now.astimezone(ZoneInfo(subscriber.timezone))
+            masthead_line = f"{local:%A} {local.day} {local:%B %Y}" + (f" · Issue {issue}" if issue else "")
+            frequency = subscriber.frequency.value
+            view = self.urls.archive_issue(frequency, archive_period(frequency, now, self.timezone))
         escape = html.escape
         return SlotValues(
             html={
@@ -372,6 +386,8 @@ class EmailRenderer:
                 "email": escape(email),
                 "unsubscribe_url": escape(unsubscribe),
                 "preferences_url": escape(preferences),
+                "masthead_line": escape(masthead_line),
+                "view_url": escape(view),
             },
             text={
                 "greeting": greeting,
@@ -379,15 +395,18 @@ class EmailRenderer:
                 "email": email,
                 "unsubscribe_url": unsubscribe,
                 "preferences_url": preferences,
+                "masthead_line": masthead_line,
+                "view_url": view,
             },
         )
 
     def personalise(self, variant: RenderedVariant, values: SlotValues) -> RenderedEmail:
         return RenderedEmail(variant.subject, variant.html.fill(values.html), variant.text.fill(values.text))
 
-    def render_digest(self, digest: Digest, links: LinkMaker, categories: Iterable[Category]) -> RenderedEmail:
-        """The finished digest for its subscriber (variant from the cache, then personalised)."""
-        values = self.digest_values(digest.subscriber, links, categories)
+    def render_digest(self, digest: Digest, links: LinkMaker, categories: Iterable[Category], *,
+                      now: datetime | None = None) -> RenderedEmail:
+        """The finished digest for its subscriber (variant from the cache, then personalised); `now` as in digest_values."""
+        values = self.digest_values(digest.subscriber, links, categories, now=now, issue=digest.issue)
         return self.personalise(self.variant(digest), values)
 
     # -- confirmation ----------------------------------------------------------------
@@ -404,6 +423,20 @@ class EmailRenderer:
         )
         return self.personalise(variant, values)
 
+    # -- notices (welcome, already subscribed) ------------------------------------------
+    def render_notice(self, template: str, subject: str, values: Mapping[str, str]) -> RenderedEmail:
+        """A one-off email from `email/{template}.html.j2` and `.txt.j2` (a handful a day: no caching).
+        `values` are plain text; the HTML template escapes them."""
+        context = {**self._common(), "title": subject, **values}
+        document = _lf(self._env.get_template(f"{template}.html.j2").render(context))
+        text = _lf(self._env.get_template(f"{template}.txt.j2").render(context))
+        return RenderedEmail(subject, inline_css(document, self.inliner), text)
+
+    def has_template(self, template: str) -> bool:
+        """Whether the templates folder has `email/{template}.html.j2` and `.txt.j2` (the welcome email is optional)."""
+        names = set(self._env.list_templates())
+        return {f"{template}.html.j2", f"{template}.txt.j2"} <= names
+
     # -- internals -------------------------------------------------------------------
     def _slot_markers(self, names: Sequence[str]) -> dict[str, str]:
         return {name: f"slot{self._nonce}{name}x" for name in names}
@@ -415,11 +448,24 @@ class EmailRenderer:
         return SlotValues(html={k: html.escape(v, quote=True) for k, v in values.items()}, text=text)
 
     def _common(self) -> dict[str, object]:
+        site = self.site
+        logo = None
+        if site.logo:
+            logo = {"url": site.logo, "width": site.logo_width, "height": site.logo_height, "alt": site.logo_alt or site.title}
         return {
-            "site": self.site.title,
-            "language": self.site.language,
+            "site": site.title,
+            "language": site.language,
             "home_url": self.urls.home(),
+            "logo": logo,
+            "postal_address": clean_line(site.postal_address or ""),
         }
+
+    @staticmethod
+    def preheader(digest: Digest) -> str:
+        """What the inbox shows after the subject: the top headlines."""
+        titles = [clean_line(a.title) for a in digest.articles[:4]]
+        text = " · ".join(titles)
+        return text if len(text) <= PREHEADER_LENGTH else text[:PREHEADER_LENGTH - 1].rsplit(" ", 1)[0] + "…"
 
     def digest_parts(self, digest: Digest) -> DigestParts:
         """The subject and the (cached) inlined sections of `digest`; nothing per subscriber."""
@@ -430,8 +476,11 @@ class EmailRenderer:
         """Assembled from the run's inlined frame and inlined sections: only new sections are rendered."""
         frame = self.frame()
         parts = self.digest_parts(digest)
-        html_text = frame.html.partial({"title": html.escape(parts.subject), "sections": "".join(p.html for p in parts.sections)})
-        plain = frame.text.partial({"title": parts.subject, "sections": "".join(p.text for p in parts.sections)})
+        preheader = self.preheader(digest)
+        html_text = frame.html.partial({"title": html.escape(parts.subject), "preheader": html.escape(preheader),
+                                        "sections": "".join(p.html for p in parts.sections)})
+        plain = frame.text.partial({"title": parts.subject, "preheader": preheader,
+                                    "sections": "".join(p.text for p in parts.sections)})
         return RenderedVariant(digest.variant_key, parts.subject, html_text, plain)
 
     def _render_whole_digest(self, digest: Digest) -> RenderedVariant:
@@ -443,9 +492,12 @@ class EmailRenderer:
         sections_html = "".join(h for h, _ in raw)
         sections_text = "".join(t for _, t in raw)
         document = self._env.get_template("digest.html.j2").render(context)
-        document = document.replace(slots["sections"], sections_html).replace(slots["title"], html.escape(subject))
+        preheader = self.preheader(digest)
+        document = (document.replace(slots["sections"], sections_html).replace(slots["title"], html.escape(subject))
+                    .replace(slots["preheader"], html.escape(preheader)))
         text = self._env.get_template("digest.txt.j2").render(context)
-        text = text.replace(slots["sections"], sections_text).replace(slots["title"], subject)
+        text = (text.replace(slots["sections"], sections_text).replace(slots["title"], subject)
+                .replace(slots["preheader"], preheader))
         inlined = inline_css(_lf(document), self.inliner)
         return RenderedVariant(digest.variant_key, subject, self._slotted(inlined), self._slotted(_lf(text)))
 
@@ -511,6 +563,7 @@ class EmailRenderer:
             "summary": article.summary,
             "date": _day(article.published.astimezone(self.timezone)),
             "source": article.source_name,  # an article from another site's feed: its name
+            "image": _first_image(article) if self.images else None,
         }
 
     def _render_confirmation(self) -> RenderedVariant:
@@ -530,8 +583,10 @@ class EmailRenderer:
 
     def _render_subject(self, digest: Digest) -> str:
         names = [s.category.name for s in digest.sections]
+        top = next((clean_line(s.articles[0].title) for s in digest.sections if s.articles), "")
         try:
             return self._subject.render(
+                top=top,
                 site=self.site.title,
                 count=digest.count,
                 hidden=digest.hidden,
@@ -540,6 +595,19 @@ class EmailRenderer:
             )
         except jinja2.TemplateError as e:
             raise ConfigError([f"[digest] subject: {e}"]) from e
+
+
+def _first_image(article: Article) -> dict[str, str] | None:
+    """Front matter `image` (alt text: the title), else the article's first image with an absolute
+    http(s) address (a mail client cannot resolve a relative one) and its alt text."""
+    if article.image:
+        return {"url": article.image, "alt": clean_line(article.title)}
+    for tag in _IMAGE.findall(article.body_html):
+        found = {m.group(1).lower(): html.unescape(m.group(2) if m.group(2) is not None else m.group(3))
+                 for m in _ATTRIBUTE.finditer(tag)}
+        if found.get("src", "").startswith(("https://", "http://")):
+            return {"url": found["src"], "alt": clean_line(found.get("alt", ""))}
+    return None
 
 
 def _block(text: str) -> str:
@@ -583,9 +651,9 @@ def _subject_template(source: str) -> jinja2.Template:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
     try:
         template = env.from_string(source)
-        template.render(site="Site", count=2, hidden=0, categories="A and B", category_list=["A", "B"])
+        template.render(top="Title", site="Site", count=2, hidden=0, categories="A and B", category_list=["A", "B"])
     except jinja2.TemplateSyntaxError as e:
         raise ConfigError([f"[digest] subject: invalid template: {e.message}"]) from e
     except jinja2.TemplateError as e:
-        raise ConfigError([f"[digest] subject: {e} (known names: site, count, hidden, categories, category_list)"]) from e
+        raise ConfigError([f"[digest] subject: {e} (known names: top, site, count, hidden, categories, category_list)"]) from e
     return template

@@ -42,6 +42,7 @@ class Digest:
     since: datetime
     until: datetime
     variant_key: str
+    issue: int | None = None  # its number in the subscriber's series (1 for the first), when the outbox knows it
 
     @property
     def articles(self) -> tuple[Article, ...]:
@@ -248,3 +249,13 @@ def variant_key(sections: Sequence[DigestSection]) -> str:
         parts += [f"{a.id}\x1f{a.content_hash}" for a in section.articles]
         parts.append("\x1d")
     return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()[:20]
+
+
+def archive_period(frequency: str, moment: datetime, zone: ZoneInfo) -> str:
+    """The archive period a digest sent at `moment` belongs to: its day (2026-12-05) for daily
+    digests, its ISO week (2026-W49) for weekly ones, in the site's zone `zone`."""
+    local = moment.astimezone(zone)
+    if frequency == "weekly":
+        year, week, _ = local.isocalendar()
+        return f"{year}-W{week:02d}"
+    return local.date().isoformat()

@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
+from syndicate.archive import build_archive
 from syndicate.config import Settings
 from syndicate.content import CorpusMemory, snapshot_path
 from syndicate.delivery import CountingOutbox, DeliveryService, observed_backends, require_workers_database
@@ -138,6 +139,11 @@ class Service:
             log.warning("build problem: %s", problem)
         self.hubs.submit(changed_feed_urls(report.written, base_url=self.settings.site.base_url,
                                            feeds_folder=self.settings.feeds.folder))
+        if self.database is not None and self.settings.output.pages:
+            try:  # the archive of what was sent (syndicate.archive); its failure never stops the site's build
+                build_archive(self.settings, self.components.content, self.database, utc_now(), memory=self.articles)
+            except Exception:
+                log.exception("archive build failed; the next rebuild tries again")
         return report
 
     def _publish_sources(self) -> None:

@@ -24,21 +24,32 @@ from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.config import Settings
-from syndicate.content import Article, CacheWriter, Category, ContentSource, Corpus, CorpusMemory, can_fork, run_parallel
+from syndicate.content import (
+    Article,
+    CacheWriter,
+    Category,
+    ContentSource,
+    Corpus,
+    CorpusMemory,
+    can_fork,
+    legacy_slug,
+    run_parallel,
+)
 from syndicate.errors import Problem
 from syndicate.site import _feeds, _pages
 from syndicate.site._feeds import FeedSpec, SiteInfo, render_feed, render_opml
 from syndicate.site._files import publish, remove_file, write_atomic
-from syndicate.site._pages import CategoryEntry, SitePages, template_fingerprint
+from syndicate.site._pages import STYLESHEET, CategoryEntry, SitePages, template_fingerprint
 from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
 
 log = logging.getLogger(__name__)
 
-BUILD_FORMAT = 2  # bump when the output of the same inputs changes (or the fingerprints' form)
+BUILD_FORMAT = 3  # bump when the output of the same inputs changes (or the fingerprints' form)
 MANIFEST_FORMAT = 2
 PARALLEL_FROM = 300  # pages' worth of work before forking a second worker pays for itself
 COST = {"feed": 10}  # a feed of 50 full items costs about ten pages (every other kind: one)
 RESERVED_SLUGS = frozenset({SITE_FEED})
+REDIRECTS = "redirects.map"  # the static site's own name for it too (syndicate.web.static)
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ class _Output(NamedTuple):
     A named tuple: a build plans 10,000 of them, and a frozen dataclass costs three times as much."""
 
     path: str
-    kind: str  # feed | opml | index | category | article
+    kind: str  # feed | opml | asset | not_found | index | category | article
     key: str
     fingerprint: str
 
@@ -82,6 +93,7 @@ class _Site:
     counts: dict[str, int]
     articles: dict[str, Article]  # by id
     pages: SitePages
+    opml_format: str  # the format of the main OPML's feeds
 
 
 def site_info(settings: Settings) -> SiteInfo:
@@ -157,8 +169,12 @@ def _assemble(corpus: Corpus, settings: Settings, reserved: set[str]) -> _Site:
             tuple(shown[:items]), category,
         )
     formats = tuple(dict.fromkeys(settings.feeds.formats))
-    renderer = SitePages(info, urls, formats, bytecode_cache=settings.var_folder / "build" / "templates")
-    return _Site(info, urls, formats, specs, counts, {a.id: a for a in corpus.articles}, renderer)
+    nav = tuple((slug, spec.category.name, urls.category(slug)) for slug, spec in specs.items() if spec.category is not None)
+    renderer = SitePages(info, urls, formats, bytecode_cache=settings.var_folder / "build" / "templates", nav=nav,
+                         archive_url=urls.archive() if settings.output.pages else None)
+    opml_format = settings.feeds.opml_format if settings.feeds.opml_format in formats else next(
+        (f for f in formats if f != "json"), formats[0])
+    return _Site(info, urls, formats, specs, counts, {a.id: a for a in corpus.articles}, renderer, opml_format)
 
 
 def _context_fingerprint(site: _Site, settings_fp: str, templates_fp: str) -> str:
@@ -181,9 +197,15 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
             fingerprint = _digest("feed", fmt, slug, spec.title, spec.description, *shown)
             outputs.append(_Output(site.urls.feed_path(slug, fmt), "feed", f"{fmt}:{slug}", fingerprint))
     opml = [(s.slug, s.title, s.updated.isoformat()) for s in site.specs.values()]
-    outputs.append(_Output(f"{site.urls.feeds_folder}/index.opml", "opml", "", _digest("opml", opml)))
+    for opml_fmt in (None, *site.formats):  # the main OPML, then one per format beside it
+        outputs.append(_Output(site.urls.opml_path(opml_fmt), "opml", opml_fmt or "",
+                               _digest("opml", opml_fmt, site.opml_format, opml)))
     if keys is None:
         return outputs
+    outputs.append(_Output(STYLESHEET, "asset", STYLESHEET, ""))  # the template fingerprint covers it
+    outputs.append(_Output("404.html", "not_found", "", "not_found"))  # shows only the context (categories)
+    moved = _moved(site)
+    outputs.append(_Output(REDIRECTS, "redirects", "", _digest("redirects", *moved)))
     entries = [(slug, spec.title, site.counts[slug]) for slug, spec in site.specs.items() if slug != SITE_FEED]
     newest = [keys[a.id] for a in site.specs[SITE_FEED].articles]
     outputs.append(_Output("index.html", "index", "", _digest("index", entries, *newest)))
@@ -197,6 +219,24 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
         for article_id, article in site.articles.items() if article.url is None
     )
     return outputs
+
+
+def _moved(site: _Site) -> list[str]:
+    """`old new` URL paths of every article whose address changed when slugs stopped naming the folder."""
+    taken = {a.slug for a in site.articles.values()}
+    moved = []
+    for article in site.articles.values():
+        old = legacy_slug(article)
+        if article.url is None and old != article.slug and old not in taken:
+            moved.append(f"/{site.urls.article_path(old)} /{site.urls.article_path(article.slug)}")
+    return sorted(moved)
+
+
+def _render_redirects(site: _Site, key: str) -> bytes:
+    """An nginx `map` body (`/old/path/ /new/path/;` per line): the service answers 301 from it too."""
+    lines = ["# Old article URLs and where they moved: include in an nginx map (docs/deployment.md)."]
+    lines += [f"{line};" for line in _moved(site)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def _render_index(site: _Site, key: str) -> bytes:
@@ -218,9 +258,20 @@ def _render_category(site: _Site, key: str) -> bytes:
     return site.pages.category(spec.category, spec.description, spec.articles)
 
 
+def _render_opml(site: _Site, key: str) -> bytes:
+    """One feed per category (never the site feed besides: importing it would double every article)."""
+    specs = [spec for spec in site.specs.values() if spec.category is not None]
+    fmt = key or site.opml_format
+    title = f"{site.info.title}: every category" + (f" ({_feeds.FORMAT_NAMES[fmt]})" if key else "")
+    return render_opml(specs, fmt, site.info, site.urls, title=title)
+
+
 RENDERERS: dict[str, Callable[[_Site, str], bytes]] = {
     "feed": _render_feed,
-    "opml": lambda site, key: render_opml(list(site.specs.values()), site.formats, site.info, site.urls),
+    "opml": _render_opml,
+    "asset": lambda site, key: site.pages.stylesheet(),
+    "redirects": _render_redirects,
+    "not_found": lambda site, key: site.pages.not_found(),
     "index": _render_index,
     "category": _render_category,
     "article": lambda site, key: site.pages.article(site.articles[key]),

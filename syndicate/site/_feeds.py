@@ -194,25 +194,26 @@ def render_feed(fmt: str, spec: FeedSpec, site: SiteInfo, urls: SiteUrls) -> byt
     return RENDERERS[fmt](spec, site, urls)
 
 
-def render_opml(specs: Sequence[FeedSpec], formats: Sequence[str], site: SiteInfo, urls: SiteUrls) -> bytes:
-    """OPML 2.0 listing every feed in `formats` of every spec, in the order given (site feed first)."""
+# OPML 2.0 defines `version` only for RSS ("RSS", "RSS1", "scriptingNews"); other formats leave it out.
+OPML_VERSIONS = {"rss": "RSS"}
+
+
+def render_opml(specs: Sequence[FeedSpec], fmt: str, site: SiteInfo, urls: SiteUrls, *, title: str | None = None) -> bytes:
+    """OPML 2.0 listing each spec's feed in format `fmt` once, in the order given (site feed first):
+    importing it subscribes a reader to every category exactly once."""
     opml = ElementTree.Element("opml", version="2.0")
     head = ElementTree.SubElement(opml, "head")
-    ElementTree.SubElement(head, "title").text = f"{site.title}: every feed"
+    ElementTree.SubElement(head, "title").text = title or f"{site.title}: every category"
     updated = max((spec.updated for spec in specs), default=EMPTY_FEED_UPDATED)
     ElementTree.SubElement(head, "dateModified").text = updated.strftime("%a, %d %b %Y %H:%M:%S %z")
     ElementTree.SubElement(head, "ownerName").text = site.author
+    ElementTree.SubElement(head, "docs").text = "http://opml.org/spec2.opml"
     body = ElementTree.SubElement(opml, "body")
     for spec in specs:
-        for fmt in formats:
-            label = f"{spec.title} ({FORMAT_NAMES[fmt]})"
-            ElementTree.SubElement(body, "outline", {
-                "type": "rss",
-                "text": label,
-                "title": label,
-                "version": {"rss": "RSS2", "atom": "ATOM", "json": "JSONFEED"}[fmt],
-                "xmlUrl": urls.feed(spec.slug, fmt),
-                "htmlUrl": page_url(spec, urls),
-            })
+        attributes = {"type": "rss", "text": spec.title, "title": spec.title}
+        if fmt in OPML_VERSIONS:
+            attributes["version"] = OPML_VERSIONS[fmt]
+        attributes |= {"xmlUrl": urls.feed(spec.slug, fmt), "htmlUrl": page_url(spec, urls)}
+        ElementTree.SubElement(body, "outline", attributes)
     ElementTree.indent(opml)
     return ElementTree.tostring(opml, encoding="utf-8", xml_declaration=True) + b"\n"

@@ -23,7 +23,10 @@ if TYPE_CHECKING:  # Jinja2 is imported when the first page is rendered: a rebui
     import markupsafe
 
 TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent / "templates" / "site"
-TEMPLATES = ("base.html.j2", "_feeds.html.j2", "_article_list.html.j2", "index.html.j2", "category.html.j2", "article.html.j2")
+TEMPLATES = ("base.html.j2", "_feeds.html.j2", "_article_list.html.j2", "_subscribe.html.j2", "index.html.j2",
+             "category.html.j2", "article.html.j2", "not_found.html.j2", "site.css",
+             "archive_index.html.j2", "archive_issue.html.j2", "archive_category.html.j2")
+STYLESHEET = "site.css"  # the one stylesheet, shared with the subscriber pages (syndicate.web.pages)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,15 @@ class FeedMarkup:
 
     head: markupsafe.Markup
     footer: markupsafe.Markup
+
+
+@dataclass(frozen=True)
+class SubscribeBox:
+    """The subscribe box of a page: what it says and the categories it preselects."""
+
+    heading: str
+    text: str
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,9 @@ class SitePages:
     urls: SiteUrls
     formats: tuple[str, ...]
     folder: Path = TEMPLATE_FOLDER
+    # The navigation: (slug, name, url) of each category, in the site's order.
+    nav: tuple[tuple[str, str, str], ...] = ()
+    archive_url: str | None = None
     # Where compiled templates are kept between builds (compiling them costs ~30 ms per build).
     bytecode_cache: Path | None = None
     _environment: list[jinja2.Environment] = field(init=False, repr=False, compare=False, default_factory=list)
@@ -121,30 +136,59 @@ class SitePages:
                 template = self.environment.get_template("_feeds.html.j2")
                 links = self.feed_links(slug, title)
                 self._feed_markup[slug] = (template.render(where="head", feeds=links).strip("\n"),
-                                           template.render(where="footer", feeds=links).strip("\n"))
+                                           template.render(where="footer", feeds=links, title=title).strip("\n"))
             parts.append(self._feed_markup[slug])
         from markupsafe import Markup  # installed with Jinja2
 
         return FeedMarkup(Markup("\n".join(h for h, _ in parts)),
-                          Markup(",\n".join(f for _, f in parts)))
+                          Markup("\n".join(f for _, f in parts)))
 
-    def _render(self, template: str, **values: object) -> bytes:
+    def _render(self, template: str, *, current: str = "", **values: object) -> bytes:
         # Everything shown is XML-safe already (Article, Category, SiteInfo), so the page is too.
         return self.environment.get_template(template).render(
-            site=self.site, urls=self.urls, home_url=self.urls.home(), opml_url=self.urls.opml(), **values,
+            site=self.site, urls=self.urls, home_url=self.urls.home(), opml_url=self.urls.opml(),
+            stylesheet_url=self.urls.asset(STYLESHEET), signup_url=self.urls.signup(), nav=self.nav,
+            archive_url=self.archive_url, current=current, **values,
         ).encode("utf-8")
 
+    def _subscribe(self, categories: Sequence[Category] = ()) -> SubscribeBox:
+        if not categories:
+            return SubscribeBox(f"Get {self.site.title} by email",
+                                "The new articles in one short email, daily or weekly. Unsubscribe with one click.",
+                                ())
+        listed = [c.name for c in categories]
+        names = listed[0] if len(listed) == 1 else f"{', '.join(listed[:-1])} and {listed[-1]}"
+        return SubscribeBox(f"Get {names} by email",
+                            f"New {names} articles from {self.site.title} in one short email, daily or weekly. "
+                            "Unsubscribe with one click.",
+                            tuple(c.slug for c in categories))
+
+    def stylesheet(self) -> bytes:
+        """The site's stylesheet, as the build writes it beside the pages."""
+        return (self.folder / STYLESHEET).read_bytes()
+
     def index(self, categories: Sequence[CategoryEntry], newest: Sequence[Article]) -> bytes:
-        """The front page: every category with its feeds, then the newest articles."""
+        """The front page: the subscribe box, the newest articles, and every category's feeds in the footer."""
         return self._render(
             "index.html.j2", categories=categories, articles=newest,
-            feeds=self._feeds([(SITE_FEED, self.site.title)]),
+            feeds=self._feeds([(SITE_FEED, self.site.title)]), subscribe=self._subscribe(),
         )
+
+    def not_found(self) -> bytes:
+        """The 404 page: where to go instead (the categories; no article, so an edit never rewrites it)."""
+        return self._render("not_found.html.j2", feeds=self._feeds([(SITE_FEED, self.site.title)]),
+                            subscribe=self._subscribe())
+
+    def page(self, template: str, *, current: str = "", subscribe_to: Sequence[Category] = (), **values: object) -> bytes:
+        """Another page on the site's base (the archive's): navigation, subscribe box for `subscribe_to`, feeds."""
+        return self._render(template, feeds=self._feeds([(SITE_FEED, self.site.title)]),
+                            subscribe=self._subscribe(subscribe_to), current=current, **values)
 
     def category(self, category: Category, description: str, articles: Sequence[Article]) -> bytes:
         """A category page listing `articles` (newest first), with its feeds and the site's."""
         feeds = self._feeds([(category.slug, f"{self.site.title}: {category.name}"), (SITE_FEED, self.site.title)])
-        return self._render("category.html.j2", category=category, description=description, articles=articles, feeds=feeds)
+        return self._render("category.html.j2", category=category, description=description, articles=articles, feeds=feeds,
+                            subscribe=self._subscribe([category]), current=category.slug)
 
     def article(self, article: Article) -> bytes:
         """An article page, with the feeds of each of its categories and the site's.
@@ -164,7 +208,9 @@ class SitePages:
             f'<a href="{escape(self.urls.category(c.slug))}" rel="tag">{escape(c.name)}</a>' for c in article.categories
         ))
         return self._render("article.html.j2", article=article, feeds=feeds, page_url=self.urls.article(article),
-                            published=published, updated=updated, category_links=links or escape(""))
+                            published=published, updated=updated, category_links=links or escape(""),
+                            subscribe=self._subscribe(article.categories),
+                            current=article.categories[0].slug if article.categories else "")
 
 
 class _Moment(NamedTuple):

@@ -33,8 +33,16 @@ class SiteUrls:
         """`slug` is a category slug, or SITE_FEED for the whole site."""
         return f"{self.base_url}/{self.feed_path(slug, fmt)}"
 
-    def opml(self) -> str:
-        return f"{self.base_url}/{self.feeds_folder}/index.opml"
+    def asset(self, name: str) -> str:
+        """A file of the site's own beside the pages (the stylesheet)."""
+        return f"{self.base_url}/{name}"
+
+    def opml(self, fmt: str | None = None) -> str:
+        """The main OPML (one feed per category), or with `fmt` the one listing every feed in that format."""
+        return f"{self.base_url}/{self.opml_path(fmt)}"
+
+    def opml_path(self, fmt: str | None = None) -> str:
+        return f"{self.feeds_folder}/index.opml" if fmt is None else f"{self.feeds_folder}/index.{fmt}.opml"
 
     @staticmethod
     def article_path(slug: str) -> str:
@@ -46,6 +54,36 @@ class SiteUrls:
 
     def feed_path(self, slug: str, fmt: str) -> str:
         return f"{self.feeds_folder}/{slug}{FEED_SUFFIXES[fmt]}"
+
+    # The archive of the digests as sent (syndicate.archive).
+    def archive(self) -> str:
+        return f"{self.base_url}/{self.archive_path()}"
+
+    @staticmethod
+    def archive_path() -> str:
+        return "archive/"
+
+    def archive_issue(self, frequency: str, period: str) -> str:
+        """The archive page of one day's (daily) or one ISO week's (weekly) digests: period 2026-12-05 or 2026-W49."""
+        return f"{self.base_url}/{self.archive_issue_path(frequency, period)}"
+
+    @staticmethod
+    def archive_issue_path(frequency: str, period: str) -> str:
+        return f"archive/{frequency}/{period}/"
+
+    def archive_category(self, slug: str) -> str:
+        return f"{self.base_url}/{self.archive_category_path(slug)}"
+
+    @staticmethod
+    def archive_category_path(slug: str) -> str:
+        return f"archive/categories/{slug}/"
+
+    def archive_feed(self, slug: str) -> str:
+        return f"{self.base_url}/{self.archive_feed_path(slug)}"
+
+    @staticmethod
+    def archive_feed_path(slug: str) -> str:
+        return f"archive/categories/{slug}.rss.xml"
 
     # Subscriber pages (served by the HTTP app); tokens come from syndicate.subscribers._tokens.
     def signup(self) -> str:

@@ -379,3 +379,34 @@ source_items = Table(
     UniqueConstraint("source", "item_key", name="uq_source_items_source_item_key"),
     Index("ix_source_items_source_published", "source", "published"),
 )
+
+
+# ---------------------------------------------------------------- archive (issue 16)
+# What the digests contained, per archive period, for the public archive pages: no subscriber, no
+# address; kept when deliveries are pruned or a subscriber is erased. Filled by syndicate.archive
+# from the sent deliveries.
+archive_items = Table(
+    "archive_items",
+    metadata,
+    Column("frequency", String(8), primary_key=True),
+    Column("period", String(10), primary_key=True),  # 2026-12-05 (daily) or 2026-W49 (weekly), in the site's zone
+    Column("category", String(100), primary_key=True),
+    Column("article_id", String(255), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("first_sent_at", UtcDateTime, nullable=False),
+)
+archive_state = Table(
+    "archive_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("collected_until", UtcDateTime, nullable=False),  # deliveries sent before this were collected
+)
+# Digests already counted out of each subscriber's series when their deliveries were pruned, so that
+# the issue number in the masthead (this + the sent deliveries still kept, + 1) never goes back.
+subscriber_issues = Table(
+    "subscriber_issues",
+    metadata,
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    Column("pruned_sent", Integer, nullable=False),
+)

@@ -5,6 +5,7 @@ from syndicate.subscribers._confirm import ComposeConfirmation, Confirmations, c
 from syndicate.subscribers._csv import ImportInterrupted, import_csv, read_subscribers, write_subscribers
 from syndicate.subscribers._links import PLACEHOLDER_TOKEN, PlaceholderLinks, SignedLinks
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
+from syndicate.subscribers._notices import ComposeNotice, Notices, describe_schedule
 from syndicate.subscribers._store import (
     Filter,
     ImportReport,
@@ -24,8 +25,10 @@ from syndicate.subscribers._store import (
 )
 from syndicate.subscribers._suppression import SuppressedSet, Suppression, SuppressionList, parse_entry
 from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, signer_from_settings
+from syndicate.subscribers._zones import NotAPlaceError, canonical_zones, geographic_zone
 
 __all__ = [
+    "ComposeNotice", "NotAPlaceError", "Notices", "canonical_zones", "describe_schedule", "geographic_zone",
     "PLACEHOLDER_TOKEN", "WEEKDAYS", "Address", "AddressRules", "ComposeConfirmation", "Confirmations", "Filter",
     "Frequency", "ImportInterrupted", "ImportReport", "InvalidAddressError", "InvalidLinkError", "InvalidSubscriberError", "LinkSigner",
     "NewSubscriber", "PlaceholderLinks", "SignedLinks", "StoredSubscriber", "Subscriber", "SubscriberDefaults",

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Row, Select, bindparam, delete, func, insert, or_, select, tuple_, update
 
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.storage import Database
-from syndicate.storage.schema import confirmation_sends, subscriber_categories, subscriber_changes, subscribers
+from syndicate.storage.schema import confirmation_sends, subscriber_categories, subscriber_changes, subscriber_issues, subscribers
 from syndicate.subscribers._address import Address, AddressRules, InvalidAddressError, parse_address
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
+from syndicate.subscribers._zones import NotAPlaceError, geographic_zone
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,11 @@ def clean_name(raw: str | None) -> str | None:
 
 
 def check_timezone(value: str) -> str:
+    """A geographic time zone, as its canonical name (Factory, localtime, Etc/GMT+5 and the like refused)."""
     try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidSubscriberError("timezone", f"unknown timezone {value!r} (expected an IANA name such as Europe/Paris)") from None
-    return value
+        return geographic_zone(value)
+    except NotAPlaceError as e:
+        raise InvalidSubscriberError("timezone", str(e)) from None
 
 
 def check_categories(slugs: Iterable[str], valid: Collection[str]) -> tuple[str, ...]:
@@ -364,6 +365,21 @@ class SubscriberWrites:
         if changed:
             log.info("subscriber bounced id=%s", subscriber_id)
         return bool(changed)
+
+    def count_out_issues(self, sent: Mapping[int, int]) -> None:
+        """Add `sent` (subscriber id -> digests sent to them whose deliveries are being pruned) to each
+        subscriber's pruned count, so that their issue numbers never go back."""
+        if not sent:
+            return
+        c = subscriber_issues.c
+        known = set(self.connection.execute(select(c.subscriber_id).where(c.subscriber_id.in_(list(sent)))).scalars())
+        updates = [{"sid": s, "n": n} for s, n in sent.items() if s in known]
+        if updates:
+            self.connection.execute(update(subscriber_issues).where(c.subscriber_id == bindparam("sid"))
+                                    .values(pruned_sent=c.pruned_sent + bindparam("n")), updates)
+        inserts = [{"subscriber_id": s, "pruned_sent": n} for s, n in sent.items() if s not in known]
+        if inserts:
+            self.connection.execute(insert(subscriber_issues), inserts)
 
     def take_confirmation_slot(self, email_key: str, limit: int, now: datetime) -> bool:
         """Record one confirmation email to `email_key` unless `limit` went out within CONFIRMATION_WINDOW."""

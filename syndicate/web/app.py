@@ -60,6 +60,7 @@ def create_app(
         signer=components.signer,
         urls=components.urls,
         confirmations=components.confirmations,
+        notices=components.notices,
         content=components.content,
         categories=CategoryList(components.content, {slug: rule.title for slug, rule in settings.categories.items()}, memory),
         clock=clock,

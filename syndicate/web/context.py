@@ -15,7 +15,7 @@ from syndicate.abuse import SignupLimits
 from syndicate.config import Settings
 from syndicate.content import Category, ContentSource, CorpusMemory
 from syndicate.site import SiteUrls
-from syndicate.subscribers import AddressRules, Confirmations, LinkSigner, SubscriberStore
+from syndicate.subscribers import AddressRules, Confirmations, LinkSigner, Notices, SubscriberStore
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class WebContext:
     signer: LinkSigner
     urls: SiteUrls
     confirmations: Confirmations
+    notices: Notices
     content: ContentSource
     categories: CategoryList
     clock: Callable[[], datetime]

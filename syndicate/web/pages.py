@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import available_timezones
 
 import jinja2
 from fastapi import APIRouter, Request
@@ -29,6 +28,8 @@ from syndicate.subscribers import (
     SubscriberStatus,
     TransitionError,
     UnknownSubscriberError,
+    canonical_zones,
+    describe_schedule,
     new_subscriber,
 )
 from syndicate.web.context import WebContext
@@ -48,6 +49,7 @@ from syndicate.web.security import (
 log = logging.getLogger(__name__)
 
 TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent / "templates" / "pages"
+STYLESHEET = Path(__file__).resolve().parent.parent / "templates" / "site" / "site.css"  # one stylesheet for site and pages
 LABELS = {
     "email": "Email address", "name": "Name", "categories": "Categories", "frequency": "How often",
     "weekday": "Day of the weekly digest", "timezone": "Time zone", "send_hour": "Send at", "form": "Form",
@@ -74,8 +76,13 @@ class Pages:
     def __init__(self, context: WebContext) -> None:
         self.context = context
         self.environment = template_environment()
-        self.timezones = tuple(sorted(available_timezones()))
-        self.stylesheet = (TEMPLATE_FOLDER / "pages.css").read_bytes()
+        self.timezones = canonical_zones()
+        areas: dict[str, list[str]] = {}
+        for zone in self.timezones:
+            areas.setdefault(zone.split("/", 1)[0], []).append(zone)
+        self.timezones_by_area = tuple((area, tuple(zones)) for area, zones in areas.items())
+        self.stylesheet = STYLESHEET.read_bytes()
+        self.script = (TEMPLATE_FOLDER / "signup.js").read_bytes()
         self.limits = context.signup_limits
 
     # -- rendering
@@ -91,7 +98,10 @@ class Pages:
         html = self.environment.get_template(template).render({
             "site_title": settings.site.title, "language": settings.site.language, "labels": LABELS,
             "csrf": csrf_field(self.context.signer, nonce, request.url.path, now) if nonce is not None else "",
-            "honeypot": HONEYPOT_FIELD, "errors": {}, **values,
+            "honeypot": HONEYPOT_FIELD, "errors": {},
+            "detect_timezone": False, "home_url": self.context.urls.home(), "category_url": self.context.urls.category,
+            "nav": self.context.categories.get(),
+            "archive_url": self.context.urls.archive() if settings.output.pages else None, **values,
         })
         response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
         if fresh:
@@ -110,6 +120,7 @@ class Pages:
         return {
             "values": values, "errors": dict(errors), "categories": self.context.categories.get(),
             "frequencies": FREQUENCIES, "weekdays": WEEKDAYS, "timezones": self.timezones,
+            "timezones_by_area": self.timezones_by_area,
         }
 
     def signup_defaults(self) -> dict[str, Any]:
@@ -189,13 +200,22 @@ def page_router(pages: Pages) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     context = pages.context
 
+    @router.get("/assets/site.css")
     @router.get("/assets/pages.css")
     def stylesheet() -> Response:
         return Response(pages.stylesheet, media_type="text/css", headers={"cache-control": "public, max-age=3600"})
 
+    @router.get("/assets/signup.js")
+    def script() -> Response:
+        return Response(pages.script, media_type="text/javascript", headers={"cache-control": "public, max-age=3600"})
+
     @router.get("/subscribe")
     def signup_form(request: Request) -> HTMLResponse:
-        return pages.render(request, "signup.html.j2", **pages.choices(pages.signup_defaults(), {}))
+        """The form; `?email=...&categories=...` (the site's subscribe boxes) fill it in."""
+        values = pages.signup_defaults()
+        values["email"] = request.query_params.get("email", "")[:TEXT_LIMIT]
+        values["categories"] = tuple(c[:TEXT_LIMIT] for c in request.query_params.getlist("categories")[:200])
+        return pages.render(request, "signup.html.j2", detect_timezone=True, **pages.choices(values, {}))
 
     @router.post("/subscribe")
     async def signup(request: Request) -> HTMLResponse:
@@ -228,12 +248,20 @@ def page_router(pages: Pages) -> APIRouter:
 
     @router.get("/confirm/{token}")
     def confirm_page(request: Request, token: str) -> HTMLResponse:
+        now = context.clock()
         try:
-            context.signer.check("confirm", token, now=context.clock())
+            subscriber = pages.subscriber_for("confirm", token, now)
         except InvalidLinkError as e:
             return pages.link_error(request, e, "confirm")
+        except UnknownSubscriberError:
+            return pages.gone(request)
+        if subscriber.status is SubscriberStatus.ACTIVE:  # the link opened again after use
+            return _subscribed_page(pages, request, subscriber, now, "You are already subscribed")
+        if subscriber.status is not SubscriberStatus.PENDING:
+            return _unsubscribed_since(pages, request, subscriber)
         return pages.message(
-            request, "Confirm your subscription", "Press the button to start receiving the digests you chose.",
+            request, "Confirm your subscription",
+            f"Press the button to start receiving the digests you chose at {subscriber.email}.",
             action=str(request.url.path), button="Confirm my subscription",
         )
 
@@ -242,6 +270,7 @@ def page_router(pages: Pages) -> APIRouter:
         now = context.clock()
         try:
             subscriber = pages.subscriber_for("confirm", token, now)
+            was_pending = subscriber.status is SubscriberStatus.PENDING
             subscriber = context.store.confirm(subscriber.id, now)
         except InvalidLinkError as e:
             return pages.link_error(request, e, "confirm")
@@ -253,11 +282,12 @@ def page_router(pages: Pages) -> APIRouter:
                 "Confirming an old link does not resubscribe you. Sign up again if you want the digests back.",
                 status=409, links=(("/subscribe", "Sign up again"),),
             )
-        preferences = context.urls.preferences(context.signer.make("preferences", subscriber.id, now=now))
-        return pages.message(
-            request, "You are subscribed", "Your first digest arrives at the time you chose.",
-            links=((preferences, "Change your preferences"),),
-        )
+        # Only the request whose transaction made the change (its `now` is the status change's time)
+        # sends the welcome: two clicks at once never mail it twice.
+        if not (was_pending and subscriber.status_changed_at == now):
+            return _subscribed_page(pages, request, subscriber, now, "You are already subscribed")
+        context.runner.start(f"welcome-{subscriber.id}", lambda: _welcome(context, subscriber, now))
+        return _subscribed_page(pages, request, subscriber, now, "You are subscribed")
 
     @router.get("/preferences/{token}")
     def preferences_form(request: Request, token: str) -> HTMLResponse:
@@ -291,16 +321,22 @@ def page_router(pages: Pages) -> APIRouter:
             )
         except InvalidSubscriberError as e:
             return _preferences_page(pages, request, token, subscriber, values, {e.field: e.reason}, status=422)
-        return _preferences_page(pages, request, token, subscriber, _current(subscriber), {}, saved=True)
+        return _preferences_page(pages, request, token, subscriber, _current(subscriber), {}, saved=True,
+                                 schedule=describe_schedule(subscriber, now, which="next")
+                                 if subscriber.status is SubscriberStatus.ACTIVE else "")
 
     @router.get("/unsubscribe/{token}")
     def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
         try:
-            context.signer.check("unsubscribe", token, now=context.clock())
+            subscriber = pages.subscriber_for("unsubscribe", token, context.clock())
         except InvalidLinkError as e:
             return pages.link_error(request, e, "unsubscribe")
+        except UnknownSubscriberError:
+            return pages.gone(request)
+        if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
+            return _unsubscribed_since(pages, request, subscriber)
         return pages.message(
-            request, "Unsubscribe", "Press the button to stop every digest to this address.",
+            request, f"Unsubscribe {subscriber.email}?", "Press the button to stop every digest to this address.",
             action=str(request.url.path), button="Unsubscribe",
         )
 
@@ -308,15 +344,16 @@ def page_router(pages: Pages) -> APIRouter:
     def unsubscribe(request: Request, token: str) -> HTMLResponse:
         """The button's POST and the RFC 8058 one-click POST alike: the signed token is the authority."""
         now = context.clock()
+        address = "this address"
         try:
             subscriber_id = context.signer.check("unsubscribe", token, now=now)
-            context.store.unsubscribe(subscriber_id, now)
+            address = context.store.unsubscribe(subscriber_id, now).email
         except InvalidLinkError as e:
             return pages.link_error(request, e, "unsubscribe")
         except UnknownSubscriberError:
             pass  # removed entirely: as unsubscribed as can be
         return pages.message(
-            request, "You are unsubscribed", "No more digests will be sent to this address.",
+            request, "You are unsubscribed", f"No more digests will be sent to {address}.",
             links=(("/subscribe", "Changed your mind? Sign up again"),),
         )
 
@@ -342,13 +379,43 @@ def _sign_up(context: WebContext, limits: SignupLimits, new: NewSubscriber, clie
         return
     subscriber = context.store.sign_up(new, now=now, source="web")
     if subscriber.status is not SubscriberStatus.PENDING:
-        log.info("sign-up for an active subscriber id=%s: no confirmation needed", subscriber.id)
+        log.info("sign-up for an active subscriber id=%s: sending the already-subscribed email", subscriber.id)
+
+        def remind() -> None:
+            context.notices.already_subscribed(subscriber, now=now, categories=context.categories.named(subscriber.categories))
+
+        context.runner.start(f"already-subscribed-{subscriber.id}", remind)
         return
 
     def mail() -> None:
         context.confirmations.send(subscriber, now=now, categories=context.categories.named(subscriber.categories))
 
     context.runner.start(f"confirmation-{subscriber.id}", mail)
+
+
+def _welcome(context: WebContext, subscriber: Subscriber, now: datetime) -> None:
+    context.notices.welcome(subscriber, now=now, categories=context.categories.named(subscriber.categories))
+
+
+def _subscribed_page(pages: Pages, request: Request, subscriber: Subscriber, now: datetime, heading: str) -> HTMLResponse:
+    """After confirming (or a confirm link opened again): who is subscribed and when the digests come."""
+    context = pages.context
+    preferences = context.urls.preferences(context.signer.make("preferences", subscriber.id, now=now))
+    which = "first" if heading == "You are subscribed" else "next"
+    return pages.message(
+        request, heading, f"{subscriber.email} gets the {context.settings.site.title} digest.",
+        describe_schedule(subscriber, now, which=which), links=((preferences, "Change your preferences"),),
+    )
+
+
+def _unsubscribed_since(pages: Pages, request: Request, subscriber: Subscriber) -> HTMLResponse:
+    since = f" since {subscriber.status_changed_at:%-d %B %Y}" if subscriber.status_changed_at else ""
+    return pages.message(
+        request, "You are already unsubscribed",
+        f"{subscriber.email} has been unsubscribed{since}: nothing is sent to it.",
+        "Opening an old link does not subscribe you again.",
+        links=(("/subscribe", "Sign up again"),),
+    )
 
 
 def _current(subscriber: Subscriber) -> dict[str, Any]:
@@ -359,11 +426,11 @@ def _current(subscriber: Subscriber) -> dict[str, Any]:
 
 
 def _preferences_page(pages: Pages, request: Request, token: str, subscriber: Subscriber, values: Mapping[str, Any],
-                      errors: Mapping[str, str], *, status: int = 200, saved: bool = False) -> HTMLResponse:
+                      errors: Mapping[str, str], *, status: int = 200, saved: bool = False, schedule: str = "") -> HTMLResponse:
     context = pages.context
     unsubscribe_token = context.signer.make("unsubscribe", subscriber.id, now=context.clock())
     return pages.render(
-        request, "preferences.html.j2", status, email=subscriber.email, saved=saved,
+        request, "preferences.html.j2", status, email=subscriber.email, saved=saved, schedule=schedule,
         unsubscribed=subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED),
         action=str(request.url.path), unsubscribe_action=f"/unsubscribe/{unsubscribe_token}",
         **pages.choices(values, errors),

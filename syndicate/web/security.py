@@ -28,9 +28,9 @@ CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 24 * 3600
 CSRF_SAMESITE: Literal["lax"] = "lax"  # see the module docstring
 
-# The subscriber pages load nothing but their own stylesheet and post only to themselves.
+# The subscriber pages load nothing but their own stylesheet and script and post only to themselves.
 PAGE_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 # The built site has an inline <style> and may show article images from elsewhere; never scripts.

@@ -155,6 +155,10 @@ def not_modified(headers: dict[str, str], entry: CachedFile) -> bool:
     return False
 
 
+NOT_FOUND_PAGE = "404.html"  # written by the site build
+REDIRECTS = "redirects.map"  # written by the site build: `/old/ /new/;` per line
+
+
 class StaticSite:
     """ASGI app for GET and HEAD of files under `root`; `extra_headers` go on every response."""
 
@@ -163,6 +167,7 @@ class StaticSite:
         self.feeds_folder = feeds_folder
         self.extra_headers = list(extra_headers)
         self.cache = FileCache()
+        self._redirects: tuple[int, dict[str, str]] = (-1, {})
 
     def resolve(self, url_path: str) -> tuple[Path, str] | str | None:
         """(file, relative path) to serve; a str is a redirect target (a folder without its slash);
@@ -203,7 +208,7 @@ class StaticSite:
             stat = path.stat()
             entry = self.cache.get(path, relative, self.feeds_folder, stat)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, OSError):
-            await self._plain(send, 404, b"Not Found")
+            await self._not_found(send, method == "HEAD", scope["path"])
             return
         await self._send_file(scope, send, entry, method == "HEAD")
 
@@ -228,6 +233,41 @@ class StaticSite:
         if use_gzip:
             response.append((b"content-encoding", b"gzip"))
         await send({"type": "http.response.start", "status": 200, "headers": response})
+        await send({"type": "http.response.body", "body": b"" if head else body})
+
+    def moved_to(self, url_path: str) -> str | None:
+        """Where an old URL moved, from the build's redirects.map (re-read when it changes)."""
+        try:
+            stat = (self.root / REDIRECTS).stat()
+        except OSError:
+            return None
+        if self._redirects[0] != stat.st_mtime_ns:
+            moves = {}
+            try:
+                for line in (self.root / REDIRECTS).read_text(encoding="utf-8").splitlines():
+                    parts = line.rstrip(";").split()
+                    if len(parts) == 2 and not line.startswith("#"):
+                        moves[parts[0]] = parts[1]
+            except (OSError, UnicodeDecodeError):
+                return None
+            self._redirects = (stat.st_mtime_ns, moves)
+        moves = self._redirects[1]
+        return moves.get(url_path) or (moves.get(url_path + "/") if not url_path.endswith("/") else None)
+
+    async def _not_found(self, send: Send, head: bool, url_path: str = "") -> None:
+        """A 301 when the path moved (redirects.map), else the built site's 404.html, else a plain "Not Found"."""
+        moved = self.moved_to(url_path) if url_path else None
+        if moved is not None:
+            await self._plain(send, 301, b"Moved Permanently", [(b"location", quote(moved).encode("ascii"))])
+            return
+        try:
+            body = (self.root / NOT_FOUND_PAGE).read_bytes()
+        except OSError:
+            await self._plain(send, 404, b"Not Found")
+            return
+        headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                   (b"cache-control", b"no-cache"), *self.extra_headers]
+        await send({"type": "http.response.start", "status": 404, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else body})
 
     async def _plain(self, send: Send, status: int, text: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
