@@ -49,6 +49,7 @@ def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], 
 @pass_app
 def run(app: AppContext, host: str | None, port: int | None, no_scheduler: bool) -> None:
     """Run the service: build the feeds, serve them and the subscriber pages, send digests on schedule."""
+    app.quiet_level = "INFO"  # a service's log is its output
     settings = app.settings
     if logging.getLogger().level > logging.DEBUG:  # "Running job ..." twice a minute says nothing; misses stay WARNINGs
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)

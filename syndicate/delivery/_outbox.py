@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 QUEUED, SENDING, SENT, RETRY, FAILED, SKIPPED = "queued", "sending", "sent", "retry", "failed", "skipped"
 OPEN = (QUEUED, SENDING, RETRY)
 FIRST = "first"  # the since_key of a subscriber's first digest
+CAMPAIGN_KEY = "campaign:"  # the since_key of a campaign's deliveries: "campaign:<id>" (one per subscriber)
 COUNTS = ("total", "queued", "sending", "sent", "retrying", "failed", "skipped")
 _COUNT_OF = {QUEUED: "queued", SENDING: "sending", SENT: "sent", RETRY: "retrying", FAILED: "failed", SKIPPED: "skipped"}
 _REPLY_MAX = 2000
@@ -156,6 +157,25 @@ class Failure:
     failed_at: datetime
     last_code: int | None
     last_reply: str | None
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What a requeue did: the deliveries queued again, those left failed (with why), the runs touched."""
+
+    delivery_ids: tuple[int, ...]
+    refused: tuple[tuple[int, str], ...]
+    run_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed deliveries sharing one server reply."""
+
+    reply: str
+    code: int | None
+    count: int
+    last_at: datetime
 
 
 def _insert_ignoring_conflicts(dialect: str) -> Any:
@@ -462,6 +482,88 @@ class Outbox:
         )
         with self.database.read() as connection:
             return [Failure(*row) for row in connection.execute(query)]
+
+    # -- who is due, requeueing (issue 17)
+
+    def held_back(self, planned: Sequence[PlannedDelivery]) -> dict[int, tuple[int, str]]:
+        """Of `planned`, the ones add_deliveries would skip, by subscriber id: (the delivery in the way,
+        its status). Either the same digest is already recorded (sent, failed, skipped...) or the
+        subscriber has a digest under way. The dry run asks this so it lists exactly who a send records."""
+        if not planned:
+            return {}
+        d = deliveries.c
+        wanted = {p.subscriber_id: (p.since_key, p.until) for p in planned}
+        found: dict[int, tuple[int, str]] = {}
+        keys = sorted(wanted)
+        with self.database.read() as connection:
+            for start in range(0, len(keys), _IN_CHUNK):
+                rows = connection.execute(
+                    select(d.id, d.subscriber_id, d.status, d.since_key, d.until, d.open_subscriber_id)
+                    .where(d.subscriber_id.in_(keys[start:start + _IN_CHUNK]),
+                           or_(d.open_subscriber_id.is_not(None), d.since_key.in_({k for k, _ in wanted.values()})))
+                    .order_by(d.id)
+                ).all()
+                for row in rows:
+                    if row.open_subscriber_id is not None or (row.since_key, row.until) == wanted[row.subscriber_id]:
+                        found[row.subscriber_id] = (row.id, row.status)
+        return found
+
+    def requeue(self, now: datetime, *, delivery_ids: Sequence[int] = (), run_id: int | None = None,
+                reply: str | None = None) -> Requeued:
+        """Failed deliveries (these ids, those of `run_id`, or those whose last reply is `reply`) back
+        to `queued` with the same Message-ID and no attempts counted. One is left failed when its
+        subscriber is no longer active, another digest has since been sent to them (it would be
+        superseded), or they have a digest under way (one at a time)."""
+        d, c = deliveries.c, subscribers.c
+        condition = d.status == FAILED
+        if delivery_ids:
+            condition = and_(condition, d.id.in_(list(delivery_ids)))
+        if run_id is not None:
+            condition = and_(condition, d.run_id == run_id)
+        if reply is not None:
+            condition = and_(condition, func.coalesce(d.last_reply, "") == reply)
+        requeued: list[int] = []
+        refused: list[tuple[int, str]] = []
+        with self.database.write() as connection:
+            rows = connection.execute(
+                select(d.id, d.run_id, d.subscriber_id, d.since_key, c.status, c.high_water)
+                .join(subscribers, c.id == d.subscriber_id).where(condition).order_by(d.id)
+            ).all()
+            open_ones = set(connection.execute(
+                select(d.open_subscriber_id).where(d.open_subscriber_id.in_({r.subscriber_id for r in rows}))
+            ).scalars()) if rows else set()
+            for row in rows:
+                if row.status != SubscriberStatus.ACTIVE.value:
+                    refused.append((row.id, f"the subscriber is {row.status}"))
+                elif not row.since_key.startswith(CAMPAIGN_KEY) and since_key(row.high_water) != row.since_key:
+                    refused.append((row.id, "superseded: a later digest was sent to this subscriber"))
+                elif row.subscriber_id in open_ones:
+                    refused.append((row.id, "the subscriber has another digest under way"))
+                else:
+                    open_ones.add(row.subscriber_id)
+                    requeued.append(row.id)
+            for start in range(0, len(requeued), _IN_CHUNK):
+                chunk = requeued[start:start + _IN_CHUNK]
+                connection.execute(
+                    update(deliveries).where(d.id.in_(chunk), d.status == FAILED)
+                    .values(status=QUEUED, attempts=0, next_attempt_at=None, claimed_by=None, updated_at=now,
+                            open_subscriber_id=case((d.since_key.startswith(CAMPAIGN_KEY), None), else_=d.subscriber_id))
+                )
+            for touched in sorted({r.run_id for r in rows if r.id in set(requeued)}):
+                self._recount(connection, touched, now)
+        log.info("deliveries requeued count=%s refused=%s", len(requeued), len(refused))
+        return Requeued(tuple(requeued), tuple(refused), tuple(sorted({r.run_id for r in rows if r.id in set(requeued)})))
+
+    def failure_groups(self, limit: int = 50) -> list[FailureGroup]:
+        """Failed deliveries grouped by the server's last reply, the largest group first."""
+        d = deliveries.c
+        query = (
+            select(func.coalesce(d.last_reply, ""), func.max(d.last_code), func.count(), func.max(d.updated_at))
+            .where(d.status == FAILED).group_by(func.coalesce(d.last_reply, ""))
+            .order_by(func.count().desc(), func.max(d.updated_at).desc()).limit(limit)
+        )
+        with self.database.read() as connection:
+            return [FailureGroup(reply, code, count, last) for reply, code, count, last in connection.execute(query)]
 
     def prune(self, older_than: datetime) -> int:
         """Delete finished runs (and their deliveries) that finished before `older_than`."""

@@ -48,8 +48,10 @@ from syndicate.delivery._outbox import (
     SKIPPED,
     ClaimedDelivery,
     Failure,
+    FailureGroup,
     Outbox,
     PlannedDelivery,
+    Requeued,
     Result,
     RunReport,
     Sections,
@@ -59,7 +61,7 @@ from syndicate.delivery._outbox import (
 )
 from syndicate.digest._message import MessageBuilder, message_id
 from syndicate.digest._render import EmailRenderer
-from syndicate.digest._select import Digest, DigestSection, Selector, Timeline, select_digest, variant_key
+from syndicate.digest._select import Digest, DigestSection, Selector, select_digest, variant_key
 from syndicate.errors import MailError, SyndicateError, UsageError
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
 from syndicate.storage._database import Database
@@ -69,7 +71,7 @@ from syndicate.subscribers._store import Filter, SubscriberDefaults, SubscriberS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeliveryService", "Failure", "RunReport", "SendRequest", "WaitingRetry"]
+__all__ = ["DeliveryService", "Failure", "FailureGroup", "Requeued", "RunReport", "SendRequest", "WaitingRetry"]
 
 PLAN_BATCH = 1000
 CLAIM_BATCH = 200
@@ -679,14 +681,32 @@ class DeliveryService:
 
     def dry_run(self, request: SendRequest, now: datetime) -> list[tuple[str, int]]:
         """(email, article count) of every digest a manual send would record now; changes nothing."""
+        return [(email, count) for email, count, held in self.due(request, now) if held is None]
+
+    def due(self, request: SendRequest, now: datetime) -> Iterator[tuple[str, int, str | None]]:
+        """Who a manual send is for, one subscriber with something new at a time: (email, article
+        count, None) when a send would record their digest now, or (email, count, why not) when the
+        outbox already holds it (the same digest sent or failed, or one under way). The planning a
+        send does and the outbox's own rule, asked without writing: the dry run and the send agree."""
         corpus = load_corpus(self.settings)
-        timeline = Timeline.of(corpus.articles)
-        out = []
-        for subscriber in self._matching(request, corpus):
-            digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings)
-            if digest is not None:
-                out.append((subscriber.email, digest.count))
-        return out
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        for batch in _batched(self._matching(request, corpus), PLAN_BATCH):
+            planned = [(s, p) for s, p in ((s, self._plan_one(s, selector)) for s in batch) if p is not None]
+            held = self.outbox.held_back([p for _, p in planned])
+            for subscriber, p in planned:
+                count = sum(len(ids) for _, ids, _ in p.sections)
+                in_the_way = held.get(subscriber.id)
+                yield subscriber.email, count, None if in_the_way is None else _held_reason(*in_the_way)
+
+    def requeue(self, now: datetime, *, delivery_ids: Sequence[int] = (), run_id: int | None = None,
+                reply: str | None = None) -> Requeued:
+        """Failed deliveries back to the queue (see Outbox.requeue); work them with work(run_id)."""
+        if not delivery_ids and run_id is None and reply is None:
+            raise UsageError("requeue what? give delivery ids, a run or a server reply")
+        return self.outbox.requeue(now, delivery_ids=delivery_ids, run_id=run_id, reply=reply)
+
+    def failure_groups(self, limit: int = 50) -> list[FailureGroup]:
+        return self.outbox.failure_groups(limit)
 
     def send_test_copy(self, request: SendRequest, to: str, now: datetime) -> SendResult:
         """Mail the digest of `request.subscriber` (or of a made-up subscriber following
@@ -732,6 +752,14 @@ class DeliveryService:
 
     def prune(self, older_than: datetime) -> int:
         return self.outbox.prune(older_than)
+
+
+def _held_reason(delivery_id: int, status: str) -> str:
+    if status in (QUEUED, "sending", RETRY):
+        return f"a digest is under way (delivery {delivery_id}, {status})"
+    if status == FAILED:
+        return f"this digest failed (delivery {delivery_id}): requeue it with `syndicate deliveries requeue --id {delivery_id}`"
+    return f"this digest is already recorded (delivery {delivery_id}, {status})"
 
 
 def _wanted(subscriber: Subscriber, request: SendRequest) -> bool:

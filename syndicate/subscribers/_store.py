@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 MAX_NAME = 200
 MAX_EMAIL = 320
-SOURCES = ("cli", "import", "web")
+# How a subscriber came: the CLI, the admin API (or console), the public sign-up form, a CSV import.
+# "web" is what sign-ups were recorded as before migration 0009 renamed it "signup".
+SOURCES = ("cli", "api", "signup", "import", "web")
 _IN_CHUNK = 10_000
 # Bidirectional overrides and isolates: legal text, but used to disguise names in inbox listings.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -240,6 +242,20 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
+class RestoredSubscriber:
+    """A subscriber read back from a backup (an export), with the state and proof it had there."""
+
+    new: NewSubscriber
+    status: SubscriberStatus
+    source: str
+    created_at: datetime
+    status_changed_at: datetime
+    confirmed_at: datetime | None
+    unsubscribed_at: datetime | None
+    high_water: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Filter:
     """Which subscribers `iter_subscribers` lists."""
 
@@ -284,6 +300,11 @@ def _to_subscriber(row: Row[Any], categories: Sequence[str]) -> Subscriber:
         created_at=created_at,
         status_changed_at=status_changed_at,
     )
+
+
+def _preferences(s: Subscriber | NewSubscriber) -> tuple[Any, ...]:
+    """What set_preferences may change."""
+    return (s.name, tuple(s.categories), s.frequency, s.timezone, s.send_hour, s.weekday)
 
 
 @dataclass(frozen=True)
@@ -490,7 +511,44 @@ class SubscriberStore:
         opted_out = sum(1 for s in known.values() if s in ("unsubscribed", "bounced"))
         return ImportReport(added=len(fresh), unchanged=len(known) - opted_out, opted_out=opted_out)
 
-    def sign_up(self, new: NewSubscriber, *, now: datetime, source: str = "web") -> Subscriber:
+    def restore_batch(self, restored: Sequence[RestoredSubscriber], *, now: datetime, dry_run: bool = False) -> ImportReport:
+        """Insert backed-up subscribers as they were (status, source, times, high-water mark); an address
+        already present is left as it is. An active one is scheduled from `now`."""
+        keys = [r.new.email_key for r in restored]
+        with self.database.write() as connection:
+            known = set(connection.execute(
+                select(subscribers.c.email_key).where(subscribers.c.email_key.in_(keys))
+            ).scalars())
+            fresh = [r for r in restored if r.new.email_key not in known]
+            if fresh and not dry_run:
+                self._insert_restored(connection, fresh, now)
+        if fresh and not dry_run:
+            log.info("subscribers restored count=%s", len(fresh))
+        opted_out = sum(1 for r in fresh if r.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED))
+        return ImportReport(added=len(fresh) - opted_out, unchanged=len(known), opted_out=opted_out)
+
+    def _insert_restored(self, connection: Connection, rows: Sequence[RestoredSubscriber], now: datetime) -> None:
+        values = []
+        for r in rows:
+            n = r.new
+            active = r.status is SubscriberStatus.ACTIVE
+            values.append({
+                "email": n.email, "email_key": n.email_key, "name": n.name, "status": r.status.value,
+                "frequency": n.frequency.value, "timezone": n.timezone, "send_hour": n.send_hour, "weekday": n.weekday,
+                "high_water": r.high_water,
+                "next_send_at": next_send_time(n.timezone, n.send_hour, n.frequency, n.weekday, now) if active else None,
+                "source": r.source, "created_at": r.created_at, "updated_at": now, "status_changed_at": r.status_changed_at,
+                "confirmed_at": r.confirmed_at, "unsubscribed_at": r.unsubscribed_at,
+            })
+        connection.execute(insert(subscribers), values)
+        by_key = dict(connection.execute(
+            select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_([r.new.email_key for r in rows]))
+        ).all())
+        links = [{"subscriber_id": by_key[r.new.email_key], "slug": slug} for r in rows for slug in r.new.categories]
+        if links:
+            connection.execute(insert(subscriber_categories), links)
+
+    def sign_up(self, new: NewSubscriber, *, now: datetime, source: str = "signup") -> Subscriber:
         """A new opt-in: a new address becomes pending; a pending, unsubscribed or bounced one becomes
         pending again with the new preferences (it must confirm); an active one is left unchanged."""
         with self.database.write() as connection:
@@ -586,6 +644,8 @@ class SubscriberStore:
             send_hour=check_send_hour(send_hour) if send_hour is not None else current.send_hour,
             weekday=check_weekday(weekday) if weekday is not None else current.weekday,
         )
+        if _preferences(new) == _preferences(current):
+            return current  # nothing to change: no write, no reschedule
         with self.database.write() as connection:
             row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
             self._write_preferences(connection, row, new, now)

@@ -259,7 +259,7 @@ def _subscriber_routes(router: APIRouter, context: WebContext) -> None:
                 defaults=store.defaults, frequency=body.frequency, timezone=body.timezone, send_hour=body.send_hour,
                 weekday=body.weekday,
             )
-            subscriber = store.add(new, now=now, confirmed=body.confirmed, source="cli")
+            subscriber = store.add(new, now=now, confirmed=body.confirmed, source="api")
         except InvalidSubscriberError as e:
             raise ApiProblem(422, e.reason, e.field) from e
         except SubscriberExistsError as e:

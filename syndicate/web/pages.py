@@ -294,7 +294,7 @@ def _sign_up(context: WebContext, new: Any) -> None:
     """Store the sign-up; mail the confirmation in the background, so that neither the page nor its
     timing tells a known address from a new one (what happened is logged, never shown)."""
     now = context.clock()
-    subscriber = context.store.sign_up(new, now=now, source="web")
+    subscriber = context.store.sign_up(new, now=now, source="signup")
     if subscriber.status is not SubscriberStatus.PENDING:
         log.info("sign-up for an active subscriber id=%s: no confirmation needed", subscriber.id)
         return
