@@ -333,9 +333,9 @@ def import_confirmed_csv(
             for item in read_subscribers(stream, path, valid_categories=valid_categories, defaults=store.defaults):
                 yield item if isinstance(item, Problem) else (item, True)
             return
-        for item in read_backup(stream, path, valid_categories=valid_categories, defaults=store.defaults, now=now,
-                                refuse_opted_out=True):
-            yield item if isinstance(item, Problem) else (item.new, item.status is not SubscriberStatus.PENDING)
+        for row in read_backup(stream, path, valid_categories=valid_categories, defaults=store.defaults, now=now,
+                               refuse_opted_out=True):
+            yield row if isinstance(row, Problem) else (row.new, row.status is not SubscriberStatus.PENDING)
 
     def write(items: list[tuple[NewSubscriber, bool]]) -> ImportReport:
         report = ImportReport()
