@@ -106,16 +106,16 @@ def test_rotation_keeps_listed_old_secrets_and_refuses_retired_ones():
 def test_signer_from_settings_reads_the_configured_variables():
     settings = settings_from_mapping({"links": {"secret_env": "MY_SECRET", "previous_secrets_env": "MY_OLD"}})
     old = LinkSigner("old-one-0123456789").make("confirm", 4, now=NOW)
-    signer = signer_from_settings(settings, {"MY_SECRET": "fresh-0123456789", "MY_OLD": " x-0123456789 , old-one-0123456789 ,"})
+    signer = signer_from_settings(settings.links, {"MY_SECRET": "fresh-0123456789", "MY_OLD": " x-0123456789 , old-one-0123456789 ,"})
     assert signer.check("confirm", old, now=NOW) == 4
     with pytest.raises(MissingSecretError, match="MY_SECRET is not set") as caught:
-        signer_from_settings(settings, {"MY_OLD": "old-one-0123456789"})
+        signer_from_settings(settings.links, {"MY_OLD": "old-one-0123456789"})
     assert caught.value.hint and "export MY_SECRET" in caught.value.hint
 
 
 def test_confirm_lifetime_comes_from_settings():
     settings = settings_from_mapping({"links": {"confirm_max_age": 3600}})
-    signer = signer_from_settings(settings, {"SYNDICATE_SECRET": "s-0123456789"})
+    signer = signer_from_settings(settings.links, {"SYNDICATE_SECRET": "s-0123456789"})
     token = signer.make("confirm", 1, now=NOW)
     assert signer.check("confirm", token, now=NOW + timedelta(minutes=59)) == 1
     assert refused(signer, "confirm", token, now=NOW + timedelta(minutes=61)).reason == "expired"

@@ -198,8 +198,8 @@ def test_cli_add_mails_a_confirmation_whose_link_confirms_on_the_page(site, clie
 
 def test_send_confirmation_limits_each_address_per_hour_on_every_database(database, tmp_path):
     from syndicate.mail import MemoryBackend
-    from syndicate.subscribers._confirm import send_confirmation
     from syndicate.subscribers._store import SubscriberDefaults, new_subscriber
+    from syndicate.wiring import Components
     from tests.web_helpers import ENVIRON, web_settings
 
     settings = web_settings(tmp_path)
@@ -210,9 +210,10 @@ def test_send_confirmation_limits_each_address_per_hour_on_every_database(databa
     bob = store.sign_up(new_subscriber("bob@example.org", categories=[], valid_categories=set(),
                                        defaults=SubscriberDefaults()), now=now)
     backend = MemoryBackend()
+    confirmations = Components(settings, environ=ENVIRON, database=database, backend_factory=lambda: backend).confirmations
 
     def send(subscriber, at):
-        return send_confirmation(settings, store, subscriber, now=at, backend=backend, environ=ENVIRON)
+        return confirmations.send(subscriber, now=at)
 
     limit = settings.http.confirmations_per_hour
     assert [send(ann, now + timedelta(minutes=i)) for i in range(limit + 1)] == [True] * limit + [False]

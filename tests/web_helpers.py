@@ -23,6 +23,7 @@ from syndicate.site._build import build_site
 from syndicate.storage._database import Database, open_database
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.web.app import create_app
+from syndicate.wiring import Components
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-link-secret-0123456789abcdef"
@@ -79,7 +80,8 @@ def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None 
     settings = web_settings(tmp_path, base_url=url)
     if build:
         assert build_site(settings).ok
-    app = create_app(settings, environ=environ or ENVIRON, **app_options)
+    components = Components(settings, environ=environ or ENVIRON, database=app_options.pop("database", None))
+    app = create_app(components, **app_options)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -96,6 +98,7 @@ def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None 
         server.should_exit = True
         thread.join(10)
         sock.close()
+        components.close()
 
 
 def mails(outbox: Path) -> list[EmailMessage]:

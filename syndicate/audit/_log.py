@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import insert, select
 
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 from syndicate.storage.schema import audit_log
 
 log = logging.getLogger(__name__)

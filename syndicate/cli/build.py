@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.site._build import build_site
+from syndicate.site import build_site
 
 
 @click.command()

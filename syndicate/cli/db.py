@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.storage._database import create_database, current_revision, database_url, head_revision, upgrade
+from syndicate.storage import create_database, current_revision, database_url, head_revision, upgrade
 
 
 @click.group("db")

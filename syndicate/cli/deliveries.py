@@ -6,11 +6,9 @@ from datetime import UTC, datetime
 
 import click
 
-from syndicate.audit import AuditLog
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._output import json_option, print_json, print_table
-from syndicate.delivery._service import DeliveryService
-from syndicate.storage._database import open_database
+from syndicate.wiring import Components
 
 
 @click.group("deliveries")
@@ -24,11 +22,11 @@ def deliveries() -> None:
 @pass_app
 def failures(app: AppContext, limit: int, as_json: bool) -> None:
     """Permanent failures grouped by the server's last reply, the largest group first."""
-    database = open_database(app.settings)
+    components = Components(app.settings)
     try:
-        groups = DeliveryService(app.settings, database).failure_groups(limit)
+        groups = components.delivery.failure_groups(limit)
     finally:
-        database.close()
+        components.close()
     if as_json:
         print_json(groups)
         return
@@ -50,13 +48,12 @@ def requeue(app: AppContext, ids: tuple[int, ...], run_id: int | None, reply: st
     """Put failed deliveries back in the queue with the same Message-ID and their attempts reset."""
     if not ids and run_id is None and reply is None:
         raise click.UsageError("say which: --id N, --run N or --reply TEXT")
-    settings = app.settings
-    database = open_database(settings)
+    components = Components(app.settings)
     try:
-        service = DeliveryService(settings, database)
+        service = components.delivery
         now = datetime.now(UTC)
         result = service.requeue(now, delivery_ids=ids, run_id=run_id, reply=reply)
-        AuditLog(database).record_many(now, "cli", "delivery.requeue", "delivery", result.delivery_ids, reason or "")
+        components.audit.record_many(now, "cli", "delivery.requeue", "delivery", result.delivery_ids, reason or "")
         for delivery_id, why in result.refused:
             click.echo(f"left failed: delivery {delivery_id}: {why}", err=True)
         count = len(result.delivery_ids)
@@ -70,6 +67,6 @@ def requeue(app: AppContext, ids: tuple[int, ...], run_id: int | None, reply: st
         elif count:
             click.echo("they go out with the next `syndicate send` (or add --send)", err=True)
     finally:
-        database.close()
+        components.close()
     if not ids and run_id is None and reply is not None and not result.delivery_ids and not result.refused:
         raise click.ClickException(f"no failed delivery has the reply {reply!r}")

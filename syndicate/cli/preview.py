@@ -14,32 +14,11 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
-from syndicate.digest._message import MessageBuilder
-from syndicate.digest._render import EmailRenderer, LinkMaker
-from syndicate.digest._select import select_digest
+from syndicate.content import load_corpus
+from syndicate.digest import LinkMaker, MessageBuilder, select_digest
 from syndicate.errors import MissingSecretError, UsageError
-from syndicate.site._urls import SiteUrls
-from syndicate.storage._database import open_database
-from syndicate.subscribers._links import signed_links
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
-from syndicate.subscribers._store import SubscriberStore
-
-PREVIEW_TOKEN = "preview"
-
-
-class PreviewLinks:
-    """Links for previews: the real pages with the placeholder token "preview", never a signed token,
-    so a preview can be shared without unsubscribing anyone."""
-
-    def __init__(self, urls: SiteUrls) -> None:
-        self.urls = urls
-
-    def unsubscribe_url(self, subscriber: Subscriber) -> str:
-        return self.urls.unsubscribe(PREVIEW_TOKEN)
-
-    def preferences_url(self, subscriber: Subscriber) -> str:
-        return self.urls.preferences(PREVIEW_TOKEN)
+from syndicate.subscribers import Frequency, PlaceholderLinks, Subscriber, SubscriberStatus
+from syndicate.wiring import Components
 
 
 def _parse_since(value: str | None, settings: Settings) -> datetime | None:
@@ -94,9 +73,10 @@ def preview(
     settings = app.settings
     corpus = load_corpus(settings)
     now = datetime.now(UTC)
-    links: LinkMaker = PreviewLinks(SiteUrls(settings.site.base_url, settings.feeds.folder))
+    components = Components(settings)
+    links: LinkMaker = PlaceholderLinks(components.urls)
     if subscriber_email is not None:
-        subscriber, links = _stored(settings, subscriber_email, since, links)
+        subscriber, links = _stored(components, subscriber_email, since, links)
     else:
         assert categories is not None
         subscriber = Subscriber(
@@ -114,7 +94,7 @@ def preview(
     if digest is None:
         click.echo(f"nothing new in {', '.join(subscriber.categories)}: no digest would be sent", err=True)
         return
-    renderer = EmailRenderer(settings)
+    renderer = components.renderer
     rendered = renderer.render_digest(digest, links, corpus.categories)
     if fmt == "eml":
         data = MessageBuilder(settings, renderer, links, corpus.categories, now).digest_message(digest).data
@@ -130,18 +110,18 @@ def preview(
         _open(rendered.html, output if fmt == "html" else None)
 
 
-def _stored(settings: Settings, email: str, since: str | None, placeholder: LinkMaker) -> tuple[Subscriber, LinkMaker]:
+def _stored(components: Components, email: str, since: str | None,
+            placeholder: LinkMaker) -> tuple[Subscriber, LinkMaker]:
     """The stored subscriber (their --since, if given) and their signed links (placeholder ones,
     with a warning, when the signing secret is not set)."""
-    database = open_database(settings)
     try:
-        subscriber = SubscriberStore(database).get_by_email(email)
+        subscriber = components.store.get_by_email(email)
     finally:
-        database.close()
+        components.close()
     if since is not None:
-        subscriber = replace(subscriber, high_water=_parse_since(since, settings))
+        subscriber = replace(subscriber, high_water=_parse_since(since, components.settings))
     try:
-        return subscriber, signed_links(settings)
+        return subscriber, components.links()
     except MissingSecretError as e:
         click.echo(f"warning: {e}; the preview shows placeholder links", err=True)
         return subscriber, placeholder

@@ -7,14 +7,15 @@ import logging
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.service._service import Bound, Service, ServiceSecret, environ_with, service_secrets
-from syndicate.site._urls import SITE_FEED, SiteUrls
+from syndicate.service import Bound, Service, ServiceSecret, environ_with, service_secrets
+from syndicate.site import SITE_FEED
+from syndicate.wiring import site_urls
 
 
 def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], build_line: str) -> list[str]:
     """What to open, where the mail lands, and the admin token when the demo generated it."""
     settings = app.settings
-    urls = SiteUrls(bound.base_url, settings.feeds.folder)
+    urls = site_urls(settings, bound.base_url)
     formats = settings.feeds.formats
     lines = [
         build_line,

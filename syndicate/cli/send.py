@@ -16,9 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._output import confirm
-from syndicate.delivery._service import DeliveryService, RunReport, SendRequest
-from syndicate.storage._database import open_database
-from syndicate.subscribers._model import Frequency
+from syndicate.delivery import DeliveryService, RunReport, SendRequest
+from syndicate.subscribers import Frequency
+from syndicate.wiring import Components
 
 HELP = """Send the digests due now to every active subscriber who matches, whatever their send hour.
 
@@ -50,9 +50,9 @@ def send(app: AppContext, frequency: str | None, categories: tuple[str, ...], su
     settings = app.settings
     request = SendRequest(Frequency(frequency) if frequency else None, categories, subscriber, dry_run, test_to)
     now = datetime.now(UTC)
-    database = open_database(settings)
+    components = Components(settings)
     try:
-        service = DeliveryService(settings, database)
+        service = components.delivery
         if test_to is not None:
             _test_copy(service, request, test_to, now)
         elif dry_run:
@@ -64,7 +64,7 @@ def send(app: AppContext, frequency: str | None, categories: tuple[str, ...], su
             if failed:
                 click.get_current_context().exit(1)
     finally:
-        database.close()
+        components.close()
 
 
 def _test_copy(service: DeliveryService, request: SendRequest, to: str, now: datetime) -> None:

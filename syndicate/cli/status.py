@@ -8,8 +8,7 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._output import json_option, print_json, print_table
-from syndicate.delivery._service import DeliveryService
-from syndicate.storage._database import open_database
+from syndicate.wiring import Components
 
 RUN_COUNTS = ("total", "sent", "retrying", "failed", "skipped", "queued")
 
@@ -27,12 +26,12 @@ def _when(moment: datetime | None) -> str:
 def status(app: AppContext, run_limit: int, failure_limit: int, as_json: bool) -> None:
     """Recent runs with their counts, digests waiting for a retry, and permanent failures with reasons."""
     settings = app.settings
-    database = open_database(settings)
+    components = Components(settings)
     try:
-        service = DeliveryService(settings, database)
+        service = components.delivery
         runs, retries, failures = service.recent_runs(run_limit), service.waiting_retries(), service.failures(failure_limit)
     finally:
-        database.close()
+        components.close()
     if as_json:
         print_json({"runs": runs, "retrying": retries, "failures": failures})
         return

@@ -15,20 +15,24 @@ from syndicate.cli import AppContext, pass_app
 from syndicate.cli._output import confirm as confirm_or_refuse
 from syndicate.cli._output import json_option, print_fields, print_json, print_table
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
+from syndicate.content import load_corpus
 from syndicate.errors import MissingSecretError
-from syndicate.storage._database import open_database
-from syndicate.subscribers._confirm import send_confirmation
-from syndicate.subscribers._csv import import_confirmed_csv, import_csv, restore_csv, write_subscribers
-from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
-from syndicate.subscribers._store import (
+from syndicate.subscribers import (
+    WEEKDAYS,
     Filter,
+    Frequency,
     StoredSubscriber,
-    SubscriberDefaults,
+    Subscriber,
+    SubscriberStatus,
     SubscriberStore,
+    import_confirmed_csv,
+    import_csv,
     new_subscriber,
+    restore_csv,
     split_categories,
+    write_subscribers,
 )
+from syndicate.wiring import Components
 
 FREQUENCIES = click.Choice([f.value for f in Frequency])
 STATUSES = click.Choice([s.value for s in SubscriberStatus])
@@ -43,11 +47,11 @@ def valid_categories(settings: Settings) -> set[str]:
 
 @contextmanager
 def open_store(settings: Settings) -> Iterator[SubscriberStore]:
-    database = open_database(settings)
+    components = Components(settings)
     try:
-        yield SubscriberStore(database, SubscriberDefaults.from_settings(settings))
+        yield components.store
     finally:
-        database.close()
+        components.close()
 
 
 def _now() -> datetime:
@@ -93,7 +97,7 @@ def add(app: AppContext, email: str, name: str | None, categories: str, frequenc
 def _mail_confirmation(settings: Settings, store: SubscriberStore, subscriber: Subscriber) -> None:
     """Send the double opt-in email; the subscriber stays added (pending) whatever happens to it."""
     try:
-        mailed = send_confirmation(settings, store, subscriber, now=_now())
+        mailed = Components(settings, database=store.database).confirmations.send(subscriber, now=_now())
     except MissingSecretError as e:
         click.echo(f"warning: confirmation email not sent: {e} ({e.hint})", err=True)
         return

@@ -36,9 +36,9 @@ from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, ins
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.config import OutboxSettings
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 from syndicate.storage.schema import deliveries, runs, subscriber_categories, subscribers
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
+from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,7 @@ from itertools import islice
 from typing import Any
 
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
-from syndicate.content._model import Article, Category
-from syndicate.content._reader import Corpus, gc_paused
+from syndicate.content import Article, Category, Corpus, gc_paused, load_corpus
 from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
@@ -59,15 +57,31 @@ from syndicate.delivery._outbox import (
     since_key,
     subscriber_states,
 )
-from syndicate.digest._message import MessageBuilder, message_id
-from syndicate.digest._render import EmailRenderer
-from syndicate.digest._select import Digest, DigestSection, Selector, select_digest, variant_key
+from syndicate.digest import (
+    Digest,
+    DigestSection,
+    EmailRenderer,
+    MessageBuilder,
+    Selector,
+    message_id,
+    select_digest,
+    variant_key,
+)
 from syndicate.errors import MailError, SyndicateError, UsageError
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
-from syndicate.storage._database import Database
-from syndicate.subscribers._links import PlaceholderLinks, signed_links, site_urls
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
-from syndicate.subscribers._store import Filter, SubscriberDefaults, SubscriberStore, next_send_time
+from syndicate.site import SiteUrls
+from syndicate.storage import Database
+from syndicate.subscribers import (
+    Filter,
+    Frequency,
+    PlaceholderLinks,
+    SignedLinks,
+    Subscriber,
+    SubscriberStatus,
+    SubscriberStore,
+    next_send_time,
+    signer_from_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +164,7 @@ class _Messages:
         """One per run, dated (and its links signed) at the run's start: a resend is the same bytes."""
         if run_id not in self._builders:
             started = self.service.outbox.run_started(run_id)
-            links = signed_links(self.settings, now=started, environ=self.service.environ)
+            links = SignedLinks(signer_from_settings(self.settings.links, self.service.environ), self.service.urls, now=started)
             self._builders[run_id] = MessageBuilder(self.settings, self.renderer, links, self.categories, started)
         return self._builders[run_id]
 
@@ -313,7 +327,8 @@ class DeliveryService:
         self.settings = settings
         self.database = database
         self.environ = environ
-        self.store = SubscriberStore(database, SubscriberDefaults.from_settings(settings))
+        self.store = SubscriberStore(database)
+        self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
         self.outbox = Outbox(database, settings.outbox)
         self.backend_factory = backend_factory or self._configured_backend
         self.forkable = backend_factory is None and settings.mail.backend in FORKABLE_BACKENDS
@@ -716,7 +731,7 @@ class DeliveryService:
         digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings)
         if digest is None:
             raise UsageError(f"nothing new for {request.subscriber or ', '.join(request.categories)}: no digest to send")
-        links = PlaceholderLinks(site_urls(self.settings))
+        links = PlaceholderLinks(self.urls)
         built = MessageBuilder(self.settings, EmailRenderer(self.settings), links, corpus.categories, now).digest_message(digest)
         message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (to,), built.data, built.message_id)
         result = next(iter(self.backend_factory().send_messages([message])))

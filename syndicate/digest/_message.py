@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
 from syndicate.config import Settings
-from syndicate.content._model import Category
+from syndicate.content import Category
 from syndicate.digest._render import VARIANT_CACHE, BoundedCache, EmailRenderer, LinkMaker, RenderedEmail, SlotText
 from syndicate.digest._select import Digest
 from syndicate.errors import ConfigError, SyndicateError

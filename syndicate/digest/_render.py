@@ -41,11 +41,11 @@ import jinja2
 import premailer
 
 from syndicate.config import Settings
-from syndicate.content._model import Article, Category
+from syndicate.content import Article, Category
 from syndicate.digest._select import Digest, DigestSection, section_key
 from syndicate.errors import ConfigError
-from syndicate.site._urls import SiteUrls
-from syndicate.subscribers._model import Subscriber
+from syndicate.site import SiteUrls
+from syndicate.subscribers import Subscriber
 
 log = logging.getLogger(__name__)
 

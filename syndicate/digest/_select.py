@@ -11,8 +11,8 @@ from itertools import chain
 from zoneinfo import ZoneInfo
 
 from syndicate.config import Settings
-from syndicate.content._model import Article, Category
-from syndicate.subscribers._model import Frequency, Subscriber
+from syndicate.content import Article, Category
+from syndicate.subscribers import Frequency, Subscriber
 
 MEMO_SIZE = 4096  # choices a Selector remembers
 PERIODS = {Frequency.DAILY: timedelta(days=1), Frequency.WEEKLY: timedelta(days=7)}

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from syndicate.service._clock import utc_now
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 from syndicate.storage.schema import scheduler_lease
+from syndicate.wiring import utc_now
 
 log = logging.getLogger(__name__)
 

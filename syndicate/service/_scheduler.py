@@ -30,8 +30,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED
 
 from syndicate.config import Settings
-from syndicate.service._clock import utc_now
-from syndicate.storage._database import Database
+from syndicate.storage import Database
+from syndicate.wiring import utc_now
 
 log = logging.getLogger(__name__)
 

@@ -25,15 +25,15 @@ import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.config import Settings, read_secret
-from syndicate.content._reader import CorpusMemory
-from syndicate.delivery._service import DeliveryService
+from syndicate.content import CorpusMemory
+from syndicate.delivery import DeliveryService
 from syndicate.errors import SyndicateError
-from syndicate.service._clock import utc_now
 from syndicate.service._lease import Lease, LeaseKeeper
 from syndicate.service._scheduler import JobSpec, Scheduler, delivery_jobs
-from syndicate.site._build import BuildReport, build_site
-from syndicate.storage._database import Database, open_database
+from syndicate.site import BuildReport, build_site
+from syndicate.storage import Database
 from syndicate.web.app import create_app
+from syndicate.wiring import Components, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +136,15 @@ class Service:
         self._server: uvicorn.Server | None = None
         self.resumer: threading.Thread | None = None  # works the runs a crash left queued (see open())
         self.articles = CorpusMemory()  # the rebuilds and the web app re-read only changed articles
+        self.components = Components(settings, environ=self.environ)
 
     # -- start-up
 
     def open(self, now: datetime | None = None) -> BuildReport:
         """Open (and migrate) the database, recover the outbox after a crash, build the feeds."""
         now = now or utc_now()
-        self.database = open_database(self.settings)
-        self.delivery = DeliveryService(self.settings, self.database, environ=self.environ)
+        self.database = self.components.database
+        self.delivery = self.components.delivery
         recovered = self.delivery.recover(now)
         if recovered:
             log.info("outbox recovered %d deliveries left in flight by the last run", recovered)
@@ -251,8 +252,8 @@ class Service:
     def app(self) -> Any:
         """The HTTP application (syndicate.web.app) over this service's database, delivery and scheduler."""
         assert self.database is not None, "open() first"
-        return create_app(self.settings, database=self.database, delivery=self.delivery,
-                          scheduler_status=self.status, environ=self.environ, corpus_memory=self.articles)
+        return create_app(self.components, delivery=self.delivery, scheduler_status=self.status,
+                          corpus_memory=self.articles)
 
     def serve(self, bound: Bound) -> None:
         """Serve HTTP until SIGTERM or SIGINT (uvicorn finishes the requests in progress)."""
@@ -292,6 +293,6 @@ class Service:
         if self.resumer is not None:
             self.resumer.join()  # stops after its message in flight (it watches self.stopping)
         if self.database is not None:
-            self.database.close()
+            self.components.close()
         log.info("stopped cleanly")
 

@@ -26,9 +26,7 @@ from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
-from syndicate.content._model import Article, Category
-from syndicate.content._reader import CacheWriter, Corpus, CorpusMemory, gc_paused
+from syndicate.content import Article, CacheWriter, Category, Corpus, CorpusMemory, gc_paused, load_corpus
 from syndicate.errors import Problem
 from syndicate.site import _feeds, _pages
 from syndicate.site._feeds import FeedSpec, SiteInfo, render_feed, render_opml

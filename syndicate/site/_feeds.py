@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
 from syndicate import __version__
-from syndicate.content._model import Article, Category
-from syndicate.content._text import make_xml_safe
+from syndicate.content import Article, Category, make_xml_safe
 from syndicate.site._urls import SiteUrls
 
 if TYPE_CHECKING:  # feedgen (and lxml) are imported when the first feed is rendered

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
-from syndicate.content._model import Article, Category
+from syndicate.content import Article, Category
 from syndicate.site._feeds import FORMAT_NAMES, MEDIA_TYPES, SiteInfo
 from syndicate.site._urls import SITE_FEED, SiteUrls
 

@@ -1,1 +1,17 @@
-"""storage"""
+"""Storage: the database engine (SQLite or PostgreSQL), its tables (`schema`) and migrations run from code."""
+
+from syndicate.storage import schema
+from syndicate.storage._database import (
+    Database,
+    create_database,
+    current_revision,
+    database_url,
+    head_revision,
+    open_database,
+    upgrade,
+)
+
+__all__ = [
+    "Database", "create_database", "current_revision", "database_url", "head_revision", "open_database",
+    "schema", "upgrade",
+]

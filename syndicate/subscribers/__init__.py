@@ -1,1 +1,40 @@
-"""subscribers"""
+"""Subscribers: the store that owns their state, double opt-in, signed links, and CSV import and export."""
+
+from syndicate.subscribers._confirm import ComposeConfirmation, Confirmations, category_names
+from syndicate.subscribers._csv import (
+    import_confirmed_csv,
+    import_csv,
+    read_backup,
+    read_subscribers,
+    restore_csv,
+    write_subscribers,
+)
+from syndicate.subscribers._links import PLACEHOLDER_TOKEN, PlaceholderLinks, SignedLinks
+from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
+from syndicate.subscribers._store import (
+    Filter,
+    ImportReport,
+    InvalidSubscriberError,
+    NewSubscriber,
+    RestoredSubscriber,
+    StoredSubscriber,
+    SubscriberDefaults,
+    SubscriberExistsError,
+    SubscriberStore,
+    TransitionError,
+    UnknownSubscriberError,
+    new_subscriber,
+    next_send_time,
+    split_categories,
+)
+from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, signer_from_settings
+
+__all__ = [
+    "PLACEHOLDER_TOKEN", "WEEKDAYS", "ComposeConfirmation", "Confirmations", "Filter", "Frequency", "ImportReport",
+    "InvalidLinkError", "InvalidSubscriberError", "LinkSigner", "NewSubscriber", "PlaceholderLinks", "SignedLinks",
+    "StoredSubscriber", "Subscriber", "SubscriberDefaults", "SubscriberExistsError", "SubscriberStatus",
+    "SubscriberStore", "TransitionError", "UnknownSubscriberError", "category_names", "import_csv", "new_subscriber",
+    "next_send_time", "read_subscribers", "signer_from_settings", "split_categories", "write_subscribers",
+    # issue 17: backups that round-trip
+    "RestoredSubscriber", "import_confirmed_csv", "read_backup", "restore_csv",
+]

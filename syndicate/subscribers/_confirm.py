@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 
 from sqlalchemy import delete, func, insert, select
 
-from syndicate.config import Settings
-from syndicate.content._model import Category
-from syndicate.digest._message import build_confirmation
-from syndicate.digest._render import EmailRenderer
-from syndicate.mail import MailBackend, OutgoingMessage, make_backend
-from syndicate.site._urls import SiteUrls
+from syndicate.content import Category
+from syndicate.mail import MailBackend, OutgoingMessage
+from syndicate.site import SiteUrls
 from syndicate.storage.schema import confirmation_sends, subscribers
 from syndicate.subscribers._model import Subscriber
 from syndicate.subscribers._store import SubscriberStore
-from syndicate.subscribers._tokens import signer_from_settings
+from syndicate.subscribers._tokens import LinkSigner
 
 log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=1)
+
+# (subscriber, their categories with display names, the confirm URL, now) -> the message to send;
+# the composition root builds it from the digest stage's renderer.
+ComposeConfirmation = Callable[[Subscriber, Sequence[Category], str, datetime], OutgoingMessage]
 
 
 def _take_slot(store: SubscriberStore, email_key: str, limit: int, now: datetime) -> bool:
@@ -42,50 +41,40 @@ def _take_slot(store: SubscriberStore, email_key: str, limit: int, now: datetime
     return True
 
 
-def confirmation_message(settings: Settings, subscriber: Subscriber, categories: Sequence[Category],
-                         confirm_url: str, now: datetime) -> OutgoingMessage:
-    """The confirmation email (syndicate.digest._message builds the bytes) ready for a mail backend."""
-    data = build_confirmation(
-        settings, EmailRenderer(settings), email=subscriber.email, name=subscriber.name,
-        categories=categories, confirm_url=confirm_url, now=now,
-    )
-    found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
-    return OutgoingMessage(
-        key=f"confirm-{subscriber.id}", sender=parseaddr(settings.mail.from_)[1], recipients=(subscriber.email,),
-        data=data, message_id=found.group(1).decode() if found else "",
-    )
-
-
-def category_names(settings: Settings, slugs: Sequence[str]) -> tuple[Category, ...]:
-    """Categories for `slugs`, named from the config where it names them (else from the slug)."""
-    named = {slug: rule.title for slug, rule in settings.categories.items() if rule.title}
+def category_names(named: Mapping[str, str], slugs: Sequence[str]) -> tuple[Category, ...]:
+    """Categories for `slugs`, named from `named` (slug -> configured title) where it names them."""
     return tuple(Category(slug, named.get(slug) or slug.replace("-", " ").capitalize()) for slug in slugs)
 
 
-def send_confirmation(
-    settings: Settings,
-    store: SubscriberStore,
-    subscriber: Subscriber,
-    *,
-    now: datetime,
-    backend: MailBackend | None = None,
-    environ: Mapping[str, str] | None = None,
-    categories: Sequence[Category] | None = None,
-) -> bool:
-    """Mail `subscriber` their signed confirm link. False (nothing sent) when the address already got
-    `[http] confirmations_per_hour` of them within the last hour. A backend failure is logged, not raised.
-    `categories` (the subscriber's, with their display names) default to names from the config."""
-    if not _take_slot(store, subscriber.email.lower(), settings.http.confirmations_per_hour, now):
-        log.warning("confirmation rate-limited subscriber=%s", subscriber.id)
-        return False
-    token = signer_from_settings(settings, environ).make("confirm", subscriber.id, now=now)
-    url = SiteUrls(settings.site.base_url, settings.feeds.folder).confirm(token)
-    chosen = categories if categories is not None else category_names(settings, subscriber.categories)
-    message = confirmation_message(settings, subscriber, chosen, url, now)
-    mailer = backend if backend is not None else make_backend(settings)
-    for result in mailer.send_messages([message]):
-        if result.outcome == "sent":
-            log.info("confirmation sent subscriber=%s message_id=%s", subscriber.id, result.message_id)
-        else:
-            log.error("confirmation not sent subscriber=%s outcome=%s reply=%s", subscriber.id, result.outcome, result.reply)
-    return True
+class Confirmations:
+    """Mails a subscriber their signed confirm link, at most `per_hour` times an hour per address."""
+
+    def __init__(self, store: SubscriberStore, *, signer: LinkSigner, urls: SiteUrls, compose: ComposeConfirmation,
+                 backend: Callable[[], MailBackend], per_hour: int, category_titles: Mapping[str, str]) -> None:
+        self.store = store
+        self.signer = signer
+        self.urls = urls
+        self.compose = compose
+        self.backend = backend
+        self.per_hour = per_hour
+        self.category_titles = dict(category_titles)
+
+    def send(self, subscriber: Subscriber, *, now: datetime, backend: MailBackend | None = None,
+             categories: Sequence[Category] | None = None) -> bool:
+        """False (nothing sent) when the address already got `per_hour` confirmations within the last hour.
+        A backend failure is logged, not raised. `categories` (the subscriber's, with their display
+        names) default to the configured titles."""
+        if not _take_slot(self.store, subscriber.email.lower(), self.per_hour, now):
+            log.warning("confirmation rate-limited subscriber=%s", subscriber.id)
+            return False
+        url = self.urls.confirm(self.signer.make("confirm", subscriber.id, now=now))
+        chosen = categories if categories is not None else category_names(self.category_titles, subscriber.categories)
+        message = self.compose(subscriber, chosen, url, now)
+        mailer = backend if backend is not None else self.backend()
+        for result in mailer.send_messages([message]):
+            if result.outcome == "sent":
+                log.info("confirmation sent subscriber=%s message_id=%s", subscriber.id, result.message_id)
+            else:
+                log.error("confirmation not sent subscriber=%s outcome=%s reply=%s",
+                          subscriber.id, result.outcome, result.reply)
+        return True

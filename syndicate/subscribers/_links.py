@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 
-from syndicate.config import Settings
-from syndicate.site._urls import SiteUrls
+from syndicate.site import SiteUrls
 from syndicate.subscribers._model import Subscriber
-from syndicate.subscribers._tokens import LinkSigner, signer_from_settings
+from syndicate.subscribers._tokens import LinkSigner
 
 PLACEHOLDER_TOKEN = "preview"
 
@@ -47,12 +45,3 @@ class PlaceholderLinks:
 
     def preferences_url(self, subscriber: Subscriber) -> str:
         return self.urls.preferences(PLACEHOLDER_TOKEN)
-
-
-def site_urls(settings: Settings) -> SiteUrls:
-    return SiteUrls(settings.site.base_url, settings.feeds.folder)
-
-
-def signed_links(settings: Settings, *, now: datetime | None = None, environ: Mapping[str, str] | None = None) -> SignedLinks:
-    """SignedLinks for the configured secret; MissingSecretError when it is not set."""
-    return SignedLinks(signer_from_settings(settings, environ), site_urls(settings), now=now)

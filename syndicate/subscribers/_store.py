@@ -14,9 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, Row, Select, delete, func, insert, select, tuple_, update
 
-from syndicate.config import Settings
 from syndicate.errors import SyndicateError, UsageError
-from syndicate.storage._database import Database
+from syndicate.storage import Database
 from syndicate.storage.schema import subscriber_categories, subscribers
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 
@@ -147,15 +146,6 @@ class SubscriberDefaults:
     send_hour: int = 8
     weekday: int = 0
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SubscriberDefaults:
-        digest = settings.digest
-        return cls(
-            frequency=Frequency(digest.frequency),
-            timezone=digest.timezone or settings.site.timezone,
-            send_hour=digest.send_hour,
-            weekday=WEEKDAYS.index(digest.weekday),
-        )
 
 
 @dataclass(frozen=True)

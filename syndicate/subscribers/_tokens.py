@@ -14,7 +14,7 @@ from typing import Any
 from itsdangerous import BadData, BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, int_to_bytes
 
-from syndicate.config import Settings, read_secret
+from syndicate.config import LinkSettings, read_secret
 from syndicate.errors import SyndicateError
 
 PURPOSES = ("confirm", "unsubscribe", "preferences")
@@ -185,10 +185,9 @@ def _subscriber_of(serializer: URLSafeTimedSerializer, raw: Any) -> int | None:
     return int(payload[1]) if _well_formed(payload) else None
 
 
-def signer_from_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> LinkSigner:
-    """The LinkSigner for the configured secret variables; MissingSecretError if the secret is unset."""
+def signer_from_settings(links: LinkSettings, environ: Mapping[str, str] | None = None) -> LinkSigner:
+    """The LinkSigner for the `[links]` secret variables; MissingSecretError if the secret is unset."""
     env = os.environ if environ is None else environ
-    links = settings.links
     secret = read_secret(links.secret_env, "signed links (confirm, unsubscribe, preferences)", env)
     previous = [s.strip() for s in env.get(links.previous_secrets_env, "").split(",") if s.strip()]
     return LinkSigner(

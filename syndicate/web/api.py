@@ -14,16 +14,17 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from syndicate.delivery._service import SendRequest
+from syndicate.delivery import DeliveryService, SendRequest
 from syndicate.errors import SyndicateError, UsageError
-from syndicate.site._build import build_site
-from syndicate.subscribers._confirm import send_confirmation
-from syndicate.subscribers._model import WEEKDAYS, Frequency, SubscriberStatus
-from syndicate.subscribers._store import (
+from syndicate.site import build_site
+from syndicate.subscribers import (
+    WEEKDAYS,
     Filter,
+    Frequency,
     InvalidSubscriberError,
     StoredSubscriber,
     SubscriberExistsError,
+    SubscriberStatus,
     UnknownSubscriberError,
     new_subscriber,
 )
@@ -145,13 +146,13 @@ def token_check(expected: str | None) -> Callable[[Request], None]:
     return check
 
 
-def api_router(context: WebContext, *, delivery: Any, runner: Runner, admin_token: str | None,
+def api_router(context: WebContext, *, delivery: DeliveryService | None, runner: Runner, admin_token: str | None,
                scheduler_status: Callable[[], dict[str, Any]] | None) -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(token_check(admin_token))], tags=["admin"])
     store = context.store
     build_lock = threading.Lock()
 
-    def need_delivery() -> Any:
+    def need_delivery() -> DeliveryService:
         if delivery is None:
             raise ApiProblem(503, "sending is not available: no delivery service in this process")
         return delivery
@@ -265,9 +266,7 @@ def _subscriber_routes(router: APIRouter, context: WebContext) -> None:
         except SubscriberExistsError as e:
             raise ApiProblem(409, str(e)) from e
         if not body.confirmed:
-            backend = context.backend_factory() if context.backend_factory else None
-            send_confirmation(context.settings, store, subscriber, now=now, backend=backend, environ=context.environ,
-                              categories=context.categories.named(subscriber.categories))
+            context.confirmations.send(subscriber, now=now, categories=context.categories.named(subscriber.categories))
         return found(subscriber.id)
 
     @router.patch("/subscribers/{subscriber_id}", response_model=SubscriberOut)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,17 +13,15 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from syndicate import __version__
-from syndicate.config import Settings
-from syndicate.content._reader import CorpusMemory
-from syndicate.site._urls import SiteUrls
-from syndicate.storage._database import Database, open_database
-from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore
-from syndicate.subscribers._tokens import signer_from_settings
+from syndicate.content import CorpusMemory
+from syndicate.delivery import DeliveryService
+from syndicate.storage import Database
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
 from syndicate.web.context import CategoryList, Runner, WebContext
 from syndicate.web.pages import Pages, page_router
 from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders
 from syndicate.web.static import StaticFirst, StaticSite
+from syndicate.wiring import Components, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -32,35 +29,30 @@ log = logging.getLogger(__name__)
 APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz")
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_app(
-    settings: Settings,
+    components: Components,
     *,
-    database: Database | None = None,
-    delivery: Any = None,
+    delivery: DeliveryService | None = None,
     scheduler_status: Callable[[], dict[str, Any]] | None = None,
-    environ: Mapping[str, str] | None = None,
-    clock: Callable[[], datetime] = _utc_now,
+    clock: Callable[[], datetime] = utc_now,
     corpus_memory: CorpusMemory | None = None,
 ) -> FastAPI:
-    """The whole HTTP service. `database` defaults to the configured one (opened here, closed at
-    shutdown); `delivery` is a syndicate.delivery._service.DeliveryService (None: /api/sends answers 503);
+    """The whole HTTP service over `components` (the composition root's collaborators: database,
+    store, signer, confirmations); `delivery` serves /api/sends (None: it answers 503);
     `scheduler_status` returns a JSON-ready dict for /api/status and /healthz (jobs with next run
     times, the lease); /healthz answers 503 when it says `running: false` without `standing_by: true`.
-    `corpus_memory` is the service's syndicate.content._reader.CorpusMemory (its builds and category lists
-    then share the articles in memory). MissingSecretError if the link-signing secret is not set."""
-    env = dict(os.environ if environ is None else environ)
-    owns_database = database is None
-    db = open_database(settings) if database is None else database
+    `corpus_memory` is the service's CorpusMemory (its builds and category lists then share the
+    articles in memory). MissingSecretError if the link-signing secret is not set."""
+    settings = components.settings
+    env = dict(components.environ)
+    db = components.database
     memory = CorpusMemory() if corpus_memory is None else corpus_memory
     context = WebContext(
         settings=settings,
-        store=SubscriberStore(db, SubscriberDefaults.from_settings(settings)),
-        signer=signer_from_settings(settings, env),
-        urls=SiteUrls(settings.site.base_url, settings.feeds.folder),
+        store=components.store,
+        signer=components.signer,
+        urls=components.urls,
+        confirmations=components.confirmations,
         categories=CategoryList(settings, memory),
         clock=clock,
         environ=env,
@@ -75,9 +67,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        runner.shutdown()
-        if owns_database:
-            db.close()
+        runner.shutdown()  # the components (the database) belong to whoever made them
 
     app = FastAPI(title=f"{settings.site.title} admin API", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")

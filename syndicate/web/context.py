@@ -12,13 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
-from syndicate.content._model import Category
-from syndicate.content._reader import CorpusMemory
-from syndicate.mail import MailBackend
-from syndicate.site._urls import SiteUrls
-from syndicate.subscribers._store import SubscriberStore
-from syndicate.subscribers._tokens import LinkSigner
+from syndicate.content import Category, CorpusMemory, load_corpus
+from syndicate.site import SiteUrls
+from syndicate.subscribers import Confirmations, LinkSigner, SubscriberStore
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +89,9 @@ class WebContext:
     store: SubscriberStore
     signer: LinkSigner
     urls: SiteUrls
+    confirmations: Confirmations
     categories: CategoryList
     clock: Callable[[], datetime]
     environ: Mapping[str, str]
     runner: Runner = field(default_factory=Runner)
-    backend_factory: Callable[[], MailBackend] | None = None
     corpus_memory: CorpusMemory | None = None

@@ -19,15 +19,16 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from syndicate.subscribers._confirm import send_confirmation
-from syndicate.subscribers._model import WEEKDAYS, Subscriber, SubscriberStatus
-from syndicate.subscribers._store import (
+from syndicate.subscribers import (
+    WEEKDAYS,
+    InvalidLinkError,
     InvalidSubscriberError,
+    Subscriber,
+    SubscriberStatus,
     TransitionError,
     UnknownSubscriberError,
     new_subscriber,
 )
-from syndicate.subscribers._tokens import InvalidLinkError
 from syndicate.web.context import WebContext
 from syndicate.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_field, csrf_ok, new_csrf_nonce, parse_nonce
 
@@ -300,9 +301,7 @@ def _sign_up(context: WebContext, new: Any) -> None:
         return
 
     def mail() -> None:
-        backend = context.backend_factory() if context.backend_factory else None
-        send_confirmation(context.settings, context.store, subscriber, now=now, backend=backend,
-                          environ=context.environ, categories=context.categories.named(subscriber.categories))
+        context.confirmations.send(subscriber, now=now, categories=context.categories.named(subscriber.categories))
 
     context.runner.start(f"confirmation-{subscriber.id}", mail)
 

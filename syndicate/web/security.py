@@ -14,7 +14,7 @@ from collections.abc import MutableMapping
 from datetime import datetime
 from typing import Any
 
-from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner
+from syndicate.subscribers import InvalidLinkError, LinkSigner
 from syndicate.web.static import Receive, Scope, Send
 
 CSRF_COOKIE = "syndicate_csrf"

@@ -1,0 +1,172 @@
+"""The composition root: every collaborator the entry points use, built once from the settings.
+
+The CLI, the HTTP app and the service each make one `Components` and take what they need from it.
+Each stage is handed its own settings section or plain values here; only this module (and the entry
+points) read the whole `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from syndicate.audit import AuditLog
+from syndicate.config import Settings
+from syndicate.content import Category, Corpus, CorpusMemory, load_corpus
+from syndicate.delivery import DeliveryService, Outbox
+from syndicate.digest import EmailRenderer, build_confirmation
+from syndicate.mail import MailBackend, OutgoingMessage, make_backend
+from syndicate.site import SiteUrls
+from syndicate.storage import Database, open_database
+from syndicate.subscribers import (
+    WEEKDAYS,
+    Confirmations,
+    Frequency,
+    LinkSigner,
+    SignedLinks,
+    Subscriber,
+    SubscriberDefaults,
+    SubscriberStore,
+    signer_from_settings,
+)
+
+
+def utc_now() -> datetime:
+    """The clock the entry points read; stages take `now` from them."""
+    return datetime.now(UTC)
+
+
+def subscriber_defaults(settings: Settings) -> SubscriberDefaults:
+    """Preferences a new subscriber gets when they do not say (from the [digest] config)."""
+    digest = settings.digest
+    return SubscriberDefaults(
+        frequency=Frequency(digest.frequency),
+        timezone=digest.timezone or settings.site.timezone,
+        send_hour=digest.send_hour,
+        weekday=WEEKDAYS.index(digest.weekday),
+    )
+
+
+def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:
+    """The one URL builder of the site (`base_url` overrides the configured one, e.g. a bound port)."""
+    return SiteUrls(base_url or settings.site.base_url, settings.feeds.folder)
+
+
+class Components:
+    """The collaborators of one process, each built on first use and then shared.
+
+    `database` and `backend_factory` may be handed in (tests, the service's own database);
+    `environ` stands in for os.environ where secrets are read.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        environ: Mapping[str, str] | None = None,
+        database: Database | None = None,
+        backend_factory: Callable[[], MailBackend] | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._database = database
+        self._owns_database = database is None
+        self._backend_factory = backend_factory
+        self._base_url = base_url
+
+    # -- storage and subscribers
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            self._database = open_database(self.settings)
+        return self._database
+
+    @cached_property
+    def store(self) -> SubscriberStore:
+        return SubscriberStore(self.database, subscriber_defaults(self.settings))
+
+    @cached_property
+    def urls(self) -> SiteUrls:
+        return site_urls(self.settings, self._base_url)
+
+    @cached_property
+    def signer(self) -> LinkSigner:
+        """MissingSecretError (naming the variable) when the link secret is not set."""
+        return signer_from_settings(self.settings.links, self.environ)
+
+    def links(self, now: datetime | None = None) -> SignedLinks:
+        """The signed unsubscribe and preferences links of real emails."""
+        return SignedLinks(self.signer, self.urls, now=now)
+
+    @cached_property
+    def confirmations(self) -> Confirmations:
+        return Confirmations(
+            self.store,
+            signer=self.signer,
+            urls=self.urls,
+            compose=self.confirmation_message,
+            backend=self.backend,
+            per_hour=self.settings.http.confirmations_per_hour,
+            category_titles={slug: rule.title for slug, rule in self.settings.categories.items() if rule.title},
+        )
+
+    # -- content
+
+    def corpus(self, folder: Path | None = None, *, memory: CorpusMemory | None = None) -> Corpus:
+        return load_corpus(self.settings, folder, memory=memory)
+
+    # -- digests and mail
+
+    @cached_property
+    def renderer(self) -> EmailRenderer:
+        return EmailRenderer(self.settings)
+
+    def backend(self) -> MailBackend:
+        """A fresh mail backend (the handed-in factory's, else the configured one)."""
+        if self._backend_factory is not None:
+            return self._backend_factory()
+        extra: dict[str, Any] = {"environ": self.environ} if self.settings.mail.backend == "smtp" else {}
+        return make_backend(self.settings, **extra)
+
+    def confirmation_message(self, subscriber: Subscriber, categories: Sequence[Category], confirm_url: str,
+                             now: datetime) -> OutgoingMessage:
+        """The double opt-in email for `subscriber`, ready for a mail backend."""
+        data = build_confirmation(
+            self.settings, self.renderer, email=subscriber.email, name=subscriber.name,
+            categories=categories, confirm_url=confirm_url, now=now,
+        )
+        found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
+        return OutgoingMessage(
+            key=f"confirm-{subscriber.id}", sender=parseaddr(self.settings.mail.from_)[1],
+            recipients=(subscriber.email,), data=data, message_id=found.group(1).decode() if found else "",
+        )
+
+    # -- delivery
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.database, self.settings.outbox)
+
+    @cached_property
+    def delivery(self) -> DeliveryService:
+        return DeliveryService(self.settings, self.database, environ=self.environ,
+                               backend_factory=self._backend_factory)
+
+    # -- operators (issue 17)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.database)
+
+    def close(self) -> None:
+        if self._owns_database and self._database is not None:
+            self._database.close()
+            self._database = None
