@@ -32,6 +32,10 @@ class AppContext:
             configure_logging(self.effective_log_level(self._settings))
         return self._settings
 
+    def settings_override(self, settings: Settings) -> None:
+        """Use `settings` from now on (the service moves a loopback base_url to the port it bound)."""
+        self._settings = settings
+
     def effective_log_level(self, settings: Settings) -> str:
         """--log-level, else -v (INFO) / -vv (DEBUG), else `[logging] level` when the file sets it,
         else WARNING: a command's own output is not mixed with INFO lines about what it did."""

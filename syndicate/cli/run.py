@@ -7,7 +7,7 @@ import logging
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.service import Bound, Service, ServiceSecret, environ_with, service_secrets
+from syndicate.service import Bound, Service, ServiceSecret, environ_with, listen, service_secrets, with_bound_port
 from syndicate.site import SITE_FEED
 from syndicate.wiring import site_urls
 
@@ -51,15 +51,19 @@ def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], 
 def run(app: AppContext, host: str | None, port: int | None, no_scheduler: bool) -> None:
     """Run the service: build the feeds, serve them and the subscriber pages, send digests on schedule."""
     app.quiet_level = "INFO"  # a service's log is its output
-    settings = app.settings
+    configured = app.settings
     if logging.getLogger().level > logging.DEBUG:  # "Running job ..." twice a minute says nothing; misses stay WARNINGs
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    # Bound first: a loopback base_url (the demo's) then follows --port into the pages and emails built.
+    bound = listen(host or configured.http.host, configured.http.port if port is None else port)
+    settings = with_bound_port(configured, bound)
+    if settings is not configured:
+        app.settings_override(settings)
     secrets = service_secrets(settings)
     service = Service(settings, environ=environ_with(secrets), scheduler=not no_scheduler)
     service.handle_signals()
     try:
         report = service.open()
-        bound = service.bind(host or settings.http.host, settings.http.port if port is None else port)
         build_line = (f"built {report.articles} articles in {report.categories} categories into {report.output}/"
                       + (f" ({len(report.problems)} problems, see the log)" if report.problems else ""))
         for line in _welcome(app, bound, secrets, build_line):

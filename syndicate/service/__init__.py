@@ -2,9 +2,17 @@
 
 from syndicate.service._lease import Lease, LeaseHolder, LeaseKeeper
 from syndicate.service._scheduler import JobSpec, Scheduler, delivery_jobs
-from syndicate.service._service import Bound, Service, ServiceSecret, environ_with, service_secrets
+from syndicate.service._service import (
+    Bound,
+    Service,
+    ServiceSecret,
+    environ_with,
+    listen,
+    service_secrets,
+    with_bound_port,
+)
 
 __all__ = [
     "Bound", "JobSpec", "Lease", "LeaseHolder", "LeaseKeeper", "Scheduler", "Service", "ServiceSecret",
-    "delivery_jobs", "environ_with", "service_secrets",
+    "delivery_jobs", "environ_with", "listen", "service_secrets", "with_bound_port",
 ]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
@@ -118,6 +119,37 @@ class Bound:
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+def listen(host: str, port: int) -> Bound:
+    """Listen on host:port now, so the printed addresses (and the demo's links) are the real ones (port 0 included)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise SyndicateError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                             hint="is another process using that port? pass --port (0 picks a free one)") from e
+    sock.set_inheritable(True)
+    return Bound(sock, host, sock.getsockname()[1])
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def with_bound_port(settings: Settings, bound: Bound) -> Settings:
+    """`settings` with `[site] base_url` on the bound port when it names this machine's loopback
+    address (the demo's default): links in pages and emails then lead to the running service.
+    A public base_url (behind a proxy) is left alone."""
+    parts = urlsplit(settings.site.base_url)
+    if parts.hostname not in LOOPBACK_NAMES or parts.port == bound.port:
+        return settings
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    base_url = urlunsplit(parts._replace(netloc=f"{host}:{bound.port}"))
+    return settings.model_copy(update={"site": settings.site.model_copy(update={"base_url": base_url})})
 
 
 class Service:
@@ -236,18 +268,7 @@ class Service:
 
     def bind(self, host: str, port: int) -> Bound:
         """Listen on host:port now, so the printed addresses are the real ones (port 0 included)."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-            sock.listen(128)
-        except OSError as e:
-            sock.close()
-            raise SyndicateError(f"cannot listen on {host}:{port}: {e.strerror or e}",
-                                 hint="is another process using that port? pass --port (0 picks a free one)") from e
-        sock.set_inheritable(True)
-        return Bound(sock, host, sock.getsockname()[1])
+        return listen(host, port)
 
     def app(self) -> Any:
         """The HTTP application (syndicate.web.app) over this service's database, delivery and scheduler."""
