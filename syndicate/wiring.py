@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from syndicate.audit import AuditLog
+from syndicate.campaigns import Campaigns
 from syndicate.config import Settings
 from syndicate.content import Category, Corpus, CorpusMemory, load_corpus
 from syndicate.delivery import DeliveryService, Outbox
@@ -29,6 +30,7 @@ from syndicate.subscribers import (
     Confirmations,
     Frequency,
     LinkSigner,
+    PlaceholderLinks,
     SignedLinks,
     Subscriber,
     SubscriberDefaults,
@@ -165,6 +167,13 @@ class Components:
     @cached_property
     def audit(self) -> AuditLog:
         return AuditLog(self.database)
+
+    @cached_property
+    def campaigns(self) -> Campaigns:
+        return Campaigns(
+            self.settings, self.database, self.store, self.delivery, renderer=self.renderer,
+            links=self.links, placeholder_links=PlaceholderLinks(self.urls), backend=self.backend,
+        )
 
     def close(self) -> None:
         if self._owns_database and self._database is not None:

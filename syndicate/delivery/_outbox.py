@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.config import OutboxSettings
 from syndicate.storage import Database
-from syndicate.storage.schema import deliveries, runs, subscriber_categories, subscribers
+from syndicate.storage.schema import campaigns, deliveries, runs, subscriber_categories, subscribers
 from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,16 @@ Sections = tuple[tuple[str, tuple[str, ...], int], ...]  # (category slug, artic
 
 def since_key(high_water: datetime | None) -> str:
     return FIRST if high_water is None else high_water.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def campaign_of(since_key_: str) -> int | None:
+    """The campaign id of a delivery's since_key, or None for a digest."""
+    return int(since_key_[len(CAMPAIGN_KEY):]) if since_key_.startswith(CAMPAIGN_KEY) else None
+
+
+def campaign_message_id(campaign_id: int, subscriber_id: int, domain: str) -> str:
+    """The same on every attempt and every planning of one campaign to one subscriber."""
+    return f"<campaign.{campaign_id}.{subscriber_id}@{domain}>"
 
 
 def worker_token() -> str:
@@ -275,6 +285,46 @@ class Outbox:
             if reschedule:
                 _reschedule(connection, reschedule)
 
+    def add_campaign_deliveries(self, run_id: int, campaign_id: int, created_at: datetime, subscriber_ids: Sequence[int],
+                                domain: str, now: datetime) -> None:
+        """Record campaign `campaign_id` for these subscribers: since_key "campaign:<id>" and `until` its
+        creation time, so UNIQUE(subscriber, since_key, until) lets each have it once, whatever is
+        planned again. Not "open" (open_subscriber_id NULL): it neither waits for nor holds up a digest."""
+        if not subscriber_ids:
+            return
+        key = f"{CAMPAIGN_KEY}{campaign_id}"
+        with self.database.write() as connection:
+            connection.execute(_insert_ignoring_conflicts(self.database.dialect), [
+                {
+                    "run_id": run_id, "subscriber_id": sid, "since": created_at, "since_key": key, "until": created_at,
+                    "articles": "[]", "message_id": campaign_message_id(campaign_id, sid, domain), "status": QUEUED,
+                    "attempts": 0, "open_subscriber_id": None, "created_at": now, "updated_at": now,
+                }
+                for sid in subscriber_ids
+            ])
+
+    def campaign_text(self, campaign_id: int) -> tuple[str, str]:
+        """(subject, Markdown body) of a campaign, for building its messages."""
+        with self.database.read() as connection:
+            row = connection.execute(
+                select(campaigns.c.subject, campaigns.c.body).where(campaigns.c.id == campaign_id)
+            ).first()
+        if row is None:
+            raise LookupError(f"no campaign with id {campaign_id}")
+        return row.subject, row.body
+
+    def campaign_counts(self, campaign_id: int) -> dict[str, int]:
+        """How many of a campaign's deliveries are in each state (the COUNTS names)."""
+        counts = dict.fromkeys(COUNTS, 0)
+        d = deliveries.c
+        with self.database.read() as connection:
+            for status, number in connection.execute(
+                select(d.status, func.count()).where(d.since_key == f"{CAMPAIGN_KEY}{campaign_id}").group_by(d.status)
+            ):
+                counts[_COUNT_OF[status]] = number
+                counts["total"] += number
+        return counts
+
     def reschedule(self, moves: Sequence[tuple[int, datetime]]) -> None:
         """Set these (active) subscribers' next send times."""
         if moves:
@@ -329,12 +379,14 @@ class Outbox:
             [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX]} for r in group],
         )
         c = subscribers.c
-        connection.execute(
-            update(subscribers)
-            .where(c.id == bindparam("sid"), or_(c.high_water.is_(None), c.high_water < bindparam("until")))
-            .values(high_water=bindparam("until")),
-            [{"sid": r.delivery.subscriber.id, "until": r.delivery.until} for r in group],
-        )
+        digests = [r for r in group if not r.delivery.since_key.startswith(CAMPAIGN_KEY)]  # a campaign moves no mark
+        if digests:
+            connection.execute(
+                update(subscribers)
+                .where(c.id == bindparam("sid"), or_(c.high_water.is_(None), c.high_water < bindparam("until")))
+                .values(high_water=bindparam("until")),
+                [{"sid": r.delivery.subscriber.id, "until": r.delivery.until} for r in digests],
+            )
 
     def _record_retry(self, connection: Connection, group: list[Result], now: datetime) -> None:
         again, given_up = [], []

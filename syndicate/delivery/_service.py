@@ -37,7 +37,7 @@ from itertools import islice
 from typing import Any
 
 from syndicate.config import Settings
-from syndicate.content import Article, Category, Corpus, gc_paused, load_corpus
+from syndicate.content import Article, Category, Corpus, gc_paused, load_corpus, render_markdown
 from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
@@ -54,6 +54,7 @@ from syndicate.delivery._outbox import (
     RunReport,
     Sections,
     WaitingRetry,
+    campaign_of,
     since_key,
     subscriber_states,
 )
@@ -159,6 +160,7 @@ class _Messages:
         self.renderer = EmailRenderer(self.settings)
         self.sender = parseaddr(self.settings.mail.from_)[1]
         self._builders: dict[int, MessageBuilder] = {}
+        self._campaigns: dict[int, tuple[str, str, str]] = {}  # id -> (subject, body HTML, body text)
 
     def builder(self, run_id: int) -> MessageBuilder:
         """One per run, dated (and its links signed) at the run's start: a resend is the same bytes."""
@@ -192,6 +194,18 @@ class _Messages:
                 digest = self._digest(_NOBODY, p.sections, p.since, p.until)
                 if digest is not None:
                     self.builder(run_id).digest_message(digest, planned_id=p.message_id)
+
+    def campaign(self, delivery: ClaimedDelivery, campaign_id: int) -> OutgoingMessage:
+        """A campaign's message for the delivery's subscriber (its text read and rendered once per process)."""
+        if campaign_id not in self._campaigns:
+            subject, body = self.service.outbox.campaign_text(campaign_id)
+            self._campaigns[campaign_id] = (subject, render_markdown(body), body.strip())
+        subject, body_html, body_text = self._campaigns[campaign_id]
+        builder = self.builder(delivery.run_id)
+        rendered = self.renderer.render_campaign(f"campaign:{campaign_id}", subject, body_html, body_text,
+                                                 delivery.subscriber, builder.links)
+        data = builder.campaign_message(delivery.subscriber, rendered, delivery.message_id)
+        return OutgoingMessage(str(delivery.id), self.sender, (delivery.subscriber.email,), data, delivery.message_id)
 
     def message(self, delivery: ClaimedDelivery, digest: Digest) -> OutgoingMessage:
         built = self.builder(delivery.run_id).digest_message(digest, planned_id=delivery.message_id)
@@ -679,6 +693,13 @@ class DeliveryService:
         if state is None or state[0] != SubscriberStatus.ACTIVE.value:
             recorder.add(delivery, SKIPPED, None, f"subscriber is {state[0] if state else 'deleted'}")
             return None
+        campaign_id = campaign_of(delivery.since_key)
+        if campaign_id is not None:
+            try:
+                return messages.campaign(delivery, campaign_id)
+            except (SyndicateError, LookupError) as e:
+                recorder.add(delivery, FAILED, None, f"cannot build the message: {e}")
+                return None
         if state[1] != delivery.since_key:
             recorder.add(delivery, SKIPPED, None, "superseded: another digest moved the high-water mark")
             return None

@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
+import markupsafe
 import premailer
 
 from syndicate.config import Settings
@@ -53,6 +54,7 @@ DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DIGEST_SLOTS = ("greeting", "following", "email", "unsubscribe_url", "preferences_url")
 VARIANT_SLOTS = ("title", "sections")
 CONFIRM_SLOTS = ("greeting", "following", "email", "confirm_url")
+CAMPAIGN_SLOTS = ("greeting", "email", "unsubscribe_url", "preferences_url")
 # premailer: nothing from the network or disk; !important kept (media queries need it to
 # beat inline styles); no width/bgcolor/... attributes added (css-inline adds none either);
 # cssutils' warnings about Outlook-only properties kept off the console; the parsed CSS
@@ -337,7 +339,7 @@ class EmailRenderer:
         self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
         self.timezone = ZoneInfo(settings.site.timezone)
         self._nonce = secrets.token_hex(8)
-        names = "|".join(sorted(set(DIGEST_SLOTS + VARIANT_SLOTS + CONFIRM_SLOTS)))
+        names = "|".join(sorted(set(DIGEST_SLOTS + VARIANT_SLOTS + CONFIRM_SLOTS + CAMPAIGN_SLOTS)))
         self._marker = re.compile(f"slot{self._nonce}({names})x")
         self._env = _environment(templates_folder(settings))
         self._subject = _subject_template(settings.digest.subject)
@@ -419,6 +421,24 @@ class EmailRenderer:
             following=join_names([c.name for c in categories]) or "its articles",
             email=clean_line(email),
             confirm_url=confirm_url,
+        )
+        return self.personalise(variant, values)
+
+    # -- campaigns (one-off messages) -------------------------------------------------
+    def render_campaign(self, key: str, subject: str, body_html: str, body_text: str, subscriber: Subscriber,
+                        links: LinkMaker) -> RenderedEmail:
+        """A campaign for `subscriber`: `body_html` (sanitised HTML from its Markdown) and `body_text`
+        in the digest's frame, with the same unsubscribe and preferences links. Rendered and inlined
+        once per `key` (the campaign), then personalised."""
+        variant = self._variants.get(key)
+        if variant is None:
+            slots = self._slot_markers(CAMPAIGN_SLOTS)
+            context = {**self._common(), "title": subject, "body_html": markupsafe.Markup(body_html),
+                       "body_text": body_text, **slots}
+            variant = self._variants.put(key, self._finish(key, subject, "campaign", context))
+        values = self._values(
+            greeting=_greeting(subscriber.name), email=clean_line(subscriber.email),
+            unsubscribe_url=links.unsubscribe_url(subscriber), preferences_url=links.preferences_url(subscriber),
         )
         return self.personalise(variant, values)
 

@@ -138,6 +138,7 @@ def listen(host: str, port: int) -> Bound:
 
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+CAMPAIGNS_JOB = "campaigns"
 
 
 def with_bound_port(settings: Settings, bound: Bound) -> Settings:
@@ -207,7 +208,10 @@ class Service:
 
     def jobs(self) -> tuple[JobSpec, ...]:
         assert self.delivery is not None, "open() first"
-        return delivery_jobs(self.settings, self.delivery, self.rebuild)
+        campaigns = self.components.campaigns
+        # issue 17: scheduled campaigns go out within a minute of their time
+        return (*delivery_jobs(self.settings, self.delivery, self.rebuild),
+                JobSpec(CAMPAIGNS_JOB, 60, lambda now, stop: campaigns.send_due(now, stop)))
 
     def start_scheduler(self) -> None:
         """Take part in the scheduler lease: run the scheduler while holding it, stand by otherwise."""

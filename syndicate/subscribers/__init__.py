@@ -25,6 +25,7 @@ from syndicate.subscribers._store import (
     UnknownSubscriberError,
     new_subscriber,
     next_send_time,
+    normalise_email,
     split_categories,
 )
 from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, signer_from_settings
@@ -36,5 +37,5 @@ __all__ = [
     "SubscriberStore", "TransitionError", "UnknownSubscriberError", "category_names", "import_csv", "new_subscriber",
     "next_send_time", "read_subscribers", "signer_from_settings", "split_categories", "write_subscribers",
     # issue 17: backups that round-trip
-    "RestoredSubscriber", "import_confirmed_csv", "read_backup", "restore_csv",
+    "RestoredSubscriber", "import_confirmed_csv", "normalise_email", "read_backup", "restore_csv",
 ]
