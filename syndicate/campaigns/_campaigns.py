@@ -129,7 +129,7 @@ class Campaigns:
             campaign_id = connection.execute(insert(campaigns).values(
                 subject=new.subject, body=new.body, categories=json.dumps(list(new.categories)), status=status.value,
                 created_at=now, send_at=send_at, run_id=None, created_by=actor[:120],
-            )).inserted_primary_key[0]
+            )).inserted_primary_key[0]  # type: ignore[index]
         log.info("campaign created id=%s status=%s actor=%s", campaign_id, status.value, actor)
         return self.get(int(campaign_id))
 
@@ -141,7 +141,7 @@ class Campaigns:
         campaign = _campaign(row)
         return replace(campaign, counts=self.delivery.outbox.campaign_counts(campaign_id)) if counts else campaign
 
-    def list(self, limit: int = 50) -> list[Campaign]:
+    def recent(self, limit: int = 50) -> list[Campaign]:
         with self.database.read() as connection:
             rows = connection.execute(select(campaigns).order_by(campaigns.c.id.desc()).limit(limit)).all()
         return [replace(c, counts=self.delivery.outbox.campaign_counts(c.id)) for c in map(_campaign, rows)]

@@ -133,7 +133,7 @@ def list_command(app: AppContext, limit: int, as_json: bool) -> None:
     """Campaigns, newest first, with the counts of their deliveries."""
     components = Components(app.settings)
     try:
-        found = components.campaigns.list(limit)
+        found = components.campaigns.recent(limit)
     finally:
         components.close()
     if as_json:
