@@ -198,6 +198,11 @@ class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
 
+# -- operators (issue 17) ------------------------------------------------------------------
+class AdminSettings(Section):
+    session_minutes: int = Field(480, ge=1, le=7 * 24 * 60)
+
+
 class Settings(Section):
     """The whole configuration; `path` is the file it came from (None for pure defaults)."""
 
@@ -217,6 +222,7 @@ class Settings(Section):
     schedule: ScheduleSettings = {}  # type: ignore[assignment]
     http: HttpSettings = {}  # type: ignore[assignment]
     logging: LoggingSettings = {}  # type: ignore[assignment]
+    admin: AdminSettings = {}  # type: ignore[assignment]
 
     @property
     def base_folder(self) -> Path:

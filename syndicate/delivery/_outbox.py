@@ -179,6 +179,26 @@ class Requeued:
 
 
 @dataclass(frozen=True)
+class SubscriberDelivery:
+    """One of a subscriber's deliveries (digest or campaign), for their history."""
+
+    id: int
+    run_id: int
+    status: str
+    message_id: str
+    since_key: str
+    attempts: int
+    last_code: int | None
+    last_reply: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+    @property
+    def what(self) -> str:
+        return f"campaign {self.since_key.removeprefix(CAMPAIGN_KEY)}" if self.since_key.startswith(CAMPAIGN_KEY) else "digest"
+
+
+@dataclass(frozen=True)
 class FailureGroup:
     """Failed deliveries sharing one server reply."""
 
@@ -605,6 +625,15 @@ class Outbox:
                 self._recount(connection, touched, now)
         log.info("deliveries requeued count=%s refused=%s", len(requeued), len(refused))
         return Requeued(tuple(requeued), tuple(refused), tuple(sorted({r.run_id for r in rows if r.id in set(requeued)})))
+
+    def deliveries_of(self, subscriber_id: int, limit: int = 50) -> list[SubscriberDelivery]:
+        """A subscriber's deliveries, newest first: what the console shows as their history."""
+        d = deliveries.c
+        query = (select(d.id, d.run_id, d.status, d.message_id, d.since_key, d.attempts, d.last_code, d.last_reply,
+                        d.created_at, d.sent_at)
+                 .where(d.subscriber_id == subscriber_id).order_by(d.id.desc()).limit(limit))
+        with self.database.read() as connection:
+            return [SubscriberDelivery(*row) for row in connection.execute(query)]
 
     def failure_groups(self, limit: int = 50) -> list[FailureGroup]:
         """Failed deliveries grouped by the server's last reply, the largest group first."""

@@ -228,3 +228,15 @@ campaigns = Table(
     Column("created_by", String(120), nullable=False),
     CheckConstraint("status IN ('draft', 'scheduled', 'sending', 'sent')", name="status"),
 )
+
+# A console sign-in: the SHA-256 of its cookie's random token (the token itself is never stored),
+# who signed in, and until when. Signing out deletes the row.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("actor", String(120), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_admin_sessions_expires_at", "expires_at"),
+)

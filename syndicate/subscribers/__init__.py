@@ -7,6 +7,7 @@ from syndicate.subscribers._csv import (
     read_backup,
     read_subscribers,
     restore_csv,
+    utf8_lines,
     write_subscribers,
 )
 from syndicate.subscribers._links import PLACEHOLDER_TOKEN, PlaceholderLinks, SignedLinks
@@ -37,5 +38,5 @@ __all__ = [
     "SubscriberStore", "TransitionError", "UnknownSubscriberError", "category_names", "import_csv", "new_subscriber",
     "next_send_time", "read_subscribers", "signer_from_settings", "split_categories", "write_subscribers",
     # issue 17: backups that round-trip
-    "RestoredSubscriber", "import_confirmed_csv", "normalise_email", "read_backup", "restore_csv",
+    "RestoredSubscriber", "import_confirmed_csv", "normalise_email", "read_backup", "restore_csv", "utf8_lines",
 ]

@@ -397,6 +397,48 @@ class SubscriberStore:
             for row, subscriber in zip(rows, loaded):
                 yield StoredSubscriber(subscriber, row.next_send_at, row.confirmed_at, row.unsubscribed_at, row.updated_at)
 
+    def search(self, text: str, where: Filter = Filter(), *, after: int = 0, limit: int = 50) -> tuple[list[StoredSubscriber], int | None]:
+        """A page of subscribers matching `where` whose address or name contains `text` (any case),
+        by id after `after` (keyset paging: a page costs the same however deep); returns the page and
+        the `after` of the next one (None on the last)."""
+        needle = text.strip().lower()
+        c = subscribers.c
+        query = _filtered(select(*_ROW_COLUMNS), where, after, self.database.dialect)
+        if needle:
+            pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where((c.email_key.like(pattern, escape="\\")) | (func.lower(c.name).like(pattern, escape="\\")))
+        with self.database.read() as connection:
+            rows = connection.execute(query.order_by(c.id).limit(limit + 1)).all()
+            loaded = self._load(connection, rows[:limit])
+        page = [StoredSubscriber(s, row.next_send_at, row.confirmed_at, row.unsubscribed_at, row.updated_at)
+                for row, s in zip(rows, loaded)]
+        return page, (page[-1].subscriber.id if len(rows) > limit else None)
+
+    def counts_by_category(self) -> dict[str, int]:
+        """Active subscribers per followed category slug ("" for those following every category)."""
+        c, sc = subscribers.c, subscriber_categories.c
+        with self.database.read() as connection:
+            per = dict(connection.execute(
+                select(sc.slug, func.count()).join(subscribers, c.id == sc.subscriber_id)
+                .where(c.status == SubscriberStatus.ACTIVE.value).group_by(sc.slug)
+            ).all())
+            every = connection.execute(
+                select(func.count()).select_from(subscribers).where(
+                    c.status == SubscriberStatus.ACTIVE.value,
+                    ~c.id.in_(select(sc.subscriber_id)),
+                )
+            ).scalar_one()
+        return {**{slug: int(n) for slug, n in sorted(per.items())}, "": int(every)}
+
+    def next_due(self, limit: int = 10) -> list[tuple[datetime, int, str]]:
+        """The soonest scheduled digests: (next send time, id, email)."""
+        c = subscribers.c
+        with self.database.read() as connection:
+            return [tuple(r) for r in connection.execute(  # type: ignore[misc]
+                select(c.next_send_at, c.id, c.email).where(c.status == SubscriberStatus.ACTIVE.value, c.next_send_at.is_not(None))
+                .order_by(c.next_send_at, c.id).limit(limit)
+            )]
+
     def iter_plain(self, where: Filter = Filter(), *, batch: int = 1000) -> Iterator[Subscriber]:
         """The same subscribers as iter_subscribers, without the bookkeeping (reads less: planning a run)."""
         for _, loaded in self._pages(where, _SUBSCRIBER_COLUMNS, batch):

@@ -17,7 +17,9 @@ from syndicate.content import CorpusMemory
 from syndicate.delivery import DeliveryService
 from syndicate.storage import Database
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
+from syndicate.web.console import console_router, install_console_handlers
 from syndicate.web.context import CategoryList, Runner, WebContext
+from syndicate.web.operators_api import operators_router
 from syndicate.web.pages import Pages, page_router
 from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders
 from syndicate.web.static import StaticFirst, StaticSite
@@ -26,7 +28,7 @@ from syndicate.wiring import Components, utc_now
 log = logging.getLogger(__name__)
 
 # Paths the app answers itself; every other GET or HEAD is a file of the built site.
-APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz")
+APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz", "/admin")
 
 
 def create_app(
@@ -74,10 +76,14 @@ def create_app(
     app.state.context = context
     app.state.runner = runner
     _handlers(app)
+    install_console_handlers(app)
     app.include_router(page_router(Pages(context)))
     app.include_router(api_router(context, delivery=delivery, runner=runner, admin_token=admin_token,
                                   scheduler_status=scheduler_status))
     _health(app, db, scheduler_status)
+    # -- operators (issue 17): requeue and campaigns in the API, the console under /admin/
+    app.include_router(operators_router(components, context, admin_token=admin_token))
+    app.include_router(console_router(components, context, admin_token=admin_token, scheduler_status=scheduler_status))
     site = StaticSite(settings.output.folder, feeds_folder=settings.feeds.folder, extra_headers=SITE_HEADERS)
     app.mount("/", site)
     app.add_middleware(SecurityHeaders)

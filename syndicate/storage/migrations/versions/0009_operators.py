@@ -1,4 +1,4 @@
-"""Operators: the audit log and campaigns; sign-ups recorded with source "signup" (was "web").
+"""Operators: the audit log, campaigns and console sessions; sign-ups recorded with source "signup" (was "web").
 
 Revision ID: 0009
 Revises: 0004
@@ -43,10 +43,21 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name="fk_campaigns_run_id_runs", ondelete="SET NULL"),
         sa.CheckConstraint("status IN ('draft', 'scheduled', 'sending', 'sent')", name="ck_campaigns_status"),
     )
+    op.create_table(
+        "admin_sessions",
+        sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("actor", sa.String(120), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("token_hash", name="pk_admin_sessions"),
+    )
+    op.create_index("ix_admin_sessions_expires_at", "admin_sessions", ["expires_at"])
     op.execute("UPDATE subscribers SET source = 'signup' WHERE source = 'web'")
 
 
 def downgrade() -> None:
+    op.drop_index("ix_admin_sessions_expires_at", "admin_sessions")
+    op.drop_table("admin_sessions")
     op.execute("UPDATE subscribers SET source = 'web' WHERE source = 'signup'")
     op.drop_table("campaigns")
     op.drop_index("ix_audit_log_subject", "audit_log")
