@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from syndicate.campaigns import CampaignError, NewCampaign
 from syndicate.delivery import SendRequest
 from syndicate.digest import select_digest
-from syndicate.errors import SyndicateError, UsageError
+from syndicate.errors import Problem, SyndicateError, UsageError
 from syndicate.subscribers import (
     WEEKDAYS,
     Filter,
@@ -311,7 +311,7 @@ def _subscriber_routes(router: APIRouter, console: Console) -> None:
         q, where, chosen = _filter(request.query_params)
         after = _int(request.query_params.get("after"), 0) or 0
         page, next_after = store.search(q, where, after=after, limit=PAGE_SIZE)
-        values = {"rows": page, "next_after": next_after, "chosen": chosen, "after": after,
+        values: dict[str, Any] = {"rows": page, "next_after": next_after, "chosen": chosen, "after": after,
                   "next_query": urlencode({**chosen, "after": next_after}) if next_after else "",
                   "statuses": [s.value for s in SubscriberStatus], "frequencies": [f.value for f in Frequency],
                   "categories": context.categories.get(), "notice": request.query_params.get("notice")}
@@ -412,12 +412,8 @@ def _subscriber_routes(router: APIRouter, console: Console) -> None:
 
 
 def _import(components: Components, context: WebContext, path: Path, mode: str, dry_run: bool) -> Any:
-    kwargs = {"valid_categories": context.categories.slugs(), "now": context.clock(), "dry_run": dry_run}
-    if mode == "restore":
-        return restore_csv(components.store, path, **kwargs)
-    if mode == "confirmed":
-        return import_confirmed_csv(components.store, path, **kwargs)
-    return import_csv(components.store, path, **kwargs)
+    how = {"restore": restore_csv, "confirmed": import_confirmed_csv}.get(mode, import_csv)
+    return how(components.store, path, valid_categories=context.categories.slugs(), now=context.clock(), dry_run=dry_run)
 
 
 def _dry_run_rows(components: Components, context: WebContext, path: Path) -> list[tuple[str, str, str]]:
@@ -428,11 +424,11 @@ def _dry_run_rows(components: Components, context: WebContext, path: Path) -> li
                                      defaults=components.store.defaults):
             if len(rows) >= IMPORT_PREVIEW_ROWS:
                 break
-            if hasattr(item, "message"):
-                rows.append((str(item.line), "", f"refused: {item.message}"))  # type: ignore[union-attr]
+            if isinstance(item, Problem):
+                rows.append((str(item.line), "", f"refused: {item.message}"))
             else:
-                known = components.store.find_by_email(item.email)  # type: ignore[union-attr]
-                rows.append(("", item.email,  # type: ignore[union-attr]
+                known = components.store.find_by_email(item.email)
+                rows.append(("", item.email,
                              f"already present ({known.status.value}): left as it is" if known else "would be added"))
     return rows
 
@@ -467,7 +463,7 @@ def _send_routes(router: APIRouter, console: Console) -> None:
     components, context = console.components, console.context
 
     def send_page(request: Request, status: int = 200, **values: Any) -> HTMLResponse:
-        defaults = {"chosen": {"frequency": "", "categories": [], "subscriber": ""}, "plan": None, "held": [],
+        defaults: dict[str, Any] = {"chosen": {"frequency": "", "categories": [], "subscriber": ""}, "plan": None, "held": [],
                     "error": "", "frame_query": ""}
         return console.page(request, "send.html.j2", status, categories=context.categories.get(),
                             frequencies=[f.value for f in Frequency], **{**defaults, **values})

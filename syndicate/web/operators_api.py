@@ -53,9 +53,13 @@ def requeue_and_send(components: Components, runner: Runner, now: datetime, acto
     components.audit.record_many(now, actor, "delivery.requeue", "delivery", result.delivery_ids, reason or "")
     if send:
         for touched in result.run_ids:
-            runner.start(f"requeued-run-{touched}", lambda touched=touched: delivery.work(touched, stop=runner.stop))
+            runner.start(f"requeued-run-{touched}", _worker(delivery, touched, runner))
     return {"requeued": list(result.delivery_ids), "runs": list(result.run_ids),
             "left_failed": [{"id": i, "why": why} for i, why in result.refused]}
+
+
+def _worker(delivery: Any, run_id: int, runner: Runner) -> Any:
+    return lambda: delivery.work(run_id, stop=runner.stop)
 
 
 def start_campaign(components: Components, runner: Runner, campaign_id: int, now: datetime, actor: str) -> int:
