@@ -193,7 +193,8 @@ def _public_routes(router: APIRouter, console: Console) -> None:
             nonce = new_csrf_nonce()
         response = console.page(request, "login.html.j2", status, error=error, locked=console.admin_token is None,
                                 login_csrf=csrf_field(context.signer, nonce, context.clock()),
-                                next=_safe_next(request.query_params.get("next")), csrf="")
+                                next=_safe_next(request.query_params.get("next")), csrf="",
+                                notice=request.query_params.get("notice"))
         if fresh:
             response.set_cookie(CSRF_COOKIE, str(nonce), httponly=True, samesite="strict", path="/", secure=_secure(request))
         return response
