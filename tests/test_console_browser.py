@@ -7,26 +7,20 @@ import email
 import email.policy
 import os
 import re
-import socket
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from syndicate.campaigns import NewCampaign
 from syndicate.delivery import SendRequest
-from syndicate.web.app import create_app
-from syndicate.wiring import Components
-from tests.outbox_support import add_subscribers, open_db, write_site
+from tests.console_helpers import console_site
+from tests.outbox_support import add_subscribers, open_db
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 from tests.test_browser import CHROMIUM, LAUNCH_ARGS
-from tests.web_helpers import ADMIN_TOKEN, ENVIRON, web_settings
+from tests.web_helpers import ADMIN_TOKEN
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,38 +41,6 @@ def chromium():
             yield browser
         finally:
             browser.close()
-
-
-@contextmanager
-def console_site(tmp_path: Path, smtp_port: int) -> Iterator[tuple[str, Components]]:
-    """The app over SMTP delivery, on a free port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    content = write_site(tmp_path, now=datetime.now(UTC))
-    settings = web_settings(
-        tmp_path, base_url=url,
-        content={"folder": str(content)}, categories={},
-        mail={"backend": "smtp", "from": "Test Times <digest@news.example>", "domain": "news.example"},
-        smtp={"host": "127.0.0.1", "port": smtp_port, "security": "none", "connections": 1, "timeout": 5},
-        outbox={"max_attempts": 1},
-    )
-    components = Components(settings, environ=ENVIRON)
-    app = create_app(components, delivery=components.delivery)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield url, components
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-        components.close()
 
 
 def artifacts(tmp_path: Path) -> Path:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from syndicate.audit import AuditLog
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._output import confirm as confirm_or_refuse
 from syndicate.cli._output import json_option, print_fields, print_json, print_table
@@ -56,6 +57,11 @@ def open_store(settings: Settings) -> Iterator[SubscriberStore]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _audit(store: SubscriberStore, action: str, subscriber_id: int, detail: str = "") -> None:
+    """The subscriber's history (shown in the console) records what the CLI changed."""
+    AuditLog(store.database).record(_now(), "cli", action, "subscriber", subscriber_id, detail)
 
 
 def _local(value: datetime | None, timezone: str) -> str:
@@ -254,6 +260,8 @@ def set_command(app: AppContext, email: str, name: str | None, categories: str |
             categories=split_categories(categories) if categories is not None else None,
             frequency=frequency, timezone=timezone, send_hour=send_hour, weekday=weekday, name=name,
         )
+        if subscriber != current:
+            _audit(store, "subscriber.edit", subscriber.id)
     verb = "unchanged" if subscriber == current else "updated"
     click.echo(f"{verb} {subscriber.email}: {subscriber.frequency.value} at {subscriber.send_hour:02d}:00 "
                f"{subscriber.timezone}, {categories_text(subscriber.categories)}")
@@ -266,6 +274,7 @@ def confirm(app: AppContext, email: str) -> None:
     """Mark a pending EMAIL as confirmed (active)."""
     with open_store(app.settings) as store:
         subscriber = store.confirm(store.get_by_email(email).id, _now())
+        _audit(store, "subscriber.confirm", subscriber.id)
     click.echo(f"{subscriber.email}: {subscriber.status.value}")
 
 
@@ -276,6 +285,7 @@ def unsubscribe(app: AppContext, email: str) -> None:
     """Unsubscribe EMAIL; the record stays as proof of the opt-out."""
     with open_store(app.settings) as store:
         subscriber = store.unsubscribe(store.get_by_email(email).id, _now())
+        _audit(store, "subscriber.unsubscribe", subscriber.id)
     click.echo(f"{subscriber.email}: unsubscribed (since {subscriber.status_changed_at:%Y-%m-%d %H:%M} UTC)")
 
 
@@ -290,4 +300,5 @@ def remove(app: AppContext, email: str, yes: bool) -> None:
         confirm_or_refuse(f"Delete {subscriber.email} and all its data for good?", yes=yes,
                           refusal=f"refusing to delete {subscriber.email} without confirmation")
         store.remove(subscriber.id)
+        _audit(store, "subscriber.erase", subscriber.id)  # the id only: nothing personal is kept
     click.echo(f"{subscriber.email}: removed")
