@@ -38,6 +38,7 @@ def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], 
         if secret.variable == settings.http.admin_token_env:
             lines.append(f"  admin API: {bound.base_url}/api (OpenAPI document: {bound.base_url}/api/openapi.json) "
                          f"with the header  Authorization: Bearer {secret.value}")
+            lines.append(f"  console: {bound.base_url}/admin/ (sign in with the admin token above)")
         lines.append(f"  {secret.what}: generated for this demo, kept in {secret.generated_file}")
     lines.append("Stop with Ctrl+C (or SIGTERM): the message in flight finishes, the rest stays queued.")
     return lines
