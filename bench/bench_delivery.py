@@ -38,7 +38,6 @@ from mail_smtp import raw_pipe as smtplib_pipe
 from sqlalchemy import insert
 
 from syndicate.config import Settings
-from syndicate.content._load import load_corpus
 from syndicate.delivery._service import DeliveryService, SendRequest
 from syndicate.digest._render import EmailRenderer
 from syndicate.digest._select import Timeline, select_digest
@@ -46,6 +45,7 @@ from syndicate.site._urls import SiteUrls
 from syndicate.storage._database import create_database, upgrade
 from syndicate.storage.schema import subscriber_categories
 from syndicate.storage.schema import subscribers as subscribers_table
+from syndicate.wiring import content_source, load_corpus
 
 SECRET = "bench-secret-for-signed-links"
 SENDER = "digest@news.example.org"
@@ -96,7 +96,7 @@ def end_to_end(folder: Path, count: int, port: int) -> dict:
     os.environ["SYNDICATE_SECRET"] = SECRET
     settings = settings_for(folder, count, port)
     database = create_database(settings.database.url)
-    service = DeliveryService(settings, database)
+    service = DeliveryService(settings, database, content_source(settings))
     planned: list[float] = []
     started = time.perf_counter()
     report = service.send_manual(SendRequest(), NOW, clock=lambda: NOW, planned=lambda run: planned.append(time.perf_counter()))
@@ -120,7 +120,7 @@ def mean_size(folder: Path, port: int, sample: int = 500) -> int:
     builder = MessageBuilder(settings, renderer, links, corpus.categories, NOW)
     sizes = []
     for person in subscribers(sample, [c.slug for c in corpus.categories]):
-        digest = select_digest(person, timeline, corpus.categories, NOW, settings)
+        digest = select_digest(person, timeline, corpus.categories, NOW, settings.digest.max_articles)
         if digest is not None:
             sizes.append(len(builder.digest_message(digest).data))
     return sum(sizes) // len(sizes)
@@ -147,7 +147,7 @@ def naive(folder: Path, count: int, port: int) -> dict:
     sent = 0
     started = time.perf_counter()
     for person in subscribers(count, [c.slug for c in corpus.categories]):
-        digest = select_digest(person, corpus.articles, corpus.categories, NOW, settings)
+        digest = select_digest(person, corpus.articles, corpus.categories, NOW, settings.digest.max_articles)
         if digest is None:
             continue
         data = naive_message(settings, renderer, links, corpus.categories, digest)

@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from syndicate.config import default_settings
-from syndicate.content._load import load_corpus
 from syndicate.digest._message import MessageBuilder, message_id
 from syndicate.digest._render import EmailRenderer
 from syndicate.digest._select import Timeline, select_digest
 from syndicate.site._urls import SiteUrls
 from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
+from syndicate.wiring import load_corpus
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -127,7 +127,7 @@ def measure(folder: Path, mode: str, inliner: str, count: int) -> dict:
     started = time.perf_counter()
     timeline = Timeline.of(corpus.articles)
     for person in people:
-        digest = select_digest(person, timeline, corpus.categories, NOW, settings)
+        digest = select_digest(person, timeline, corpus.categories, NOW, settings.digest.max_articles)
         if digest is None:
             empty += 1
             continue

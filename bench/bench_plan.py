@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_delivery import NOW, SECRET, fill_database, settings_for
 from generate import generate
 
-from syndicate.content._load import load_corpus
 from syndicate.delivery._service import DeliveryService, SendRequest
 from syndicate.storage._database import create_database
+from syndicate.wiring import content_source, load_corpus
 
 PORT = 25252  # never connected to: planning sends nothing
 
@@ -41,7 +41,7 @@ def plan_once(folder: Path, count: int) -> tuple[float, float, int, str]:
     settings = settings_for(folder, count, PORT)
     load_corpus(settings)  # the article cache is warm in a real run too
     database = create_database(settings.database.url)
-    service = DeliveryService(settings, database)
+    service = DeliveryService(settings, database, content_source(settings))
     wall, cpu = time.perf_counter(), time.process_time()
     run = service.plan_manual(SendRequest(), NOW)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

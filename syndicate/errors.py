@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 
 class SyndicateError(Exception):
@@ -59,7 +59,7 @@ class Problem:
 class ContentError(SyndicateError):
     """An article file cannot be read; the one error the article reader raises."""
 
-    def __init__(self, path: Path, line: int, message: str) -> None:
+    def __init__(self, path: PurePath, line: int, message: str) -> None:
         self.problem = Problem(Path(path), line, message)
         super().__init__(str(self.problem))
 

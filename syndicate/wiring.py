@@ -19,7 +19,15 @@ from typing import Any
 from syndicate.audit import AuditLog
 from syndicate.campaigns import Campaigns
 from syndicate.config import Settings
-from syndicate.content import Category, Corpus, CorpusMemory, load_corpus
+from syndicate.content import (
+    CacheWriter,
+    Category,
+    CategoryRule,
+    ContentSource,
+    Corpus,
+    CorpusMemory,
+    ReaderOptions,
+)
 from syndicate.delivery import DeliveryService, Outbox
 from syndicate.digest import EmailRenderer, build_confirmation
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
@@ -55,6 +63,30 @@ def subscriber_defaults(settings: Settings) -> SubscriberDefaults:
     )
 
 
+def content_source(settings: Settings) -> ContentSource:
+    """The content folder as the [content], [site] and [categories] settings describe it."""
+    return ContentSource(
+        folder=settings.content.folder,
+        options=ReaderOptions(
+            timezone=settings.site.timezone,
+            default_author=settings.site.author,
+            date_format=settings.content.date_format,
+            summary_length=settings.content.summary_length,
+        ),
+        rules=tuple(
+            CategoryRule(slug=slug, title=rule.title, description=rule.description, aliases=rule.aliases)
+            for slug, rule in settings.categories.items()
+        ),
+        cache=settings.content.cache,
+    )
+
+
+def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bool = True,
+                memory: CorpusMemory | None = None, writer: CacheWriter | None = None) -> Corpus:
+    """Every article of the configured content folder (or `folder`): content_source(settings).read(...)."""
+    return content_source(settings).read(folder, use_cache=use_cache, memory=memory, writer=writer)
+
+
 def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:
     """The one URL builder of the site (`base_url` overrides the configured one, e.g. a bound port)."""
     return SiteUrls(base_url or settings.site.base_url, settings.feeds.folder)
@@ -88,7 +120,7 @@ class Components:
     @property
     def database(self) -> Database:
         if self._database is None:
-            self._database = open_database(self.settings)
+            self._database = open_database(self.settings.database)
         return self._database
 
     @cached_property
@@ -122,8 +154,12 @@ class Components:
 
     # -- content
 
+    @cached_property
+    def content(self) -> ContentSource:
+        return content_source(self.settings)
+
     def corpus(self, folder: Path | None = None, *, memory: CorpusMemory | None = None) -> Corpus:
-        return load_corpus(self.settings, folder, memory=memory)
+        return self.content.read(folder, memory=memory)
 
     # -- digests and mail
 
@@ -136,7 +172,7 @@ class Components:
         if self._backend_factory is not None:
             return self._backend_factory()
         extra: dict[str, Any] = {"environ": self.environ} if self.settings.mail.backend == "smtp" else {}
-        return make_backend(self.settings, **extra)
+        return make_backend(self.settings.mail, self.settings.smtp, **extra)
 
     def confirmation_message(self, subscriber: Subscriber, categories: Sequence[Category], confirm_url: str,
                              now: datetime) -> OutgoingMessage:
@@ -159,7 +195,7 @@ class Components:
 
     @cached_property
     def delivery(self) -> DeliveryService:
-        return DeliveryService(self.settings, self.database, environ=self.environ,
+        return DeliveryService(self.settings, self.database, self.content, environ=self.environ,
                                backend_factory=self._backend_factory)
 
     # -- operators (issue 17)

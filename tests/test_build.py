@@ -16,9 +16,15 @@ import pytest
 
 from syndicate.site._build import PARALLEL_FROM, build_site
 from syndicate.site._files import write_atomic
+from syndicate.wiring import content_source
 from tests.site_helpers import REPO, copy_sample, make_settings, snapshot, write_article
 
 FEEDS = (".rss.xml", ".atom.xml", ".json")
+
+
+def build_configured(settings, **options):
+    """build_site over the configured content folder."""
+    return build_site(settings, content_source(settings), **options)
 
 
 def run_cli(settings, *args: str) -> tuple[int, str]:
@@ -54,32 +60,32 @@ def newsroom(root: Path) -> Path:
 
 def test_a_rebuild_with_nothing_changed_writes_nothing(tmp_path):
     settings = make_settings(tmp_path, copy_sample(tmp_path))
-    first = build_site(settings, workers=1)
+    first = build_site(settings, content_source(settings), workers=1)
     before = snapshot(first.output)
     assert len(first.written) == len(before) and first.unchanged == 0
     time.sleep(0.01)
-    again = build_site(settings, workers=1)
+    again = build_site(settings, content_source(settings), workers=1)
     assert again.written == () and again.removed == () and again.unchanged == len(before)
     assert snapshot(first.output) == before  # same bytes, same modification times
 
 
 def test_a_rebuild_without_the_manifest_still_leaves_identical_files_untouched(tmp_path):
     settings = make_settings(tmp_path, copy_sample(tmp_path))
-    first = build_site(settings, workers=1)
+    first = build_site(settings, content_source(settings), workers=1)
     before = snapshot(first.output)
     for manifest in (settings.var_folder / "build").glob("manifest-*"):
         manifest.unlink()
-    again = build_site(settings, workers=1)
+    again = build_site(settings, content_source(settings), workers=1)
     assert again.written == () and snapshot(first.output) == before
 
 
 def test_an_edit_rewrites_only_the_feeds_and_pages_the_article_appears_in(tmp_path):
     content = newsroom(tmp_path)
     settings = make_settings(tmp_path, content)
-    first = build_site(settings, workers=1)
+    first = build_site(settings, content_source(settings), workers=1)
     before = snapshot(first.output)
     write_article(content, "b", title="Bravo, corrected", categories=["Sport", "Science"], date="2024-05-02T09:00:00Z")
-    report = build_site(settings, workers=1)
+    report = build_site(settings, content_source(settings), workers=1)
     expected = {f"feeds/{slug}{suffix}" for slug in ("all", "sport", "science") for suffix in FEEDS}
     expected |= {"index.html", "articles/b/index.html", "categories/sport/index.html", "categories/science/index.html"}
     assert set(report.written) == expected
@@ -92,9 +98,9 @@ def test_an_edit_rewrites_only_the_feeds_and_pages_the_article_appears_in(tmp_pa
 
 def test_a_category_retitled_in_the_config_is_renamed_everywhere_and_other_files_keep_their_mtimes(tmp_path):
     content = newsroom(tmp_path)
-    first = build_site(make_settings(tmp_path, content), workers=1)
+    first = build_configured(make_settings(tmp_path, content), workers=1)
     before = snapshot(first.output)
-    report = build_site(make_settings(tmp_path, content, categories={"sport": {"title": "Sports desk"}}), workers=1)
+    report = build_configured(make_settings(tmp_path, content, categories={"sport": {"title": "Sports desk"}}), workers=1)
     assert ">Sports desk</a>" in (first.output / "articles/b/index.html").read_text()
     assert "Sports desk" in (first.output / "feeds/all.atom.xml").read_text()
     assert {"articles/a/index.html", "articles/b/index.html", "feeds/sport.atom.xml"} <= set(report.written)
@@ -105,22 +111,22 @@ def test_a_category_retitled_in_the_config_is_renamed_everywhere_and_other_files
 
 def test_a_file_changed_by_hand_is_put_right_on_the_next_build(tmp_path):
     settings = make_settings(tmp_path, newsroom(tmp_path))
-    report = build_site(settings, workers=1)
+    report = build_site(settings, content_source(settings), workers=1)
     feed = report.feeds_folder / "sport.rss.xml"
     good = feed.read_bytes()
     feed.write_bytes(b"broken")
-    assert build_site(settings, workers=1).written == ("feeds/sport.rss.xml",)
+    assert build_site(settings, content_source(settings), workers=1).written == ("feeds/sport.rss.xml",)
     assert feed.read_bytes() == good
 
 
 def test_files_of_removed_categories_and_articles_are_removed(tmp_path):
     content = newsroom(tmp_path)
     settings = make_settings(tmp_path, content)
-    output = build_site(settings, workers=1).output
+    output = build_site(settings, content_source(settings), workers=1).output
     (output / "notes.txt").write_text("mine")  # not ours: stays
     (content / "d.md").unlink()
     (content / "e.md").unlink()
-    report = build_site(settings, workers=1)
+    report = build_site(settings, content_source(settings), workers=1)
     gone = {f"feeds/culture{suffix}" for suffix in FEEDS} | {
         "categories/culture/index.html", "articles/d/index.html", "articles/e/index.html"}
     assert set(report.removed) == gone
@@ -134,14 +140,14 @@ def test_files_of_removed_categories_and_articles_are_removed(tmp_path):
 def test_files_a_build_no_longer_makes_are_removed_with_or_without_the_manifest(tmp_path, manifest):
     content = newsroom(tmp_path)
     settings = make_settings(tmp_path, content)
-    output = build_site(settings, workers=1).output
+    output = build_site(settings, content_source(settings), workers=1).output
     if manifest == "lost":  # then the build lists the output folders to find what builds make
         for path in (settings.var_folder / "build").glob("manifest-*"):
             path.unlink()
     (content / "a.md").unlink()
     (output / "articles" / "zulu").mkdir()
     (output / "articles" / "zulu" / "index.html").write_text("left by an older build")
-    report = build_site(settings, workers=1)
+    report = build_site(settings, content_source(settings), workers=1)
     expected = {"articles/a/index.html"} | ({"articles/zulu/index.html"} if manifest == "lost" else set())
     assert set(report.removed) == expected
     assert not (output / "articles" / "a").exists()
@@ -171,7 +177,7 @@ def test_the_build_command_prints_a_summary_and_exits_0(tmp_path):
 def test_a_category_with_a_reserved_slug_is_a_clear_error_and_the_rest_is_built(tmp_path):
     content = newsroom(tmp_path)
     write_article(content, "f", title="Foxtrot", categories=["All"], date="2024-05-06T09:00:00Z")
-    report = build_site(make_settings(tmp_path, content), workers=1)
+    report = build_configured(make_settings(tmp_path, content), workers=1)
     assert len(report.problems) == 1
     problem = report.problems[0]
     assert problem.path == content / "f.md" and "'all'" in problem.message and "reserved" in problem.message
@@ -222,7 +228,7 @@ def test_a_reader_polling_the_feeds_during_rebuilds_never_sees_a_partial_file(tm
         write_article(content, f"a{n}", title=f"Story {n}", categories=["News", "World"],
                       date=f"2024-05-{n % 28 + 1:02d}T09:00:00Z", body=body)
     settings = make_settings(tmp_path, content)
-    report = build_site(settings, workers=1)
+    report = build_site(settings, content_source(settings), workers=1)
     stop = tmp_path / "stop"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(report.feeds_folder), str(stop)],
                               stdout=subprocess.PIPE, text=True)
@@ -232,7 +238,7 @@ def test_a_reader_polling_the_feeds_during_rebuilds_never_sees_a_partial_file(tm
             for n in range(0, 30, 3):
                 write_article(content, f"a{n}", title=f"Story {n} take {round_}", categories=["News", "World"],
                               date=f"2024-05-{n % 28 + 1:02d}T09:00:00Z", body=body * (1 + round_ % 2))
-            rewritten += len(build_site(settings, workers=1).written)
+            rewritten += len(build_site(settings, content_source(settings), workers=1).written)
     finally:
         stop.touch()
         out, _ = reader.communicate(timeout=60)
@@ -250,8 +256,8 @@ def test_a_parallel_build_writes_the_same_files_as_a_serial_one(tmp_path, caplog
     for n in range(PARALLEL_FROM):
         write_article(content, f"p{n}", title=f"Piece {n}", categories=[f"Topic {n % 7}"],
                       date=f"2024-0{n % 9 + 1}-{n % 28 + 1:02d}T09:00:00Z")
-    serial = build_site(make_settings(tmp_path / "one", content), workers=1)
-    parallel = build_site(make_settings(tmp_path / "two", content), workers=2)
+    serial = build_configured(make_settings(tmp_path / "one", content), workers=1)
+    parallel = build_configured(make_settings(tmp_path / "two", content), workers=2)
     assert len(parallel.written) == len(serial.written) > PARALLEL_FROM
     one = {path: data for path, (data, _) in snapshot(serial.output).items()}
     two = {path: data for path, (data, _) in snapshot(parallel.output).items()}
@@ -261,8 +267,8 @@ def test_a_parallel_build_writes_the_same_files_as_a_serial_one(tmp_path, caplog
 
 def test_a_missing_content_folder_builds_nothing_and_removes_nothing(tmp_path):
     settings = make_settings(tmp_path, newsroom(tmp_path))
-    before = snapshot(build_site(settings, workers=1).output)
-    report = build_site(settings, content=tmp_path / "typo", workers=1)
+    before = snapshot(build_site(settings, content_source(settings), workers=1).output)
+    report = build_site(settings, content_source(settings), content=tmp_path / "typo", workers=1)
     assert [p.message for p in report.problems] == ["content folder not found; nothing built, nothing removed"]
     assert report.written == () and report.removed == ()
     assert snapshot(tmp_path / "public") == before
@@ -270,8 +276,8 @@ def test_a_missing_content_folder_builds_nothing_and_removes_nothing(tmp_path):
 
 def test_with_pages_turned_off_only_the_feeds_are_written_and_old_pages_removed(tmp_path):
     content = newsroom(tmp_path)
-    build_site(make_settings(tmp_path, content), workers=1)
-    report = build_site(make_settings(tmp_path, content, output={"pages": False}), workers=1)
+    build_configured(make_settings(tmp_path, content), workers=1)
+    report = build_configured(make_settings(tmp_path, content, output={"pages": False}), workers=1)
     files = {str(p.relative_to(report.output)) for p in report.output.rglob("*") if p.is_file()}
     assert files == {f"feeds/{slug}{suffix}" for slug in ("all", "sport", "science", "culture") for suffix in FEEDS} | {
         "feeds/index.opml"}
@@ -283,13 +289,13 @@ import os, sys, threading
 from pathlib import Path
 from syndicate.site._build import build_site
 from syndicate.config import load_settings
-from syndicate.content._load import load_corpus
+from syndicate.wiring import content_source, load_corpus
 settings = load_settings(Path(sys.argv[1]))
 idle = threading.Event()
 helper = threading.Thread(target=idle.wait)
 if sys.argv[2] == "threads":
     helper.start()  # a second thread: forking is unsafe, so the build writes the cache itself
-assert build_site(settings, workers=1).ok
+assert build_site(settings, content_source(settings), workers=1).ok
 idle.set()
 try:
     os.waitpid(-1, os.WNOHANG)

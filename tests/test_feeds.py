@@ -13,15 +13,20 @@ from xml.etree import ElementTree
 import feedparser
 import pytest
 
-from syndicate.content._load import load_corpus
 from syndicate.content._model import Article, Category
 from syndicate.site._build import build_site
 from syndicate.site._feeds import FeedSpec, SiteInfo, item_id, render_feed
 from syndicate.site._urls import SiteUrls
+from syndicate.wiring import content_source, load_corpus
 from tests.site_helpers import BASE_URL, copy_sample, make_settings, write_article
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def build_configured(settings, **options):
+    """build_site over the configured content folder."""
+    return build_site(settings, content_source(settings), **options)
 
 
 
@@ -52,7 +57,7 @@ def sample(tmp_path_factory):
     """The repository's sample articles, built once: (settings, corpus, report)."""
     root = tmp_path_factory.mktemp("sample")
     settings = make_settings(root, copy_sample(root))
-    report = build_site(settings, workers=1)
+    report = build_site(settings, content_source(settings), workers=1)
     assert report.ok, report.problems
     return settings, load_corpus(settings), report
 
@@ -171,7 +176,7 @@ def test_feed_updated_is_the_newest_items_updated_not_the_build_time(tmp_path):
     write_article(content, "old", title="Old", categories=["News"], date="2020-01-02T10:00:00+00:00",
                   updated="2020-03-04T05:06:07+00:00")
     write_article(content, "older", title="Older", categories=["News"], date="2019-05-01T10:00:00+00:00")
-    report = build_site(make_settings(tmp_path, content), workers=1)
+    report = build_configured(make_settings(tmp_path, content), workers=1)
     for fmt in (".rss.xml", ".atom.xml"):
         parsed = feedparser.parse((report.feeds_folder / f"news{fmt}").read_bytes())
         assert parsed.feed.updated_parsed[:6] == (2020, 3, 4, 5, 6, 7)
@@ -183,7 +188,7 @@ def test_items_are_newest_first_and_limited_to_the_configured_number(tmp_path):
     content = tmp_path / "content"
     for day in range(1, 8):
         write_article(content, f"day-{day}", title=f"Day {day}", categories=["News"], date=f"2024-05-0{day}T09:00:00Z")
-    report = build_site(make_settings(tmp_path, content, feeds={"items": 3}), workers=1)
+    report = build_configured(make_settings(tmp_path, content, feeds={"items": 3}), workers=1)
     for fmt in (".rss.xml", ".atom.xml", ".json"):
         titles = [e["title"] for e in file_items(report.feeds_folder / f"news{fmt}")]
         assert titles == ["Day 7", "Day 6", "Day 5"], fmt
@@ -192,7 +197,7 @@ def test_items_are_newest_first_and_limited_to_the_configured_number(tmp_path):
 def test_only_the_configured_formats_are_written(tmp_path):
     content = tmp_path / "content"
     write_article(content, "a", title="A", categories=["News"], date="2024-05-01T09:00:00Z")
-    report = build_site(make_settings(tmp_path, content, feeds={"formats": ["atom"]}), workers=1)
+    report = build_configured(make_settings(tmp_path, content, feeds={"formats": ["atom"]}), workers=1)
     assert sorted(p.name for p in report.feeds_folder.iterdir()) == ["all.atom.xml", "index.opml", "news.atom.xml"]
 
 
@@ -232,12 +237,12 @@ def test_item_id_does_not_change_when_the_title_and_body_are_edited(tmp_path):
     content = tmp_path / "content"
     settings = make_settings(tmp_path, content)
     write_article(content, "story", title="First title", categories=["News"], date="2024-05-01T09:00:00Z")
-    report = build_site(settings, workers=1)
+    report = build_site(settings, content_source(settings), workers=1)
     before = {fmt: file_items(report.feeds_folder / f"news{fmt}")[0]
               for fmt in (".rss.xml", ".atom.xml", ".json")}
     write_article(content, "story", title="Second, better title", categories=["News"], date="2024-05-01T09:00:00Z",
                   body="Rewritten.", updated="2024-05-02T09:00:00Z")
-    build_site(settings, workers=1)
+    build_site(settings, content_source(settings), workers=1)
     for fmt, old in before.items():
         new = file_items(report.feeds_folder / f"news{fmt}")[0]
         assert new["title"] == "Second, better title" and old["title"] == "First title"

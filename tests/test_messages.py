@@ -30,7 +30,7 @@ REGENERATE = os.environ.get("SYNDICATE_REGENERATE_GOLDEN") == "1"
 
 def digest_for(settings=SETTINGS, **fields):
     reader = subscriber(fields.pop("categories", ("main", "sports", "technology")), **fields)
-    return select_digest(reader, CORPUS.articles, CORPUS.categories, SAMPLE_NOW, settings)
+    return select_digest(reader, CORPUS.articles, CORPUS.categories, SAMPLE_NOW, settings.digest.max_articles)
 
 
 def build(digest=None, settings=SETTINGS, links=None, inliner="premailer"):
@@ -257,7 +257,7 @@ def test_many_variants_built_from_shared_pieces_decode_to_what_the_renderer_asse
             name=rng.choice([None, "Ann", "Zoë <z>", 'Bob "B" & Co']),
             high_water=SAMPLE_NOW - timedelta(days=rng.randint(1, 30)),
         )
-        digest = select_digest(reader, timeline, CORPUS.categories, SAMPLE_NOW, settings)
+        digest = select_digest(reader, timeline, CORPUS.categories, SAMPLE_NOW, settings.digest.max_articles)
         if digest is None:
             continue
         seen.add(digest.variant_key)
@@ -286,7 +286,7 @@ def test_a_variant_forgotten_by_the_bounded_caches_is_built_again_byte_for_byte(
     for i in range(40):
         reader = subscriber(tuple(rng.sample(slugs, rng.randint(1, 4))), id=i,
                             high_water=SAMPLE_NOW - timedelta(days=rng.randint(1, 30)))
-        digest = select_digest(reader, timeline, CORPUS.categories, SAMPLE_NOW, settings)
+        digest = select_digest(reader, timeline, CORPUS.categories, SAMPLE_NOW, settings.digest.max_articles)
         if digest is not None:
             digests.setdefault(digest.variant_key, digest)
     assert len(digests) >= 5

@@ -25,7 +25,7 @@ EVERYTHING = tuple(c.slug for c in CORPUS.categories)
 
 def sample_digest(settings=SETTINGS, **fields):
     reader = subscriber(fields.pop("categories", EVERYTHING), **fields)
-    return select_digest(reader, CORPUS.articles, CORPUS.categories, SAMPLE_NOW, settings)
+    return select_digest(reader, CORPUS.articles, CORPUS.categories, SAMPLE_NOW, settings.digest.max_articles)
 
 
 def rendered(inliner="premailer", settings=SETTINGS, **fields):

@@ -42,7 +42,7 @@ def test_run_serves_the_feeds_and_exits_0_on_sigterm_releasing_the_lease(tmp_pat
         assert "Traceback" not in service.output
 
     settings = load_settings(config)
-    with open_database(settings) as database:
+    with open_database(settings.database) as database:
         assert Lease(database, seconds=60).holder() is None  # a standby may start at once
 
 
@@ -159,7 +159,7 @@ def test_a_subscriber_whose_time_has_come_gets_a_digest_from_the_running_service
         "author: Ann Author\ncategories: [Main]\n---\nJust published.\n", encoding="utf-8")
     config = write_config(tmp_path, content=content)
     settings = load_settings(config)
-    with open_database(settings) as database:
+    with open_database(settings.database) as database:
         store = SubscriberStore(database)
         new = new_subscriber("reader@example.org", categories=(), valid_categories=(), defaults=SubscriberDefaults(),
                              timezone="Europe/Paris", send_hour=8)
@@ -181,6 +181,6 @@ def test_a_subscriber_whose_time_has_come_gets_a_digest_from_the_running_service
     assert len(messages) == 1, service.output
     assert "apscheduler" not in service.output  # its INFO chatter is dropped; our lines name the job
     assert "reader@example.org" in messages[0] and "A Fresh Story For The Digest" in messages[0]
-    with open_database(settings) as database:
+    with open_database(settings.database) as database:
         following = SubscriberStore(database).details(subscriber.id).next_send_at
     assert following > now and following.astimezone(ZoneInfo("Europe/Paris")).hour == 8

@@ -24,6 +24,7 @@ from syndicate.mail.memory import MemoryBackend
 from syndicate.service._scheduler import DIGESTS, JOBS_TABLE, PRUNE, REBUILD, RETRIES, Scheduler, delivery_jobs
 from syndicate.storage._database import Database
 from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore, new_subscriber
+from syndicate.wiring import content_source
 from tests.outbox_support import SECRET, settings_for
 from tests.site_helpers import write_article
 
@@ -84,7 +85,7 @@ def newsroom(tmp_path, database, database_url):
             write_article(content, name, title=f"News of {when:%d %b %H:%M}", categories=["city"], date=when.isoformat())
     settings = settings_for(tmp_path, database_url)
     backend = MemoryBackend()
-    delivery = DeliveryService(settings, database, backend_factory=lambda: backend, environ=SECRET)
+    delivery = DeliveryService(settings, database, content_source(settings), backend_factory=lambda: backend, environ=SECRET)
     return Newsroom(settings, database, delivery, backend)
 
 

@@ -99,14 +99,14 @@ def test_sends_answer_503_without_a_delivery_service(api):
 
 
 def test_manual_send_runs_in_the_background(tmp_path):
-    from syndicate.content._load import load_corpus
     from syndicate.delivery._service import DeliveryService
     from syndicate.storage._database import open_database
+    from syndicate.wiring import content_source, load_corpus
     from tests.web_helpers import web_settings
 
     settings = web_settings(tmp_path)
-    database = open_database(settings)
-    service = DeliveryService(settings, database, environ=ENVIRON)
+    database = open_database(settings.database)
+    service = DeliveryService(settings, database, content_source(settings), environ=ENVIRON)
     newest = load_corpus(settings).articles[0]
     topic = newest.category_slugs[0]
     clock = lambda: newest.published + timedelta(hours=1)  # noqa: E731 - an hour after the newest article: it is new
@@ -139,11 +139,12 @@ def test_the_api_never_answers_with_a_server_error(tmp_path):
     invalid input: never a 5xx."""
     from syndicate.delivery._service import DeliveryService
     from syndicate.storage._database import open_database
+    from syndicate.wiring import content_source
     from tests.web_helpers import web_settings
 
     config = web_settings(tmp_path)
-    database = open_database(config)
-    delivery = DeliveryService(config, database, environ=ENVIRON)
+    database = open_database(config.database)
+    delivery = DeliveryService(config, database, content_source(config), environ=ENVIRON)
     try:
         with serve(tmp_path, scheduler_status=jobs, database=database, delivery=delivery) as site:
             schema = schemathesis.openapi.from_url(f"{site.url}/api/openapi.json")

@@ -23,7 +23,7 @@ from syndicate.site._build import build_site
 from syndicate.storage._database import Database, open_database
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.web.app import create_app
-from syndicate.wiring import Components
+from syndicate.wiring import Components, content_source
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-link-secret-0123456789abcdef"
@@ -79,7 +79,7 @@ def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None 
     url = f"http://127.0.0.1:{port}"
     settings = web_settings(tmp_path, base_url=url)
     if build:
-        assert build_site(settings).ok
+        assert build_site(settings, content_source(settings)).ok
     components = Components(settings, environ=environ or ENVIRON, database=app_options.pop("database", None))
     app = create_app(components, **app_options)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -90,7 +90,7 @@ def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None 
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
-    database = open_database(settings)
+    database = open_database(settings.database)
     try:
         yield RunningSite(settings, url, app, database)
     finally:

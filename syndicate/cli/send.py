@@ -188,11 +188,11 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def handler(number: int, frame: Any) -> None:
         stop.set()
-        signal.signal(number, previous[number])
+        signal.signal(number, previous[signal.Signals(number)])
 
     for number in (signal.SIGINT, signal.SIGTERM):
         previous[number] = signal.signal(number, handler)

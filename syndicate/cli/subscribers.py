@@ -16,7 +16,6 @@ from syndicate.cli import AppContext, pass_app
 from syndicate.cli._output import confirm as confirm_or_refuse
 from syndicate.cli._output import json_option, print_fields, print_json, print_table
 from syndicate.config import Settings
-from syndicate.content import load_corpus
 from syndicate.errors import MissingSecretError
 from syndicate.subscribers import (
     WEEKDAYS,
@@ -33,7 +32,7 @@ from syndicate.subscribers import (
     split_categories,
     write_subscribers,
 )
-from syndicate.wiring import Components
+from syndicate.wiring import Components, load_corpus
 
 FREQUENCIES = click.Choice([f.value for f in Frequency])
 STATUSES = click.Choice([s.value for s in SubscriberStatus])

@@ -234,6 +234,7 @@ def _front_matter(rel: PurePosixPath, lines: list[str], first: int, options: Rea
         return str(value).strip()
 
     title = text("title", required=True)
+    assert title is not None  # required: text() raised otherwise
     if "date" not in meta or meta["date"] in (None, ""):
         raise ContentError(rel, line_of("date"), "missing date in front matter")
     published = _front_matter_date(rel, line_of("date"), "date", meta["date"], options)

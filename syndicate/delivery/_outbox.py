@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import BindParameter, Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.config import OutboxSettings
@@ -227,7 +227,8 @@ class Outbox:
     def start_run(self, kind: str, request: Mapping[str, Any], now: datetime) -> int:
         with self.database.write() as connection:
             values = {"kind": kind, "status": "running", "started_at": now, "request": json.dumps(dict(request))}
-            run_id = connection.execute(insert(runs).values(**values, **dict.fromkeys(COUNTS, 0))).inserted_primary_key[0]
+            inserted = connection.execute(insert(runs).values(**values, **dict.fromkeys(COUNTS, 0))).inserted_primary_key
+            run_id = int(inserted[0]) if inserted else 0
         log.info("run started run=%s kind=%s", run_id, kind)
         return int(run_id)
 
@@ -274,10 +275,10 @@ class Outbox:
         """Record a run whose counts are known in memory (a retry pass), finished at `now`."""
         with self.database.write() as connection:
             values = {"kind": kind, "status": "finished", "started_at": now, "finished_at": now, "request": "{}"}
-            run_id = connection.execute(
+            inserted = connection.execute(
                 insert(runs).values(**values, **{name: tally.get(name, 0) for name in COUNTS})
-            ).inserted_primary_key[0]
-        return self.report(int(run_id))
+            ).inserted_primary_key
+        return self.report(int(inserted[0]) if inserted else 0)
 
     # -- planning
 
@@ -359,7 +360,7 @@ class Outbox:
                 select(c.id, c.email, c.timezone, c.send_hour, c.frequency, c.weekday)
                 .where(c.status == SubscriberStatus.ACTIVE.value, c.next_send_at < before)
             ).all()
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [tuple(row) for row in rows]
 
     # -- claiming and recording
 
@@ -633,7 +634,7 @@ class Outbox:
                         d.created_at, d.sent_at)
                  .where(d.subscriber_id == subscriber_id).order_by(d.id.desc()).limit(limit))
         with self.database.read() as connection:
-            return [SubscriberDelivery(*row) for row in connection.execute(query)]
+            return [SubscriberDelivery(*row) for row in connection.execute(query)]  # type: ignore[call-arg]
 
     def failure_groups(self, limit: int = 50) -> list[FailureGroup]:
         """Failed deliveries grouped by the server's last reply, the largest group first."""
@@ -694,7 +695,7 @@ def _report(row: Row[Any]) -> RunReport:
     )
 
 
-def _claimed(row: Row[Any], categories: tuple[str, ...]) -> ClaimedDelivery:
+def _claimed(row: Any, categories: tuple[str, ...]) -> ClaimedDelivery:
     sections = tuple((slug, tuple(ids), int(hidden)) for slug, ids, hidden in json.loads(row.articles))
     subscriber = Subscriber(
         id=row.subscriber_id, email=row.email, name=row.name, status=SubscriberStatus(row.subscriber_status),
@@ -727,7 +728,7 @@ def subscriber_states(database: Database, ids: Sequence[int]) -> dict[int, tuple
 _d, _s, _sc = deliveries.c, subscribers.c, subscriber_categories.c
 _QUEUED_OF_RUN = and_(_d.run_id == bindparam("of_run"), _d.status == QUEUED)
 _RETRY_DUE = and_(_d.status == RETRY, _d.next_attempt_at <= bindparam("now"))
-_IDS = bindparam("ids", expanding=True)
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _CHOSEN_QUEUED, _CHOSEN_DUE = (
     select(_d.id).where(condition).order_by(_d.id).limit(bindparam("limit")).with_for_update(skip_locked=True)
     for condition in (_QUEUED_OF_RUN, _RETRY_DUE)

@@ -29,7 +29,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
@@ -37,7 +37,7 @@ from itertools import islice
 from typing import Any
 
 from syndicate.config import Settings
-from syndicate.content import Article, Category, Corpus, gc_paused, load_corpus, render_markdown
+from syndicate.content import Article, Category, ContentSource, Corpus, gc_paused, render_markdown
 from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
@@ -332,6 +332,7 @@ class DeliveryService:
         self,
         settings: Settings,
         database: Database,
+        content: ContentSource,
         *,
         backend_factory: Callable[[], MailBackend] | None = None,
         environ: Mapping[str, str] | None = None,
@@ -340,6 +341,7 @@ class DeliveryService:
         configured backend, smtp or file); a given factory always sends from this process."""
         self.settings = settings
         self.database = database
+        self.content = content
         self.environ = environ
         self.store = SubscriberStore(database)
         self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
@@ -356,13 +358,13 @@ class DeliveryService:
             extra = {"environ": self.environ} if self.environ is not None else {}
             if self.connections_share is not None:
                 extra["connections"] = self.connections_share
-        return make_backend(self.settings, **extra)
+        return make_backend(self.settings.mail, self.settings.smtp, **extra)
 
     # -- planning
 
     def plan_manual(self, request: SendRequest, now: datetime) -> RunReport:
         """Record a manual run and one delivery per matching subscriber with something new."""
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         for _ in self._plan_batches(run_id, subscribers, corpus, now):
@@ -371,9 +373,9 @@ class DeliveryService:
 
     def _plan_batches(
         self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime
-    ) -> Iterator[list[PlannedDelivery]]:
+    ) -> Generator[list[PlannedDelivery], None, None]:
         """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
             for batch in _batched(subscribers, PLAN_BATCH):
                 planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
@@ -390,8 +392,8 @@ class DeliveryService:
         next send time on. One due for longer than `grace` is skipped, logged and rescheduled.
         Nothing due: no run is recorded (run_id 0)."""
         self._reschedule_missed(now, grace)
-        corpus = load_corpus(self.settings)
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        corpus = self.content.read()
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         run_id = 0
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
             if not run_id:
@@ -452,7 +454,7 @@ class DeliveryService:
         on the first planned batches while this process plans the rest. `clock` (default: the real
         one) dates the sending, `now` the planning; `planned` hears of the run once it is planned."""
         fixed, clock = clock, clock or _clock(None)
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         batches = self._plan_batches(run_id, subscribers, corpus, now)
@@ -512,7 +514,7 @@ class DeliveryService:
         def send(counted: Callable[[], None]) -> None:
             shares = self._shares(run_id, clock())
             if len(shares) > 1:
-                messages = _Messages(self, load_corpus(self.settings))
+                messages = _Messages(self, self.content.read())
                 group = _WorkerGroup(self, shares[1:], claim, clock, messages)
                 self._send_beside(group, shares[0], claim, clock, stop, counted, messages)
             else:
@@ -644,7 +646,7 @@ class DeliveryService:
     ) -> dict[str, int]:
         """Claim, render and send until claim() gives nothing; every claimed delivery ends recorded
         (or, when the process dies, `sending` for recover())."""
-        messages = messages or _Messages(self, load_corpus(self.settings))
+        messages = messages or _Messages(self, self.content.read())
         recorder = _Recorder(self.outbox, clock)
         waiting: dict[str, ClaimedDelivery] = {}  # claimed, not yet handed to the backend
         handed: dict[str, ClaimedDelivery] = {}  # handed to the backend, no result yet
@@ -724,8 +726,8 @@ class DeliveryService:
         count, None) when a send would record their digest now, or (email, count, why not) when the
         outbox already holds it (the same digest sent or failed, or one under way). The planning a
         send does and the outbox's own rule, asked without writing: the dry run and the send agree."""
-        corpus = load_corpus(self.settings)
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        corpus = self.content.read()
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         for batch in _batched(self._matching(request, corpus), PLAN_BATCH):
             planned = [(s, p) for s, p in ((s, self._plan_one(s, selector)) for s in batch) if p is not None]
             held = self.outbox.held_back([p for _, p in planned])
@@ -747,9 +749,9 @@ class DeliveryService:
     def send_test_copy(self, request: SendRequest, to: str, now: datetime) -> SendResult:
         """Mail the digest of `request.subscriber` (or of a made-up subscriber following
         `request.categories`) to `to` only, with placeholder links; changes no state."""
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         subscriber = self._test_subscriber(request, corpus, to)
-        digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings)
+        digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         if digest is None:
             raise UsageError(f"nothing new for {request.subscriber or ', '.join(request.categories)}: no digest to send")
         links = PlaceholderLinks(self.urls)

@@ -14,7 +14,7 @@ import hashlib
 import html
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
@@ -205,7 +205,7 @@ def encode_block(text: str) -> bytes:
     return b"".join([qp_encode(line) + CRLF for line in text.split("\n")[:-1]])
 
 
-def fill_chunks(chunks: Sequence[Chunk], values: dict[str, str]) -> bytes:
+def fill_chunks(chunks: Sequence[Chunk], values: Mapping[str, str]) -> bytes:
     return b"".join([c if isinstance(c, bytes) else qp_encode(c.text.fill(values)) + c.end for c in chunks])
 
 
@@ -237,7 +237,7 @@ class EncodedVariant:
     html: tuple[Chunk, ...]
     tail: bytes
 
-    def body(self, text_values: dict[str, str], html_values: dict[str, str]) -> list[bytes]:
+    def body(self, text_values: Mapping[str, str], html_values: Mapping[str, str]) -> list[bytes]:
         return [self.text_head, fill_chunks(self.text, text_values), self.html_head, fill_chunks(self.html, html_values), self.tail]
 
 

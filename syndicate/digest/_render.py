@@ -272,7 +272,10 @@ def _inline_fragment(fragment: str, css: str, inliner: str) -> str:
         return css_inline.inline_fragment(fragment, css, load_remote_stylesheets=False)
     document = f"<html><head><style>{css}</style></head><body>{fragment}</body></html>"
     inlined = premailer.Premailer(document, keep_style_tags=False, **_PREMAILER).transform()
-    return _BODY.search(inlined).group(1)
+    body = _BODY.search(inlined)
+    if body is None:
+        raise ValueError("premailer returned a document without a body")
+    return body.group(1)
 
 
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S)
@@ -515,7 +518,7 @@ class EmailRenderer:
     def _pieces_of(self, section: DigestSection) -> list[tuple[str, tuple[object, ...], dict[str, object]]]:
         """(macro, key, view) of each piece of `section`."""
         category = self._category_view(section)
-        pieces = [("heading", (section.category,), category)]
+        pieces: list[tuple[str, tuple[object, ...], dict[str, object]]] = [("heading", (section.category,), category)]
         pieces += [("article", (a.id, a.content_hash), self._article_view(a)) for a in section.articles]
         if section.hidden:
             pieces.append(("more", (section.category, section.hidden), category))

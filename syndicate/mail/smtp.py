@@ -120,11 +120,14 @@ class _Connection:
 
     def _connect(self) -> None:
         endpoint = self._endpoint
-        kind = smtplib.SMTP_SSL if endpoint.security == "tls" else smtplib.SMTP
-        extra = {"context": endpoint.context} if endpoint.security == "tls" else {}
         try:
             # Given the host, the constructor connects (and reads the greeting); it leaves no socket open on failure.
-            smtp = kind(endpoint.host, endpoint.port, endpoint.ehlo_name, timeout=endpoint.timeout, **extra)
+            smtp: smtplib.SMTP
+            if endpoint.security == "tls":
+                smtp = smtplib.SMTP_SSL(endpoint.host, endpoint.port, endpoint.ehlo_name, timeout=endpoint.timeout,
+                                        context=endpoint.context)
+            else:
+                smtp = smtplib.SMTP(endpoint.host, endpoint.port, endpoint.ehlo_name, timeout=endpoint.timeout)
             self._smtp = smtp
             smtp.ehlo_or_helo_if_needed()
             if endpoint.security == "starttls":
@@ -500,7 +503,10 @@ class SmtpBackend(MailBackend):
                         run.pending += 1
                     continue
                 if not run.pending:
-                    _ = run.stop.wait(wait) if run.stop is not None else time.sleep(wait)
+                    if run.stop is not None:
+                        run.stop.wait(wait)
+                    else:
+                        time.sleep(wait)
                     continue
             try:
                 item = run.results.get(timeout=wait)

@@ -201,7 +201,7 @@ class Service:
                      report.run_id, report.status, report.sent, report.retrying, report.failed)
 
     def rebuild(self) -> BuildReport:
-        report = build_site(self.settings, memory=self.articles)
+        report = build_site(self.settings, self.components.content, memory=self.articles)
         for problem in report.problems:
             log.warning("build problem: %s", problem)
         return report

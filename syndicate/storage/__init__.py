@@ -5,13 +5,12 @@ from syndicate.storage._database import (
     Database,
     create_database,
     current_revision,
-    database_url,
     head_revision,
     open_database,
     upgrade,
 )
 
 __all__ = [
-    "Database", "create_database", "current_revision", "database_url", "head_revision", "open_database",
+    "Database", "create_database", "current_revision", "head_revision", "open_database",
     "schema", "upgrade",
 ]

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from syndicate.config import Settings
+from syndicate.config import DatabaseSettings
 from syndicate.errors import SyndicateError
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,13 @@ def create_database(url: str, *, echo: bool = False) -> Database:
                 f"unsupported PostgreSQL driver {parsed.get_driver_name()!r} in {parsed.render_as_string()}",
                 hint="use a postgresql+psycopg://USER@HOST:PORT/DATABASE URL",
             )
+        try:
+            import psycopg  # noqa: F401  (the optional driver: syndicate[postgres])
+        except ImportError as e:
+            raise DatabaseError(
+                "PostgreSQL needs the psycopg driver, which is not installed",
+                hint="pip install 'syndicate[postgres]'",
+            ) from e
         engine = create_engine(parsed, echo=echo, pool_pre_ping=True)
     else:
         raise DatabaseError(
@@ -204,25 +211,14 @@ def _user_tables(database: Database) -> list[str]:
         return [name for name in inspect(connection).get_table_names() if name != VERSION_TABLE]
 
 
-def database_url(settings: Settings) -> str:
-    """The configured URL; a relative SQLite path (such as the default var/syndicate.db) is
-    taken relative to the config file's folder."""
-    url = settings.database.url
-    prefix = "sqlite:///"
-    path = url[len(prefix):] if url.startswith(prefix) else None
-    if path and path != ":memory:" and not path.startswith("/") and not path.startswith(":"):
-        return prefix + str((settings.base_folder / path).resolve())
-    return url
-
-
-def open_database(settings: Settings, *, upgrade_outdated: bool = False) -> Database:
-    """The configured database, ready to use.
+def open_database(settings: DatabaseSettings, *, upgrade_outdated: bool = False) -> Database:
+    """The `[database]` database, ready to use.
 
     An empty database is migrated on the spot; one at an older migration is migrated only with
     `upgrade_outdated` (else a DatabaseError tells to run `syndicate db upgrade`); one newer than
     the code, or holding tables that are not syndicate's, is refused.
     """
-    database = create_database(database_url(settings), echo=settings.database.echo)
+    database = create_database(settings.url, echo=settings.echo)
     try:
         _prepare(database, upgrade_outdated)
     except SQLAlchemyError as e:

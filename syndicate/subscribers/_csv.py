@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -32,7 +32,7 @@ OPTED_OUT = ("unsubscribed", "bounced")
 _EXTRA = "\0extra"  # where csv.DictReader puts fields beyond the header
 
 
-def _check_header(fields: list[str] | None, path: Path) -> None:
+def _check_header(fields: Sequence[str] | None, path: Path) -> None:
     if not fields:
         raise UsageError(f"{path}: empty file (expected a header row with at least an email column)")
     unknown = [f for f in fields if f not in EXPORT_COLUMNS]

@@ -418,7 +418,7 @@ class SubscriberStore:
         """Active subscribers per followed category slug ("" for those following every category)."""
         c, sc = subscribers.c, subscriber_categories.c
         with self.database.read() as connection:
-            per = dict(connection.execute(
+            per: dict[str, int] = dict(connection.execute(
                 select(sc.slug, func.count()).join(subscribers, c.id == sc.subscriber_id)
                 .where(c.status == SubscriberStatus.ACTIVE.value).group_by(sc.slug)
             ).all())
@@ -434,7 +434,7 @@ class SubscriberStore:
         """The soonest scheduled digests: (next send time, id, email)."""
         c = subscribers.c
         with self.database.read() as connection:
-            return [tuple(r) for r in connection.execute(  # type: ignore[misc]
+            return [(r[0], r[1], r[2]) for r in connection.execute(
                 select(c.next_send_at, c.id, c.email).where(c.status == SubscriberStatus.ACTIVE.value, c.next_send_at.is_not(None))
                 .order_by(c.next_send_at, c.id).limit(limit)
             )]

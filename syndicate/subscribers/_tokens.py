@@ -17,9 +17,8 @@ from itsdangerous.encoding import base64_encode, int_to_bytes
 from syndicate.config import LinkSettings, read_secret
 from syndicate.errors import SyndicateError
 
-PURPOSES = ("confirm", "unsubscribe", "preferences")
 # "csrf" signs a random form nonce (not a subscriber id): the web forms' double-submit token.
-PURPOSES += ("csrf",)
+PURPOSES = ("confirm", "unsubscribe", "preferences", "csrf")
 NEVER_EXPIRES = frozenset({"unsubscribe"})  # an opt-out link must keep working in every old email
 _KEY_ID_BYTES = 4
 

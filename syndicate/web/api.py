@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -114,7 +114,7 @@ def _out(stored: StoredSubscriber) -> SubscriberOut:
     s = stored.subscriber
     return SubscriberOut(
         id=s.id, email=s.email, name=s.name, status=s.status, categories=list(s.categories), frequency=s.frequency,
-        timezone=s.timezone, send_hour=s.send_hour, weekday=WEEKDAYS[s.weekday], source=s.source,
+        timezone=s.timezone, send_hour=s.send_hour, weekday=cast(Weekday, WEEKDAYS[s.weekday]), source=s.source,
         created_at=s.created_at, next_send_at=stored.next_send_at, confirmed_at=stored.confirmed_at,
         unsubscribed_at=stored.unsubscribed_at,
     )
@@ -202,7 +202,7 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
         if not build_lock.acquire(blocking=False):
             raise ApiProblem(409, "a build is already running")
         try:
-            report = build_site(context.settings, memory=context.corpus_memory)
+            report = build_site(context.settings, context.content, memory=context.corpus_memory)
         finally:
             build_lock.release()
         return {"ok": report.ok, "articles": report.articles, "categories": report.categories,

@@ -520,7 +520,8 @@ def _digest_preview(components: Components, context: WebContext, email: str) -> 
     except (UnknownSubscriberError, InvalidSubscriberError):
         return "<p>No such subscriber.</p>"
     corpus = components.corpus()
-    digest = select_digest(subscriber, corpus.articles, corpus.categories, context.clock(), components.settings)
+    digest = select_digest(subscriber, corpus.articles, corpus.categories, context.clock(),
+                           components.settings.digest.max_articles)
     if digest is None:
         return "<p>Nothing new for this subscriber: no digest would be sent.</p>"
     return components.renderer.render_digest(digest, PlaceholderLinks(components.urls), corpus.categories).html

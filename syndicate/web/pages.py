@@ -75,7 +75,7 @@ class Pages:
         settings = self.context.settings
         html = self.environment.get_template(template).render({
             "site_title": settings.site.title, "language": settings.site.language, "labels": LABELS,
-            "csrf": csrf_field(self.context.signer, nonce, now), "errors": {}, **values,
+            "csrf": csrf_field(self.context.signer, nonce, now) if nonce is not None else "", "errors": {}, **values,
         })
         response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
         if fresh:
