@@ -66,7 +66,8 @@ def _export(database) -> str:
     return out.getvalue()
 
 
-def test_export_restore_into_an_empty_database_is_byte_equal(tmp_path, cli):
+def test_export_restore_into_an_empty_database_is_byte_equal(tmp_path, cli, database_url):
+    """From SQLite into an empty SQLite file, or an empty PostgreSQL schema."""
     source = open_db(f"sqlite:///{tmp_path / 'a.db'}")
     _fill(source)
     first = _export(source)
@@ -80,8 +81,7 @@ def test_export_restore_into_an_empty_database_is_byte_equal(tmp_path, cli):
     backup = tmp_path / "backup.csv"
     backup.write_text(first, encoding="utf-8")
 
-    url = f"sqlite:///{tmp_path / 'b.db'}"
-    config = _config(tmp_path, "b", url)
+    config = _config(tmp_path, "b", database_url)
     assert cli(config, "db", "upgrade")[0] == 0
     code, out, err = cli(config, "subscribers", "import", str(backup), "--restore", "--dry-run")
     assert code == 0, err

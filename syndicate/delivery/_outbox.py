@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import BindParameter, Connection, Row, and_, bindparam, case, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.config import OutboxSettings
@@ -639,9 +639,10 @@ class Outbox:
     def failure_groups(self, limit: int = 50) -> list[FailureGroup]:
         """Failed deliveries grouped by the server's last reply, the largest group first."""
         d = deliveries.c
+        reply = func.coalesce(d.last_reply, literal_column("''"))  # the same SQL text in SELECT and GROUP BY (PostgreSQL)
         query = (
-            select(func.coalesce(d.last_reply, ""), func.max(d.last_code), func.count(), func.max(d.updated_at))
-            .where(d.status == FAILED).group_by(func.coalesce(d.last_reply, ""))
+            select(reply, func.max(d.last_code), func.count(), func.max(d.updated_at))
+            .where(d.status == FAILED).group_by(reply)
             .order_by(func.count().desc(), func.max(d.updated_at).desc()).limit(limit)
         )
         with self.database.read() as connection:
