@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from syndicate.campaigns import CampaignError, NewCampaign
 from syndicate.delivery import SendRequest
@@ -347,8 +348,9 @@ def _subscriber_routes(router: APIRouter, console: Console) -> None:
             path.write_bytes(text)
             dry_run = form.get("confirm") != "yes"
             try:
-                report = _import(components, context, path, mode, dry_run)
-                rows = _dry_run_rows(components, context, path) if dry_run else None
+                # Blocking work off the event loop: other requests (the live run pages) go on meanwhile.
+                report = await run_in_threadpool(_import, components, context, path, mode, dry_run)
+                rows = await run_in_threadpool(_dry_run_rows, components, context, path) if dry_run else None
             except UsageError as e:
                 return console.page(request, "import.html.j2", 422, rows=None, text="", mode=mode, report=None,
                                     error=str(e).replace(str(path), "the file"))
@@ -481,7 +483,7 @@ def _send_routes(router: APIRouter, console: Console) -> None:
         chosen = {"frequency": form.get("frequency") or "", "categories": list(send_request.categories),
                   "subscriber": send_request.subscriber or ""}
         try:
-            due = list(components.delivery.due(send_request, context.clock()))
+            due = await run_in_threadpool(lambda: list(components.delivery.due(send_request, context.clock())))
         except (UsageError, UnknownSubscriberError) as e:
             return send_page(request, 422, chosen=chosen, error=str(e))
         plan = [(email, count) for email, count, held in due if held is None]
@@ -504,7 +506,7 @@ def _send_routes(router: APIRouter, console: Console) -> None:
             return send_page(request, 422, error="Confirm the send first.")
         send_request = _send_request(form)
         try:
-            report = components.delivery.plan_manual(send_request, context.clock())
+            report = await run_in_threadpool(components.delivery.plan_manual, send_request, context.clock())
         except (UsageError, UnknownSubscriberError) as e:
             return send_page(request, 422, error=str(e))
         delivery, runner = components.delivery, context.runner
@@ -547,8 +549,10 @@ def _failure_routes(router: APIRouter, console: Console) -> None:
         if not ids and run_id is None and reply is None:
             return _to("/admin/failures", "Nothing chosen to requeue.")
         try:
-            result = requeue_and_send(components, context.runner, context.clock(), actor, ids=ids, run_id=run_id,
-                                      reply=reply, reason=(form.get("reason") or "")[:500], send=True)
+            reason = str(form.get("reason") or "")[:500]
+            result = await run_in_threadpool(lambda: requeue_and_send(
+                components, context.runner, context.clock(), actor, ids=ids, run_id=run_id, reply=reply, reason=reason,
+                send=True))
         except UsageError as e:
             return _to("/admin/failures", str(e))
         left = f"; {len(result['left_failed'])} left failed ({result['left_failed'][0]['why']})" if result["left_failed"] else ""
@@ -613,7 +617,7 @@ def _campaign_routes(router: APIRouter, console: Console) -> None:
         actor, form = await console.form(request)
         to = (form.get("to") or "").strip()[:320]
         try:
-            result = campaigns.send_test(campaign_id, to, now=context.clock())
+            result = await run_in_threadpool(lambda: campaigns.send_test(campaign_id, to, now=context.clock()))
         except (UsageError, SyndicateError) as e:
             return campaign_page(request, campaign_id, 422, error=str(e))
         console.audit(actor, "campaign.test", "campaign", campaign_id, f"to {to}: {result.outcome}")
@@ -625,7 +629,7 @@ def _campaign_routes(router: APIRouter, console: Console) -> None:
         if form.get("confirm") != "yes":
             return campaign_page(request, campaign_id, 422, error="Tick the box to confirm the send.")
         try:
-            run_id = start_campaign(components, context.runner, campaign_id, context.clock(), actor)
+            run_id = await run_in_threadpool(start_campaign, components, context.runner, campaign_id, context.clock(), actor)
         except CampaignError as e:
             return campaign_page(request, campaign_id, 409, error=str(e))
         return _to(f"/admin/runs/{run_id}")
