@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from syndicate.config import load_settings
 from syndicate.storage.schema import subscribers
 from syndicate.subscribers import SubscriberStore
+from syndicate.wiring import Components
 from tests.outbox_support import add_subscribers
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 from tests.test_operators_cli import env  # noqa: F401  (fixture)
@@ -93,3 +95,23 @@ def test_bad_campaigns_are_refused_with_the_field(env, tmp_path):
     later = (datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="minutes")
     code, out, err = run("campaigns", "create", "--subject", "Hi", "--body", str(_body(tmp_path)), "--at", later)
     assert code == 0 and "(scheduled for " in out, err
+
+
+def test_a_scheduled_campaign_goes_out_when_due_once(env, tmp_path):
+    run, server, database, config = env
+    people = add_subscribers(database, 2, categories=("city",), now=datetime.now(UTC))
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    code, out, err = run("campaigns", "create", "--subject", "Later", "--body", str(_body(tmp_path, "Hi.\n")),
+                         "--at", soon.isoformat())
+    assert code == 0, err
+    components = Components(load_settings(config))
+    try:
+        campaigns = components.campaigns
+        assert campaigns.send_due(datetime.now(UTC)) == []  # not yet
+        assert server.received == []
+        sent = campaigns.send_due(soon + timedelta(seconds=1))  # the service's job, a minute later
+        assert [(c.id, c.status.value, c.counts["sent"]) for c in sent] == [(1, "sent", 2)]
+        assert campaigns.send_due(soon + timedelta(minutes=2)) == []  # never twice
+    finally:
+        components.close()
+    assert sorted(m.recipients[0] for m in server.received) == sorted(p.email for p in people)
