@@ -39,13 +39,12 @@ from sqlalchemy import insert
 
 from syndicate.config import Settings
 from syndicate.delivery._service import DeliveryService, SendRequest
-from syndicate.digest._render import EmailRenderer
 from syndicate.digest._select import Timeline, select_digest
 from syndicate.site._urls import SiteUrls
 from syndicate.storage._database import create_database, upgrade
 from syndicate.storage.schema import subscriber_categories
 from syndicate.storage.schema import subscribers as subscribers_table
-from syndicate.wiring import content_source, load_corpus
+from syndicate.wiring import content_source, email_renderer, load_corpus, message_builder
 
 SECRET = "bench-secret-for-signed-links"
 SENDER = "digest@news.example.org"
@@ -113,11 +112,10 @@ def mean_size(folder: Path, port: int, sample: int = 500) -> int:
     settings = settings_for(folder, sample, port)
     corpus = load_corpus(settings)
     timeline = Timeline.of(corpus.articles)
-    renderer = EmailRenderer(settings)
+    renderer = email_renderer(settings)
     links = BenchLinks(SiteUrls(settings.site.base_url))
-    from syndicate.digest._message import MessageBuilder
 
-    builder = MessageBuilder(settings, renderer, links, corpus.categories, NOW)
+    builder = message_builder(settings, renderer, links, corpus.categories, NOW)
     sizes = []
     for person in subscribers(sample, [c.slug for c in corpus.categories]):
         digest = select_digest(person, timeline, corpus.categories, NOW, settings.digest.max_articles)
@@ -142,7 +140,7 @@ def naive(folder: Path, count: int, port: int) -> dict:
     """Render, premailer, EmailMessage and a new SMTP connection for every message."""
     settings = settings_for(folder, count, port)
     corpus = load_corpus(settings)
-    renderer = EmailRenderer(settings, inliner="premailer", cache=False)
+    renderer = email_renderer(settings, inliner="premailer", cache=False)
     links = BenchLinks(SiteUrls(settings.site.base_url))
     sent = 0
     started = time.perf_counter()

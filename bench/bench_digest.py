@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from syndicate.config import default_settings
-from syndicate.digest._message import MessageBuilder, message_id
+from syndicate.digest._message import message_id
 from syndicate.digest._render import EmailRenderer
 from syndicate.digest._select import Timeline, select_digest
 from syndicate.site._urls import SiteUrls
 from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
-from syndicate.wiring import load_corpus
+from syndicate.wiring import email_renderer, load_corpus, message_builder
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -120,8 +120,8 @@ def measure(folder: Path, mode: str, inliner: str, count: int) -> dict:
     people = subscribers(count, slugs)
     links = BenchLinks(SiteUrls(settings.site.base_url))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    renderer = EmailRenderer(settings, inliner=inliner, cache=(mode == "fast"))
-    builder = MessageBuilder(settings, renderer, links, corpus.categories, NOW)
+    renderer = email_renderer(settings, inliner=inliner, cache=(mode == "fast"))
+    builder = message_builder(settings, renderer, links, corpus.categories, NOW)
     sent = empty = total_bytes = 0
     variants: set[str] = set()
     started = time.perf_counter()

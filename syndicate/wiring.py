@@ -29,7 +29,7 @@ from syndicate.content import (
     ReaderOptions,
 )
 from syndicate.delivery import DeliveryService, Outbox
-from syndicate.digest import EmailRenderer, build_confirmation
+from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, build_confirmation
 from syndicate.mail import MailBackend, OutgoingMessage, make_backend
 from syndicate.site import SiteUrls
 from syndicate.storage import Database, open_database
@@ -85,6 +85,17 @@ def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bo
                 memory: CorpusMemory | None = None, writer: CacheWriter | None = None) -> Corpus:
     """Every article of the configured content folder (or `folder`): content_source(settings).read(...)."""
     return content_source(settings).read(folder, use_cache=use_cache, memory=memory, writer=writer)
+
+
+def email_renderer(settings: Settings, **options: Any) -> EmailRenderer:
+    """The email renderer for the [site], [email] and [digest] settings (`options`: EmailRenderer's)."""
+    return EmailRenderer(settings.site, settings.email, settings.digest.subject, site_urls(settings), **options)
+
+
+def message_builder(settings: Settings, renderer: EmailRenderer, links: LinkMaker, categories: Sequence[Category],
+                    now: datetime, **options: Any) -> MessageBuilder:
+    """A run's message builder for the [mail], [email] and [site] settings (`options`: MessageBuilder's)."""
+    return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now, **options)
 
 
 def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:
@@ -165,7 +176,7 @@ class Components:
 
     @cached_property
     def renderer(self) -> EmailRenderer:
-        return EmailRenderer(self.settings)
+        return EmailRenderer(self.settings.site, self.settings.email, self.settings.digest.subject, self.urls)
 
     def backend(self) -> MailBackend:
         """A fresh mail backend (the handed-in factory's, else the configured one)."""
@@ -178,7 +189,7 @@ class Components:
                              now: datetime) -> OutgoingMessage:
         """The double opt-in email for `subscriber`, ready for a mail backend."""
         data = build_confirmation(
-            self.settings, self.renderer, email=subscriber.email, name=subscriber.name,
+            self.settings.mail, self.settings.email, self.settings.site, self.renderer, email=subscriber.email, name=subscriber.name,
             categories=categories, confirm_url=confirm_url, now=now,
         )
         found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)

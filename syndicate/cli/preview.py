@@ -14,10 +14,10 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
-from syndicate.digest import LinkMaker, MessageBuilder, select_digest
+from syndicate.digest import LinkMaker, select_digest
 from syndicate.errors import MissingSecretError, UsageError
 from syndicate.subscribers import Frequency, PlaceholderLinks, Subscriber, SubscriberStatus
-from syndicate.wiring import Components, load_corpus
+from syndicate.wiring import Components, load_corpus, message_builder
 
 
 def _parse_since(value: str | None, settings: Settings) -> datetime | None:
@@ -96,7 +96,7 @@ def preview(
     renderer = components.renderer
     rendered = renderer.render_digest(digest, links, corpus.categories)
     if fmt == "eml":
-        data = MessageBuilder(settings, renderer, links, corpus.categories, now).digest_message(digest).data
+        data = message_builder(settings, renderer, links, corpus.categories, now).digest_message(digest).data
     else:
         data = (rendered.html if fmt == "html" else rendered.text).encode("utf-8")
     if output is not None:

@@ -62,6 +62,7 @@ from syndicate.digest import (
     Digest,
     DigestSection,
     EmailRenderer,
+    LinkMaker,
     MessageBuilder,
     Selector,
     message_id,
@@ -157,7 +158,7 @@ class _Messages:
         self.categories = corpus.categories
         self.by_slug = {c.slug: c for c in corpus.categories}
         self.by_id: dict[str, Article] = {a.id: a for a in corpus.articles}
-        self.renderer = EmailRenderer(self.settings)
+        self.renderer = service.renderer()
         self.sender = parseaddr(self.settings.mail.from_)[1]
         self._builders: dict[int, MessageBuilder] = {}
         self._campaigns: dict[int, tuple[str, str, str]] = {}  # id -> (subject, body HTML, body text)
@@ -167,7 +168,7 @@ class _Messages:
         if run_id not in self._builders:
             started = self.service.outbox.run_started(run_id)
             links = SignedLinks(signer_from_settings(self.settings.links, self.service.environ), self.service.urls, now=started)
-            self._builders[run_id] = MessageBuilder(self.settings, self.renderer, links, self.categories, started)
+            self._builders[run_id] = self.service.builder(self.renderer, links, self.categories, started)
         return self._builders[run_id]
 
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
@@ -351,6 +352,15 @@ class DeliveryService:
         self.workers = settings.outbox.workers or os.cpu_count() or 1
         self.claim_batch = CLAIM_BATCH
         self.connections_share: int | None = None  # a worker process's share of [smtp] connections
+
+    def renderer(self) -> EmailRenderer:
+        settings = self.settings
+        return EmailRenderer(settings.site, settings.email, settings.digest.subject, self.urls)
+
+    def builder(self, renderer: EmailRenderer, links: LinkMaker, categories: Sequence[Category],
+                now: datetime) -> MessageBuilder:
+        settings = self.settings
+        return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now)
 
     def _configured_backend(self) -> MailBackend:
         extra: dict[str, Any] = {}
@@ -755,7 +765,7 @@ class DeliveryService:
         if digest is None:
             raise UsageError(f"nothing new for {request.subscriber or ', '.join(request.categories)}: no digest to send")
         links = PlaceholderLinks(self.urls)
-        built = MessageBuilder(self.settings, EmailRenderer(self.settings), links, corpus.categories, now).digest_message(digest)
+        built = self.builder(self.renderer(), links, corpus.categories, now).digest_message(digest)
         message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (to,), built.data, built.message_id)
         result = next(iter(self.backend_factory().send_messages([message])))
         log.info("test copy to=%s outcome=%s reply=%s", to, result.outcome, result.reply)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
-from syndicate.config import Settings
+from syndicate.config import EmailSettings, MailSettings, SiteSettings
 from syndicate.content import Category
 from syndicate.digest._render import VARIANT_CACHE, BoundedCache, EmailRenderer, LinkMaker, RenderedEmail, SlotText
 from syndicate.digest._select import Digest
@@ -259,7 +259,9 @@ class MessageBuilder:
 
     def __init__(
         self,
-        settings: Settings,
+        mail: MailSettings,
+        email: EmailSettings,
+        site: SiteSettings,
         renderer: EmailRenderer,
         links: LinkMaker,
         categories: Sequence[Category],
@@ -267,24 +269,25 @@ class MessageBuilder:
         *,
         variant_cache: int = VARIANT_CACHE,
     ) -> None:
-        """`variant_cache`: encoded variants kept (least recently used forgotten; met again, re-encoded)."""
+        """[mail], [email] and [site] name the sender, the list and its links. `variant_cache`: encoded variants kept (least recently used forgotten; met again, re-encoded)."""
         if now.tzinfo is None:
             raise ValueError("MessageBuilder: `now` must be timezone-aware")
-        self.settings = settings
+        self.email = email
+        self.site = site
         self.renderer = renderer
         self.links = links
         self.categories = tuple(categories)
-        self.domain = checked("Message-ID", settings.mail.domain)
-        self._mailto = self._unsubscribe_mailto(settings.email.unsubscribe_mailto)
+        self.domain = checked("Message-ID", mail.domain)
+        self._mailto = self._unsubscribe_mailto(email.unsubscribe_mailto)
         self._run_headers = b"".join(
             [
-                header_line("From", configured_address("From", "[mail] from", settings.mail.from_)),
+                header_line("From", configured_address("From", "[mail] from", mail.from_)),
                 header_line("Date", format_datetime(now)),
             ]
         )
         list_headers = [header_line("List-Id", self._list_id())]
-        if settings.mail.reply_to:
-            list_headers.insert(0, header_line("Reply-To", configured_address("Reply-To", "[mail] reply_to", settings.mail.reply_to)))
+        if mail.reply_to:
+            list_headers.insert(0, header_line("Reply-To", configured_address("Reply-To", "[mail] reply_to", mail.reply_to)))
         self._list_headers = b"".join(list_headers)
         self._mime_headers = header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + header_line("MIME-Version", "1.0")
         self._variants: BoundedCache[str, EncodedVariant] = BoundedCache(variant_cache)
@@ -384,11 +387,11 @@ class MessageBuilder:
         )
 
     def _list_id(self) -> str:
-        configured = self.settings.email.list_id
+        configured = self.email.list_id
         if configured:
             value = checked("List-Id", configured)
             return value if "<" in value else f"<{value}>"
-        title = self.settings.site.title
+        title = self.site.title
         label = f"<digest.{self.domain}>"
         return f"{encode_text('List-Id', title)} {label}" if title else label
 
@@ -407,7 +410,9 @@ def _static_body(rendered: RenderedEmail, boundary: str) -> list[bytes]:
 
 
 def build_confirmation(
-    settings: Settings,
+    mail: MailSettings,
+    email_settings: EmailSettings,
+    site: SiteSettings,
     renderer: EmailRenderer,
     *,
     email: str,
@@ -417,7 +422,7 @@ def build_confirmation(
     now: datetime,
 ) -> bytes:
     """The double opt-in email (text + HTML) with the confirm link, as exact bytes."""
-    builder = MessageBuilder(settings, renderer, _NoLinks(), (), now)
+    builder = MessageBuilder(mail, email_settings, site, renderer, _NoLinks(), (), now)
     return builder.confirmation(email, name, categories, confirm_url)
 
 

@@ -41,7 +41,7 @@ import jinja2
 import markupsafe
 import premailer
 
-from syndicate.config import Settings
+from syndicate.config import EmailSettings, SiteSettings
 from syndicate.content import Article, Category
 from syndicate.digest._select import Digest, DigestSection, section_key
 from syndicate.errors import ConfigError
@@ -239,8 +239,8 @@ def join_names(names: Sequence[str]) -> str:
     return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def templates_folder(settings: Settings) -> Path:
-    return settings.email.templates or DEFAULT_TEMPLATES
+def templates_folder(email: EmailSettings) -> Path:
+    return email.templates or DEFAULT_TEMPLATES
 
 
 def inline_css(document: str, inliner: str) -> str:
@@ -332,20 +332,21 @@ class DigestParts:
 class EmailRenderer:
     """Renders digests and confirmations; holds this run's cache of rendered variants."""
 
-    def __init__(self, settings: Settings, *, inliner: str | None = None, cache: bool = True,
-                 variant_cache: int = VARIANT_CACHE) -> None:
-        """`cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures);
+    def __init__(self, site: SiteSettings, email: EmailSettings, subject: str, urls: SiteUrls, *,
+                 inliner: str | None = None, cache: bool = True, variant_cache: int = VARIANT_CACHE) -> None:
+        """`site` names the site and its time zone, `email` the templates and the CSS inliner, `subject`
+        is the [digest] subject template, `urls` makes the links. `cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures);
         `variant_cache`: rendered variants kept (least recently used forgotten)."""
-        self.settings = settings
+        self.site = site
         self.cache = cache
-        self.inliner = inliner or settings.email.css_inliner
-        self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
-        self.timezone = ZoneInfo(settings.site.timezone)
+        self.inliner = inliner or email.css_inliner
+        self.urls = urls
+        self.timezone = ZoneInfo(site.timezone)
         self._nonce = secrets.token_hex(8)
         names = "|".join(sorted(set(DIGEST_SLOTS + VARIANT_SLOTS + CONFIRM_SLOTS + CAMPAIGN_SLOTS)))
         self._marker = re.compile(f"slot{self._nonce}({names})x")
-        self._env = _environment(templates_folder(settings))
-        self._subject = _subject_template(settings.digest.subject)
+        self._env = _environment(templates_folder(email))
+        self._subject = _subject_template(subject)
         self._variants: BoundedCache[str, RenderedVariant] = BoundedCache(variant_cache)
         self._variants_rendered = 0
         self._sections: BoundedCache[str, RenderedSection] = BoundedCache(SECTION_CACHE)
@@ -457,8 +458,8 @@ class EmailRenderer:
 
     def _common(self) -> dict[str, object]:
         return {
-            "site": self.settings.site.title,
-            "language": self.settings.site.language,
+            "site": self.site.title,
+            "language": self.site.language,
             "home_url": self.urls.home(),
         }
 
@@ -555,7 +556,7 @@ class EmailRenderer:
 
     def _render_confirmation(self) -> RenderedVariant:
         slots = self._slot_markers(CONFIRM_SLOTS)
-        subject = f"Confirm your subscription to {self.settings.site.title}"
+        subject = f"Confirm your subscription to {self.site.title}"
         context = {**self._common(), "title": subject, **slots}
         return self._finish("confirm", subject, "confirm", context)
 
@@ -572,7 +573,7 @@ class EmailRenderer:
         names = [s.category.name for s in digest.sections]
         try:
             return self._subject.render(
-                site=self.settings.site.title,
+                site=self.site.title,
                 count=digest.count,
                 hidden=digest.hidden,
                 categories=join_names(names),

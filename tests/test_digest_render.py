@@ -13,9 +13,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from syndicate.content._model import Category
-from syndicate.digest._render import EmailRenderer, inline_css, wrap
+from syndicate.digest._render import inline_css, wrap
 from syndicate.digest._select import select_digest
 from syndicate.errors import ConfigError
+from syndicate.wiring import email_renderer
 from tests.digest_support import SAMPLE_NOW, SignedLookingLinks, sample_corpus, sample_settings, subscriber
 
 SETTINGS = sample_settings()
@@ -30,7 +31,7 @@ def sample_digest(settings=SETTINGS, **fields):
 
 def rendered(inliner="premailer", settings=SETTINGS, **fields):
     digest = sample_digest(settings, **fields)
-    return EmailRenderer(settings, inliner=inliner).render_digest(digest, SignedLookingLinks(), CORPUS.categories)
+    return email_renderer(settings, inliner=inliner).render_digest(digest, SignedLookingLinks(), CORPUS.categories)
 
 
 def declarations(style: str) -> dict[str, str]:
@@ -120,7 +121,7 @@ def test_a_hostile_name_is_escaped_in_html_and_plain_in_text():
 
 
 def test_identical_article_sets_are_rendered_once_and_personalised_per_subscriber():
-    renderer = EmailRenderer(SETTINGS)
+    renderer = email_renderer(SETTINGS)
     links = SignedLookingLinks()
     one = sample_digest(categories=("main", "sports"))
     two = replace(sample_digest(categories=("sports", "main"), id=7, name="Bea"), subscriber=replace(one.subscriber, id=7, name="Bea"))
@@ -133,7 +134,7 @@ def test_identical_article_sets_are_rendered_once_and_personalised_per_subscribe
 
 
 def test_article_text_that_looks_like_a_slot_is_not_substituted():
-    renderer = EmailRenderer(SETTINGS)
+    renderer = email_renderer(SETTINGS)
     digest = sample_digest(categories=("sports",))
     forged = f"slot{'0' * 16}unsubscribe_urlx and greeting"
     article = replace(digest.sections[0].articles[0], title=forged)
@@ -157,14 +158,14 @@ def test_the_subject_template_is_configurable_and_checked_at_start():
     settings = sample_settings(digest={"subject": "Neu bei {{ site }}: {{ count }} × {{ categories }}"})
     assert rendered(settings=settings, categories=("sports",)).subject == "Neu bei Syndicate Demo: 2 × Sports"
     with pytest.raises(ConfigError, match=r"\[digest\] subject"):
-        EmailRenderer(sample_settings(digest={"subject": "{{ site "}))
+        email_renderer(sample_settings(digest={"subject": "{{ site "}))
     with pytest.raises(ConfigError, match=r"\[digest\] subject.*known names"):
-        EmailRenderer(sample_settings(digest={"subject": "{{ nosuch }}"}))
+        email_renderer(sample_settings(digest={"subject": "{{ nosuch }}"}))
 
 
 def test_a_missing_templates_folder_is_a_config_error_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"\[email\] templates"):
-        EmailRenderer(sample_settings(email={"templates": tmp_path}))
+        email_renderer(sample_settings(email={"templates": tmp_path}))
 
 
 def test_inliners_never_fetch_external_stylesheets():
@@ -174,7 +175,7 @@ def test_inliners_never_fetch_external_stylesheets():
 
 
 def test_confirmation_has_the_link_in_both_parts():
-    email = EmailRenderer(SETTINGS).render_confirmation("new@example.org", None, [Category("sports", "Sports")], "http://127.0.0.1:8000/confirm/abc&def")
+    email = email_renderer(SETTINGS).render_confirmation("new@example.org", None, [Category("sports", "Sports")], "http://127.0.0.1:8000/confirm/abc&def")
     tree = lxml.html.fromstring(email.html)
     assert [a.get("href") for a in tree.cssselect("a.button")] == ["http://127.0.0.1:8000/confirm/abc&def"]
     assert "http://127.0.0.1:8000/confirm/abc&def" in email.text and "digests of Sports" in email.text
@@ -185,8 +186,8 @@ def test_sections_inlined_one_by_one_give_the_same_html_as_the_whole_document_in
     settings = sample_settings(digest={"max_articles": 4})
     digest = sample_digest(settings)
     links = SignedLookingLinks()
-    assembled = EmailRenderer(settings, inliner=inliner).render_digest(digest, links, CORPUS.categories)
-    whole = EmailRenderer(settings, inliner=inliner, cache=False).render_digest(digest, links, CORPUS.categories)
+    assembled = email_renderer(settings, inliner=inliner).render_digest(digest, links, CORPUS.categories)
+    whole = email_renderer(settings, inliner=inliner, cache=False).render_digest(digest, links, CORPUS.categories)
     assert len(digest.sections) >= 4
     assert assembled == whole
 

@@ -17,10 +17,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from syndicate.content._model import Category
-from syndicate.digest._message import HeaderError, MessageBuilder, build_confirmation
-from syndicate.digest._render import EmailRenderer
+from syndicate.digest._message import HeaderError, build_confirmation
 from syndicate.digest._select import select_digest
 from syndicate.errors import ConfigError
+from syndicate.wiring import email_renderer, message_builder
 from tests.digest_support import GOLDEN, SAMPLE_NOW, SignedLookingLinks, sample_corpus, sample_settings, subscriber
 
 SETTINGS = sample_settings()
@@ -34,8 +34,8 @@ def digest_for(settings=SETTINGS, **fields):
 
 
 def build(digest=None, settings=SETTINGS, links=None, inliner="premailer"):
-    renderer = EmailRenderer(settings, inliner=inliner)
-    builder = MessageBuilder(settings, renderer, links or SignedLookingLinks(), CORPUS.categories, SAMPLE_NOW)
+    renderer = email_renderer(settings, inliner=inliner)
+    builder = message_builder(settings, renderer, links or SignedLookingLinks(), CORPUS.categories, SAMPLE_NOW)
     return builder.digest_message(digest or digest_for(settings))
 
 
@@ -83,7 +83,7 @@ def test_the_parts_are_text_then_html_and_decode_to_exactly_what_was_rendered():
     parts = list(parsed.iter_parts())
     assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
     assert all(p.get_content_charset() == "utf-8" and p["Content-Transfer-Encoding"] == "quoted-printable" for p in parts)
-    expected = EmailRenderer(SETTINGS).render_digest(digest, SignedLookingLinks(), CORPUS.categories)
+    expected = email_renderer(SETTINGS).render_digest(digest, SignedLookingLinks(), CORPUS.categories)
     # MIME text has CRLF line ends; the parser hands them back as they are
     assert parts[0].get_content().replace("\r\n", "\n") == expected.text
     assert parts[1].get_content().replace("\r\n", "\n") == expected.html
@@ -125,7 +125,7 @@ def test_a_long_non_ascii_name_and_subject_are_encoded_and_decode_back():
     assert parsed["Subject"] == "Ваш дайджест Syndicate Demo — 4 статей: Main, Sports and Technology ✓"
 
 
-BUILDER = MessageBuilder(SETTINGS, EmailRenderer(SETTINGS), SignedLookingLinks(), CORPUS.categories, SAMPLE_NOW)
+BUILDER = message_builder(SETTINGS, email_renderer(SETTINGS), SignedLookingLinks(), CORPUS.categories, SAMPLE_NOW)
 
 
 @hsettings(max_examples=120, deadline=None)
@@ -188,8 +188,10 @@ def test_a_line_break_in_a_link_or_the_config_is_refused():
 
 def test_the_confirmation_email_parses_back_with_its_link():
     data = build_confirmation(
-        SETTINGS,
-        EmailRenderer(SETTINGS),
+        SETTINGS.mail,
+        SETTINGS.email,
+        SETTINGS.site,
+        email_renderer(SETTINGS),
         email="new@example.org",
         name="Nouvel Abonné",
         categories=[Category("sports", "Sports")],
@@ -214,7 +216,7 @@ def _scrub(data: bytes) -> bytes:
 def test_golden_digest_html_text_and_eml():
     settings = sample_settings(digest={"max_articles": 4})  # so "and N more" shows too
     digest = digest_for(settings, categories=tuple(c.slug for c in CORPUS.categories))
-    rendered = EmailRenderer(settings).render_digest(digest, SignedLookingLinks(), CORPUS.categories)
+    rendered = email_renderer(settings).render_digest(digest, SignedLookingLinks(), CORPUS.categories)
     outputs = {
         "digest.html": rendered.html.encode(),
         "digest.txt": rendered.text.encode(),
@@ -234,7 +236,7 @@ def test_golden_digest_html_text_and_eml():
 
 def test_the_date_header_is_the_run_time_in_rfc_5322_form():
     later = SAMPLE_NOW + timedelta(days=1)
-    builder = MessageBuilder(SETTINGS, EmailRenderer(SETTINGS), SignedLookingLinks(), CORPUS.categories, later)
+    builder = message_builder(SETTINGS, email_renderer(SETTINGS), SignedLookingLinks(), CORPUS.categories, later)
     assert b"\r\nDate: Fri, 27 Nov 2026 08:00:00 +0000\r\n" in b"\r\n" + builder.digest_message(digest_for()).data
 
 
@@ -246,8 +248,8 @@ def test_many_variants_built_from_shared_pieces_decode_to_what_the_renderer_asse
     rng = random.Random(8)
     slugs = [c.slug for c in CORPUS.categories]
     settings = sample_settings(digest={"max_articles": 3})
-    renderer = EmailRenderer(settings)
-    builder = MessageBuilder(settings, renderer, SignedLookingLinks(), CORPUS.categories, SAMPLE_NOW)
+    renderer = email_renderer(settings)
+    builder = message_builder(settings, renderer, SignedLookingLinks(), CORPUS.categories, SAMPLE_NOW)
     timeline = Timeline.of(CORPUS.articles)
     seen = set()
     for i in range(60):
@@ -290,9 +292,9 @@ def test_a_variant_forgotten_by_the_bounded_caches_is_built_again_byte_for_byte(
         if digest is not None:
             digests.setdefault(digest.variant_key, digest)
     assert len(digests) >= 5
-    tiny = MessageBuilder(settings, EmailRenderer(settings, variant_cache=2), SignedLookingLinks(), CORPUS.categories,
+    tiny = message_builder(settings, email_renderer(settings, variant_cache=2), SignedLookingLinks(), CORPUS.categories,
                           SAMPLE_NOW, variant_cache=2)
-    roomy = MessageBuilder(settings, EmailRenderer(settings), SignedLookingLinks(), CORPUS.categories, SAMPLE_NOW)
+    roomy = message_builder(settings, email_renderer(settings), SignedLookingLinks(), CORPUS.categories, SAMPLE_NOW)
     order = [*digests.values(), *digests.values()]  # every variant is evicted before it comes round again
     for digest in order:
         assert tiny.digest_message(digest).data == roomy.digest_message(digest).data
