@@ -218,8 +218,9 @@ class Components:
     @cached_property
     def campaigns(self) -> Campaigns:
         return Campaigns(
-            self.settings, self.database, self.store, self.delivery, renderer=self.renderer,
-            links=self.links, placeholder_links=PlaceholderLinks(self.urls), backend=self.backend,
+            self.settings.mail, self.database, self.store, self.delivery, renderer=self.renderer,
+            builder=lambda links, now: message_builder(self.settings, self.renderer, links, (), now),
+            placeholder_links=PlaceholderLinks(self.urls), backend=self.backend,
         )
 
     def close(self) -> None:

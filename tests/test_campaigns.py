@@ -15,7 +15,7 @@ from syndicate.subscribers import SubscriberStore
 from syndicate.wiring import Components
 from tests.outbox_support import add_subscribers
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
-from tests.test_operators_cli import env  # noqa: F401  (fixture)
+from tests.test_cli_operators import env  # noqa: F401  (fixture)
 
 
 def _body(tmp_path, text="We are **moving** to a new domain: <https://new.example>.\n\n<script>alert(1)</script>\n"):

@@ -19,7 +19,7 @@ from itertools import islice
 
 from sqlalchemy import insert, select, update
 
-from syndicate.config import Settings
+from syndicate.config import MailSettings
 from syndicate.content import render_markdown
 from syndicate.delivery import DeliveryService, RunReport
 from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, RenderedEmail
@@ -107,15 +107,16 @@ def _wanted(subscriber: Subscriber, categories: Sequence[str]) -> bool:
 class Campaigns:
     """Every read and write of campaigns, and sending them through `delivery` (its outbox and backend)."""
 
-    def __init__(self, settings: Settings, database: Database, store: SubscriberStore, delivery: DeliveryService,
-                 *, renderer: EmailRenderer, links: Callable[[datetime], LinkMaker], placeholder_links: LinkMaker,
-                 backend: Callable[[], MailBackend]) -> None:
-        self.settings = settings
+    def __init__(self, mail: MailSettings, database: Database, store: SubscriberStore, delivery: DeliveryService,
+                 *, renderer: EmailRenderer, builder: Callable[[LinkMaker, datetime], MessageBuilder],
+                 placeholder_links: LinkMaker, backend: Callable[[], MailBackend]) -> None:
+        """`builder(links, now)` makes a MessageBuilder (the digests' headers); `mail` is [mail] (sender, domain)."""
+        self.mail = mail
+        self.builder = builder
         self.database = database
         self.store = store
         self.delivery = delivery
         self.renderer = renderer
-        self.links = links
         self.placeholder_links = placeholder_links
         self.backend = backend
 
@@ -181,11 +182,11 @@ class Campaigns:
         address, _ = normalise_email(to)
         campaign = self.get(campaign_id)
         subscriber = replace(_sample(self.store), email=address)
-        builder = MessageBuilder(self.settings, self.renderer, self.placeholder_links, (), now)
+        builder = self.builder(self.placeholder_links, now)
         rendered = self.render(campaign, subscriber, self.placeholder_links)
-        mid = f"<campaign-test.{campaign.id}.{int(now.timestamp())}@{self.settings.mail.domain}>"
+        mid = f"<campaign-test.{campaign.id}.{int(now.timestamp())}@{self.mail.domain}>"
         data = builder.campaign_message(subscriber, rendered, mid)
-        message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (address,), data, mid)
+        message = OutgoingMessage("test", parseaddr(self.mail.from_)[1], (address,), data, mid)
         result = next(iter(self.backend().send_messages([message])))
         log.info("campaign test copy id=%s outcome=%s", campaign.id, result.outcome)
         return result
@@ -212,7 +213,7 @@ class Campaigns:
         audience = iter(self.audience(campaign))
         while batch := list(islice(audience, PLAN_BATCH)):
             outbox.add_campaign_deliveries(run_id, campaign.id, campaign.created_at, [s.id for s in batch],
-                                           self.settings.mail.domain, now)
+                                           self.mail.domain, now)
         report = outbox.refresh(run_id, now)
         log.info("campaign planned id=%s run=%s deliveries=%s", campaign_id, run_id, report.total)
         return report

@@ -15,7 +15,7 @@ import pytest
 from tests.console_helpers import console_site
 from tests.outbox_support import add_subscribers, open_db
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
-from tests.test_console import csrf_of, sign_in
+from tests.test_web_console import csrf_of, sign_in
 from tests.web_helpers import ADMIN_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -19,7 +19,7 @@ from syndicate.delivery import SendRequest
 from tests.console_helpers import console_site
 from tests.outbox_support import add_subscribers, open_db
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
-from tests.test_browser import CHROMIUM, LAUNCH_ARGS
+from tests.test_web_browser import CHROMIUM, LAUNCH_ARGS
 from tests.web_helpers import ADMIN_TOKEN
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
