@@ -199,8 +199,14 @@ class LoggingSettings(Section):
 
 
 # -- operators (issue 17) ------------------------------------------------------------------
+class AdminUser(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,60}$")
+    password_hash: str = Field(pattern=r"^\$argon2(id|i|d)\$", description="from `syndicate admin hash-password`")
+
+
 class AdminSettings(Section):
     session_minutes: int = Field(480, ge=1, le=7 * 24 * 60)
+    users: tuple[AdminUser, ...] = ()
 
 
 class Settings(Section):

@@ -111,6 +111,7 @@ DESCRIPTIONS = {
     "http.port": "Port `syndicate run` listens on (`--port`; 0 picks a free one).",
     "http.admin_token_env": "Environment variable holding the admin API's bearer token.",
     "admin.session_minutes": "How long a console sign-in lasts before it asks for the token again.",
+    "admin.users": "Console users besides the admin token: `[[admin.users]]` with `name` and `password_hash` (argon2, from `syndicate admin hash-password`).",
     "http.max_body_bytes": "Largest request body accepted.",
     "http.confirmations_per_hour": "Confirmation emails per address per hour, at most.",
     "http.generate_missing_secrets": "Demo only: generate a missing link secret and admin token once into files under var/ (mode 0600).",

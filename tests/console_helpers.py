@@ -20,7 +20,7 @@ from tests.web_helpers import ENVIRON, web_settings
 
 
 @contextmanager
-def console_site(tmp_path: Path, smtp_port: int) -> Iterator[tuple[str, Components]]:
+def console_site(tmp_path: Path, smtp_port: int, **sections: dict) -> Iterator[tuple[str, Components]]:
     """The app over SMTP delivery, on a free port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -31,7 +31,7 @@ def console_site(tmp_path: Path, smtp_port: int) -> Iterator[tuple[str, Componen
         content={"folder": str(content)}, categories={},
         mail={"backend": "smtp", "from": "Test Times <digest@news.example>", "domain": "news.example"},
         smtp={"host": "127.0.0.1", "port": smtp_port, "security": "none", "connections": 1, "timeout": 5},
-        outbox={"max_attempts": 1},
+        outbox={"max_attempts": 1}, **sections,
     )
     components = Components(settings, environ=ENVIRON)
     app = create_app(components, delivery=components.delivery)

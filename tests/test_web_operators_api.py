@@ -123,3 +123,31 @@ def test_console_send_dry_run_lists_who_and_why_not(site):
         check = client.post("/admin/send/check", data={**form, "csrf": csrf_of(client, "/admin/send")})
         assert "0 digests would be sent." in check.text
         assert "this digest failed (delivery 1): requeue it" in check.text
+
+
+def test_console_users_sign_in_with_name_and_password(tmp_path, smtp_server, capsys, monkeypatch):
+    import sys
+
+    from syndicate.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse battery staple\n"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["admin", "hash-password"])
+    assert exit_.value.code == 0
+    hashed = capsys.readouterr().out.strip()
+    assert hashed.startswith("$argon2id$") and "staple" not in hashed
+    server = smtp_server()
+    users = {"users": [{"name": "carol", "password_hash": hashed}]}
+    with console_site(tmp_path, server.port, admin=users) as (url, components), httpx.Client(base_url=url) as client:
+        page = client.get("/admin/login")
+        login_csrf = page.text.split('name="login_csrf" value="')[1].split('"')[0]
+        wrong = client.post("/admin/login", data={"login_csrf": login_csrf, "name": "carol", "token": "wrong password!"})
+        assert wrong.status_code == 401 and "Wrong name or password." in wrong.text
+        nobody = client.post("/admin/login", data={"login_csrf": login_csrf, "name": "mallory", "token": "x"})
+        assert nobody.status_code == 401
+        ok = client.post("/admin/login", data={"login_csrf": login_csrf, "name": "carol",
+                                               "token": "correct horse battery staple"})
+        assert ok.status_code == 303
+        client.post("/admin/logout", data={"csrf": csrf_of(client)})
+        entries = [(e.actor, e.action) for e in components.audit.recent()]
+        assert entries[:2] == [("console:carol", "console.sign_out"), ("console:carol", "console.sign_in")]

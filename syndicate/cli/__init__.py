@@ -123,6 +123,7 @@ COMMANDS = {
     # -- issue 17: operators
     "deliveries": "syndicate.cli.deliveries:deliveries",
     "campaigns": "syndicate.cli.campaigns:campaigns",
+    "admin": "syndicate.cli.admin:admin",
 }
 
 

@@ -45,6 +45,7 @@ from syndicate.subscribers import (
 from syndicate.web.admin_session import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, AdminSessions, csrf_for, csrf_matches
 from syndicate.web.context import WebContext
 from syndicate.web.operators_api import requeue_and_send, start_campaign
+from syndicate.web.passwords import check_user
 from syndicate.web.security import CSRF_COOKIE, csrf_field, csrf_ok, new_csrf_nonce, parse_nonce
 from syndicate.wiring import Components
 
@@ -64,7 +65,6 @@ FRAME_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src https: da
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "testserver")
 PAGE_SIZE = 50
 IMPORT_PREVIEW_ROWS = 500
-ACTOR = "console:admin"
 
 
 class NotSignedIn(Exception):
@@ -90,6 +90,7 @@ class Console:
         self.scheduler_status = scheduler_status
         self.sessions = AdminSessions(components.database, timedelta(minutes=components.settings.admin.session_minutes))
         self.env = _environment()
+        self.users = components.settings.admin.users
 
     # -- sessions and forms
 
@@ -192,7 +193,8 @@ def _public_routes(router: APIRouter, console: Console) -> None:
         fresh = nonce is None
         if nonce is None:
             nonce = new_csrf_nonce()
-        response = console.page(request, "login.html.j2", status, error=error, locked=console.admin_token is None,
+        response = console.page(request, "login.html.j2", status, error=error,
+                                locked=console.admin_token is None and not console.users, users=bool(console.users),
                                 login_csrf=csrf_field(context.signer, nonce, context.clock()),
                                 next=_safe_next(request.query_params.get("next")), csrf="",
                                 notice=request.query_params.get("notice"))
@@ -210,13 +212,18 @@ def _public_routes(router: APIRouter, console: Console) -> None:
         field = form.get("login_csrf")
         if not csrf_ok(context.signer, request.cookies.get(CSRF_COOKIE), field if isinstance(field, str) else None, context.clock()):
             return login_page(request, "This form has expired: please try again.", 403)
-        given = form.get("token")
-        if console.admin_token is None or not isinstance(given, str) or not hmac.compare_digest(
-                given.strip().encode(), console.admin_token.encode()):
-            log.warning("console sign-in refused: wrong token")
-            return login_page(request, "That is not the admin token.", 401)
-        token = console.sessions.create("admin", context.clock())
-        console.audit(ACTOR, "console.sign_in", "session", None)
+        given, name = str(form.get("token") or ""), str(form.get("name") or "").strip()[:60]
+        if name:  # a configured user: name and password ([admin] users)
+            who = await run_in_threadpool(check_user, console.users, name, given)
+        elif console.admin_token is not None and hmac.compare_digest(given.strip().encode(), console.admin_token.encode()):
+            who = "admin"
+        else:
+            who = None
+        if who is None:
+            log.warning("console sign-in refused: wrong %s", "name or password" if name else "token")
+            return login_page(request, "Wrong name or password." if name else "That is not the admin token.", 401)
+        token = console.sessions.create(who, context.clock())
+        console.audit(f"console:{who}", "console.sign_in", "session", None)
         response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", path="/admin",
                             secure=_secure(request), max_age=console.sessions.lifetime.seconds + console.sessions.lifetime.days * 86400)
@@ -224,9 +231,9 @@ def _public_routes(router: APIRouter, console: Console) -> None:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        _, form = await console.form(request)
+        actor, _ = await console.form(request)
         console.sessions.end(request.cookies.get(SESSION_COOKIE))
-        console.audit(ACTOR, "console.sign_out", "session", None)
+        console.audit(actor, "console.sign_out", "session", None)
         response = _to("/admin/login", "Signed out.")
         response.delete_cookie(SESSION_COOKIE, path="/admin")
         return response
