@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import Enum
@@ -12,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from syndicate.errors import UsageError
@@ -79,3 +82,30 @@ def confirm(question: str, *, yes: bool, refusal: str, hint: str = "add --yes to
     if not sys.stdin.isatty():
         raise UsageError(f"{refusal}: no terminal to ask on", hint=hint)
     click.confirm(question, abort=True)
+
+
+@contextmanager
+def run_progress() -> Iterator[Callable[[Any], None]]:
+    """A progress callback for a delivery run (a RunReport each time): a bar on a terminal, a line
+    every 2 seconds when piped."""
+    if not on_terminal():
+        shown = [0.0]
+
+        def line(report: Any) -> None:
+            if time.monotonic() - shown[0] >= 2:
+                shown[0] = time.monotonic()
+                click.echo(f"run {report.run_id}: sent {report.sent}/{report.total}, retrying {report.retrying}, "
+                           f"failed {report.failed}", err=True)
+
+        yield line
+        return
+    columns = (TextColumn("[bold]run {task.fields[run]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("retrying {task.fields[retrying]}  failed {task.fields[failed]}"), TimeElapsedColumn())
+    with Progress(*columns, auto_refresh=False, console=Console(stderr=True)) as bar:
+        task = bar.add_task("send", total=None, run="", retrying=0, failed=0)
+
+        def update(report: Any) -> None:
+            bar.update(task, total=report.total, completed=report.sent + report.failed + report.skipped, run=report.run_id,
+                       retrying=report.retrying, failed=report.failed, refresh=True)
+
+        yield update

@@ -9,7 +9,7 @@ import click
 
 from syndicate.campaigns import CampaignError, NewCampaign
 from syndicate.cli import AppContext, pass_app
-from syndicate.cli._output import confirm, json_option, print_json, print_table
+from syndicate.cli._output import confirm, json_option, print_json, print_table, run_progress
 from syndicate.cli.subscribers import valid_categories
 from syndicate.subscribers import split_categories
 from syndicate.wiring import Components
@@ -113,7 +113,8 @@ def send(app: AppContext, ctx: click.Context, campaign_id: int, send_at: str | N
         confirm(f"Send campaign {campaign_id} ({campaign.subject!r}) to {count} subscribers now?", yes=yes,
                 refusal=f"refusing to send campaign {campaign_id} to {count} subscribers without confirmation")
         components.audit.record(datetime.now(UTC), "cli", "campaign.send", "campaign", campaign_id, campaign.subject)
-        done = service.send(campaign_id, now=datetime.now(UTC))
+        with run_progress() as progress:
+            done = service.send(campaign_id, now=datetime.now(UTC), progress=progress)
     except CampaignError:
         raise
     finally:

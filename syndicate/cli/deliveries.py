@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.cli._output import json_option, print_json, print_table
+from syndicate.cli._output import json_option, print_json, print_table, run_progress
 from syndicate.wiring import Components
 
 
@@ -61,7 +61,8 @@ def requeue(app: AppContext, ids: tuple[int, ...], run_id: int | None, reply: st
                    + (f" of run{'s' if len(result.run_ids) > 1 else ''} {', '.join(map(str, result.run_ids))}" if count else ""))
         if count and send_now:
             for touched in result.run_ids:
-                report = service.work(touched)
+                with run_progress() as progress:
+                    report = service.work(touched, progress=progress)
                 click.echo(f"run {report.run_id} {report.status}: sent {report.sent}/{report.total}, "
                            f"retrying {report.retrying}, failed {report.failed}")
         elif count:
