@@ -45,6 +45,10 @@ def test_requeue_through_the_api(site):
         assert httpx.post(f"{url}/api/deliveries/requeue", json={"run_id": 1}).status_code == 401
         run_id = api.post("/api/sends", json={"categories": ["city"]}).json()["run_id"]
         wait(lambda: api.get(f"/api/sends/{run_id}").json()["status"] == "finished")
+        dry = api.post("/api/sends", json={"categories": ["city"], "dry_run": True}).json()
+        # reader1 has nothing new since their digest; reader0's failed digest is held, with how to requeue it.
+        assert dry["recipients"] == [] and [n["email"] for n in dry["not_sent"]] == [people[0].email]
+        assert "requeue it with `syndicate deliveries requeue --id 1`" in dry["not_sent"][0]["why"]
         groups = api.get("/api/deliveries/failures").json()["groups"]
         assert len(groups) == 1 and groups[0]["count"] == 1 and "550" in groups[0]["reply"]
         assert api.post("/api/deliveries/requeue", json={}).status_code == 422
