@@ -159,6 +159,13 @@ class SmtpSettings(Section):
     pipelining: bool = Field(
         True, description="send MAIL FROM, RCPT TO and DATA in one write when the server offers PIPELINING (RFC 2920)",
     )
+    smtputf8: Literal["auto", "yes", "no"] = Field(
+        "auto",
+        description="whether the relay delivers to addresses with non-ASCII characters before the @ (SMTPUTF8, "
+        "RFC 6531): \"auto\" asks it (EHLO) when such an address signs up; \"no\" refuses them at entry; "
+        "\"yes\" accepts them without asking. An address whose only non-ASCII part is the domain always "
+        "travels IDNA-encoded",
+    )
 
 
 class OutboxSettings(Section):

@@ -35,6 +35,7 @@ from syndicate.site import SiteUrls
 from syndicate.storage import Database, open_database
 from syndicate.subscribers import (
     WEEKDAYS,
+    AddressRules,
     Confirmations,
     Frequency,
     LinkSigner,
@@ -163,6 +164,12 @@ class Components:
             category_titles={slug: rule.title for slug, rule in self.settings.categories.items() if rule.title},
         )
 
+    @cached_property
+    def addresses(self) -> AddressRules:
+        """How addresses entering by any door are checked: one backend is asked (and, with
+        `[smtp] smtputf8 = "auto"`, remembers) whether it carries non-ASCII local parts."""
+        return AddressRules(self.backend().carries_utf8_addresses)
+
     # -- content
 
     @cached_property
@@ -195,14 +202,14 @@ class Components:
         found = re.search(rb"^Message-ID: (<[^>\r\n]+>)", data, re.MULTILINE | re.IGNORECASE)
         return OutgoingMessage(
             key=f"confirm-{subscriber.id}", sender=parseaddr(self.settings.mail.from_)[1],
-            recipients=(subscriber.email,), data=data, message_id=found.group(1).decode() if found else "",
+            recipients=(subscriber.address.envelope,), data=data, message_id=found.group(1).decode() if found else "",
         )
 
     # -- delivery
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.database, self.settings.outbox)
+        return Outbox(self.database, self.settings.outbox, subscribers=self.store)
 
     @cached_property
     def delivery(self) -> DeliveryService:
@@ -220,7 +227,7 @@ class Components:
         return Campaigns(
             self.settings.mail, self.database, self.store, self.delivery, renderer=self.renderer,
             builder=lambda links, now: message_builder(self.settings, self.renderer, links, (), now),
-            placeholder_links=PlaceholderLinks(self.urls), backend=self.backend,
+            placeholder_links=PlaceholderLinks(self.urls), backend=self.backend, addresses=self.addresses,
         )
 
     def close(self) -> None:

@@ -107,6 +107,18 @@ def test_to_mails_one_test_copy_and_changes_nothing(env):
     assert code == 0 and len(server.received) == 2
 
 
+def test_a_test_copy_address_is_checked_and_its_domain_idna_encoded(env):
+    run, server, database = env
+    add_subscribers(database, 1, now=datetime.now(UTC))
+    code, out, err = run("send", "--category", "sport", "--to", "Editor@München.de")
+    assert code == 0, err
+    [copy] = server.received
+    assert copy.recipients == ("Editor@xn--mnchen-3ya.de",) and b"To: Editor@xn--mnchen-3ya.de" in copy.data
+    code, out, err = run("send", "--category", "sport", "--to", "editor@")
+    assert code != 0 and "test copy address: 'editor@' is not a valid address" in err
+    assert len(server.received) == 1
+
+
 def test_subscriber_and_category_filters_send_only_to_those_who_match(env):
     run, server, database = env
     city = add_subscribers(database, 2, categories=("city",), now=datetime.now(UTC))

@@ -52,12 +52,14 @@ def _fill(database) -> None:
     store.add(new("pending@example.org", name="Pia Pending"), now=T0, source="signup")
     active = store.add(new("active@example.org", categories=[], frequency="weekly", weekday="friday"), now=T0, source="api")
     store.confirm(active.id, T0 + timedelta(hours=1))
-    store.set_high_water(active.id, T0 + timedelta(days=2, microseconds=123456))
+    with database.write() as connection:
+        store.within(connection).move_high_water([(active.id, T0 + timedelta(days=2, microseconds=123456))])
     gone = store.add(new("gone@example.org", name='Quote "Q" Person, Esq.'), now=T0, confirmed=True, source="cli")
     store.unsubscribe(gone.id, T0 + timedelta(days=3))
     bounced = store.import_batch([new("bounced@example.org", timezone="Asia/Tokyo", send_hour=5)], now=T0, confirmed=True)
     assert bounced.added == 1
-    store.mark_bounced(store.get_by_email("bounced@example.org").id, T0 + timedelta(days=4))
+    with database.write() as connection:
+        assert store.within(connection).mark_bounced(store.get_by_email("bounced@example.org").id, T0 + timedelta(days=4))
 
 
 def _export(database) -> str:

@@ -70,14 +70,16 @@ class RunningSite:
 
 
 @contextmanager
-def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None = None, **app_options: Any) -> Iterator[RunningSite]:
-    """Build the sample site and serve the app with uvicorn on a free port until the block ends."""
+def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None = None,
+          sections: dict[str, dict[str, Any]] | None = None, **app_options: Any) -> Iterator[RunningSite]:
+    """Build the sample site and serve the app with uvicorn on a free port until the block ends
+    (`sections`: config sections merged over web_settings' own)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    settings = web_settings(tmp_path, base_url=url)
+    settings = web_settings(tmp_path, base_url=url, **(sections or {}))
     if build:
         assert build_site(settings, content_source(settings)).ok
     components = Components(settings, environ=environ or ENVIRON, database=app_options.pop("database", None))

@@ -27,7 +27,7 @@ from syndicate.errors import UsageError
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult
 from syndicate.storage import Database
 from syndicate.storage.schema import campaigns
-from syndicate.subscribers import Filter, Subscriber, SubscriberStatus, SubscriberStore, normalise_email
+from syndicate.subscribers import AddressRules, Filter, Subscriber, SubscriberStatus, SubscriberStore
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,12 @@ class Campaigns:
 
     def __init__(self, mail: MailSettings, database: Database, store: SubscriberStore, delivery: DeliveryService,
                  *, renderer: EmailRenderer, builder: Callable[[LinkMaker, datetime], MessageBuilder],
-                 placeholder_links: LinkMaker, backend: Callable[[], MailBackend]) -> None:
+                 placeholder_links: LinkMaker, backend: Callable[[], MailBackend],
+                 addresses: AddressRules | None = None) -> None:
         """`builder(links, now)` makes a MessageBuilder (the digests' headers); `mail` is [mail] (sender, domain)."""
         self.mail = mail
         self.builder = builder
+        self.addresses = addresses or AddressRules()
         self.database = database
         self.store = store
         self.delivery = delivery
@@ -179,7 +181,7 @@ class Campaigns:
 
     def send_test(self, campaign_id: int, to: str, *, now: datetime) -> SendResult:
         """Mail one copy to `to` (placeholder links); changes no state."""
-        address, _ = normalise_email(to)
+        address = self.addresses.parse(to, field="to").text
         campaign = self.get(campaign_id)
         subscriber = replace(_sample(self.store), email=address)
         builder = self.builder(self.placeholder_links, now)

@@ -92,6 +92,7 @@ def add(app: AppContext, email: str, name: str | None, categories: str, frequenc
         new = new_subscriber(
             email, name=name, categories=split_categories(categories), valid_categories=valid_categories(settings),
             defaults=store.defaults, frequency=frequency, timezone=timezone, send_hour=send_hour, weekday=weekday,
+            addresses=Components(settings, database=store.database).addresses,
         )
         subscriber = store.add(new, now=_now(), confirmed=confirmed, source="cli")
         click.echo(f"added {subscriber.email} ({subscriber.status.value}): {', '.join(subscriber.categories)}")
@@ -133,12 +134,13 @@ def import_command(app: AppContext, ctx: click.Context, file: Path, confirmed: b
     settings = app.settings
     with open_store(settings) as store:
         categories, now = valid_categories(settings), _now()
+        rules = Components(settings, database=store.database).addresses
         if restore:
-            report = restore_csv(store, file, valid_categories=categories, now=now, dry_run=dry_run)
+            report = restore_csv(store, file, valid_categories=categories, now=now, dry_run=dry_run, addresses=rules)
         elif confirmed:
-            report = import_confirmed_csv(store, file, valid_categories=categories, now=now, dry_run=dry_run)
+            report = import_confirmed_csv(store, file, valid_categories=categories, now=now, dry_run=dry_run, addresses=rules)
         else:
-            report = import_csv(store, file, valid_categories=categories, now=now, dry_run=dry_run)
+            report = import_csv(store, file, valid_categories=categories, now=now, dry_run=dry_run, addresses=rules)
     for problem in report.problems:
         click.echo(f"error: {problem}", err=True)
     verb = "would add" if dry_run else ("restored" if restore else "added")

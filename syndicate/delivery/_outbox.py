@@ -9,7 +9,8 @@ so a scheduled run and a manual send planned together give one delivery per subs
 
 States: queued -> sending -> sent | retry (-> sending again) | failed | skipped.
 `sent` also moves the subscriber's high-water mark to the digest's `until`, in the same
-transaction; nothing else moves it.
+transaction; nothing else moves it. Subscriber state (that mark, a bounce, the next send time)
+is written through the SubscriberStore's writes within the outbox's own transaction.
 
 Crash policy (`[outbox] in_flight`): a delivery is marked `sending` (and committed) before its
 message goes to the backend, and its result is recorded within about 0.2 s of the server's
@@ -52,7 +53,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from syndicate.config import OutboxSettings
 from syndicate.storage import Database
 from syndicate.storage.schema import campaigns, deliveries, runs, subscriber_categories, subscribers
-from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus
+from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus, SubscriberStore
 
 log = logging.getLogger(__name__)
 
@@ -231,10 +232,13 @@ def _insert_ignoring_conflicts(dialect: str) -> Any:
 class Outbox:
     """Every read and write of runs and deliveries. Times are passed in, timezone-aware."""
 
-    def __init__(self, database: Database, settings: OutboxSettings, worker: str | None = None) -> None:
+    def __init__(self, database: Database, settings: OutboxSettings, worker: str | None = None, *,
+                 subscribers: SubscriberStore | None = None) -> None:
+        """`subscribers`: the store that owns subscriber state (default: one over `database`)."""
         self.database = database
         self.settings = settings
         self.worker = worker or worker_token()
+        self.subscribers = subscribers if subscribers is not None else SubscriberStore(database)
 
     # -- runs
 
@@ -317,8 +321,7 @@ class Outbox:
                     }
                     for p in planned
                 ])
-            if reschedule:
-                _reschedule(connection, reschedule)
+            self.subscribers.within(connection).reschedule(reschedule)
 
     def add_campaign_deliveries(self, run_id: int, campaign_id: int, created_at: datetime, subscriber_ids: Sequence[int],
                                 domain: str, now: datetime) -> None:
@@ -360,22 +363,6 @@ class Outbox:
                 counts["total"] += number
         return counts
 
-    def reschedule(self, moves: Sequence[tuple[int, datetime]]) -> None:
-        """Set these (active) subscribers' next send times."""
-        if moves:
-            with self.database.write() as connection:
-                _reschedule(connection, moves)
-
-    def missed(self, before: datetime) -> list[tuple[int, str, str, int, str, int]]:
-        """Active subscribers due before `before`: (id, email, timezone, send_hour, frequency, weekday)."""
-        c = subscribers.c
-        with self.database.read() as connection:
-            rows = connection.execute(
-                select(c.id, c.email, c.timezone, c.send_hour, c.frequency, c.weekday)
-                .where(c.status == SubscriberStatus.ACTIVE.value, c.next_send_at < before)
-            ).all()
-        return [tuple(row) for row in rows]
-
     # -- claiming and recording
 
     def claim(self, now: datetime, limit: int, *, run_id: int | None = None) -> list[ClaimedDelivery]:
@@ -413,15 +400,9 @@ class Outbox:
                     last_reply=bindparam("reply"), sent_at=now, updated_at=now, next_attempt_at=None),
             [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX]} for r in group],
         )
-        c = subscribers.c
         digests = [r for r in group if not r.delivery.since_key.startswith(CAMPAIGN_KEY)]  # a campaign moves no mark
         if digests:
-            connection.execute(
-                update(subscribers)
-                .where(c.id == bindparam("sid"), or_(c.high_water.is_(None), c.high_water < bindparam("until")))
-                .values(high_water=bindparam("until")),
-                [{"sid": r.delivery.subscriber.id, "until": r.delivery.until} for r in digests],
-            )
+            self.subscribers.within(connection).move_high_water([(r.delivery.subscriber.id, r.delivery.until) for r in digests])
 
     def _record_retry(self, connection: Connection, group: list[Result], now: datetime) -> None:
         again, given_up = [], []
@@ -475,13 +456,7 @@ class Outbox:
         hard = [row for row in last if row.status == FAILED and row.last_code is not None and 500 <= row.last_code < 600]
         if len(hard) < self.settings.bounce_after:
             return
-        c = subscribers.c
-        result = connection.execute(
-            update(subscribers)
-            .where(c.id == subscriber_id, c.status.in_((SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)))
-            .values(status=SubscriberStatus.BOUNCED.value, status_changed_at=now, updated_at=now, next_send_at=None)
-        )
-        if result.rowcount:
+        if self.subscribers.within(connection).mark_bounced(subscriber_id, now):
             log.warning("subscriber bounced id=%s after=%s permanent failures", subscriber_id, len(hard))
 
     def backoff(self, attempts: int) -> float:
@@ -684,15 +659,6 @@ _RECORDERS: dict[str, Callable[[Outbox, Connection, list[Result], datetime], Non
     SKIPPED: Outbox._record_skipped,
     QUEUED: Outbox._record_queued,
 }
-
-
-def _reschedule(connection: Connection, moves: Sequence[tuple[int, datetime]]) -> None:
-    connection.execute(
-        update(subscribers)
-        .where(subscribers.c.id == bindparam("sid"), subscribers.c.status == SubscriberStatus.ACTIVE.value)
-        .values(next_send_at=bindparam("at")),
-        [{"sid": sid, "at": at} for sid, at in moves],
-    )
 
 
 def _gone(owner: str | None, last: datetime | None, now: datetime,

@@ -82,6 +82,7 @@ from syndicate.subscribers import (
     SubscriberStatus,
     SubscriberStore,
     next_send_time,
+    parse_address,
     signer_from_settings,
 )
 
@@ -303,7 +304,7 @@ def _work_in_worker(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
     threading.Thread(target=_set_at_eof, args=(watched, stop), name="parent-watch", daemon=True).start()
-    service.outbox = Outbox(service.database, service.settings.outbox)
+    service.outbox = Outbox(service.database, service.settings.outbox, subscribers=service.store)
     service.connections_share = connections
 
     def claim_while_planning() -> list[ClaimedDelivery]:
@@ -346,7 +347,7 @@ class DeliveryService:
         self.environ = environ
         self.store = SubscriberStore(database)
         self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
-        self.outbox = Outbox(database, settings.outbox)
+        self.outbox = Outbox(database, settings.outbox, subscribers=self.store)
         self.backend_factory = backend_factory or self._configured_backend
         self.forkable = backend_factory is None and settings.mail.backend in FORKABLE_BACKENDS
         self.workers = settings.outbox.workers or os.cpu_count() or 1
@@ -416,11 +417,11 @@ class DeliveryService:
         return self._planned(run_id, "scheduled", now)
 
     def _reschedule_missed(self, now: datetime, grace: timedelta) -> None:
-        missed = self.outbox.missed(now - grace)
-        moves = [(sid, next_send_time(zone, hour, frequency, weekday, now)) for sid, _, zone, hour, frequency, weekday in missed]
-        for sid, email, *_ in missed:
-            log.warning("digest missed by more than the grace time subscriber=%s email=%s: rescheduled", sid, email)
-        self.outbox.reschedule(moves)
+        missed = self.store.missed(now - grace)
+        moves = [(s.id, next_send_time(s.timezone, s.send_hour, s.frequency, s.weekday, now)) for s in missed]
+        for s in missed:
+            log.warning("digest missed by more than the grace time subscriber=%s email=%s: rescheduled", s.id, s.email)
+        self.store.reschedule(moves)
 
     def _matching(self, request: SendRequest, corpus: Corpus) -> Iterable[Subscriber]:
         known = {c.slug for c in corpus.categories}
@@ -759,14 +760,15 @@ class DeliveryService:
     def send_test_copy(self, request: SendRequest, to: str, now: datetime) -> SendResult:
         """Mail the digest of `request.subscriber` (or of a made-up subscriber following
         `request.categories`) to `to` only, with placeholder links; changes no state."""
+        address = parse_address(to, field="test copy address")  # InvalidAddressError (a UsageError) says why not
         corpus = self.content.read()
-        subscriber = self._test_subscriber(request, corpus, to)
+        subscriber = self._test_subscriber(request, corpus, address.text)
         digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         if digest is None:
             raise UsageError(f"nothing new for {request.subscriber or ', '.join(request.categories)}: no digest to send")
         links = PlaceholderLinks(self.urls)
         built = self.builder(self.renderer(), links, corpus.categories, now).digest_message(digest)
-        message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (to,), built.data, built.message_id)
+        message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (built.recipient,), built.data, built.message_id)
         result = next(iter(self.backend_factory().send_messages([message])))
         log.info("test copy to=%s outcome=%s reply=%s", to, result.outcome, result.reply)
         return result

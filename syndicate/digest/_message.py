@@ -24,7 +24,7 @@ from syndicate.content import Category
 from syndicate.digest._render import VARIANT_CACHE, BoundedCache, EmailRenderer, LinkMaker, RenderedEmail, SlotText
 from syndicate.digest._select import Digest
 from syndicate.errors import ConfigError, SyndicateError
-from syndicate.subscribers import Subscriber
+from syndicate.subscribers import Subscriber, envelope_of
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ CRLF = b"\r\n"
 MAX_LINE = 998
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+# An address in its envelope form for SMTPUTF8 (RFC 6531/6532): UTF-8 letters allowed too (no C1 controls).
+_UTF8_ADDRESS = re.compile(
+    "^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\u00a0-\U0010ffff-]+@[A-Za-z0-9\u00a0-\U0010ffff](?:[A-Za-z0-9.\u00a0-\U0010ffff-]*[A-Za-z0-9\u00a0-\U0010ffff])?$"
+)
 _PHRASE_SAFE = re.compile(r"^[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]+$")
 
 
@@ -114,11 +118,14 @@ def _fold(used: int, words: Sequence[str]) -> str:
     return out
 
 
-def encode_address(field: str, name: str | None, address: str) -> str:
-    """`"Name" <address>` with the name quoted, or RFC 2047 encoded when it is not plain ASCII."""
+def encode_address(field: str, name: str | None, address: str, *, utf8: bool = False) -> str:
+    """`"Name" <address>` with the name quoted, or RFC 2047 encoded when it is not plain ASCII.
+
+    `address` is in its envelope form (syndicate.subscribers' Address.envelope): ASCII user@domain,
+    or with `utf8` (a recipient) also a UTF-8 one, which only an SMTPUTF8 relay carries (RFC 6532)."""
     checked(field, address)
-    if not _ADDRESS.match(address):
-        raise HeaderError(field, f"not an address this server can send to: {address!r} (ASCII user@domain)")
+    if not (_ADDRESS.match(address) if address.isascii() else utf8 and _UTF8_ADDRESS.match(address)):
+        raise HeaderError(field, f"not an address this server can send to: {address!r} (user@domain)")
     name = " ".join(checked(field, name or "").split())
     if not name:
         return address
@@ -142,8 +149,9 @@ def configured_address(field: str, key: str, value: str) -> str:
         raise ConfigError([f"{key}: {e}"]) from None
 
 
-def header_line(field: str, value: str) -> bytes:
-    line = f"{field}: {value}".encode("ascii")
+def header_line(field: str, value: str, *, utf8: bool = False) -> bytes:
+    """The header's bytes: ASCII, or with `utf8` (a To: holding an SMTPUTF8 address) UTF-8."""
+    line = f"{field}: {value}".encode("utf-8" if utf8 else "ascii")
     if any(len(part) > MAX_LINE for part in line.split(CRLF)):
         raise HeaderError(field, f"a line would be longer than {MAX_LINE} bytes")
     return line + CRLF
@@ -309,10 +317,11 @@ class MessageBuilder:
             log.warning("List-Unsubscribe URL is not https (%s...): RFC 8058 one-click needs https; set [site] base_url", unsubscribe[:40])
         checked("preferences URL", values.text["preferences_url"])
         mid = planned_id or message_id(digest, self.domain)
+        recipient = envelope_of(subscriber.email)
         unsubscribe_value = f"<{unsubscribe}>" + (f",\r\n <{self._mailto}>" if self._mailto else "")
         parts = [
             self._run_headers,
-            header_line("To", encode_address("To", subscriber.name, subscriber.email)),
+            header_line("To", encode_address("To", subscriber.name, recipient, utf8=True), utf8=True),
             encoded.subject,
             header_line("Message-ID", mid),
             self._list_headers,
@@ -323,7 +332,7 @@ class MessageBuilder:
         ]
         return DigestMessage(
             subscriber_id=subscriber.id,
-            recipient=subscriber.email,
+            recipient=recipient,
             message_id=mid,
             since=digest.since,
             until=digest.until,
@@ -378,7 +387,7 @@ class MessageBuilder:
         return b"".join(
             [
                 self._run_headers,
-                header_line("To", encode_address("To", name, email)),
+                header_line("To", encode_address("To", name, envelope_of(email), utf8=True), utf8=True),
                 header_line("Subject", encode_text("Subject", rendered.subject)),
                 header_line("Message-ID", f"<confirm.{digest_of}@{self.domain}>"),
                 header_line("MIME-Version", "1.0"),

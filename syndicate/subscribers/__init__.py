@@ -1,5 +1,6 @@
 """Subscribers: the store that owns their state, double opt-in, signed links, and CSV import and export."""
 
+from syndicate.subscribers._address import Address, AddressRules, InvalidAddressError, envelope_of, parse_address
 from syndicate.subscribers._confirm import ComposeConfirmation, Confirmations, category_names
 from syndicate.subscribers._csv import (
     import_confirmed_csv,
@@ -22,21 +23,22 @@ from syndicate.subscribers._store import (
     SubscriberDefaults,
     SubscriberExistsError,
     SubscriberStore,
+    SubscriberWrites,
     TransitionError,
     UnknownSubscriberError,
     new_subscriber,
     next_send_time,
-    normalise_email,
     split_categories,
 )
 from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, signer_from_settings
 
 __all__ = [
-    "PLACEHOLDER_TOKEN", "WEEKDAYS", "ComposeConfirmation", "Confirmations", "Filter", "Frequency", "ImportReport",
-    "InvalidLinkError", "InvalidSubscriberError", "LinkSigner", "NewSubscriber", "PlaceholderLinks", "SignedLinks",
-    "StoredSubscriber", "Subscriber", "SubscriberDefaults", "SubscriberExistsError", "SubscriberStatus",
-    "SubscriberStore", "TransitionError", "UnknownSubscriberError", "category_names", "import_csv", "new_subscriber",
-    "next_send_time", "read_subscribers", "signer_from_settings", "split_categories", "write_subscribers",
+    "PLACEHOLDER_TOKEN", "WEEKDAYS", "Address", "AddressRules", "ComposeConfirmation", "Confirmations", "Filter",
+    "Frequency", "ImportReport", "InvalidAddressError", "InvalidLinkError", "InvalidSubscriberError", "LinkSigner",
+    "NewSubscriber", "PlaceholderLinks", "SignedLinks", "StoredSubscriber", "Subscriber", "SubscriberDefaults",
+    "SubscriberExistsError", "SubscriberStatus", "SubscriberStore", "SubscriberWrites", "TransitionError",
+    "UnknownSubscriberError", "category_names", "envelope_of", "import_csv", "new_subscriber", "next_send_time",
+    "parse_address", "read_subscribers", "signer_from_settings", "split_categories", "write_subscribers",
     # issue 17: backups that round-trip
-    "RestoredSubscriber", "import_confirmed_csv", "normalise_email", "read_backup", "restore_csv", "utf8_lines",
+    "RestoredSubscriber", "import_confirmed_csv", "read_backup", "restore_csv", "utf8_lines",
 ]

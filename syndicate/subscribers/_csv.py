@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from syndicate.errors import Problem, UsageError
+from syndicate.subscribers._address import AddressRules
 from syndicate.subscribers._model import SubscriberStatus
-from syndicate.subscribers._store import SOURCES as _SOURCES
 from syndicate.subscribers._store import (
+    ANY_BACKEND,
     ImportReport,
     InvalidSubscriberError,
     NewSubscriber,
@@ -23,6 +24,7 @@ from syndicate.subscribers._store import (
     new_subscriber,
     split_categories,
 )
+from syndicate.subscribers._store import SOURCES as _SOURCES
 
 IMPORT_COLUMNS = ("email", "name", "categories", "frequency", "timezone", "send_hour", "weekday")
 # Written by export; an import accepts them so an export can be re-imported.
@@ -88,6 +90,7 @@ def read_subscribers(
     *,
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> Iterator[NewSubscriber | Problem]:
     """Each data row as a validated NewSubscriber, or a Problem naming its line and what is wrong."""
     reader = csv.DictReader(stream, restkey=_EXTRA, strict=True)
@@ -107,7 +110,7 @@ def read_subscribers(
                 yield Problem(path, start, f"unreadable CSV ({e}; is a quote left open?); the rest of the file was skipped")
                 return
             if any((v or "").strip() for k, v in row.items() if k != _EXTRA):
-                yield _row(row, start, path, seen, valid_categories, defaults)
+                yield _row(row, start, path, seen, valid_categories, defaults, addresses)
     finally:
         seen.close()
 
@@ -119,6 +122,7 @@ def _row(
     seen: _SeenAddresses,
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
+    addresses: AddressRules,
 ) -> NewSubscriber | Problem:
     if bad := _not_utf8(v for v in row.values() if isinstance(v, str)):
         return Problem(path, line, bad)
@@ -141,6 +145,7 @@ def _row(
             timezone=values.get("timezone", "").strip(),
             send_hour=values.get("send_hour"),
             weekday=values.get("weekday"),
+            addresses=addresses,
         )
     except InvalidSubscriberError as e:
         return Problem(path, line, str(e))
@@ -159,8 +164,10 @@ def import_csv(
     confirmed: bool = False,
     dry_run: bool = False,
     batch: int = 1000,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> ImportReport:
-    """Import the good rows of `path` in batches (one transaction each); report the bad ones."""
+    """Import the good rows of `path` in batches (one transaction each); report the bad ones.
+    `addresses` checks each address (whether the mail backend can carry it, among others)."""
     report = ImportReport()
     pending: list[NewSubscriber] = []
     problems: list[str] = []
@@ -169,7 +176,8 @@ def import_csv(
     except OSError as e:
         raise UsageError(f"{path}: cannot read: {e.strerror}") from e
     with stream:
-        for item in read_subscribers(utf8_lines(stream), path, valid_categories=valid_categories, defaults=store.defaults):
+        for item in read_subscribers(utf8_lines(stream), path, valid_categories=valid_categories, defaults=store.defaults,
+                                     addresses=addresses):
             if isinstance(item, Problem):
                 problems.append(str(item))
                 continue
@@ -266,6 +274,7 @@ def read_backup(
     defaults: SubscriberDefaults,
     now: datetime,
     refuse_opted_out: bool = False,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> Iterator[RestoredSubscriber | Problem]:
     """Each row of an export as a RestoredSubscriber (every status; unsubscribed and bounced ones
     refused with `refuse_opted_out`), or a Problem naming its line."""
@@ -293,7 +302,8 @@ def read_backup(
                 yield Problem(path, start, f"status is {status}: an import never subscribes an opted-out address "
                                            "(--restore keeps it as it is)")
                 continue
-            base = _row({k: v for k, v in row.items() if k != "status"}, start, path, seen, valid_categories, defaults)
+            base = _row({k: v for k, v in row.items() if k != "status"}, start, path, seen, valid_categories, defaults,
+                        addresses)
             yield base if isinstance(base, Problem) else _restored(row, base, start, path, now, proof=not refuse_opted_out)
     finally:
         seen.close()
@@ -307,11 +317,13 @@ def restore_csv(
     now: datetime,
     dry_run: bool = False,
     batch: int = 1000,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> ImportReport:
     """Restore the good rows of an export as they were (addresses already present are left as they
     are); report the bad ones."""
     return _in_batches(
-        path, lambda stream: read_backup(stream, path, valid_categories=valid_categories, defaults=store.defaults, now=now),
+        path, lambda stream: read_backup(stream, path, valid_categories=valid_categories, defaults=store.defaults, now=now,
+                                         addresses=addresses),
         lambda rows: store.restore_batch(rows, now=now, dry_run=dry_run), batch,
     )
 
@@ -324,17 +336,19 @@ def import_confirmed_csv(
     now: datetime,
     dry_run: bool = False,
     batch: int = 1000,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> ImportReport:
     """`import --confirmed`: rows become active, except rows the file says are pending (they never
     confirmed: they are imported pending). Opted-out rows are refused as in a plain import."""
 
     def rows(stream: Iterable[str]) -> Iterator[tuple[NewSubscriber, bool] | Problem]:
         if not _has_status(path):
-            for item in read_subscribers(stream, path, valid_categories=valid_categories, defaults=store.defaults):
+            for item in read_subscribers(stream, path, valid_categories=valid_categories, defaults=store.defaults,
+                                         addresses=addresses):
                 yield item if isinstance(item, Problem) else (item, True)
             return
         for row in read_backup(stream, path, valid_categories=valid_categories, defaults=store.defaults, now=now,
-                               refuse_opted_out=True):
+                               refuse_opted_out=True, addresses=addresses):
             yield row if isinstance(row, Problem) else (row.new, row.status is not SubscriberStatus.PENDING)
 
     def write(items: list[tuple[NewSubscriber, bool]]) -> ImportReport:

@@ -260,7 +260,7 @@ def _subscriber_routes(router: APIRouter, context: WebContext) -> None:
             new = new_subscriber(
                 body.email, name=body.name, categories=body.categories, valid_categories=context.categories.slugs(),
                 defaults=store.defaults, frequency=body.frequency, timezone=body.timezone, send_hour=body.send_hour,
-                weekday=body.weekday,
+                weekday=body.weekday, addresses=context.addresses,
             )
             subscriber = store.add(new, now=now, confirmed=body.confirmed, source="api")
         except InvalidSubscriberError as e:

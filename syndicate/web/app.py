@@ -42,7 +42,7 @@ def create_app(
     """The whole HTTP service over `components` (the composition root's collaborators: database,
     store, signer, confirmations); `delivery` serves /api/sends (None: it answers 503);
     `scheduler_status` returns a JSON-ready dict for /api/status and /healthz (jobs with next run
-    times, the lease); /healthz answers 503 when it says `running: false` without `standing_by: true`.
+    times, the lease); /healthz answers 503 when it says `running: false` (its lease heartbeat stopped).
     `corpus_memory` is the service's CorpusMemory (its builds and category lists then share the
     articles in memory). MissingSecretError if the link-signing secret is not set."""
     settings = components.settings
@@ -61,6 +61,7 @@ def create_app(
         environ=env,
         runner=Runner(),
         corpus_memory=memory,
+        addresses=components.addresses,
     )
     admin_token = env.get(settings.http.admin_token_env, "").strip() or None
     if admin_token is None:
@@ -123,6 +124,6 @@ def _health(app: FastAPI, db: Database, scheduler_status: Callable[[], dict[str,
         if scheduler_status is not None:
             state = scheduler_status()
             result["scheduler"] = state
-            # Healthy while the scheduler runs here or stands by for another process's lease.
-            healthy = healthy and bool(state.get("running", True) or state.get("standing_by", False))
+            # `running` stays true while this process runs the scheduler or stands by for the lease.
+            healthy = healthy and bool(state.get("running", True))
         return JSONResponse(result, status_code=200 if healthy else 503)

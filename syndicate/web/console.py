@@ -423,7 +423,8 @@ def _subscriber_routes(router: APIRouter, console: Console) -> None:
 
 def _import(components: Components, context: WebContext, path: Path, mode: str, dry_run: bool) -> Any:
     how = {"restore": restore_csv, "confirmed": import_confirmed_csv}.get(mode, import_csv)
-    return how(components.store, path, valid_categories=context.categories.slugs(), now=context.clock(), dry_run=dry_run)
+    return how(components.store, path, valid_categories=context.categories.slugs(), now=context.clock(), dry_run=dry_run,
+               addresses=components.addresses)
 
 
 def _dry_run_rows(components: Components, context: WebContext, path: Path) -> list[tuple[str, str, str]]:
@@ -431,7 +432,7 @@ def _dry_run_rows(components: Components, context: WebContext, path: Path) -> li
     rows: list[tuple[str, str, str]] = []
     with path.open("rb") as stream:
         for item in read_subscribers(utf8_lines(stream), path, valid_categories=context.categories.slugs(),
-                                     defaults=components.store.defaults):
+                                     defaults=components.store.defaults, addresses=components.addresses):
             if len(rows) >= IMPORT_PREVIEW_ROWS:
                 break
             if isinstance(item, Problem):

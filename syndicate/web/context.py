@@ -14,7 +14,7 @@ from typing import Any
 from syndicate.config import Settings
 from syndicate.content import Category, ContentSource, CorpusMemory
 from syndicate.site import SiteUrls
-from syndicate.subscribers import Confirmations, LinkSigner, SubscriberStore
+from syndicate.subscribers import AddressRules, Confirmations, LinkSigner, SubscriberStore
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +97,4 @@ class WebContext:
     environ: Mapping[str, str]
     runner: Runner = field(default_factory=Runner)
     corpus_memory: CorpusMemory | None = None
+    addresses: AddressRules = field(default_factory=AddressRules)  # what the mail backend can carry

@@ -178,12 +178,14 @@ def page_router(pages: Pages) -> APIRouter:
         if not pages.csrf_valid(request, form):
             errors = {"form": "this form expired or came from another site; please check it and send it again"}
             return pages.render(request, "signup.html.j2", 403, **pages.choices(values, errors))
-        try:
-            new = new_subscriber(
-                values["email"], name=values["name"], categories=values["categories"],
-                valid_categories=context.categories.slugs(), defaults=context.store.defaults,
-                frequency=values["frequency"], timezone=values["timezone"], send_hour=values["send_hour"],
-                weekday=values["weekday"],
+        try:  # in a thread: the categories may be re-read, the relay asked whether it carries the address
+            new = await run_in_threadpool(
+                lambda: new_subscriber(
+                    values["email"], name=values["name"], categories=values["categories"],
+                    valid_categories=context.categories.slugs(), defaults=context.store.defaults,
+                    frequency=values["frequency"], timezone=values["timezone"], send_hour=values["send_hour"],
+                    weekday=values["weekday"], addresses=context.addresses,
+                )
             )
         except InvalidSubscriberError as e:
             return pages.render(request, "signup.html.j2", 422, **pages.choices(values, {e.field: e.reason}))
