@@ -115,3 +115,20 @@ def test_a_scheduled_campaign_goes_out_when_due_once(env, tmp_path):
     finally:
         components.close()
     assert sorted(m.recipients[0] for m in server.received) == sorted(p.email for p in people)
+
+
+def test_an_announcement_opens_with_its_subject_escaped_not_a_greeting(env, tmp_path):
+    run, server, database, _ = env
+    add_subscribers(database, 1, categories=("city",), now=datetime.now(UTC))
+    code, out, err = run("campaigns", "create", "--subject", "Moving <soon> & fast", "--body", str(_body(tmp_path, "Hi.\n")),
+                         "--variant", "announcement")
+    assert code == 0, err
+    _, html, _ = run("campaigns", "preview", "1")
+    assert "Moving &lt;soon&gt; &amp; fast</p>" in html and "Hello" not in html
+    _, text, _ = run("campaigns", "preview", "1", "--text")
+    assert "Moving <soon> & fast\n--------------------" in text and "Hello" not in text
+    assert run("campaigns", "send", "1", "--yes")[0] == 0
+    message = email.message_from_bytes(server.received[0].data, policy=email.policy.default)
+    assert "Moving <soon> & fast" in message.get_body(("plain",)).get_content()
+    code, _, err = run("campaigns", "create", "--subject", "x", "--body", str(_body(tmp_path)), "--variant", "poster")
+    assert code == 2 and "'poster' is not one of 'letter', 'announcement'" in err

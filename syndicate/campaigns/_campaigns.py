@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_SUBJECT = 200
 MAX_BODY = 200_000
 PLAN_BATCH = 1000
+VARIANTS = ("letter", "announcement")  # a greeting then the body, or the subject as a heading
 
 
 class CampaignError(UsageError):
@@ -54,9 +55,11 @@ class NewCampaign:
     subject: str
     body: str  # Markdown
     categories: tuple[str, ...]  # () = every active subscriber
+    variant: str = "letter"
 
     @classmethod
-    def checked(cls, subject: str, body: str, categories: Iterable[str], valid: Iterable[str]) -> NewCampaign:
+    def checked(cls, subject: str, body: str, categories: Iterable[str], valid: Iterable[str],
+                variant: str = "letter") -> NewCampaign:
         subject = (subject or "").strip()
         if not subject:
             raise CampaignError("subject: is empty")
@@ -73,7 +76,9 @@ class NewCampaign:
         unknown = [c for c in slugs if c not in known]
         if unknown:
             raise CampaignError(f"categories: unknown {', '.join(unknown)} (valid: {', '.join(sorted(known)) or 'none'})")
-        return cls(subject, body, slugs)
+        if variant not in VARIANTS:
+            raise CampaignError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
+        return cls(subject, body, slugs, variant)
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class Campaign:
     send_at: datetime | None
     run_id: int | None
     created_by: str
+    variant: str = "letter"
     counts: dict[str, int] | None = None  # the outbox's counts of its deliveries, when asked for
 
 
@@ -94,7 +100,7 @@ def _campaign(row: object) -> Campaign:
     return Campaign(
         id=row.id, subject=row.subject, body=row.body, categories=tuple(json.loads(row.categories)),  # type: ignore[attr-defined]
         status=CampaignStatus(row.status), created_at=row.created_at, send_at=row.send_at,  # type: ignore[attr-defined]
-        run_id=row.run_id, created_by=row.created_by,  # type: ignore[attr-defined]
+        run_id=row.run_id, created_by=row.created_by, variant=row.variant,  # type: ignore[attr-defined]
     )
 
 
@@ -131,7 +137,7 @@ class Campaigns:
         with self.database.write() as connection:
             campaign_id = connection.execute(insert(campaigns).values(
                 subject=new.subject, body=new.body, categories=json.dumps(list(new.categories)), status=status.value,
-                created_at=now, send_at=send_at, run_id=None, created_by=actor[:120],
+                created_at=now, send_at=send_at, run_id=None, created_by=actor[:120], variant=new.variant,
             )).inserted_primary_key[0]  # type: ignore[index]
         log.info("campaign created id=%s status=%s actor=%s", campaign_id, status.value, actor)
         return self.get(int(campaign_id))
@@ -171,7 +177,8 @@ class Campaigns:
 
     def render(self, campaign: Campaign, subscriber: Subscriber, links: LinkMaker) -> RenderedEmail:
         return self.renderer.render_campaign(f"campaign:{campaign.id}", campaign.subject,
-                                             render_markdown(campaign.body), campaign.body.strip(), subscriber, links)
+                                             render_markdown(campaign.body), campaign.body.strip(), subscriber, links,
+                                             variant=campaign.variant)
 
     def preview(self, campaign_id: int, *, email: str | None = None) -> RenderedEmail:
         """What a subscriber (`email`, or a made-up one) would get, with placeholder links."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from syndicate.campaigns import CampaignError, NewCampaign
+from syndicate.campaigns import VARIANTS, CampaignError, NewCampaign
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._output import confirm, json_option, print_json, print_table, run_progress
 from syndicate.cli.subscribers import valid_categories
@@ -40,15 +40,17 @@ def campaigns() -> None:
               help="A Markdown file ('-' is not accepted: keep the text you sent).")
 @click.option("--categories", default="", help="Category slugs, comma-separated (default: every active subscriber).")
 @click.option("--at", "send_at", default=None, metavar="TIME", help="Send at this time (ISO 8601 with offset); else a draft.")
+@click.option("--variant", type=click.Choice(VARIANTS), default="letter", show_default=True,
+              help="letter: a greeting, then the body; announcement: the subject as a heading.")
 @pass_app
-def create(app: AppContext, subject: str, body_file: Path, categories: str, send_at: str | None) -> None:
+def create(app: AppContext, subject: str, body_file: Path, categories: str, send_at: str | None, variant: str) -> None:
     """Store a campaign (a draft, or scheduled with --at)."""
     settings = app.settings
     try:
         body = body_file.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise click.BadParameter(f"{body_file}: not UTF-8 text ({e.reason})", param_hint="--body") from None
-    new = NewCampaign.checked(subject, body, split_categories(categories), valid_categories(settings))
+    new = NewCampaign.checked(subject, body, split_categories(categories), valid_categories(settings), variant)
     components = Components(settings)
     try:
         campaign = components.campaigns.create(new, now=datetime.now(UTC), actor="cli", send_at=_when(send_at))

@@ -341,15 +341,15 @@ class Outbox:
                 for sid in subscriber_ids
             ])
 
-    def campaign_text(self, campaign_id: int) -> tuple[str, str]:
-        """(subject, Markdown body) of a campaign, for building its messages."""
+    def campaign_text(self, campaign_id: int) -> tuple[str, str, str]:
+        """(subject, Markdown body, variant) of a campaign, for building its messages."""
         with self.database.read() as connection:
             row = connection.execute(
-                select(campaigns.c.subject, campaigns.c.body).where(campaigns.c.id == campaign_id)
+                select(campaigns.c.subject, campaigns.c.body, campaigns.c.variant).where(campaigns.c.id == campaign_id)
             ).first()
         if row is None:
             raise LookupError(f"no campaign with id {campaign_id}")
-        return row.subject, row.body
+        return row.subject, row.body, row.variant
 
     def campaign_counts(self, campaign_id: int) -> dict[str, int]:
         """How many of a campaign's deliveries are in each state (the COUNTS names)."""

@@ -162,7 +162,7 @@ class _Messages:
         self.renderer = service.renderer()
         self.sender = parseaddr(self.settings.mail.from_)[1]
         self._builders: dict[int, MessageBuilder] = {}
-        self._campaigns: dict[int, tuple[str, str, str]] = {}  # id -> (subject, body HTML, body text)
+        self._campaigns: dict[int, tuple[str, str, str, str]] = {}  # id -> (subject, body HTML, body text, variant)
 
     def builder(self, run_id: int) -> MessageBuilder:
         """One per run, dated (and its links signed) at the run's start: a resend is the same bytes."""
@@ -200,12 +200,12 @@ class _Messages:
     def campaign(self, delivery: ClaimedDelivery, campaign_id: int) -> OutgoingMessage:
         """A campaign's message for the delivery's subscriber (its text read and rendered once per process)."""
         if campaign_id not in self._campaigns:
-            subject, body = self.service.outbox.campaign_text(campaign_id)
-            self._campaigns[campaign_id] = (subject, render_markdown(body), body.strip())
-        subject, body_html, body_text = self._campaigns[campaign_id]
+            subject, body, variant = self.service.outbox.campaign_text(campaign_id)
+            self._campaigns[campaign_id] = (subject, render_markdown(body), body.strip(), variant)
+        subject, body_html, body_text, variant = self._campaigns[campaign_id]
         builder = self.builder(delivery.run_id)
         rendered = self.renderer.render_campaign(f"campaign:{campaign_id}", subject, body_html, body_text,
-                                                 delivery.subscriber, builder.links)
+                                                 delivery.subscriber, builder.links, variant=variant)
         data = builder.campaign_message(delivery.subscriber, rendered, delivery.message_id)
         return OutgoingMessage(str(delivery.id), self.sender, (delivery.subscriber.email,), data, delivery.message_id)
 

@@ -430,21 +430,22 @@ class EmailRenderer:
 
     # -- campaigns (one-off messages) -------------------------------------------------
     def render_campaign(self, key: str, subject: str, body_html: str, body_text: str, subscriber: Subscriber,
-                        links: LinkMaker) -> RenderedEmail:
+                        links: LinkMaker, *, variant: str = "letter") -> RenderedEmail:
         """A campaign for `subscriber`: `body_html` (sanitised HTML from its Markdown) and `body_text`
         in the digest's frame, with the same unsubscribe and preferences links. Rendered and inlined
-        once per `key` (the campaign), then personalised."""
-        variant = self._variants.get(key)
-        if variant is None:
+        once per `key` (the campaign), then personalised. `variant`: "letter" opens with a greeting,
+        "announcement" with the subject as a heading."""
+        rendered = self._variants.get(key)
+        if rendered is None:
             slots = self._slot_markers(CAMPAIGN_SLOTS)
             context = {**self._common(), "title": subject, "body_html": markupsafe.Markup(body_html),
-                       "body_text": body_text, **slots}
-            variant = self._variants.put(key, self._finish(key, subject, "campaign", context))
+                       "body_text": body_text, "variant": variant, **slots}
+            rendered = self._variants.put(key, self._finish(key, subject, "campaign", context))
         values = self._values(
             greeting=_greeting(subscriber.name), email=clean_line(subscriber.email),
             unsubscribe_url=links.unsubscribe_url(subscriber), preferences_url=links.preferences_url(subscriber),
         )
-        return self.personalise(variant, values)
+        return self.personalise(rendered, values)
 
     # -- internals -------------------------------------------------------------------
     def _slot_markers(self, names: Sequence[str]) -> dict[str, str]:

@@ -226,6 +226,8 @@ campaigns = Table(
     Column("send_at", UtcDateTime, nullable=True),
     Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL"), nullable=True),
     Column("created_by", String(120), nullable=False),
+    # How the body is framed: "letter" (a greeting, then the body) or "announcement" (the subject as a heading).
+    Column("variant", String(20), nullable=False, server_default="letter"),
     CheckConstraint("status IN ('draft', 'scheduled', 'sending', 'sent')", name="status"),
 )
 

@@ -582,7 +582,7 @@ def _campaign_routes(router: APIRouter, console: Console) -> None:
     campaigns = components.campaigns
 
     def list_page(request: Request, status: int = 200, **values: Any) -> HTMLResponse:
-        defaults = {"error": "", "values": {"subject": "", "body": "", "categories": [], "send_at": ""}}
+        defaults = {"error": "", "values": {"subject": "", "body": "", "categories": [], "send_at": "", "variant": "letter"}}
         return console.page(request, "campaigns.html.j2", status, campaigns=campaigns.recent(50),
                             categories=context.categories.get(), notice=request.query_params.get("notice"),
                             **{**defaults, **values})
@@ -596,10 +596,12 @@ def _campaign_routes(router: APIRouter, console: Console) -> None:
     async def create(request: Request) -> Response:
         actor, form = await console.form(request)
         values = {"subject": form.get("subject") or "", "body": form.get("body") or "",
-                  "categories": form.getlist("categories"), "send_at": form.get("send_at") or ""}
+                  "categories": form.getlist("categories"), "send_at": form.get("send_at") or "",
+                  "variant": form.get("variant") or "letter"}
         try:
             send_at = _local_time(values["send_at"], components.settings.site.timezone)
-            new = NewCampaign.checked(values["subject"], values["body"], values["categories"], context.categories.slugs())
+            new = NewCampaign.checked(values["subject"], values["body"], values["categories"], context.categories.slugs(),
+                                      str(values["variant"]))
             campaign = campaigns.create(new, now=context.clock(), actor=actor, send_at=send_at)
         except CampaignError as e:
             return list_page(request, 422, error=str(e), values=values)

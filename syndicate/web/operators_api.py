@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -35,6 +35,7 @@ class CampaignBody(Model):
     body: str = Field(max_length=200_000, description="Markdown")
     categories: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=200)
     send_at: datetime | None = Field(None, description="schedule; null: a draft")
+    variant: Literal["letter", "announcement"] = "letter"
 
 
 class TestBody(Model):
@@ -102,7 +103,7 @@ def operators_router(components: Components, context: WebContext, *, admin_token
     @router.post("/campaigns", status_code=201)
     def create_campaign(body: CampaignBody) -> Any:
         try:
-            new = NewCampaign.checked(body.subject, body.body, body.categories, context.categories.slugs())
+            new = NewCampaign.checked(body.subject, body.body, body.categories, context.categories.slugs(), body.variant)
             campaign = components.campaigns.create(new, now=context.clock(), actor=API_ACTOR, send_at=body.send_at)
         except CampaignError as e:
             raise ApiProblem(422, str(e), str(e).split(":", 1)[0]) from e

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("send_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("run_id", sa.Integer, nullable=True),
         sa.Column("created_by", sa.String(120), nullable=False),
+        sa.Column("variant", sa.String(20), nullable=False, server_default="letter"),
         sa.PrimaryKeyConstraint("id", name="pk_campaigns"),
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name="fk_campaigns_run_id_runs", ondelete="SET NULL"),
         sa.CheckConstraint("status IN ('draft', 'scheduled', 'sending', 'sent')", name="ck_campaigns_status"),
