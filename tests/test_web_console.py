@@ -114,3 +114,12 @@ def test_sign_in_never_redirects_off_the_console(site):
     with httpx.Client(base_url=site.url) as client:
         page = client.get("/admin/login?next=https://evil.example/")
         assert 'name="next" value="/admin/"' in page.text
+
+
+def test_cookies_are_secure_when_the_console_is_not_on_loopback(site):
+    # Reached by a public name (through a proxy): the browser must only send the cookies over https.
+    with httpx.Client(base_url=site.url, headers={"host": "news.example"}) as client:
+        page = client.get("/admin/login")
+        assert page.status_code == 200 and "Secure" in page.headers["set-cookie"]
+    with httpx.Client(base_url=site.url) as client:
+        assert "Secure" not in client.get("/admin/login").headers["set-cookie"]
