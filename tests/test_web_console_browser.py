@@ -108,7 +108,7 @@ def test_operator_journey(chromium, smtp_server, tmp_path):
         assert digests == {city[0].email: 1, city[1].email: 1, city[2].email: 1}
 
         page.get_by_role("navigation").get_by_role("link", name="Campaigns").click()
-        page.get_by_label("Subject").fill("We are moving")
+        page.get_by_label("Subject", exact=True).fill("We are moving")
         page.get_by_label("Message (Markdown)").fill("Our new address is **news.example**.")
         page.get_by_label("city").check()
         page.get_by_role("button", name="Create").click()
