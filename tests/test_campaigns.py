@@ -132,3 +132,21 @@ def test_an_announcement_opens_with_its_subject_escaped_not_a_greeting(env, tmp_
     assert "Moving <soon> & fast" in message.get_body(("plain",)).get_content()
     code, _, err = run("campaigns", "create", "--subject", "x", "--body", str(_body(tmp_path)), "--variant", "poster")
     assert code == 2 and "'poster' is not one of 'letter', 'announcement'" in err
+
+
+def test_a_campaign_interrupted_after_planning_is_finished_by_the_next_send(env, tmp_path):
+    run, server, database, config = env
+    people = add_subscribers(database, 2, categories=("city",), now=datetime.now(UTC))
+    run("campaigns", "create", "--subject", "Hello", "--body", str(_body(tmp_path, "Hi.\n")))
+    components = Components(load_settings(config))
+    try:
+        components.campaigns.plan(1, now=datetime.now(UTC))  # planned, then the process "stopped"
+    finally:
+        components.close()
+    assert server.received == [] and run("campaigns", "list")[1].splitlines()[1].split("\t")[1] == "sending"
+    code, out, err = run("send", "--yes")  # resumes every run with queued deliveries
+    assert code == 0 and "resuming run 1" in err, out + err
+    got = [m.recipients[0] for m in server.received
+           if email.message_from_bytes(m.data, policy=email.policy.default)["Subject"] == "Hello"]
+    assert sorted(got) == sorted(p.email for p in people)  # (their digests went out too, in run 2)
+    assert run("campaigns", "list")[1].splitlines()[1].split("\t")[1] == "sent"

@@ -147,13 +147,28 @@ class Campaigns:
             row = connection.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
         if row is None:
             raise CampaignError(f"no campaign with id {campaign_id}")
-        campaign = _campaign(row)
+        campaign = self._settled(_campaign(row))
         return replace(campaign, counts=self.delivery.outbox.campaign_counts(campaign_id)) if counts else campaign
 
     def recent(self, limit: int = 50) -> list[Campaign]:
         with self.database.read() as connection:
             rows = connection.execute(select(campaigns).order_by(campaigns.c.id.desc()).limit(limit)).all()
-        return [replace(c, counts=self.delivery.outbox.campaign_counts(c.id)) for c in map(_campaign, rows)]
+        return [replace(c, counts=self.delivery.outbox.campaign_counts(c.id)) for c in map(self._settled, map(_campaign, rows))]
+
+    def _settled(self, campaign: Campaign) -> Campaign:
+        """A campaign whose run was finished by someone else (the service resuming it after a restart,
+        the retry job) is marked sent when next looked at."""
+        if campaign.status is CampaignStatus.SENDING and campaign.run_id is not None:
+            try:
+                finished = self.delivery.report(campaign.run_id).status == "finished"
+            except LookupError:  # the run was pruned: long finished
+                finished = True
+            if finished:
+                with self.database.write() as connection:
+                    connection.execute(update(campaigns).where(campaigns.c.id == campaign.id)
+                                       .values(status=CampaignStatus.SENT.value))
+                return replace(campaign, status=CampaignStatus.SENT)
+        return campaign
 
     def schedule(self, campaign_id: int, send_at: datetime | None) -> Campaign:
         """Send at `send_at` (None: back to a draft); only a campaign not yet sent."""
@@ -228,11 +243,7 @@ class Campaigns:
         return report
 
     def finish(self, campaign_id: int) -> Campaign:
-        """Mark a campaign sent once its run has nothing open."""
-        campaign = self.get(campaign_id)
-        if campaign.run_id is not None and self.delivery.report(campaign.run_id).status == "finished":
-            with self.database.write() as connection:
-                connection.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(status=CampaignStatus.SENT.value))
+        """The campaign with its counts, marked sent if its run has nothing open any more."""
         return self.get(campaign_id, counts=True)
 
     def send(self, campaign_id: int, *, now: datetime, stop: object = None,
