@@ -41,6 +41,7 @@ def test_search_pages_by_key_and_escapes_like(database):
     assert [p.subscriber.email for p in store.search("100%")[0]] == ["odd_one@example.org"]
     assert [p.subscriber.email for p in store.search("", Filter(category="b"))[0]] == ["odd_one@example.org"]
     assert store.counts_by_category() == {"a": 5, "b": 1, "": 1}
+    assert (store.count_following(["b"]), store.count_following(["a", "b"]), store.count_following([])) == (2, 7, 7)
     assert len(store.next_due(3)) == 3
 
 
@@ -80,7 +81,7 @@ def test_campaign_deliveries_once_per_subscriber_beside_an_open_digest(database)
     for _ in range(2):  # planned twice: still one each
         outbox.add_campaign_deliveries(run, campaign_id, NOW, [ann.id, bob.id], "x.example", NOW)
     assert outbox.campaign_counts(campaign_id)["total"] == 2 and outbox.refresh(digest_run, NOW).queued == 1
-    assert outbox.campaign_text(campaign_id) == ("Hi", "Hello")
+    assert outbox.campaign_text(campaign_id) == ("Hi", "Hello", "letter")  # the server default of the column
     assert [d.what for d in outbox.deliveries_of(ann.id)] == [f"campaign {campaign_id}", "digest"]
 
 

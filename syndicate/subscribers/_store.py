@@ -499,6 +499,17 @@ class SubscriberStore:
             ).scalar_one()
         return {**{slug: int(n) for slug, n in sorted(per.items())}, "": int(every)}
 
+    def count_following(self, categories: Collection[str]) -> int:
+        """Active subscribers following any of `categories` (all active ones when empty; one who chose
+        no category follows every one), counted in the database."""
+        c, sc = subscribers.c, subscriber_categories.c
+        query = select(func.count()).select_from(subscribers).where(c.status == SubscriberStatus.ACTIVE.value)
+        if categories:
+            query = query.where(c.id.in_(select(sc.subscriber_id).where(sc.slug.in_(sorted(categories))))
+                                | ~c.id.in_(select(sc.subscriber_id)))
+        with self.database.read() as connection:
+            return int(connection.execute(query).scalar_one())
+
     def next_due(self, limit: int = 10) -> list[tuple[datetime, int, str]]:
         """The soonest scheduled digests: (next send time, id, email)."""
         c = subscribers.c
