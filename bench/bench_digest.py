@@ -31,11 +31,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from syndicate.config import default_settings
-from syndicate.digest._message import message_id
-from syndicate.digest._render import EmailRenderer
-from syndicate.digest._select import Timeline, select_digest
-from syndicate.site._urls import SiteUrls
-from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
+from syndicate.digest import Timeline, message_id, select_digest
+from syndicate.site import SiteUrls
+from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus
 from syndicate.wiring import email_renderer, load_corpus, message_builder
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
@@ -94,7 +92,7 @@ def subscribers(count: int, slugs: list[str], seed: int = 11) -> list[Subscriber
     return out
 
 
-def naive_message(settings, renderer: EmailRenderer, links, categories, digest) -> bytes:
+def naive_message(settings, renderer, links, categories, digest) -> bytes:
     """Render, inline and build a stdlib EmailMessage for this one subscriber."""
     rendered = renderer.render_digest(digest, links, categories)
     subscriber = digest.subscriber

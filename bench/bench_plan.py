@@ -26,8 +26,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_delivery import NOW, SECRET, fill_database, settings_for
 from generate import generate
 
-from syndicate.delivery._service import DeliveryService, SendRequest
-from syndicate.storage._database import create_database
+from syndicate.cli._collector import collector_paused
+from syndicate.delivery import DeliveryService, SendRequest
+from syndicate.storage import create_database
 from syndicate.wiring import content_source, load_corpus
 
 PORT = 25252  # never connected to: planning sends nothing
@@ -43,7 +44,8 @@ def plan_once(folder: Path, count: int) -> tuple[float, float, int, str]:
     database = create_database(settings.database.url)
     service = DeliveryService(settings, database, content_source(settings))
     wall, cpu = time.perf_counter(), time.process_time()
-    run = service.plan_manual(SendRequest(), NOW)
+    with collector_paused():  # as `syndicate send` runs it
+        run = service.plan_manual(SendRequest(), NOW)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     database.close()
     with sqlite3.connect(database_file) as connection:

@@ -27,10 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from syndicate.storage._database import create_database, upgrade
-from syndicate.subscribers._csv import import_csv
-from syndicate.subscribers._model import Frequency
-from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore
+from syndicate.storage import create_database, upgrade
+from syndicate.subscribers import Frequency, SubscriberDefaults, SubscriberStore, import_csv
 
 T0 = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
 CATEGORIES = [f"category-{i:02d}" for i in range(40)]

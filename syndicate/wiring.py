@@ -7,18 +7,23 @@ points) read the whole `Settings`.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import secrets
+import stat
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from syndicate.abuse import SignupLimits
 from syndicate.audit import AuditLog
 from syndicate.campaigns import Campaigns
-from syndicate.config import Settings
+from syndicate.config import Settings, read_secret
 from syndicate.content import (
     CacheWriter,
     Category,
@@ -46,6 +51,8 @@ from syndicate.subscribers import (
     SubscriberStore,
     signer_from_settings,
 )
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -79,6 +86,7 @@ def content_source(settings: Settings) -> ContentSource:
             for slug, rule in settings.categories.items()
         ),
         cache=settings.content.cache,
+        follow_external_links=settings.content.follow_external_links,
     )
 
 
@@ -104,6 +112,74 @@ def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:
     return SiteUrls(base_url or settings.site.base_url, settings.feeds.folder)
 
 
+# ---------------------------------------------------------------- secrets
+# The link secret and the admin token from the environment; with `[http] generate_missing_secrets`
+# (the demo), generated once into files under var/secrets/ and read by every command alike.
+
+SECRETS_FOLDER = "secrets"
+
+@dataclass(frozen=True)
+class ServiceSecret:
+    """A secret the service needs: its environment variable, what it is for, and where it came from."""
+
+    variable: str
+    what: str
+    value: str
+    generated_file: Path | None  # the file under var/ it was read from, None when set in the environment
+
+
+def _secret_file(settings: Settings, variable: str) -> Path:
+    return settings.var_folder / SECRETS_FOLDER / variable.lower()
+
+
+def _read_or_create(path: Path) -> str:
+    """The secret stored in `path`, created (mode 0600, never overwritten) on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("secret file %s is readable by others (mode %o); chmod 600 it", path, mode)
+        value = path.read_text(encoding="ascii").strip()
+        if value:
+            return value
+        path.unlink()
+        return _read_or_create(path)
+    value = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(value + "\n")
+    log.info("generated a new secret in %s", path)
+    return value
+
+
+def service_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[ServiceSecret, ...]:
+    """The link-signing secret and the admin token, from the environment; when missing and
+    `[http] generate_missing_secrets` is on (the demo), generated once into files under var/
+    and reused. Otherwise a missing link secret is a MissingSecretError, and a missing admin
+    token leaves the admin API locked (the web app says so in the log)."""
+    env = os.environ if environ is None else environ
+    wanted = (
+        (settings.links.secret_env, "signed links (confirm, unsubscribe, preferences)", True),
+        (settings.http.admin_token_env, "the admin API token", False),
+    )
+    found = []
+    for variable, what, required in wanted:
+        if env.get(variable, "").strip():
+            found.append(ServiceSecret(variable, what, env[variable], None))
+        elif settings.http.generate_missing_secrets:
+            path = _secret_file(settings, variable)
+            found.append(ServiceSecret(variable, what, _read_or_create(path), path))
+        elif required:
+            read_secret(variable, what, env)  # raises MissingSecretError naming the variable
+    return tuple(found)
+
+
+def environ_with(secrets_: tuple[ServiceSecret, ...], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the service's parts read their secrets from (os.environ itself is left alone)."""
+    return {**(os.environ if environ is None else environ), **{s.variable: s.value for s in secrets_}}
+
+
 class Components:
     """The collaborators of one process, each built on first use and then shared.
 
@@ -121,7 +197,10 @@ class Components:
         base_url: str | None = None,
     ) -> None:
         self.settings = settings
-        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        env: Mapping[str, str] = os.environ if environ is None else environ
+        if settings.http.generate_missing_secrets:  # the demo: the service and every command share them
+            env = environ_with(service_secrets(settings, env), env)
+        self.environ = env
         self._database = database
         self._owns_database = database is None
         self._backend_factory = backend_factory
@@ -163,6 +242,11 @@ class Components:
             per_hour=self.settings.http.confirmations_per_hour,
             category_titles={slug: rule.title for slug, rule in self.settings.categories.items() if rule.title},
         )
+
+    @cached_property
+    def signup_limits(self) -> SignupLimits:
+        """The signup form's abuse limits ([signup]), counted in the database."""
+        return SignupLimits(self.database, self.settings.signup)
 
     @cached_property
     def addresses(self) -> AddressRules:

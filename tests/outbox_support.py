@@ -15,7 +15,7 @@ from syndicate.wiring import content_source
 from tests.site_helpers import make_settings, write_article
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
-SECRET = {"SYNDICATE_SECRET": "test-secret-for-links", "SYNDICATE_SMTP_PASSWORD": "pw"}
+SECRET = {"SYNDICATE_SECRET": "test-secret-for-links-0123456789abcdef", "SYNDICATE_SMTP_PASSWORD": "pw"}
 CATEGORIES = ("city", "science", "sport")
 
 

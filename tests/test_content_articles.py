@@ -337,16 +337,3 @@ def test_markdown_without_html_reads_the_same_from_cmark_safe_mode_as_through_nh
     # of `www.example.com>`): harmless, so the comparison leaves the link targets out.
     without_targets = functools.partial(re.sub, r' (?:href|src)="[^"]*"', "")
     assert without_targets(fast) == without_targets(through_nh3)
-
-
-@given(st.from_regex(r"\A[0-9]{0,3}/[0-9]{0,3}/[0-9]{0,5}\Z") | st.text(alphabet="0123456789/ -", max_size=12))
-def test_export_dates_read_as_strptime_reads_them(value):
-    from syndicate.content._article import _parse_date
-
-    try:
-        expected = datetime.strptime(value, "%m/%d/%Y")
-    except ValueError:
-        with pytest.raises(ValueError):
-            _parse_date(value, "%m/%d/%Y")
-    else:
-        assert _parse_date(value, "%m/%d/%Y") == expected

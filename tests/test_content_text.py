@@ -21,3 +21,10 @@ def test_xml_safe_removes_exactly_what_xml_cannot_carry(text):
 def test_xml_safe_keeps_a_clean_text_as_it_is():
     text = "Plain ASCII and accents é, CJK 東京, emoji 🎉, tabs\tand\nlines\r\n" * 100
     assert xml_safe(text) is text
+
+
+def test_xml_safe_finds_a_control_character_in_a_long_ascii_text():
+    body = "<p>" + "word " * 200 + "</p>\n"
+    for control in ["\x00", "\x08", "\x0b", "\x1f"]:
+        assert xml_safe(body[:500] + control + body[500:]) == body
+    assert xml_safe(body + "\t\r\n") == body + "\t\r\n"

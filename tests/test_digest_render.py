@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import re
-import textwrap
 from dataclasses import replace
 
 import lxml.html
 import pytest
-from hypothesis import given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as st
 
 from syndicate.content._model import Category
-from syndicate.digest._render import inline_css, wrap
+from syndicate.digest._render import inline_css
 from syndicate.digest._select import select_digest
 from syndicate.errors import ConfigError
 from syndicate.wiring import email_renderer
@@ -200,26 +196,3 @@ def test_outlook_only_properties_are_inlined_without_warnings_on_the_console(inl
     assert "line-height" in out.split("<body>")[1]
     assert capfd.readouterr().err == ""
     assert not [r for r in caplog.records if r.levelno >= 30]
-
-
-_WORDS = st.one_of(
-    st.text(alphabet=st.sampled_from("abcXYZ019.,'\"&é"), min_size=1, max_size=14),  # the fast path's words
-    st.text(alphabet=st.sampled_from("abcXé-"), min_size=1, max_size=14),  # hyphens: textwrap may break there
-    st.text(alphabet=st.sampled_from("abcé—-\t\n "), min_size=0, max_size=14),
-)
-
-
-@hypothesis_settings(max_examples=1000, deadline=None)
-@given(st.lists(_WORDS, min_size=1, max_size=24), st.sampled_from([" ", " ", " ", "  ", "-", "\n"]), st.integers(8, 80))
-def test_wrap_gives_what_textwrap_fill_gives(words, separator, width):
-    text = separator.join(words)
-    assert wrap(text, width) == textwrap.fill(text, width)
-
-
-def test_wrap_takes_its_fast_path_on_a_following_sentence():
-    sentence = "You get this digest because you follow City Council, Science, Harbour News, Sport and Weather Today."
-    assert wrap(sentence, 72) == textwrap.fill(sentence, 72) == (
-        "You get this digest because you follow City Council, Science, Harbour\nNews, Sport and Weather Today."
-    )
-    exactly = "x" * 70 + " y z"  # a first line of exactly 72 characters
-    assert wrap(exactly, 72) == textwrap.fill(exactly, 72) == "x" * 70 + " y\nz"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.policy
 import io
-import smtplib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,9 +12,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import settings as hypothesis_settings
-from hypothesis import strategies as st
 
 from syndicate.config import default_settings, settings_from_mapping
 from syndicate.errors import MailAuthError, MailError, MailSecurityError, MissingSecretError, UsageError
@@ -29,7 +25,6 @@ from syndicate.mail import (
     SmtpBackend,
     make_backend,
 )
-from syndicate.mail.smtp import angle_address
 from tests.smtpserver import SmtpTestServer, smtp_server, tls_ca, write_ca  # noqa: F401 (fixtures)
 
 SENDER = "digest@news.test"
@@ -498,11 +493,3 @@ def test_console_backend_writes_to_stdout_by_default(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert result.outcome == "sent"
     assert "Envelope-To: reader1@example.org\nFrom: Syndicate" in out and "Hello 1\n" in out and "\r" not in out
-
-
-@hypothesis_settings(max_examples=2000, deadline=None)
-@given(st.text(alphabet=st.sampled_from("aZ09.!#$%&'*+/=?^_`{|}~-\"<> ()é@"), min_size=1, max_size=12),
-       st.text(alphabet=st.sampled_from("aZ09.-_ @"), min_size=0, max_size=10))
-def test_the_envelope_address_is_what_smtplib_quoteaddr_makes_of_it(local, domain) -> None:
-    address = f"{local}@{domain}"
-    assert angle_address(address) == smtplib.quoteaddr(address)

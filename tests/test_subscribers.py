@@ -330,9 +330,9 @@ def test_an_unclosed_quote_is_reported_where_the_record_starts(store, tmp_path):
     path = tmp_path / "in.csv"
     path.write_text(HEADER + "first@example.org,First,city\n" + 'ann@example.org,"Ann,city\nlast@example.org,,city\n')
     report = import_csv(store, path, valid_categories=VALID, now=NOW)
-    assert report.added == 1
+    assert report.added == 0 and store.count() == 0  # a file unreadable to its end imports nothing
     assert report.problems == (f"{path}:3: unreadable CSV (unexpected end of data; is a quote left open?); "
-                               "the rest of the file was skipped",)
+                               "nothing was imported",)
 
 
 def test_a_file_that_is_not_utf8_is_reported(store, tmp_path):

@@ -27,7 +27,7 @@ from syndicate.wiring import Components, content_source
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-link-secret-0123456789abcdef"
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdefgh"
 ENVIRON = {"SYNDICATE_SECRET": SECRET, "SYNDICATE_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
@@ -41,6 +41,8 @@ def web_settings(tmp_path: Path, base_url: str = "http://127.0.0.1:8000", **sect
         "database": {"url": f"sqlite:///{tmp_path / 'var' / 'syndicate.db'}"},
         "mail": {"backend": "file", "folder": str(tmp_path / "outbox")},
         "logging": {"level": "WARNING"},
+        # The tests post forms the moment they are served; the robot timing check has tests of its own.
+        "signup": {"min_form_seconds": 0},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
@@ -84,7 +86,7 @@ def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None 
         assert build_site(settings, content_source(settings)).ok
     components = Components(settings, environ=environ or ENVIRON, database=app_options.pop("database", None))
     app = create_app(components, **app_options)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

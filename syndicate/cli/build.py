@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from syndicate.cli import AppContext, pass_app
+from syndicate.cli._collector import collector_paused
 from syndicate.site import build_site
 from syndicate.wiring import content_source
 
@@ -20,7 +21,8 @@ from syndicate.wiring import content_source
 @pass_app
 def build(app: AppContext, ctx: click.Context, content: Path | None, output: Path | None) -> None:
     """Write every feed (RSS, Atom, JSON Feed, OPML) and page; exit 1 if any article was skipped."""
-    report = build_site(app.settings, content_source(app.settings), content=content, output=output)
+    with collector_paused():
+        report = build_site(app.settings, content_source(app.settings), content=content, output=output)
     for warning in report.warnings:
         click.echo(f"{warning} (warning)")
     for problem in report.problems:

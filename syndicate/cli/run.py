@@ -7,9 +7,10 @@ import logging
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.service import Bound, Service, ServiceSecret, environ_with, listen, service_secrets, with_bound_port
+from syndicate.cli._collector import collector_paused
+from syndicate.service import Bound, Service, listen, with_bound_port
 from syndicate.site import SITE_FEED
-from syndicate.wiring import site_urls
+from syndicate.wiring import ServiceSecret, environ_with, service_secrets, site_urls
 
 
 def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], build_line: str) -> list[str]:
@@ -61,7 +62,8 @@ def run(app: AppContext, host: str | None, port: int | None, no_scheduler: bool)
     if settings is not configured:
         app.settings_override(settings)
     secrets = service_secrets(settings)
-    service = Service(settings, environ=environ_with(secrets), scheduler=not no_scheduler)
+    service = Service(settings, environ=environ_with(secrets), scheduler=not no_scheduler,
+                      around_build=collector_paused)
     service.handle_signals()
     try:
         report = service.open()

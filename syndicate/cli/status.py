@@ -1,8 +1,9 @@
-"""`syndicate status`: recent runs with their counts, deliveries waiting for a retry, permanent failures."""
+"""`syndicate status`: recent runs with their counts, deliveries waiting for a retry, permanent failures,
+and the sign-ups the abuse limits refused."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import click
 
@@ -30,10 +31,11 @@ def status(app: AppContext, run_limit: int, failure_limit: int, as_json: bool) -
     try:
         service = components.delivery
         runs, retries, failures = service.recent_runs(run_limit), service.waiting_retries(), service.failures(failure_limit)
+        refused = components.signup_limits.refusals(datetime.now(UTC))
     finally:
         components.close()
     if as_json:
-        print_json({"runs": runs, "retrying": retries, "failures": failures})
+        print_json({"runs": runs, "retrying": retries, "failures": failures, "signups_refused_24h": refused})
         return
     print_table("Recent runs", ("run", "kind", "status", "started", "finished", *RUN_COUNTS),
                 [(r.run_id, r.kind, r.status, _when(r.started_at), _when(r.finished_at), *(getattr(r, n) for n in RUN_COUNTS))
@@ -48,3 +50,5 @@ def status(app: AppContext, run_limit: int, failure_limit: int, as_json: bool) -
                 empty="No permanent failures.")
     if failures:
         click.echo("requeue with: syndicate deliveries requeue --id N (or --run N)", err=True)
+    reasons = ", ".join(f"{reason} {count}" for reason, count in refused.items())
+    click.echo(f"Sign-ups refused in the last 24 hours: {sum(refused.values())}" + (f" ({reasons})" if reasons else ""))

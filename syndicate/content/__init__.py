@@ -3,11 +3,13 @@
 from syndicate.content._article import ReaderOptions, parse_article
 from syndicate.content._markdown import render_markdown
 from syndicate.content._model import Article, Category
-from syndicate.content._reader import CacheWriter, CategoryRule, Corpus, CorpusMemory, gc_paused, read_corpus
+from syndicate.content._parallel import Forked, WorkerDied, can_fork, run_parallel, shared_event
+from syndicate.content._reader import CacheWriter, CategoryRule, Corpus, CorpusMemory, read_corpus
 from syndicate.content._source import ContentSource
 from syndicate.content._text import make_xml_safe, plain_text, slugify
 
 __all__ = [
-    "Article", "CacheWriter", "Category", "CategoryRule", "ContentSource", "Corpus", "CorpusMemory", "ReaderOptions",
-    "gc_paused", "make_xml_safe", "parse_article", "plain_text", "read_corpus", "render_markdown", "slugify",
+    "Article", "CacheWriter", "Category", "CategoryRule", "ContentSource", "Corpus", "CorpusMemory", "Forked",
+    "ReaderOptions", "WorkerDied", "can_fork", "make_xml_safe", "parse_article", "plain_text", "read_corpus",
+    "render_markdown", "run_parallel", "shared_event", "slugify",
 ]

@@ -45,23 +45,6 @@ class Article:
             raise ValueError(f"{self.source}: article datetimes must be timezone-aware")
         make_xml_safe(self, ("id", "title", "author", "body_html", "summary"))
 
-    # An Article loaded from the reader's cache may leave its body on disk until it is first
-    # read (`_lazy_body`, an object with a `read()` method): a warm read of 10,000 articles
-    # then never unpickles 55 MB of HTML that a rebuild mostly does not use.
-    def __getattr__(self, name: str) -> object:
-        lazy = self.__dict__.get("_lazy_body") if name == "body_html" else None
-        if lazy is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        body = lazy.read()
-        object.__setattr__(self, "body_html", body)
-        return body
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        if state.pop("_lazy_body", None) is not None:
-            state["body_html"] = self.body_html
-        return state
-
     @property
     def category_slugs(self) -> tuple[str, ...]:
         return tuple(c.slug for c in self.categories)

@@ -17,6 +17,7 @@ class ContentSource:
     options: ReaderOptions
     rules: tuple[CategoryRule, ...] = ()
     cache: Path | None = None
+    follow_external_links: bool = False  # publish symlinks to files outside the folder
 
     def read(self, folder: Path | None = None, *, use_cache: bool = True, memory: CorpusMemory | None = None,
              writer: CacheWriter | None = None) -> Corpus:
@@ -30,4 +31,5 @@ class ContentSource:
             cache=self.cache if use_cache and folder is None else None,
             memory=memory,
             writer=writer,
+            follow_external_links=self.follow_external_links,
         )

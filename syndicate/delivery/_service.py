@@ -22,9 +22,7 @@ flight: after a crash of this process, only its own in-flight messages are left 
 
 from __future__ import annotations
 
-import gc
 import logging
-import multiprocessing
 import os
 import signal
 import threading
@@ -36,8 +34,18 @@ from email.utils import parseaddr
 from itertools import islice
 from typing import Any
 
-from syndicate.config import Settings
-from syndicate.content import Article, Category, ContentSource, Corpus, gc_paused, render_markdown
+from syndicate.config import Settings, read_secret
+from syndicate.content import (
+    Article,
+    Category,
+    ContentSource,
+    Corpus,
+    Forked,
+    WorkerDied,
+    can_fork,
+    render_markdown,
+    shared_event,
+)
 from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
@@ -69,7 +77,7 @@ from syndicate.digest import (
     select_digest,
     variant_key,
 )
-from syndicate.errors import MailError, SyndicateError, UsageError
+from syndicate.errors import ConfigError, MailError, MissingSecretError, SyndicateError, UsageError
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
 from syndicate.site import SiteUrls
 from syndicate.storage import Database
@@ -217,13 +225,11 @@ class _Messages:
 class _WorkerGroup:
     """Forked processes sending one run beside this one, one per share of `[smtp] connections`.
 
-    Forked with the corpus loaded (in `messages`, with what it has rendered so far) and every
-    object then alive frozen out of the collector (gc.freeze) until the workers are gone: a
-    collection in any of the processes would otherwise write to every object's header and
-    unshare its page. No database connection crosses the fork
-    (the pool is emptied first). With `planning`, a worker that finds nothing queued waits for
-    more until the event is set. A worker stops when nothing is left, when its pipe closes
-    (finish() stopping, or this process gone) or on SIGTERM.
+    Forked with the corpus loaded (in `messages`, with what it has rendered so far), which they
+    share with this process. No database connection crosses the fork (the pool is emptied
+    first). With `planning`, a worker that finds nothing queued waits for more until the event
+    is set. A worker stops when nothing is left, when its pipe closes (finish() stopping, or
+    this process gone) or on SIGTERM.
     """
 
     def __init__(
@@ -236,54 +242,48 @@ class _WorkerGroup:
         planning: Any = None,
     ) -> None:
         self.planning = planning
-        context = multiprocessing.get_context("fork")
         service.database.close()
         watched, self._stopping = os.pipe()  # EOF on `watched` tells every worker to stop
-        self._workers: list[tuple[Any, Any]] = []
-        gc.freeze()
+        self._workers: list[Forked] = []
         try:
             for share in shares:
-                receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=_work_in_worker, args=(service, claim, clock, share, messages, planning, watched, self._stopping, sender),
-                    name="delivery-worker", daemon=True,
-                )
-                process.start()
-                sender.close()
-                self._workers.append((process, receiver))
+                self._workers.append(Forked(
+                    _work_in_worker, service, claim, clock, share, messages, planning, watched, self._stopping,
+                    name="delivery-worker",
+                ))
         except BaseException:
             self.stop_and_wait()
             raise
         finally:
             os.close(watched)
-        log.info("sending in worker processes pids=%s connections=%s", [p.pid for p, _ in self._workers], list(shares))
+        log.info("sending in worker processes pids=%s connections=%s", [w.pid for w in self._workers], list(shares))
 
     def finish(self, stop: threading.Event | None, counted: Callable[[], None]) -> None:
         """Wait for every worker (counting every COUNT_SECONDS); `stop` set: they stop after their
         messages in flight. Raises what a worker could not get past (a MailError: login, TLS)."""
         try:
-            while any(process.is_alive() for process, _ in self._workers):
+            while any(worker.is_alive() for worker in self._workers):
                 if stop is not None and stop.is_set():
                     break
-                self._workers[0][0].join(COUNT_SECONDS)
+                self._workers[0].join(COUNT_SECONDS)
                 counted()
         finally:
             self.stop_and_wait()
-        for process, receiver in self._workers:
-            if not receiver.poll():
-                raise SyndicateError(f"delivery worker {process.pid} exited with code {process.exitcode}: see the log")
-            error = receiver.recv()
+        for worker in self._workers:
+            try:
+                error = worker.result()
+            except WorkerDied as e:
+                raise SyndicateError(f"delivery {e}: see the log") from None
             if error is not None:
-                raise MailError(f"delivery worker {process.pid}: {error}")
+                raise MailError(f"delivery worker {worker.pid}: {error}")
 
     def stop_and_wait(self) -> None:
         """Close the workers' pipe (they stop after their messages in flight) and wait for them."""
         if self._stopping >= 0:
             os.close(self._stopping)
             self._stopping = -1
-        for process, _ in self._workers:
-            process.join()
-        gc.unfreeze()
+        for worker in self._workers:
+            worker.join()
 
 
 def _work_in_worker(
@@ -295,11 +295,10 @@ def _work_in_worker(
     planning: Any,
     watched: int,
     stopping: int,
-    errors: Any,
-) -> None:
-    """A forked worker's life: claims of its own (its own `claimed_by`, told apart by recover())."""
+) -> str | None:
+    """A forked worker's life: claims of its own (its own `claimed_by`, told apart by recover());
+    returns what stopped it early (None: nothing did)."""
     os.close(stopping)
-    gc.enable()  # forked while planning paused the collector
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes the pipe
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
@@ -319,11 +318,10 @@ def _work_in_worker(
         service._send(claim_while_planning, clock, stop, None, messages)
     except SyndicateError as e:
         log.error("delivery worker stopped pid=%s: %s", os.getpid(), e)
-        errors.send(str(e))
-        return
+        return str(e)
     finally:
         service.database.close()
-    errors.send(None)
+    return None
 
 
 class DeliveryService:
@@ -354,6 +352,16 @@ class DeliveryService:
         self.claim_batch = CLAIM_BATCH
         self.connections_share: int | None = None  # a worker process's share of [smtp] connections
 
+    def check_ready(self) -> None:
+        """Raise what would fail every delivery alike, before a run is recorded or a delivery claimed:
+        a missing or short link secret, email templates that do not load, the SMTP password of a
+        configured login. Such a fault is the operator's: no subscriber's digest pays for it."""
+        signer_from_settings(self.settings.links, self.environ)
+        self.renderer().check_templates()
+        smtp = self.settings.smtp
+        if self.backend_factory == self._configured_backend and self.settings.mail.backend == "smtp" and smtp.username:
+            read_secret(smtp.password_env, f"[smtp] password for {smtp.username}", self.environ)
+
     def renderer(self) -> EmailRenderer:
         settings = self.settings
         return EmailRenderer(settings.site, settings.email, settings.digest.subject, self.urls)
@@ -375,6 +383,7 @@ class DeliveryService:
 
     def plan_manual(self, request: SendRequest, now: datetime) -> RunReport:
         """Record a manual run and one delivery per matching subscriber with something new."""
+        self.check_ready()
         corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
@@ -387,11 +396,10 @@ class DeliveryService:
     ) -> Generator[list[PlannedDelivery], None, None]:
         """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
         selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
-        with gc_paused():  # the corpus is alive: every collection the digests trigger would scan it for nothing
-            for batch in _batched(subscribers, PLAN_BATCH):
-                planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
-                self.outbox.add_deliveries(run_id, planned, now)
-                yield planned
+        for batch in _batched(subscribers, PLAN_BATCH):
+            planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
+            self.outbox.add_deliveries(run_id, planned, now)
+            yield planned
 
     def _planned(self, run_id: int, kind: str, now: datetime) -> RunReport:
         report = self.outbox.refresh(run_id, now)
@@ -402,6 +410,7 @@ class DeliveryService:
         """Record a scheduled run for every due subscriber (next send time <= now) and move their
         next send time on. One due for longer than `grace` is skipped, logged and rescheduled.
         Nothing due: no run is recorded (run_id 0)."""
+        self.check_ready()
         self._reschedule_missed(now, grace)
         corpus = self.content.read()
         selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
@@ -465,6 +474,7 @@ class DeliveryService:
         on the first planned batches while this process plans the rest. `clock` (default: the real
         one) dates the sending, `now` the planning; `planned` hears of the run once it is planned."""
         fixed, clock = clock, clock or _clock(None)
+        self.check_ready()
         corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
@@ -481,7 +491,7 @@ class DeliveryService:
                     break
             if len(shares) > 1:
                 messages.warm(run_id, first)
-                planning = multiprocessing.get_context("fork").Event()
+                planning = shared_event()
                 group = _WorkerGroup(self, shares[1:], self._run_claim(run_id, clock), clock, messages, planning)
             for _ in batches:
                 if stop is not None and stop.is_set():
@@ -520,6 +530,7 @@ class DeliveryService:
             return RunReport.empty("manual", now or datetime.now(UTC))
         clock = _clock(now)
         self.outbox.report(run_id)  # a LookupError for an unknown run, before any work
+        self.check_ready()
         claim = self._run_claim(run_id, clock)
 
         def send(counted: Callable[[], None]) -> None:
@@ -568,6 +579,7 @@ class DeliveryService:
         (the process sending them died or stopped): the scheduler's retry job finishes them."""
         clock = _clock(now)
         touched: set[int] = set()
+        self.check_ready()
 
         def claim() -> list[ClaimedDelivery]:
             claimed = self.outbox.claim(now, self.claim_batch)
@@ -618,7 +630,7 @@ class DeliveryService:
         queued = self.outbox.refresh(run_id, now).queued
         if queued < PARALLEL_FROM:
             return [connections]
-        if threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        if not can_fork():
             log.info("run worked in one process run=%s: this process runs threads (or cannot fork)", run_id)
             return [connections]
         count = min(self.workers, queued // CLAIM_BATCH)
@@ -722,6 +734,8 @@ class DeliveryService:
             return None
         try:
             return messages.message(delivery, digest)
+        except (MissingSecretError, ConfigError):  # the operator's fault: the delivery stays queued (see _send)
+            raise
         except SyndicateError as e:  # a value that would break the message: sending it later will not help
             recorder.add(delivery, FAILED, None, f"cannot build the message: {e}")
             return None

@@ -197,41 +197,6 @@ def clean_line(value: str) -> str:
     return " ".join(_CONTROL.sub(" ", value).split())
 
 
-_SPECIAL_WHITESPACE = re.compile(r"[\t\n\x0b\x0c\r]")
-_CHUNKS = textwrap.TextWrapper.wordsep_re  # textwrap's own chunks (break_on_hyphens, its default)
-
-
-def wrap(text: str, width: int = 72) -> str:
-    """textwrap.fill(text, width), faster: textwrap's own chunks, put on lines by the same greedy
-    rule as TextWrapper._wrap_chunks, without its per-chunk bookkeeping (the "you follow" sentence
-    is new for nearly every subscriber). Tabs, line breaks and words longer than `width` go to
-    textwrap itself."""
-    if len(text) <= width and text == text.strip(" ") and not _SPECIAL_WHITESPACE.search(text):
-        return text  # one line, nothing to drop
-    chunks = [chunk for chunk in _CHUNKS.split(text) if chunk]
-    if _SPECIAL_WHITESPACE.search(text) or max(map(len, chunks), default=0) > width:
-        return textwrap.fill(text, width)
-    lines: list[str] = []
-    line: list[str] = []
-    used = 0
-    for chunk in chunks:
-        if used + len(chunk) > width:  # the line is full: end it without its trailing blank
-            if line and not line[-1].strip():
-                line.pop()
-            if line:
-                lines.append("".join(line))
-            line, used = [], 0
-        if not line and lines and not chunk.strip():
-            continue  # a blank at the start of a line after the first is dropped
-        line.append(chunk)
-        used += len(chunk)
-    if line and not line[-1].strip():
-        line.pop()
-    if line:
-        lines.append("".join(line))
-    return "\n".join(lines)
-
-
 def join_names(names: Sequence[str]) -> str:
     """"A", "A and B", "A, B and C"."""
     if len(names) <= 1:
@@ -329,6 +294,9 @@ class DigestParts:
     sections: tuple[RenderedSection, ...]
 
 
+EMAIL_TEMPLATES = tuple(f"{name}.{kind}.j2" for name in ("digest", "digest_section", "confirm") for kind in ("html", "txt"))
+
+
 class EmailRenderer:
     """Renders digests and confirmations; holds this run's cache of rendered variants."""
 
@@ -353,6 +321,16 @@ class EmailRenderer:
         self._pieces: dict[tuple[object, ...], RenderedPiece] = {}
         self._frame: DigestFrame | None = None
         self._following: BoundedCache[tuple[str, ...], tuple[str, str]] = BoundedCache(FOLLOWING_CACHE)
+
+    def check_templates(self) -> None:
+        """ConfigError naming the template when an email template is missing or does not compile
+        (checked before a run is recorded: a broken template is the operator's, not a recipient's, fault)."""
+        for name in EMAIL_TEMPLATES:
+            try:
+                self._env.get_template(name)
+            except jinja2.TemplateError as e:
+                raise ConfigError([f"email template {name}: {type(e).__name__}: {str(e)[:200]}"],
+                                  hint="fix the template, or unset [email] templates to use the built-in ones") from None
 
     # -- digests ---------------------------------------------------------------------
     def variant(self, digest: Digest) -> RenderedVariant:
@@ -383,7 +361,7 @@ class EmailRenderer:
             followed = set(subscriber.categories)
             names = [c.name for c in categories if c.slug in followed]
             sentence = f"You get this digest because you follow {join_names(names)}." if names else ""
-            following = self._following.put(subscriber.categories, (html.escape(sentence), wrap(sentence, 72)))
+            following = self._following.put(subscriber.categories, (html.escape(sentence), textwrap.fill(sentence, 72)))
         greeting = _greeting(subscriber.name)
         email = clean_line(subscriber.email)
         unsubscribe = links.unsubscribe_url(subscriber)
@@ -454,7 +432,7 @@ class EmailRenderer:
     def _values(self, **values: str) -> SlotValues:
         text = dict(values)
         if values.get("following"):
-            text["following"] = wrap(values["following"], 72)
+            text["following"] = textwrap.fill(values["following"], 72)
         return SlotValues(html={k: html.escape(v, quote=True) for k, v in values.items()}, text=text)
 
     def _common(self) -> dict[str, object]:

@@ -14,10 +14,8 @@ import hashlib
 import json
 import logging
 import marshal
-import multiprocessing
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.config import Settings
-from syndicate.content import Article, CacheWriter, Category, ContentSource, Corpus, CorpusMemory, gc_paused
+from syndicate.content import Article, CacheWriter, Category, ContentSource, Corpus, CorpusMemory, can_fork, run_parallel
 from syndicate.errors import Problem
 from syndicate.site import _feeds, _pages
 from syndicate.site._feeds import FeedSpec, SiteInfo, render_feed, render_opml
@@ -246,38 +244,14 @@ def _produce(outputs: Sequence[_Output], site: _Site, folder: Path, new: bool) -
     return results
 
 
-def _child(outputs: Sequence[_Output], site: _Site, folder: Path, new: bool, connection: object) -> None:
-    connection.send(_produce(outputs, site, folder, new))  # type: ignore[attr-defined]
-    connection.close()  # type: ignore[attr-defined]
-
-
 def _produce_all(outputs: list[_Output], site: _Site, folder: Path, workers: int, new: bool) -> list[_Result]:
-    """`_produce` over forked workers when there is enough work, the process is single-threaded
-    (forking a threaded process is unsafe) and fork exists; else in this process. `new`: the
+    """`_produce` over worker processes when there is enough work (see run_parallel). `new`: the
     output folder did not exist when the build started (no file there to compare with)."""
     cost = sum(COST.get(o.kind, 1) for o in outputs)
-    if (workers < 2 or cost < PARALLEL_FROM or threading.active_count() > 1
-            or "fork" not in multiprocessing.get_all_start_methods()):
+    if workers < 2 or cost < PARALLEL_FROM or not can_fork():
         return _produce(outputs, site, folder, new)
     log.info("rendering %d files in %d processes", len(outputs), workers)
-    context = multiprocessing.get_context("fork")
-    chunks = [outputs[i::workers] for i in range(workers)]  # interleaved: feeds spread over workers
-    children = []
-    for chunk in chunks[1:]:
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_child, args=(chunk, site, folder, new, sender), daemon=True)
-        process.start()
-        sender.close()
-        children.append((chunk, process, receiver))
-    results = _produce(chunks[0], site, folder, new)
-    for chunk, process, receiver in children:
-        try:
-            results.extend(receiver.recv())
-        except EOFError:  # the worker died: do its share here
-            log.warning("build worker %d exited with %s; building its %d files here", process.pid, process.exitcode, len(chunk))
-            results.extend(_produce(chunk, site, folder, new))
-        process.join()
-    return results
+    return run_parallel(lambda share: _produce(share, site, folder, new), outputs, workers)
 
 
 def manifest_path(settings: Settings, output: Path) -> Path:
@@ -368,7 +342,7 @@ def build_site(
     `[feeds] workers` (default: every core); `memory` keeps the articles in a long-running
     process from one build to the next (syndicate.content._reader.CorpusMemory).
     """
-    with gc_paused(), CacheWriter() as writer:  # the article cache is written while the build renders
+    with CacheWriter() as writer:  # the article cache is written while the build renders
         return _build(settings, source, content, output, workers, memory, writer)
 
 

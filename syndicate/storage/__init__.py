@@ -3,6 +3,8 @@
 from syndicate.storage import schema
 from syndicate.storage._database import (
     Database,
+    DatabaseError,
+    DatabaseUnavailableError,
     create_database,
     current_revision,
     head_revision,
@@ -11,6 +13,6 @@ from syndicate.storage._database import (
 )
 
 __all__ = [
-    "Database", "create_database", "current_revision", "head_revision", "open_database",
+    "Database", "DatabaseError", "DatabaseUnavailableError", "create_database", "current_revision", "head_revision", "open_database",
     "schema", "upgrade",
 ]

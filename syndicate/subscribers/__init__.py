@@ -3,6 +3,7 @@
 from syndicate.subscribers._address import Address, AddressRules, InvalidAddressError, envelope_of, parse_address
 from syndicate.subscribers._confirm import ComposeConfirmation, Confirmations, category_names
 from syndicate.subscribers._csv import (
+    ImportInterrupted,
     import_confirmed_csv,
     import_csv,
     read_backup,
@@ -34,7 +35,7 @@ from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, signer_f
 
 __all__ = [
     "PLACEHOLDER_TOKEN", "WEEKDAYS", "Address", "AddressRules", "ComposeConfirmation", "Confirmations", "Filter",
-    "Frequency", "ImportReport", "InvalidAddressError", "InvalidLinkError", "InvalidSubscriberError", "LinkSigner",
+    "Frequency", "ImportInterrupted", "ImportReport", "InvalidAddressError", "InvalidLinkError", "InvalidSubscriberError", "LinkSigner",
     "NewSubscriber", "PlaceholderLinks", "SignedLinks", "StoredSubscriber", "Subscriber", "SubscriberDefaults",
     "SubscriberExistsError", "SubscriberStatus", "SubscriberStore", "SubscriberWrites", "TransitionError",
     "UnknownSubscriberError", "category_names", "envelope_of", "import_csv", "new_subscriber", "next_send_time",

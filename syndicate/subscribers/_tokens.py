@@ -6,15 +6,13 @@ import hashlib
 import hmac
 import os
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from itsdangerous import BadData, BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode, int_to_bytes
 
-from syndicate.config import LinkSettings, read_secret
+from syndicate.config import MIN_SECRET_BYTES, LinkSettings, read_secret
 from syndicate.errors import SyndicateError
 
 # "csrf" signs a random form nonce (not a subscriber id): the web forms' double-submit token.
@@ -70,44 +68,31 @@ class LinkSigner:
         self._key_id = key_id(secret)
         self._known_ids = frozenset(key_id(s) for s in self._secrets)
         self._max_ages = dict(max_ages or {})
+        self._at_clock: dict[tuple[str, float | None], URLSafeTimedSerializer] = {}
         self._real_time = {p: self._serializer(p, None) for p in PURPOSES}  # checks against the real clock
-        # make(): per purpose, an HMAC keyed exactly as itsdangerous keys it (derive_key of a real signer),
-        # copied per token. Building a serializer and re-deriving the key per token cost ~40 us a link.
-        self._stamps: dict[int, bytes] = {}
-        self._macs = {p: hmac.new(self._real_time[p].make_signer().derive_key(), digestmod=hashlib.sha256) for p in PURPOSES}
 
     def _serializer(self, purpose: str, now: datetime | None) -> URLSafeTimedSerializer:
         if now is None and hasattr(self, "_real_time"):
             return self._real_time[purpose]
         clock = None if now is None else now.timestamp()
-        return URLSafeTimedSerializer(
-            self._secrets,
-            salt=f"syndicate.link.{purpose}",
-            signer=_ClockSigner,
-            signer_kwargs={"clock": clock, "digest_method": hashlib.sha256},
-        )
+        key = (purpose, clock)
+        found = self._at_clock.get(key)  # a run signs every link with its start time: one serializer a run
+        if found is None:
+            if len(self._at_clock) >= 64:
+                self._at_clock.clear()
+            found = self._at_clock[key] = URLSafeTimedSerializer(
+                self._secrets,
+                salt=f"syndicate.link.{purpose}",
+                signer=_ClockSigner,
+                signer_kwargs={"clock": clock, "digest_method": hashlib.sha256},
+            )
+        return found
 
     def make(self, purpose: str, subscriber_id: int, *, now: datetime | None = None) -> str:
-        """A URL-safe token for `purpose` and subscriber `subscriber_id`, signed with the current secret.
-
-        The very bytes URLSafeTimedSerializer.dumps would give (a test holds them equal), without its
-        per-call layers: compact JSON, zlib only when shorter, base64, timestamp, HMAC-SHA256.
-        """
+        """A URL-safe token for `purpose` and subscriber `subscriber_id`, signed with the current secret."""
         _check_purpose(purpose)
-        # What json.dumps(..., separators=(",", ":")) writes: a purpose is a plain word, a key id hex digits.
-        payload = f'["{purpose}",{int(subscriber_id)},"{self._key_id}"]'.encode()
-        compressed = zlib.compress(payload)
-        value = b"." + base64_encode(compressed) if len(compressed) < len(payload) - 1 else base64_encode(payload)
-        clock = int(time.time() if now is None else now.timestamp())
-        stamp = self._stamps.get(clock)
-        if stamp is None:  # a run signs every link with its start time: one encoding per run
-            stamp = self._stamps[clock] = b"." + base64_encode(int_to_bytes(clock))
-            if len(self._stamps) > 64:
-                self._stamps.clear()
-        value += stamp
-        mac = self._macs[purpose].copy()
-        mac.update(value)
-        return (value + b"." + base64_encode(mac.digest())).decode("ascii")
+        token = self._serializer(purpose, now).dumps([purpose, int(subscriber_id), self._key_id])
+        return token if isinstance(token, str) else token.decode("ascii")
 
     def check(self, purpose: str, token: str, max_age: int | None = None, *, now: datetime | None = None) -> int:
         """The subscriber id of a genuine, unexpired `purpose` token, else InvalidLinkError."""
@@ -187,7 +172,8 @@ def _subscriber_of(serializer: URLSafeTimedSerializer, raw: Any) -> int | None:
 def signer_from_settings(links: LinkSettings, environ: Mapping[str, str] | None = None) -> LinkSigner:
     """The LinkSigner for the `[links]` secret variables; MissingSecretError if the secret is unset."""
     env = os.environ if environ is None else environ
-    secret = read_secret(links.secret_env, "signed links (confirm, unsubscribe, preferences)", env)
+    secret = read_secret(links.secret_env, "signed links (confirm, unsubscribe, preferences)", env,
+                         min_bytes=MIN_SECRET_BYTES)
     previous = [s.strip() for s in env.get(links.previous_secrets_env, "").split(",") if s.strip()]
     return LinkSigner(
         secret,

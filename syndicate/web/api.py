@@ -151,6 +151,7 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
     router = APIRouter(prefix="/api", dependencies=[Depends(token_check(admin_token))], tags=["admin"])
     store = context.store
     build_lock = threading.Lock()
+    signup_limits = context.signup_limits
 
     def need_delivery() -> DeliveryService:
         if delivery is None:
@@ -197,6 +198,8 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
         else:
             result["recent_runs"], result["outbox"] = [], None
         result["subscribers"] = {s.value: store.count(s) for s in SubscriberStatus}
+        refused = signup_limits.refusals(context.clock())
+        result["signups_refused"] = {"last_24_hours": sum(refused.values()), "by_reason": dict(refused)}
         return result
 
     @router.post("/build")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from syndicate.abuse import SignupLimits
 from syndicate.config import Settings
 from syndicate.content import Category, ContentSource, CorpusMemory
 from syndicate.site import SiteUrls
@@ -95,6 +96,7 @@ class WebContext:
     categories: CategoryList
     clock: Callable[[], datetime]
     environ: Mapping[str, str]
+    signup_limits: SignupLimits
     runner: Runner = field(default_factory=Runner)
     corpus_memory: CorpusMemory | None = None
     addresses: AddressRules = field(default_factory=AddressRules)  # what the mail backend can carry

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from syndicate.web.admin_session import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, AdminSessions, csrf_for, csrf_matches
 from syndicate.web.context import WebContext
 from syndicate.web.passwords import check_user
-from syndicate.web.security import CSRF_COOKIE, csrf_field, csrf_ok, new_csrf_nonce, parse_nonce
+from syndicate.web.security import CSRF_COOKIE, csrf_check, csrf_field, new_csrf_nonce, parse_nonce
 from syndicate.wiring import Components
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ CONSOLE_POLICY = (
 FRAME_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; frame-ancestors 'self'; base-uri 'none'"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "testserver")
 PAGE_SIZE = 50
+LOGIN_FORM = "/admin/login"
 IMPORT_PREVIEW_ROWS = 500
 
 
@@ -155,7 +156,7 @@ def public_routes(router: APIRouter, console: Console) -> None:
             nonce = new_csrf_nonce()
         response = console.page(request, "login.html.j2", status, error=error,
                                 locked=console.admin_token is None and not console.users, users=bool(console.users),
-                                login_csrf=csrf_field(context.signer, nonce, context.clock()),
+                                login_csrf=csrf_field(context.signer, nonce, LOGIN_FORM, context.clock()),
                                 next=_safe_next(request.query_params.get("next")), csrf="",
                                 notice=request.query_params.get("notice"))
         if fresh:
@@ -170,7 +171,8 @@ def public_routes(router: APIRouter, console: Console) -> None:
     async def login(request: Request) -> Response:
         form = await request.form()
         field = form.get("login_csrf")
-        if not csrf_ok(context.signer, request.cookies.get(CSRF_COOKIE), field if isinstance(field, str) else None, context.clock()):
+        if csrf_check(context.signer, request.cookies.get(CSRF_COOKIE), field if isinstance(field, str) else None, LOGIN_FORM,
+                      context.clock()) is None:
             return login_page(request, "This form has expired: please try again.", 403)
         given, name = str(form.get("token") or ""), str(form.get("name") or "").strip()[:60]
         if name:  # a configured user: name and password ([admin] users)

@@ -1,7 +1,7 @@
 """Operators: the audit log, campaigns and console sessions; sign-ups recorded with source "signup" (was "web").
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0004"
+down_revision = "0005"  # (written against 0004; chained after main's 0005 when merging it)
 branch_labels = None
 depends_on = None
 
