@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $@
 
+# `make demo PORT=8150` serves on another port; the demo's loopback links follow it.
 demo: $(STAMP)
 	-$(BIN)/syndicate --config config/syndicate.toml check
-	$(BIN)/syndicate --config config/syndicate.toml run
+	$(BIN)/syndicate --config config/syndicate.toml run $(if $(PORT),--port $(PORT))
 
 test: $(STAMP)
 	@bash tests/setup.sh "$(BIN)"

@@ -425,6 +425,15 @@ class WatchSettings(Section):
 
 
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# -- operators (issue 17) ------------------------------------------------------------------
+class AdminUser(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,60}$")
+    password_hash: str = Field(pattern=r"^\$argon2(id|i|d)\$", description="from `syndicate admin hash-password`")
+
+
+class AdminSettings(Section):
+    session_minutes: int = Field(480, ge=1, le=7 * 24 * 60)
+    users: tuple[AdminUser, ...] = ()
 
 
 class Settings(Section):
@@ -453,6 +462,7 @@ class Settings(Section):
     sources: dict[str, SourceSettings] = {}
     websub: WebSubSettings = {}  # type: ignore[assignment]
     watch: WatchSettings = {}  # type: ignore[assignment]
+    admin: AdminSettings = {}  # type: ignore[assignment]
 
     @field_validator("sources")
     @classmethod

@@ -43,6 +43,7 @@ SECTIONS = {
     "schedule": "What `syndicate run` does by itself, and how often.",
     "http": "The HTTP server of `syndicate run` and the admin API.",
     "signup": "Limits on the public signup form, so that nobody can use it to mail-bomb a stranger (see docs/operations.md).",
+    "admin": "The operators' web console at /admin/ (sign in with the admin token).",
     "logging": "Log output (one line per event, on stderr).",
     "delivery": "Who sends the digests: the service itself, or `syndicate worker` processes (docs/scaling.md).",
     # issue 15
@@ -119,6 +120,8 @@ DESCRIPTIONS = {
     "http.host": "Address `syndicate run` listens on (`--host`).",
     "http.port": "Port `syndicate run` listens on (`--port`; 0 picks a free one).",
     "http.admin_token_env": "Environment variable holding the admin API's bearer token.",
+    "admin.session_minutes": "How long a console sign-in lasts before it asks for the token again.",
+    "admin.users": "Console users besides the admin token: `[[admin.users]]` with `name` and `password_hash` (argon2, from `syndicate admin hash-password`).",
     "http.max_body_bytes": "Largest request body accepted.",
     "http.confirmations_per_hour": "Confirmation emails per address per hour, at most.",
     "http.generate_missing_secrets": "Demo only: generate a missing link secret and admin token once into files under var/ (mode 0600).",

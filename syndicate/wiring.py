@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from syndicate.abuse import SignupLimits
+from syndicate.audit import AuditLog
 from syndicate.bounces import AddressTokens, BounceMailbox, BouncePolicy, BounceProcessor, address_tokens
+from syndicate.campaigns import Campaigns
 from syndicate.config import Settings, read_secret
 from syndicate.content import (
     CacheWriter,
@@ -46,6 +48,7 @@ from syndicate.subscribers import (
     Frequency,
     LinkSigner,
     Notices,
+    PlaceholderLinks,
     SignedLinks,
     Subscriber,
     SubscriberDefaults,
@@ -373,6 +376,19 @@ class Components:
     def sources(self) -> Sources:
         """The configured external sources (issue 15)."""
         return make_sources(self.settings, self.database)
+    # -- operators (issue 17)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.database)
+
+    @cached_property
+    def campaigns(self) -> Campaigns:
+        return Campaigns(
+            self.settings.mail, self.database, self.store, self.delivery, renderer=self.renderer,
+            builder=lambda links, now: message_builder(self.settings, self.renderer, links, (), now),
+            placeholder_links=PlaceholderLinks(self.urls), backend=self.backend, addresses=self.addresses,
+        )
 
     def close(self) -> None:
         if self._owns_database and self._database is not None:

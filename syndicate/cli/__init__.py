@@ -21,14 +21,31 @@ class AppContext:
 
     config_path: Path | None
     log_level: str | None = None
+    verbosity: int = 0
+    quiet_level: str = "WARNING"  # the level when neither an option nor [logging] level says
     _settings: Settings | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config_path)
-            configure_logging(self.log_level or self._settings.logging.level)
+            configure_logging(self.effective_log_level(self._settings))
         return self._settings
+
+    def settings_override(self, settings: Settings) -> None:
+        """Use `settings` from now on (the service moves a loopback base_url to the port it bound)."""
+        self._settings = settings
+
+    def effective_log_level(self, settings: Settings) -> str:
+        """--log-level, else -v (INFO) / -vv (DEBUG), else `[logging] level` when the file sets it,
+        else WARNING: a command's own output is not mixed with INFO lines about what it did."""
+        if self.log_level:
+            return self.log_level
+        if self.verbosity:
+            return "DEBUG" if self.verbosity > 1 else "INFO"
+        if "level" in settings.logging.model_fields_set:
+            return settings.logging.level
+        return self.quiet_level
 
 
 def configure_logging(level: str) -> None:
@@ -85,10 +102,12 @@ class LazyGroup(click.Group):
     default=None,
     help="Override the configured log level.",
 )
+@click.option("-v", "--verbose", "verbosity", count=True,
+              help="Log what happens on stderr: -v at INFO, -vv at DEBUG (default: WARNING, or [logging] level).")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_level: str | None) -> None:
+def cli(ctx: click.Context, config_path: Path | None, log_level: str | None, verbosity: int) -> None:
     """Newsletter and feed syndication: Markdown articles to feeds and email digests."""
-    ctx.obj = AppContext(config_path=config_path, log_level=log_level.upper() if log_level else None)
+    ctx.obj = AppContext(config_path=config_path, log_level=log_level.upper() if log_level else None, verbosity=verbosity)
 
 
 # Every command, imported only when it runs (or when --help lists them).
@@ -108,6 +127,10 @@ COMMANDS = {
     "worker": "syndicate.cli.worker:worker",
     # issue 15
     "sources": "syndicate.cli.sources:sources",
+    # -- issue 17: operators
+    "deliveries": "syndicate.cli.deliveries:deliveries",
+    "campaigns": "syndicate.cli.campaigns:campaigns",
+    "admin": "syndicate.cli.admin:admin",
 }
 
 

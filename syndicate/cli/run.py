@@ -8,9 +8,9 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._collector import collector_paused
-from syndicate.service import Bound, Service, ServiceSecret, environ_with, service_secrets
+from syndicate.service import Bound, Service, listen, with_bound_port
 from syndicate.site import SITE_FEED
-from syndicate.wiring import site_urls
+from syndicate.wiring import ServiceSecret, environ_with, service_secrets, site_urls
 
 
 def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], build_line: str) -> list[str]:
@@ -39,6 +39,7 @@ def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], 
         if secret.variable == settings.http.admin_token_env:
             lines.append(f"  admin API: {bound.base_url}/api (OpenAPI document: {bound.base_url}/api/openapi.json) "
                          f"with the header  Authorization: Bearer {secret.value}")
+            lines.append(f"  console: {bound.base_url}/admin/ (sign in with the admin token above)")
         lines.append(f"  {secret.what}: generated for this demo, kept in {secret.generated_file}")
     lines.append("Stop with Ctrl+C (or SIGTERM): the message in flight finishes, the rest stays queued.")
     return lines
@@ -51,16 +52,21 @@ def _welcome(app: AppContext, bound: Bound, secrets: tuple[ServiceSecret, ...], 
 @pass_app
 def run(app: AppContext, host: str | None, port: int | None, no_scheduler: bool) -> None:
     """Run the service: build the feeds, serve them and the subscriber pages, send digests on schedule."""
-    settings = app.settings
+    app.quiet_level = "INFO"  # a service's log is its output
+    configured = app.settings
     if logging.getLogger().level > logging.DEBUG:  # "Running job ..." twice a minute says nothing; misses stay WARNINGs
         logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    # Bound first: a loopback base_url (the demo's) then follows --port into the pages and emails built.
+    bound = listen(host or configured.http.host, configured.http.port if port is None else port)
+    settings = with_bound_port(configured, bound)
+    if settings is not configured:
+        app.settings_override(settings)
     secrets = service_secrets(settings)
     service = Service(settings, environ=environ_with(secrets), scheduler=not no_scheduler,
                       around_build=collector_paused)
     service.handle_signals()
     try:
         report = service.open()
-        bound = service.bind(host or settings.http.host, settings.http.port if port is None else port)
         build_line = (f"built {report.articles} articles in {report.categories} categories into {report.output}/"
                       + (f" ({len(report.problems)} problems, see the log)" if report.problems else ""))
         for line in _welcome(app, bound, secrets, build_line):

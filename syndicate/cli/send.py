@@ -16,8 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._collector import collector_paused
+from syndicate.cli._output import confirm
 from syndicate.delivery import DeliveryService, RunReport, SendRequest, require_workers_database
-from syndicate.errors import UsageError
 from syndicate.subscribers import Frequency
 from syndicate.wiring import Components
 
@@ -86,25 +86,34 @@ def send(app: AppContext, frequency: str | None, categories: tuple[str, ...], su
 
 def _test_copy(service: DeliveryService, request: SendRequest, to: str, now: datetime) -> None:
     result = service.send_test_copy(request, to, now)
-    click.echo(f"test copy to {to}: {result.outcome} ({result.code or '-'} {result.reply})")
+    click.echo(f"test copy to {to}: {result.outcome} ({reply_text(result.code, result.reply)})")
     if result.outcome != "sent":
         click.get_current_context().exit(1)
 
 
 def _dry_run(service: DeliveryService, request: SendRequest, now: datetime) -> None:
-    plan = service.dry_run(request, now)
-    for address, count in plan:
-        click.echo(f"{address}\t{count} {'article' if count == 1 else 'articles'}")
-    click.echo(f"{len(plan)} {'digest' if len(plan) == 1 else 'digests'} would be sent (dry run: nothing sent)", err=True)
+    """Who `send` would mail (stdout), and who has something new but would not get it, with why (stderr)."""
+    sent = 0
+    for address, count, held in service.due(request, now):
+        if held is None:
+            sent += 1
+            click.echo(f"{address}\t{count} {'article' if count == 1 else 'articles'}")
+        else:
+            click.echo(f"not sent: {address}: {held}", err=True)
+    click.echo(f"{sent} {'digest' if sent == 1 else 'digests'} would be sent (dry run: nothing sent)", err=True)
+
+
+def reply_text(code: int | None, reply: str) -> str:
+    """A server's reply as `250 OK`, or just the backend's words when there is no SMTP code (file, console)."""
+    return f"{code} {reply}".strip() if code is not None else (reply or "-")
 
 
 def _ask(count: int) -> None:
     if count == 0:
         return
-    if not sys.stdin.isatty():
-        raise UsageError(f"refusing to send {count} digests without confirmation: no terminal to ask on",
-                         hint="add --yes to send without asking, or --dry-run to see who would get what")
-    click.confirm(f"Send {count} {'digest' if count == 1 else 'digests'} now?", abort=True)
+    digests = f"{count} {'digest' if count == 1 else 'digests'}"
+    confirm(f"Send {digests} now?", yes=False, refusal=f"refusing to send {digests} without confirmation",
+            hint="add --yes to send without asking, or --dry-run to see who would get what")
 
 
 def _exit_code(reports: list[RunReport]) -> int:

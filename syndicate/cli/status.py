@@ -3,17 +3,17 @@ and the sign-ups the abuse limits refused."""
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from syndicate.bounces import BounceEvents, deliverability
 from syndicate.cli import AppContext, pass_app
+from syndicate.cli._output import json_option, print_json, print_table
 from syndicate.wiring import Components, utc_now
+
+RUN_COUNTS = ("total", "sent", "retrying", "failed", "skipped", "queued")
 
 
 def _when(moment: datetime | None) -> str:
@@ -24,8 +24,9 @@ def _when(moment: datetime | None) -> str:
 @click.option("--runs", "run_limit", type=click.IntRange(1, 1000), default=10, show_default=True, help="How many recent runs.")
 @click.option("--failures", "failure_limit", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="How many permanent failures.")
+@json_option
 @pass_app
-def status(app: AppContext, run_limit: int, failure_limit: int) -> None:
+def status(app: AppContext, run_limit: int, failure_limit: int, as_json: bool) -> None:
     """Recent runs with their counts, digests waiting for a retry, and permanent failures with reasons."""
     settings = app.settings
     components = Components(settings)
@@ -38,47 +39,38 @@ def status(app: AppContext, run_limit: int, failure_limit: int) -> None:
                                 complaint_warning=settings.bounces.complaint_rate_warning)
     finally:
         components.close()
-    console = Console(width=None if sys.stdout.isatty() else 160)
-
-    table = Table(title="Recent runs", title_justify="left")
-    for name in ("run", "kind", "status", "started", "finished", "total", "sent", "retrying", "failed", "skipped", "queued"):
-        table.add_column(name, justify="right" if name in ("run", "total", "sent", "retrying", "failed", "skipped", "queued") else "left")
-    for run in runs:
-        table.add_row(str(run.run_id), run.kind, run.status, _when(run.started_at), _when(run.finished_at),
-                      *(str(getattr(run, name)) for name in ("total", "sent", "retrying", "failed", "skipped", "queued")))
-    console.print(table if runs else "No runs yet.")
-
-    table = Table(title="Waiting for a retry", title_justify="left")
-    for name in ("delivery", "run", "subscriber", "attempts", "next attempt", "last reply"):
-        table.add_column(name)
-    for retry in retries:
-        table.add_row(str(retry.delivery_id), str(retry.run_id), retry.email, str(retry.attempts),
-                      _when(retry.next_attempt_at), retry.last_reply or "")
-    console.print(table if retries else "No digest is waiting for a retry.")
-
-    table = Table(title="Permanent failures", title_justify="left")
-    for name in ("delivery", "run", "subscriber", "attempts", "failed at", "code", "reason"):
-        table.add_column(name)
-    for failure in failures:
-        table.add_row(str(failure.delivery_id), str(failure.run_id), failure.email, str(failure.attempts),
-                      _when(failure.failed_at), str(failure.last_code or "-"), failure.last_reply or "")
-    console.print(table if failures else "No permanent failures.")
-
+    if as_json:
+        print_json({"runs": runs, "retrying": retries, "failures": failures, "signups_refused_24h": refused,
+                    "deliverability": report})
+        return
+    print_table("Recent runs", ("run", "kind", "status", "started", "finished", *RUN_COUNTS),
+                [(r.run_id, r.kind, r.status, _when(r.started_at), _when(r.finished_at), *(getattr(r, n) for n in RUN_COUNTS))
+                 for r in runs],
+                empty="No runs yet.", right=("run", *RUN_COUNTS))
+    print_table("Waiting for a retry", ("delivery", "run", "subscriber", "attempts", "next attempt", "last reply"),
+                [(r.delivery_id, r.run_id, r.email, r.attempts, _when(r.next_attempt_at), r.last_reply or "") for r in retries],
+                empty="No digest is waiting for a retry.")
+    print_table("Permanent failures", ("delivery", "run", "subscriber", "attempts", "failed at", "code", "reason"),
+                [(f.delivery_id, f.run_id, f.email, f.attempts, _when(f.failed_at), f.last_code or "-", f.last_reply or "")
+                 for f in failures],
+                empty="No permanent failures.")
+    if failures:
+        click.echo("requeue with: syndicate deliveries requeue --id N (or --run N)", err=True)
     reasons = ", ".join(f"{reason} {count}" for reason, count in refused.items())
-    console.print(f"Sign-ups refused in the last 24 hours: {sum(refused.values())}" + (f" ({reasons})" if reasons else ""))
-    _deliverability(console, report)
+    click.echo(f"Sign-ups refused in the last 24 hours: {sum(refused.values())}" + (f" ({reasons})" if reasons else ""))
+    _deliverability(report)
 
 
-def _deliverability(console: Console, report: dict[str, Any]) -> None:
+def _deliverability(report: dict[str, Any]) -> None:
     """Bounces and complaints over the last run and 7 days (#13), with a warning line past the thresholds."""
-    table = Table(title="Bounces and complaints", title_justify="left")
-    for name in ("period", "sent", "hard", "soft", "complaints", "bounce rate", "complaint rate"):
-        table.add_column(name, justify="left" if name == "period" else "right")
+    rows = []
     for period in ("last_run", "last_7_days"):
         row = report.get(period)
         if isinstance(row, dict):
-            table.add_row(period.replace("_", " "), str(row["sent"]), str(row["hard"]), str(row["soft"]), str(row["complaints"]),
-                          f"{row['bounce_rate']:.2%}", f"{row['complaint_rate']:.2%}")
-    console.print(table)
+            rows.append((period.replace("_", " "), row["sent"], row["hard"], row["soft"], row["complaints"],
+                         f"{row['bounce_rate']:.2%}", f"{row['complaint_rate']:.2%}"))
+    print_table("Bounces and complaints", ("period", "sent", "hard", "soft", "complaints", "bounce rate", "complaint rate"),
+                rows, empty="No bounces or complaints recorded.",
+                right=("sent", "hard", "soft", "complaints", "bounce rate", "complaint rate"))
     for warning in report["warnings"]:
-        console.print(f"warning: {warning}", markup=False, highlight=False)
+        click.echo(f"warning: {warning}")

@@ -11,7 +11,10 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from syndicate.audit import AuditLog
 from syndicate.cli import AppContext, pass_app
+from syndicate.cli._output import confirm as confirm_or_refuse
+from syndicate.cli._output import json_option, print_fields, print_json, print_table
 from syndicate.config import Settings
 from syndicate.errors import MissingSecretError
 from syndicate.subscribers import (
@@ -22,8 +25,10 @@ from syndicate.subscribers import (
     Subscriber,
     SubscriberStatus,
     SubscriberStore,
+    import_confirmed_csv,
     import_csv,
     new_subscriber,
+    restore_csv,
     split_categories,
     write_subscribers,
 )
@@ -51,6 +56,11 @@ def open_store(settings: Settings) -> Iterator[SubscriberStore]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _audit(store: SubscriberStore, action: str, subscriber_id: int, detail: str = "") -> None:
+    """The subscriber's history (shown in the console) records what the CLI changed."""
+    AuditLog(store.database).record(_now(), "cli", action, "subscriber", subscriber_id, detail)
 
 
 def _local(value: datetime | None, timezone: str) -> str:
@@ -105,28 +115,38 @@ def _mail_confirmation(settings: Settings, store: SubscriberStore, subscriber: S
 
 @subscribers.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--confirmed", is_flag=True, help="Import as active (the addresses already opted in).")
+@click.option("--confirmed", is_flag=True,
+              help="Import as active (the addresses already opted in); rows the file says are pending stay pending.")
+@click.option("--restore", is_flag=True,
+              help="FILE is a backup (an export): every row comes back as it was (status, source, times).")
 @click.option("--dry-run", is_flag=True, help="Check every row and report, without writing.")
 @click.pass_context
 @pass_app
-def import_command(app: AppContext, ctx: click.Context, file: Path, confirmed: bool, dry_run: bool) -> None:
+def import_command(app: AppContext, ctx: click.Context, file: Path, confirmed: bool, restore: bool, dry_run: bool) -> None:
     """Import FILE (CSV: email, name, categories, frequency, timezone, send_hour, weekday; only email required).
 
     Addresses already present are left unchanged; an unsubscribed address is never re-subscribed.
+    With --restore, FILE is an export: pending rows stay pending, unsubscribed ones stay
+    unsubscribed with the time of their opt-out, active ones stay active with their confirmation time.
     """
+    if restore and confirmed:
+        raise click.UsageError("--restore takes each row's status from the file: --confirmed does not apply")
     settings = app.settings
     with open_store(settings) as store:
-        report = import_csv(
-            store, file, valid_categories=valid_categories(settings), now=_now(), confirmed=confirmed, dry_run=dry_run,
-            addresses=Components(settings, database=store.database).addresses,
-        )
+        categories, now = valid_categories(settings), _now()
+        rules = Components(settings, database=store.database).addresses
+        if restore:
+            report = restore_csv(store, file, valid_categories=categories, now=now, dry_run=dry_run, addresses=rules)
+        elif confirmed:
+            report = import_confirmed_csv(store, file, valid_categories=categories, now=now, dry_run=dry_run, addresses=rules)
+        else:
+            report = import_csv(store, file, valid_categories=categories, now=now, dry_run=dry_run, addresses=rules)
     for problem in report.problems:
         click.echo(f"error: {problem}", err=True)
-    verb = "would add" if dry_run else "added"
-    click.echo(
-        f"{file}: {verb} {report.added}, already present {report.unchanged}, "
-        f"opted out (left unsubscribed) {report.opted_out}, refused {len(report.problems)}"
-    )
+    verb = "would add" if dry_run else ("restored" if restore else "added")
+    opted_out = (f"{'would restore' if dry_run else 'restored'} as opted out {report.opted_out}" if restore
+                 else f"opted out (left unsubscribed) {report.opted_out}")
+    click.echo(f"{file}: {verb} {report.added}, already present {report.unchanged}, {opted_out}, refused {len(report.problems)}")
     if report.problems:
         ctx.exit(1)
 
@@ -145,25 +165,44 @@ def export(app: AppContext, status: str | None) -> None:
 @click.option("--status", type=STATUSES, default=None)
 @click.option("--category", default=None, help="Only subscribers of this category slug.")
 @click.option("--frequency", type=FREQUENCIES, default=None)
+@json_option
 @pass_app
-def list_command(app: AppContext, status: str | None, category: str | None, frequency: str | None) -> None:
-    """A table of subscribers."""
+def list_command(app: AppContext, status: str | None, category: str | None, frequency: str | None, as_json: bool) -> None:
+    """A table of subscribers (tab-separated lines when piped; --json for scripts)."""
     where = Filter(
         status=SubscriberStatus(status) if status else None,
         category=category,
         frequency=Frequency(frequency) if frequency else None,
     )
-    count = 0
     with open_store(app.settings) as store:
-        click.echo(f"{'ID':>6}  {'EMAIL':<32} {'STATUS':<12} {'FREQ':<6} {'HOUR':>4} {'TIMEZONE':<20} CATEGORIES")
-        for stored in store.iter_subscribers(where):
-            s = stored.subscriber
-            click.echo(
-                f"{s.id:>6}  {s.email:<32} {s.status.value:<12} {s.frequency.value:<6} {s.send_hour:>4} "
-                f"{s.timezone:<20} {','.join(s.categories)}"
-            )
-            count += 1
-    click.echo(f"{count} subscriber{'' if count == 1 else 's'}")
+        found = list(store.iter_subscribers(where))
+    if as_json:
+        print_json([subscriber_record(stored) for stored in found])
+        return
+    rows = [
+        (s.id, s.email, s.status.value, s.frequency.value, f"{s.send_hour:02d}:00", s.timezone, categories_text(s.categories))
+        for s in (stored.subscriber for stored in found)
+    ]
+    print_table(None, ("id", "email", "status", "frequency", "send hour", "timezone", "categories"), rows,
+                empty="No subscribers match.", right=("id",))
+    click.echo(f"{len(rows)} subscriber{'' if len(rows) == 1 else 's'}", err=True)
+
+
+def categories_text(categories: tuple[str, ...]) -> str:
+    """The same words in `list` and `show`: no category chosen means every one."""
+    return ", ".join(categories) or "(all)"
+
+
+def subscriber_record(stored: StoredSubscriber) -> dict[str, object]:
+    """A subscriber for --json: the same fields as the API's."""
+    s = stored.subscriber
+    return {
+        "id": s.id, "email": s.email, "name": s.name, "status": s.status.value, "categories": list(s.categories),
+        "frequency": s.frequency.value, "timezone": s.timezone, "send_hour": s.send_hour, "weekday": WEEKDAYS[s.weekday],
+        "source": s.source, "created_at": s.created_at, "status_changed_at": s.status_changed_at,
+        "next_send_at": stored.next_send_at, "confirmed_at": stored.confirmed_at, "unsubscribed_at": stored.unsubscribed_at,
+        "high_water": s.high_water,
+    }
 
 
 def _describe(stored: StoredSubscriber) -> list[tuple[str, str]]:
@@ -172,7 +211,7 @@ def _describe(stored: StoredSubscriber) -> list[tuple[str, str]]:
         ("email", s.email),
         ("name", s.name or "-"),
         ("status", f"{s.status.value} since {s.status_changed_at:%Y-%m-%d %H:%M} UTC"),
-        ("categories", ", ".join(s.categories) or "(all)"),
+        ("categories", categories_text(s.categories)),
         ("frequency", s.frequency.value + (f" on {WEEKDAYS[s.weekday].title()}" if s.frequency is Frequency.WEEKLY else "")),
         ("timezone", s.timezone),
         ("send hour", f"{s.send_hour:02d}:00 local"),
@@ -186,18 +225,22 @@ def _describe(stored: StoredSubscriber) -> list[tuple[str, str]]:
 
 @subscribers.command("show")
 @click.argument("email")
+@json_option
 @pass_app
-def show(app: AppContext, email: str) -> None:
+def show(app: AppContext, email: str, as_json: bool) -> None:
     """Everything stored about EMAIL."""
     with open_store(app.settings) as store:
         stored = store.details(store.get_by_email(email).id)
         changes = store.changes(stored.subscriber.id)
-    for key, value in _describe(stored):
-        click.echo(f"{key + ':':<14}{value}")
+    if as_json:
+        print_json(subscriber_record(stored))
+        return
+    fields = list(_describe(stored))
     for change in changes:  # made by bounces and complaints (#13); `syndicate bounces revert ID` undoes one
         undone = f" (reverted {change.reverted_at:%Y-%m-%d %H:%M} UTC)" if change.reverted_at else ""
-        click.echo(f"{'change ' + str(change.id) + ':':<14}{change.from_status} -> {change.to_status} on "
-                   f"{change.changed_at:%Y-%m-%d %H:%M} UTC by event {change.event_id or '-'}: {change.reason}{undone}")
+        fields.append((f"change {change.id}", f"{change.from_status} -> {change.to_status} on "
+                       f"{change.changed_at:%Y-%m-%d %H:%M} UTC by event {change.event_id or '-'}: {change.reason}{undone}"))
+    print_fields(fields)
 
 
 @subscribers.command("set")
@@ -212,6 +255,9 @@ def show(app: AppContext, email: str) -> None:
 def set_command(app: AppContext, email: str, name: str | None, categories: str | None, frequency: str | None,
                 timezone: str | None, send_hour: int | None, weekday: str | None) -> None:
     """Change the preferences of EMAIL (only the options given)."""
+    if all(v is None for v in (name, categories, frequency, timezone, send_hour, weekday)):
+        raise click.UsageError("nothing to change: give at least one of --name, --categories, --frequency, "
+                               "--timezone, --send-hour, --weekday")
     settings = app.settings
     with open_store(settings) as store:
         current = store.get_by_email(email)
@@ -221,8 +267,11 @@ def set_command(app: AppContext, email: str, name: str | None, categories: str |
             categories=split_categories(categories) if categories is not None else None,
             frequency=frequency, timezone=timezone, send_hour=send_hour, weekday=weekday, name=name,
         )
-    click.echo(f"updated {subscriber.email}: {subscriber.frequency.value} at {subscriber.send_hour:02d}:00 "
-               f"{subscriber.timezone}, {', '.join(subscriber.categories) or '(all)'}")
+        if subscriber != current:
+            _audit(store, "subscriber.edit", subscriber.id)
+    verb = "unchanged" if subscriber == current else "updated"
+    click.echo(f"{verb} {subscriber.email}: {subscriber.frequency.value} at {subscriber.send_hour:02d}:00 "
+               f"{subscriber.timezone}, {categories_text(subscriber.categories)}")
 
 
 @subscribers.command("confirm")
@@ -232,6 +281,7 @@ def confirm(app: AppContext, email: str) -> None:
     """Mark a pending EMAIL as confirmed (active)."""
     with open_store(app.settings) as store:
         subscriber = store.confirm(store.get_by_email(email).id, _now())
+        _audit(store, "subscriber.confirm", subscriber.id)
     click.echo(f"{subscriber.email}: {subscriber.status.value}")
 
 
@@ -242,18 +292,20 @@ def unsubscribe(app: AppContext, email: str) -> None:
     """Unsubscribe EMAIL; the record stays as proof of the opt-out."""
     with open_store(app.settings) as store:
         subscriber = store.unsubscribe(store.get_by_email(email).id, _now())
+        _audit(store, "subscriber.unsubscribe", subscriber.id)
     click.echo(f"{subscriber.email}: unsubscribed (since {subscriber.status_changed_at:%Y-%m-%d %H:%M} UTC)")
 
 
 @subscribers.command("remove")
 @click.argument("email")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @pass_app
 def remove(app: AppContext, email: str, yes: bool) -> None:
     """Delete EMAIL and everything about it (erasure on request)."""
     with open_store(app.settings) as store:
         subscriber = store.get_by_email(email)
-        if not yes:
-            click.confirm(f"Delete {subscriber.email} and all its data for good?", abort=True)
+        confirm_or_refuse(f"Delete {subscriber.email} and all its data for good?", yes=yes,
+                          refusal=f"refusing to delete {subscriber.email} without confirmation")
         store.remove(subscriber.id)
+        _audit(store, "subscriber.erase", subscriber.id)  # the id only: nothing personal is kept
     click.echo(f"{subscriber.email}: removed")

@@ -33,12 +33,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.config import OutboxSettings
 from syndicate.storage import Database
-from syndicate.storage.schema import deliveries, runs, subscriber_categories, subscriber_issues, subscribers
+from syndicate.storage.schema import campaigns, deliveries, runs, subscriber_categories, subscriber_issues, subscribers
 from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus, SubscriberStore, SubscriberWrites
 
 log = logging.getLogger(__name__)
@@ -46,6 +60,7 @@ log = logging.getLogger(__name__)
 QUEUED, SENDING, SENT, RETRY, FAILED, SKIPPED = "queued", "sending", "sent", "retry", "failed", "skipped"
 OPEN = (QUEUED, SENDING, RETRY)
 FIRST = "first"  # the since_key of a subscriber's first digest
+CAMPAIGN_KEY = "campaign:"  # the since_key of a campaign's deliveries: "campaign:<id>" (one per subscriber)
 COUNTS = ("total", "queued", "sending", "sent", "retrying", "failed", "skipped")
 _COUNT_OF = {QUEUED: "queued", SENDING: "sending", SENT: "sent", RETRY: "retrying", FAILED: "failed", SKIPPED: "skipped"}
 _REPLY_MAX = 2000
@@ -55,6 +70,16 @@ Sections = tuple[tuple[str, tuple[str, ...], int], ...]  # (category slug, artic
 
 def since_key(high_water: datetime | None) -> str:
     return FIRST if high_water is None else high_water.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def campaign_of(since_key_: str) -> int | None:
+    """The campaign id of a delivery's since_key, or None for a digest."""
+    return int(since_key_[len(CAMPAIGN_KEY):]) if since_key_.startswith(CAMPAIGN_KEY) else None
+
+
+def campaign_message_id(campaign_id: int, subscriber_id: int, domain: str) -> str:
+    """The same on every attempt and every planning of one campaign to one subscriber."""
+    return f"<campaign.{campaign_id}.{subscriber_id}@{domain}>"
 
 
 def worker_token() -> str:
@@ -159,6 +184,45 @@ class Failure:
     last_reply: str | None
 
 
+@dataclass(frozen=True)
+class Requeued:
+    """What a requeue did: the deliveries queued again, those left failed (with why), the runs touched."""
+
+    delivery_ids: tuple[int, ...]
+    refused: tuple[tuple[int, str], ...]
+    run_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SubscriberDelivery:
+    """One of a subscriber's deliveries (digest or campaign), for their history."""
+
+    id: int
+    run_id: int
+    status: str
+    message_id: str
+    since_key: str
+    attempts: int
+    last_code: int | None
+    last_reply: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+    @property
+    def what(self) -> str:
+        return f"campaign {self.since_key.removeprefix(CAMPAIGN_KEY)}" if self.since_key.startswith(CAMPAIGN_KEY) else "digest"
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed deliveries sharing one server reply."""
+
+    reply: str
+    code: int | None
+    count: int
+    last_at: datetime
+
+
 def _insert_ignoring_conflicts(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING, on every unique constraint, for both dialects."""
     module = postgresql if dialect == "postgresql" else sqlite
@@ -259,6 +323,46 @@ class Outbox:
                 ])
             self.subscribers.within(connection).reschedule(reschedule)
 
+    def add_campaign_deliveries(self, run_id: int, campaign_id: int, created_at: datetime, subscriber_ids: Sequence[int],
+                                domain: str, now: datetime) -> None:
+        """Record campaign `campaign_id` for these subscribers: since_key "campaign:<id>" and `until` its
+        creation time, so UNIQUE(subscriber, since_key, until) lets each have it once, whatever is
+        planned again. Not "open" (open_subscriber_id NULL): it neither waits for nor holds up a digest."""
+        if not subscriber_ids:
+            return
+        key = f"{CAMPAIGN_KEY}{campaign_id}"
+        with self.database.write() as connection:
+            connection.execute(_insert_ignoring_conflicts(self.database.dialect), [
+                {
+                    "run_id": run_id, "subscriber_id": sid, "since": created_at, "since_key": key, "until": created_at,
+                    "articles": "[]", "message_id": campaign_message_id(campaign_id, sid, domain), "status": QUEUED,
+                    "attempts": 0, "open_subscriber_id": None, "created_at": now, "updated_at": now,
+                }
+                for sid in subscriber_ids
+            ])
+
+    def campaign_text(self, campaign_id: int) -> tuple[str, str, str]:
+        """(subject, Markdown body, variant) of a campaign, for building its messages."""
+        with self.database.read() as connection:
+            row = connection.execute(
+                select(campaigns.c.subject, campaigns.c.body, campaigns.c.variant).where(campaigns.c.id == campaign_id)
+            ).first()
+        if row is None:
+            raise LookupError(f"no campaign with id {campaign_id}")
+        return row.subject, row.body, row.variant
+
+    def campaign_counts(self, campaign_id: int) -> dict[str, int]:
+        """How many of a campaign's deliveries are in each state (the COUNTS names)."""
+        counts = dict.fromkeys(COUNTS, 0)
+        d = deliveries.c
+        with self.database.read() as connection:
+            for status, number in connection.execute(
+                select(d.status, func.count()).where(d.since_key == f"{CAMPAIGN_KEY}{campaign_id}").group_by(d.status)
+            ):
+                counts[_COUNT_OF[status]] = number
+                counts["total"] += number
+        return counts
+
     # -- claiming and recording
 
     def claim(self, now: datetime, limit: int, *, run_id: int | None = None) -> list[ClaimedDelivery]:
@@ -296,7 +400,9 @@ class Outbox:
                     last_reply=bindparam("reply"), sent_at=now, updated_at=now, next_attempt_at=None),
             [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX]} for r in group],
         )
-        self.subscribers.within(connection).move_high_water([(r.delivery.subscriber.id, r.delivery.until) for r in group])
+        digests = [r for r in group if not r.delivery.since_key.startswith(CAMPAIGN_KEY)]  # a campaign moves no mark
+        if digests:
+            self.subscribers.within(connection).move_high_water([(r.delivery.subscriber.id, r.delivery.until) for r in digests])
 
     def _record_retry(self, connection: Connection, group: list[Result], now: datetime) -> None:
         again, given_up = [], []
@@ -457,6 +563,97 @@ class Outbox:
                 select(subscriber_issues.c.pruned_sent).where(subscriber_issues.c.subscriber_id == subscriber_id)
             ).scalar_one_or_none()
         return 1 + kept + (pruned or 0)
+    # -- who is due, requeueing (issue 17)
+
+    def held_back(self, planned: Sequence[PlannedDelivery]) -> dict[int, tuple[int, str]]:
+        """Of `planned`, the ones add_deliveries would skip, by subscriber id: (the delivery in the way,
+        its status). Either the same digest is already recorded (sent, failed, skipped...) or the
+        subscriber has a digest under way. The dry run asks this so it lists exactly who a send records."""
+        if not planned:
+            return {}
+        d = deliveries.c
+        wanted = {p.subscriber_id: (p.since_key, p.until) for p in planned}
+        found: dict[int, tuple[int, str]] = {}
+        keys = sorted(wanted)
+        with self.database.read() as connection:
+            for start in range(0, len(keys), _IN_CHUNK):
+                rows = connection.execute(
+                    select(d.id, d.subscriber_id, d.status, d.since_key, d.until, d.open_subscriber_id)
+                    .where(d.subscriber_id.in_(keys[start:start + _IN_CHUNK]),
+                           or_(d.open_subscriber_id.is_not(None), d.since_key.in_({k for k, _ in wanted.values()})))
+                    .order_by(d.id)
+                ).all()
+                for row in rows:
+                    if row.open_subscriber_id is not None or (row.since_key, row.until) == wanted[row.subscriber_id]:
+                        found[row.subscriber_id] = (row.id, row.status)
+        return found
+
+    def requeue(self, now: datetime, *, delivery_ids: Sequence[int] = (), run_id: int | None = None,
+                reply: str | None = None) -> Requeued:
+        """Failed deliveries (these ids, those of `run_id`, or those whose last reply is `reply`) back
+        to `queued` with the same Message-ID and no attempts counted. One is left failed when its
+        subscriber is no longer active, another digest has since been sent to them (it would be
+        superseded), or they have a digest under way (one at a time)."""
+        d, c = deliveries.c, subscribers.c
+        condition = d.status == FAILED
+        if delivery_ids:
+            condition = and_(condition, d.id.in_(list(delivery_ids)))
+        if run_id is not None:
+            condition = and_(condition, d.run_id == run_id)
+        if reply is not None:
+            condition = and_(condition, func.coalesce(d.last_reply, "") == reply)
+        requeued: list[int] = []
+        refused: list[tuple[int, str]] = []
+        with self.database.write() as connection:
+            rows = connection.execute(
+                select(d.id, d.run_id, d.subscriber_id, d.since_key, c.status, c.high_water)
+                .join(subscribers, c.id == d.subscriber_id).where(condition).order_by(d.id)
+            ).all()
+            open_ones = set(connection.execute(
+                select(d.open_subscriber_id).where(d.open_subscriber_id.in_({r.subscriber_id for r in rows}))
+            ).scalars()) if rows else set()
+            for row in rows:
+                if row.status != SubscriberStatus.ACTIVE.value:
+                    refused.append((row.id, f"the subscriber is {row.status}"))
+                elif not row.since_key.startswith(CAMPAIGN_KEY) and since_key(row.high_water) != row.since_key:
+                    refused.append((row.id, "superseded: a later digest was sent to this subscriber"))
+                elif row.subscriber_id in open_ones:
+                    refused.append((row.id, "the subscriber has another digest under way"))
+                else:
+                    open_ones.add(row.subscriber_id)
+                    requeued.append(row.id)
+            for start in range(0, len(requeued), _IN_CHUNK):
+                chunk = requeued[start:start + _IN_CHUNK]
+                connection.execute(
+                    update(deliveries).where(d.id.in_(chunk), d.status == FAILED)
+                    .values(status=QUEUED, attempts=0, next_attempt_at=None, claimed_by=None, updated_at=now,
+                            open_subscriber_id=case((d.since_key.startswith(CAMPAIGN_KEY), None), else_=d.subscriber_id))
+                )
+            for touched in sorted({r.run_id for r in rows if r.id in set(requeued)}):
+                self._recount(connection, touched, now)
+        log.info("deliveries requeued count=%s refused=%s", len(requeued), len(refused))
+        return Requeued(tuple(requeued), tuple(refused), tuple(sorted({r.run_id for r in rows if r.id in set(requeued)})))
+
+    def deliveries_of(self, subscriber_id: int, limit: int = 50) -> list[SubscriberDelivery]:
+        """A subscriber's deliveries, newest first: what the console shows as their history."""
+        d = deliveries.c
+        query = (select(d.id, d.run_id, d.status, d.message_id, d.since_key, d.attempts, d.last_code, d.last_reply,
+                        d.created_at, d.sent_at)
+                 .where(d.subscriber_id == subscriber_id).order_by(d.id.desc()).limit(limit))
+        with self.database.read() as connection:
+            return [SubscriberDelivery(*row) for row in connection.execute(query)]  # type: ignore[call-arg]
+
+    def failure_groups(self, limit: int = 50) -> list[FailureGroup]:
+        """Failed deliveries grouped by the server's last reply, the largest group first."""
+        d = deliveries.c
+        reply = func.coalesce(d.last_reply, literal_column("''"))  # the same SQL text in SELECT and GROUP BY (PostgreSQL)
+        query = (
+            select(reply, func.max(d.last_code), func.count(), func.max(d.updated_at))
+            .where(d.status == FAILED).group_by(reply)
+            .order_by(func.count().desc(), func.max(d.updated_at).desc()).limit(limit)
+        )
+        with self.database.read() as connection:
+            return [FailureGroup(reply, code, count, last) for reply, code, count, last in connection.execute(query)]
 
     def prune(self, older_than: datetime) -> int:
         """Delete finished runs (and their deliveries) that finished before `older_than`."""

@@ -36,7 +36,17 @@ from typing import Any
 
 from syndicate.bounces import address_tokens
 from syndicate.config import Settings, read_secret
-from syndicate.content import Article, Category, ContentSource, Corpus, Forked, WorkerDied, can_fork, shared_event
+from syndicate.content import (
+    Article,
+    Category,
+    ContentSource,
+    Corpus,
+    Forked,
+    WorkerDied,
+    can_fork,
+    render_markdown,
+    shared_event,
+)
 from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
@@ -45,12 +55,15 @@ from syndicate.delivery._outbox import (
     SKIPPED,
     ClaimedDelivery,
     Failure,
+    FailureGroup,
     Outbox,
     PlannedDelivery,
+    Requeued,
     Result,
     RunReport,
     Sections,
     WaitingRetry,
+    campaign_of,
     since_key,
     subscriber_states,
 )
@@ -61,7 +74,6 @@ from syndicate.digest import (
     LinkMaker,
     MessageBuilder,
     Selector,
-    Timeline,
     message_id,
     select_digest,
     variant_key,
@@ -87,7 +99,7 @@ from syndicate.subscribers import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeliveryService", "Failure", "RunReport", "SendRequest", "WaitingRetry"]
+__all__ = ["DeliveryService", "Failure", "FailureGroup", "Requeued", "RunReport", "SendRequest", "WaitingRetry"]
 
 PLAN_BATCH = 1000
 CLAIM_BATCH = 200
@@ -162,6 +174,7 @@ class _Messages:
         self.sender = parseaddr(self.settings.mail.from_)[1]
         self.tokens = service.tokens
         self._builders: dict[int, MessageBuilder] = {}
+        self._campaigns: dict[int, tuple[str, str, str, str]] = {}  # id -> (subject, body HTML, body text, variant)
 
     def builder(self, run_id: int) -> MessageBuilder:
         """One per run, dated (and its links signed) at the run's start: a resend is the same bytes."""
@@ -200,6 +213,18 @@ class _Messages:
                 digest = self._digest(_NOBODY, p.sections, p.since, p.until)
                 if digest is not None:
                     self.builder(run_id).digest_message(digest, planned_id=p.message_id)
+
+    def campaign(self, delivery: ClaimedDelivery, campaign_id: int) -> OutgoingMessage:
+        """A campaign's message for the delivery's subscriber (its text read and rendered once per process)."""
+        if campaign_id not in self._campaigns:
+            subject, body, variant = self.service.outbox.campaign_text(campaign_id)
+            self._campaigns[campaign_id] = (subject, render_markdown(body), body.strip(), variant)
+        subject, body_html, body_text, variant = self._campaigns[campaign_id]
+        builder = self.builder(delivery.run_id)
+        rendered = self.renderer.render_campaign(f"campaign:{campaign_id}", subject, body_html, body_text,
+                                                 delivery.subscriber, builder.links, variant=variant)
+        data = builder.campaign_message(delivery.subscriber, rendered, delivery.message_id)
+        return OutgoingMessage(str(delivery.id), self.sender, (delivery.subscriber.email,), data, delivery.message_id)
 
     def message(self, delivery: ClaimedDelivery, digest: Digest) -> OutgoingMessage:
         built = self.builder(delivery.run_id).digest_message(digest, planned_id=delivery.message_id)
@@ -713,6 +738,13 @@ class DeliveryService:
         if state is None or state[0] != SubscriberStatus.ACTIVE.value:
             recorder.add(delivery, SKIPPED, None, f"subscriber is {state[0] if state else 'deleted'}")
             return None
+        campaign_id = campaign_of(delivery.since_key)
+        if campaign_id is not None:
+            try:
+                return messages.campaign(delivery, campaign_id)
+            except (SyndicateError, LookupError) as e:
+                recorder.add(delivery, FAILED, None, f"cannot build the message: {e}")
+                return None
         if state[1] != delivery.since_key:
             recorder.add(delivery, SKIPPED, None, "superseded: another digest moved the high-water mark")
             return None
@@ -732,14 +764,32 @@ class DeliveryService:
 
     def dry_run(self, request: SendRequest, now: datetime) -> list[tuple[str, int]]:
         """(email, article count) of every digest a manual send would record now; changes nothing."""
+        return [(email, count) for email, count, held in self.due(request, now) if held is None]
+
+    def due(self, request: SendRequest, now: datetime) -> Iterator[tuple[str, int, str | None]]:
+        """Who a manual send is for, one subscriber with something new at a time: (email, article
+        count, None) when a send would record their digest now, or (email, count, why not) when the
+        outbox already holds it (the same digest sent or failed, or one under way). The planning a
+        send does and the outbox's own rule, asked without writing: the dry run and the send agree."""
         corpus = self.content.read()
-        timeline = Timeline.of(corpus.articles)
-        out = []
-        for subscriber in self._matching(request, corpus):
-            digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings.digest.max_articles)
-            if digest is not None:
-                out.append((subscriber.email, digest.count))
-        return out
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
+        for batch in _batched(self._matching(request, corpus), PLAN_BATCH):
+            planned = [(s, p) for s, p in ((s, self._plan_one(s, selector)) for s in batch) if p is not None]
+            held = self.outbox.held_back([p for _, p in planned])
+            for subscriber, p in planned:
+                count = sum(len(ids) for _, ids, _ in p.sections)
+                in_the_way = held.get(subscriber.id)
+                yield subscriber.email, count, None if in_the_way is None else _held_reason(*in_the_way)
+
+    def requeue(self, now: datetime, *, delivery_ids: Sequence[int] = (), run_id: int | None = None,
+                reply: str | None = None) -> Requeued:
+        """Failed deliveries back to the queue (see Outbox.requeue); work them with work(run_id)."""
+        if not delivery_ids and run_id is None and reply is None:
+            raise UsageError("requeue what? give delivery ids, a run or a server reply")
+        return self.outbox.requeue(now, delivery_ids=delivery_ids, run_id=run_id, reply=reply)
+
+    def failure_groups(self, limit: int = 50) -> list[FailureGroup]:
+        return self.outbox.failure_groups(limit)
 
     def send_test_copy(self, request: SendRequest, to: str, now: datetime) -> SendResult:
         """Mail the digest of `request.subscriber` (or of a made-up subscriber following
@@ -786,6 +836,14 @@ class DeliveryService:
 
     def prune(self, older_than: datetime) -> int:
         return self.outbox.prune(older_than)
+
+
+def _held_reason(delivery_id: int, status: str) -> str:
+    if status in (QUEUED, "sending", RETRY):
+        return f"a digest is under way (delivery {delivery_id}, {status})"
+    if status == FAILED:
+        return f"this digest failed (delivery {delivery_id}): requeue it with `syndicate deliveries requeue --id {delivery_id}`"
+    return f"this digest is already recorded (delivery {delivery_id}, {status})"
 
 
 def _wanted(subscriber: Subscriber, request: SendRequest) -> bool:

@@ -24,7 +24,7 @@ from syndicate.content import Category
 from syndicate.digest._render import VARIANT_CACHE, BoundedCache, EmailRenderer, LinkMaker, RenderedEmail, SlotText
 from syndicate.digest._select import Digest
 from syndicate.errors import ConfigError, SyndicateError
-from syndicate.subscribers import envelope_of
+from syndicate.subscribers import Subscriber, envelope_of
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +370,23 @@ class MessageBuilder:
                                 [h for _, h in sections]),
             tail=tail,
         )
+
+    def campaign_message(self, subscriber: Subscriber, rendered: RenderedEmail, message_id: str) -> bytes:
+        """A campaign's exact bytes for `subscriber`: the digests' headers (From, List-Id, one-click
+        List-Unsubscribe with their signed link) around `rendered`."""
+        unsubscribe = checked("List-Unsubscribe", self.links.unsubscribe_url(subscriber))
+        unsubscribe_value = f"<{unsubscribe}>" + (f",\r\n <{self._mailto}>" if self._mailto else "")
+        boundary = "=_syndicate_campaign_" + hashlib.sha256(message_id.encode()).hexdigest()[:16]
+        return b"".join([
+            self._run_headers,
+            header_line("To", encode_address("To", subscriber.name, subscriber.email)),
+            header_line("Subject", encode_text("Subject", rendered.subject)),
+            header_line("Message-ID", checked("Message-ID", message_id)),
+            self._list_headers,
+            header_line("List-Unsubscribe", unsubscribe_value),
+            self._mime_headers,
+            *_static_body(rendered, boundary),
+        ])
 
     def confirmation(self, email: str, name: str | None, categories: Sequence[Category], confirm_url: str) -> bytes:
         """The double opt-in email for `email`, asking them to open `confirm_url`."""

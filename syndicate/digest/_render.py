@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 import css_inline
 import jinja2
+import markupsafe
 import premailer
 
 from syndicate.config import EmailSettings, SiteSettings
@@ -56,6 +57,7 @@ PREHEADER_LENGTH = 140  # what inboxes show of it, about
 _IMAGE = re.compile(r"<img\b[^>]*>", re.I)
 _ATTRIBUTE = re.compile(r"""\b(src|alt)\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.I)
 CONFIRM_SLOTS = ("greeting", "following", "email", "confirm_url")
+CAMPAIGN_SLOTS = ("greeting", "email", "unsubscribe_url", "preferences_url")
 # premailer: nothing from the network or disk; !important kept (media queries need it to
 # beat inline styles); no width/bgcolor/... attributes added (css-inline adds none either);
 # cssutils' warnings about Outlook-only properties kept off the console; the parsed CSS
@@ -314,7 +316,7 @@ class EmailRenderer:
         self.urls = urls
         self.timezone = ZoneInfo(site.timezone)
         self._nonce = secrets.token_hex(8)
-        names = "|".join(sorted(set(DIGEST_SLOTS + VARIANT_SLOTS + CONFIRM_SLOTS)))
+        names = "|".join(sorted(set(DIGEST_SLOTS + VARIANT_SLOTS + CONFIRM_SLOTS + CAMPAIGN_SLOTS)))
         self._marker = re.compile(f"slot{self._nonce}({names})x")
         self._env = _environment(templates_folder(email))
         self._subject = _subject_template(subject)
@@ -436,6 +438,24 @@ class EmailRenderer:
         """Whether the templates folder has `email/{template}.html.j2` and `.txt.j2` (the welcome email is optional)."""
         names = set(self._env.list_templates())
         return {f"{template}.html.j2", f"{template}.txt.j2"} <= names
+    # -- campaigns (one-off messages) -------------------------------------------------
+    def render_campaign(self, key: str, subject: str, body_html: str, body_text: str, subscriber: Subscriber,
+                        links: LinkMaker, *, variant: str = "letter") -> RenderedEmail:
+        """A campaign for `subscriber`: `body_html` (sanitised HTML from its Markdown) and `body_text`
+        in the digest's frame, with the same unsubscribe and preferences links. Rendered and inlined
+        once per `key` (the campaign), then personalised. `variant`: "letter" opens with a greeting,
+        "announcement" with the subject as a heading."""
+        rendered = self._variants.get(key)
+        if rendered is None:
+            slots = self._slot_markers(CAMPAIGN_SLOTS)
+            context = {**self._common(), "title": subject, "body_html": markupsafe.Markup(body_html),
+                       "body_text": body_text, "variant": variant, **slots}
+            rendered = self._variants.put(key, self._finish(key, subject, "campaign", context))
+        values = self._values(
+            greeting=_greeting(subscriber.name), email=clean_line(subscriber.email),
+            unsubscribe_url=links.unsubscribe_url(subscriber), preferences_url=links.preferences_url(subscriber),
+        )
+        return self.personalise(rendered, values)
 
     # -- internals -------------------------------------------------------------------
     def _slot_markers(self, names: Sequence[str]) -> dict[str, str]:

@@ -2,10 +2,10 @@
 
 from syndicate.service._lease import Lease, LeaseHolder, LeaseKeeper
 from syndicate.service._scheduler import JobSpec, Scheduler, delivery_jobs
-from syndicate.service._service import Bound, Service
+from syndicate.service._service import Bound, Service, listen, with_bound_port
 from syndicate.wiring import ServiceSecret, environ_with, service_secrets  # the secrets live in the composition root
 
 __all__ = [
     "Bound", "JobSpec", "Lease", "LeaseHolder", "LeaseKeeper", "Scheduler", "Service", "ServiceSecret",
-    "delivery_jobs", "environ_with", "service_secrets",
+    "delivery_jobs", "environ_with", "listen", "service_secrets", "with_bound_port",
 ]

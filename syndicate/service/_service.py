@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
@@ -54,6 +55,38 @@ class Bound:
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+def listen(host: str, port: int) -> Bound:
+    """Listen on host:port now, so the printed addresses (and the demo's links) are the real ones (port 0 included)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise SyndicateError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                             hint="is another process using that port? pass --port (0 picks a free one)") from e
+    sock.set_inheritable(True)
+    return Bound(sock, host, sock.getsockname()[1])
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+CAMPAIGNS_JOB = "campaigns"
+
+
+def with_bound_port(settings: Settings, bound: Bound) -> Settings:
+    """`settings` with `[site] base_url` on the bound port when it names this machine's loopback
+    address (the demo's default): links in pages and emails then lead to the running service.
+    A public base_url (behind a proxy) is left alone."""
+    parts = urlsplit(settings.site.base_url)
+    if parts.hostname not in LOOPBACK_NAMES or parts.port == bound.port:
+        return settings
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    base_url = urlunsplit(parts._replace(netloc=f"{host}:{bound.port}"))
+    return settings.model_copy(update={"site": settings.site.model_copy(update={"base_url": base_url})})
 
 
 class Service:
@@ -163,6 +196,9 @@ class Service:
                 mailbox.poll(now)
 
             jobs += (JobSpec(BOUNCE_MAILBOX, self.settings.bounces.imap.interval, poll),)
+        campaigns = self.components.campaigns
+        # issue 17: scheduled campaigns go out within a minute of their time
+        jobs += (JobSpec(CAMPAIGNS_JOB, 60, lambda now, stop: campaigns.send_due(now, stop)),)
         return jobs + (source_jobs(self.sources, self.rebuild) if self.sources is not None else ())
 
     def start_watching(self) -> None:
@@ -236,18 +272,7 @@ class Service:
 
     def bind(self, host: str, port: int) -> Bound:
         """Listen on host:port now, so the printed addresses are the real ones (port 0 included)."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-            sock.listen(128)
-        except OSError as e:
-            sock.close()
-            raise SyndicateError(f"cannot listen on {host}:{port}: {e.strerror or e}",
-                                 hint="is another process using that port? pass --port (0 picks a free one)") from e
-        sock.set_inheritable(True)
-        return Bound(sock, host, sock.getsockname()[1])
+        return listen(host, port)
 
     def app(self) -> Any:
         """The HTTP application (syndicate.web.app) over this service's database, delivery and scheduler."""

@@ -410,3 +410,51 @@ subscriber_issues = Table(
     Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
     Column("pruned_sent", Integer, nullable=False),
 )
+
+
+# -- operators (issue 17, migration 0009) --------------------------------------------------
+
+# One row per operator action (requeue, edit, unsubscribe, erase, campaign send...): who, what, when.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(120), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("subject_kind", String(20), nullable=False),
+    Column("subject_id", Integer, nullable=True),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_audit_log_subject", "subject_kind", "subject_id", "id"),
+)
+
+# A one-off message (Markdown) to the active subscribers of some categories, sent through the outbox:
+# its deliveries have since_key "campaign:<id>", so each subscriber gets it at most once.
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("categories", Text, nullable=False),  # JSON list of slugs; [] = every subscriber
+    Column("status", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("send_at", UtcDateTime, nullable=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL"), nullable=True),
+    Column("created_by", String(120), nullable=False),
+    # How the body is framed: "letter" (a greeting, then the body) or "announcement" (the subject as a heading).
+    Column("variant", String(20), nullable=False, server_default="letter"),
+    CheckConstraint("status IN ('draft', 'scheduled', 'sending', 'sent')", name="status"),
+)
+
+# A console sign-in: the SHA-256 of its cookie's random token (the token itself is never stored),
+# who signed in, and until when. Signing out deletes the row.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("actor", String(120), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_admin_sessions_expires_at", "expires_at"),
+)

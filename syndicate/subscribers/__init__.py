@@ -2,7 +2,16 @@
 
 from syndicate.subscribers._address import Address, AddressRules, InvalidAddressError, envelope_of, parse_address
 from syndicate.subscribers._confirm import ComposeConfirmation, Confirmations, category_names
-from syndicate.subscribers._csv import ImportInterrupted, import_csv, read_subscribers, write_subscribers
+from syndicate.subscribers._csv import (
+    ImportInterrupted,
+    import_confirmed_csv,
+    import_csv,
+    read_backup,
+    read_subscribers,
+    restore_csv,
+    utf8_lines,
+    write_subscribers,
+)
 from syndicate.subscribers._links import PLACEHOLDER_TOKEN, PlaceholderLinks, SignedLinks
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 from syndicate.subscribers._notices import ComposeNotice, Notices, describe_schedule
@@ -11,6 +20,7 @@ from syndicate.subscribers._store import (
     ImportReport,
     InvalidSubscriberError,
     NewSubscriber,
+    RestoredSubscriber,
     StatusChange,
     StoredSubscriber,
     SubscriberDefaults,
@@ -36,4 +46,6 @@ __all__ = [
     "StatusChange", "SuppressedSet", "Suppression", "SuppressionList", "parse_entry",
     "UnknownSubscriberError", "category_names", "envelope_of", "import_csv", "new_subscriber", "next_send_time",
     "parse_address", "read_subscribers", "signer_from_settings", "split_categories", "write_subscribers",
+    # issue 17: backups that round-trip
+    "RestoredSubscriber", "import_confirmed_csv", "read_backup", "restore_csv", "utf8_lines",
 ]

@@ -14,27 +14,31 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.errors import Problem, SyndicateError, UsageError
 from syndicate.subscribers._address import AddressRules
+from syndicate.subscribers._model import SubscriberStatus
 from syndicate.subscribers._store import (
     ANY_BACKEND,
     ImportReport,
     InvalidSubscriberError,
     NewSubscriber,
+    RestoredSubscriber,
     StoredSubscriber,
     SubscriberDefaults,
     SubscriberStore,
     new_subscriber,
     split_categories,
 )
+from syndicate.subscribers._store import SOURCES as _SOURCES
 
 IMPORT_COLUMNS = ("email", "name", "categories", "frequency", "timezone", "send_hour", "weekday")
 # Written by export; an import accepts them so an export can be re-imported.
-EXPORT_COLUMNS = IMPORT_COLUMNS + ("status", "source", "created_at", "status_changed_at", "confirmed_at", "unsubscribed_at")
+EXPORT_COLUMNS = IMPORT_COLUMNS + ("status", "source", "created_at", "status_changed_at", "confirmed_at", "unsubscribed_at",
+                                   "high_water")
 OPTED_OUT = ("unsubscribed", "bounced")
 _EXTRA = "\0extra"  # where csv.DictReader puts fields beyond the header
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP).
@@ -297,7 +301,190 @@ def write_subscribers(rows: Iterable[StoredSubscriber], out: TextIO) -> int:
         writer.writerow([escape_cell(str(value)) for value in (
             s.email, s.name or "", ",".join(s.categories), s.frequency.value, s.timezone, s.send_hour, s.weekday,
             s.status.value, s.source, _when(s.created_at), _when(s.status_changed_at),
-            _when(stored.confirmed_at), _when(stored.unsubscribed_at),
+            _when(stored.confirmed_at), _when(stored.unsubscribed_at), _exact(s.high_water),
         )])
         count += 1
     return count
+
+
+def _exact(value: datetime | None) -> str:
+    """The high-water mark to the microsecond: a restored subscriber must not get an article twice."""
+    return value.isoformat() if value else ""
+
+
+# ---------------------------------------------------------------- backups (issue 17)
+#
+# `import --restore` takes an export back as it was: pending stays pending, unsubscribed stays
+# unsubscribed with its time (the proof of the opt-out), and each row keeps its source and times.
+# A plain import with --confirmed activates only rows the file does not say are pending.
+
+_BACKUP_TIMES = ("created_at", "status_changed_at", "confirmed_at", "unsubscribed_at", "high_water")
+
+
+def _time(values: dict[str, str], column: str) -> datetime | None:
+    text = values.get(column, "").strip()
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{column}: {text!r} is not an ISO 8601 time (as export writes them)") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{column}: {text!r} has no UTC offset (as export writes them: +00:00)")
+    return moment
+
+
+def _restored(row: dict[str, str | list[str] | None], base: NewSubscriber, line: int, path: Path, now: datetime,
+              *, proof: bool = True) -> RestoredSubscriber | Problem:
+    """`proof`: an active row needs its confirmation time, an unsubscribed one its unsubscribe time."""
+    values = {k: v for k, v in row.items() if isinstance(v, str)}
+    raw_status = values.get("status", "").strip().lower()
+    try:
+        status = SubscriberStatus(raw_status)
+    except ValueError:
+        return Problem(path, line, f"status: expected one of {', '.join(s.value for s in SubscriberStatus)}, got {raw_status!r}")
+    source = values.get("source", "").strip() or "import"
+    if source not in _SOURCES:
+        return Problem(path, line, f"source: expected one of {', '.join(_SOURCES)}, got {source!r}")
+    try:
+        times = {column: _time(values, column) for column in _BACKUP_TIMES}
+    except ValueError as e:
+        return Problem(path, line, str(e))
+    if proof and status is SubscriberStatus.ACTIVE and times["confirmed_at"] is None:
+        return Problem(path, line, "status is active but confirmed_at is empty: no proof of opt-in "
+                                   "(import it without --restore: it comes back pending)")
+    if proof and status is SubscriberStatus.UNSUBSCRIBED and times["unsubscribed_at"] is None:
+        return Problem(path, line, "status is unsubscribed but unsubscribed_at is empty (the proof of the opt-out)")
+    created = times["created_at"] or now
+    return RestoredSubscriber(
+        new=base, status=status, source=source, created_at=created,
+        status_changed_at=times["status_changed_at"] or created, confirmed_at=times["confirmed_at"],
+        unsubscribed_at=times["unsubscribed_at"], high_water=times["high_water"],
+    )
+
+
+def read_backup(
+    stream: Iterable[str],
+    path: Path,
+    *,
+    valid_categories: Collection[str],
+    defaults: SubscriberDefaults,
+    now: datetime,
+    refuse_opted_out: bool = False,
+    addresses: AddressRules = ANY_BACKEND,
+) -> Iterator[RestoredSubscriber | Problem]:
+    """Each row of an export as a RestoredSubscriber (every status; unsubscribed and bounced ones
+    refused with `refuse_opted_out`), or a Problem naming its line."""
+    reader = csv.DictReader(stream, restkey=_EXTRA, strict=True)
+    _check_header(reader.fieldnames, path)
+    if "status" not in (reader.fieldnames or ()):
+        raise UsageError(f"{path}:1: no status column: --restore reads a file written by `syndicate subscribers export`")
+    seen = _SeenAddresses()
+    rows = iter(reader)
+    try:
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield Problem(path, start, f"unreadable CSV ({e}; is a quote left open?); the rest of the file was skipped")
+                return
+            if not any((v or "").strip() for k, v in row.items() if k != _EXTRA):
+                continue
+            # The subscriber's own fields are checked as a plain import checks them (status aside).
+            status = (row.get("status") or "").strip().lower() if isinstance(row.get("status"), str) else ""
+            if refuse_opted_out and status in OPTED_OUT:
+                yield Problem(path, start, f"status is {status}: an import never subscribes an opted-out address "
+                                           "(--restore keeps it as it is)")
+                continue
+            base = _row({k: v for k, v in row.items() if k != "status"}, start, path, seen, valid_categories, defaults,
+                        addresses)
+            yield base if isinstance(base, Problem) else _restored(row, base, start, path, now, proof=not refuse_opted_out)
+    finally:
+        seen.close()
+
+
+def restore_csv(
+    store: SubscriberStore,
+    path: Path,
+    *,
+    valid_categories: Collection[str],
+    now: datetime,
+    dry_run: bool = False,
+    batch: int = 1000,
+    addresses: AddressRules = ANY_BACKEND,
+) -> ImportReport:
+    """Restore the good rows of an export as they were (addresses already present are left as they
+    are); report the bad ones."""
+    return _in_batches(
+        path, lambda stream: read_backup(stream, path, valid_categories=valid_categories, defaults=store.defaults, now=now,
+                                         addresses=addresses),
+        lambda rows: store.restore_batch(rows, now=now, dry_run=dry_run), batch,
+    )
+
+
+def import_confirmed_csv(
+    store: SubscriberStore,
+    path: Path,
+    *,
+    valid_categories: Collection[str],
+    now: datetime,
+    dry_run: bool = False,
+    batch: int = 1000,
+    addresses: AddressRules = ANY_BACKEND,
+) -> ImportReport:
+    """`import --confirmed`: rows become active, except rows the file says are pending (they never
+    confirmed: they are imported pending). Opted-out rows are refused as in a plain import."""
+
+    def rows(stream: Iterable[str]) -> Iterator[tuple[NewSubscriber, bool] | Problem]:
+        if not _has_status(path):
+            for item in read_subscribers(stream, path, valid_categories=valid_categories, defaults=store.defaults,
+                                         addresses=addresses):
+                yield item if isinstance(item, Problem) else (item, True)
+            return
+        for row in read_backup(stream, path, valid_categories=valid_categories, defaults=store.defaults, now=now,
+                               refuse_opted_out=True, addresses=addresses):
+            yield row if isinstance(row, Problem) else (row.new, row.status is not SubscriberStatus.PENDING)
+
+    def write(items: list[tuple[NewSubscriber, bool]]) -> ImportReport:
+        report = ImportReport()
+        for confirmed in (True, False):
+            group = [new for new, active in items if active is confirmed]
+            if group:
+                report = report.merged(store.import_batch(group, now=now, confirmed=confirmed, dry_run=dry_run))
+        return report
+
+    return _in_batches(path, rows, write, batch)
+
+
+def _has_status(path: Path) -> bool:
+    try:
+        with path.open("rb") as stream:
+            header = next(csv.reader(utf8_lines(stream)), [])
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read: {e.strerror}") from e
+    return "status" in header
+
+
+def _in_batches(path: Path, read: Any, write: Any, batch: int) -> ImportReport:
+    report = ImportReport()
+    pending: list[Any] = []
+    problems: list[str] = []
+    try:
+        stream = path.open("rb")
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read: {e.strerror}") from e
+    with stream:
+        for item in read(utf8_lines(stream)):
+            if isinstance(item, Problem):
+                problems.append(str(item))
+                continue
+            pending.append(item)
+            if len(pending) >= batch:
+                report = report.merged(write(pending))
+                pending = []
+    if pending:
+        report = report.merged(write(pending))
+    return report.merged(ImportReport(problems=tuple(problems)))

@@ -23,7 +23,9 @@ from syndicate.subscribers._zones import NotAPlaceError, geographic_zone
 log = logging.getLogger(__name__)
 
 MAX_NAME = 200
-SOURCES = ("cli", "import", "web")
+# How a subscriber came: the CLI, the admin API (or console), the public sign-up form, a CSV import.
+# "web" is what sign-ups were recorded as before migration 0009 renamed it "signup".
+SOURCES = ("cli", "api", "signup", "import", "web")
 _IN_CHUNK = 10_000
 CONFIRMATION_WINDOW = timedelta(hours=1)  # the rate limit of confirmation emails counts this far back
 # Bidirectional overrides and isolates: legal text, but used to disguise names in inbox listings.
@@ -230,6 +232,20 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
+class RestoredSubscriber:
+    """A subscriber read back from a backup (an export), with the state and proof it had there."""
+
+    new: NewSubscriber
+    status: SubscriberStatus
+    source: str
+    created_at: datetime
+    status_changed_at: datetime
+    confirmed_at: datetime | None
+    unsubscribed_at: datetime | None
+    high_water: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Filter:
     """Which subscribers `iter_subscribers` lists."""
 
@@ -274,6 +290,11 @@ def _to_subscriber(row: Row[Any], categories: Sequence[str]) -> Subscriber:
         created_at=created_at,
         status_changed_at=status_changed_at,
     )
+
+
+def _preferences(s: Subscriber | NewSubscriber) -> tuple[Any, ...]:
+    """What set_preferences may change."""
+    return (s.name, tuple(s.categories), s.frequency, s.timezone, s.send_hour, s.weekday)
 
 
 @dataclass(frozen=True)
@@ -475,6 +496,59 @@ class SubscriberStore:
             for row, subscriber in zip(rows, loaded):
                 yield StoredSubscriber(subscriber, row.next_send_at, row.confirmed_at, row.unsubscribed_at, row.updated_at)
 
+    def search(self, text: str, where: Filter = Filter(), *, after: int = 0, limit: int = 50) -> tuple[list[StoredSubscriber], int | None]:
+        """A page of subscribers matching `where` whose address or name contains `text` (any case),
+        by id after `after` (keyset paging: a page costs the same however deep); returns the page and
+        the `after` of the next one (None on the last)."""
+        needle = text.strip().lower()
+        c = subscribers.c
+        query = _filtered(select(*_ROW_COLUMNS), where, after, self.database.dialect)
+        if needle:
+            pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where((c.email_key.like(pattern, escape="\\")) | (func.lower(c.name).like(pattern, escape="\\")))
+        with self.database.read() as connection:
+            rows = connection.execute(query.order_by(c.id).limit(limit + 1)).all()
+            loaded = self._load(connection, rows[:limit])
+        page = [StoredSubscriber(s, row.next_send_at, row.confirmed_at, row.unsubscribed_at, row.updated_at)
+                for row, s in zip(rows, loaded)]
+        return page, (page[-1].subscriber.id if len(rows) > limit else None)
+
+    def counts_by_category(self) -> dict[str, int]:
+        """Active subscribers per followed category slug ("" for those following every category)."""
+        c, sc = subscribers.c, subscriber_categories.c
+        with self.database.read() as connection:
+            per: dict[str, int] = dict(connection.execute(
+                select(sc.slug, func.count()).join(subscribers, c.id == sc.subscriber_id)
+                .where(c.status == SubscriberStatus.ACTIVE.value).group_by(sc.slug)
+            ).all())
+            every = connection.execute(
+                select(func.count()).select_from(subscribers).where(
+                    c.status == SubscriberStatus.ACTIVE.value,
+                    ~c.id.in_(select(sc.subscriber_id)),
+                )
+            ).scalar_one()
+        return {**{slug: int(n) for slug, n in sorted(per.items())}, "": int(every)}
+
+    def count_following(self, categories: Collection[str]) -> int:
+        """Active subscribers following any of `categories` (all active ones when empty; one who chose
+        no category follows every one), counted in the database."""
+        c, sc = subscribers.c, subscriber_categories.c
+        query = select(func.count()).select_from(subscribers).where(c.status == SubscriberStatus.ACTIVE.value)
+        if categories:
+            query = query.where(c.id.in_(select(sc.subscriber_id).where(sc.slug.in_(sorted(categories))))
+                                | ~c.id.in_(select(sc.subscriber_id)))
+        with self.database.read() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def next_due(self, limit: int = 10) -> list[tuple[datetime, int, str]]:
+        """The soonest scheduled digests: (next send time, id, email)."""
+        c = subscribers.c
+        with self.database.read() as connection:
+            return [(r[0], r[1], r[2]) for r in connection.execute(
+                select(c.next_send_at, c.id, c.email).where(c.status == SubscriberStatus.ACTIVE.value, c.next_send_at.is_not(None))
+                .order_by(c.next_send_at, c.id).limit(limit)
+            )]
+
     def iter_plain(self, where: Filter = Filter(), *, batch: int = 1000) -> Iterator[Subscriber]:
         """The same subscribers as iter_subscribers, without the bookkeeping (reads less: planning a run)."""
         for _, loaded in self._pages(where, _SUBSCRIBER_COLUMNS, batch):
@@ -579,7 +653,44 @@ class SubscriberStore:
         opted_out = sum(1 for s in known.values() if s in ("unsubscribed", "bounced"))
         return ImportReport(added=len(fresh), unchanged=len(known) - opted_out, opted_out=opted_out)
 
-    def sign_up(self, new: NewSubscriber, *, now: datetime, source: str = "web") -> Subscriber:
+    def restore_batch(self, restored: Sequence[RestoredSubscriber], *, now: datetime, dry_run: bool = False) -> ImportReport:
+        """Insert backed-up subscribers as they were (status, source, times, high-water mark); an address
+        already present is left as it is. An active one is scheduled from `now`."""
+        keys = [r.new.email_key for r in restored]
+        with self.database.write() as connection:
+            known = set(connection.execute(
+                select(subscribers.c.email_key).where(subscribers.c.email_key.in_(keys))
+            ).scalars())
+            fresh = [r for r in restored if r.new.email_key not in known]
+            if fresh and not dry_run:
+                self._insert_restored(connection, fresh, now)
+        if fresh and not dry_run:
+            log.info("subscribers restored count=%s", len(fresh))
+        opted_out = sum(1 for r in fresh if r.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED))
+        return ImportReport(added=len(fresh) - opted_out, unchanged=len(known), opted_out=opted_out)
+
+    def _insert_restored(self, connection: Connection, rows: Sequence[RestoredSubscriber], now: datetime) -> None:
+        values = []
+        for r in rows:
+            n = r.new
+            active = r.status is SubscriberStatus.ACTIVE
+            values.append({
+                "email": n.email, "email_key": n.email_key, "name": n.name, "status": r.status.value,
+                "frequency": n.frequency.value, "timezone": n.timezone, "send_hour": n.send_hour, "weekday": n.weekday,
+                "high_water": r.high_water,
+                "next_send_at": next_send_time(n.timezone, n.send_hour, n.frequency, n.weekday, now) if active else None,
+                "source": r.source, "created_at": r.created_at, "updated_at": now, "status_changed_at": r.status_changed_at,
+                "confirmed_at": r.confirmed_at, "unsubscribed_at": r.unsubscribed_at,
+            })
+        connection.execute(insert(subscribers), values)
+        by_key = dict(connection.execute(
+            select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_([r.new.email_key for r in rows]))
+        ).all())
+        links = [{"subscriber_id": by_key[r.new.email_key], "slug": slug} for r in rows for slug in r.new.categories]
+        if links:
+            connection.execute(insert(subscriber_categories), links)
+
+    def sign_up(self, new: NewSubscriber, *, now: datetime, source: str = "signup") -> Subscriber:
         """A new opt-in: a new address becomes pending; a pending, unsubscribed or bounced one becomes
         pending again with the new preferences (it must confirm); an active one is left unchanged."""
         with self.database.write() as connection:
@@ -665,6 +776,8 @@ class SubscriberStore:
             send_hour=check_send_hour(send_hour) if send_hour is not None else current.send_hour,
             weekday=check_weekday(weekday) if weekday is not None else current.weekday,
         )
+        if _preferences(new) == _preferences(current):
+            return current  # nothing to change: no write, no reschedule
         with self.database.write() as connection:
             row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
             self._write_preferences(connection, row, new, now)

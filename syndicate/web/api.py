@@ -171,9 +171,11 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
             raise ApiProblem(422, str(e)) from e
 
     def send(service: Any, request: Any, body: SendBody, now: datetime) -> Any:
-        if body.dry_run:
-            plan = service.dry_run(request, now)
-            return JSONResponse({"dry_run": True, "recipients": [{"email": e, "articles": n} for e, n in plan]})
+        if body.dry_run:  # the send's own rule (issue 17): who it would record, and who not with why
+            due = list(service.due(request, now))
+            return JSONResponse({"dry_run": True,
+                                 "recipients": [{"email": e, "articles": n} for e, n, held in due if held is None],
+                                 "not_sent": [{"email": e, "why": held} for e, _, held in due if held is not None]})
         if body.test_to:
             return JSONResponse({"test_to": body.test_to, "result": plain(service.send_test_copy(request, body.test_to, now))})
         report = service.plan_manual(request, now)
@@ -279,7 +281,7 @@ def _subscriber_routes(router: APIRouter, context: WebContext) -> None:
                 defaults=store.defaults, frequency=body.frequency, timezone=body.timezone, send_hour=body.send_hour,
                 weekday=body.weekday, addresses=context.addresses,
             )
-            subscriber = store.add(new, now=now, confirmed=body.confirmed, source="cli")
+            subscriber = store.add(new, now=now, confirmed=body.confirmed, source="api")
         except InvalidSubscriberError as e:
             raise ApiProblem(422, e.reason, e.field) from e
         except SubscriberExistsError as e:

@@ -19,9 +19,11 @@ from syndicate.delivery import DeliveryService
 from syndicate.metrics import Metrics
 from syndicate.storage import Database, DatabaseUnavailableError
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
+from syndicate.web.console import console_router, install_console_handlers
 from syndicate.web.context import CategoryList, Runner, WebContext
 from syndicate.web.deliverability import suppressions_router
 from syndicate.web.metrics import metrics_router
+from syndicate.web.operators_api import operators_router
 from syndicate.web.pages import Pages, page_router
 from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders, loggable_path
 from syndicate.web.static import StaticFirst, StaticSite
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # Paths the app answers itself; every other GET or HEAD is a file of the built site.
 APP_PREFIXES = ("/api", "/subscribe", "/confirm/", "/preferences/", "/unsubscribe/", "/assets/", "/healthz", "/webhooks/",
-                "/metrics")
+                "/metrics", "/admin/")
 
 
 def create_app(
@@ -88,6 +90,7 @@ def create_app(
     app.state.runner = runner
     pages = Pages(context)
     _handlers(app, pages)
+    install_console_handlers(app)
     app.include_router(page_router(pages))
     app.include_router(api_router(context, delivery=delivery, runner=runner, admin_token=admin_token,
                                   scheduler_status=scheduler_status))
@@ -97,6 +100,9 @@ def create_app(
     _health(app, db, scheduler_status)
     if metrics is not None:  # /metrics (issue 14)
         app.include_router(metrics_router(metrics, admin_token))
+    # -- operators (issue 17): requeue and campaigns in the API, the console under /admin/
+    app.include_router(operators_router(components, context, admin_token=admin_token))
+    app.include_router(console_router(components, context, admin_token=admin_token, scheduler_status=scheduler_status))
     site = StaticSite(settings.output.folder, feeds_folder=settings.feeds.folder, extra_headers=SITE_HEADERS)
     app.mount("/", site)
     app.add_middleware(SecurityHeaders)

@@ -377,7 +377,7 @@ def _sign_up(context: WebContext, limits: SignupLimits, new: NewSubscriber, clie
     mailbox, domain = mailbox_key(new.email)
     if limits.admit(client=client, mailbox=mailbox, domain=domain, now=now, refused=suspect) is not None:
         return
-    subscriber = context.store.sign_up(new, now=now, source="web")
+    subscriber = context.store.sign_up(new, now=now, source="signup")
     if subscriber.status is not SubscriberStatus.PENDING:
         log.info("sign-up for an active subscriber id=%s: sending the already-subscribed email", subscriber.id)
 
