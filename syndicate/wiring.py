@@ -18,12 +18,8 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from syndicate.abuse import SignupLimits
-from syndicate.audit import AuditLog
-from syndicate.bounces import AddressTokens, BounceMailbox, BouncePolicy, BounceProcessor, address_tokens
-from syndicate.campaigns import Campaigns
 from syndicate.config import Settings, read_secret
 from syndicate.content import (
     CacheWriter,
@@ -33,28 +29,31 @@ from syndicate.content import (
     Corpus,
     CorpusMemory,
     ReaderOptions,
+    snapshot_path,
 )
-from syndicate.delivery import DeliveryService, Outbox, worker_metrics
-from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, build_confirmation, build_notice
-from syndicate.mail import MailBackend, OutgoingMessage, make_backend
-from syndicate.metrics import Metrics
 from syndicate.site import SiteUrls
-from syndicate.sources import FetchPolicy, Sources, snapshot_path
-from syndicate.storage import Database, open_database
-from syndicate.subscribers import (
-    WEEKDAYS,
-    AddressRules,
-    Confirmations,
-    Frequency,
-    LinkSigner,
-    Notices,
-    PlaceholderLinks,
-    SignedLinks,
-    Subscriber,
-    SubscriberDefaults,
-    SubscriberStore,
-    signer_from_settings,
-)
+
+if TYPE_CHECKING:
+    from syndicate.abuse import SignupLimits
+    from syndicate.audit import AuditLog
+    from syndicate.bounces import AddressTokens, BounceMailbox, BounceProcessor
+    from syndicate.campaigns import Campaigns
+    from syndicate.delivery import DeliveryService, Outbox
+    from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder
+    from syndicate.mail import MailBackend, OutgoingMessage
+    from syndicate.metrics import Metrics
+    from syndicate.sources import FetchPolicy, Sources
+    from syndicate.storage import Database
+    from syndicate.subscribers import (
+        AddressRules,
+        Confirmations,
+        LinkSigner,
+        Notices,
+        SignedLinks,
+        Subscriber,
+        SubscriberDefaults,
+        SubscriberStore,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +65,7 @@ def utc_now() -> datetime:
 
 def subscriber_defaults(settings: Settings) -> SubscriberDefaults:
     """Preferences a new subscriber gets when they do not say (from the [digest] config)."""
+    from syndicate.subscribers import WEEKDAYS, Frequency, SubscriberDefaults
     digest = settings.digest
     return SubscriberDefaults(
         frequency=Frequency(digest.frequency),
@@ -107,12 +107,14 @@ def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bo
 
 def make_sources(settings: Settings, database: Database, *, policy: FetchPolicy | None = None) -> Sources:
     """The configured external sources over `database`."""
+    from syndicate.sources import FetchPolicy, Sources
     return Sources(database, settings.sources, var_folder=settings.var_folder,
                    summary_length=settings.content.summary_length, policy=policy or FetchPolicy())
 
 
 def email_renderer(settings: Settings, **options: Any) -> EmailRenderer:
     """The email renderer for the [site], [email] and [digest] settings (`options`: EmailRenderer's)."""
+    from syndicate.digest import EmailRenderer
     return EmailRenderer(settings.site, settings.email, settings.digest.subject, site_urls(settings),
                          images=settings.digest.images, **options)
 
@@ -120,6 +122,7 @@ def email_renderer(settings: Settings, **options: Any) -> EmailRenderer:
 def message_builder(settings: Settings, renderer: EmailRenderer, links: LinkMaker, categories: Sequence[Category],
                     now: datetime, **options: Any) -> MessageBuilder:
     """A run's message builder for the [mail], [email] and [site] settings (`options`: MessageBuilder's)."""
+    from syndicate.digest import MessageBuilder
     return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now, **options)
 
 
@@ -226,12 +229,14 @@ class Components:
 
     @property
     def database(self) -> Database:
+        from syndicate.storage import open_database
         if self._database is None:
             self._database = open_database(self.settings.database)
         return self._database
 
     @cached_property
     def store(self) -> SubscriberStore:
+        from syndicate.subscribers import SubscriberStore
         return SubscriberStore(self.database, subscriber_defaults(self.settings))
 
     @cached_property
@@ -241,14 +246,17 @@ class Components:
     @cached_property
     def signer(self) -> LinkSigner:
         """MissingSecretError (naming the variable) when the link secret is not set."""
+        from syndicate.subscribers import signer_from_settings
         return signer_from_settings(self.settings.links, self.environ)
 
     def links(self, now: datetime | None = None) -> SignedLinks:
         """The signed unsubscribe and preferences links of real emails."""
+        from syndicate.subscribers import SignedLinks
         return SignedLinks(self.signer, self.urls, now=now)
 
     @cached_property
     def confirmations(self) -> Confirmations:
+        from syndicate.subscribers import Confirmations
         return Confirmations(
             self.store,
             signer=self.signer,
@@ -262,17 +270,20 @@ class Components:
     @cached_property
     def signup_limits(self) -> SignupLimits:
         """The signup form's abuse limits ([signup]), counted in the database."""
+        from syndicate.abuse import SignupLimits
         return SignupLimits(self.database, self.settings.signup)
 
     @cached_property
     def addresses(self) -> AddressRules:
         """How addresses entering by any door are checked: one backend is asked (and, with
         `[smtp] smtputf8 = "auto"`, remembers) whether it carries non-ASCII local parts."""
+        from syndicate.subscribers import AddressRules
         return AddressRules(self.backend().carries_utf8_addresses)
 
     @cached_property
     def notices(self) -> Notices:
         """The welcome and "already subscribed" emails (issue 16)."""
+        from syndicate.subscribers import Notices
         site = self.settings.site
         return Notices(
             self.store, signer=self.signer, urls=self.urls, compose=self.notice_message, backend=self.backend,
@@ -285,6 +296,8 @@ class Components:
     def notice_message(self, subscriber: Subscriber, template: str, subject: str, values: Mapping[str, str],
                        now: datetime) -> OutgoingMessage:
         """A one-off email (welcome, already subscribed) for `subscriber`, ready for a mail backend."""
+        from syndicate.digest import build_notice
+        from syndicate.mail import OutgoingMessage
         data = build_notice(self.settings.mail, self.settings.email, self.settings.site, self.renderer,
                             email=subscriber.email, name=subscriber.name, template=template, subject=subject,
                             values=values, now=now)
@@ -307,11 +320,13 @@ class Components:
 
     @cached_property
     def renderer(self) -> EmailRenderer:
+        from syndicate.digest import EmailRenderer
         return EmailRenderer(self.settings.site, self.settings.email, self.settings.digest.subject, self.urls,
                              images=self.settings.digest.images)
 
     def backend(self) -> MailBackend:
         """A fresh mail backend (the handed-in factory's, else the configured one)."""
+        from syndicate.mail import make_backend
         if self._backend_factory is not None:
             return self._backend_factory()
         extra: dict[str, Any] = {"environ": self.environ} if self.settings.mail.backend == "smtp" else {}
@@ -320,6 +335,8 @@ class Components:
     def confirmation_message(self, subscriber: Subscriber, categories: Sequence[Category], confirm_url: str,
                              now: datetime) -> OutgoingMessage:
         """The double opt-in email for `subscriber`, ready for a mail backend."""
+        from syndicate.digest import build_confirmation
+        from syndicate.mail import OutgoingMessage
         data = build_confirmation(
             self.settings.mail, self.settings.email, self.settings.site, self.renderer, email=subscriber.email, name=subscriber.name,
             categories=categories, confirm_url=confirm_url, now=now,
@@ -335,10 +352,12 @@ class Components:
 
     @cached_property
     def outbox(self) -> Outbox:
+        from syndicate.delivery import Outbox
         return Outbox(self.database, self.settings.outbox, subscribers=self.store)
 
     @cached_property
     def delivery(self) -> DeliveryService:
+        from syndicate.delivery import DeliveryService
         return DeliveryService(self.settings, self.database, self.content, environ=self.environ,
                                backend_factory=self._backend_factory)
 
@@ -347,16 +366,19 @@ class Components:
     @cached_property
     def address_tokens(self) -> AddressTokens | None:
         """bounce+TOKEN@ (VERP) and unsubscribe+TOKEN@ addresses; None while [bounces] configures neither."""
+        from syndicate.bounces import address_tokens
         return address_tokens(self.settings.bounces, self.settings.links, self.environ)
 
     @cached_property
     def bounces(self) -> BounceProcessor:
         """The one processor every inbound path (pipe, mailbox, webhooks) feeds."""
+        from syndicate.bounces import BouncePolicy, BounceProcessor
         return BounceProcessor(self.database, self.store, tokens=self.address_tokens,
                                policy=BouncePolicy.from_settings(self.settings.bounces))
 
     def bounce_mailbox(self) -> BounceMailbox | None:
         """The [bounces.imap] reader; None while no host is configured. MissingSecretError without its password."""
+        from syndicate.bounces import BounceMailbox
         imap = self.settings.bounces.imap
         if not imap.host:
             return None
@@ -368,6 +390,8 @@ class Components:
     @cached_property
     def metrics(self) -> Metrics:
         """This process's metrics, with the deployment-wide outbox gauges read at each scrape."""
+        from syndicate.delivery import worker_metrics
+        from syndicate.metrics import Metrics
         return worker_metrics(self.settings, self.database, Metrics())
 
     # -- sources (#15)
@@ -380,10 +404,13 @@ class Components:
 
     @cached_property
     def audit(self) -> AuditLog:
+        from syndicate.audit import AuditLog
         return AuditLog(self.database)
 
     @cached_property
     def campaigns(self) -> Campaigns:
+        from syndicate.campaigns import Campaigns
+        from syndicate.subscribers import PlaceholderLinks
         return Campaigns(
             self.settings.mail, self.database, self.store, self.delivery, renderer=self.renderer,
             builder=lambda links, now: message_builder(self.settings, self.renderer, links, (), now),

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from syndicate.archive._collect import ArchiveIssue, ArchiveItem, collect_sent, load_issues
 from syndicate.config import Settings
-from syndicate.content import Category, ContentSource, CorpusMemory
+from syndicate.content import Category, ContentSource, Corpus, CorpusMemory
 from syndicate.site import SitePages, SiteUrls, publish, site_info
 from syndicate.storage import Database
 
@@ -89,9 +89,12 @@ def _category_feed(category: Category, issues: list[tuple[ArchiveIssue, IssueVie
 
 
 def build_archive(settings: Settings, source: ContentSource, database: Database, now: datetime, *,
-                  output: Path | None = None, memory: CorpusMemory | None = None) -> ArchiveReport:
-    """Collect what was sent since the last build, then write every archive page and feed."""
-    corpus = source.read(memory=memory)
+                  output: Path | None = None, memory: CorpusMemory | None = None,
+                  corpus: Corpus | None = None) -> ArchiveReport:
+    """Collect what was sent since the last build, then write every archive page and feed (`corpus`:
+    the articles the site build just read, else read here)."""
+    if corpus is None:
+        corpus = source.read(memory=memory)
     urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
     zone = ZoneInfo(settings.site.timezone)
     collected = collect_sent(database, {a.id: a for a in corpus.articles}, urls.article, zone, now)

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.content import Article
-from syndicate.digest import archive_period
+from syndicate.site import archive_period
 from syndicate.storage import Database
 from syndicate.storage.schema import archive_items, archive_state, deliveries, runs, subscribers
 

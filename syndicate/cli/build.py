@@ -8,7 +8,7 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._collector import collector_paused
-from syndicate.site import build_site
+from syndicate.site import BuildReport, build_site
 from syndicate.wiring import content_source
 
 
@@ -33,12 +33,12 @@ def build(app: AppContext, ctx: click.Context, content: Path | None, output: Pat
     )
     click.echo(f"feeds in {report.feeds_folder}/ (every feed listed in {report.feeds_folder / 'index.opml'})")
     if app.settings.output.pages:
-        _archive(app, output)
+        _archive(app, output, report)
     if report.problems:
         ctx.exit(1)
 
 
-def _archive(app: AppContext, output: Path | None) -> None:
+def _archive(app: AppContext, output: Path | None, built: BuildReport) -> None:
     """The archive of the digests as sent, from the database (syndicate.archive)."""
     from datetime import UTC, datetime
 
@@ -47,7 +47,8 @@ def _archive(app: AppContext, output: Path | None) -> None:
 
     components = Components(app.settings)
     try:
-        archive = build_archive(app.settings, components.content, components.database, datetime.now(UTC), output=output)
+        archive = build_archive(app.settings, components.content, components.database, datetime.now(UTC), output=output,
+                                corpus=built.corpus)
     finally:
         components.close()
     click.echo(f"archive: {archive.issues} issues, {len(archive.written)} files written")

@@ -2,9 +2,9 @@
 
 from syndicate.digest._message import MessageBuilder, build_confirmation, build_notice, message_id
 from syndicate.digest._render import EmailRenderer, LinkMaker, RenderedEmail
-from syndicate.digest._select import Digest, DigestSection, Selector, Timeline, archive_period, select_digest, variant_key
+from syndicate.digest._select import Digest, DigestSection, Selector, Timeline, select_digest, variant_key
 
 __all__ = [
     "Digest", "DigestSection", "EmailRenderer", "LinkMaker", "MessageBuilder", "RenderedEmail", "Selector",
-    "Timeline", "archive_period", "build_confirmation", "build_notice", "message_id", "select_digest", "variant_key",
+    "Timeline", "build_confirmation", "build_notice", "message_id", "select_digest", "variant_key",
 ]

@@ -43,9 +43,9 @@ import premailer
 
 from syndicate.config import EmailSettings, SiteSettings
 from syndicate.content import Article, Category
-from syndicate.digest._select import Digest, DigestSection, archive_period, section_key
+from syndicate.digest._select import Digest, DigestSection, section_key
 from syndicate.errors import ConfigError
-from syndicate.site import SiteUrls
+from syndicate.site import SiteUrls, archive_period
 from syndicate.subscribers import Subscriber
 
 log = logging.getLogger(__name__)

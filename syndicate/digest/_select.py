@@ -250,12 +250,3 @@ def variant_key(sections: Sequence[DigestSection]) -> str:
         parts.append("\x1d")
     return hashlib.sha256("\x1e".join(parts).encode()).hexdigest()[:20]
 
-
-def archive_period(frequency: str, moment: datetime, zone: ZoneInfo) -> str:
-    """The archive period a digest sent at `moment` belongs to: its day (2026-12-05) for daily
-    digests, its ISO week (2026-W49) for weekly ones, in the site's zone `zone`."""
-    local = moment.astimezone(zone)
-    if frequency == "weekly":
-        year, week, _ = local.isocalendar()
-        return f"{year}-W{week:02d}"
-    return local.date().isoformat()

@@ -3,6 +3,8 @@
 from syndicate.site._build import BuildReport, build_site, site_info
 from syndicate.site._files import publish
 from syndicate.site._pages import SitePages
-from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
+from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls, archive_period
 
-__all__ = ["FEED_SUFFIXES", "SITE_FEED", "BuildReport", "SitePages", "SiteUrls", "build_site", "publish", "site_info"]
+__all__ = [
+    "FEED_SUFFIXES", "SITE_FEED", "BuildReport", "SitePages", "SiteUrls", "archive_period", "build_site", "publish", "site_info",
+]

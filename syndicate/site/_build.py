@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -65,6 +65,7 @@ class BuildReport:
     removed: tuple[str, ...]
     problems: tuple[Problem, ...]
     warnings: tuple[Problem, ...]
+    corpus: Corpus | None = field(default=None, repr=False, compare=False)  # what was built (for the archive)
 
     @property
     def ok(self) -> bool:
@@ -475,6 +476,7 @@ def _build(settings: Settings, source_of: ContentSource, content: Path | None, o
         removed=tuple(removed),
         problems=tuple(corpus.problems) + tuple(problems),
         warnings=corpus.warnings,
+        corpus=corpus,
     )
 
 

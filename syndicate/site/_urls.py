@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from syndicate.content import Article
 
@@ -98,3 +100,13 @@ class SiteUrls:
 
     def preferences(self, token: str) -> str:
         return f"{self.base_url}/preferences/{quote(token, safe='')}"
+
+
+def archive_period(frequency: str, moment: datetime, zone: ZoneInfo) -> str:
+    """The archive period a digest sent at `moment` belongs to: its day (2026-12-05) for daily
+    digests, its ISO week (2026-W49) for weekly ones, in the site's zone `zone`."""
+    local = moment.astimezone(zone)
+    if frequency == "weekly":
+        year, week, _ = local.isocalendar()
+        return f"{year}-W{week:02d}"
+    return local.date().isoformat()
