@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test lint venv bench clean
 
 venv: $(STAMP)
 
@@ -22,7 +22,12 @@ demo: $(STAMP)
 	-$(BIN)/syndicate --config config/syndicate.toml check
 	$(BIN)/syndicate --config config/syndicate.toml run $(if $(PORT),--port $(PORT))
 
-test: $(STAMP)
+# ruff and mypy, configured in pyproject.toml; `make test` runs it first.
+lint: $(STAMP)
+	$(BIN)/ruff check syndicate tests bench
+	$(BIN)/mypy
+
+test: $(STAMP) lint
 	@bash tests/setup.sh "$(BIN)"
 	SYNDICATE_TEST_DATABASE_URL="$${SYNDICATE_TEST_DATABASE_URL:-$$($(BIN)/python tests/pg_url.py '$(PG_URL)')}" \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
