@@ -39,15 +39,15 @@ from sqlalchemy import insert
 
 from syndicate.cli._collector import collector_paused
 from syndicate.config import Settings
-from syndicate.content import load_corpus
 from syndicate.delivery import DeliveryService, SendRequest
-from syndicate.digest import EmailRenderer, Timeline, select_digest
+from syndicate.digest import Timeline, select_digest
 from syndicate.site import SiteUrls
 from syndicate.storage import create_database, upgrade
 from syndicate.storage.schema import subscriber_categories
 from syndicate.storage.schema import subscribers as subscribers_table
+from syndicate.wiring import content_source, email_renderer, load_corpus, message_builder
 
-SECRET = "bench-secret-for-signed-links"
+SECRET = "bench-secret-for-signed-links-0123456789"
 SENDER = "digest@news.example.org"
 
 
@@ -96,7 +96,7 @@ def end_to_end(folder: Path, count: int, port: int) -> dict:
     os.environ["SYNDICATE_SECRET"] = SECRET
     settings = settings_for(folder, count, port)
     database = create_database(settings.database.url)
-    service = DeliveryService(settings, database)
+    service = DeliveryService(settings, database, content_source(settings))
     planned: list[float] = []
     started = time.perf_counter()
     with collector_paused():  # as `syndicate send` runs it
@@ -115,14 +115,13 @@ def mean_size(folder: Path, port: int, sample: int = 500) -> int:
     settings = settings_for(folder, sample, port)
     corpus = load_corpus(settings)
     timeline = Timeline.of(corpus.articles)
-    renderer = EmailRenderer(settings)
+    renderer = email_renderer(settings)
     links = BenchLinks(SiteUrls(settings.site.base_url))
-    from syndicate.digest import MessageBuilder
 
-    builder = MessageBuilder(settings, renderer, links, corpus.categories, NOW)
+    builder = message_builder(settings, renderer, links, corpus.categories, NOW)
     sizes = []
     for person in subscribers(sample, [c.slug for c in corpus.categories]):
-        digest = select_digest(person, timeline, corpus.categories, NOW, settings)
+        digest = select_digest(person, timeline, corpus.categories, NOW, settings.digest.max_articles)
         if digest is not None:
             sizes.append(len(builder.digest_message(digest).data))
     return sum(sizes) // len(sizes)
@@ -144,12 +143,12 @@ def naive(folder: Path, count: int, port: int) -> dict:
     """Render, premailer, EmailMessage and a new SMTP connection for every message."""
     settings = settings_for(folder, count, port)
     corpus = load_corpus(settings)
-    renderer = EmailRenderer(settings, inliner="premailer", cache=False)
+    renderer = email_renderer(settings, inliner="premailer", cache=False)
     links = BenchLinks(SiteUrls(settings.site.base_url))
     sent = 0
     started = time.perf_counter()
     for person in subscribers(count, [c.slug for c in corpus.categories]):
-        digest = select_digest(person, corpus.articles, corpus.categories, NOW, settings)
+        digest = select_digest(person, corpus.articles, corpus.categories, NOW, settings.digest.max_articles)
         if digest is None:
             continue
         data = naive_message(settings, renderer, links, corpus.categories, digest)

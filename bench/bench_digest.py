@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from syndicate.config import default_settings
-from syndicate.content import load_corpus
-from syndicate.digest import EmailRenderer, MessageBuilder, Timeline, message_id, select_digest
+from syndicate.digest import Timeline, message_id, select_digest
 from syndicate.site import SiteUrls
 from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus
+from syndicate.wiring import email_renderer, load_corpus, message_builder
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -92,7 +92,7 @@ def subscribers(count: int, slugs: list[str], seed: int = 11) -> list[Subscriber
     return out
 
 
-def naive_message(settings, renderer: EmailRenderer, links, categories, digest) -> bytes:
+def naive_message(settings, renderer, links, categories, digest) -> bytes:
     """Render, inline and build a stdlib EmailMessage for this one subscriber."""
     rendered = renderer.render_digest(digest, links, categories)
     subscriber = digest.subscriber
@@ -118,14 +118,14 @@ def measure(folder: Path, mode: str, inliner: str, count: int) -> dict:
     people = subscribers(count, slugs)
     links = BenchLinks(SiteUrls(settings.site.base_url))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    renderer = EmailRenderer(settings, inliner=inliner, cache=(mode == "fast"))
-    builder = MessageBuilder(settings, renderer, links, corpus.categories, NOW)
+    renderer = email_renderer(settings, inliner=inliner, cache=(mode == "fast"))
+    builder = message_builder(settings, renderer, links, corpus.categories, NOW)
     sent = empty = total_bytes = 0
     variants: set[str] = set()
     started = time.perf_counter()
     timeline = Timeline.of(corpus.articles)
     for person in people:
-        digest = select_digest(person, timeline, corpus.categories, NOW, settings)
+        digest = select_digest(person, timeline, corpus.categories, NOW, settings.digest.max_articles)
         if digest is None:
             empty += 1
             continue

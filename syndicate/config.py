@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -20,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from syndicate.errors import ConfigError, MissingSecretError
+from syndicate.errors import ConfigError, MissingSecretError, WeakSecretError
 
 DEFAULT_CONFIG_PATH = Path("config/syndicate.toml")
 CONFIG_ENV = "SYNDICATE_CONFIG"
@@ -74,6 +75,9 @@ class ContentSettings(Section):
     date_format: str = "%m/%d/%Y"
     cache: ConfigPath = Path("var/cache/articles.pickle")
     summary_length: int = Field(300, ge=40)
+    follow_external_links: bool = Field(
+        False, description="publish articles that are symlinks to files outside the content folder",
+    )
 
 
 class CategorySettings(Section):
@@ -97,6 +101,8 @@ class FeedSettings(Section):
 class DatabaseSettings(Section):
     url: str = "sqlite:///var/syndicate.db"
     echo: bool = False
+    busy_timeout: float = Field(10.0, gt=0, le=600, description="seconds a SQLite writer waits for another's lock "
+                                "before the command fails (exit 2) or the page answers 503")
 
     @field_validator("url")
     @classmethod
@@ -144,10 +150,22 @@ class MailSettings(Section):
     folder: ConfigPath = Path("var/outbox")
 
 
+def _is_loopback(host: str) -> bool:
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class SmtpSettings(Section):
     host: str = "localhost"
     port: int = Field(587, ge=1, le=65535)
     security: Literal["starttls", "tls", "none"] = "starttls"
+    allow_plaintext_auth: bool = Field(
+        False, description='with security = "none", log in (password in clear) to a host that is not a loopback address',
+    )
     username: str | None = None
     password_env: EnvName = "SYNDICATE_SMTP_PASSWORD"
     timeout: float = Field(30.0, gt=0)
@@ -156,8 +174,28 @@ class SmtpSettings(Section):
     max_per_connection: int = Field(500, ge=1)
     ehlo_name: str | None = None
     ca_file: ConfigPath | None = None
+
+    @field_validator("username")
+    @classmethod
+    def _no_password_in_clear(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A login over a plain connection sends the password in clear: only to this machine, or when told."""
+        data = info.data
+        if value and data.get("security") == "none" and not data.get("allow_plaintext_auth") and \
+                not _is_loopback(str(data.get("host", ""))):
+            raise ValueError(
+                f'with security = "none" the password would cross the network in clear to {data.get("host")}; '
+                'use security = "starttls" or "tls" (or set allow_plaintext_auth = true if the network is private)'
+            )
+        return value
     pipelining: bool = Field(
         True, description="send MAIL FROM, RCPT TO and DATA in one write when the server offers PIPELINING (RFC 2920)",
+    )
+    smtputf8: Literal["auto", "yes", "no"] = Field(
+        "auto",
+        description="whether the relay delivers to addresses with non-ASCII characters before the @ (SMTPUTF8, "
+        "RFC 6531): \"auto\" asks it (EHLO) when such an address signs up; \"no\" refuses them at entry; "
+        "\"yes\" accepts them without asking. An address whose only non-ASCII part is the domain always "
+        "travels IDNA-encoded",
     )
 
 
@@ -192,6 +230,34 @@ class HttpSettings(Section):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     confirmations_per_hour: int = Field(3, ge=1)
     generate_missing_secrets: bool = False
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For names the client; "
+        "the header from anyone else is ignored",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"expected an IP address or network such as 10.0.0.0/8, got {json.dumps(entry)}") from None
+        return value
+
+
+# --- [signup]: limits on how much mail the public signup form can make us send (issue 12)
+class SignupSettings(Section):
+    per_client_per_hour: int = Field(5, ge=1, description="sign-ups accepted from one client address (IPv6: one /64)")
+    per_mailbox_per_hour: int = Field(
+        3, ge=1, description="sign-ups accepted for one mailbox, after removing plus-tags (and dots at gmail.com)",
+    )
+    per_domain_per_hour: int = Field(30, ge=1, description="sign-ups accepted for addresses at one domain")
+    overall_per_hour: int = Field(200, ge=1, description="sign-ups accepted in all")
+    min_form_seconds: float = Field(
+        3.0, ge=0, description="a form posted sooner after it was served is taken for a robot's and ignored",
+    )
+# --- end [signup]
 
 
 class LoggingSettings(Section):
@@ -216,6 +282,7 @@ class Settings(Section):
     outbox: OutboxSettings = {}  # type: ignore[assignment]
     schedule: ScheduleSettings = {}  # type: ignore[assignment]
     http: HttpSettings = {}  # type: ignore[assignment]
+    signup: SignupSettings = {}  # type: ignore[assignment]
     logging: LoggingSettings = {}  # type: ignore[assignment]
 
     @property
@@ -228,11 +295,17 @@ class Settings(Section):
         return self.content.cache.parent.parent if self.content.cache.parent.name == "cache" else self.content.cache.parent
 
 
-def read_secret(variable: str, what: str, environ: Mapping[str, str] | None = None) -> str:
-    """The value of the secret held in environment variable `variable`, or a clear error."""
+MIN_SECRET_BYTES = 32  # the link secret and the admin token (the generated ones have 43)
+
+
+def read_secret(variable: str, what: str, environ: Mapping[str, str] | None = None, *, min_bytes: int = 0) -> str:
+    """The value of the secret held in environment variable `variable`, or a clear error
+    (MissingSecretError; WeakSecretError when shorter than `min_bytes`)."""
     value = (os.environ if environ is None else environ).get(variable, "")
     if not value.strip():
         raise MissingSecretError(what, variable)
+    if len(value.strip().encode()) < min_bytes:
+        raise WeakSecretError(what, variable, len(value.strip().encode()), min_bytes)
     return value
 
 

@@ -41,6 +41,7 @@ SECTIONS = {
     "outbox": "Retries and failures of deliveries.",
     "schedule": "What `syndicate run` does by itself, and how often.",
     "http": "The HTTP server of `syndicate run` and the admin API.",
+    "signup": "Limits on the public signup form, so that nobody can use it to mail-bomb a stranger (see docs/operations.md).",
     "logging": "Log output (one line per event, on stderr).",
 }
 
@@ -142,6 +143,7 @@ EXAMPLES: dict[str, Any] = {
     "smtp.ehlo_name": "mail.news.example.org",
     "smtp.ca_file": "/etc/ssl/private-ca.pem",
     "http.host": "0.0.0.0",
+    "http.trusted_proxies": ["127.0.0.1", "::1"],
     "logging.level": "WARNING",
 }
 

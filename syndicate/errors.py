@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 
 class SyndicateError(Exception):
@@ -44,6 +44,19 @@ class MissingSecretError(SyndicateError):
         self.variable = variable
 
 
+class WeakSecretError(SyndicateError):
+    """A secret is set but too short to resist guessing."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, variable: str, length: int, minimum: int) -> None:
+        super().__init__(
+            f"{what}: environment variable {variable} holds {length} bytes; at least {minimum} are needed",
+            hint=f"generate one: export {variable}=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
+        )
+        self.variable = variable
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem found in an input file, reported as `PATH:LINE: message`."""
@@ -59,7 +72,7 @@ class Problem:
 class ContentError(SyndicateError):
     """An article file cannot be read; the one error the article reader raises."""
 
-    def __init__(self, path: Path, line: int, message: str) -> None:
+    def __init__(self, path: PurePath, line: int, message: str) -> None:
         self.problem = Problem(Path(path), line, message)
         super().__init__(str(self.problem))
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 
 from syndicate.config import Settings, load_settings
-from syndicate.content._load import load_corpus
 from syndicate.content._model import Article, Category
 from syndicate.content._reader import Corpus
 from syndicate.subscribers._model import Frequency, Subscriber, SubscriberStatus
+from syndicate.wiring import load_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"

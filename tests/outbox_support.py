@@ -11,10 +11,11 @@ from syndicate.delivery._service import DeliveryService
 from syndicate.storage._database import Database, create_database, upgrade
 from syndicate.subscribers._model import Subscriber
 from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore, new_subscriber
+from syndicate.wiring import content_source
 from tests.site_helpers import make_settings, write_article
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
-SECRET = {"SYNDICATE_SECRET": "test-secret-for-links", "SYNDICATE_SMTP_PASSWORD": "pw"}
+SECRET = {"SYNDICATE_SECRET": "test-secret-for-links-0123456789abcdef", "SYNDICATE_SMTP_PASSWORD": "pw"}
 CATEGORIES = ("city", "science", "sport")
 
 
@@ -58,4 +59,4 @@ def open_db(url: str) -> Database:
 
 def service(settings: Settings, database: Database, backend=None) -> DeliveryService:
     factory = (lambda: backend) if backend is not None else None
-    return DeliveryService(settings, database, backend_factory=factory, environ=SECRET)
+    return DeliveryService(settings, database, content_source(settings), backend_factory=factory, environ=SECRET)

@@ -9,8 +9,9 @@ Fault modes (`server.faults`): 421 on connect; a chosen code after MAIL for a se
 RCPT or after DATA for chosen recipients; the connection dropped during DATA; `go_down()` / `come_back()`
 (refused connections, then the same port again); `strict=True` rejects lines over 998
 bytes and bare CR/LF in the message; `data_delay` makes it slow to answer DATA. It offers PIPELINING
-(RFC 2920) unless `pipelining=False`, and counts in `pipelined` the transactions whose RCPT TO and
-DATA had already arrived with their MAIL FROM. Fixtures: `tls_ca`, `smtp_server` (a factory).
+(RFC 2920) unless `pipelining=False`, and SMTPUTF8 (RFC 6531) unless `smtputf8=False`; it counts in
+`pipelined` the transactions whose RCPT TO and DATA had already arrived with their MAIL FROM.
+Fixtures: `tls_ca`, `smtp_server` (a factory).
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ class SmtpTestServer:
         password: str | None = None,
         strict: bool = False,
         pipelining: bool = True,
+        smtputf8: bool = True,
     ) -> None:
         if security != "none" and cert is None:
             raise ValueError("a TLS test server needs a certificate")
@@ -214,6 +216,7 @@ class SmtpTestServer:
         self.password = password
         self.strict = strict
         self.pipelining = pipelining
+        self.smtputf8 = smtputf8  # offer SMTPUTF8 (RFC 6531) in EHLO
         self.pipelined = 0
         self.data_delay = 0.0  # seconds to think before answering DATA (a slow server)
         self.faults = Faults()
@@ -315,7 +318,7 @@ class SmtpTestServer:
             number=number,
             on_close=self._live.discard,
             hostname="smtp.test",
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=self.smtputf8,
             loop=self._loop,
             tls_context=self._tls_context() if self.security == "starttls" else None,
             require_starttls=self.security == "starttls",

@@ -30,6 +30,10 @@ from tests.smtpserver import SmtpTestServer, smtp_server, tls_ca, write_ca  # no
 SENDER = "digest@news.test"
 
 
+def _sections(settings):
+    return settings.mail, settings.smtp
+
+
 def message(number: int, *recipients: str, data: bytes | None = None) -> OutgoingMessage:
     recipients = recipients or (f"reader{number}@example.org",)
     message_id = f"<{number}.digest@news.test>"
@@ -44,7 +48,7 @@ def smtp_backend(server: SmtpTestServer, **options: object) -> MailBackend:
     settings = settings_from_mapping(
         {"mail": {"backend": "smtp"}, "smtp": {"host": "127.0.0.1", "port": server.port, "security": "none"}}
     )
-    return make_backend(settings, **{"timeout": 5.0, "ehlo_name": "sender.test", **options})
+    return make_backend(settings.mail, settings.smtp, **{"timeout": 5.0, "ehlo_name": "sender.test", **options})
 
 
 # --- the contract ------------------------------------------------------------------------------------
@@ -59,13 +63,13 @@ class Case:
 
 
 def _memory_case(tmp_path: Path, smtp_server: Callable[..., SmtpTestServer]) -> Case:
-    backend = make_backend(default_settings(tmp_path), backend="memory")
+    backend = make_backend(*_sections(default_settings(tmp_path)), backend="memory")
     assert isinstance(backend, MemoryBackend)
     return Case(backend, lambda: [(m.recipients, m.data) for m in backend.outbox])
 
 
 def _file_case(tmp_path: Path, smtp_server: Callable[..., SmtpTestServer]) -> Case:
-    backend = make_backend(default_settings(tmp_path), backend="file", folder=tmp_path / "maildir")
+    backend = make_backend(*_sections(default_settings(tmp_path)), backend="file", folder=tmp_path / "maildir")
 
     def delivered() -> list[tuple[tuple[str, ...], bytes]]:
         assert not list((tmp_path / "maildir" / "tmp").iterdir()), "a half-written message was left in tmp/"
@@ -78,7 +82,7 @@ def _file_case(tmp_path: Path, smtp_server: Callable[..., SmtpTestServer]) -> Ca
 
 def _console_case(tmp_path: Path, smtp_server: Callable[..., SmtpTestServer]) -> Case:
     stream = io.StringIO()
-    backend = make_backend(default_settings(tmp_path), backend="console", stream=stream)
+    backend = make_backend(*_sections(default_settings(tmp_path)), backend="console", stream=stream)
 
     def delivered() -> list[tuple[tuple[str, ...], bytes]]:
         chunks = [chunk for chunk in stream.getvalue().split("-" * 79 + "\n") if chunk]
@@ -170,11 +174,11 @@ def test_the_configured_name_picks_the_backend(tmp_path: Path) -> None:
     expected = {"smtp": SmtpBackend, "file": FileBackend, "console": ConsoleBackend, "memory": MemoryBackend}
     for name, kind in expected.items():
         settings = settings_from_mapping({"mail": {"backend": name, "folder": str(tmp_path)}})
-        assert type(make_backend(settings)) is kind
+        assert type(make_backend(settings.mail, settings.smtp)) is kind
     with pytest.raises(UsageError, match="unknown mail backend 'pigeon'"):
-        make_backend(default_settings(tmp_path), backend="pigeon")
+        make_backend(*_sections(default_settings(tmp_path)), backend="pigeon")
     with pytest.raises(UsageError, match="connections"):
-        make_backend(default_settings(tmp_path), backend="smtp", connections=0)
+        make_backend(*_sections(default_settings(tmp_path)), backend="smtp", connections=0)
 
 
 def test_a_message_without_recipients_is_refused_when_built() -> None:

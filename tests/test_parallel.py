@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from syndicate.content import run_parallel
 from tests.test_reader_cache import OPTIONS, TEMPLATE
+
+from syndicate.content import run_parallel
 
 PARENT = os.getpid()
 

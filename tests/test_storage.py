@@ -27,17 +27,17 @@ def test_migrations_on_an_empty_database_then_again(database_url):
 
 
 def test_open_database_migrates_an_empty_database_by_itself(database_url):
-    with open_database(_settings(database_url)) as db:
+    with open_database(_settings(database_url).database) as db:
         assert current_revision(db) == head_revision()
-    with open_database(_settings(database_url)) as db:  # and opens it again untouched
+    with open_database(_settings(database_url).database) as db:  # and opens it again untouched
         assert current_revision(db) == head_revision()
 
 
 def test_a_database_newer_than_the_code_is_refused(database_url):
-    with open_database(_settings(database_url)) as db, db.write() as connection:
+    with open_database(_settings(database_url).database) as db, db.write() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
     with pytest.raises(DatabaseError, match="9999_future, newer than this version of syndicate") as caught:
-        open_database(_settings(database_url))
+        open_database(_settings(database_url).database)
     assert "upgrade syndicate" in caught.value.hint
     with create_database(database_url) as db, pytest.raises(DatabaseError, match="newer"):
         upgrade(db)
@@ -47,12 +47,12 @@ def test_a_database_with_foreign_tables_is_refused(database_url):
     with create_database(database_url) as db, db.write() as connection:
         connection.execute(text("CREATE TABLE invoices (id INTEGER PRIMARY KEY)"))
     with pytest.raises(DatabaseError, match=r"has tables \(invoices\) but no syndicate migration history"):
-        open_database(_settings(database_url))
+        open_database(_settings(database_url).database)
 
 
 def test_sqlite_runs_with_wal_foreign_keys_and_a_busy_timeout(tmp_path):
     url = f"sqlite:///{tmp_path / 'deep' / 'var' / 'syndicate.db'}"
-    with open_database(_settings(url)) as db, db.read() as connection:
+    with open_database(_settings(url).database) as db, db.read() as connection:
         pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
         assert pragma("journal_mode") == "wal"
         assert pragma("foreign_keys") == 1
@@ -62,7 +62,7 @@ def test_sqlite_runs_with_wal_foreign_keys_and_a_busy_timeout(tmp_path):
 
 def test_default_database_is_sqlite_under_var(tmp_path):
     settings = settings_from_mapping({}, path=tmp_path / "syndicate.toml")
-    with open_database(settings) as db:
+    with open_database(settings.database) as db:
         assert db.dialect == "sqlite"
     assert (tmp_path / "var" / "syndicate.db").is_file()
 
@@ -115,7 +115,7 @@ def test_sqlite_writers_queue_instead_of_failing(tmp_path):
     import time
 
     url = f"sqlite:///{tmp_path / 'var' / 'syndicate.db'}"
-    with open_database(_settings(url)) as first, open_database(_settings(url)) as second:
+    with open_database(_settings(url).database) as first, open_database(_settings(url).database) as second:
         holding = threading.Event()
         order = []
 
@@ -143,7 +143,7 @@ def test_two_openers_of_an_empty_database_both_succeed(database_url):
 
     def opener():
         try:
-            open_database(_settings(database_url)).close()
+            open_database(_settings(database_url).database).close()
         except Exception as e:  # the assertion below shows it
             errors.append(e)
 

@@ -12,14 +12,17 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
 
-from tests.web_helpers import ADMIN_TOKEN, ENVIRON, link_in, serve
+from syndicate.service import Service
+from tests.web_helpers import ADMIN_TOKEN, ENVIRON, link_in, serve, web_settings
 
 AUTH = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 EXAMPLES = 60  # per operation, valid and invalid input mixed: about 500 requests in all
 
 
 def jobs() -> dict:
-    return {"running": True, "role": "leader", "jobs": [{"id": "digests", "next_run_time": "2026-01-01T08:00:00+00:00"}]}
+    """Shaped as syndicate.service's Service.status() reports it."""
+    return {"running": True, "state": "running", "lease": None,
+            "jobs": [{"id": "digests", "interval_seconds": 900, "next_run_at": "2026-01-01T08:00:00+00:00"}]}
 
 
 @pytest.fixture
@@ -99,14 +102,14 @@ def test_sends_answer_503_without_a_delivery_service(api):
 
 
 def test_manual_send_runs_in_the_background(tmp_path):
-    from syndicate.content._load import load_corpus
     from syndicate.delivery._service import DeliveryService
     from syndicate.storage._database import open_database
+    from syndicate.wiring import content_source, load_corpus
     from tests.web_helpers import web_settings
 
     settings = web_settings(tmp_path)
-    database = open_database(settings)
-    service = DeliveryService(settings, database, environ=ENVIRON)
+    database = open_database(settings.database)
+    service = DeliveryService(settings, database, content_source(settings), environ=ENVIRON)
     newest = load_corpus(settings).articles[0]
     topic = newest.category_slugs[0]
     clock = lambda: newest.published + timedelta(hours=1)  # noqa: E731 - an hour after the newest article: it is new
@@ -139,11 +142,12 @@ def test_the_api_never_answers_with_a_server_error(tmp_path):
     invalid input: never a 5xx."""
     from syndicate.delivery._service import DeliveryService
     from syndicate.storage._database import open_database
+    from syndicate.wiring import content_source
     from tests.web_helpers import web_settings
 
     config = web_settings(tmp_path)
-    database = open_database(config)
-    delivery = DeliveryService(config, database, environ=ENVIRON)
+    database = open_database(config.database)
+    delivery = DeliveryService(config, database, content_source(config), environ=ENVIRON)
     try:
         with serve(tmp_path, scheduler_status=jobs, database=database, delivery=delivery) as site:
             schema = schemathesis.openapi.from_url(f"{site.url}/api/openapi.json")
@@ -167,10 +171,27 @@ def test_the_api_never_answers_with_a_server_error(tmp_path):
         database.close()
 
 
-@pytest.mark.parametrize("state, code", [
-    ({"running": True}, 200), ({"running": False, "standing_by": True}, 200), ({"running": False}, 503),
-])
-def test_healthz_reports_the_scheduler(tmp_path, state, code):
-    with serve(tmp_path, build=False, scheduler_status=lambda: state) as site:
-        response = httpx.get(f"{site.url}/healthz")
-        assert response.status_code == code and response.json()["scheduler"] == state
+def test_healthz_reports_what_the_service_reports(tmp_path):
+    """/healthz over the real Service.status(): the lease holder and a process standing by for it are
+    healthy; a process whose lease heartbeat has stopped is not (503)."""
+    leader = Service(web_settings(tmp_path), environ=ENVIRON)
+    standby = Service(web_settings(tmp_path), environ=ENVIRON)
+    try:
+        for service in (leader, standby):
+            service.open()
+            service.start_scheduler()  # the first heartbeat is taken at once: the leader holds the lease
+        with serve(tmp_path, build=False, scheduler_status=leader.status) as site:
+            health = httpx.get(f"{site.url}/healthz")
+            assert health.status_code == 200 and health.json()["scheduler"]["state"] == "running"
+            assert health.json()["scheduler"]["lease"]["this_process"] is True
+        with serve(tmp_path, build=False, scheduler_status=standby.status) as site:
+            health = httpx.get(f"{site.url}/healthz")
+            assert health.status_code == 200 and health.json()["scheduler"]["state"] == "standby"
+            assert health.json()["scheduler"]["lease"]["this_process"] is False
+            assert standby.keeper is not None
+            standby.keeper.stop()  # its heartbeat is gone: it would never take over
+            health = httpx.get(f"{site.url}/healthz")
+            assert health.status_code == 503 and health.json()["scheduler"]["running"] is False
+    finally:
+        standby.close()
+        leader.close()

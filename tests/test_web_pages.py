@@ -142,7 +142,7 @@ def test_preferences_change_and_errors(site, client):
     assert response.status_code == 200 and "preferences are saved" in response.text
     after = store.get(subscriber.id)
     assert (after.categories, after.frequency.value, after.timezone, after.send_hour) == (("technology",), "daily", "Asia/Tokyo", 21)
-    bad = client.post(path, data={**changed, "timezone": "Nowhere/Land"})
+    bad = client.post(path, data={**changed, "timezone": "Nowhere/Land", "csrf_token": csrf(client, path)})
     assert bad.status_code == 422 and "Time zone" in bad.text and "Nowhere/Land" in bad.text
     assert store.get(subscriber.id).timezone == "Asia/Tokyo"
 

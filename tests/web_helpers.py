@@ -23,11 +23,11 @@ from syndicate.site._build import build_site
 from syndicate.storage._database import Database, open_database
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.web.app import create_app
-from syndicate.wiring import Components
+from syndicate.wiring import Components, content_source
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-link-secret-0123456789abcdef"
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdefgh"
 ENVIRON = {"SYNDICATE_SECRET": SECRET, "SYNDICATE_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
@@ -41,6 +41,8 @@ def web_settings(tmp_path: Path, base_url: str = "http://127.0.0.1:8000", **sect
         "database": {"url": f"sqlite:///{tmp_path / 'var' / 'syndicate.db'}"},
         "mail": {"backend": "file", "folder": str(tmp_path / "outbox")},
         "logging": {"level": "WARNING"},
+        # The tests post forms the moment they are served; the robot timing check has tests of its own.
+        "signup": {"min_form_seconds": 0},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
@@ -70,19 +72,21 @@ class RunningSite:
 
 
 @contextmanager
-def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None = None, **app_options: Any) -> Iterator[RunningSite]:
-    """Build the sample site and serve the app with uvicorn on a free port until the block ends."""
+def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None = None,
+          sections: dict[str, dict[str, Any]] | None = None, **app_options: Any) -> Iterator[RunningSite]:
+    """Build the sample site and serve the app with uvicorn on a free port until the block ends
+    (`sections`: config sections merged over web_settings' own)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    settings = web_settings(tmp_path, base_url=url)
+    settings = web_settings(tmp_path, base_url=url, **(sections or {}))
     if build:
-        assert build_site(settings).ok
+        assert build_site(settings, content_source(settings)).ok
     components = Components(settings, environ=environ or ENVIRON, database=app_options.pop("database", None))
     app = create_app(components, **app_options)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -90,7 +94,7 @@ def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None 
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
-    database = open_database(settings)
+    database = open_database(settings.database)
     try:
         yield RunningSite(settings, url, app, database)
     finally:

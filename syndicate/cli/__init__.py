@@ -106,7 +106,7 @@ COMMANDS = {
 
 def _register() -> None:
     for name, target in COMMANDS.items():
-        cli.add_lazy_command(name, target)  # type: ignore[attr-defined]
+        cli.add_lazy_command(name, target)
 
 
 _register()

@@ -9,6 +9,7 @@ import click
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._collector import collector_paused
 from syndicate.site import build_site
+from syndicate.wiring import content_source
 
 
 @click.command()
@@ -21,7 +22,7 @@ from syndicate.site import build_site
 def build(app: AppContext, ctx: click.Context, content: Path | None, output: Path | None) -> None:
     """Write every feed (RSS, Atom, JSON Feed, OPML) and page; exit 1 if any article was skipped."""
     with collector_paused():
-        report = build_site(app.settings, content=content, output=output)
+        report = build_site(app.settings, content_source(app.settings), content=content, output=output)
     for warning in report.warnings:
         click.echo(f"{warning} (warning)")
     for problem in report.problems:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.content import load_corpus
+from syndicate.wiring import load_corpus
 
 
 @click.command()

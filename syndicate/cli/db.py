@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from syndicate.cli import AppContext, pass_app
-from syndicate.storage import create_database, current_revision, database_url, head_revision, upgrade
+from syndicate.storage import create_database, current_revision, head_revision, upgrade
 
 
 @click.group("db")
@@ -18,7 +18,8 @@ def db() -> None:
 def upgrade_command(app: AppContext) -> None:
     """Migrate the configured database to this version of syndicate."""
     settings = app.settings
-    with create_database(database_url(settings), echo=settings.database.echo) as database:
+    with create_database(settings.database.url, echo=settings.database.echo,
+                         busy_timeout=settings.database.busy_timeout) as database:
         before, after = upgrade(database)
         if before == after:
             click.echo(f"{database.url}: already at migration {after}")
@@ -31,7 +32,7 @@ def upgrade_command(app: AppContext) -> None:
 def status_command(app: AppContext) -> None:
     """Show the database's migration and the newest one this code knows."""
     settings = app.settings
-    with create_database(database_url(settings)) as database:
+    with create_database(settings.database.url, busy_timeout=settings.database.busy_timeout) as database:
         current = current_revision(database)
         head = head_revision()
         state = "up to date" if current == head else "needs `syndicate db upgrade`" if current else "empty"

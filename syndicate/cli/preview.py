@@ -14,11 +14,10 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
-from syndicate.content import load_corpus
-from syndicate.digest import LinkMaker, MessageBuilder, select_digest
+from syndicate.digest import LinkMaker, select_digest
 from syndicate.errors import MissingSecretError, UsageError
 from syndicate.subscribers import Frequency, PlaceholderLinks, Subscriber, SubscriberStatus
-from syndicate.wiring import Components
+from syndicate.wiring import Components, load_corpus, message_builder
 
 
 def _parse_since(value: str | None, settings: Settings) -> datetime | None:
@@ -90,14 +89,14 @@ def preview(
             send_hour=settings.digest.send_hour,
             high_water=_parse_since(since, settings),
         )
-    digest = select_digest(subscriber, corpus.articles, corpus.categories, now, settings)
+    digest = select_digest(subscriber, corpus.articles, corpus.categories, now, settings.digest.max_articles)
     if digest is None:
         click.echo(f"nothing new in {', '.join(subscriber.categories)}: no digest would be sent", err=True)
         return
     renderer = components.renderer
     rendered = renderer.render_digest(digest, links, corpus.categories)
     if fmt == "eml":
-        data = MessageBuilder(settings, renderer, links, corpus.categories, now).digest_message(digest).data
+        data = message_builder(settings, renderer, links, corpus.categories, now).digest_message(digest).data
     else:
         data = (rendered.html if fmt == "html" else rendered.text).encode("utf-8")
     if output is not None:

@@ -31,8 +31,12 @@ A digest that was being handed to the server when the process died may or may no
 arrived. With `[outbox] in_flight = "resend"` (the default, nothing is lost) it is sent again
 with the same Message-ID, so mail systems can drop the copy; with "fail" it is marked failed.
 
-Exit status 1 when any digest failed permanently (see `syndicate status`).
+Exit status 1 when any digest failed permanently (see `syndicate status`); 3 when nothing was
+delivered because every digest is waiting for a retry (the mail server refused them for now; the
+scheduler, or the next `syndicate send`, retries them); 2 for a configuration or database problem,
+found before anything is recorded.
 """
+EXIT_ALL_RETRYING = 3
 
 
 @click.command("send", help=HELP)
@@ -59,11 +63,15 @@ def send(app: AppContext, frequency: str | None, categories: tuple[str, ...], su
         elif dry_run:
             _dry_run(service, request, now)
         else:
+            service.check_ready()  # a configuration fault stops here (exit 2), before anything is recorded
             if not yes:
                 _ask(len(service.dry_run(request, now)))
-            failed = _send(service, request)
-            if failed:
-                click.get_current_context().exit(1)
+            reports = _send(service, request)
+            code = _exit_code(reports)
+            if code == EXIT_ALL_RETRYING:
+                click.echo("every digest is waiting for a retry: none was delivered (see `syndicate status`)", err=True)
+            if code:
+                click.get_current_context().exit(code)
     finally:
         components.close()
 
@@ -91,9 +99,20 @@ def _ask(count: int) -> None:
     click.confirm(f"Send {count} {'digest' if count == 1 else 'digests'} now?", abort=True)
 
 
-def _send(service: DeliveryService, request: SendRequest) -> int:
-    """Resume unfinished runs, then plan and work this one; returns how many failed permanently."""
-    failed = 0
+def _exit_code(reports: list[RunReport]) -> int:
+    failed = sum(r.failed for r in reports)
+    retrying = sum(r.retrying for r in reports)
+    sent = sum(r.sent for r in reports)
+    if failed:
+        return 1
+    if retrying and not sent:
+        return EXIT_ALL_RETRYING
+    return 0
+
+
+def _send(service: DeliveryService, request: SendRequest) -> list[RunReport]:
+    """Resume unfinished runs, then plan and work this one; returns their reports."""
+    reports: list[RunReport] = []
     with _stop_on_signals() as stop, collector_paused():
         recovered = service.recover(datetime.now(UTC))
         if recovered:
@@ -102,13 +121,13 @@ def _send(service: DeliveryService, request: SendRequest) -> int:
             if stop.is_set():
                 break
             click.echo(f"resuming run {run_id}", err=True)
-            failed += _summary(_work(service, run_id, stop))
+            reports.append(_summary(_work(service, run_id, stop)))
         if not stop.is_set():
             # Planned and sent at once (the worker processes start on the first planned digests).
-            failed += _summary(_work(service, None, stop, request))
+            reports.append(_summary(_work(service, None, stop, request)))
         if stop.is_set():
             click.echo("stopped: run `syndicate send` again to finish", err=True)
-    return failed
+    return reports
 
 
 def _work(service: DeliveryService, run_id: int | None, stop: threading.Event, request: SendRequest | None = None) -> RunReport:
@@ -164,13 +183,13 @@ def _rate(report: RunReport, started: float) -> str:
     return f"{report.sent / max(time.monotonic() - started, 1e-6):.0f} msg/s"
 
 
-def _summary(report: RunReport) -> int:
+def _summary(report: RunReport) -> RunReport:
     click.echo(f"run {report.run_id} {report.status}: {_counts(report)}")
     if report.retrying:
         click.echo(f"  {report.retrying} will be retried later (see `syndicate status`)")
     if report.failed:
         click.echo(f"  {report.failed} failed permanently (see `syndicate status`)")
-    return report.failed
+    return report
 
 
 @contextmanager
@@ -180,11 +199,11 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def handler(number: int, frame: Any) -> None:
         stop.set()
-        signal.signal(number, previous[number])
+        signal.signal(number, previous[signal.Signals(number)])
 
     for number in (signal.SIGINT, signal.SIGTERM):
         previous[number] = signal.signal(number, handler)

@@ -1,9 +1,10 @@
-"""`syndicate status`: recent runs with their counts, deliveries waiting for a retry, permanent failures."""
+"""`syndicate status`: recent runs with their counts, deliveries waiting for a retry, permanent failures,
+and the sign-ups the abuse limits refused."""
 
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 import click
 from rich.console import Console
@@ -29,6 +30,7 @@ def status(app: AppContext, run_limit: int, failure_limit: int) -> None:
     try:
         service = components.delivery
         runs, retries, failures = service.recent_runs(run_limit), service.waiting_retries(), service.failures(failure_limit)
+        refused = components.signup_limits.refusals(datetime.now(UTC))
     finally:
         components.close()
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -56,3 +58,6 @@ def status(app: AppContext, run_limit: int, failure_limit: int) -> None:
         table.add_row(str(failure.delivery_id), str(failure.run_id), failure.email, str(failure.attempts),
                       _when(failure.failed_at), str(failure.last_code or "-"), failure.last_reply or "")
     console.print(table if failures else "No permanent failures.")
+
+    reasons = ", ".join(f"{reason} {count}" for reason, count in refused.items())
+    console.print(f"Sign-ups refused in the last 24 hours: {sum(refused.values())}" + (f" ({reasons})" if reasons else ""))

@@ -13,7 +13,6 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
-from syndicate.content import load_corpus
 from syndicate.errors import MissingSecretError
 from syndicate.subscribers import (
     WEEKDAYS,
@@ -28,7 +27,7 @@ from syndicate.subscribers import (
     split_categories,
     write_subscribers,
 )
-from syndicate.wiring import Components
+from syndicate.wiring import Components, load_corpus
 
 FREQUENCIES = click.Choice([f.value for f in Frequency])
 STATUSES = click.Choice([s.value for s in SubscriberStatus])
@@ -83,6 +82,7 @@ def add(app: AppContext, email: str, name: str | None, categories: str, frequenc
         new = new_subscriber(
             email, name=name, categories=split_categories(categories), valid_categories=valid_categories(settings),
             defaults=store.defaults, frequency=frequency, timezone=timezone, send_hour=send_hour, weekday=weekday,
+            addresses=Components(settings, database=store.database).addresses,
         )
         subscriber = store.add(new, now=_now(), confirmed=confirmed, source="cli")
         click.echo(f"added {subscriber.email} ({subscriber.status.value}): {', '.join(subscriber.categories)}")
@@ -118,6 +118,7 @@ def import_command(app: AppContext, ctx: click.Context, file: Path, confirmed: b
     with open_store(settings) as store:
         report = import_csv(
             store, file, valid_categories=valid_categories(settings), now=_now(), confirmed=confirmed, dry_run=dry_run,
+            addresses=Components(settings, database=store.database).addresses,
         )
     for problem in report.problems:
         click.echo(f"error: {problem}", err=True)

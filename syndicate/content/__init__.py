@@ -1,14 +1,14 @@
 """Content: reads the Markdown articles (export format or YAML front matter) into a Corpus of Articles."""
 
 from syndicate.content._article import ReaderOptions, parse_article
-from syndicate.content._load import category_rules, load_corpus, reader_options
 from syndicate.content._model import Article, Category
 from syndicate.content._parallel import Forked, WorkerDied, can_fork, run_parallel, shared_event
 from syndicate.content._reader import CacheWriter, CategoryRule, Corpus, CorpusMemory, read_corpus
+from syndicate.content._source import ContentSource
 from syndicate.content._text import make_xml_safe, plain_text, slugify
 
 __all__ = [
-    "Article", "CacheWriter", "Category", "CategoryRule", "Corpus", "CorpusMemory", "Forked", "ReaderOptions",
-    "WorkerDied", "can_fork", "category_rules", "load_corpus", "make_xml_safe", "parse_article", "plain_text",
-    "read_corpus", "reader_options", "run_parallel", "shared_event", "slugify",
+    "Article", "CacheWriter", "Category", "CategoryRule", "ContentSource", "Corpus", "CorpusMemory", "Forked",
+    "ReaderOptions", "WorkerDied", "can_fork", "make_xml_safe", "parse_article", "plain_text", "read_corpus",
+    "run_parallel", "shared_event", "slugify",
 ]

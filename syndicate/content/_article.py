@@ -10,6 +10,7 @@ from datetime import date, datetime, time
 from pathlib import PurePosixPath
 from zoneinfo import ZoneInfo
 
+from syndicate.content._checks import check_category_name, check_date, check_size, load_front_matter, shown
 from syndicate.content._markdown import paragraphs, render_markdown
 from syndicate.content._model import Article, Category
 from syndicate.content._text import cut_at_word, plain_text, slugify
@@ -68,6 +69,7 @@ def parse_article(rel: PurePosixPath, raw: bytes, options: ReaderOptions) -> Art
     Raises ContentError, and nothing else, for any content however broken.
     """
     try:
+        check_size(rel, len(raw))
         text = decode(rel, raw)
         lines = text.split("\n")
         first = next(i for i, line in enumerate(lines) if line.strip())
@@ -79,7 +81,7 @@ def parse_article(rel: PurePosixPath, raw: bytes, options: ReaderOptions) -> Art
     except ContentError:
         raise
     except Exception as e:  # a bug of ours must still name the file, never stop the other articles
-        raise ContentError(rel, 1, f"cannot read article: {type(e).__name__}: {e}") from e
+        raise ContentError(rel, 1, f"cannot read article: {type(e).__name__}: {str(e)[:200]}") from e
 
 
 @dataclass
@@ -154,7 +156,7 @@ def _export_format(rel: PurePosixPath, lines: list[str], options: ReaderOptions)
             continue
         match = _LIST_ITEM.match(line)
         if not match or not match.group(1):
-            raise ContentError(rel, category_line + offset, f"expected a numbered list item under 'Category', got {line.strip()!r}")
+            raise ContentError(rel, category_line + offset, f"expected a numbered list item under 'Category', got {shown(line.strip())}")
         categories.append(match.group(1))
     if not categories:
         raise ContentError(rel, category_line, "no category (expected a numbered list under 'Category')")
@@ -169,9 +171,9 @@ def _export_format(rel: PurePosixPath, lines: list[str], options: ReaderOptions)
         parsed = datetime.strptime(value, options.date_format)
     except ValueError:
         raise ContentError(
-            rel, number, f"impossible date {value!r} (expected {format_hint(options.date_format)})"
+            rel, number, f"impossible date {shown(value)} (expected {format_hint(options.date_format)})"
         ) from None
-    published = parsed.replace(tzinfo=ZoneInfo(options.timezone))
+    published = check_date(rel, number, "Date Created", parsed.replace(tzinfo=ZoneInfo(options.timezone)))
     return _Fields(
         title=title[1], body="\n".join(body_lines).strip("\n"), categories=categories,
         published=published, author=author, category_line=category_line,
@@ -185,15 +187,7 @@ def _front_matter(rel: PurePosixPath, lines: list[str], first: int, options: Rea
     except StopIteration:
         raise ContentError(rel, first + 1, "front matter not closed (expected a closing '---' line)") from None
     start_line = first + 1
-    import yaml  # here: a rebuild that parses no front-matter file never pays for importing it
-
-    try:
-        meta = yaml.safe_load("\n".join(lines[first + 1:end]))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = start_line + 1 + (mark.line if mark else 0)
-        problem = getattr(e, "problem", None) or str(e)
-        raise ContentError(rel, line, f"invalid YAML front matter: {problem}") from None
+    meta = load_front_matter(rel, "\n".join(lines[first + 1:end]), start_line + 1)
     if meta is None:
         meta = {}
     if not isinstance(meta, Mapping):
@@ -218,6 +212,7 @@ def _front_matter(rel: PurePosixPath, lines: list[str], first: int, options: Rea
         return str(value).strip()
 
     title = text("title", required=True)
+    assert title is not None  # required: text() raised otherwise
     if "date" not in meta or meta["date"] in (None, ""):
         raise ContentError(rel, line_of("date"), "missing date in front matter")
     published = _front_matter_date(rel, line_of("date"), "date", meta["date"], options)
@@ -237,7 +232,7 @@ def _front_matter(rel: PurePosixPath, lines: list[str], first: int, options: Rea
     categories = []
     for item in raw_categories:
         if isinstance(item, (dict, list)) or item is None:
-            raise ContentError(rel, line_of(key), f"{key}: expected a list of names, found {item!r}")
+            raise ContentError(rel, line_of(key), f"{key}: expected a list of names, found {shown(item)}")
         if str(item).strip():
             categories.append(str(item).strip())
     if not categories:
@@ -272,13 +267,13 @@ def _front_matter_date(rel: PurePosixPath, line: int, key: str, value: object, o
                 parsed = datetime.strptime(candidate, options.date_format)
             except ValueError:
                 raise ContentError(
-                    rel, line, f"{key}: impossible date {candidate!r} (expected ISO 8601 such as 2026-03-05T09:30:00+01:00)"
+                    rel, line, f"{key}: impossible date {shown(candidate)} (expected ISO 8601 such as 2026-03-05T09:30:00+01:00)"
                 ) from None
     else:
-        raise ContentError(rel, line, f"{key}: expected a date, got {value!r}")
+        raise ContentError(rel, line, f"{key}: expected a date, got {shown(value)}")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)
-    return parsed
+    return check_date(rel, line, key, parsed)
 
 
 def _summary(body_html: str, limit: int) -> str:
@@ -297,14 +292,15 @@ def _build(rel: PurePosixPath, raw: bytes, fields: _Fields, options: ReaderOptio
         slug = "a-" + hashlib.sha1(article_id.encode()).hexdigest()[:12]
     categories: list[Category] = []
     for name in fields.categories:
+        check_category_name(rel, fields.category_line, name)
         category_slug = slugify(name)
         if not category_slug:
-            raise ContentError(rel, fields.category_line, f"category {name!r} has no letters or digits to make a slug from")
+            raise ContentError(rel, fields.category_line, f"category {shown(name)} has no letters or digits to make a slug from")
         if category_slug not in (c.slug for c in categories):
             categories.append(Category(category_slug, name))
     body_html = render_markdown(fields.body)
     if fields.url is not None and not fields.url.startswith(("http://", "https://")):
-        raise ContentError(rel, 1, f"url: expected an absolute http(s) URL, got {fields.url!r}")
+        raise ContentError(rel, 1, f"url: expected an absolute http(s) URL, got {shown(fields.url)}")
     return Article(
         id=article_id,
         slug=slug,

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,14 @@ def can_fork() -> bool:
 
 def shared_event() -> Any:
     """An event that this process and the processes it forks afterwards all see."""
-    return multiprocessing.get_context(_FORK).Event()
+    return multiprocessing.get_context("fork").Event()
 
 
 class Forked:
     """`target(*args)` running in a forked process; `result()` is what it returned."""
 
     def __init__(self, target: Callable[..., Any], *args: Any, name: str | None = None) -> None:
-        context = multiprocessing.get_context(_FORK)
+        context = multiprocessing.get_context("fork")
         self._receiver, sender = context.Pipe(duplex=False)
         self._process = context.Process(target=_run_and_send, args=(target, args, sender), name=name, daemon=True)
         self._process.start()
@@ -99,10 +99,10 @@ def run_parallel(function: Callable[[Sequence[T]], list[R]], items: Sequence[T],
     workers = max(1, min(workers, len(items)))
     if workers == 1 or not can_fork():
         return function(items)
-    context = multiprocessing.get_context(_FORK)
+    context = multiprocessing.get_context("fork")
     shares = [items[i::workers] for i in range(workers)]
     results: list[list[R]] = [[] for _ in shares]
-    streams: dict[Any, int] = {}
+    streams: dict[Connection, int] = {}
     forked: list[Forked] = []
     for index, share in enumerate(shares):
         receiver, sender = context.Pipe(duplex=False)
@@ -110,13 +110,14 @@ def run_parallel(function: Callable[[Sequence[T]], list[R]], items: Sequence[T],
         sender.close()
         streams[receiver] = index
     while streams:
-        for receiver in wait(list(streams)):
-            index = streams[receiver]
+        for ready in wait(list(streams)):
+            assert isinstance(ready, Connection)
+            index = streams[ready]
             try:
-                results[index].extend(receiver.recv())
+                results[index].extend(ready.recv())
             except EOFError:
-                del streams[receiver]
-                receiver.close()
+                del streams[ready]
+                ready.close()
     for index, worker in enumerate(forked):
         try:
             worker.result()

@@ -8,6 +8,7 @@ parsed again: their Articles come from a cache under `var/`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import logging
@@ -18,10 +19,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from operator import attrgetter
 from pathlib import Path, PurePosixPath
+from stat import S_ISDIR, S_ISREG
 from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.content._article import ReaderOptions, parse_article
+from syndicate.content._checks import MAX_ARTICLE_BYTES
 from syndicate.content._model import Article, Category
 from syndicate.content._parallel import Forked, WorkerDied, can_fork, run_parallel
 from syndicate.content._text import slugify
@@ -67,12 +70,13 @@ class _Entry(NamedTuple):
     result: Article | Problem
 
 
-def _scan(folder: Path) -> list[tuple[str, os.stat_result]]:
-    """Every `*.md` below `folder`, recursively, as (relative posix path, stat), sorted by path.
-
-    Hidden files and folders are skipped.
-    """
+def _scan(folder: Path, follow_external_links: bool = False) -> tuple[list[tuple[str, os.stat_result]], list[Problem]]:
+    """Every `*.md` below `folder`, recursively, as (relative posix path, stat), sorted by path, and
+    the problems met on the way (see _entry_problem). Hidden files and folders are skipped."""
     found: list[tuple[str, os.stat_result]] = []
+    problems: list[Problem] = []
+    root = os.path.realpath(folder)
+    seen_folders = {_identity(os.stat(folder))}
     stack = [(str(folder), "")]
     while stack:
         directory, prefix = stack.pop()
@@ -81,12 +85,60 @@ def _scan(folder: Path) -> list[tuple[str, os.stat_result]]:
                 name = entry.name
                 if name.startswith("."):
                     continue
-                if entry.is_dir():
-                    stack.append((entry.path, f"{prefix}{name}/"))
-                elif name.endswith(".md") and entry.is_file():
-                    found.append((prefix + name, entry.stat()))
+                rel = prefix + name
+                if entry.is_symlink() or not (entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False)):
+                    problem, stat = _entry_problem(entry, rel, root, follow_external_links)
+                    if problem is not None:
+                        problems.append(problem)
+                        continue
+                    if stat is None:
+                        continue
+                    if S_ISDIR(stat.st_mode):
+                        if _identity(stat) in seen_folders:
+                            problems.append(Problem(Path(rel), 0, "symlink to a folder already read (a loop, or a second "
+                                                                  "way to the same folder); skipped"))
+                        else:
+                            seen_folders.add(_identity(stat))
+                            stack.append((entry.path, f"{rel}/"))
+                    elif name.endswith(".md"):
+                        found.append((rel, stat))
+                elif entry.is_dir(follow_symlinks=False):
+                    seen_folders.add(_identity(entry.stat(follow_symlinks=False)))
+                    stack.append((entry.path, f"{rel}/"))
+                elif name.endswith(".md"):
+                    found.append((rel, entry.stat()))
     found.sort()
-    return found
+    return found, problems
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_dev, stat.st_ino
+
+
+def _entry_problem(entry: os.DirEntry[str], rel: str, root: str, follow_external_links: bool
+                   ) -> tuple[Problem | None, os.stat_result | None]:
+    """(problem, None) for a symlink that loops, dangles or leaves the content folder (unless
+    `follow_external_links`), or a special file (FIFO, socket, device: reading one could block
+    forever); (None, stat of the target) for a good symlink; (None, None) for a file to ignore."""
+    try:
+        stat = entry.stat(follow_symlinks=True)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return Problem(Path(rel), 0, "symlink loop; skipped"), None
+        if e.errno == errno.ENOENT:
+            target = os.readlink(entry.path) if entry.is_symlink() else "?"
+            return Problem(Path(rel), 0, f"dangling symlink (points to {target[:200]!r}, which does not exist); skipped"), None
+        return Problem(Path(rel), 0, f"cannot read: {e.strerror}"), None
+    if not (S_ISDIR(stat.st_mode) or S_ISREG(stat.st_mode)):
+        return Problem(Path(rel), 0, "not a regular file (a FIFO, socket or device); skipped"), None
+    if entry.is_symlink() and not follow_external_links:
+        target = os.path.realpath(entry.path)
+        if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
+            return Problem(Path(rel), 0, "symlink to outside the content folder; skipped "
+                                         "(set [content] follow_external_links = true to publish it)"), None
+    if S_ISREG(stat.st_mode) and not rel.endswith(".md"):
+        return None, None
+    return None, stat
 
 
 # One file to read: (relative path, absolute path, the content hash the cache knows or "", options).
@@ -113,14 +165,22 @@ def _parse_one(job: _Job) -> _Parsed:
 
 def _read_file(path: str) -> bytes:
     """The bytes of `path`, by plain system calls (a file object costs as much as the read)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    # Non-blocking: a file swapped for a FIFO after the scan must not hang the read.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        _check_regular(fd)
+        chunks, size = [], 0
+        while size <= MAX_ARTICLE_BYTES and (chunk := os.read(fd, 1 << 20)):  # bounded: parse_article refuses more
             chunks.append(chunk)
+            size += len(chunk)
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+def _check_regular(fd: int) -> None:
+    if not S_ISREG(os.fstat(fd).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
 
 
 def _parse_many(jobs: list[_Job], workers: int | None) -> list[_Parsed]:
@@ -135,11 +195,11 @@ def _parse_all(jobs: Sequence[_Job]) -> list[_Parsed]:
 
 def _parser_fingerprint() -> str:
     """The code that turns a file into an Article: a changed parser (even unreleased) re-reads everything."""
-    from syndicate.content import _article, _markdown, _model, _text
+    from syndicate.content import _article, _checks, _markdown, _model, _text
 
     digest = hashlib.sha256()
-    for module in (_article, _markdown, _model, _text):
-        digest.update(Path(module.__file__).read_bytes())
+    for module in (_article, _checks, _markdown, _model, _text):
+        digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()
 
 
@@ -158,7 +218,7 @@ class _Cache:
     def _read(self, path: Path) -> tuple[dict, _Assembled | None]:
         with path.open("rb") as f:
             unpickler = pickle.Unpickler(f)
-            unpickler.persistent_load = _older_format  # only caches of format 5 and before used them
+            unpickler.persistent_load = _older_format  # type: ignore[method-assign]  # only caches of format 5 and before used them
             try:
                 data = unpickler.load()
             except _OlderFormat:
@@ -356,19 +416,21 @@ def read_corpus(
     workers: int | None = None,
     memory: CorpusMemory | None = None,
     writer: CacheWriter | None = None,
+    follow_external_links: bool = False,
 ) -> Corpus:
     """Read every article under `folder`; see the module docstring. A `memory` (with a `cache`)
     keeps what this read found for the next one in the same process; a `writer` (without a
     memory) writes the cache while the caller goes on."""
     folder, rules = Path(folder), tuple(rules)
     if memory is None or cache is None:
-        return _read_corpus(folder, options, rules, cache, workers, None, writer)
+        return _read_corpus(folder, options, rules, cache, workers, None, writer, follow_external_links)
     with memory.lock:
-        return _read_corpus(folder, options, rules, cache, workers, memory, None)
+        return _read_corpus(folder, options, rules, cache, workers, memory, None, follow_external_links)
 
 
 def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule, ...], cache: Path | None,
-                 workers: int | None, memory: CorpusMemory | None, writer: CacheWriter | None) -> Corpus:
+                 workers: int | None, memory: CorpusMemory | None, writer: CacheWriter | None,
+                 follow_external_links: bool = False) -> Corpus:
     if not folder.is_dir():
         problem = Problem(folder, 0, "content folder not found")
         return Corpus((), (), (problem,), (), 0, 0)
@@ -386,7 +448,13 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
     jobs: list[_Job] = []
     pending: list[tuple[str, os.stat_result, _Entry | None]] = []
     base = str(folder)
-    for rel, stat in _scan(folder):
+    found, scan_problems = _scan(folder, follow_external_links)
+    for problem in scan_problems:  # kept like a file's problem, so the cache notices when it goes away
+        rel = str(problem.path)
+        entries[rel] = _Entry(0, 0, "", problem)
+        if cached.get(rel) != entries[rel]:
+            changed[rel] = entries[rel]
+    for rel, stat in found:
         old = cached.get(rel)
         if old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
             entries[rel] = old
@@ -479,7 +547,7 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
     unique: list[Article] = []
     for entry in entries.values():  # in path order: the first file keeps a contested id
         article = entry.result
-        if type(article) is Problem:
+        if isinstance(article, Problem):
             problems.append(replace(article, path=folder / article.path))
             continue
         clash = by_id.get(article.id) or by_slug_seen.get(article.slug)
@@ -517,8 +585,8 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
                 canonical[category] = known
             shown = tuple({id(k): k for k in (canonical[c] for c in written)}.values())  # first of each, in order
             shown_for[key] = None if shown == written else shown
-        shown = shown_for[key]
-        resolved.append(article if shown is None else replace(article, categories=shown))
+        as_shown = shown_for[key]
+        resolved.append(article if as_shown is None else replace(article, categories=as_shown))
     resolved.sort(key=attrgetter("published", "id"), reverse=True)
     problems.sort(key=lambda p: (str(p.path), p.line))
     return Corpus(

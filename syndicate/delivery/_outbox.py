@@ -9,7 +9,8 @@ so a scheduled run and a manual send planned together give one delivery per subs
 
 States: queued -> sending -> sent | retry (-> sending again) | failed | skipped.
 `sent` also moves the subscriber's high-water mark to the digest's `until`, in the same
-transaction; nothing else moves it.
+transaction; nothing else moves it. Subscriber state (that mark, a bounce, the next send time)
+is written through the SubscriberStore's writes within the outbox's own transaction.
 
 Crash policy (`[outbox] in_flight`): a delivery is marked `sending` (and committed) before its
 message goes to the backend, and its result is recorded within about 0.2 s of the server's
@@ -32,13 +33,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import BindParameter, Connection, Row, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from syndicate.config import OutboxSettings
 from syndicate.storage import Database
 from syndicate.storage.schema import deliveries, runs, subscriber_categories, subscribers
-from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus
+from syndicate.subscribers import Frequency, Subscriber, SubscriberStatus, SubscriberStore
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +168,21 @@ def _insert_ignoring_conflicts(dialect: str) -> Any:
 class Outbox:
     """Every read and write of runs and deliveries. Times are passed in, timezone-aware."""
 
-    def __init__(self, database: Database, settings: OutboxSettings, worker: str | None = None) -> None:
+    def __init__(self, database: Database, settings: OutboxSettings, worker: str | None = None, *,
+                 subscribers: SubscriberStore | None = None) -> None:
+        """`subscribers`: the store that owns subscriber state (default: one over `database`)."""
         self.database = database
         self.settings = settings
         self.worker = worker or worker_token()
+        self.subscribers = subscribers if subscribers is not None else SubscriberStore(database)
 
     # -- runs
 
     def start_run(self, kind: str, request: Mapping[str, Any], now: datetime) -> int:
         with self.database.write() as connection:
             values = {"kind": kind, "status": "running", "started_at": now, "request": json.dumps(dict(request))}
-            run_id = connection.execute(insert(runs).values(**values, **dict.fromkeys(COUNTS, 0))).inserted_primary_key[0]
+            inserted = connection.execute(insert(runs).values(**values, **dict.fromkeys(COUNTS, 0))).inserted_primary_key
+            run_id = int(inserted[0]) if inserted else 0
         log.info("run started run=%s kind=%s", run_id, kind)
         return int(run_id)
 
@@ -224,10 +229,10 @@ class Outbox:
         """Record a run whose counts are known in memory (a retry pass), finished at `now`."""
         with self.database.write() as connection:
             values = {"kind": kind, "status": "finished", "started_at": now, "finished_at": now, "request": "{}"}
-            run_id = connection.execute(
+            inserted = connection.execute(
                 insert(runs).values(**values, **{name: tally.get(name, 0) for name in COUNTS})
-            ).inserted_primary_key[0]
-        return self.report(int(run_id))
+            ).inserted_primary_key
+        return self.report(int(inserted[0]) if inserted else 0)
 
     # -- planning
 
@@ -252,24 +257,7 @@ class Outbox:
                     }
                     for p in planned
                 ])
-            if reschedule:
-                _reschedule(connection, reschedule)
-
-    def reschedule(self, moves: Sequence[tuple[int, datetime]]) -> None:
-        """Set these (active) subscribers' next send times."""
-        if moves:
-            with self.database.write() as connection:
-                _reschedule(connection, moves)
-
-    def missed(self, before: datetime) -> list[tuple[int, str, str, int, str, int]]:
-        """Active subscribers due before `before`: (id, email, timezone, send_hour, frequency, weekday)."""
-        c = subscribers.c
-        with self.database.read() as connection:
-            rows = connection.execute(
-                select(c.id, c.email, c.timezone, c.send_hour, c.frequency, c.weekday)
-                .where(c.status == SubscriberStatus.ACTIVE.value, c.next_send_at < before)
-            ).all()
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+            self.subscribers.within(connection).reschedule(reschedule)
 
     # -- claiming and recording
 
@@ -308,13 +296,7 @@ class Outbox:
                     last_reply=bindparam("reply"), sent_at=now, updated_at=now, next_attempt_at=None),
             [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX]} for r in group],
         )
-        c = subscribers.c
-        connection.execute(
-            update(subscribers)
-            .where(c.id == bindparam("sid"), or_(c.high_water.is_(None), c.high_water < bindparam("until")))
-            .values(high_water=bindparam("until")),
-            [{"sid": r.delivery.subscriber.id, "until": r.delivery.until} for r in group],
-        )
+        self.subscribers.within(connection).move_high_water([(r.delivery.subscriber.id, r.delivery.until) for r in group])
 
     def _record_retry(self, connection: Connection, group: list[Result], now: datetime) -> None:
         again, given_up = [], []
@@ -368,13 +350,7 @@ class Outbox:
         hard = [row for row in last if row.status == FAILED and row.last_code is not None and 500 <= row.last_code < 600]
         if len(hard) < self.settings.bounce_after:
             return
-        c = subscribers.c
-        result = connection.execute(
-            update(subscribers)
-            .where(c.id == subscriber_id, c.status.in_((SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)))
-            .values(status=SubscriberStatus.BOUNCED.value, status_changed_at=now, updated_at=now, next_send_at=None)
-        )
-        if result.rowcount:
+        if self.subscribers.within(connection).mark_bounced(subscriber_id, now):
             log.warning("subscriber bounced id=%s after=%s permanent failures", subscriber_id, len(hard))
 
     def backoff(self, attempts: int) -> float:
@@ -487,15 +463,6 @@ _RECORDERS: dict[str, Callable[[Outbox, Connection, list[Result], datetime], Non
 }
 
 
-def _reschedule(connection: Connection, moves: Sequence[tuple[int, datetime]]) -> None:
-    connection.execute(
-        update(subscribers)
-        .where(subscribers.c.id == bindparam("sid"), subscribers.c.status == SubscriberStatus.ACTIVE.value)
-        .values(next_send_at=bindparam("at")),
-        [{"sid": sid, "at": at} for sid, at in moves],
-    )
-
-
 def _gone(owner: str | None, last: datetime | None, now: datetime,
           alive: Callable[[str], bool | None], stale_after: timedelta) -> bool:
     if owner is None or last is None or now - last > stale_after:
@@ -511,7 +478,7 @@ def _report(row: Row[Any]) -> RunReport:
     )
 
 
-def _claimed(row: Row[Any], categories: tuple[str, ...]) -> ClaimedDelivery:
+def _claimed(row: Any, categories: tuple[str, ...]) -> ClaimedDelivery:
     sections = tuple((slug, tuple(ids), int(hidden)) for slug, ids, hidden in json.loads(row.articles))
     subscriber = Subscriber(
         id=row.subscriber_id, email=row.email, name=row.name, status=SubscriberStatus(row.subscriber_status),
@@ -544,7 +511,7 @@ def subscriber_states(database: Database, ids: Sequence[int]) -> dict[int, tuple
 _d, _s, _sc = deliveries.c, subscribers.c, subscriber_categories.c
 _QUEUED_OF_RUN = and_(_d.run_id == bindparam("of_run"), _d.status == QUEUED)
 _RETRY_DUE = and_(_d.status == RETRY, _d.next_attempt_at <= bindparam("now"))
-_IDS = bindparam("ids", expanding=True)
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _CHOSEN_QUEUED, _CHOSEN_DUE = (
     select(_d.id).where(condition).order_by(_d.id).limit(bindparam("limit")).with_for_update(skip_locked=True)
     for condition in (_QUEUED_OF_RUN, _RETRY_DUE)

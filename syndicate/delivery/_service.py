@@ -27,15 +27,15 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from itertools import islice
 from typing import Any
 
-from syndicate.config import Settings
-from syndicate.content import Article, Category, Corpus, Forked, WorkerDied, can_fork, load_corpus, shared_event
+from syndicate.config import Settings, read_secret
+from syndicate.content import Article, Category, ContentSource, Corpus, Forked, WorkerDied, can_fork, shared_event
 from syndicate.delivery._outbox import (
     FAILED,
     QUEUED,
@@ -57,6 +57,7 @@ from syndicate.digest import (
     Digest,
     DigestSection,
     EmailRenderer,
+    LinkMaker,
     MessageBuilder,
     Selector,
     Timeline,
@@ -64,7 +65,7 @@ from syndicate.digest import (
     select_digest,
     variant_key,
 )
-from syndicate.errors import MailError, SyndicateError, UsageError
+from syndicate.errors import ConfigError, MailError, MissingSecretError, SyndicateError, UsageError
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
 from syndicate.site import SiteUrls
 from syndicate.storage import Database
@@ -77,6 +78,7 @@ from syndicate.subscribers import (
     SubscriberStatus,
     SubscriberStore,
     next_send_time,
+    parse_address,
     signer_from_settings,
 )
 
@@ -153,7 +155,7 @@ class _Messages:
         self.categories = corpus.categories
         self.by_slug = {c.slug: c for c in corpus.categories}
         self.by_id: dict[str, Article] = {a.id: a for a in corpus.articles}
-        self.renderer = EmailRenderer(self.settings)
+        self.renderer = service.renderer()
         self.sender = parseaddr(self.settings.mail.from_)[1]
         self._builders: dict[int, MessageBuilder] = {}
 
@@ -162,7 +164,7 @@ class _Messages:
         if run_id not in self._builders:
             started = self.service.outbox.run_started(run_id)
             links = SignedLinks(signer_from_settings(self.settings.links, self.service.environ), self.service.urls, now=started)
-            self._builders[run_id] = MessageBuilder(self.settings, self.renderer, links, self.categories, started)
+            self._builders[run_id] = self.service.builder(self.renderer, links, self.categories, started)
         return self._builders[run_id]
 
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
@@ -276,7 +278,7 @@ def _work_in_worker(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
     threading.Thread(target=_set_at_eof, args=(watched, stop), name="parent-watch", daemon=True).start()
-    service.outbox = Outbox(service.database, service.settings.outbox)
+    service.outbox = Outbox(service.database, service.settings.outbox, subscribers=service.store)
     service.connections_share = connections
 
     def claim_while_planning() -> list[ClaimedDelivery]:
@@ -305,6 +307,7 @@ class DeliveryService:
         self,
         settings: Settings,
         database: Database,
+        content: ContentSource,
         *,
         backend_factory: Callable[[], MailBackend] | None = None,
         environ: Mapping[str, str] | None = None,
@@ -313,15 +316,35 @@ class DeliveryService:
         configured backend, smtp or file); a given factory always sends from this process."""
         self.settings = settings
         self.database = database
+        self.content = content
         self.environ = environ
         self.store = SubscriberStore(database)
         self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
-        self.outbox = Outbox(database, settings.outbox)
+        self.outbox = Outbox(database, settings.outbox, subscribers=self.store)
         self.backend_factory = backend_factory or self._configured_backend
         self.forkable = backend_factory is None and settings.mail.backend in FORKABLE_BACKENDS
         self.workers = settings.outbox.workers or os.cpu_count() or 1
         self.claim_batch = CLAIM_BATCH
         self.connections_share: int | None = None  # a worker process's share of [smtp] connections
+
+    def check_ready(self) -> None:
+        """Raise what would fail every delivery alike, before a run is recorded or a delivery claimed:
+        a missing or short link secret, email templates that do not load, the SMTP password of a
+        configured login. Such a fault is the operator's: no subscriber's digest pays for it."""
+        signer_from_settings(self.settings.links, self.environ)
+        self.renderer().check_templates()
+        smtp = self.settings.smtp
+        if self.backend_factory == self._configured_backend and self.settings.mail.backend == "smtp" and smtp.username:
+            read_secret(smtp.password_env, f"[smtp] password for {smtp.username}", self.environ)
+
+    def renderer(self) -> EmailRenderer:
+        settings = self.settings
+        return EmailRenderer(settings.site, settings.email, settings.digest.subject, self.urls)
+
+    def builder(self, renderer: EmailRenderer, links: LinkMaker, categories: Sequence[Category],
+                now: datetime) -> MessageBuilder:
+        settings = self.settings
+        return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now)
 
     def _configured_backend(self) -> MailBackend:
         extra: dict[str, Any] = {}
@@ -329,13 +352,14 @@ class DeliveryService:
             extra = {"environ": self.environ} if self.environ is not None else {}
             if self.connections_share is not None:
                 extra["connections"] = self.connections_share
-        return make_backend(self.settings, **extra)
+        return make_backend(self.settings.mail, self.settings.smtp, **extra)
 
     # -- planning
 
     def plan_manual(self, request: SendRequest, now: datetime) -> RunReport:
         """Record a manual run and one delivery per matching subscriber with something new."""
-        corpus = load_corpus(self.settings)
+        self.check_ready()
+        corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         for _ in self._plan_batches(run_id, subscribers, corpus, now):
@@ -344,9 +368,9 @@ class DeliveryService:
 
     def _plan_batches(
         self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime
-    ) -> Iterator[list[PlannedDelivery]]:
+    ) -> Generator[list[PlannedDelivery], None, None]:
         """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         for batch in _batched(subscribers, PLAN_BATCH):
             planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
             self.outbox.add_deliveries(run_id, planned, now)
@@ -361,9 +385,10 @@ class DeliveryService:
         """Record a scheduled run for every due subscriber (next send time <= now) and move their
         next send time on. One due for longer than `grace` is skipped, logged and rescheduled.
         Nothing due: no run is recorded (run_id 0)."""
+        self.check_ready()
         self._reschedule_missed(now, grace)
-        corpus = load_corpus(self.settings)
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings)
+        corpus = self.content.read()
+        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         run_id = 0
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
             if not run_id:
@@ -376,11 +401,11 @@ class DeliveryService:
         return self._planned(run_id, "scheduled", now)
 
     def _reschedule_missed(self, now: datetime, grace: timedelta) -> None:
-        missed = self.outbox.missed(now - grace)
-        moves = [(sid, next_send_time(zone, hour, frequency, weekday, now)) for sid, _, zone, hour, frequency, weekday in missed]
-        for sid, email, *_ in missed:
-            log.warning("digest missed by more than the grace time subscriber=%s email=%s: rescheduled", sid, email)
-        self.outbox.reschedule(moves)
+        missed = self.store.missed(now - grace)
+        moves = [(s.id, next_send_time(s.timezone, s.send_hour, s.frequency, s.weekday, now)) for s in missed]
+        for s in missed:
+            log.warning("digest missed by more than the grace time subscriber=%s email=%s: rescheduled", s.id, s.email)
+        self.store.reschedule(moves)
 
     def _matching(self, request: SendRequest, corpus: Corpus) -> Iterable[Subscriber]:
         known = {c.slug for c in corpus.categories}
@@ -424,7 +449,8 @@ class DeliveryService:
         on the first planned batches while this process plans the rest. `clock` (default: the real
         one) dates the sending, `now` the planning; `planned` hears of the run once it is planned."""
         fixed, clock = clock, clock or _clock(None)
-        corpus = load_corpus(self.settings)
+        self.check_ready()
+        corpus = self.content.read()
         subscribers = self._matching(request, corpus)
         run_id = self.outbox.start_run("manual", request.as_record(), now)
         batches = self._plan_batches(run_id, subscribers, corpus, now)
@@ -479,12 +505,13 @@ class DeliveryService:
             return RunReport.empty("manual", now or datetime.now(UTC))
         clock = _clock(now)
         self.outbox.report(run_id)  # a LookupError for an unknown run, before any work
+        self.check_ready()
         claim = self._run_claim(run_id, clock)
 
         def send(counted: Callable[[], None]) -> None:
             shares = self._shares(run_id, clock())
             if len(shares) > 1:
-                messages = _Messages(self, load_corpus(self.settings))
+                messages = _Messages(self, self.content.read())
                 group = _WorkerGroup(self, shares[1:], claim, clock, messages)
                 self._send_beside(group, shares[0], claim, clock, stop, counted, messages)
             else:
@@ -527,6 +554,7 @@ class DeliveryService:
         (the process sending them died or stopped): the scheduler's retry job finishes them."""
         clock = _clock(now)
         touched: set[int] = set()
+        self.check_ready()
 
         def claim() -> list[ClaimedDelivery]:
             claimed = self.outbox.claim(now, self.claim_batch)
@@ -616,7 +644,7 @@ class DeliveryService:
     ) -> dict[str, int]:
         """Claim, render and send until claim() gives nothing; every claimed delivery ends recorded
         (or, when the process dies, `sending` for recover())."""
-        messages = messages or _Messages(self, load_corpus(self.settings))
+        messages = messages or _Messages(self, self.content.read())
         recorder = _Recorder(self.outbox, clock)
         waiting: dict[str, ClaimedDelivery] = {}  # claimed, not yet handed to the backend
         handed: dict[str, ClaimedDelivery] = {}  # handed to the backend, no result yet
@@ -674,6 +702,8 @@ class DeliveryService:
             return None
         try:
             return messages.message(delivery, digest)
+        except (MissingSecretError, ConfigError):  # the operator's fault: the delivery stays queued (see _send)
+            raise
         except SyndicateError as e:  # a value that would break the message: sending it later will not help
             recorder.add(delivery, FAILED, None, f"cannot build the message: {e}")
             return None
@@ -682,11 +712,11 @@ class DeliveryService:
 
     def dry_run(self, request: SendRequest, now: datetime) -> list[tuple[str, int]]:
         """(email, article count) of every digest a manual send would record now; changes nothing."""
-        corpus = load_corpus(self.settings)
+        corpus = self.content.read()
         timeline = Timeline.of(corpus.articles)
         out = []
         for subscriber in self._matching(request, corpus):
-            digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings)
+            digest = select_digest(subscriber, timeline, corpus.categories, now, self.settings.digest.max_articles)
             if digest is not None:
                 out.append((subscriber.email, digest.count))
         return out
@@ -694,14 +724,15 @@ class DeliveryService:
     def send_test_copy(self, request: SendRequest, to: str, now: datetime) -> SendResult:
         """Mail the digest of `request.subscriber` (or of a made-up subscriber following
         `request.categories`) to `to` only, with placeholder links; changes no state."""
-        corpus = load_corpus(self.settings)
-        subscriber = self._test_subscriber(request, corpus, to)
-        digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings)
+        address = parse_address(to, field="test copy address")  # InvalidAddressError (a UsageError) says why not
+        corpus = self.content.read()
+        subscriber = self._test_subscriber(request, corpus, address.text)
+        digest = select_digest(subscriber, corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
         if digest is None:
             raise UsageError(f"nothing new for {request.subscriber or ', '.join(request.categories)}: no digest to send")
         links = PlaceholderLinks(self.urls)
-        built = MessageBuilder(self.settings, EmailRenderer(self.settings), links, corpus.categories, now).digest_message(digest)
-        message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (to,), built.data, built.message_id)
+        built = self.builder(self.renderer(), links, corpus.categories, now).digest_message(digest)
+        message = OutgoingMessage("test", parseaddr(self.settings.mail.from_)[1], (built.recipient,), built.data, built.message_id)
         result = next(iter(self.backend_factory().send_messages([message])))
         log.info("test copy to=%s outcome=%s reply=%s", to, result.outcome, result.reply)
         return result

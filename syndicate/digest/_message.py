@@ -14,16 +14,17 @@ import hashlib
 import html
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
-from syndicate.config import Settings
+from syndicate.config import EmailSettings, MailSettings, SiteSettings
 from syndicate.content import Category
 from syndicate.digest._render import VARIANT_CACHE, BoundedCache, EmailRenderer, LinkMaker, RenderedEmail, SlotText
 from syndicate.digest._select import Digest
 from syndicate.errors import ConfigError, SyndicateError
+from syndicate.subscribers import envelope_of
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ CRLF = b"\r\n"
 MAX_LINE = 998
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+# An address in its envelope form for SMTPUTF8 (RFC 6531/6532): UTF-8 letters allowed too (no C1 controls).
+_UTF8_ADDRESS = re.compile(
+    "^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\u00a0-\U0010ffff-]+@[A-Za-z0-9\u00a0-\U0010ffff](?:[A-Za-z0-9.\u00a0-\U0010ffff-]*[A-Za-z0-9\u00a0-\U0010ffff])?$"
+)
 _PHRASE_SAFE = re.compile(r"^[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]+$")
 
 
@@ -113,11 +118,14 @@ def _fold(used: int, words: Sequence[str]) -> str:
     return out
 
 
-def encode_address(field: str, name: str | None, address: str) -> str:
-    """`"Name" <address>` with the name quoted, or RFC 2047 encoded when it is not plain ASCII."""
+def encode_address(field: str, name: str | None, address: str, *, utf8: bool = False) -> str:
+    """`"Name" <address>` with the name quoted, or RFC 2047 encoded when it is not plain ASCII.
+
+    `address` is in its envelope form (syndicate.subscribers' Address.envelope): ASCII user@domain,
+    or with `utf8` (a recipient) also a UTF-8 one, which only an SMTPUTF8 relay carries (RFC 6532)."""
     checked(field, address)
-    if not _ADDRESS.match(address):
-        raise HeaderError(field, f"not an address this server can send to: {address!r} (ASCII user@domain)")
+    if not (_ADDRESS.match(address) if address.isascii() else utf8 and _UTF8_ADDRESS.match(address)):
+        raise HeaderError(field, f"not an address this server can send to: {address!r} (user@domain)")
     name = " ".join(checked(field, name or "").split())
     if not name:
         return address
@@ -141,8 +149,9 @@ def configured_address(field: str, key: str, value: str) -> str:
         raise ConfigError([f"{key}: {e}"]) from None
 
 
-def header_line(field: str, value: str) -> bytes:
-    line = f"{field}: {value}".encode("ascii")
+def header_line(field: str, value: str, *, utf8: bool = False) -> bytes:
+    """The header's bytes: ASCII, or with `utf8` (a To: holding an SMTPUTF8 address) UTF-8."""
+    line = f"{field}: {value}".encode("utf-8" if utf8 else "ascii")
     if any(len(part) > MAX_LINE for part in line.split(CRLF)):
         raise HeaderError(field, f"a line would be longer than {MAX_LINE} bytes")
     return line + CRLF
@@ -204,7 +213,7 @@ def encode_block(text: str) -> bytes:
     return b"".join([qp_encode(line) + CRLF for line in text.split("\n")[:-1]])
 
 
-def fill_chunks(chunks: Sequence[Chunk], values: dict[str, str]) -> bytes:
+def fill_chunks(chunks: Sequence[Chunk], values: Mapping[str, str]) -> bytes:
     return b"".join([c if isinstance(c, bytes) else qp_encode(c.text.fill(values)) + c.end for c in chunks])
 
 
@@ -236,7 +245,7 @@ class EncodedVariant:
     html: tuple[Chunk, ...]
     tail: bytes
 
-    def body(self, text_values: dict[str, str], html_values: dict[str, str]) -> list[bytes]:
+    def body(self, text_values: Mapping[str, str], html_values: Mapping[str, str]) -> list[bytes]:
         return [self.text_head, fill_chunks(self.text, text_values), self.html_head, fill_chunks(self.html, html_values), self.tail]
 
 
@@ -258,7 +267,9 @@ class MessageBuilder:
 
     def __init__(
         self,
-        settings: Settings,
+        mail: MailSettings,
+        email: EmailSettings,
+        site: SiteSettings,
         renderer: EmailRenderer,
         links: LinkMaker,
         categories: Sequence[Category],
@@ -266,24 +277,25 @@ class MessageBuilder:
         *,
         variant_cache: int = VARIANT_CACHE,
     ) -> None:
-        """`variant_cache`: encoded variants kept (least recently used forgotten; met again, re-encoded)."""
+        """[mail], [email] and [site] name the sender, the list and its links. `variant_cache`: encoded variants kept (least recently used forgotten; met again, re-encoded)."""
         if now.tzinfo is None:
             raise ValueError("MessageBuilder: `now` must be timezone-aware")
-        self.settings = settings
+        self.email = email
+        self.site = site
         self.renderer = renderer
         self.links = links
         self.categories = tuple(categories)
-        self.domain = checked("Message-ID", settings.mail.domain)
-        self._mailto = self._unsubscribe_mailto(settings.email.unsubscribe_mailto)
+        self.domain = checked("Message-ID", mail.domain)
+        self._mailto = self._unsubscribe_mailto(email.unsubscribe_mailto)
         self._run_headers = b"".join(
             [
-                header_line("From", configured_address("From", "[mail] from", settings.mail.from_)),
+                header_line("From", configured_address("From", "[mail] from", mail.from_)),
                 header_line("Date", format_datetime(now)),
             ]
         )
         list_headers = [header_line("List-Id", self._list_id())]
-        if settings.mail.reply_to:
-            list_headers.insert(0, header_line("Reply-To", configured_address("Reply-To", "[mail] reply_to", settings.mail.reply_to)))
+        if mail.reply_to:
+            list_headers.insert(0, header_line("Reply-To", configured_address("Reply-To", "[mail] reply_to", mail.reply_to)))
         self._list_headers = b"".join(list_headers)
         self._mime_headers = header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + header_line("MIME-Version", "1.0")
         self._variants: BoundedCache[str, EncodedVariant] = BoundedCache(variant_cache)
@@ -305,10 +317,11 @@ class MessageBuilder:
             log.warning("List-Unsubscribe URL is not https (%s...): RFC 8058 one-click needs https; set [site] base_url", unsubscribe[:40])
         checked("preferences URL", values.text["preferences_url"])
         mid = planned_id or message_id(digest, self.domain)
+        recipient = envelope_of(subscriber.email)
         unsubscribe_value = f"<{unsubscribe}>" + (f",\r\n <{self._mailto}>" if self._mailto else "")
         parts = [
             self._run_headers,
-            header_line("To", encode_address("To", subscriber.name, subscriber.email)),
+            header_line("To", encode_address("To", subscriber.name, recipient, utf8=True), utf8=True),
             encoded.subject,
             header_line("Message-ID", mid),
             self._list_headers,
@@ -319,7 +332,7 @@ class MessageBuilder:
         ]
         return DigestMessage(
             subscriber_id=subscriber.id,
-            recipient=subscriber.email,
+            recipient=recipient,
             message_id=mid,
             since=digest.since,
             until=digest.until,
@@ -357,7 +370,7 @@ class MessageBuilder:
         return b"".join(
             [
                 self._run_headers,
-                header_line("To", encode_address("To", name, email)),
+                header_line("To", encode_address("To", name, envelope_of(email), utf8=True), utf8=True),
                 header_line("Subject", encode_text("Subject", rendered.subject)),
                 header_line("Message-ID", f"<confirm.{digest_of}@{self.domain}>"),
                 header_line("MIME-Version", "1.0"),
@@ -366,11 +379,11 @@ class MessageBuilder:
         )
 
     def _list_id(self) -> str:
-        configured = self.settings.email.list_id
+        configured = self.email.list_id
         if configured:
             value = checked("List-Id", configured)
             return value if "<" in value else f"<{value}>"
-        title = self.settings.site.title
+        title = self.site.title
         label = f"<digest.{self.domain}>"
         return f"{encode_text('List-Id', title)} {label}" if title else label
 
@@ -389,7 +402,9 @@ def _static_body(rendered: RenderedEmail, boundary: str) -> list[bytes]:
 
 
 def build_confirmation(
-    settings: Settings,
+    mail: MailSettings,
+    email_settings: EmailSettings,
+    site: SiteSettings,
     renderer: EmailRenderer,
     *,
     email: str,
@@ -399,7 +414,7 @@ def build_confirmation(
     now: datetime,
 ) -> bytes:
     """The double opt-in email (text + HTML) with the confirm link, as exact bytes."""
-    builder = MessageBuilder(settings, renderer, _NoLinks(), (), now)
+    builder = MessageBuilder(mail, email_settings, site, renderer, _NoLinks(), (), now)
     return builder.confirmation(email, name, categories, confirm_url)
 
 

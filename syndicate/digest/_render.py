@@ -40,7 +40,7 @@ import css_inline
 import jinja2
 import premailer
 
-from syndicate.config import Settings
+from syndicate.config import EmailSettings, SiteSettings
 from syndicate.content import Article, Category
 from syndicate.digest._select import Digest, DigestSection, section_key
 from syndicate.errors import ConfigError
@@ -202,8 +202,8 @@ def join_names(names: Sequence[str]) -> str:
     return f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def templates_folder(settings: Settings) -> Path:
-    return settings.email.templates or DEFAULT_TEMPLATES
+def templates_folder(email: EmailSettings) -> Path:
+    return email.templates or DEFAULT_TEMPLATES
 
 
 def inline_css(document: str, inliner: str) -> str:
@@ -235,7 +235,10 @@ def _inline_fragment(fragment: str, css: str, inliner: str) -> str:
         return css_inline.inline_fragment(fragment, css, load_remote_stylesheets=False)
     document = f"<html><head><style>{css}</style></head><body>{fragment}</body></html>"
     inlined = premailer.Premailer(document, keep_style_tags=False, **_PREMAILER).transform()
-    return _BODY.search(inlined).group(1)
+    body = _BODY.search(inlined)
+    if body is None:
+        raise ValueError("premailer returned a document without a body")
+    return body.group(1)
 
 
 _BODY = re.compile(r"<body[^>]*>(.*)</body>", re.S)
@@ -289,29 +292,43 @@ class DigestParts:
     sections: tuple[RenderedSection, ...]
 
 
+EMAIL_TEMPLATES = tuple(f"{name}.{kind}.j2" for name in ("digest", "digest_section", "confirm") for kind in ("html", "txt"))
+
+
 class EmailRenderer:
     """Renders digests and confirmations; holds this run's cache of rendered variants."""
 
-    def __init__(self, settings: Settings, *, inliner: str | None = None, cache: bool = True,
-                 variant_cache: int = VARIANT_CACHE) -> None:
-        """`cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures);
+    def __init__(self, site: SiteSettings, email: EmailSettings, subject: str, urls: SiteUrls, *,
+                 inliner: str | None = None, cache: bool = True, variant_cache: int = VARIANT_CACHE) -> None:
+        """`site` names the site and its time zone, `email` the templates and the CSS inliner, `subject`
+        is the [digest] subject template, `urls` makes the links. `cache=False` renders and inlines every digest afresh (the naive baseline the benchmark measures);
         `variant_cache`: rendered variants kept (least recently used forgotten)."""
-        self.settings = settings
+        self.site = site
         self.cache = cache
-        self.inliner = inliner or settings.email.css_inliner
-        self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
-        self.timezone = ZoneInfo(settings.site.timezone)
+        self.inliner = inliner or email.css_inliner
+        self.urls = urls
+        self.timezone = ZoneInfo(site.timezone)
         self._nonce = secrets.token_hex(8)
         names = "|".join(sorted(set(DIGEST_SLOTS + VARIANT_SLOTS + CONFIRM_SLOTS)))
         self._marker = re.compile(f"slot{self._nonce}({names})x")
-        self._env = _environment(templates_folder(settings))
-        self._subject = _subject_template(settings.digest.subject)
+        self._env = _environment(templates_folder(email))
+        self._subject = _subject_template(subject)
         self._variants: BoundedCache[str, RenderedVariant] = BoundedCache(variant_cache)
         self._variants_rendered = 0
         self._sections: BoundedCache[str, RenderedSection] = BoundedCache(SECTION_CACHE)
         self._pieces: dict[tuple[object, ...], RenderedPiece] = {}
         self._frame: DigestFrame | None = None
         self._following: BoundedCache[tuple[str, ...], tuple[str, str]] = BoundedCache(FOLLOWING_CACHE)
+
+    def check_templates(self) -> None:
+        """ConfigError naming the template when an email template is missing or does not compile
+        (checked before a run is recorded: a broken template is the operator's, not a recipient's, fault)."""
+        for name in EMAIL_TEMPLATES:
+            try:
+                self._env.get_template(name)
+            except jinja2.TemplateError as e:
+                raise ConfigError([f"email template {name}: {type(e).__name__}: {str(e)[:200]}"],
+                                  hint="fix the template, or unset [email] templates to use the built-in ones") from None
 
     # -- digests ---------------------------------------------------------------------
     def variant(self, digest: Digest) -> RenderedVariant:
@@ -399,8 +416,8 @@ class EmailRenderer:
 
     def _common(self) -> dict[str, object]:
         return {
-            "site": self.settings.site.title,
-            "language": self.settings.site.language,
+            "site": self.site.title,
+            "language": self.site.language,
             "home_url": self.urls.home(),
         }
 
@@ -460,7 +477,7 @@ class EmailRenderer:
     def _pieces_of(self, section: DigestSection) -> list[tuple[str, tuple[object, ...], dict[str, object]]]:
         """(macro, key, view) of each piece of `section`."""
         category = self._category_view(section)
-        pieces = [("heading", (section.category,), category)]
+        pieces: list[tuple[str, tuple[object, ...], dict[str, object]]] = [("heading", (section.category,), category)]
         pieces += [("article", (a.id, a.content_hash), self._article_view(a)) for a in section.articles]
         if section.hidden:
             pieces.append(("more", (section.category, section.hidden), category))
@@ -497,7 +514,7 @@ class EmailRenderer:
 
     def _render_confirmation(self) -> RenderedVariant:
         slots = self._slot_markers(CONFIRM_SLOTS)
-        subject = f"Confirm your subscription to {self.settings.site.title}"
+        subject = f"Confirm your subscription to {self.site.title}"
         context = {**self._common(), "title": subject, **slots}
         return self._finish("confirm", subject, "confirm", context)
 
@@ -514,7 +531,7 @@ class EmailRenderer:
         names = [s.category.name for s in digest.sections]
         try:
             return self._subject.render(
-                site=self.settings.site.title,
+                site=self.site.title,
                 count=digest.count,
                 hidden=digest.hidden,
                 categories=join_names(names),

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from itertools import chain
 from zoneinfo import ZoneInfo
 
-from syndicate.config import Settings
 from syndicate.content import Article, Category
 from syndicate.subscribers import Frequency, Subscriber
 
@@ -139,14 +138,14 @@ def select_digest(
     articles: Iterable[Article] | Timeline,
     categories: Sequence[Category],
     now: datetime,
-    settings: Settings,
+    max_articles: int,
 ) -> Digest | None:
     """The digest `subscriber` gets at `now`, or None when nothing is new.
 
     Articles of any of their categories published after their high-water mark (or in the
     last period, before their first digest) and not after `now`. Each article appears
     once, under the first of its categories in `categories` order. At most
-    `digest.max_articles` are shown, the newest; the rest are counted per category.
+    `max_articles` are shown, the newest; the rest are counted per category.
 
     `articles` must be newest first (as `Corpus.articles` are); a run over many
     subscribers passes `Timeline.of(articles)`, made once.
@@ -163,7 +162,7 @@ def select_digest(
         newest_first = articles.pick([c.slug for c in order], since_ts, now_ts)
     else:
         newest_first = _pick(_window(articles, since_ts, now_ts), {c.slug: i for i, c in enumerate(order)})
-    chosen = _chosen(order, newest_first, settings.digest.max_articles)
+    chosen = _chosen(order, newest_first, max_articles)
     if chosen is None:
         return None
     sections, until, key = chosen
@@ -171,18 +170,18 @@ def select_digest(
 
 
 class Selector:
-    """select_digest(subscriber, Timeline.of(articles), categories, now, settings) for the many
+    """select_digest(subscriber, Timeline.of(articles), categories, now, max_articles) for the many
     subscribers of one run: the articles indexed once, and each choice remembered by (followed
     categories, start) since many subscribers share one (the last MEMO_SIZE, so memory stays flat)."""
 
-    def __init__(self, articles: Iterable[Article], categories: Sequence[Category], now: datetime, settings: Settings) -> None:
+    def __init__(self, articles: Iterable[Article], categories: Sequence[Category], now: datetime, max_articles: int) -> None:
         if now.tzinfo is None:
             raise ValueError("select_digest: `now` must be timezone-aware")
         self.timeline = Timeline.of(articles)
         self.categories = tuple(categories)
         self.now = now
         self.now_ts = now.timestamp()
-        self.limit = settings.digest.max_articles
+        self.limit = max_articles
         self._memo: dict[tuple[tuple[str, ...], float], tuple[tuple[DigestSection, ...], datetime, str] | None] = {}
 
     def select(self, subscriber: Subscriber) -> Digest | None:

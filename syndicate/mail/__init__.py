@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from syndicate.config import Settings, SmtpSettings
+from syndicate.config import MailSettings, SmtpSettings
 from syndicate.errors import UsageError
 from syndicate.mail.base import MailBackend, OutgoingMessage, RecipientRefusal, SendResult
 from syndicate.mail.console import ConsoleBackend
@@ -30,24 +30,24 @@ __all__ = [
 ]
 
 
-def _smtp(settings: Settings, environ: Any = None, **overrides: Any) -> SmtpBackend:
+def _smtp(mail: MailSettings, smtp: SmtpSettings, environ: Any = None, **overrides: Any) -> SmtpBackend:
     """`overrides` replace [smtp] keys (validated like the file); `environ` stands in for os.environ."""
     try:
-        options = SmtpSettings.model_validate({**settings.smtp.model_dump(), **overrides})
+        options = SmtpSettings.model_validate({**smtp.model_dump(), **overrides})
     except ValidationError as e:
         raise UsageError(f"smtp backend overrides: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
     return SmtpBackend(options, environ=environ)
 
 
-def _file(settings: Settings, folder: Any = None) -> FileBackend:
-    return FileBackend(folder if folder is not None else settings.mail.folder)
+def _file(mail: MailSettings, smtp: SmtpSettings, folder: Any = None) -> FileBackend:
+    return FileBackend(folder if folder is not None else mail.folder)
 
 
-def _console(settings: Settings, stream: Any = None) -> ConsoleBackend:
+def _console(mail: MailSettings, smtp: SmtpSettings, stream: Any = None) -> ConsoleBackend:
     return ConsoleBackend(stream)
 
 
-def _memory(settings: Settings) -> MemoryBackend:
+def _memory(mail: MailSettings, smtp: SmtpSettings) -> MemoryBackend:
     return MemoryBackend()
 
 
@@ -59,18 +59,18 @@ BACKENDS: dict[str, Callable[..., MailBackend]] = {
 }
 
 
-def make_backend(settings: Settings, **overrides: Any) -> MailBackend:
-    """The backend named by `[mail] backend`, built from settings; `backend=NAME` picks another.
+def make_backend(mail: MailSettings, smtp: SmtpSettings, **overrides: Any) -> MailBackend:
+    """The backend named by `[mail] backend`, built from the [mail] and [smtp] sections; `backend=NAME` picks another.
 
     Overrides per backend: smtp takes any [smtp] key and `environ`; file takes `folder`;
     console takes `stream`; memory takes none.
     """
-    name = overrides.pop("backend", settings.mail.backend)
+    name = overrides.pop("backend", mail.backend)
     factory = BACKENDS.get(name)
     if factory is None:
         raise UsageError(f"unknown mail backend {name!r} (expected one of {', '.join(BACKENDS)})")
     try:
-        inspect.signature(factory).bind(settings, **overrides)
+        inspect.signature(factory).bind(mail, smtp, **overrides)
     except TypeError as e:
         raise UsageError(f"mail backend {name!r}: bad override: {e}") from None
-    return factory(settings, **overrides)
+    return factory(mail, smtp, **overrides)

@@ -117,6 +117,11 @@ class MailBackend:
             if opened_here:
                 self.close()
 
+    def carries_utf8_addresses(self) -> bool:
+        """Whether it can deliver to an address whose local part is not ASCII (SMTPUTF8). Those
+        that write the message somewhere (file, console, memory) carry every address."""
+        return True
+
     def deliver(self, message: OutgoingMessage) -> SendResult:
         """Deliver one message; backends that deliver one at a time implement only this."""
         raise NotImplementedError

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # Messages handed to the connections but not yet reported, per connection: enough to
 # keep every connection busy while the caller records a result, small enough to stay flat.
 WINDOW_PER_CONNECTION = 2
+SMTPUTF8_RECHECK = 600.0  # seconds an answer to "does the server offer SMTPUTF8?" is kept ([smtp] smtputf8 = "auto")
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,14 @@ class _Connection:
 
     def _connect(self) -> None:
         endpoint = self._endpoint
-        kind = smtplib.SMTP_SSL if endpoint.security == "tls" else smtplib.SMTP
-        extra = {"context": endpoint.context} if endpoint.security == "tls" else {}
         try:
             # Given the host, the constructor connects (and reads the greeting); it leaves no socket open on failure.
-            smtp = kind(endpoint.host, endpoint.port, endpoint.ehlo_name, timeout=endpoint.timeout, **extra)
+            smtp: smtplib.SMTP
+            if endpoint.security == "tls":
+                smtp = smtplib.SMTP_SSL(endpoint.host, endpoint.port, endpoint.ehlo_name, timeout=endpoint.timeout,
+                                        context=endpoint.context)
+            else:
+                smtp = smtplib.SMTP(endpoint.host, endpoint.port, endpoint.ehlo_name, timeout=endpoint.timeout)
             self._smtp = smtp
             smtp.ehlo_or_helo_if_needed()
             if endpoint.security == "starttls":
@@ -160,9 +164,24 @@ class _Connection:
             self._discard()
             raise MailAuthError(endpoint.label, endpoint.username, str(e)) from e
 
+    def offers_smtputf8(self) -> bool:
+        """Whether the server offers SMTPUTF8 (connecting, with STARTTLS and login as configured)."""
+        if self._smtp is None:
+            self._connect()
+        assert self._smtp is not None
+        return bool(self._smtp.has_extn("smtputf8"))
+
     def _transaction(self, message: OutgoingMessage, fresh: bool) -> SendResult:
         smtp = self._smtp
         assert smtp is not None
+        if not _ascii_envelope(message) and not smtp.has_extn("smtputf8"):
+            # smtplib would fail to encode the command; no transaction is begun.
+            return SendResult(
+                message.key, message.message_id, "failed", None,
+                f"the server {self._endpoint.label} does not offer SMTPUTF8 (RFC 6531): it cannot deliver to "
+                f"{', '.join(a for a in (message.sender, *message.recipients) if not a.isascii())}; "
+                "set [smtp] smtputf8 = \"auto\" or \"no\" so such addresses are refused at sign-up",
+            )
         if self._endpoint.pipelining and smtp.has_extn("pipelining") and _ascii_envelope(message):
             return self._pipelined(smtp, message, fresh)
         try:
@@ -171,9 +190,6 @@ class _Connection:
             if fresh:
                 raise
             raise _StaleConnection() from None
-        except smtplib.SMTPNotSupportedError as e:  # non-ASCII address, server without SMTPUTF8
-            self._reset(None)
-            return SendResult(message.key, message.message_id, "failed", None, str(e))
         if code != 250:
             return self._mail_refused(message, code, reply)
         accepted, refused = self._recipients(smtp, message)
@@ -372,10 +388,30 @@ class SmtpBackend(MailBackend):
         self._workers: list[threading.Thread] = []
         self._abort = threading.Event()
         self._busy = threading.Lock()
+        self._utf8: tuple[float, bool] | None = None  # (when asked, whether the server offers SMTPUTF8)
+        self._utf8_lock = threading.Lock()
 
     @property
     def server(self) -> str:
         return f"{self.options.host}:{self.options.port}"
+
+    def carries_utf8_addresses(self) -> bool:
+        """`[smtp] smtputf8`: "yes" or "no" as configured; "auto" asks the server (EHLO) and keeps the
+        answer for SMTPUTF8_RECHECK seconds. MailError (or OSError, smtplib's errors) when it cannot be asked."""
+        setting = self.options.smtputf8
+        if setting != "auto":
+            return setting == "yes"
+        with self._utf8_lock:
+            if self._utf8 is not None and time.monotonic() - self._utf8[0] < SMTPUTF8_RECHECK:
+                return self._utf8[1]
+            connection = _Connection(self._resolve())
+            try:
+                offered = connection.offers_smtputf8()
+            finally:
+                connection.close()
+            self._utf8 = (time.monotonic(), offered)
+            log.info("smtp server=%s smtputf8=%s", self.server, "offered" if offered else "not offered")
+            return offered
 
     def open(self) -> None:
         if self.is_open:
@@ -490,7 +526,10 @@ class SmtpBackend(MailBackend):
                         run.pending += 1
                     continue
                 if not run.pending:
-                    _ = run.stop.wait(wait) if run.stop is not None else time.sleep(wait)
+                    if run.stop is not None:
+                        run.stop.wait(wait)
+                    else:
+                        time.sleep(wait)
                     continue
             try:
                 item = run.results.get(timeout=wait)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from syndicate.storage import Database
+from syndicate.storage import Database, DatabaseError
 from syndicate.storage.schema import scheduler_lease
 from syndicate.wiring import utc_now
 
@@ -128,7 +128,7 @@ class LeaseKeeper:
         """One heartbeat: take or renew the lease and react to any change; whether we hold it."""
         try:
             acquired = self.lease.acquire()
-        except SQLAlchemyError as e:
+        except (SQLAlchemyError, DatabaseError) as e:
             log.warning("scheduler lease: database error, treating the lease as lost: %s", e)
             acquired = False
         if acquired and not self.held:
@@ -153,7 +153,7 @@ class LeaseKeeper:
     def _log_standby(self) -> None:
         try:
             holder = self.lease.holder()
-        except SQLAlchemyError:
+        except (SQLAlchemyError, DatabaseError):
             return
         if holder is None or holder.owner == self._standby_for:
             return
@@ -184,5 +184,5 @@ class LeaseKeeper:
             try:
                 self.lease.release()
                 log.info("scheduler lease released owner=%s", self.lease.owner)
-            except SQLAlchemyError as e:
+            except (SQLAlchemyError, DatabaseError) as e:
                 log.warning("scheduler lease: could not release (it expires by itself): %s", e)

@@ -41,7 +41,7 @@ MAX_DIGEST_INTERVAL = 3600  # the digest job runs at least hourly, whatever the 
 FIRST_RUN_DELAY = timedelta(seconds=2)  # a new job's first run: soon after start, not in the middle of it
 
 Clock = Callable[[], datetime]
-Task = Callable[[datetime, threading.Event], None]
+Task = Callable[[datetime, threading.Event], object]
 
 
 # ---------------------------------------------------------------- what the jobs do

@@ -9,101 +9,30 @@ down, the lease is released, and the process exits 0.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import signal
 import socket
-import stat
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
 
-from syndicate.config import Settings, read_secret
+from syndicate.config import Settings
 from syndicate.content import CorpusMemory
 from syndicate.delivery import DeliveryService
 from syndicate.errors import SyndicateError
 from syndicate.service._lease import Lease, LeaseKeeper
 from syndicate.service._scheduler import JobSpec, Scheduler, delivery_jobs
 from syndicate.site import BuildReport, build_site
-from syndicate.storage import Database
+from syndicate.storage import Database, DatabaseError
 from syndicate.web.app import create_app
 from syndicate.wiring import Components, utc_now
 
 log = logging.getLogger(__name__)
-
-SECRETS_FOLDER = "secrets"
-
-
-# ---------------------------------------------------------------- secrets
-
-@dataclass(frozen=True)
-class ServiceSecret:
-    """A secret the service needs: its environment variable, what it is for, and where it came from."""
-
-    variable: str
-    what: str
-    value: str
-    generated_file: Path | None  # the file under var/ it was read from, None when set in the environment
-
-
-def _secret_file(settings: Settings, variable: str) -> Path:
-    return settings.var_folder / SECRETS_FOLDER / variable.lower()
-
-
-def _read_or_create(path: Path) -> str:
-    """The secret stored in `path`, created (mode 0600, never overwritten) on first use."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            log.warning("secret file %s is readable by others (mode %o); chmod 600 it", path, mode)
-        value = path.read_text(encoding="ascii").strip()
-        if value:
-            return value
-        path.unlink()
-        return _read_or_create(path)
-    value = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(value + "\n")
-    log.info("generated a new secret in %s", path)
-    return value
-
-
-def service_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> tuple[ServiceSecret, ...]:
-    """The link-signing secret and the admin token, from the environment; when missing and
-    `[http] generate_missing_secrets` is on (the demo), generated once into files under var/
-    and reused. Otherwise a missing link secret is a MissingSecretError, and a missing admin
-    token leaves the admin API locked (the web app says so in the log)."""
-    env = os.environ if environ is None else environ
-    wanted = (
-        (settings.links.secret_env, "signed links (confirm, unsubscribe, preferences)", True),
-        (settings.http.admin_token_env, "the admin API token", False),
-    )
-    found = []
-    for variable, what, required in wanted:
-        if env.get(variable, "").strip():
-            found.append(ServiceSecret(variable, what, env[variable], None))
-        elif settings.http.generate_missing_secrets:
-            path = _secret_file(settings, variable)
-            found.append(ServiceSecret(variable, what, _read_or_create(path), path))
-        elif required:
-            read_secret(variable, what, env)  # raises MissingSecretError naming the variable
-    return tuple(found)
-
-
-def environ_with(secrets_: tuple[ServiceSecret, ...], environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment the service's parts read their secrets from (os.environ itself is left alone)."""
-    return {**(os.environ if environ is None else environ), **{s.variable: s.value for s in secrets_}}
-
 
 # ---------------------------------------------------------------- the service
 
@@ -174,7 +103,7 @@ class Service:
 
     def rebuild(self) -> BuildReport:
         with self.around_build():
-            report = build_site(self.settings, memory=self.articles)
+            report = build_site(self.settings, self.components.content, memory=self.articles)
         for problem in report.problems:
             log.warning("build problem: %s", problem)
         return report
@@ -222,7 +151,7 @@ class Service:
         if self.keeper is not None:
             try:
                 holder = self.keeper.lease.holder()
-            except SQLAlchemyError as e:  # a status report reports, never raises
+            except (SQLAlchemyError, DatabaseError) as e:  # a status report reports, never raises
                 log.warning("status: cannot read the scheduler lease: %s", e)
         return {
             "running": not self.scheduler_wanted or (self.keeper is not None and self.keeper.alive),
@@ -263,8 +192,10 @@ class Service:
 
     def serve(self, bound: Bound) -> None:
         """Serve HTTP until SIGTERM or SIGINT (uvicorn finishes the requests in progress)."""
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from any local peer; the app reads it
+        # only from the proxies in [http] trusted_proxies (syndicate.abuse.client_address).
         config = uvicorn.Config(self.app(), log_config=None, access_log=False, lifespan="on",
-                                proxy_headers=True, server_header=False)
+                                proxy_headers=False, server_header=False)
         self._server = uvicorn.Server(config)
         if self.stopping.is_set():  # a signal came during start-up
             return

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.config import Settings
-from syndicate.content import Article, CacheWriter, Category, Corpus, CorpusMemory, can_fork, load_corpus, run_parallel
+from syndicate.content import Article, CacheWriter, Category, ContentSource, Corpus, CorpusMemory, can_fork, run_parallel
 from syndicate.errors import Problem
 from syndicate.site import _feeds, _pages
 from syndicate.site._feeds import FeedSpec, SiteInfo, render_feed, render_opml
@@ -104,7 +104,7 @@ def _article_keys(articles: Iterable[Article]) -> dict[str, str]:
 def _code_fingerprint() -> str:
     """The code that shapes the output: a changed renderer (even unreleased) re-renders everything."""
     modules = (_feeds, _pages, sys.modules[__name__])
-    return _digest(__version__, BUILD_FORMAT, *(hashlib.sha256(Path(m.__file__).read_bytes()).hexdigest() for m in modules))
+    return _digest(__version__, BUILD_FORMAT, *(hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in modules))
 
 
 def _settings_fingerprint(settings: Settings) -> str:
@@ -213,6 +213,7 @@ def _render_feed(site: _Site, key: str) -> bytes:
 
 def _render_category(site: _Site, key: str) -> bytes:
     spec = site.specs[key]
+    assert spec.category is not None  # category keys name category feeds, never the site feed
     return site.pages.category(spec.category, spec.description, spec.articles)
 
 
@@ -328,6 +329,7 @@ def _remove_stale(folder: Path, feeds_folder: str, manifest: dict[str, _Known] |
 
 def build_site(
     settings: Settings,
+    source: ContentSource,
     *,
     content: Path | None = None,
     output: Path | None = None,
@@ -336,24 +338,24 @@ def build_site(
 ) -> BuildReport:
     """Read the corpus (incrementally) and bring every feed and page under the output folder up to date.
 
-    `content` and `output` override the configured folders; `workers` the configured
+    `source` is where the articles come from; `content` and `output` override its folder and the configured output; `workers` the configured
     `[feeds] workers` (default: every core); `memory` keeps the articles in a long-running
     process from one build to the next (syndicate.content._reader.CorpusMemory).
     """
     with CacheWriter() as writer:  # the article cache is written while the build renders
-        return _build(settings, content, output, workers, memory, writer)
+        return _build(settings, source, content, output, workers, memory, writer)
 
 
-def _build(settings: Settings, content: Path | None, output: Path | None, workers: int | None,
+def _build(settings: Settings, source_of: ContentSource, content: Path | None, output: Path | None, workers: int | None,
            memory: CorpusMemory | None, writer: CacheWriter) -> BuildReport:
     folder = Path(output or settings.output.folder).resolve()
-    source = Path(content or settings.content.folder)
+    source = Path(content or source_of.folder)
     if not source.is_dir():  # never mistake a mistyped folder for "every article was removed"
         problem = Problem(source, 0, "content folder not found; nothing built, nothing removed")
         return BuildReport(folder, folder / settings.feeds.folder, 0, 0, (), 0, (), (problem,), ())
     clock = [time.perf_counter()]
     new = not folder.exists()  # a first build: every file is new
-    corpus = load_corpus(settings, content, memory=memory, writer=writer)
+    corpus = source_of.read(content, memory=memory, writer=writer)
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)

@@ -3,15 +3,16 @@
 from syndicate.storage import schema
 from syndicate.storage._database import (
     Database,
+    DatabaseError,
+    DatabaseUnavailableError,
     create_database,
     current_revision,
-    database_url,
     head_revision,
     open_database,
     upgrade,
 )
 
 __all__ = [
-    "Database", "create_database", "current_revision", "database_url", "head_revision", "open_database",
+    "Database", "DatabaseError", "DatabaseUnavailableError", "create_database", "current_revision", "head_revision", "open_database",
     "schema", "upgrade",
 ]

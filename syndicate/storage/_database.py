@@ -17,15 +17,16 @@ from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-from syndicate.config import Settings
+from syndicate.config import DatabaseSettings
 from syndicate.errors import SyndicateError
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_BUSY_TIMEOUT_MS = 10_000  # the default of [database] busy_timeout
+CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server before calling it unreachable
 _WRITE = "syndicate_write"
 VERSION_TABLE = "alembic_version"
 _MIGRATION_LOCK = 0x53594E44  # "SYND": the advisory lock key migrations hold on PostgreSQL
@@ -35,6 +36,32 @@ class DatabaseError(SyndicateError):
     """The database cannot be opened, is of the wrong version, or failed a migration."""
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """The database cannot be reached or stays locked: an operator's problem, worth retrying later.
+    Nothing was written (the transaction it happened in was rolled back)."""
+
+    exit_code = 2
+
+
+@contextmanager
+def _faults_named(url: str, dialect: str, busy_ms: int) -> Iterator[None]:
+    """An OperationalError (server down, refused login, SQLite locked past the busy timeout) as one
+    clear DatabaseUnavailableError: what, where, what to do; never the SQL or its parameters."""
+    try:
+        yield
+    except OperationalError as e:
+        reason = str(e.orig).strip().splitlines()[0][:200] if e.orig is not None else type(e).__name__
+        if dialect == "sqlite" and "locked" in reason:
+            raise DatabaseUnavailableError(
+                f"database {url} is locked by another process (waited {busy_ms / 1000:g} s)",
+                hint="try again when the other syndicate command (or sqlite3 shell) is done",
+            ) from e
+        raise DatabaseUnavailableError(
+            f"database {url} is unreachable: {reason}",
+            hint="check that the database server runs and accepts connections, and [database] url",
+        ) from e
+
+
 class Database:
     """An engine plus the two ways in: `read()` and `write()` transactions.
 
@@ -42,8 +69,9 @@ class Database:
     timeout instead of failing when a read transaction tries to become a write one.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, busy_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
         self.engine = engine
+        self.busy_ms = busy_ms
 
     @property
     def dialect(self) -> str:
@@ -55,12 +83,15 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection, connection.begin():
+        """A read transaction; DatabaseUnavailableError when the database cannot be reached."""
+        with _faults_named(self.url, self.dialect, self.busy_ms), self.engine.connect() as connection, connection.begin():
             yield connection
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
+        """A write transaction; DatabaseUnavailableError (all rolled back) when the database cannot be
+        reached or stays locked."""
+        with _faults_named(self.url, self.dialect, self.busy_ms), self.engine.connect() as connection:
             connection = connection.execution_options(**{_WRITE: True})
             with connection.begin():
                 yield connection
@@ -75,10 +106,10 @@ class Database:
         self.close()
 
 
-def _enable_wal(cursor: Any) -> None:
+def _enable_wal(cursor: Any, busy_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     """Switch a new database file to WAL. Two connections doing it at once get SQLITE_BUSY at once
     (the busy handler is not consulted for this lock), so retry within the busy timeout."""
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_ms / 1000
     while True:
         try:
             if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
@@ -91,7 +122,7 @@ def _enable_wal(cursor: Any) -> None:
             time.sleep(0.02)
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, busy_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     """WAL, foreign keys and a busy timeout on every connection; explicit BEGINs so that
     transactions (and DDL in migrations) mean what they say under the sqlite3 driver."""
 
@@ -99,8 +130,8 @@ def _sqlite_setup(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        _enable_wal(cursor)
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+        _enable_wal(cursor, busy_ms)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
@@ -111,8 +142,10 @@ def _sqlite_setup(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def create_database(url: str, *, echo: bool = False) -> Database:
-    """A Database for `url` (sqlite:///PATH or postgresql+psycopg://...), without migrating it."""
+def create_database(url: str, *, echo: bool = False, busy_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> Database:
+    """A Database for `url` (sqlite:///PATH or postgresql+psycopg://...), without migrating it.
+    `busy_timeout`: seconds a SQLite writer waits for another's lock."""
+    busy_ms = int(busy_timeout * 1000)
     try:
         parsed = make_url(url)
     except ArgumentError as e:
@@ -122,7 +155,7 @@ def create_database(url: str, *, echo: bool = False) -> Database:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, echo=echo)
-        _sqlite_setup(engine)
+        _sqlite_setup(engine, busy_ms)
     elif backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
             raise DatabaseError(
@@ -136,13 +169,13 @@ def create_database(url: str, *, echo: bool = False) -> Database:
                 "PostgreSQL needs the psycopg driver, which is not installed",
                 hint="pip install 'syndicate[postgres]'",
             ) from e
-        engine = create_engine(parsed, echo=echo, pool_pre_ping=True)
+        engine = create_engine(parsed, echo=echo, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT})
     else:
         raise DatabaseError(
             f"unsupported database {backend!r} in [database] url",
             hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DATABASE",
         )
-    return Database(engine)
+    return Database(engine, busy_ms)
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:
@@ -211,25 +244,14 @@ def _user_tables(database: Database) -> list[str]:
         return [name for name in inspect(connection).get_table_names() if name != VERSION_TABLE]
 
 
-def database_url(settings: Settings) -> str:
-    """The configured URL; a relative SQLite path (such as the default var/syndicate.db) is
-    taken relative to the config file's folder."""
-    url = settings.database.url
-    prefix = "sqlite:///"
-    path = url[len(prefix):] if url.startswith(prefix) else None
-    if path and path != ":memory:" and not path.startswith("/") and not path.startswith(":"):
-        return prefix + str((settings.base_folder / path).resolve())
-    return url
-
-
-def open_database(settings: Settings, *, upgrade_outdated: bool = False) -> Database:
-    """The configured database, ready to use.
+def open_database(settings: DatabaseSettings, *, upgrade_outdated: bool = False) -> Database:
+    """The `[database]` database, ready to use.
 
     An empty database is migrated on the spot; one at an older migration is migrated only with
     `upgrade_outdated` (else a DatabaseError tells to run `syndicate db upgrade`); one newer than
     the code, or holding tables that are not syndicate's, is refused.
     """
-    database = create_database(database_url(settings), echo=settings.database.echo)
+    database = create_database(settings.url, echo=settings.echo, busy_timeout=settings.busy_timeout)
     try:
         _prepare(database, upgrade_outdated)
     except SQLAlchemyError as e:

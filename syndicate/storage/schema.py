@@ -194,3 +194,32 @@ scheduler_lease = Table(
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
 )
+
+
+# --- issue 12: signup abuse limits (syndicate.abuse)
+# One row per signup the public form asked for, accepted or refused (then `refused` says why): the
+# limits count the accepted ones of the last hour; `syndicate status` counts the refused ones.
+signup_attempts = Table(
+    "signup_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("client", String(64), nullable=False),
+    Column("mailbox", String(320), nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("refused", String(32), nullable=True),
+    Index("ix_signup_attempts_at", "at"),
+    Index("ix_signup_attempts_client_at", "client", "at"),
+    Index("ix_signup_attempts_mailbox_at", "mailbox", "at"),
+    Index("ix_signup_attempts_domain_at", "domain", "at"),
+)
+
+# Form tokens already used: a served form can be posted once.
+spent_forms = Table(
+    "spent_forms",
+    metadata,
+    Column("form_id", String(64), primary_key=True),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_spent_forms_expires_at", "expires_at"),
+)
+# --- end issue 12

@@ -4,41 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
-
-from sqlalchemy import delete, func, insert, select
+from datetime import datetime
 
 from syndicate.content import Category
 from syndicate.mail import MailBackend, OutgoingMessage
 from syndicate.site import SiteUrls
-from syndicate.storage.schema import confirmation_sends, subscribers
 from syndicate.subscribers._model import Subscriber
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.subscribers._tokens import LinkSigner
 
 log = logging.getLogger(__name__)
 
-WINDOW = timedelta(hours=1)
-
 # (subscriber, their categories with display names, the confirm URL, now) -> the message to send;
 # the composition root builds it from the digest stage's renderer.
 ComposeConfirmation = Callable[[Subscriber, Sequence[Category], str, datetime], OutgoingMessage]
-
-
-def _take_slot(store: SubscriberStore, email_key: str, limit: int, now: datetime) -> bool:
-    """Record one confirmation for `email_key` unless `limit` were already sent within the window."""
-    c = confirmation_sends.c
-    with store.database.write() as connection:
-        # Serialise concurrent sign-ups of one address (PostgreSQL; SQLite's writes are serial already).
-        connection.execute(select(subscribers.c.id).where(subscribers.c.email_key == email_key).with_for_update())
-        connection.execute(delete(confirmation_sends).where(c.email_key == email_key, c.sent_at <= now - WINDOW))
-        recent = connection.execute(
-            select(func.count()).select_from(confirmation_sends).where(c.email_key == email_key)
-        ).scalar_one()
-        if recent >= limit:
-            return False
-        connection.execute(insert(confirmation_sends).values(email_key=email_key, sent_at=now))
-    return True
 
 
 def category_names(named: Mapping[str, str], slugs: Sequence[str]) -> tuple[Category, ...]:
@@ -64,7 +43,7 @@ class Confirmations:
         """False (nothing sent) when the address already got `per_hour` confirmations within the last hour.
         A backend failure is logged, not raised. `categories` (the subscriber's, with their display
         names) default to the configured titles."""
-        if not _take_slot(self.store, subscriber.email.lower(), self.per_hour, now):
+        if not self.store.take_confirmation_slot(subscriber.address.key, self.per_hour, now):
             log.warning("confirmation rate-limited subscriber=%s", subscriber.id)
             return False
         url = self.urls.confirm(self.signer.make("confirm", subscriber.id, now=now))

@@ -1,16 +1,27 @@
-"""Subscribers as CSV: streaming import with a reason for every refused row, and export."""
+"""Subscribers as CSV: streaming import with a reason for every refused row, and export.
+
+An import reads the whole file before it writes anything: a file that cannot be read to its end
+(an unclosed quote at line 2,502) imports nothing, and `--dry-run` reports exactly what the import
+would. Export escapes every cell a spreadsheet would run as a formula (OWASP's advice on CSV
+injection: a leading `'`); import undoes it, so an export imports back unchanged.
+"""
 
 from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from syndicate.errors import Problem, UsageError
+from sqlalchemy.exc import SQLAlchemyError
+
+from syndicate.errors import Problem, SyndicateError, UsageError
+from syndicate.subscribers._address import AddressRules
 from syndicate.subscribers._store import (
+    ANY_BACKEND,
     ImportReport,
     InvalidSubscriberError,
     NewSubscriber,
@@ -26,9 +37,36 @@ IMPORT_COLUMNS = ("email", "name", "categories", "frequency", "timezone", "send_
 EXPORT_COLUMNS = IMPORT_COLUMNS + ("status", "source", "created_at", "status_changed_at", "confirmed_at", "unsubscribed_at")
 OPTED_OUT = ("unsubscribed", "bounced")
 _EXTRA = "\0extra"  # where csv.DictReader puts fields beyond the header
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+ESCAPE = "'"
 
 
-def _check_header(fields: list[str] | None, path: Path) -> None:
+def escape_cell(value: str) -> str:
+    """`value` safe to open in a spreadsheet: a leading `'` before a formula start, and before a
+    leading `'` of its own (so that unescape_cell gives back exactly `value`)."""
+    return ESCAPE + value if value.startswith(FORMULA_STARTS + (ESCAPE,)) else value
+
+
+def unescape_cell(value: str) -> str:
+    """The value escape_cell escaped; any other value (a hand-written `'Tis`) is left as it is."""
+    if value.startswith(ESCAPE) and value[1:].startswith(FORMULA_STARTS + (ESCAPE,)):
+        return value[1:]
+    return value
+
+
+@dataclass(frozen=True)
+class CsvStopped(Problem):
+    """The file cannot be read past this line: the import writes nothing."""
+
+
+class ImportInterrupted(SyndicateError):
+    """Writing stopped part-way (the database went away): says which lines went in."""
+
+    exit_code = 2
+
+
+def _check_header(fields: Sequence[str] | None, path: Path) -> None:
     if not fields:
         raise UsageError(f"{path}: empty file (expected a header row with at least an email column)")
     unknown = [f for f in fields if f not in EXPORT_COLUMNS]
@@ -84,6 +122,7 @@ def read_subscribers(
     *,
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> Iterator[NewSubscriber | Problem]:
     """Each data row as a validated NewSubscriber, or a Problem naming its line and what is wrong."""
     reader = csv.DictReader(stream, restkey=_EXTRA, strict=True)
@@ -100,10 +139,10 @@ def read_subscribers(
             except StopIteration:
                 return
             except csv.Error as e:
-                yield Problem(path, start, f"unreadable CSV ({e}; is a quote left open?); the rest of the file was skipped")
+                yield CsvStopped(path, start, f"unreadable CSV ({e}; is a quote left open?); nothing was imported")
                 return
             if any((v or "").strip() for k, v in row.items() if k != _EXTRA):
-                yield _row(row, start, path, seen, valid_categories, defaults)
+                yield _row(row, start, path, seen, valid_categories, defaults, addresses)
     finally:
         seen.close()
 
@@ -115,6 +154,7 @@ def _row(
     seen: _SeenAddresses,
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
+    addresses: AddressRules,
 ) -> NewSubscriber | Problem:
     if bad := _not_utf8(v for v in row.values() if isinstance(v, str)):
         return Problem(path, line, bad)
@@ -122,7 +162,7 @@ def _row(
     if extra is not None:
         return Problem(path, line, f"{len(extra)} more fields than the header has columns")
     # Trailing fields may be left out of a row: they take their defaults.
-    values: dict[str, str] = {k: v for k, v in row.items() if isinstance(v, str)}
+    values: dict[str, str] = {k: unescape_cell(v) for k, v in row.items() if isinstance(v, str)}
     status = values.get("status", "").strip().lower()
     if status in OPTED_OUT:
         return Problem(path, line, f"status is {status}: an import never subscribes an opted-out address")
@@ -137,6 +177,7 @@ def _row(
             timezone=values.get("timezone", "").strip(),
             send_hour=values.get("send_hour"),
             weekday=values.get("weekday"),
+            addresses=addresses,
         )
     except InvalidSubscriberError as e:
         return Problem(path, line, str(e))
@@ -155,27 +196,91 @@ def import_csv(
     confirmed: bool = False,
     dry_run: bool = False,
     batch: int = 1000,
+    addresses: AddressRules = ANY_BACKEND,
 ) -> ImportReport:
-    """Import the good rows of `path` in batches (one transaction each); report the bad ones."""
+    """Import the good rows of `path`; report the bad ones (`addresses` checks each address: whether
+    the mail backend can carry it, among others). The whole file is read and checked first
+    (what a dry run reports); a file unreadable to its end imports nothing. Then the good rows are
+    written in batches (one transaction each, re-read from the file: memory stays bounded); a
+    database failure part-way is an ImportInterrupted naming the lines that went in."""
+    checked = _pass(store, path, valid_categories, now, confirmed=confirmed, dry_run=True, batch=batch,
+                    addresses=addresses)
+    if any(isinstance(p, CsvStopped) for p in checked.problems):
+        return ImportReport(problems=tuple(str(p) for p in checked.problems))  # nothing is imported
+    if dry_run:
+        return checked.report()
+    return _pass(store, path, valid_categories, now, confirmed=confirmed, dry_run=False, batch=batch,
+                 addresses=addresses).report()
+
+
+@dataclass(frozen=True)
+class _Pass:
+    added: int
+    unchanged: int
+    opted_out: int
+    problems: tuple[Problem, ...]
+
+    def report(self) -> ImportReport:
+        return ImportReport(self.added, self.unchanged, self.opted_out, tuple(str(p) for p in self.problems))
+
+
+def _pass(store: SubscriberStore, path: Path, valid_categories: Collection[str], now: datetime, *,
+          confirmed: bool, dry_run: bool, batch: int, addresses: AddressRules) -> _Pass:
+    """One reading of the file, writing the good rows in batches unless `dry_run`."""
     report = ImportReport()
     pending: list[NewSubscriber] = []
-    problems: list[str] = []
+    pending_lines: list[int] = []
+    problems: list[Problem] = []
+    last_written = 1  # the header
+
+    def flush() -> None:
+        nonlocal report, last_written
+        try:
+            report = report.merged(store.import_batch(pending, now=now, confirmed=confirmed, dry_run=dry_run))
+        except (SyndicateError, SQLAlchemyError) as e:  # the database, not the file: say what went in
+            done = f"lines 2 to {last_written} went in ({report.added} added)" if last_written > 1 else "nothing went in"
+            reason = str(e).splitlines()[0][:200]
+            raise ImportInterrupted(f"{path}: import stopped at line {pending_lines[0]}: {reason}; {done}",
+                                    hint="run the same import again when the database is back: the addresses "
+                                         "already in are left unchanged") from e
+        last_written = pending_lines[-1]
+        pending.clear()
+        pending_lines.clear()
+
     try:
         stream = path.open("rb")
     except OSError as e:
         raise UsageError(f"{path}: cannot read: {e.strerror}") from e
     with stream:
-        for item in read_subscribers(utf8_lines(stream), path, valid_categories=valid_categories, defaults=store.defaults):
+        lines = _LineCounter(utf8_lines(stream))
+        for item in read_subscribers(lines, path, valid_categories=valid_categories, defaults=store.defaults,
+                                     addresses=addresses):
             if isinstance(item, Problem):
-                problems.append(str(item))
+                problems.append(item)
                 continue
             pending.append(item)
+            pending_lines.append(lines.count)
             if len(pending) >= batch:
-                report = report.merged(store.import_batch(pending, now=now, confirmed=confirmed, dry_run=dry_run))
-                pending = []
+                flush()
     if pending:
-        report = report.merged(store.import_batch(pending, now=now, confirmed=confirmed, dry_run=dry_run))
-    return report.merged(ImportReport(problems=tuple(problems)))
+        flush()
+    return _Pass(report.added, report.unchanged, report.opted_out, tuple(problems))
+
+
+class _LineCounter:
+    """The lines of a file, counting them (the last line of the record just read)."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.count = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.count += 1
+        return line
 
 
 def _when(value: datetime | None) -> str:
@@ -189,10 +294,10 @@ def write_subscribers(rows: Iterable[StoredSubscriber], out: TextIO) -> int:
     count = 0
     for stored in rows:
         s = stored.subscriber
-        writer.writerow([
+        writer.writerow([escape_cell(str(value)) for value in (
             s.email, s.name or "", ",".join(s.categories), s.frequency.value, s.timezone, s.send_hour, s.weekday,
             s.status.value, s.source, _when(s.created_at), _when(s.status_changed_at),
             _when(stored.confirmed_at), _when(stored.unsubscribed_at),
-        ])
+        )])
         count += 1
     return count

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from syndicate.subscribers._address import Address
+
 
 class SubscriberStatus(enum.StrEnum):
     PENDING = "pending"
@@ -44,3 +46,8 @@ class Subscriber:
     source: str = "cli"
     created_at: datetime | None = None
     status_changed_at: datetime | None = None
+
+    @property
+    def address(self) -> Address:
+        """`email` (the normalised text the Address made when it entered) as that Address again."""
+        return Address.stored(self.email)

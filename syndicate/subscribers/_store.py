@@ -11,20 +11,20 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Connection, Row, Select, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Row, Select, bindparam, delete, func, insert, or_, select, tuple_, update
 
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.storage import Database
-from syndicate.storage.schema import subscriber_categories, subscribers
+from syndicate.storage.schema import confirmation_sends, subscriber_categories, subscribers
+from syndicate.subscribers._address import Address, AddressRules, InvalidAddressError, parse_address
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
 
 MAX_NAME = 200
-MAX_EMAIL = 320
 SOURCES = ("cli", "import", "web")
 _IN_CHUNK = 10_000
+CONFIRMATION_WINDOW = timedelta(hours=1)  # the rate limit of confirmation emails counts this far back
 # Bidirectional overrides and isolates: legal text, but used to disguise names in inbox listings.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -51,21 +51,6 @@ class TransitionError(SyndicateError):
 
 
 # ---------------------------------------------------------------- validation
-
-def normalise_email(raw: str) -> tuple[str, str]:
-    """(normalised address, lower-case unique key); InvalidSubscriberError for anything else."""
-    if not isinstance(raw, str) or not raw.strip():
-        raise InvalidSubscriberError("email", "is missing")
-    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in raw):
-        raise InvalidSubscriberError("email", f"contains a line break or control character: {raw!r}")
-    try:
-        email = validate_email(raw.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as e:
-        raise InvalidSubscriberError("email", f"{raw.strip()!r} is not a valid address: {e}") from None
-    if len(email) > MAX_EMAIL:
-        raise InvalidSubscriberError("email", f"longer than {MAX_EMAIL} characters")
-    return email, email.lower()
-
 
 def clean_name(raw: str | None) -> str | None:
     """The name stripped of surrounding spaces (None if empty); control characters refused."""
@@ -150,14 +135,24 @@ class SubscriberDefaults:
 class NewSubscriber:
     """A validated subscriber not yet stored."""
 
-    email: str
-    email_key: str
+    address: Address
     name: str | None
     categories: tuple[str, ...]
     frequency: Frequency
     timezone: str
     send_hour: int
     weekday: int
+
+    @property
+    def email(self) -> str:
+        return self.address.text
+
+    @property
+    def email_key(self) -> str:
+        return self.address.key
+
+
+ANY_BACKEND = AddressRules()  # for a backend that carries every address (file, console, memory)
 
 
 def new_subscriber(
@@ -166,17 +161,21 @@ def new_subscriber(
     categories: Iterable[str],
     valid_categories: Collection[str],
     defaults: SubscriberDefaults,
+    addresses: AddressRules = ANY_BACKEND,
     name: str | None = None,
     frequency: str | None = None,
     timezone: str | None = None,
     send_hour: int | str | None = None,
     weekday: int | str | None = None,
 ) -> NewSubscriber:
-    """Validate every field (None or '' means the default); InvalidSubscriberError names the first bad one."""
-    address, key = normalise_email(email)
+    """Validate every field (None or '' means the default); InvalidSubscriberError names the first bad one.
+    `addresses` checks the address (whether the mail backend can carry it, among others)."""
+    try:
+        address = addresses.parse(email)
+    except InvalidAddressError as e:
+        raise InvalidSubscriberError(e.field, e.reason, hint=e.hint) from None
     return NewSubscriber(
-        email=address,
-        email_key=key,
+        address=address,
         name=clean_name(name),
         categories=check_categories(categories, valid_categories),
         frequency=check_frequency(frequency) if frequency not in (None, "") else defaults.frequency,
@@ -307,12 +306,79 @@ def _filtered(query: Select[Any], where: Filter, after: int, dialect: str) -> Se
     return query
 
 
+class SubscriberWrites:
+    """The store's writes inside a transaction another stage holds open (SQLAlchemy's "pass the
+    Connection in"): the outbox records a sent digest and moves its subscriber's high-water mark,
+    or a failure and the bounce it causes, in one commit. Got from SubscriberStore.within()."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def move_high_water(self, marks: Sequence[tuple[int, datetime]]) -> None:
+        """Move each (subscriber id, time) high-water mark forward to that time; an older time is ignored."""
+        if not marks:
+            return
+        c = subscribers.c
+        self.connection.execute(
+            update(subscribers)
+            .where(c.id == bindparam("sid"), or_(c.high_water.is_(None), c.high_water < bindparam("until")))
+            .values(high_water=bindparam("until")),
+            [{"sid": sid, "until": until} for sid, until in marks],
+        )
+
+    def reschedule(self, moves: Sequence[tuple[int, datetime]]) -> None:
+        """Set each (subscriber id, time) active subscriber's next send time; others are left alone."""
+        if not moves:
+            return
+        c = subscribers.c
+        self.connection.execute(
+            update(subscribers)
+            .where(c.id == bindparam("sid"), c.status == SubscriberStatus.ACTIVE.value)
+            .values(next_send_at=bindparam("at")),
+            [{"sid": sid, "at": at} for sid, at in moves],
+        )
+
+    def mark_bounced(self, subscriber_id: int, now: datetime) -> bool:
+        """pending/active -> bounced (delivery failed permanently); an unsubscribe is kept as it is.
+        True if the status changed."""
+        c = subscribers.c
+        changed = self.connection.execute(
+            update(subscribers)
+            .where(c.id == subscriber_id, c.status.in_((SubscriberStatus.ACTIVE.value, SubscriberStatus.PENDING.value)))
+            .values(status=SubscriberStatus.BOUNCED.value, status_changed_at=now, updated_at=now, next_send_at=None)
+        ).rowcount
+        if changed:
+            log.info("subscriber bounced id=%s", subscriber_id)
+        return bool(changed)
+
+    def take_confirmation_slot(self, email_key: str, limit: int, now: datetime) -> bool:
+        """Record one confirmation email to `email_key` unless `limit` went out within CONFIRMATION_WINDOW."""
+        c = confirmation_sends.c
+        # Serialise concurrent sign-ups of one address (PostgreSQL; SQLite's writes are serial already).
+        self.connection.execute(select(subscribers.c.id).where(subscribers.c.email_key == email_key).with_for_update())
+        self.connection.execute(delete(confirmation_sends).where(c.email_key == email_key, c.sent_at <= now - CONFIRMATION_WINDOW))
+        recent = self.connection.execute(
+            select(func.count()).select_from(confirmation_sends).where(c.email_key == email_key)
+        ).scalar_one()
+        if recent >= limit:
+            return False
+        self.connection.execute(insert(confirmation_sends).values(email_key=email_key, sent_at=now))
+        return True
+
+
 class SubscriberStore:
-    """Every read and write of subscribers. Times are passed in (`now`), timezone-aware."""
+    """Every read and write of subscribers. Times are passed in (`now`), timezone-aware.
+
+    Its own methods each run in a transaction of their own; within(connection) offers the writes
+    other stages make inside theirs. Nothing else writes the subscriber tables."""
 
     def __init__(self, database: Database, defaults: SubscriberDefaults | None = None) -> None:
         self.database = database
         self.defaults = defaults or SubscriberDefaults()
+
+    def within(self, connection: Connection) -> SubscriberWrites:
+        """This store's writes inside `connection`'s open transaction (committed with the caller's work)."""
+        return SubscriberWrites(connection)
 
     # -- reading
 
@@ -346,7 +412,10 @@ class SubscriberStore:
             return self._load(connection, [row])[0]
 
     def get_by_email(self, email: str) -> Subscriber:
-        _, key = normalise_email(email)
+        try:
+            key = parse_address(email).key
+        except InvalidAddressError as e:
+            raise InvalidSubscriberError(e.field, e.reason) from None
         with self.database.read() as connection:
             row = self._one(connection, subscribers.c.email_key == key, f"with address {email.strip()}")
             return self._load(connection, [row])[0]
@@ -532,15 +601,6 @@ class SubscriberStore:
                 log.info("subscriber unsubscribed id=%s was=%s", subscriber_id, row.status)
         return self.get(subscriber_id)
 
-    def mark_bounced(self, subscriber_id: int, now: datetime) -> Subscriber:
-        """pending/active -> bounced (delivery failed permanently). An unsubscribe is kept as it is."""
-        with self.database.write() as connection:
-            row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
-            if row.status in (SubscriberStatus.PENDING.value, SubscriberStatus.ACTIVE.value):
-                self._set_status(connection, subscriber_id, SubscriberStatus.BOUNCED, now, next_send_at=None)
-                log.info("subscriber bounced id=%s", subscriber_id)
-        return self.get(subscriber_id)
-
     def remove(self, subscriber_id: int) -> None:
         """Delete the subscriber and everything about them (erasure on request)."""
         with self.database.write() as connection:
@@ -567,8 +627,7 @@ class SubscriberStore:
         """Change the given preferences (None leaves one as it is) and reschedule an active subscriber."""
         current = self.get(subscriber_id)
         new = NewSubscriber(
-            email=current.email,
-            email_key=current.email.lower(),
+            address=Address.stored(current.email),
             name=clean_name(name) if name is not None else current.name,
             categories=check_categories(categories, valid_categories) if categories is not None else current.categories,
             frequency=check_frequency(frequency) if frequency is not None else current.frequency,
@@ -596,23 +655,22 @@ class SubscriberStore:
                 insert(subscriber_categories), [{"subscriber_id": row.id, "slug": slug} for slug in new.categories]
             )
 
-    def advance_schedule(self, subscriber_id: int, now: datetime) -> datetime | None:
-        """Set the next send time to the first occurrence after `now` (after a digest went out); returns it."""
-        with self.database.write() as connection:
-            row = self._one(connection, subscribers.c.id == subscriber_id, f"with id {subscriber_id}")
-            if row.status != SubscriberStatus.ACTIVE.value:
-                return None
-            at = next_send_time(row.timezone, row.send_hour, row.frequency, row.weekday, now)
-            connection.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(next_send_at=at))
-        return at
+    def reschedule(self, moves: Sequence[tuple[int, datetime]]) -> None:
+        """Set each (subscriber id, time) active subscriber's next send time, in one transaction."""
+        if moves:
+            with self.database.write() as connection:
+                self.within(connection).reschedule(moves)
 
-    def set_high_water(self, subscriber_id: int, value: datetime) -> bool:
-        """Move the high-water mark forward to `value`; an older value is ignored. True if it moved."""
+    def missed(self, before: datetime) -> list[Subscriber]:
+        """Active subscribers whose next send time is before `before` (their digest was not sent in time)."""
         c = subscribers.c
+        with self.database.read() as connection:
+            rows = connection.execute(
+                select(*_SUBSCRIBER_COLUMNS).where(c.status == SubscriberStatus.ACTIVE.value, c.next_send_at < before)
+            ).all()
+            return self._load(connection, rows)
+
+    def take_confirmation_slot(self, email_key: str, limit: int, now: datetime) -> bool:
+        """Record one confirmation email to `email_key` unless `limit` went out within the last hour."""
         with self.database.write() as connection:
-            result = connection.execute(
-                update(subscribers)
-                .where(c.id == subscriber_id, (c.high_water.is_(None)) | (c.high_water < value))
-                .values(high_water=value)
-            )
-            return result.rowcount == 1
+            return self.within(connection).take_confirmation_slot(email_key, limit, now)

@@ -12,12 +12,11 @@ from typing import Any
 
 from itsdangerous import BadData, BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
-from syndicate.config import LinkSettings, read_secret
+from syndicate.config import MIN_SECRET_BYTES, LinkSettings, read_secret
 from syndicate.errors import SyndicateError
 
-PURPOSES = ("confirm", "unsubscribe", "preferences")
 # "csrf" signs a random form nonce (not a subscriber id): the web forms' double-submit token.
-PURPOSES += ("csrf",)
+PURPOSES = ("confirm", "unsubscribe", "preferences", "csrf")
 NEVER_EXPIRES = frozenset({"unsubscribe"})  # an opt-out link must keep working in every old email
 _KEY_ID_BYTES = 4
 
@@ -173,7 +172,8 @@ def _subscriber_of(serializer: URLSafeTimedSerializer, raw: Any) -> int | None:
 def signer_from_settings(links: LinkSettings, environ: Mapping[str, str] | None = None) -> LinkSigner:
     """The LinkSigner for the `[links]` secret variables; MissingSecretError if the secret is unset."""
     env = os.environ if environ is None else environ
-    secret = read_secret(links.secret_env, "signed links (confirm, unsubscribe, preferences)", env)
+    secret = read_secret(links.secret_env, "signed links (confirm, unsubscribe, preferences)", env,
+                         min_bytes=MIN_SECRET_BYTES)
     previous = [s.strip() for s in env.get(links.previous_secrets_env, "").split(",") if s.strip()]
     return LinkSigner(
         secret,

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -114,7 +114,7 @@ def _out(stored: StoredSubscriber) -> SubscriberOut:
     s = stored.subscriber
     return SubscriberOut(
         id=s.id, email=s.email, name=s.name, status=s.status, categories=list(s.categories), frequency=s.frequency,
-        timezone=s.timezone, send_hour=s.send_hour, weekday=WEEKDAYS[s.weekday], source=s.source,
+        timezone=s.timezone, send_hour=s.send_hour, weekday=cast(Weekday, WEEKDAYS[s.weekday]), source=s.source,
         created_at=s.created_at, next_send_at=stored.next_send_at, confirmed_at=stored.confirmed_at,
         unsubscribed_at=stored.unsubscribed_at,
     )
@@ -151,6 +151,7 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
     router = APIRouter(prefix="/api", dependencies=[Depends(token_check(admin_token))], tags=["admin"])
     store = context.store
     build_lock = threading.Lock()
+    signup_limits = context.signup_limits
 
     def need_delivery() -> DeliveryService:
         if delivery is None:
@@ -195,6 +196,8 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
         else:
             result["recent_runs"], result["outbox"] = [], None
         result["subscribers"] = {s.value: store.count(s) for s in SubscriberStatus}
+        refused = signup_limits.refusals(context.clock())
+        result["signups_refused"] = {"last_24_hours": sum(refused.values()), "by_reason": dict(refused)}
         return result
 
     @router.post("/build")
@@ -202,7 +205,7 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
         if not build_lock.acquire(blocking=False):
             raise ApiProblem(409, "a build is already running")
         try:
-            report = build_site(context.settings, memory=context.corpus_memory)
+            report = build_site(context.settings, context.content, memory=context.corpus_memory)
         finally:
             build_lock.release()
         return {"ok": report.ok, "articles": report.articles, "categories": report.categories,
@@ -258,7 +261,7 @@ def _subscriber_routes(router: APIRouter, context: WebContext) -> None:
             new = new_subscriber(
                 body.email, name=body.name, categories=body.categories, valid_categories=context.categories.slugs(),
                 defaults=store.defaults, frequency=body.frequency, timezone=body.timezone, send_hour=body.send_hour,
-                weekday=body.weekday,
+                weekday=body.weekday, addresses=context.addresses,
             )
             subscriber = store.add(new, now=now, confirmed=body.confirmed, source="cli")
         except InvalidSubscriberError as e:

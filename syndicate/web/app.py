@@ -13,13 +13,14 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from syndicate import __version__
+from syndicate.config import MIN_SECRET_BYTES, read_secret
 from syndicate.content import CorpusMemory
 from syndicate.delivery import DeliveryService
-from syndicate.storage import Database
+from syndicate.storage import Database, DatabaseUnavailableError
 from syndicate.web.api import ApiProblem, Unauthorized, api_router
 from syndicate.web.context import CategoryList, Runner, WebContext
 from syndicate.web.pages import Pages, page_router
-from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders
+from syndicate.web.security import SITE_HEADERS, BodyLimit, SecurityHeaders, loggable_path
 from syndicate.web.static import StaticFirst, StaticSite
 from syndicate.wiring import Components, utc_now
 
@@ -40,7 +41,7 @@ def create_app(
     """The whole HTTP service over `components` (the composition root's collaborators: database,
     store, signer, confirmations); `delivery` serves /api/sends (None: it answers 503);
     `scheduler_status` returns a JSON-ready dict for /api/status and /healthz (jobs with next run
-    times, the lease); /healthz answers 503 when it says `running: false` without `standing_by: true`.
+    times, the lease); /healthz answers 503 when it says `running: false` (its lease heartbeat stopped).
     `corpus_memory` is the service's CorpusMemory (its builds and category lists then share the
     articles in memory). MissingSecretError if the link-signing secret is not set."""
     settings = components.settings
@@ -53,13 +54,18 @@ def create_app(
         signer=components.signer,
         urls=components.urls,
         confirmations=components.confirmations,
-        categories=CategoryList(settings, memory),
+        content=components.content,
+        categories=CategoryList(components.content, {slug: rule.title for slug, rule in settings.categories.items()}, memory),
         clock=clock,
         environ=env,
+        signup_limits=components.signup_limits,
         runner=Runner(),
         corpus_memory=memory,
+        addresses=components.addresses,
     )
     admin_token = env.get(settings.http.admin_token_env, "").strip() or None
+    if admin_token is not None:  # set: it must be long enough to resist guessing
+        read_secret(settings.http.admin_token_env, "the admin API token", env, min_bytes=MIN_SECRET_BYTES)
     if admin_token is None:
         log.warning("admin API locked: environment variable %s is not set", settings.http.admin_token_env)
     runner = context.runner
@@ -73,8 +79,9 @@ def create_app(
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.context = context
     app.state.runner = runner
-    _handlers(app)
-    app.include_router(page_router(Pages(context)))
+    pages = Pages(context)
+    _handlers(app, pages)
+    app.include_router(page_router(pages))
     app.include_router(api_router(context, delivery=delivery, runner=runner, admin_token=admin_token,
                                   scheduler_status=scheduler_status))
     _health(app, db, scheduler_status)
@@ -87,7 +94,24 @@ def create_app(
     return app
 
 
-def _handlers(app: FastAPI) -> None:
+RETRY_AFTER = "30"  # seconds: a restarted database or a finished lock is usually that quick
+
+
+def _handlers(app: FastAPI, pages: Pages) -> None:
+    @app.exception_handler(DatabaseUnavailableError)
+    async def unavailable(request: Request, error: Exception) -> Response:
+        """The database is down or locked: 503 with a retry hint, never a bare 500 (nothing was written)."""
+        log.error("database unavailable path=%s: %s", loggable_path(request.url.path), error)
+        headers = {"retry-after": RETRY_AFTER}
+        if request.url.path.startswith("/api"):
+            return JSONResponse({"error": "the database is unavailable; try again shortly"}, status_code=503,
+                                headers=headers)
+        response = pages.message(request, "Please try again in a minute",
+                                 "We cannot save anything right now. Nothing was lost: send the form again shortly.",
+                                 status=503)
+        response.headers.update(headers)
+        return response
+
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, __: Exception) -> Response:
         return Response(status_code=401, headers={"www-authenticate": "Bearer"})
@@ -116,6 +140,6 @@ def _health(app: FastAPI, db: Database, scheduler_status: Callable[[], dict[str,
         if scheduler_status is not None:
             state = scheduler_status()
             result["scheduler"] = state
-            # Healthy while the scheduler runs here or stands by for another process's lease.
-            healthy = healthy and bool(state.get("running", True) or state.get("standing_by", False))
+            # `running` stays true while this process runs the scheduler or stands by for the lease.
+            healthy = healthy and bool(state.get("running", True))
         return JSONResponse(result, status_code=200 if healthy else 503)

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from syndicate.abuse import SignupLimits
 from syndicate.config import Settings
-from syndicate.content import Category, CorpusMemory, load_corpus
+from syndicate.content import Category, ContentSource, CorpusMemory
 from syndicate.site import SiteUrls
-from syndicate.subscribers import Confirmations, LinkSigner, SubscriberStore
+from syndicate.subscribers import AddressRules, Confirmations, LinkSigner, SubscriberStore
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ CATEGORY_REFRESH = 60.0  # seconds between re-reads of the content's categories
 class CategoryList:
     """The categories a subscriber may choose (the content's plus the config's), re-read at most once a minute."""
 
-    settings: Settings
+    source: ContentSource
+    titles: Mapping[str, str | None]  # the configured categories' titles by slug
     memory: CorpusMemory | None = None
     _value: tuple[Category, ...] = ()
     _read_at: float = -1e9
@@ -34,10 +36,10 @@ class CategoryList:
     def get(self) -> tuple[Category, ...]:
         with self._lock:
             if time.monotonic() - self._read_at > CATEGORY_REFRESH:
-                corpus = load_corpus(self.settings, memory=self.memory)
+                corpus = self.source.read(memory=self.memory)
                 found = {c.slug: c for c in corpus.categories}
-                for slug, rule in self.settings.categories.items():
-                    found.setdefault(slug, Category(slug, rule.title or slug))
+                for slug, title in self.titles.items():
+                    found.setdefault(slug, Category(slug, title or slug))
                 self._value = tuple(sorted(found.values(), key=lambda c: c.name.lower()))
                 self._read_at = time.monotonic()
             return self._value
@@ -90,8 +92,11 @@ class WebContext:
     signer: LinkSigner
     urls: SiteUrls
     confirmations: Confirmations
+    content: ContentSource
     categories: CategoryList
     clock: Callable[[], datetime]
     environ: Mapping[str, str]
+    signup_limits: SignupLimits
     runner: Runner = field(default_factory=Runner)
     corpus_memory: CorpusMemory | None = None
+    addresses: AddressRules = field(default_factory=AddressRules)  # what the mail backend can carry

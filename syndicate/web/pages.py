@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import available_timezones
@@ -19,10 +19,12 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from syndicate.abuse import SignupLimits, client_address, mailbox_key
 from syndicate.subscribers import (
     WEEKDAYS,
     InvalidLinkError,
     InvalidSubscriberError,
+    NewSubscriber,
     Subscriber,
     SubscriberStatus,
     TransitionError,
@@ -30,7 +32,18 @@ from syndicate.subscribers import (
     new_subscriber,
 )
 from syndicate.web.context import WebContext
-from syndicate.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_field, csrf_ok, new_csrf_nonce, parse_nonce
+from syndicate.web.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_MAX_AGE,
+    CSRF_SAMESITE,
+    ServedForm,
+    csrf_check,
+    csrf_field,
+    loggable_path,
+    new_csrf_nonce,
+    parse_nonce,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +55,7 @@ LABELS = {
 FREQUENCIES = (("daily", "Daily"), ("weekly", "Weekly"))
 TEXT_LIMIT = 400  # characters kept from any one form field
 LINK_STATUS = {"expired": 410}
+HONEYPOT_FIELD = "website"  # hidden from people; robots that fill every field fill it too
 
 
 def template_environment() -> jinja2.Environment:
@@ -62,6 +76,7 @@ class Pages:
         self.environment = template_environment()
         self.timezones = tuple(sorted(available_timezones()))
         self.stylesheet = (TEMPLATE_FOLDER / "pages.css").read_bytes()
+        self.limits = context.signup_limits
 
     # -- rendering
 
@@ -75,12 +90,13 @@ class Pages:
         settings = self.context.settings
         html = self.environment.get_template(template).render({
             "site_title": settings.site.title, "language": settings.site.language, "labels": LABELS,
-            "csrf": csrf_field(self.context.signer, nonce, now), "errors": {}, **values,
+            "csrf": csrf_field(self.context.signer, nonce, request.url.path, now) if nonce is not None else "",
+            "honeypot": HONEYPOT_FIELD, "errors": {}, **values,
         })
         response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
         if fresh:
             response.set_cookie(
-                CSRF_COOKIE, str(nonce), httponly=True, samesite="lax", path="/",
+                CSRF_COOKIE, str(nonce), httponly=True, samesite=CSRF_SAMESITE, path="/",
                 secure=settings.site.base_url.startswith("https://"),
             )
         return response
@@ -131,13 +147,23 @@ class Pages:
 
     # -- forms
 
-    def csrf_valid(self, request: Request, form: FormData) -> bool:
+    def served_form(self, request: Request, form: FormData) -> ServedForm | None:
+        """The form this POST answers, if its CSRF token is genuine, made for this form and cookie, and
+        not used before (it is spent now). None otherwise."""
         field = form.get(CSRF_FIELD)
-        valid = csrf_ok(self.context.signer, request.cookies.get(CSRF_COOKIE),
-                        field if isinstance(field, str) else None, self.context.clock())
-        if not valid:
-            log.info("form refused: bad or missing CSRF token path=%s", request.url.path)
-        return valid
+        now = self.context.clock()
+        served = csrf_check(self.context.signer, request.cookies.get(CSRF_COOKIE),
+                            field if isinstance(field, str) else None, request.url.path, now)
+        if served is None:
+            log.info("form refused: bad or missing CSRF token path=%s", loggable_path(request.url.path))
+        elif not self.limits.spend_form(served.form_id, expires_at=served.served_at + timedelta(seconds=CSRF_MAX_AGE),
+                                        now=now):
+            log.info("form refused: CSRF token already used path=%s", loggable_path(request.url.path))
+            served = None
+        return served
+
+    def csrf_valid(self, request: Request, form: FormData) -> bool:
+        return self.served_form(request, form) is not None
 
     def subscriber_for(self, purpose: str, token: str, now: datetime) -> Subscriber:
         """The subscriber a genuine `purpose` token names (InvalidLinkError, UnknownSubscriberError)."""
@@ -175,19 +201,25 @@ def page_router(pages: Pages) -> APIRouter:
     async def signup(request: Request) -> HTMLResponse:
         form = await request.form()
         values = form_values(form)
-        if not pages.csrf_valid(request, form):
+        served = await run_in_threadpool(pages.served_form, request, form)
+        if served is None:
             errors = {"form": "this form expired or came from another site; please check it and send it again"}
             return pages.render(request, "signup.html.j2", 403, **pages.choices(values, errors))
-        try:
-            new = new_subscriber(
-                values["email"], name=values["name"], categories=values["categories"],
-                valid_categories=context.categories.slugs(), defaults=context.store.defaults,
-                frequency=values["frequency"], timezone=values["timezone"], send_hour=values["send_hour"],
-                weekday=values["weekday"],
+        try:  # in a thread: the categories may be re-read, the relay asked whether it carries the address
+            new = await run_in_threadpool(
+                lambda: new_subscriber(
+                    values["email"], name=values["name"], categories=values["categories"],
+                    valid_categories=context.categories.slugs(), defaults=context.store.defaults,
+                    frequency=values["frequency"], timezone=values["timezone"], send_hour=values["send_hour"],
+                    weekday=values["weekday"], addresses=context.addresses,
+                )
             )
         except InvalidSubscriberError as e:
             return pages.render(request, "signup.html.j2", 422, **pages.choices(values, {e.field: e.reason}))
-        await run_in_threadpool(_sign_up, context, new)
+        client = client_address(request.client.host if request.client else None,
+                                request.headers.getlist("x-forwarded-for"), context.settings.http.trusted_proxies)
+        suspect = robot_sign(form, served, context.clock(), context.settings.signup.min_form_seconds)
+        await run_in_threadpool(_sign_up, context, pages.limits, new, client, suspect)
         return pages.message(
             request, "Check your inbox",
             "If this address can receive our digests, an email with a confirmation link is on its way.",
@@ -248,7 +280,7 @@ def page_router(pages: Pages) -> APIRouter:
         except UnknownSubscriberError:
             return pages.gone(request)
         values = form_values(form)
-        if not pages.csrf_valid(request, form):
+        if not await run_in_threadpool(pages.csrf_valid, request, form):
             errors = {"form": "this form expired or came from another site; please check it and send it again"}
             return _preferences_page(pages, request, token, subscriber, values, errors, status=403)
         try:
@@ -291,10 +323,23 @@ def page_router(pages: Pages) -> APIRouter:
     return router
 
 
-def _sign_up(context: WebContext, new: Any) -> None:
+def robot_sign(form: FormData, served: ServedForm, now: datetime, min_seconds: float) -> str | None:
+    """Why this post looks like a robot's (the honeypot filled in, posted too soon after serving), or None."""
+    if form.get(HONEYPOT_FIELD):
+        return "honeypot"
+    if (now - served.served_at).total_seconds() < min_seconds:
+        return "too-fast"
+    return None
+
+
+def _sign_up(context: WebContext, limits: SignupLimits, new: NewSubscriber, client: str, suspect: str | None) -> None:
     """Store the sign-up; mail the confirmation in the background, so that neither the page nor its
-    timing tells a known address from a new one (what happened is logged, never shown)."""
+    timing tells a known address from a new one (what happened is logged, never shown). A sign-up over
+    a limit, or one a robot made, is recorded and refused: nothing is stored and nothing is sent."""
     now = context.clock()
+    mailbox, domain = mailbox_key(new.email)
+    if limits.admit(client=client, mailbox=mailbox, domain=domain, now=now, refused=suspect) is not None:
+        return
     subscriber = context.store.sign_up(new, now=now, source="web")
     if subscriber.status is not SubscriberStatus.PENDING:
         log.info("sign-up for an active subscriber id=%s: no confirmation needed", subscriber.id)

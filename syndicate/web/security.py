@@ -1,18 +1,24 @@
 """Request hardening: security headers, the request body size limit, CSRF tokens for the forms.
 
-CSRF is a signed double submit: a random nonce lives in a SameSite=Strict, HttpOnly cookie,
-and each form carries the nonce signed with the link secret (tokens purpose "csrf"). A POST is
-accepted only when the signed field is genuine, recent, and names the cookie's nonce. Another
-site can neither read nor set our cookie, so it cannot forge the pair.
+CSRF is a signed double submit: a random nonce lives in a SameSite=Lax, HttpOnly cookie,
+and each form carries a token signed with the link secret (tokens purpose "csrf") that binds
+the cookie's nonce, the path the form posts to, the time it was served and a random form id.
+A POST is accepted only when the token is genuine, recent, made for this form and this cookie,
+and not used before (the pages spend the form id). Another site can neither read nor set our
+cookie, so it cannot forge the pair. Lax, not Strict: a Lax cookie is still never sent with
+another site's POST, and a Strict one would be missing when a subscriber arrives from the link in
+their mail, so the page would start a new nonce and a form open in another tab would fail.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from collections.abc import MutableMapping
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from syndicate.subscribers import InvalidLinkError, LinkSigner
 from syndicate.web.static import Receive, Scope, Send
@@ -20,6 +26,7 @@ from syndicate.web.static import Receive, Scope, Send
 CSRF_COOKIE = "syndicate_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE = 24 * 3600
+CSRF_SAMESITE: Literal["lax"] = "lax"  # see the module docstring
 
 # The subscriber pages load nothing but their own stylesheet and post only to themselves.
 PAGE_POLICY = (
@@ -113,9 +120,21 @@ async def _too_large(send: Send) -> None:
     text = b"Request body too large"
     await send({"type": "http.response.start", "status": 413, "headers": [
         (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode()),
-        (b"connection", b"close"),
+        (b"connection", b"close"), *COMMON_HEADERS, (b"content-security-policy", PAGE_POLICY.encode()),
     ]})
     await send({"type": "http.response.body", "body": text})
+
+
+TOKEN_PATHS = ("/confirm/", "/preferences/", "/unsubscribe/")
+
+
+def loggable_path(path: str) -> str:
+    """`path` fit for a log line: the signed token of a subscriber link replaced by `<token>` (a
+    preferences token is good for months; logs are read by more people than the mail is)."""
+    for prefix in TOKEN_PATHS:
+        if path.startswith(prefix):
+            return prefix + "<token>"
+    return path[:200]
 
 
 def new_csrf_nonce() -> int:
@@ -128,18 +147,40 @@ def parse_nonce(cookie: str | None) -> int | None:
     return None
 
 
-def csrf_field(signer: LinkSigner, nonce: int, now: datetime) -> str:
-    """The hidden field value for a form shown to the holder of cookie `nonce`."""
-    return signer.make("csrf", nonce, now=now)
+@dataclass(frozen=True)
+class ServedForm:
+    """A genuine form token: which served form it was (`form_id`, spent on use) and when it was served."""
+
+    form_id: str
+    served_at: datetime
 
 
-def csrf_ok(signer: LinkSigner, cookie: str | None, field: str | None, now: datetime) -> bool:
-    """True when `field` is a genuine, recent signature of the nonce in `cookie`."""
+def _binding(nonce: int, form: str, served: int, form_id: str) -> int:
+    """What the signature covers: the cookie's nonce, the form's path, the time served and the form's id."""
+    digest = hashlib.sha256(f"{nonce}|{form}|{served}|{form_id}".encode()).digest()
+    return int.from_bytes(digest[:7], "big")
+
+
+def csrf_field(signer: LinkSigner, nonce: int, form: str, now: datetime) -> str:
+    """The hidden field value for form `form` (the path it posts to) shown to the holder of cookie `nonce`."""
+    served = int(now.timestamp())
+    form_id = secrets.token_hex(12)
+    return f"{served}.{form_id}.{signer.make('csrf', _binding(nonce, form, served, form_id), now=now)}"
+
+
+def csrf_check(signer: LinkSigner, cookie: str | None, field: str | None, form: str, now: datetime) -> ServedForm | None:
+    """The served form when `field` is a genuine, recent token for `form` and the nonce in `cookie`."""
     nonce = parse_nonce(cookie)
-    if nonce is None or not field:
-        return False
+    if nonce is None or not field or len(field) > 200:
+        return None
+    served, _, rest = field.partition(".")
+    form_id, _, signed = rest.partition(".")
+    if not served.isdigit() or len(served) > 12 or not form_id or not signed:
+        return None
     try:
-        signed = signer.check("csrf", field, CSRF_MAX_AGE, now=now)
+        bound = signer.check("csrf", signed, CSRF_MAX_AGE, now=now)
     except InvalidLinkError:
-        return False
-    return hmac.compare_digest(str(signed), str(nonce))
+        return None
+    if not hmac.compare_digest(str(bound), str(_binding(nonce, form, int(served), form_id))):
+        return None
+    return ServedForm(form_id, datetime.fromtimestamp(int(served), UTC))

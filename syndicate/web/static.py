@@ -176,7 +176,8 @@ class StaticSite:
             return None
         if candidate.is_dir():
             if relative and not url_path.endswith("/"):
-                return url_path + "/"
+                # Rebuilt from the relative path: "//feeds" + "/" would be a link to the host "feeds".
+                return "/" + relative + "/"
             candidate = candidate / "index.html"
             relative = f"{relative}index.html"
         if any(p.startswith(".") for p in relative.split("/")):
