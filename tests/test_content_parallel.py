@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tests.test_reader_cache import OPTIONS, TEMPLATE
+from tests.test_content_cache import OPTIONS, TEMPLATE
 
 from syndicate.content import run_parallel
 
