@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
-from tests.test_content_cache import OPTIONS, TEMPLATE
-
 from syndicate.content import run_parallel
+from tests.test_content_cache import OPTIONS, TEMPLATE
 
 PARENT = os.getpid()
 
