@@ -270,11 +270,11 @@ def report(results: dict[str, dict[str, list[Run]]], skipped: dict[str, str], ar
                 ratio = value / before[1] if kind == "time" else before[1] / value
                 lines.append(f"| {figure_name} | {_fmt(before[1], unit)} | {_fmt(value, unit)} | {ratio:.2f} | "
                              f"{'yes' if ratio <= 1.10 else 'no'} |")
-        elif new:
+        else:
             lines += ["| figure | value |", "|---|---:|"]
             lines += [f"| {n} | {_fmt(v, u)} |" for n, (_, v, _, u) in new.items()]
-        else:
-            lines += ["Its output:", "", *("    " + line for line in new_runs[-1].printed.strip().splitlines())]
+            if len(new) == 1:  # only the CPU row: the benchmark's own figures are in its output
+                lines += ["", "Its output:", "", *("    " + line for line in new_runs[-1].printed.strip().splitlines())]
     for name, why in skipped.items():
         lines += ["", f"### {name}", "", f"Skipped: {why}."]
     lines += ["", END, ""]
