@@ -87,7 +87,7 @@ def test_operator_journey(chromium, smtp_server, tmp_path):
         page.get_by_role("button", name="Dry run and preview").click()
         assert page.locator(".count").inner_text() == "3 digests would be sent."
         frame = page.frame_locator("iframe.preview")
-        frame.get_by_text("Story 0").wait_for()  # the real digest HTML of the first subscriber
+        frame.get_by_role("link", name="Story 0", exact=True).wait_for()  # the real digest HTML of the first subscriber
         page.screenshot(path=str(shots / "send-preview.png"), full_page=True)
         page.get_by_label("Send 3 digests now").check()
         page.get_by_role("button", name="Send", exact=True).click()
