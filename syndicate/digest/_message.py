@@ -319,7 +319,8 @@ class MessageBuilder:
         unsubscribe = checked("List-Unsubscribe", values.text["unsubscribe_url"])
         if not self._warned_http and not unsubscribe.startswith("https://"):
             self._warned_http = True
-            log.warning("List-Unsubscribe URL is not https (%s...): RFC 8058 one-click needs https; set [site] base_url", unsubscribe[:40])
+            origin = "/".join(unsubscribe.split("/", 3)[:3])  # scheme and host only: the path carries a token
+            log.warning("List-Unsubscribe URL is not https (%s): RFC 8058 one-click needs https; set [site] base_url", origin)
         checked("preferences URL", values.text["preferences_url"])
         mid = planned_id or message_id(digest, self.domain)
         recipient = envelope_of(subscriber.email)
