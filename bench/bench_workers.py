@@ -54,7 +54,7 @@ from syndicate.storage.schema import deliveries, subscriber_categories
 from syndicate.storage.schema import subscribers as subscribers_table
 from syndicate.wiring import Components, email_renderer, load_corpus, message_builder
 
-SECRET = {"SYNDICATE_SECRET": "bench-secret-for-signed-links"}
+SECRET = {"SYNDICATE_SECRET": "bench-secret-for-signed-links-of-32-bytes"}
 CLAIM_TIMEOUT = 5
 
 
@@ -96,6 +96,8 @@ class Scenario:
             report = Components(settings, database=self.database).delivery.plan_manual(SendRequest(), NOW)
             self.planned += report.total
             self.plan_seconds += time.perf_counter() - started
+            if not report.total:
+                raise SystemExit(f"no digest planned for {more} more subscribers: is the corpus dated around {NOW}?")
 
     def _fill(self, start: int, count: int) -> None:
         corpus = load_corpus(delivery_settings(self.folder, 0, 0))
@@ -205,7 +207,11 @@ def scaling(args: argparse.Namespace, folder: Path) -> list[dict]:
     rows = []
     for processes in [int(x) for x in args.workers.split(",")]:
         sink = DelaySink(folder, args.delay)
-        scenario = Scenario(args.database_url, folder, args.digests, sink.port, processes * args.concurrency)
+        try:
+            scenario = Scenario(args.database_url, folder, args.digests, sink.port, processes * args.concurrency)
+        except BaseException:
+            sink.process.kill()
+            raise
         try:
             worker = scenario.worker("--processes", str(processes), "--concurrency", str(args.concurrency))
             started = time.monotonic()
@@ -224,6 +230,8 @@ def scaling(args: argparse.Namespace, folder: Path) -> list[dict]:
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
         finally:
+            if sink.process.poll() is None:
+                sink.process.kill()
             scenario.drop()
     return rows
 

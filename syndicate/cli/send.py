@@ -70,11 +70,9 @@ def send(app: AppContext, frequency: str | None, categories: tuple[str, ...], su
             if not yes:
                 _ask(len(service.dry_run(request, now)))
             if settings.delivery.mode == "workers":
-                code = _plan_for_workers(service, request, wait)
-                if code:
-                    click.get_current_context().exit(code)
-                return
-            reports = _send(service, request)
+                reports = _plan_for_workers(service, request, wait)
+            else:
+                reports = _send(service, request)
             code = _exit_code(reports)
             if code == EXIT_ALL_RETRYING:
                 click.echo("every digest is waiting for a retry: none was delivered (see `syndicate status`)", err=True)
@@ -147,23 +145,24 @@ def _send(service: DeliveryService, request: SendRequest) -> list[RunReport]:
     return reports
 
 
-def _plan_for_workers(service: DeliveryService, request: SendRequest, wait: bool) -> int:
+def _plan_for_workers(service: DeliveryService, request: SendRequest, wait: bool) -> list[RunReport]:
     """[delivery] mode = "workers": plan the run (the workers send it); with `wait`, show its
-    progress until it is finished (Ctrl-C stops watching, not the workers). The exit code."""
+    progress until it is finished (Ctrl-C stops watching, not the workers). The reports to judge
+    the exit status by: none unless the run finished while this command watched."""
     report = service.plan_manual(request, datetime.now(UTC))
     click.echo(f"run {report.run_id}: {report.total} {'digest' if report.total == 1 else 'digests'} planned; "
                "`syndicate worker` processes send them", err=True)
-    if not wait or report.status == "finished":
-        if report.status == "finished":
-            return _exit_code([_summary(report)])
+    if report.status == "finished":
+        return [_summary(report)]
+    if not wait:
         click.echo(f"follow it with `syndicate status` or GET /api/sends/{report.run_id}")
-        return 0
+        return []
     with _stop_on_signals() as stop:
         report = _work(service, report.run_id, stop, follow=True)
         if stop.is_set():
             click.echo(f"stopped watching: the workers go on sending run {report.run_id}", err=True)
-            return 0
-    return _exit_code([_summary(report)])
+            return []
+    return [_summary(report)]
 
 
 def _follow(service: DeliveryService, run_id: int, stop: threading.Event,
