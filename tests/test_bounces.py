@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -47,6 +48,10 @@ def test_digests_carry_a_verp_sender_and_two_piped_bounces_bounce_exactly_those_
     code, out, _ = run("bounces", "list", "--kind", "hard", "--since", "1d")
     assert out.count("hard") == 2 and people[0].email in out and people[1].email in out
     event_id = out.splitlines()[1].split()[0]
+    code, out, _ = run("bounces", "list", "--kind", "hard", "--json")
+    listed = json.loads(out)
+    assert sorted(e["recipient"] for e in listed) == sorted([people[0].email, people[1].email])
+    assert {e["kind"] for e in listed} == {"hard"} and all("raw" not in e for e in listed)
     code, out, _ = run("bounces", "show", event_id)
     assert "Undelivered Mail Returned to Sender" in out and "Status: 5.1.1" in out, "the raw message is kept"
     code, out, _ = run("subscribers", "show", people[0].email)

@@ -3,6 +3,7 @@ items in without opening the database, and the sources' state in GET /api/status
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import feedparser
@@ -60,9 +61,14 @@ def test_check_fetch_list_and_build(tmp_path):
 
         fetched = run("--config", config, "sources", "fetch", "blog")
         assert fetched.returncode == 0 and "blog: ok: 2 new, 0 updated" in fetched.stdout
-        listed = run("--config", config, "sources", "list").stdout
-        row = next(line for line in listed.splitlines() if "│ blog" in line)
-        assert "The Test Blog" in row and "│ ok " in row and "│     2 │" in row
+        listed = run("--config", config, "sources", "list").stdout  # piped: "# Sources", a header line, tab-separated rows
+        lines = listed.splitlines()
+        assert lines[0] == "# Sources"
+        header, row = lines[1].split("\t"), next(line for line in lines if line.startswith("blog\t"))
+        fields = dict(zip(header, row.split("\t")))
+        assert (fields["title"], fields["status"], fields["items"]) == ("The Test Blog", "ok", "2")
+        [as_json] = json.loads(run("--config", config, "sources", "list", "--json").stdout)
+        assert (as_json["name"], as_json["title"], as_json["items"], as_json["last_status"]) == ("blog", "The Test Blog", 2, "ok")
 
         unknown = run("--config", config, "sources", "fetch", "nope")
         assert unknown.returncode == 2 and "unknown source 'nope' (known: blog)" in unknown.stderr

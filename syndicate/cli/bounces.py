@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import click
 
 from syndicate.bounces import EVENT_KINDS, BounceEvents
 from syndicate.cli import AppContext, pass_app
+from syndicate.cli._output import json_option, print_json
 from syndicate.errors import SyndicateError
 from syndicate.wiring import Components
 
@@ -84,14 +86,18 @@ def receive(app: AppContext, recipient: str | None) -> None:
 @click.option("--kind", type=click.Choice(EVENT_KINDS), default=None)
 @click.option("--since", default=None, help="7d, 12h, 30m or an ISO date.")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@json_option
 @pass_app
-def list_command(app: AppContext, kind: str | None, since: str | None, limit: int) -> None:
+def list_command(app: AppContext, kind: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """Recorded events, newest first."""
     components = Components(app.settings)
     try:
         events = BounceEvents(components.database).list(kind=kind, since=parse_since(since, _now()) if since else None, limit=limit)
     finally:
         components.close()
+    if as_json:  # the raw messages stay out of the listing (`bounces show ID` has them)
+        print_json([{k: v for k, v in asdict(e).items() if k != "raw"} for e in events])
+        return
     if not events:
         click.echo("No bounce events.")
         return

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from syndicate.cli import AppContext, pass_app
+from syndicate.cli._output import json_option, print_json, print_table
 from syndicate.errors import UsageError
 from syndicate.sources import check_url
 from syndicate.wiring import Components
@@ -29,11 +30,15 @@ def sources() -> None:
 
 
 @sources.command("list")
+@json_option
 @pass_app
-def list_sources(app: AppContext) -> None:
+def list_sources(app: AppContext, as_json: bool) -> None:
     """Each source: its last fetch, status, items kept and next fetch."""
     settings = app.settings
     if not settings.sources:
+        if as_json:
+            print_json([])
+            return
         click.echo("No sources configured (add a [sources.NAME] table with url and categories).")
         return
     components = Components(settings)
@@ -41,14 +46,15 @@ def list_sources(app: AppContext) -> None:
         statuses = components.sources.statuses()
     finally:
         components.close()
-    table = Table(title="Sources", title_justify="left")
-    for name in ("name", "title", "categories", "enabled", "items", "last fetch", "status", "failures", "next fetch", "error"):
-        table.add_column(name, justify="right" if name in ("items", "failures") else "left")
-    for s in statuses:
-        table.add_row(s.name, s.title, ", ".join(s.categories), "yes" if s.enabled else "no", str(s.items),
-                      _when(s.last_fetch_at), s.last_status or "never fetched", str(s.failures),
-                      _when(s.next_fetch_at) if s.enabled else "-", s.last_error or "")
-    _console().print(table)
+    if as_json:
+        print_json(statuses)
+        return
+    print_table("Sources", ("name", "title", "categories", "enabled", "items", "last fetch", "status", "failures",
+                            "next fetch", "error"),
+                [(s.name, s.title, ", ".join(s.categories), "yes" if s.enabled else "no", s.items,
+                  _when(s.last_fetch_at), s.last_status or "never fetched", s.failures,
+                  _when(s.next_fetch_at) if s.enabled else "-", s.last_error or "") for s in statuses],
+                empty="No sources.", right=("items", "failures"))
 
 
 @sources.command("fetch")
