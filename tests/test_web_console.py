@@ -134,3 +134,22 @@ def test_cookies_are_secure_when_the_console_is_not_on_loopback(site):
         assert page.status_code == 200 and "Secure" in page.headers["set-cookie"]
     with httpx.Client(base_url=site.url) as client:
         assert "Secure" not in client.get("/admin/login").headers["set-cookie"]
+
+
+def test_the_dashboard_shows_bounce_and_complaint_rates_and_the_delivery_workers(site, clock):
+    from sqlalchemy import insert
+
+    from syndicate.storage.schema import bounce_events
+
+    with site.database.write() as connection:  # one hard bounce and one complaint, as the bounce processor records them
+        for kind in ("hard", "complaint"):
+            connection.execute(insert(bounce_events).values(
+                received_at=clock(), kind=kind, source="pipe", fingerprint=f"test-{kind}", recipient="ann@example.org",
+                status_code="5.1.1" if kind == "hard" else None, diagnostic="", method="test", raw=b"", truncated=0))
+    with httpx.Client(base_url=site.url) as client:
+        sign_in(client)
+        page = client.get("/admin/").text
+    row = re.search(r"<th scope=\"row\">last 7 days</th>(.*?)</tr>", page, re.S).group(1)
+    cells = re.findall(r"<td>([^<]*)</td>", row)
+    assert cells[1:4] == ["1", "0", "1"]  # hard, soft, complaints
+    assert "Mode: inline" in page and "Live workers: 0" in page

@@ -163,7 +163,7 @@ def deployment_state(database: Database, claim_timeout: float, now: datetime) ->
         queue = dict.fromkeys(("queued", "sending", "retry"), 0)
         queue.update(connection.execute(
             select(_d.status, func.count()).where(_d.status.in_(tuple(queue))).group_by(_d.status)
-        ).tuples().all())
+        ).all())
         lease = connection.execute(
             select(scheduler_lease.c.host, scheduler_lease.c.pid)
             .where(scheduler_lease.c.name == "scheduler", scheduler_lease.c.expires_at > now)

@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from syndicate.bounces import BounceEvents, deliverability
 from syndicate.campaigns import CampaignError, NewCampaign
-from syndicate.delivery import SendRequest
+from syndicate.delivery import SendRequest, deployment_state
 from syndicate.digest import select_digest
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.subscribers import (
@@ -43,6 +44,20 @@ def _rate(run: Any, now: datetime) -> str:
     return f"{run.sent / seconds:.1f}" if seconds > 0 else "-"
 
 
+def _deliverability(components: Components, now: datetime) -> dict[str, Any]:
+    """Bounce and complaint counts and rates over the last run and 7 days (#13), with warnings."""
+    bounces = components.settings.bounces
+    return deliverability(BounceEvents(components.database), now, bounce_warning=bounces.bounce_rate_warning,
+                          complaint_warning=bounces.complaint_rate_warning)
+
+
+def _deployment(components: Components, now: datetime) -> dict[str, Any]:
+    """Who sends (#14): the delivery mode, live `syndicate worker` processes, the queue, the lease holder."""
+    settings = components.settings
+    state = deployment_state(components.database, settings.outbox.claim_timeout, now)
+    return {"mode": settings.delivery.mode, **state}
+
+
 def dashboard_routes(router: APIRouter, console: Console) -> None:
     components, context = console.components, console.context
 
@@ -61,6 +76,7 @@ def dashboard_routes(router: APIRouter, console: Console) -> None:
             by_status=[(s.value, store.count(s)) for s in SubscriberStatus],
             by_category=store.counts_by_category(), next_due=store.next_due(10),
             scheduler=scheduler, notice=request.query_params.get("notice"),
+            health=_deliverability(components, context.clock()), deployment=_deployment(components, context.clock()),
         )
 
     @router.get("/runs/fragment")
