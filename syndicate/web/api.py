@@ -6,11 +6,11 @@ import hmac
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -121,18 +121,6 @@ def _out(stored: StoredSubscriber) -> SubscriberOut:
     )
 
 
-def plain(value: Any) -> Any:
-    """A dataclass (RunReport, ...) as JSON-ready data."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: plain(v) for k, v in asdict(value).items()}
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
 
 def token_check(expected: str | None) -> Callable[[Request], None]:
     """A dependency accepting only `Authorization: Bearer <expected>`, compared in constant time."""
@@ -177,7 +165,7 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
                                  "recipients": [{"email": e, "articles": n} for e, n, held in due if held is None],
                                  "not_sent": [{"email": e, "why": held} for e, _, held in due if held is not None]})
         if body.test_to:
-            return JSONResponse({"test_to": body.test_to, "result": plain(service.send_test_copy(request, body.test_to, now))})
+            return JSONResponse({"test_to": body.test_to, "result": jsonable_encoder(service.send_test_copy(request, body.test_to, now))})
         report = service.plan_manual(request, now)
         if context.settings.delivery.mode == "inline":  # "workers": the syndicate worker processes send it
             runner.start(f"send-run-{report.run_id}", lambda: service.work(report.run_id, stop=runner.stop))
@@ -187,7 +175,7 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
     @router.get("/sends/{run_id}")
     def send_progress(run_id: RunId) -> Any:
         try:
-            return plain(need_delivery().report(run_id))
+            return jsonable_encoder(need_delivery().report(run_id))
         except (LookupError, SyndicateError) as e:
             raise ApiProblem(404, f"no send run {run_id}") from e
 
@@ -195,7 +183,7 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
     def status() -> Any:
         result: dict[str, Any] = {"scheduler": scheduler_status() if scheduler_status else None}
         if delivery is not None:
-            result["recent_runs"] = plain(delivery.recent_runs(20))
+            result["recent_runs"] = jsonable_encoder(delivery.recent_runs(20))
             result["outbox"] = {"retrying": len(delivery.waiting_retries()), "recent_failures": len(delivery.failures(50))}
         else:
             result["recent_runs"], result["outbox"] = [], None

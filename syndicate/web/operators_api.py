@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import Field
 
 from syndicate.campaigns import CampaignError, NewCampaign
 from syndicate.errors import UsageError
-from syndicate.web.api import ApiProblem, Model, plain, token_check
+from syndicate.web.api import ApiProblem, Model, token_check
 from syndicate.web.context import Runner, WebContext
 from syndicate.wiring import Components
 
@@ -93,8 +94,8 @@ def operators_router(components: Components, context: WebContext, *, admin_token
 
     @router.get("/deliveries/failures")
     def failures() -> Any:
-        return {"groups": plain(components.delivery.failure_groups(100)),
-                "recent": plain(components.delivery.failures(100))}
+        return {"groups": jsonable_encoder(components.delivery.failure_groups(100)),
+                "recent": jsonable_encoder(components.delivery.failures(100))}
 
     @router.get("/campaigns")
     def list_campaigns() -> Any:
@@ -126,7 +127,7 @@ def operators_router(components: Components, context: WebContext, *, admin_token
             result = components.campaigns.send_test(campaign_id, body.to, now=context.clock())
         except UsageError as e:
             raise ApiProblem(422, str(e), "to") from e
-        return {"to": body.to, "result": plain(result)}
+        return {"to": body.to, "result": jsonable_encoder(result)}
 
     @router.post("/campaigns/{campaign_id}/send", status_code=202)
     def send_campaign(campaign_id: CampaignId, body: SendCampaignBody) -> Any:
@@ -150,4 +151,4 @@ def _found(components: Components, campaign_id: int, *, counts: bool = False) ->
 
 
 def _out(campaign: Any) -> dict[str, Any]:
-    return {k: plain(v) for k, v in vars(campaign).items()}
+    return {k: jsonable_encoder(v) for k, v in vars(campaign).items()}
