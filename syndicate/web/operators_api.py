@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.encoders import jsonable_encoder
@@ -16,6 +17,9 @@ from syndicate.errors import UsageError
 from syndicate.web.api import ApiProblem, Model, token_check
 from syndicate.web.context import Runner, WebContext
 from syndicate.wiring import Components
+
+if TYPE_CHECKING:
+    from syndicate.delivery import DeliveryService
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ def requeue_and_send(components: Components, runner: Runner, now: datetime, acto
             "left_failed": [{"id": i, "why": why} for i, why in result.refused]}
 
 
-def _worker(delivery: Any, run_id: int, runner: Runner) -> Any:
+def _worker(delivery: DeliveryService, run_id: int, runner: Runner) -> Callable[[], object]:
     return lambda: delivery.work(run_id, stop=runner.stop)
 
 
