@@ -96,8 +96,28 @@ def run_digests_every(scheduler: Scheduler, clock: Clock, start: datetime, end: 
         clock.now += step
 
 
-@pytest.mark.parametrize("change_day", [date(2026, 3, 29), date(2026, 10, 25)], ids=["spring-forward", "fall-back"])
-@pytest.mark.parametrize("interval,offset", [(900, 0), (3600, 7 * 60)], ids=["every-15-min", "hourly-off-the-hour"])
+SPRING_FORWARD, FALL_BACK = date(2026, 3, 29), date(2026, 10, 25)
+EVERY_15_MIN, HOURLY_OFF_THE_HOUR = (900, 0), (3600, 7 * 60)  # (interval, offset of the first run) in seconds
+
+
+def _dst_case(database: str, change: str, every: str):
+    change_day = {"spring-forward": SPRING_FORWARD, "fall-back": FALL_BACK}[change]
+    interval, offset = {"every-15-min": EVERY_15_MIN, "hourly-off-the-hour": HOURLY_OFF_THE_HOUR}[every]
+    marks = [pytest.mark.postgres] if database == "postgres" else []
+    return pytest.param(database, change_day, interval, offset, marks=marks, id=f"{database}-{every}-{change}")
+
+
+# Both changes at both intervals on SQLite. PostgreSQL (where the stored send times are timestamptz)
+# takes each change and each interval once: the 15-min runs land on 08:00 exactly through the
+# repeated hour of the fall-back, the hourly ones come after 08:00 across the skipped hour.
+@pytest.mark.parametrize("database_url,change_day,interval,offset", [
+    _dst_case("sqlite", "spring-forward", "every-15-min"),
+    _dst_case("sqlite", "fall-back", "every-15-min"),
+    _dst_case("sqlite", "spring-forward", "hourly-off-the-hour"),
+    _dst_case("sqlite", "fall-back", "hourly-off-the-hour"),
+    _dst_case("postgres", "fall-back", "every-15-min"),
+    _dst_case("postgres", "spring-forward", "hourly-off-the-hour"),
+], indirect=["database_url"])
 def test_paris_8am_gets_exactly_one_digest_a_day_across_dst_changes(newsroom, change_day, interval, offset):
     start = datetime.combine(change_day - timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     clock = Clock(start)
