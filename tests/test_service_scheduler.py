@@ -140,9 +140,9 @@ def test_each_subscriber_gets_their_own_local_send_hour(newsroom):
     newsroom.add_subscriber("tokyo@example.org", now=start, timezone="Asia/Tokyo", hour=7)
     newsroom.add_subscriber("ny@example.org", now=start, timezone="America/New_York", hour=18)
     newsroom.add_subscriber("weekly@example.org", now=start, hour=9, frequency="weekly", weekday=4)
-    scheduler = newsroom.scheduler(clock, digest_interval=1800)
+    scheduler = newsroom.scheduler(clock, digest_interval=3600)
 
-    run_digests_every(scheduler, clock, start, start + timedelta(days=7), timedelta(minutes=30))
+    run_digests_every(scheduler, clock, start, start + timedelta(days=7), timedelta(hours=1))
 
     inbox = newsroom.inbox()
     assert Counter(address for address, _ in inbox) == {"tokyo@example.org": 7, "ny@example.org": 7, "weekly@example.org": 1}
