@@ -100,6 +100,7 @@ def test_a_worker_that_cannot_log_in_stops_the_send_with_the_reason_and_marks_no
     assert statuses(database) == Counter({"queued": SUBSCRIBERS})
 
 
+@pytest.mark.slow  # two sends: ~4-5 s
 def test_sigterm_stops_the_workers_after_their_messages_in_flight_and_the_next_send_finishes(send):
     start, server, database, people = send
     server.data_delay = 0.01

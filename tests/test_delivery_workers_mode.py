@@ -225,6 +225,7 @@ def test_the_rate_holds_for_all_workers_together_within_ten_percent(deployment, 
     assert len(claimers) == 3, "all three workers were sending"
 
 
+@pytest.mark.slow  # three real processes: ~4 s
 def test_workers_mode_is_refused_on_sqlite(tmp_path):
     write_site(tmp_path)
     path = worker_config(tmp_path, f"sqlite:///{tmp_path / 'syndicate.db'}", 2525)
@@ -253,6 +254,7 @@ def send_command(path, *args: str) -> subprocess.CompletedProcess[str]:
                           env={**SECRET, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @PG
 def test_in_workers_mode_send_only_plans_and_the_workers_send(deployment):
     config, server, database, now = deployment

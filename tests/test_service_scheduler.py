@@ -104,6 +104,8 @@ def _dst_case(database: str, change: str, every: str):
     change_day = {"spring-forward": SPRING_FORWARD, "fall-back": FALL_BACK}[change]
     interval, offset = {"every-15-min": EVERY_15_MIN, "hourly-off-the-hour": HOURLY_OFF_THE_HOUR}[every]
     marks = [pytest.mark.postgres] if database == "postgres" else []
+    if every == "every-15-min":
+        marks.append(pytest.mark.slow)  # 288 digest runs: ~6 s
     return pytest.param(database, change_day, interval, offset, marks=marks, id=f"{database}-{every}-{change}")
 
 
@@ -134,6 +136,7 @@ def test_paris_8am_gets_exactly_one_digest_a_day_across_dst_changes(newsroom, ch
         assert timedelta(0) <= when - eight < timedelta(seconds=interval)
 
 
+@pytest.mark.slow  # a week of hourly digest runs: ~4 s
 def test_each_subscriber_gets_their_own_local_send_hour(newsroom):
     start = datetime(2026, 6, 1, tzinfo=UTC)
     clock = Clock(start)
@@ -153,6 +156,7 @@ def test_each_subscriber_gets_their_own_local_send_hour(newsroom):
     assert (weekly.weekday(), weekly.hour) == (4, 9)
 
 
+@pytest.mark.slow  # two days of digest runs every 15 min: ~4 s
 @pytest.mark.parametrize("grace_hours,expected_on_the_day", [(4, 1), (1, 0)], ids=["within-grace", "too-late"])
 def test_a_digest_missed_during_downtime_is_sent_once_or_skipped_and_logged(newsroom, caplog, grace_hours, expected_on_the_day):
     day = datetime(2026, 6, 10, tzinfo=UTC)
