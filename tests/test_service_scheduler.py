@@ -221,8 +221,11 @@ def wait_for(condition, timeout: float = 8.0) -> bool:
 
 
 def digest_job_missed_during_downtime(newsroom: Newsroom, *, grace: int, down_for: timedelta) -> Scheduler:
-    """The digest job as stored by a scheduler that stopped `down_for` ago (its hourly run missed
-    several times since), and a subscriber whose send time passed during the downtime; restarted now."""
+    """The digest job as stored by a scheduler that stopped `down_for` ago (its run every 15 min missed
+    several times since), and a subscriber whose send time passed during the downtime; restarted now.
+    Its runs fall `down_for` + 2 s (the first-run delay) + a multiple of 15 min after `now`: with a
+    `down_for` that is not a multiple of 15 min, the run after the catch-up is minutes away, not 2 s
+    (a test slower than 2 s on a busy machine would see that run come due too)."""
     now = datetime.now(UTC)
     due = (now - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
     write_article(newsroom.settings.content.folder, "fresh", title="Fresh news", categories=["city"],
@@ -238,7 +241,7 @@ def digest_job_missed_during_downtime(newsroom: Newsroom, *, grace: int, down_fo
 
 
 def test_a_digest_job_missed_while_stopped_runs_once_when_within_grace(newsroom):
-    scheduler = digest_job_missed_during_downtime(newsroom, grace=4 * 3600, down_for=timedelta(hours=3))
+    scheduler = digest_job_missed_during_downtime(newsroom, grace=4 * 3600, down_for=timedelta(hours=3, minutes=5))
     scheduler.start()
     try:
         assert wait_for(lambda: newsroom.backend.outbox), "the missed run never happened"
@@ -250,7 +253,7 @@ def test_a_digest_job_missed_while_stopped_runs_once_when_within_grace(newsroom)
 
 
 def test_a_digest_job_missed_beyond_grace_is_skipped_and_logged_once(newsroom, caplog):
-    scheduler = digest_job_missed_during_downtime(newsroom, grace=600, down_for=timedelta(hours=2, minutes=30))
+    scheduler = digest_job_missed_during_downtime(newsroom, grace=600, down_for=timedelta(hours=2, minutes=42))  # missed by ~12 min
     caplog.set_level(logging.INFO)
     scheduler.start()
     try:
