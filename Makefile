@@ -27,10 +27,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check syndicate tests bench
 	$(BIN)/mypy
 
+# pytest-xdist runs the tests in TEST_WORKERS processes (0: all in one); a test marked `timing` still
+# runs with no other beside it (tests/conftest.py). `make test PYTEST_ARGS='-m "not slow"'` skips the slowest.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) lint
 	@bash tests/setup.sh "$(BIN)"
 	SYNDICATE_TEST_DATABASE_URL="$${SYNDICATE_TEST_DATABASE_URL:-$$($(BIN)/python tests/pg_url.py '$(PG_URL)')}" \
-		$(BIN)/python -m pytest $(PYTEST_ARGS)
+		$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'

@@ -1,11 +1,17 @@
 """Shared fixtures. `database_url` runs a test on SQLite and, when SYNDICATE_TEST_DATABASE_URL
-is set, on PostgreSQL too (each test in a schema of its own, dropped afterwards)."""
+is set, on PostgreSQL too (each test in a schema of its own, dropped afterwards).
+
+Under pytest-xdist (`make test` runs `-n 2`), a test marked `timing` runs with no other test of
+this run beside it: it takes a lock every other test shares (see `_RunLock`)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
@@ -47,3 +53,47 @@ def database(database_url: str) -> Iterator[Database]:
         yield db
     finally:
         db.close()
+
+
+
+class _RunLock:
+    """A readers-writer lock between the xdist workers of one run, on two files: every test holds
+    `main` shared, a `timing` test holds it exclusive. A worker waiting for it exclusive holds
+    `turn`, which every test passes through first, so the other worker's next test waits for the
+    timing test instead of starving it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.turn = os.open(folder / "turn.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.main = os.open(folder / "main.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextmanager
+    def hold(self, exclusive: bool) -> Generator[None, None, None]:
+        fcntl.flock(self.turn, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.main, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(self.turn, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.main, fcntl.LOCK_UN)
+
+
+_RUN_LOCK = pytest.StashKey[_RunLock]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)  # set in an xdist worker only
+    if workerinput is not None and workerinput["workercount"] > 1 and config.option.basetemp:
+        # xdist gives each worker a basetemp inside the run's own: the folder they share
+        config.stash[_RUN_LOCK] = _RunLock(Path(config.option.basetemp).parent)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """Setup, call and teardown of a test (module fixtures included) inside the run lock, when there is one."""
+    lock = item.config.stash.get(_RUN_LOCK, None)
+    if lock is None:
+        return (yield)
+    with lock.hold(exclusive=item.get_closest_marker("timing") is not None):
+        return (yield)

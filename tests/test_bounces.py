@@ -111,6 +111,7 @@ def test_unrelated_mail_given_to_the_pipe_is_kept_as_ignored_and_changes_nothing
     assert SubscriberStore(database).get(person.id).status is SubscriberStatus.ACTIVE
 
 
+@pytest.mark.slow  # the pipe in three real processes: ~4 s
 def test_the_pipe_as_an_mta_runs_it_exit_0_when_taken_75_when_the_database_is_unreachable(env, tmp_path):
     run, server, database, config = env
     [person] = add_subscribers(database, 1, now=datetime.now(UTC))

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import feedparser
 import httpx
+import pytest
 
 from syndicate.wiring import make_sources
 from tests.feedserver import Route, feed_server
@@ -40,6 +41,7 @@ title = "The Test Blog"
     return str(path)
 
 
+@pytest.mark.slow  # ten real `syndicate` processes: ~7 s
 def test_check_fetch_list_and_build(tmp_path):
     with feed_server() as server:
         server.routes["/feed"] = Route(GOOD)

@@ -100,6 +100,7 @@ def test_a_worker_that_cannot_log_in_stops_the_send_with_the_reason_and_marks_no
     assert statuses(database) == Counter({"queued": SUBSCRIBERS})
 
 
+@pytest.mark.slow  # two sends: ~4-5 s
 def test_sigterm_stops_the_workers_after_their_messages_in_flight_and_the_next_send_finishes(send):
     start, server, database, people = send
     server.data_delay = 0.01
@@ -120,6 +121,7 @@ def test_sigterm_stops_the_workers_after_their_messages_in_flight_and_the_next_s
     assert Counter(r.recipients[0] for r in server.received) == Counter(p.email for p in people)
 
 
+@pytest.mark.timing
 def test_workers_do_not_outlive_a_parent_killed_with_sigkill(send):
     start, server, database, people = send
     server.data_delay = 0.05  # the rest would take ~7 s: longer than the 3 s they get to stop

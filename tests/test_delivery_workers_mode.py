@@ -105,6 +105,7 @@ def test_three_workers_send_a_scheduled_and_a_manual_run_planned_together_exactl
     assert "syndicate_send_seconds_count" in metrics and "syndicate_claim_seconds_count" in metrics
 
 
+@pytest.mark.timing
 @PG
 @pytest.mark.slow
 def test_a_killed_worker_s_claims_are_resent_by_another_after_the_claim_timeout(deployment):
@@ -141,6 +142,7 @@ def test_a_killed_worker_s_claims_are_resent_by_another_after_the_claim_timeout(
     assert statuses(database) == Counter({"sent": len(people)})
 
 
+@pytest.mark.timing
 @PG
 @pytest.mark.slow
 def test_a_worker_declared_lost_stops_sending_at_once(deployment):
@@ -165,6 +167,7 @@ def test_a_worker_declared_lost_stops_sending_at_once(deployment):
     assert arrived < 200
 
 
+@pytest.mark.timing
 @PG
 @pytest.mark.slow
 def test_sigterm_finishes_the_messages_in_flight_and_puts_the_rest_back(deployment):
@@ -185,6 +188,7 @@ def test_sigterm_finishes_the_messages_in_flight_and_puts_the_rest_back(deployme
     assert counts["queued"] == len(people) - counts["sent"], "the rest are back in the queue, none failed"
     with database.read() as connection:
         assert connection.execute(select(delivery_workers)).first() is None, "the worker left the registry"
+    server.data_delay = 0.0  # the slow replies only had to keep messages in flight at the SIGTERM
     again = WorkerProcess(path, "--concurrency", "2")
     try:
         wait_until(lambda: statuses(database)["sent"] == len(people), 60, "the rest sent by the next worker")
@@ -193,6 +197,7 @@ def test_sigterm_finishes_the_messages_in_flight_and_puts_the_rest_back(deployme
     assert sorted(r.recipients[0] for r in server.received) == sorted(p.email for p in people)
 
 
+@pytest.mark.timing
 @PG
 @pytest.mark.slow
 @pytest.mark.parametrize("limit,rate", [("rate", 40), ("domain_rate", 30)])
@@ -220,14 +225,18 @@ def test_the_rate_holds_for_all_workers_together_within_ten_percent(deployment, 
     assert len(claimers) == 3, "all three workers were sending"
 
 
+@pytest.mark.slow  # three real processes: ~4 s
 def test_workers_mode_is_refused_on_sqlite(tmp_path):
     write_site(tmp_path)
     path = worker_config(tmp_path, f"sqlite:///{tmp_path / 'syndicate.db'}", 2525)
-    for command in (["worker"], ["send", "--yes"], ["run", "--port", "0"]):
-        done = subprocess.run([sys.executable, "-m", "syndicate", "--config", str(path), *command], cwd=ROOT,
-                              env={**SECRET, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
-        assert done.returncode != 0, command
-        assert '[delivery] mode: "workers" needs PostgreSQL, but [database] url is sqlite' in done.stderr, done.stderr
+    commands = (["worker"], ["send", "--yes"], ["run", "--port", "0"])
+    processes = [subprocess.Popen([sys.executable, "-m", "syndicate", "--config", str(path), *command], cwd=ROOT,
+                                  env={**SECRET, "PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for command in commands]  # the three start-ups side by side
+    for command, process in zip(commands, processes):
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode != 0, command
+        assert '[delivery] mode: "workers" needs PostgreSQL, but [database] url is sqlite' in stderr, stderr
 
 
 @PG
@@ -245,6 +254,7 @@ def send_command(path, *args: str) -> subprocess.CompletedProcess[str]:
                           env={**SECRET, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @PG
 def test_in_workers_mode_send_only_plans_and_the_workers_send(deployment):
     config, server, database, now = deployment

@@ -437,6 +437,7 @@ def test_recipients_refused_among_several_are_reported(smtp_server) -> None:
 # --- SMTP: connections, rate, stop ------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_parallel_connections_really_send_at_the_same_time(smtp_server) -> None:
     server = smtp_server()
     server.data_delay = 0.2
@@ -458,6 +459,7 @@ def test_connections_are_reused_up_to_max_per_connection(smtp_server) -> None:
     assert {r.ehlo for r in server.received} == {"sender.test"}
 
 
+@pytest.mark.timing
 def test_the_rate_limit_holds_across_all_connections(smtp_server) -> None:
     server = smtp_server()
     started = time.monotonic()
@@ -467,6 +469,7 @@ def test_the_rate_limit_holds_across_all_connections(smtp_server) -> None:
     assert 0.45 <= elapsed <= 2.0, f"11 messages at 20/s took {elapsed:.2f} s (expected about 0.5 s)"
 
 
+@pytest.mark.timing
 def test_stop_during_a_slow_rate_ends_promptly(smtp_server) -> None:
     server = smtp_server()
     stop = threading.Event()

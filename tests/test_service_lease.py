@@ -81,6 +81,7 @@ def test_the_standby_keeper_logs_once_and_starts_the_scheduler_when_it_takes_ove
     assert second.lease.holder() is None
 
 
+@pytest.mark.timing
 @pytest.mark.slow
 def test_a_second_process_stands_by_and_takes_over_when_the_first_dies(tmp_path, database_url):
     config = write_config(tmp_path, database_url=database_url, extra="\n[schedule]\nlease_seconds = 5\n")

@@ -96,8 +96,30 @@ def run_digests_every(scheduler: Scheduler, clock: Clock, start: datetime, end: 
         clock.now += step
 
 
-@pytest.mark.parametrize("change_day", [date(2026, 3, 29), date(2026, 10, 25)], ids=["spring-forward", "fall-back"])
-@pytest.mark.parametrize("interval,offset", [(900, 0), (3600, 7 * 60)], ids=["every-15-min", "hourly-off-the-hour"])
+SPRING_FORWARD, FALL_BACK = date(2026, 3, 29), date(2026, 10, 25)
+EVERY_15_MIN, HOURLY_OFF_THE_HOUR = (900, 0), (3600, 7 * 60)  # (interval, offset of the first run) in seconds
+
+
+def _dst_case(database: str, change: str, every: str):
+    change_day = {"spring-forward": SPRING_FORWARD, "fall-back": FALL_BACK}[change]
+    interval, offset = {"every-15-min": EVERY_15_MIN, "hourly-off-the-hour": HOURLY_OFF_THE_HOUR}[every]
+    marks = [pytest.mark.postgres] if database == "postgres" else []
+    if every == "every-15-min":
+        marks.append(pytest.mark.slow)  # 288 digest runs: ~6 s
+    return pytest.param(database, change_day, interval, offset, marks=marks, id=f"{database}-{every}-{change}")
+
+
+# Both changes at both intervals on SQLite. PostgreSQL (where the stored send times are timestamptz)
+# takes each change and each interval once: the 15-min runs land on 08:00 exactly through the
+# repeated hour of the fall-back, the hourly ones come after 08:00 across the skipped hour.
+@pytest.mark.parametrize("database_url,change_day,interval,offset", [
+    _dst_case("sqlite", "spring-forward", "every-15-min"),
+    _dst_case("sqlite", "fall-back", "every-15-min"),
+    _dst_case("sqlite", "spring-forward", "hourly-off-the-hour"),
+    _dst_case("sqlite", "fall-back", "hourly-off-the-hour"),
+    _dst_case("postgres", "fall-back", "every-15-min"),
+    _dst_case("postgres", "spring-forward", "hourly-off-the-hour"),
+], indirect=["database_url"])
 def test_paris_8am_gets_exactly_one_digest_a_day_across_dst_changes(newsroom, change_day, interval, offset):
     start = datetime.combine(change_day - timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     clock = Clock(start)
@@ -114,15 +136,16 @@ def test_paris_8am_gets_exactly_one_digest_a_day_across_dst_changes(newsroom, ch
         assert timedelta(0) <= when - eight < timedelta(seconds=interval)
 
 
+@pytest.mark.slow  # a week of hourly digest runs: ~4 s
 def test_each_subscriber_gets_their_own_local_send_hour(newsroom):
     start = datetime(2026, 6, 1, tzinfo=UTC)
     clock = Clock(start)
     newsroom.add_subscriber("tokyo@example.org", now=start, timezone="Asia/Tokyo", hour=7)
     newsroom.add_subscriber("ny@example.org", now=start, timezone="America/New_York", hour=18)
     newsroom.add_subscriber("weekly@example.org", now=start, hour=9, frequency="weekly", weekday=4)
-    scheduler = newsroom.scheduler(clock, digest_interval=1800)
+    scheduler = newsroom.scheduler(clock, digest_interval=3600)
 
-    run_digests_every(scheduler, clock, start, start + timedelta(days=7), timedelta(minutes=30))
+    run_digests_every(scheduler, clock, start, start + timedelta(days=7), timedelta(hours=1))
 
     inbox = newsroom.inbox()
     assert Counter(address for address, _ in inbox) == {"tokyo@example.org": 7, "ny@example.org": 7, "weekly@example.org": 1}
@@ -133,6 +156,7 @@ def test_each_subscriber_gets_their_own_local_send_hour(newsroom):
     assert (weekly.weekday(), weekly.hour) == (4, 9)
 
 
+@pytest.mark.slow  # two days of digest runs every 15 min: ~4 s
 @pytest.mark.parametrize("grace_hours,expected_on_the_day", [(4, 1), (1, 0)], ids=["within-grace", "too-late"])
 def test_a_digest_missed_during_downtime_is_sent_once_or_skipped_and_logged(newsroom, caplog, grace_hours, expected_on_the_day):
     day = datetime(2026, 6, 10, tzinfo=UTC)
@@ -197,8 +221,11 @@ def wait_for(condition, timeout: float = 8.0) -> bool:
 
 
 def digest_job_missed_during_downtime(newsroom: Newsroom, *, grace: int, down_for: timedelta) -> Scheduler:
-    """The digest job as stored by a scheduler that stopped `down_for` ago (its hourly run missed
-    several times since), and a subscriber whose send time passed during the downtime; restarted now."""
+    """The digest job as stored by a scheduler that stopped `down_for` ago (its run every 15 min missed
+    several times since), and a subscriber whose send time passed during the downtime; restarted now.
+    Its runs fall `down_for` + 2 s (the first-run delay) + a multiple of 15 min after `now`: with a
+    `down_for` that is not a multiple of 15 min, the run after the catch-up is minutes away, not 2 s
+    (a test slower than 2 s on a busy machine would see that run come due too)."""
     now = datetime.now(UTC)
     due = (now - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
     write_article(newsroom.settings.content.folder, "fresh", title="Fresh news", categories=["city"],
@@ -214,7 +241,7 @@ def digest_job_missed_during_downtime(newsroom: Newsroom, *, grace: int, down_fo
 
 
 def test_a_digest_job_missed_while_stopped_runs_once_when_within_grace(newsroom):
-    scheduler = digest_job_missed_during_downtime(newsroom, grace=4 * 3600, down_for=timedelta(hours=3))
+    scheduler = digest_job_missed_during_downtime(newsroom, grace=4 * 3600, down_for=timedelta(hours=3, minutes=5))
     scheduler.start()
     try:
         assert wait_for(lambda: newsroom.backend.outbox), "the missed run never happened"
@@ -226,7 +253,7 @@ def test_a_digest_job_missed_while_stopped_runs_once_when_within_grace(newsroom)
 
 
 def test_a_digest_job_missed_beyond_grace_is_skipped_and_logged_once(newsroom, caplog):
-    scheduler = digest_job_missed_during_downtime(newsroom, grace=600, down_for=timedelta(hours=2, minutes=30))
+    scheduler = digest_job_missed_during_downtime(newsroom, grace=600, down_for=timedelta(hours=2, minutes=42))  # missed by ~12 min
     caplog.set_level(logging.INFO)
     scheduler.start()
     try:

@@ -7,6 +7,7 @@ import time
 
 import feedparser
 import httpx
+import pytest
 
 from syndicate.config import settings_from_mapping
 from syndicate.wiring import content_source, load_corpus
@@ -31,6 +32,7 @@ def feeds(*slugs: str, base: str = BASE) -> set[str]:
     return {f"{base}/feeds/{slug}{suffix}" for slug in slugs for suffix in (".rss.xml", ".atom.xml", ".json")}
 
 
+@pytest.mark.timing
 def test_a_save_is_served_within_a_second_and_exactly_the_changed_feeds_are_announced(tmp_path):
     content = tmp_path / "content"
     write_article(content, "alpha", title="Alpha", categories=["Science"], date="2026-11-20T10:00:00+00:00")
