@@ -12,7 +12,8 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
@@ -124,6 +125,17 @@ def message_builder(settings: Settings, renderer: EmailRenderer, links: LinkMake
     """A run's message builder for the [mail], [email] and [site] settings (`options`: MessageBuilder's)."""
     from syndicate.digest import MessageBuilder
     return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now, **options)
+
+
+@contextmanager
+def opened_database(settings: Settings) -> Iterator[Database]:
+    """The [database], open for the with-block (for a command that may not need it at all)."""
+    from syndicate.storage import open_database
+    database = open_database(settings.database)
+    try:
+        yield database
+    finally:
+        database.close()
 
 
 def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:

@@ -39,16 +39,15 @@ def build(app: AppContext, ctx: click.Context, content: Path | None, output: Pat
 
 
 def _archive(app: AppContext, output: Path | None, built: BuildReport) -> None:
-    """The archive of the digests as sent, from the database (syndicate.archive)."""
+    """The archive of the digests as sent, from the database (syndicate.archive), which is opened
+    only when the archive may have something new (`database_stamp`)."""
     from datetime import UTC, datetime
 
     from syndicate.archive import build_archive
-    from syndicate.wiring import Components
+    from syndicate.storage import database_stamp
+    from syndicate.wiring import opened_database
 
-    components = Components(app.settings)
-    try:
-        archive = build_archive(app.settings, components.content, components.database, datetime.now(UTC), output=output,
-                                corpus=built.corpus)
-    finally:
-        components.close()
+    settings = app.settings
+    archive = build_archive(settings, content_source(settings), lambda: opened_database(settings), datetime.now(UTC),
+                            output=output, corpus=built.corpus, database_stamp=lambda: database_stamp(settings.database))
     click.echo(f"archive: {archive.issues} issues, {len(archive.written)} files written")

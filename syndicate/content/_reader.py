@@ -7,14 +7,17 @@ parsed again: their Articles come from a cache under `var/`.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import hashlib
+import io
 import logging
+import mmap
 import os
 import pickle
+import struct
 import threading
+import zlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
@@ -33,7 +36,9 @@ from syndicate.errors import ContentError, Problem
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 9
+_CACHE_FORMAT = 10
+_CACHE_MAGIC = b"syndicate article cache\n"  # then the payload's CRC-32 and length, then the payload (a pickle)
+_CACHE_HEADER = struct.Struct("<IQ")
 _PARALLEL_FROM = 400  # files to parse before a process pool pays for itself
 
 
@@ -233,6 +238,16 @@ class _Cache:
 
     A warm read with a few edits writes only the journal; the snapshot is rewritten when
     the journal grows past a tenth of it.
+
+    The articles are stored as they were made, validated: only Articles that passed their
+    constructor's checks (`Article.__post_init__`) are ever written, by this very version of the
+    parser and of the model (the stamp holds their code's fingerprint), and an Article is
+    restored as pickle restores any object, as the bytes it was (not through its constructor,
+    which would check the same values again: a third of a warm read). So the cache trusts its
+    files only when they are what it wrote: each carries the CRC-32 of its payload, and one whose
+    bytes changed since (a damaged disk, a partial copy) is refused and every article read again.
+    (That is a check against accidents: whoever may write under var/ may run code anyway, as
+    loading any pickle does.)
     """
 
     def __init__(self, path: Path, options: ReaderOptions) -> None:
@@ -242,15 +257,16 @@ class _Cache:
 
     def _read(self, path: Path) -> tuple[dict, _Assembled | None]:
         with path.open("rb") as f:
-            unpickler = pickle.Unpickler(f)
-            unpickler.persistent_load = _older_format  # type: ignore[method-assign]  # only caches of format 5 and before used them
-            try:
-                data = unpickler.load()
-            except _OlderFormat:
+            head = f.read(len(_CACHE_MAGIC) + _CACHE_HEADER.size)
+            if not head.startswith(_CACHE_MAGIC):  # a cache of format 9 or before
                 return {}, None
-        if not (isinstance(data, tuple) and len(data) == 4 and data[0] == self.stamp):  # another format or version
+            crc, length = _CACHE_HEADER.unpack_from(head, len(_CACHE_MAGIC))
+            if os.fstat(f.fileno()).st_size != len(head) + length:
+                raise ValueError("it is not as long as written (truncated?)")
+            data = _load_checked(f.fileno(), len(head), crc) if length else None
+        if not (isinstance(data, tuple) and len(data) == 3 and data[0] == self.stamp):  # another format or version
             return {}, None
-        _, _, rows, assembled = data
+        _, rows, assembled = data
         return rows, assembled
 
     def load(self) -> tuple[dict[str, _Entry], dict[str, _Entry | None], _Assembled | None]:
@@ -305,33 +321,14 @@ class _Cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         unique = f"{os.getpid()}.{threading.get_ident()}"  # threads of one service too
         temporary = path.with_name(f".{path.name}.{unique}.tmp")
+        buffer = io.BytesIO()
+        pickle.dump((self.stamp, rows, assembled._replace(entries=None) if assembled else None), buffer,
+                    protocol=pickle.HIGHEST_PROTOCOL)
+        payload = buffer.getbuffer()
         with temporary.open("wb") as f:
-            _SnapshotPickler(f).dump((self.stamp, None, rows, assembled._replace(entries=None) if assembled else None))
+            f.write(_CACHE_MAGIC + _CACHE_HEADER.pack(zlib.crc32(payload), len(payload)))
+            f.write(payload)
         os.replace(temporary, path)
-
-
-class _OlderFormat(Exception):
-    pass
-
-
-def _older_format(pid: object) -> None:
-    raise _OlderFormat
-
-
-class _SnapshotPickler(pickle.Pickler):
-    """Pickles each Article as a call of its constructor, so that a restored Article is validated
-    (`__post_init__`) like any other."""
-
-    def __init__(self, file) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def reducer_override(self, obj: object):
-        if type(obj) is not Article:
-            return NotImplemented
-        return (Article, tuple([getattr(obj, name) for name in _ARTICLE_FIELDS]))
-
-
-_ARTICLE_FIELDS = tuple(field.name for field in dataclasses.fields(Article))
 
 
 def _share_categories(entries: Iterable[_Entry | None]) -> None:
@@ -345,6 +342,16 @@ def _share_categories(entries: Iterable[_Entry | None]) -> None:
             shared = tuple([pool.setdefault(c, c) for c in article.categories])
             if any(a is not b for a, b in zip(shared, article.categories)):
                 object.__setattr__(article, "categories", shared)
+
+
+def _load_checked(fd: int, offset: int, crc: int) -> object:
+    """Unpickle what follows `offset` in file `fd` if its CRC-32 is `crc` (mapped, not read: a
+    60 MB snapshot is not copied once more before pickle copies out its strings)."""
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as whole:
+        with whole[offset:] as payload:
+            if zlib.crc32(payload) != crc:
+                raise ValueError("its bytes are not those written (checksum mismatch)")
+            return pickle.loads(payload)
 
 
 class CorpusMemory:

@@ -205,8 +205,7 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
         return outputs
     outputs.append(_Output(STYLESHEET, "asset", STYLESHEET, ""))  # the template fingerprint covers it
     outputs.append(_Output("404.html", "not_found", "", "not_found"))  # shows only the context (categories)
-    moved = _moved(site)
-    outputs.append(_Output(REDIRECTS, "redirects", "", _digest("redirects", *moved)))
+    outputs.append(_Output(REDIRECTS, "redirects", "", _redirects_key(site)))
     entries = [(slug, spec.title, site.counts[slug]) for slug, spec in site.specs.items() if slug != SITE_FEED]
     newest = [keys[a.id] for a in site.specs[SITE_FEED].articles]
     outputs.append(_Output("index.html", "index", "", _digest("index", entries, *newest)))
@@ -220,6 +219,12 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
         for article_id, article in site.articles.items() if article.url is None
     )
     return outputs
+
+
+def _redirects_key(site: _Site) -> str:
+    """What the redirect map shows depends on: each article's id (its old slug follows from it), slug
+    and whether it has a page. Working the old slugs out (10,000 slugifications) waits for a render."""
+    return _digest("redirects", *(f"{a.id}\x1e{a.slug}\x1e{a.url is None}" for a in site.articles.values()))
 
 
 def _moved(site: _Site) -> list[str]:

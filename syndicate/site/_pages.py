@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # Jinja2 is imported when the first page is rendered: a rebui
     import markupsafe
 
 TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent / "templates" / "site"
-TEMPLATES = ("base.html.j2", "_feeds.html.j2", "_article_list.html.j2", "_subscribe.html.j2", "index.html.j2",
+TEMPLATES = ("base.html.j2", "_nav.html.j2", "_feeds.html.j2", "_article_list.html.j2", "_subscribe.html.j2", "index.html.j2",
              "category.html.j2", "article.html.j2", "not_found.html.j2", "site.css",
              "archive_index.html.j2", "archive_issue.html.j2", "archive_category.html.j2")
 STYLESHEET = "site.css"  # the one stylesheet, shared with the subscriber pages (syndicate.web.pages)
@@ -89,6 +89,8 @@ class SitePages:
     _environment: list[jinja2.Environment] = field(init=False, repr=False, compare=False, default_factory=list)
     # Feed links rendered once per feed group (every page repeats them): slug -> (head, footer).
     _feed_markup: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False, default_factory=dict)
+    # The navigation rendered once per `current` (every page repeats it): current -> HTML.
+    _nav_markup: dict[str, markupsafe.Markup] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     @property
     def environment(self) -> jinja2.Environment:
@@ -143,12 +145,23 @@ class SitePages:
         return FeedMarkup(Markup("\n".join(h for h, _ in parts)),
                           Markup("\n".join(f for _, f in parts)))
 
+    def _navigation(self, current: str) -> markupsafe.Markup:
+        """The navigation with `current` marked, rendered once per build for each `current`."""
+        markup = self._nav_markup.get(current)
+        if markup is None:
+            from markupsafe import Markup  # installed with Jinja2
+
+            html = self.environment.get_template("_nav.html.j2").render(
+                nav=self.nav, archive_url=self.archive_url, current=current)
+            markup = self._nav_markup[current] = Markup(html.rstrip("\n"))
+        return markup
+
     def _render(self, template: str, *, current: str = "", **values: object) -> bytes:
         # Everything shown is XML-safe already (Article, Category, SiteInfo), so the page is too.
         return self.environment.get_template(template).render(
             site=self.site, urls=self.urls, home_url=self.urls.home(), opml_url=self.urls.opml(),
             stylesheet_url=self.urls.asset(STYLESHEET), signup_url=self.urls.signup(), nav=self.nav,
-            archive_url=self.archive_url, current=current, **values,
+            navigation=self._navigation(current), archive_url=self.archive_url, current=current, **values,
         ).encode("utf-8")
 
     def _subscribe(self, categories: Sequence[Category] = ()) -> SubscribeBox:
