@@ -32,7 +32,7 @@ from syndicate.content import (
     ReaderOptions,
     snapshot_path,
 )
-from syndicate.site import SiteUrls
+from syndicate.site import BuildSettings, SiteUrls
 
 if TYPE_CHECKING:
     from syndicate.abuse import SignupLimits
@@ -95,6 +95,12 @@ def content_source(settings: Settings) -> ContentSource:
         external=snapshot_path(settings.var_folder) if settings.sources else None,
         sources=frozenset(name for name, source in settings.sources.items() if source.enabled),
     )
+
+
+def build_settings(settings: Settings) -> BuildSettings:
+    """What the site build reads from the [site], [feeds], [output], [categories] and [websub] settings."""
+    return BuildSettings(site=settings.site, feeds=settings.feeds, output=settings.output, categories=settings.categories,
+                         hubs=tuple(str(hub) for hub in settings.websub.hubs), state=settings.var_folder / "build")
 
 
 def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bool = True,
@@ -324,6 +330,10 @@ class Components:
     @cached_property
     def content(self) -> ContentSource:
         return content_source(self.settings)
+
+    @cached_property
+    def build_settings(self) -> BuildSettings:
+        return build_settings(self.settings)
 
     def corpus(self, folder: Path | None = None, *, memory: CorpusMemory | None = None) -> Corpus:
         return self.content.read(folder, memory=memory)

@@ -154,7 +154,7 @@ def _write(settings: Settings, corpus: Corpus, urls: SiteUrls, folder: Path,
     """Render every archive page and feed; (the paths written, every path's size and mtime)."""
     names = {c.slug: c.name for c in corpus.categories}
     nav = tuple((c.slug, c.name, urls.category(c.slug)) for c in corpus.categories)
-    pages = SitePages(site_info(settings), urls, tuple(dict.fromkeys(settings.feeds.formats)), nav=nav,
+    pages = SitePages(site_info(settings.site, [str(hub) for hub in settings.websub.hubs]), urls, tuple(dict.fromkeys(settings.feeds.formats)), nav=nav,
                       archive_url=urls.archive())
     views = [(issue, _view(issue, names, urls)) for issue in issues]
     files: dict[str, bytes] = {}
@@ -191,7 +191,7 @@ def _digest(*parts: object) -> str:
 def _context(settings: Settings, corpus: Corpus) -> str:
     """What the pages show besides the database's issues: the categories, the settings, the templates, this code."""
     return _digest(__version__, STATE_FORMAT, hashlib.sha256(Path(__file__).read_bytes()).hexdigest(), template_fingerprint(),
-                   settings.site.model_dump_json(), settings.feeds.folder, settings.feeds.formats, settings.websub.hubs,
+                   settings.site.model_dump_json(), settings.feeds.folder, settings.feeds.formats, [str(h) for h in settings.websub.hubs],
                    [(c.slug, c.name) for c in corpus.categories])
 
 

@@ -9,7 +9,7 @@ import click
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._collector import collector_paused
 from syndicate.site import BuildReport, build_site
-from syndicate.wiring import content_source
+from syndicate.wiring import build_settings, content_source
 
 
 @click.command()
@@ -22,7 +22,7 @@ from syndicate.wiring import content_source
 def build(app: AppContext, ctx: click.Context, content: Path | None, output: Path | None) -> None:
     """Write every feed (RSS, Atom, JSON Feed, OPML) and page; exit 1 if any article was skipped."""
     with collector_paused():
-        report = build_site(app.settings, content_source(app.settings), content=content, output=output)
+        report = build_site(build_settings(app.settings), content_source(app.settings), content=content, output=output)
     for warning in report.warnings:
         click.echo(f"{warning} (warning)")
     for problem in report.problems:

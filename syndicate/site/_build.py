@@ -17,13 +17,13 @@ import marshal
 import os
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from syndicate import __version__
-from syndicate.config import Settings
+from syndicate.config import CategorySettings, FeedSettings, OutputSettings, SiteSettings
 from syndicate.content import (
     Article,
     CacheWriter,
@@ -97,9 +97,21 @@ class _Site:
     opml_format: str  # the format of the main OPML's feeds
 
 
-def site_info(settings: Settings) -> SiteInfo:
-    site = settings.site
-    return SiteInfo(site.title, site.description, site.language, site.author, site.timezone, settings.websub.hubs)
+@dataclass(frozen=True)
+class BuildSettings:
+    """What a site build reads from the configuration: its sections and plain values (the composition
+    root, syndicate.wiring.build_settings, makes it from the whole settings)."""
+
+    site: SiteSettings
+    feeds: FeedSettings
+    output: OutputSettings
+    categories: Mapping[str, CategorySettings]
+    hubs: tuple[str, ...]  # the WebSub hubs every feed announces
+    state: Path  # the build's own folder under var/: manifests and compiled templates
+
+
+def site_info(site: SiteSettings, hubs: Sequence[str] = ()) -> SiteInfo:
+    return SiteInfo(site.title, site.description, site.language, site.author, site.timezone, tuple(hubs))
 
 
 def _digest(*parts: object) -> str:
@@ -120,16 +132,18 @@ def _code_fingerprint() -> str:
     return _digest(__version__, BUILD_FORMAT, *(hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in modules))
 
 
-def _settings_fingerprint(settings: Settings) -> str:
+def _settings_fingerprint(settings: BuildSettings, source: ContentSource) -> str:
+    """The settings every output depends on; the reader's options too (a changed date format or
+    default author changes articles whose files, and so whose keys, did not change)."""
     return _digest(
         _code_fingerprint(),
-        settings.site.model_dump_json(), settings.feeds.model_dump_json(), settings.websub.hubs,
+        settings.site.model_dump_json(), settings.feeds.model_dump_json(), settings.hubs,
         json.dumps({k: v.model_dump(mode="json") for k, v in settings.categories.items()}, sort_keys=True),
-        settings.content.date_format, settings.content.summary_length,
+        source.options,
     )
 
 
-def _category_description(settings: Settings, category: Category) -> str:
+def _category_description(settings: BuildSettings, category: Category) -> str:
     rule = settings.categories.get(category.slug)
     if rule is not None and rule.description:
         return rule.description
@@ -149,10 +163,10 @@ def _reserved_problems(corpus: Corpus, content: Path) -> tuple[list[Problem], se
     return problems, reserved
 
 
-def _assemble(corpus: Corpus, settings: Settings, reserved: set[str]) -> _Site:
+def _assemble(corpus: Corpus, settings: BuildSettings, reserved: set[str]) -> _Site:
     """The feeds' contents and the page renderer for this corpus."""
     items = settings.feeds.items
-    info = site_info(settings)
+    info = site_info(settings.site, settings.hubs)
     urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
     specs = {SITE_FEED: FeedSpec(SITE_FEED, info.title, info.description, corpus.articles[:items])}
     counts: dict[str, int] = {}
@@ -171,7 +185,7 @@ def _assemble(corpus: Corpus, settings: Settings, reserved: set[str]) -> _Site:
         )
     formats = tuple(dict.fromkeys(settings.feeds.formats))
     nav = tuple((slug, spec.category.name, urls.category(slug)) for slug, spec in specs.items() if spec.category is not None)
-    renderer = SitePages(info, urls, formats, bytecode_cache=settings.var_folder / "build" / "templates", nav=nav,
+    renderer = SitePages(info, urls, formats, bytecode_cache=settings.state / "templates", nav=nav,
                          archive_url=urls.archive() if settings.output.pages else None)
     opml_format = settings.feeds.opml_format if settings.feeds.opml_format in formats else next(
         (f for f in formats if f != "json"), formats[0])
@@ -312,8 +326,8 @@ def _produce_all(outputs: list[_Output], site: _Site, folder: Path, workers: int
     return run_parallel(lambda share: _produce(share, site, folder, new), outputs, workers)
 
 
-def manifest_path(settings: Settings, output: Path) -> Path:
-    return settings.var_folder / "build" / f"manifest-{_digest(output)[:12]}.marshal"
+def manifest_path(settings: BuildSettings, output: Path) -> Path:
+    return settings.state / f"manifest-{_digest(output)[:12]}.marshal"
 
 
 # What a manifest knows of one file: (fingerprint, size, mtime_ns).
@@ -386,7 +400,7 @@ def _remove_stale(folder: Path, feeds_folder: str, manifest: dict[str, _Known] |
 
 
 def build_site(
-    settings: Settings,
+    settings: BuildSettings,
     source: ContentSource,
     *,
     content: Path | None = None,
@@ -397,7 +411,8 @@ def build_site(
 ) -> BuildReport:
     """Read the corpus (incrementally) and bring every feed and page under the output folder up to date.
 
-    `source` is where the articles come from; `content` and `output` override its folder and the configured output; `workers` the configured
+    `settings` are the build's own (syndicate.wiring.build_settings); `source` is where the articles
+    come from; `content` and `output` override its folder and the configured output; `workers` the configured
     `[feeds] workers` (default: every core); `memory` keeps the articles in a long-running
     process from one build to the next (syndicate.content._reader.CorpusMemory).
 
@@ -425,7 +440,7 @@ def _relative(paths: Collection[str], folder: Path) -> list[str] | None:
     return inside
 
 
-def _build(settings: Settings, source_of: ContentSource, content: Path | None, output: Path | None, workers: int | None,
+def _build(settings: BuildSettings, source_of: ContentSource, content: Path | None, output: Path | None, workers: int | None,
            memory: CorpusMemory | None, writer: CacheWriter, changed: Collection[str] | None = None) -> BuildReport:
     folder = Path(output or settings.output.folder).resolve()
     source = Path(content or source_of.folder)
@@ -439,7 +454,7 @@ def _build(settings: Settings, source_of: ContentSource, content: Path | None, o
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)
-    context = _context_fingerprint(site, _settings_fingerprint(settings), template_fingerprint(site.pages.folder))
+    context = _context_fingerprint(site, _settings_fingerprint(settings, source_of), template_fingerprint(site.pages.folder))
     manifest_file = manifest_path(settings, folder)
     last = _load_manifest(manifest_file, context)
     manifest = last or {}
