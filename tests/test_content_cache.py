@@ -122,34 +122,59 @@ def test_articles_restored_from_the_cache_are_the_parsed_ones(tmp_path):
     assert again == cold.articles[0]
 
 
-def _rewritten_snapshot(cache: Path, change) -> None:
-    """The snapshot with `change(rows)` applied, pickled back behind the original header (its checksum
-    is then that of the bytes before the change), as a damaged disk or a stray edit would leave it."""
-    import pickle
-
-    from syndicate.content import _reader as reader
-
+def _damaged(cache: Path, old: bytes, new: bytes) -> None:
+    """The cache file with `old` replaced by `new` (of the same length) where it first appears, its
+    checksums as they were: as a damaged disk or a stray edit would leave it."""
     raw = cache.read_bytes()
-    head = len(reader._CACHE_MAGIC) + reader._CACHE_HEADER.size
-    stamp, rows, assembled = pickle.loads(raw[head:])
-    change(rows)
-    payload = pickle.dumps((stamp, rows, assembled), protocol=pickle.HIGHEST_PROTOCOL)
-    crc, _ = reader._CACHE_HEADER.unpack_from(raw, len(reader._CACHE_MAGIC))
-    cache.write_bytes(raw[:len(reader._CACHE_MAGIC)] + reader._CACHE_HEADER.pack(crc, len(payload)) + payload)
+    assert raw.count(old) >= 1 and len(old) == len(new)
+    cache.write_bytes(raw.replace(old, new, 1))
 
 
-def test_a_snapshot_changed_after_it_was_written_is_not_trusted(tmp_path, caplog):
+def test_a_snapshot_index_changed_after_it_was_written_is_not_trusted(tmp_path, caplog):
     """Restored articles are not validated again (they were when they were made, by this same code):
-    the cache trusts only the bytes it wrote. A title changed in the file (here to one with a control
-    character XML cannot carry) fails the checksum, and every article is read from its file again."""
+    the cache trusts only the bytes it wrote. A changed byte in the index fails its checksum, and
+    every article is read from its file again."""
     folder = corpus_dir(tmp_path, 3)
     cache = tmp_path / "cache.pickle"
     read_corpus(folder, OPTIONS, cache=cache)
-    _rewritten_snapshot(cache, lambda rows: object.__setattr__(rows["a1.md"].result, "title", "Planted\x0b title"))
+    _damaged(cache, b"a1.md", b"a9.md")  # the first is in the index (its entry's path)
     warm = read_corpus(folder, OPTIONS, cache=cache)
     assert warm.parsed == 3
     assert sorted(a.title for a in warm.articles) == ["Article 1", "Article 2", "Article 3"]
     assert "checksum mismatch" in caplog.text
+
+
+def test_a_stored_article_changed_after_it_was_written_is_read_from_its_file_again(tmp_path, caplog):
+    """An article stored in the snapshot is checked when it is first made: one whose bytes changed
+    (here its title, to one with a character XML cannot carry) is read from its file instead."""
+    folder = corpus_dir(tmp_path, 3)
+    cache = tmp_path / "cache.pickle"
+    read_corpus(folder, OPTIONS, cache=cache)
+    _damaged(cache, b"Article 2", b"Article\x0b2")  # in the articles region (the index holds no title)
+    warm = read_corpus(folder, OPTIONS, cache=cache)
+    assert warm.parsed == 0 and "damaged" not in caplog.text  # nothing made yet
+    assert sorted(a.title for a in warm.articles) == ["Article 1", "Article 2", "Article 3"]
+    assert "a2.md is damaged" in caplog.text
+
+
+def test_a_read_with_nothing_to_render_makes_no_article(tmp_path):
+    """Read from the cache, a corpus tells its articles (refs) without unpickling any: a build with
+    nothing to render never pays for the text of every article."""
+    from syndicate.content import _reader as reader
+
+    folder = corpus_dir(tmp_path, 5)
+    cache = tmp_path / "cache.pickle"
+    cold = read_corpus(folder, OPTIONS, cache=cache)
+    made = []
+    real = reader._Blobs._load
+    try:
+        reader._Blobs._load = lambda self, rel, blob: made.append(rel) or real(self, rel, blob)
+        warm = read_corpus(folder, OPTIONS, cache=cache)
+        assert warm.refs == cold.refs and warm.parsed == 0 and made == []
+        assert warm.articles_of(warm.refs[:2]) == cold.articles[:2] and len(made) == 2
+        assert warm.articles == cold.articles and len(made) == 5  # each made once
+    finally:
+        reader._Blobs._load = real
 
 
 def test_a_truncated_snapshot_is_only_a_slower_read(tmp_path, caplog):

@@ -15,7 +15,7 @@ import html
 import logging
 import marshal
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from syndicate import __version__
 from syndicate.archive._issues import ArchiveIssue, ArchiveItem
 from syndicate.config import Settings
-from syndicate.content import Category, ContentSource, Corpus, CorpusMemory
+from syndicate.content import Article, Category, ContentSource, Corpus, CorpusMemory
 from syndicate.site import SitePages, SiteUrls, publish, site_info, template_fingerprint, write_atomic
 
 if TYPE_CHECKING:
@@ -145,8 +145,24 @@ def build_archive(settings: Settings, source: ContentSource,
 def _collect(database: Database, corpus: Corpus, urls: SiteUrls, zone: ZoneInfo, now: datetime) -> tuple[int, list[ArchiveIssue]]:
     from syndicate.archive._collect import collect_sent, load_issues  # SQLAlchemy: only when the database is asked
 
-    collected = collect_sent(database, {a.id: a for a in corpus.articles}, urls.article, zone, now)
+    collected = collect_sent(database, _ById(corpus), urls.article, zone, now)
     return collected, load_issues(database, {c.slug: i for i, c in enumerate(corpus.categories)})
+
+
+class _ById(Mapping[str, Article]):
+    """The corpus's articles by id, each made when looked up (a collection looks up those sent only)."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self._corpus, self._refs = corpus, {r.id: r for r in corpus.refs}
+
+    def __getitem__(self, article_id: str) -> Article:
+        return self._corpus.article(self._refs[article_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
 
 
 def _write(settings: Settings, corpus: Corpus, urls: SiteUrls, folder: Path,

@@ -19,13 +19,14 @@ import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
 from syndicate import __version__
 from syndicate.config import CategorySettings, FeedSettings, OutputSettings, SiteSettings
 from syndicate.content import (
-    Article,
+    ArticleRef,
     CacheWriter,
     Category,
     ContentSource,
@@ -33,11 +34,12 @@ from syndicate.content import (
     CorpusMemory,
     can_fork,
     legacy_slug,
+    make_xml_safe,
     run_parallel,
 )
 from syndicate.errors import Problem
 from syndicate.site import _feeds, _pages
-from syndicate.site._feeds import FeedSpec, SiteInfo, render_feed, render_opml
+from syndicate.site._feeds import EMPTY_FEED_UPDATED, FeedSpec, SiteInfo, render_feed, render_opml
 from syndicate.site._files import publish, remove_file, write_atomic
 from syndicate.site._pages import STYLESHEET, CategoryEntry, SitePages, template_fingerprint
 from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
@@ -84,17 +86,48 @@ class _Output(NamedTuple):
 
 
 @dataclass(frozen=True)
+class _Feed:
+    """One feed as the build plans it: the site feed (`category` None) or a category's, its articles
+    newest first, as the corpus tells them (the Articles are made when the feed is rendered)."""
+
+    slug: str
+    title: str
+    description: str
+    refs: tuple[ArticleRef, ...]
+    category: Category | None = None
+
+    def __post_init__(self) -> None:
+        make_xml_safe(self, ("title", "description"))  # as FeedSpec: the plan's fingerprints are the output's
+
+    @property
+    def updated(self) -> datetime:
+        """The newest item's `updated` (FeedSpec.updated, from the refs)."""
+        return max((r.updated for r in self.refs), default=EMPTY_FEED_UPDATED)
+
+
+@dataclass(frozen=True)
 class _Site:
     """Everything the renderers need, computed once per build (shared with forked workers)."""
 
     info: SiteInfo
     urls: SiteUrls
     formats: tuple[str, ...]
-    specs: dict[str, FeedSpec]  # SITE_FEED first, then categories by slug
+    specs: dict[str, _Feed]  # SITE_FEED first, then categories by slug
     counts: dict[str, int]
-    articles: dict[str, Article]  # by id
+    refs: dict[str, ArticleRef]  # every article by id
+    corpus: Corpus  # makes the Articles a render needs
     pages: SitePages
     opml_format: str  # the format of the main OPML's feeds
+    _feed_specs: dict[str, FeedSpec] = field(default_factory=dict, repr=False, compare=False)
+
+    def feed(self, slug: str) -> FeedSpec:
+        """The feed `slug` with its Articles, made once per process of the build."""
+        spec = self._feed_specs.get(slug)
+        if spec is None:
+            planned = self.specs[slug]
+            spec = self._feed_specs[slug] = FeedSpec(planned.slug, planned.title, planned.description,
+                                                     self.corpus.articles_of(planned.refs), planned.category)
+        return spec
 
 
 @dataclass(frozen=True)
@@ -118,7 +151,7 @@ def _digest(*parts: object) -> str:
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def _article_keys(articles: Iterable[Article]) -> dict[str, str]:
+def _article_keys(articles: Iterable[ArticleRef]) -> dict[str, str]:
     """What of each article shows in any output, by id, as a plain string (no hashing or
     formatting: 10,000 of them are made per build). The content hash covers every field read
     from the file and the path covers what comes from it (id, slug); the categories' slugs and
@@ -155,7 +188,7 @@ def _reserved_problems(corpus: Corpus, content: Path) -> tuple[list[Problem], se
     for category in corpus.categories:
         if category.slug in RESERVED_SLUGS:
             reserved.add(category.slug)
-            first = next(a for a in reversed(corpus.articles) if category in a.categories)
+            first = next(r for r in reversed(corpus.refs) if category in r.categories)
             problems.append(Problem(content / first.source, 1, (
                 f"category {category.name!r} has the slug {category.slug!r}, reserved for the site-wide feeds; "
                 "its category feeds and page are not built (rename it, or map it to another slug with "
@@ -168,18 +201,18 @@ def _assemble(corpus: Corpus, settings: BuildSettings, reserved: set[str]) -> _S
     items = settings.feeds.items
     info = site_info(settings.site, settings.hubs)
     urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
-    specs = {SITE_FEED: FeedSpec(SITE_FEED, info.title, info.description, corpus.articles[:items])}
+    specs = {SITE_FEED: _Feed(SITE_FEED, info.title, info.description, corpus.refs[:items])}
     counts: dict[str, int] = {}
-    by_category: dict[str, list[Article]] = {c.slug: [] for c in corpus.categories}
-    for article in corpus.articles:  # newest first, so each list is too
-        for category in article.categories:
-            by_category[category.slug].append(article)
+    by_category: dict[str, list[ArticleRef]] = {c.slug: [] for c in corpus.categories}
+    for ref in corpus.refs:  # newest first, so each list is too
+        for category in ref.categories:
+            by_category[category.slug].append(ref)
     for category in corpus.categories:
         if category.slug in reserved:
             continue
         shown = by_category[category.slug]
         counts[category.slug] = len(shown)
-        specs[category.slug] = FeedSpec(
+        specs[category.slug] = _Feed(
             category.slug, f"{info.title}: {category.name}", _category_description(settings, category),
             tuple(shown[:items]), category,
         )
@@ -189,7 +222,7 @@ def _assemble(corpus: Corpus, settings: BuildSettings, reserved: set[str]) -> _S
                          archive_url=urls.archive() if settings.output.pages else None)
     opml_format = settings.feeds.opml_format if settings.feeds.opml_format in formats else next(
         (f for f in formats if f != "json"), formats[0])
-    return _Site(info, urls, formats, specs, counts, {a.id: a for a in corpus.articles}, renderer, opml_format)
+    return _Site(info, urls, formats, specs, counts, {r.id: r for r in corpus.refs}, corpus, renderer, opml_format)
 
 
 def _context_fingerprint(site: _Site, settings_fp: str, templates_fp: str) -> str:
@@ -203,11 +236,11 @@ def _context_fingerprint(site: _Site, settings_fp: str, templates_fp: str) -> st
 def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
     """Every output file with its fingerprint (within the build's context), feeds first (they are
     what people poll)."""
-    keys = _article_keys(site.articles.values()) if with_pages else None
+    keys = _article_keys(site.refs.values()) if with_pages else None
     outputs: list[_Output] = []
     for slug, spec in site.specs.items():
         # Without pages, only the feeds' articles need a key (a watcher's rebuild plans the feeds first).
-        shown = [keys[a.id] for a in spec.articles] if keys is not None else list(_article_keys(spec.articles).values())
+        shown = [keys[r.id] for r in spec.refs] if keys is not None else list(_article_keys(spec.refs).values())
         for fmt in site.formats:
             fingerprint = _digest("feed", fmt, slug, spec.title, spec.description, *shown)
             outputs.append(_Output(site.urls.feed_path(slug, fmt), "feed", f"{fmt}:{slug}", fingerprint))
@@ -221,16 +254,16 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
     outputs.append(_Output("404.html", "not_found", "", "not_found"))  # shows only the context (categories)
     outputs.append(_Output(REDIRECTS, "redirects", "", _redirects_key(site)))
     entries = [(slug, spec.title, site.counts[slug]) for slug, spec in site.specs.items() if slug != SITE_FEED]
-    newest = [keys[a.id] for a in site.specs[SITE_FEED].articles]
+    newest = [keys[r.id] for r in site.specs[SITE_FEED].refs]
     outputs.append(_Output("index.html", "index", "", _digest("index", entries, *newest)))
     for slug, spec in site.specs.items():
         if slug != SITE_FEED:
-            fingerprint = _digest("category", slug, spec.title, spec.description, *(keys[a.id] for a in spec.articles))
+            fingerprint = _digest("category", slug, spec.title, spec.description, *(keys[r.id] for r in spec.refs))
             outputs.append(_Output(site.urls.category_path(slug) + "index.html", "category", slug, fingerprint))
     article_path = site.urls.article_path
     outputs.extend(
-        _Output(article_path(article.slug) + "index.html", "article", article_id, keys[article_id])
-        for article_id, article in site.articles.items() if article.url is None
+        _Output(article_path(ref.slug) + "index.html", "article", article_id, keys[article_id])
+        for article_id, ref in site.refs.items() if ref.url is None
     )
     return outputs
 
@@ -238,17 +271,17 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
 def _redirects_key(site: _Site) -> str:
     """What the redirect map shows depends on: each article's id (its old slug follows from it), slug
     and whether it has a page. Working the old slugs out (10,000 slugifications) waits for a render."""
-    return _digest("redirects", *(f"{a.id}\x1e{a.slug}\x1e{a.url is None}" for a in site.articles.values()))
+    return _digest("redirects", *(f"{r.id}\x1e{r.slug}\x1e{r.url is None}" for r in site.refs.values()))
 
 
 def _moved(site: _Site) -> list[str]:
     """`old new` URL paths of every article whose address changed when slugs stopped naming the folder."""
-    taken = {a.slug for a in site.articles.values()}
+    taken = {r.slug for r in site.refs.values()}
     moved = []
-    for article in site.articles.values():
-        old = legacy_slug(article)
-        if article.url is None and old != article.slug and old not in taken:
-            moved.append(f"/{site.urls.article_path(old)} /{site.urls.article_path(article.slug)}")
+    for ref in site.refs.values():
+        old = legacy_slug(ref)
+        if ref.url is None and old != ref.slug and old not in taken:
+            moved.append(f"/{site.urls.article_path(old)} /{site.urls.article_path(ref.slug)}")
     return sorted(moved)
 
 
@@ -264,16 +297,16 @@ def _render_index(site: _Site, key: str) -> bytes:
         CategoryEntry(spec.category, site.counts[slug], site.pages.feed_links(slug, spec.title))
         for slug, spec in site.specs.items() if spec.category is not None
     ]
-    return site.pages.index(entries, site.specs[SITE_FEED].articles)
+    return site.pages.index(entries, site.feed(SITE_FEED).articles)
 
 
 def _render_feed(site: _Site, key: str) -> bytes:
     fmt, slug = key.split(":", 1)
-    return render_feed(fmt, site.specs[slug], site.info, site.urls)
+    return render_feed(fmt, site.feed(slug), site.info, site.urls)
 
 
 def _render_category(site: _Site, key: str) -> bytes:
-    spec = site.specs[key]
+    spec = site.feed(key)
     assert spec.category is not None  # category keys name category feeds, never the site feed
     return site.pages.category(spec.category, spec.description, spec.articles)
 
@@ -294,7 +327,7 @@ RENDERERS: dict[str, Callable[[_Site, str], bytes]] = {
     "not_found": lambda site, key: site.pages.not_found(),
     "index": _render_index,
     "category": _render_category,
-    "article": lambda site, key: site.pages.article(site.articles[key]),
+    "article": lambda site, key: site.pages.article(site.corpus.article(site.refs[key])),
 }
 
 # (path, written, size, mtime_ns, error)
@@ -489,7 +522,7 @@ def _build(settings: BuildSettings, source_of: ContentSource, content: Path | No
     return BuildReport(
         output=folder,
         feeds_folder=folder / site.urls.feeds_folder,
-        articles=len(corpus.articles),
+        articles=len(corpus.refs),
         categories=len(corpus.categories),
         written=tuple(sorted(written)),
         unchanged=len(outputs) - len(written) - len(failed),
