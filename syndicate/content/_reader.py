@@ -8,6 +8,7 @@ rebuild with nothing or little to render never makes the other 10,000: see Corpu
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -96,8 +97,12 @@ class _Blobs:
     def _load(self, rel: str, blob: _Blob) -> Article:
         data = self.raw(blob)
         if len(data) == blob.length and zlib.crc32(data) == blob.crc:
-            article = pickle.loads(data)
-            if type(article) is Article:
+            values = pickle.loads(data)
+            if type(values) is tuple and len(values) == len(_ARTICLE_FIELDS):
+                # The value that was stored, as it was made and validated (see _Cache): not through
+                # the constructor, which would check it again.
+                article = object.__new__(Article)
+                article.__dict__.update(zip(_ARTICLE_FIELDS, values))
                 return article
         log.warning("article cache: %s is damaged in it; reading the file again", rel)
         _, result = _parse_one((rel, f"{self._folder}/{rel}", "", self._options))
@@ -431,7 +436,7 @@ class _Cache:
         the assembled corpus, so that the next read in another process need not assemble it."""
         journal = {**journal, **_self_contained(changed, blobs)}
         if len(journal) * 10 <= len(entries):
-            self._write(self.journal_path, journal, None, b"")
+            self._write(self.journal_path, journal, None, ())
             return journal
         _share_categories(entries.values())  # those read from the last snapshot and those parsed since
         rows, region = _stored(entries, blobs)
@@ -449,16 +454,16 @@ class _Cache:
             return stat.st_ino, stat.st_size, stat.st_mtime_ns
         return one(self.path), one(self.journal_path)
 
-    def _write(self, path: Path, rows: dict, assembled: _Assembled | None, region: bytes | bytearray) -> None:
+    def _write(self, path: Path, rows: dict, assembled: _Assembled | None, region: Sequence[bytes]) -> None:
         """The index (`rows` and the snapshot's `assembled` corpus) and the articles `region`, to `path` atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
         unique = f"{os.getpid()}.{threading.get_ident()}"  # threads of one service too
         temporary = path.with_name(f".{path.name}.{unique}.tmp")
         index = pickle.dumps((self.stamp, rows, assembled), protocol=pickle.HIGHEST_PROTOCOL)
-        with temporary.open("wb") as f:
-            f.write(_CACHE_MAGIC + _CACHE_HEADER.pack(zlib.crc32(index), len(index), len(region)))
+        with temporary.open("wb", buffering=1 << 20) as f:
+            f.write(_CACHE_MAGIC + _CACHE_HEADER.pack(zlib.crc32(index), len(index), sum(map(len, region))))
             f.write(index)
-            f.write(region)
+            f.writelines(region)
         os.replace(temporary, path)
 
 
@@ -469,10 +474,15 @@ def _self_contained(changed: Mapping[str, _Entry | None], blobs: _Blobs | None) 
             for rel, entry in changed.items()}
 
 
-def _stored(entries: Mapping[str, _Entry], blobs: _Blobs | None) -> tuple[dict[str, _Entry], bytearray]:
-    """The snapshot's rows and articles region: each article pickled on its own (one stored in the
-    last snapshot copied as it is), its entry pointing at it."""
-    region = bytearray()
+_ARTICLE_FIELDS = tuple(f.name for f in dataclasses.fields(Article))
+_article_values = attrgetter(*_ARTICLE_FIELDS)
+
+
+def _stored(entries: Mapping[str, _Entry], blobs: _Blobs | None) -> tuple[dict[str, _Entry], list[bytes]]:
+    """The snapshot's rows and articles region (as pieces): each article's fields pickled on their
+    own (one stored in the last snapshot copied as it is), its entry pointing at them."""
+    region: list[bytes] = []
+    offset = 0
     rows: dict[str, _Entry] = {}
     for rel, entry in entries.items():
         result = entry.result
@@ -480,13 +490,14 @@ def _stored(entries: Mapping[str, _Entry], blobs: _Blobs | None) -> tuple[dict[s
             assert blobs is not None
             data, crc = blobs.raw(result), result.crc
         elif type(result) is Article:
-            data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps(_article_values(result), protocol=pickle.HIGHEST_PROTOCOL)
             crc = zlib.crc32(data)
         else:
             rows[rel] = entry
             continue
-        rows[rel] = entry._replace(result=_Blob(len(region), len(data), crc))
-        region += data
+        rows[rel] = entry._replace(result=_Blob(offset, len(data), crc))
+        region.append(data)
+        offset += len(data)
     return rows, region
 
 
