@@ -170,19 +170,19 @@ import re, statistics, sys, time
 from pathlib import Path
 from syndicate.cli._collector import collector_paused
 from syndicate.site import build_site
-from syndicate.wiring import content_source
+from syndicate.wiring import build_settings, content_source
 from syndicate.config import load_settings
 from syndicate.content import CorpusMemory
 settings, article, rounds = load_settings(Path(sys.argv[1])), Path(sys.argv[2]), int(sys.argv[3])
 memory = CorpusMemory()  # as the service keeps one
-build_site(settings, content_source(settings), memory=memory)
+build_site(build_settings(settings), content_source(settings), memory=memory)
 times = []
 for n in range(rounds):
     text = article.read_text("utf-8")
     article.write_text(re.sub(r"(?m)^## .+$", f"## Edited in process {time.time_ns()}", text, count=1), "utf-8")
     cpu, start = time.process_time(), time.perf_counter()
     with collector_paused():  # as the service's rebuild job runs it
-        report = build_site(settings, content_source(settings), memory=memory)
+        report = build_site(build_settings(settings), content_source(settings), memory=memory)
     times.append((time.perf_counter() - start, time.process_time() - cpu))
     assert report.ok and report.written, report
 wall = statistics.median(t[0] for t in times)

@@ -93,6 +93,7 @@ def measure(mechanism: str, kind: str, folder: Path, edit: Path) -> tuple[float,
     from syndicate.config import load_settings
     from syndicate.content import ReaderOptions, read_corpus
     from syndicate.site import build_site
+    from syndicate.wiring import build_settings, content_source
 
     options = ReaderOptions(timezone="Europe/Paris")
     workers = 1 if mechanism == "parallel work" else None
@@ -116,7 +117,7 @@ def measure(mechanism: str, kind: str, folder: Path, edit: Path) -> tuple[float,
         edit.write_text(edit.read_text("utf-8").replace("### Description\n\n", f"### Description\n\n{time.time_ns()} "))
     with _collector.collector_paused():
         started, cpu = time.perf_counter(), _cpu()
-        report = build_site(settings, workers=workers)
+        report = build_site(build_settings(settings), content_source(settings), workers=workers)
         elapsed = time.perf_counter() - started, _cpu() - cpu
     assert report.ok, report
     return elapsed

@@ -1,5 +1,5 @@
 """`python -m syndicate` runs the CLI."""
 
-from syndicate.cli import main
+from syndicate.cli import entry
 
-main()
+entry()

@@ -12,7 +12,8 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
@@ -31,7 +32,7 @@ from syndicate.content import (
     ReaderOptions,
     snapshot_path,
 )
-from syndicate.site import SiteUrls
+from syndicate.site import BuildSettings, SiteUrls
 
 if TYPE_CHECKING:
     from syndicate.abuse import SignupLimits
@@ -96,6 +97,12 @@ def content_source(settings: Settings) -> ContentSource:
     )
 
 
+def build_settings(settings: Settings) -> BuildSettings:
+    """What the site build reads from the [site], [feeds], [output], [categories] and [websub] settings."""
+    return BuildSettings(site=settings.site, feeds=settings.feeds, output=settings.output, categories=settings.categories,
+                         hubs=tuple(str(hub) for hub in settings.websub.hubs), state=settings.var_folder / "build")
+
+
 def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bool = True,
                 memory: CorpusMemory | None = None, writer: CacheWriter | None = None,
                 changed: Collection[str] | None = None) -> Corpus:
@@ -124,6 +131,17 @@ def message_builder(settings: Settings, renderer: EmailRenderer, links: LinkMake
     """A run's message builder for the [mail], [email] and [site] settings (`options`: MessageBuilder's)."""
     from syndicate.digest import MessageBuilder
     return MessageBuilder(settings.mail, settings.email, settings.site, renderer, links, categories, now, **options)
+
+
+@contextmanager
+def opened_database(settings: Settings) -> Iterator[Database]:
+    """The [database], open for the with-block (for a command that may not need it at all)."""
+    from syndicate.storage import open_database
+    database = open_database(settings.database)
+    try:
+        yield database
+    finally:
+        database.close()
 
 
 def site_urls(settings: Settings, base_url: str | None = None) -> SiteUrls:
@@ -312,6 +330,10 @@ class Components:
     @cached_property
     def content(self) -> ContentSource:
         return content_source(self.settings)
+
+    @cached_property
+    def build_settings(self) -> BuildSettings:
+        return build_settings(self.settings)
 
     def corpus(self, folder: Path | None = None, *, memory: CorpusMemory | None = None) -> Corpus:
         return self.content.read(folder, memory=memory)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from contextlib import contextmanager
 from datetime import timedelta
 
 import feedparser
@@ -15,6 +16,7 @@ import pytest
 
 from syndicate.archive import build_archive, period_label
 from syndicate.delivery._service import SendRequest
+from syndicate.storage import database_stamp
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.wiring import content_source
 from tests.outbox_support import NOW, add_subscribers, open_db, service, settings_for
@@ -92,6 +94,54 @@ def test_the_archive_outlives_pruning_and_issue_numbers_never_go_back(setup):
     build_archive(settings, content_source(settings), database, later + timedelta(minutes=1))
     days = sorted(p.name for p in (settings.output.folder / "archive" / "daily").iterdir())
     assert days == ["2026-11-26", "2026-11-28"]
+
+
+def test_a_build_with_nothing_new_to_archive_opens_no_database(setup):
+    """With a SQLite file, whose stat tells a change, the archive asks the database only when it
+    changed (or a page went missing); a server database is asked every time."""
+    settings, database, server = setup
+    add_subscribers(database, 2)
+    assert send(settings, database, NOW).sent == 2
+    opened = []
+
+    @contextmanager
+    def opener():
+        opened.append(True)
+        yield database
+
+    def build(when):
+        return build_archive(settings, content_source(settings), opener, when,
+                             database_stamp=lambda: database_stamp(settings.database))
+
+    first = build(NOW + timedelta(minutes=5))
+    assert first.collected > 0 and first.issues == 1 and len(opened) == 1
+    again = build(NOW + timedelta(minutes=10))
+    on_sqlite = settings.database.url.startswith("sqlite:")
+    assert (again.issues, again.written) == (1, ()) and len(opened) == (1 if on_sqlite else 2)
+    index = settings.output.folder / "archive" / "index.html"
+    index.unlink()  # a page gone behind the build's back is written again
+    assert build(NOW + timedelta(minutes=15)).written == ("archive/index.html",) and index.is_file()
+    from tests.site_helpers import write_article
+    later = NOW + timedelta(days=2)
+    write_article(settings.content.folder, "late", title="A later story", categories=["city"], date=(later - timedelta(hours=1)).isoformat())
+    assert send(settings, database, later).sent == 2  # the database changed: the next build collects
+    before = len(opened)
+    report = build(later + timedelta(minutes=1))
+    assert report.collected > 0 and report.issues == 2 and len(opened) == before + 1
+    assert (settings.output.folder / "archive" / "daily" / "2026-11-28" / "index.html").is_file()
+
+
+def test_without_a_database_file_the_empty_archive_is_written_and_no_database_made(tmp_path):
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'var' / 'syndicate.db'}")
+
+    def opener():
+        raise AssertionError("the database was opened")
+
+    report = build_archive(settings, content_source(settings), opener, NOW,
+                           database_stamp=lambda: database_stamp(settings.database))
+    assert (report.issues, report.collected, report.written) == (0, 0, ("archive/index.html",))
+    page = lxml.html.fromstring((settings.output.folder / "archive" / "index.html").read_bytes())
+    assert page.findtext(".//h1") and not (tmp_path / "var" / "syndicate.db").exists()
 
 
 def test_period_labels():

@@ -122,25 +122,84 @@ def test_articles_restored_from_the_cache_are_the_parsed_ones(tmp_path):
     assert again == cold.articles[0]
 
 
-def test_an_article_restored_from_the_cache_is_validated_as_a_parsed_one_is(tmp_path):
-    """The cache rebuilds each Article through its constructor: what the file holds (here a
-    control character XML cannot carry, planted in a snapshot) is checked again on the way in."""
+def _damaged(cache: Path, old: bytes, new: bytes) -> None:
+    """The cache file with `old` replaced by `new` (of the same length) where it first appears, its
+    checksums as they were: as a damaged disk or a stray edit would leave it."""
+    raw = cache.read_bytes()
+    assert raw.count(old) >= 1 and len(old) == len(new)
+    cache.write_bytes(raw.replace(old, new, 1))
+
+
+def test_a_snapshot_index_changed_after_it_was_written_is_not_trusted(tmp_path, caplog):
+    """Restored articles are not validated again (they were when they were made, by this same code):
+    the cache trusts only the bytes it wrote. A changed byte in the index fails its checksum, and
+    every article is read from its file again."""
     folder = corpus_dir(tmp_path, 3)
     cache = tmp_path / "cache.pickle"
     read_corpus(folder, OPTIONS, cache=cache)
-    import pickle
+    _damaged(cache, b"a1.md", b"a9.md")  # the first is in the index (its entry's path)
+    warm = read_corpus(folder, OPTIONS, cache=cache)
+    assert warm.parsed == 3
+    assert sorted(a.title for a in warm.articles) == ["Article 1", "Article 2", "Article 3"]
+    assert "checksum mismatch" in caplog.text
 
+
+def test_a_stored_article_changed_after_it_was_written_is_read_from_its_file_again(tmp_path, caplog):
+    """An article stored in the snapshot is checked when it is first made: one whose bytes changed
+    (here its title, to one with a character XML cannot carry) is read from its file instead."""
+    folder = corpus_dir(tmp_path, 3)
+    cache = tmp_path / "cache.pickle"
+    read_corpus(folder, OPTIONS, cache=cache)
+    _damaged(cache, b"Article 2", b"Article\x0b2")  # in the articles region (the index holds no title)
+    warm = read_corpus(folder, OPTIONS, cache=cache)
+    assert warm.parsed == 0 and "damaged" not in caplog.text  # nothing made yet
+    assert sorted(a.title for a in warm.articles) == ["Article 1", "Article 2", "Article 3"]
+    assert "a2.md is damaged" in caplog.text
+
+
+def test_a_read_with_nothing_to_render_makes_no_article(tmp_path):
+    """Read from the cache, a corpus tells its articles (refs) without unpickling any: a build with
+    nothing to render never pays for the text of every article."""
     from syndicate.content import _reader as reader
 
-    with cache.open("rb") as f:
-        stamp, extra, rows, assembled = pickle.load(f)
-    planted = rows["a1.md"].result
-    object.__setattr__(planted, "title", "Planted\x0b title")
-    with cache.open("wb") as f:
-        reader._SnapshotPickler(f).dump((stamp, extra, rows, assembled))
+    folder = corpus_dir(tmp_path, 5)
+    cache = tmp_path / "cache.pickle"
+    cold = read_corpus(folder, OPTIONS, cache=cache)
+    made = []
+    real = reader._Blobs._load
+    try:
+        reader._Blobs._load = lambda self, rel, blob: made.append(rel) or real(self, rel, blob)
+        warm = read_corpus(folder, OPTIONS, cache=cache)
+        assert warm.refs == cold.refs and warm.parsed == 0 and made == []
+        assert warm.articles_of(warm.refs[:2]) == cold.articles[:2] and len(made) == 2
+        assert warm.articles == cold.articles and len(made) == 5  # each made once
+    finally:
+        reader._Blobs._load = real
+
+
+def test_a_truncated_snapshot_is_only_a_slower_read(tmp_path, caplog):
+    folder = corpus_dir(tmp_path, 3)
+    cache = tmp_path / "cache.pickle"
+    read_corpus(folder, OPTIONS, cache=cache)
+    cache.write_bytes(cache.read_bytes()[:-100])
+    warm = read_corpus(folder, OPTIONS, cache=cache)
+    assert warm.parsed == 3 and len(warm.articles) == 3
+    assert "truncated" in caplog.text
+
+
+def test_an_article_restored_from_the_cache_equals_the_parsed_one_field_by_field(tmp_path):
+    """What the snapshot restores without the constructor is the value the constructor made."""
+    import dataclasses
+
+    folder = corpus_dir(tmp_path, 4)
+    cache = tmp_path / "cache.pickle"
+    cold = read_corpus(folder, OPTIONS, cache=cache)
     warm = read_corpus(folder, OPTIONS, cache=cache)
     assert warm.parsed == 0
-    assert "Planted title" in [a.title for a in warm.articles]
+    for restored, parsed in zip(warm.articles, cold.articles, strict=True):
+        assert type(restored) is type(parsed)
+        assert vars(restored) == vars(parsed)
+        assert dataclasses.astuple(restored) == dataclasses.astuple(parsed)
 
 
 def memoryless(folder: Path, tmp_path: Path):

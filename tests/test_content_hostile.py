@@ -107,7 +107,7 @@ def test_a_symlink_loop_does_not_stop_check_build_or_the_signup_page(tmp_path):
     from syndicate.config import settings_from_mapping
     from syndicate.site import build_site
     from syndicate.web.context import CategoryList  # what the signup page lists
-    from syndicate.wiring import content_source
+    from syndicate.wiring import build_settings, content_source
 
     folder = tmp_path / "content"
     folder.mkdir()
@@ -117,7 +117,7 @@ def test_a_symlink_loop_does_not_stop_check_build_or_the_signup_page(tmp_path):
     settings = settings_from_mapping({"content": {"folder": str(folder), "cache": str(tmp_path / "cache" / "a.pickle")},
                                       "output": {"folder": str(tmp_path / "public")}})
     source = content_source(settings)
-    report = build_site(settings, source)
+    report = build_site(build_settings(settings), source)
     assert report.articles == 1 and {p.message.split(";")[0] for p in report.problems} == {
         "symlink to a folder already read (a loop, or a second way to the same folder)", "symlink loop"}
     assert [c.slug for c in CategoryList(source, {}).get()] == ["main"]

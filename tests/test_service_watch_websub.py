@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from syndicate.config import settings_from_mapping
-from syndicate.wiring import content_source, load_corpus
+from syndicate.wiring import build_settings, content_source, load_corpus
 from tests.feedserver import feed_server
 from tests.service_helpers import RunningService, write_config
 from tests.site_helpers import write_article
@@ -126,13 +126,13 @@ def test_a_watchers_rebuild_leaves_the_site_as_a_full_build_would(tmp_path):
         "output": {"folder": str(tmp_path / "public")},
     })
     source, memory = content_source(settings), CorpusMemory()
-    assert build_site(settings, source, memory=memory).ok
+    assert build_site(build_settings(settings), source, memory=memory).ok
     edited = write_article(content, "a1", title="Story 1, edited", categories=["Sport"], date="2026-11-11T10:00:00+00:00")
     added = write_article(content, "b", title="Weather", categories=["Weather"], date="2026-11-20T10:00:00+00:00")
-    report = build_site(settings, source, memory=memory, changed=[str(edited), str(added)])
+    report = build_site(build_settings(settings), source, memory=memory, changed=[str(edited), str(added)])
     assert {"feeds/all.rss.xml", "feeds/sport.atom.xml", "feeds/weather.json", "articles/b/index.html",
             "articles/a1/index.html", "categories/weather/index.html"} <= set(report.written)
     assert "feeds/news.rss.xml" not in report.written  # a1 was never in News
     assert b"Story 1, edited" in (tmp_path / "public" / "feeds" / "sport.rss.xml").read_bytes()
-    again = build_site(settings, source, memory=CorpusMemory())  # a fresh process's full check agrees
+    again = build_site(build_settings(settings), source, memory=CorpusMemory())  # a fresh process's full check agrees
     assert again.written == () and again.removed == () and again.ok

@@ -16,7 +16,7 @@ import pytest
 
 from syndicate.site._build import PARALLEL_FROM, build_site
 from syndicate.site._files import write_atomic
-from syndicate.wiring import content_source
+from syndicate.wiring import build_settings, content_source
 from tests.site_helpers import REPO, copy_sample, make_settings, snapshot, write_article
 
 FEEDS = (".rss.xml", ".atom.xml", ".json")
@@ -24,7 +24,7 @@ FEEDS = (".rss.xml", ".atom.xml", ".json")
 
 def build_configured(settings, **options):
     """build_site over the configured content folder."""
-    return build_site(settings, content_source(settings), **options)
+    return build_site(build_settings(settings), content_source(settings), **options)
 
 
 def run_cli(settings, *args: str) -> tuple[int, str]:
@@ -60,32 +60,32 @@ def newsroom(root: Path) -> Path:
 
 def test_a_rebuild_with_nothing_changed_writes_nothing(tmp_path):
     settings = make_settings(tmp_path, copy_sample(tmp_path))
-    first = build_site(settings, content_source(settings), workers=1)
+    first = build_site(build_settings(settings), content_source(settings), workers=1)
     before = snapshot(first.output)
     assert len(first.written) == len(before) and first.unchanged == 0
     time.sleep(0.01)
-    again = build_site(settings, content_source(settings), workers=1)
+    again = build_site(build_settings(settings), content_source(settings), workers=1)
     assert again.written == () and again.removed == () and again.unchanged == len(before)
     assert snapshot(first.output) == before  # same bytes, same modification times
 
 
 def test_a_rebuild_without_the_manifest_still_leaves_identical_files_untouched(tmp_path):
     settings = make_settings(tmp_path, copy_sample(tmp_path))
-    first = build_site(settings, content_source(settings), workers=1)
+    first = build_site(build_settings(settings), content_source(settings), workers=1)
     before = snapshot(first.output)
     for manifest in (settings.var_folder / "build").glob("manifest-*"):
         manifest.unlink()
-    again = build_site(settings, content_source(settings), workers=1)
+    again = build_site(build_settings(settings), content_source(settings), workers=1)
     assert again.written == () and snapshot(first.output) == before
 
 
 def test_an_edit_rewrites_only_the_feeds_and_pages_the_article_appears_in(tmp_path):
     content = newsroom(tmp_path)
     settings = make_settings(tmp_path, content)
-    first = build_site(settings, content_source(settings), workers=1)
+    first = build_site(build_settings(settings), content_source(settings), workers=1)
     before = snapshot(first.output)
     write_article(content, "b", title="Bravo, corrected", categories=["Sport", "Science"], date="2024-05-02T09:00:00Z")
-    report = build_site(settings, content_source(settings), workers=1)
+    report = build_site(build_settings(settings), content_source(settings), workers=1)
     expected = {f"feeds/{slug}{suffix}" for slug in ("all", "sport", "science") for suffix in FEEDS}
     expected |= {"index.html", "articles/b/index.html", "categories/sport/index.html", "categories/science/index.html"}
     assert set(report.written) == expected
@@ -112,22 +112,22 @@ def test_a_category_retitled_in_the_config_is_renamed_everywhere_and_other_files
 
 def test_a_file_changed_by_hand_is_put_right_on_the_next_build(tmp_path):
     settings = make_settings(tmp_path, newsroom(tmp_path))
-    report = build_site(settings, content_source(settings), workers=1)
+    report = build_site(build_settings(settings), content_source(settings), workers=1)
     feed = report.feeds_folder / "sport.rss.xml"
     good = feed.read_bytes()
     feed.write_bytes(b"broken")
-    assert build_site(settings, content_source(settings), workers=1).written == ("feeds/sport.rss.xml",)
+    assert build_site(build_settings(settings), content_source(settings), workers=1).written == ("feeds/sport.rss.xml",)
     assert feed.read_bytes() == good
 
 
 def test_files_of_removed_categories_and_articles_are_removed(tmp_path):
     content = newsroom(tmp_path)
     settings = make_settings(tmp_path, content)
-    output = build_site(settings, content_source(settings), workers=1).output
+    output = build_site(build_settings(settings), content_source(settings), workers=1).output
     (output / "notes.txt").write_text("mine")  # not ours: stays
     (content / "d.md").unlink()
     (content / "e.md").unlink()
-    report = build_site(settings, content_source(settings), workers=1)
+    report = build_site(build_settings(settings), content_source(settings), workers=1)
     gone = {f"feeds/culture{suffix}" for suffix in FEEDS} | {
         "categories/culture/index.html", "articles/d/index.html", "articles/e/index.html"}
     assert set(report.removed) == gone
@@ -141,14 +141,14 @@ def test_files_of_removed_categories_and_articles_are_removed(tmp_path):
 def test_files_a_build_no_longer_makes_are_removed_with_or_without_the_manifest(tmp_path, manifest):
     content = newsroom(tmp_path)
     settings = make_settings(tmp_path, content)
-    output = build_site(settings, content_source(settings), workers=1).output
+    output = build_site(build_settings(settings), content_source(settings), workers=1).output
     if manifest == "lost":  # then the build lists the output folders to find what builds make
         for path in (settings.var_folder / "build").glob("manifest-*"):
             path.unlink()
     (content / "a.md").unlink()
     (output / "articles" / "zulu").mkdir()
     (output / "articles" / "zulu" / "index.html").write_text("left by an older build")
-    report = build_site(settings, content_source(settings), workers=1)
+    report = build_site(build_settings(settings), content_source(settings), workers=1)
     expected = {"articles/a/index.html"} | ({"articles/zulu/index.html"} if manifest == "lost" else set())
     assert set(report.removed) == expected
     assert not (output / "articles" / "a").exists()
@@ -229,7 +229,7 @@ def test_a_reader_polling_the_feeds_during_rebuilds_never_sees_a_partial_file(tm
         write_article(content, f"a{n}", title=f"Story {n}", categories=["News", "World"],
                       date=f"2024-05-{n % 28 + 1:02d}T09:00:00Z", body=body)
     settings = make_settings(tmp_path, content)
-    report = build_site(settings, content_source(settings), workers=1)
+    report = build_site(build_settings(settings), content_source(settings), workers=1)
     stop = tmp_path / "stop"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(report.feeds_folder), str(stop)],
                               stdout=subprocess.PIPE, text=True)
@@ -239,7 +239,7 @@ def test_a_reader_polling_the_feeds_during_rebuilds_never_sees_a_partial_file(tm
             for n in range(0, 30, 3):
                 write_article(content, f"a{n}", title=f"Story {n} take {round_}", categories=["News", "World"],
                               date=f"2024-05-{n % 28 + 1:02d}T09:00:00Z", body=body * (1 + round_ % 2))
-            rewritten += len(build_site(settings, content_source(settings), workers=1).written)
+            rewritten += len(build_site(build_settings(settings), content_source(settings), workers=1).written)
     finally:
         stop.touch()
         out, _ = reader.communicate(timeout=60)
@@ -268,8 +268,8 @@ def test_a_parallel_build_writes_the_same_files_as_a_serial_one(tmp_path, caplog
 
 def test_a_missing_content_folder_builds_nothing_and_removes_nothing(tmp_path):
     settings = make_settings(tmp_path, newsroom(tmp_path))
-    before = snapshot(build_site(settings, content_source(settings), workers=1).output)
-    report = build_site(settings, content_source(settings), content=tmp_path / "typo", workers=1)
+    before = snapshot(build_site(build_settings(settings), content_source(settings), workers=1).output)
+    report = build_site(build_settings(settings), content_source(settings), content=tmp_path / "typo", workers=1)
     assert [p.message for p in report.problems] == ["content folder not found; nothing built, nothing removed"]
     assert report.written == () and report.removed == ()
     assert snapshot(tmp_path / "public") == before
@@ -290,13 +290,13 @@ import os, sys, threading
 from pathlib import Path
 from syndicate.site._build import build_site
 from syndicate.config import load_settings
-from syndicate.wiring import content_source, load_corpus
+from syndicate.wiring import build_settings, content_source, load_corpus
 settings = load_settings(Path(sys.argv[1]))
 idle = threading.Event()
 helper = threading.Thread(target=idle.wait)
 if sys.argv[2] == "threads":
     helper.start()  # a second thread: forking is unsafe, so the build writes the cache itself
-assert build_site(settings, content_source(settings), workers=1).ok
+assert build_site(build_settings(settings), content_source(settings), workers=1).ok
 idle.set()
 try:
     os.waitpid(-1, os.WNOHANG)

@@ -17,7 +17,7 @@ from syndicate.content._model import Article, Category
 from syndicate.site._build import build_site
 from syndicate.site._feeds import FeedSpec, SiteInfo, item_id, render_feed
 from syndicate.site._urls import SiteUrls
-from syndicate.wiring import content_source, load_corpus
+from syndicate.wiring import build_settings, content_source, load_corpus
 from tests.site_helpers import BASE_URL, copy_sample, make_settings, write_article
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -26,7 +26,7 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:
 
 def build_configured(settings, **options):
     """build_site over the configured content folder."""
-    return build_site(settings, content_source(settings), **options)
+    return build_site(build_settings(settings), content_source(settings), **options)
 
 
 
@@ -57,7 +57,7 @@ def sample(tmp_path_factory):
     """The repository's sample articles, built once: (settings, corpus, report)."""
     root = tmp_path_factory.mktemp("sample")
     settings = make_settings(root, copy_sample(root))
-    report = build_site(settings, content_source(settings), workers=1)
+    report = build_site(build_settings(settings), content_source(settings), workers=1)
     assert report.ok, report.problems
     return settings, load_corpus(settings), report
 
@@ -237,12 +237,12 @@ def test_item_id_does_not_change_when_the_title_and_body_are_edited(tmp_path):
     content = tmp_path / "content"
     settings = make_settings(tmp_path, content)
     write_article(content, "story", title="First title", categories=["News"], date="2024-05-01T09:00:00Z")
-    report = build_site(settings, content_source(settings), workers=1)
+    report = build_site(build_settings(settings), content_source(settings), workers=1)
     before = {fmt: file_items(report.feeds_folder / f"news{fmt}")[0]
               for fmt in (".rss.xml", ".atom.xml", ".json")}
     write_article(content, "story", title="Second, better title", categories=["News"], date="2024-05-01T09:00:00Z",
                   body="Rewritten.", updated="2024-05-02T09:00:00Z")
-    build_site(settings, content_source(settings), workers=1)
+    build_site(build_settings(settings), content_source(settings), workers=1)
     for fmt, old in before.items():
         new = file_items(report.feeds_folder / f"news{fmt}")[0]
         assert new["title"] == "Second, better title" and old["title"] == "First title"

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syndicate.site._build import build_site
-from syndicate.wiring import content_source, load_corpus
+from syndicate.wiring import build_settings, content_source, load_corpus
 from tests.site_helpers import BASE_URL, copy_sample, make_settings, write_article
 
 
@@ -64,7 +64,7 @@ def feed_urls(slug: str) -> set[str]:
 def sample(tmp_path_factory):
     root = tmp_path_factory.mktemp("pages")
     settings = make_settings(root, copy_sample(root))
-    report = build_site(settings, content_source(settings), workers=1)
+    report = build_site(build_settings(settings), content_source(settings), workers=1)
     assert report.ok, report.problems
     return load_corpus(settings), report.output
 
@@ -124,7 +124,7 @@ def test_article_with_a_canonical_url_has_no_page_and_is_linked_there(tmp_path):
     write_article(content, "elsewhere", title="Published elsewhere", categories=["News"],
                   date="2024-05-01T09:00:00Z", extra="url: https://partner.example/story")
     write_article(content, "here", title="Published here", categories=["News"], date="2024-05-02T09:00:00Z")
-    report = build_site(settings := make_settings(tmp_path, content), content_source(settings), workers=1)
+    report = build_site(build_settings(settings := make_settings(tmp_path, content)), content_source(settings), workers=1)
     assert sorted(p.parent.name for p in (report.output / "articles").glob("*/index.html")) == ["here"]
     page = read_page(report.output, "categories/news/index.html")
     assert "https://partner.example/story" in page.links and f"{BASE_URL}/articles/here/" in page.links
@@ -135,7 +135,7 @@ def test_markup_in_titles_is_shown_as_text_never_run(tmp_path):
     title = '<script>alert(1)</script> Fish & "Chips" 東京 🎉 שלום'
     write_article(content, "tricky", title=title, categories=["Café & <Culture>"], date="2024-05-01T09:00:00Z",
                   body="Hello <script>alert(2)</script> <img src=x onerror=alert(3)> world.")
-    report = build_site(settings := make_settings(tmp_path, content), content_source(settings), workers=1)
+    report = build_site(build_settings(settings := make_settings(tmp_path, content)), content_source(settings), workers=1)
     for path in ("index.html", "categories/cafe-culture/index.html", "articles/tricky/index.html"):
         page = read_page(report.output, path)
         assert page.scripts == 0, path
@@ -151,7 +151,7 @@ def test_characters_xml_cannot_carry_never_reach_a_page(tmp_path):
     (content / "controls.md").write_text(
         '---\ntitle: "Bell \\x01 and \\x1f unit"\ndate: 2024-05-01T09:00:00Z\ncategories: ["News \\x0b"]\n---\n'
         "Raw \x0c\x1b here, &#x1; entity, fine text.\n", encoding="utf-8")
-    report = build_site(settings := make_settings(tmp_path, content), content_source(settings), workers=1)
+    report = build_site(build_settings(settings := make_settings(tmp_path, content)), content_source(settings), workers=1)
     assert report.ok, report.problems
     for path in ("index.html", "categories/news/index.html", "articles/controls/index.html"):
         raw = (report.output / path).read_text("utf-8")

@@ -15,7 +15,7 @@ from syndicate.delivery._service import SendRequest
 from syndicate.mail.memory import MemoryBackend
 from syndicate.site import build_site
 from syndicate.sources import FetchPolicy
-from syndicate.wiring import content_source, make_sources
+from syndicate.wiring import build_settings, content_source, make_sources
 from tests.feedserver import Route, feed_server
 from tests.outbox_support import NOW, add_subscribers, open_db, service, settings_for
 
@@ -47,7 +47,7 @@ def test_a_source_item_goes_into_feeds_and_one_digest_and_is_updated_after_an_up
 
         [report] = sources.fetch_due(NOW)
         assert (report.status, report.new) == ("ok", 1)
-        build = build_site(settings, content_source(settings))
+        build = build_site(build_settings(settings), content_source(settings))
         assert build.ok
 
         # Our feeds: the item, linked to the original, its source named; local articles beside it.
@@ -77,7 +77,7 @@ def test_a_source_item_goes_into_feeds_and_one_digest_and_is_updated_after_an_up
         later = NOW + timedelta(hours=2)
         again = sources.fetch("lab", later)
         assert (again.new, again.updated, again.unchanged) == (0, 0, 1)
-        build_site(settings, content_source(settings))
+        build_site(build_settings(settings), content_source(settings))
         delivery.send_manual(SendRequest(), later)
         assert len(backend.outbox) == 1
 
@@ -85,7 +85,7 @@ def test_a_source_item_goes_into_feeds_and_one_digest_and_is_updated_after_an_up
         server.routes["/feed"] = Route(upstream("Microplastics in river water (corrected figures)"))
         edited = sources.fetch("lab", later + timedelta(hours=1))
         assert (edited.new, edited.updated) == (0, 1)
-        rebuilt = build_site(settings, content_source(settings))
+        rebuilt = build_site(build_settings(settings), content_source(settings))
         assert "feeds/science.atom.xml" in rebuilt.written
         atom = feedparser.parse((rebuilt.feeds_folder / "science.atom.xml").read_bytes())
         [after] = [e for e in atom.entries if e.link == "https://lab.example/posts/17"]

@@ -23,7 +23,7 @@ from syndicate.site._build import build_site
 from syndicate.storage._database import Database, open_database
 from syndicate.subscribers._store import SubscriberStore
 from syndicate.web.app import create_app
-from syndicate.wiring import Components, content_source
+from syndicate.wiring import Components, build_settings, content_source
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "test-link-secret-0123456789abcdef"
@@ -83,7 +83,7 @@ def serve(tmp_path: Path, *, build: bool = True, environ: dict[str, str] | None 
     url = f"http://127.0.0.1:{port}"
     settings = web_settings(tmp_path, base_url=url, **(sections or {}))
     if build:
-        assert build_site(settings, content_source(settings)).ok
+        assert build_site(build_settings(settings), content_source(settings)).ok
     components = Components(settings, environ=environ or ENVIRON, database=app_options.pop("database", None))
     app = create_app(components, **app_options)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False))

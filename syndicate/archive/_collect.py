@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from syndicate.archive._issues import ArchiveIssue, ArchiveItem
 from syndicate.content import Article
 from syndicate.site import archive_period
 from syndicate.storage import Database
@@ -29,29 +29,6 @@ log = logging.getLogger(__name__)
 OVERLAP = timedelta(days=1)
 STATE = "deliveries"
 BATCH = 5000
-
-
-@dataclass(frozen=True)
-class ArchiveItem:
-    """One article as a digest of the period showed it."""
-
-    article_id: str
-    title: str
-    url: str
-    first_sent_at: datetime
-
-
-@dataclass(frozen=True)
-class ArchiveIssue:
-    """The digests of one period (a day, or an ISO week for weekly digests): per category slug, the articles."""
-
-    frequency: str
-    period: str
-    sections: tuple[tuple[str, tuple[ArchiveItem, ...]], ...]
-
-    @property
-    def sent_at(self) -> datetime:
-        return max(item.first_sent_at for _, items in self.sections for item in items)
 
 
 def _insert(dialect: str, rows: list[dict[str, object]]) -> Any:

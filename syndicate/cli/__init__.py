@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import sys
@@ -142,8 +143,21 @@ def _register() -> None:
 _register()
 
 
+def entry() -> None:
+    """The process's entry point (the `syndicate` script, `python -m syndicate`): `main()`, then exit."""
+    try:
+        main()
+    finally:
+        # The process ends here. Interpreter shutdown runs a full cyclic collection, which would walk
+        # every object the command made (a build's 10,000 articles: 30-40 ms of a 0.4 s build); frozen,
+        # they are left to the exit, as every object outside a reference cycle is. (Nothing a command
+        # leaves needs the collector to be closed: files are closed by their with-blocks, logging's
+        # handlers by its own exit hook.) Not in main(): tests call it in their own process.
+        gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, print any SyndicateError once, exit with its code."""
+    """Run the CLI, print any SyndicateError once, exit with its code."""
     try:
         code = cli.main(args=argv, prog_name="syndicate", standalone_mode=False)
     except click.exceptions.Abort:

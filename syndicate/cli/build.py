@@ -9,7 +9,7 @@ import click
 from syndicate.cli import AppContext, pass_app
 from syndicate.cli._collector import collector_paused
 from syndicate.site import BuildReport, build_site
-from syndicate.wiring import content_source
+from syndicate.wiring import build_settings, content_source
 
 
 @click.command()
@@ -22,7 +22,7 @@ from syndicate.wiring import content_source
 def build(app: AppContext, ctx: click.Context, content: Path | None, output: Path | None) -> None:
     """Write every feed (RSS, Atom, JSON Feed, OPML) and page; exit 1 if any article was skipped."""
     with collector_paused():
-        report = build_site(app.settings, content_source(app.settings), content=content, output=output)
+        report = build_site(build_settings(app.settings), content_source(app.settings), content=content, output=output)
     for warning in report.warnings:
         click.echo(f"{warning} (warning)")
     for problem in report.problems:
@@ -39,16 +39,15 @@ def build(app: AppContext, ctx: click.Context, content: Path | None, output: Pat
 
 
 def _archive(app: AppContext, output: Path | None, built: BuildReport) -> None:
-    """The archive of the digests as sent, from the database (syndicate.archive)."""
+    """The archive of the digests as sent, from the database (syndicate.archive), which is opened
+    only when the archive may have something new (`database_stamp`)."""
     from datetime import UTC, datetime
 
     from syndicate.archive import build_archive
-    from syndicate.wiring import Components
+    from syndicate.storage import database_stamp
+    from syndicate.wiring import opened_database
 
-    components = Components(app.settings)
-    try:
-        archive = build_archive(app.settings, components.content, components.database, datetime.now(UTC), output=output,
-                                corpus=built.corpus)
-    finally:
-        components.close()
+    settings = app.settings
+    archive = build_archive(settings, content_source(settings), lambda: opened_database(settings), datetime.now(UTC),
+                            output=output, corpus=built.corpus, database_stamp=lambda: database_stamp(settings.database))
     click.echo(f"archive: {archive.issues} issues, {len(archive.written)} files written")

@@ -28,7 +28,7 @@ def check(app: AppContext, ctx: click.Context, content: Path | None) -> None:
     for problem in corpus.problems:
         click.echo(str(problem))
     click.echo(
-        f"{len(corpus.articles)} articles, {len(corpus.categories)} categories, "
+        f"{len(corpus.refs)} articles, {len(corpus.categories)} categories, "
         f"{len(corpus.problems)} problems, {len(corpus.warnings) + len(config_warnings)} warnings"
     )
     if corpus.problems:

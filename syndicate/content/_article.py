@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from syndicate.content._checks import check_category_name, check_date, check_size, load_front_matter, shown
 from syndicate.content._markdown import paragraphs, render_markdown
-from syndicate.content._model import Article, Category
+from syndicate.content._model import Article, ArticleRef, Category
 from syndicate.content._text import cut_at_word, plain_text, slugify
 from syndicate.errors import ContentError
 
@@ -286,7 +286,7 @@ def _summary(body_html: str, limit: int) -> str:
     return ""
 
 
-def legacy_slug(article: Article) -> str:
+def legacy_slug(article: Article | ArticleRef) -> str:
     """The slug an article had when slugs were made from its id (folder and file name): its old URL."""
     return slugify(article.id.replace("/", "-")) or article.slug
 

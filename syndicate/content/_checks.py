@@ -52,6 +52,8 @@ def check_category_name(rel: PurePosixPath, line: int, name: str) -> None:
     if len(name) > MAX_CATEGORY_NAME:
         raise ContentError(Path(rel), line, f"category name too long ({len(name):,} characters; at most "
                                       f"{MAX_CATEGORY_NAME}): {shown(name)}")
+    if name.isprintable():  # none of Cc, Zl, Zp or the bidi controls (Cf) is printable: the usual name, in C
+        return
     for ch in name:
         if unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS:
             raise ContentError(Path(rel), line, f"category name contains a control character (U+{ord(ch):04X}): {shown(name)}")

@@ -19,7 +19,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from syndicate.content._model import Article, Category
+from syndicate.content._model import Article, Category, article_ref
 from syndicate.content._text import slugify
 from syndicate.errors import Problem
 
@@ -128,8 +128,8 @@ def mix_external(corpus: Corpus, external: Sequence[Article], rules: Sequence[Ca
     by_slug = {c.slug: c for c in corpus.categories}
     titles = {rule.slug: rule.title for rule in rules if rule.title}
     aliases = {slugify(alias): rule.slug for rule in rules for alias in rule.aliases}
-    taken_ids = {a.id for a in corpus.articles}
-    taken_slugs = {a.slug for a in corpus.articles}
+    taken_ids = {r.id for r in corpus.refs}
+    taken_slugs = {r.slug for r in corpus.refs}
     added: list[Article] = []
     warnings = list(corpus.warnings)
     for article in external:
@@ -147,10 +147,11 @@ def mix_external(corpus: Corpus, external: Sequence[Article], rules: Sequence[Ca
             if known not in shown:
                 shown.append(known)
         added.append(replace(article, categories=tuple(shown)))
-    articles = sorted((*corpus.articles, *added), key=attrgetter("published", "id"), reverse=True)
+    refs = sorted((*corpus.refs, *map(article_ref, added)), key=attrgetter("published", "id"), reverse=True)
     return replace(
         corpus,
-        articles=tuple(articles),
+        refs=tuple(refs),
+        found=corpus.found.with_extra(added),
         categories=tuple(sorted(by_slug.values(), key=attrgetter("slug"))),
         problems=tuple(corpus.problems) + tuple(problems),
         warnings=tuple(warnings),

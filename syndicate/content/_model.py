@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from syndicate.content._text import make_xml_safe
 
@@ -54,3 +55,27 @@ class Article:
     @property
     def category_slugs(self) -> tuple[str, ...]:
         return tuple(c.slug for c in self.categories)
+
+
+class ArticleRef(NamedTuple):
+    """What a Corpus tells of one of its articles without making the Article (no text): enough to
+    place it (its URLs, feeds and categories, as the corpus shows them) and to tell when it changed.
+    `Corpus.articles_of(refs)` gives the Articles themselves."""
+
+    id: str
+    slug: str
+    source: str
+    content_hash: str
+    published: datetime
+    updated: datetime
+    categories: tuple[Category, ...]
+    url: str | None
+
+    @property
+    def category_slugs(self) -> tuple[str, ...]:
+        return tuple(c.slug for c in self.categories)
+
+
+def article_ref(article: Article) -> ArticleRef:
+    return ArticleRef(article.id, article.slug, article.source, article.content_hash, article.published, article.updated,
+                      article.categories, article.url)

@@ -2,7 +2,8 @@
 
 One bad article never stops the others: its problem is collected and it is skipped.
 Unchanged files (same size and modification time, or same content hash) are not
-parsed again: their Articles come from a cache under `var/`.
+parsed again: their Articles come from a cache under `var/`, each unpickled when first used (a
+rebuild with nothing or little to render never makes the other 10,000: see Corpus).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import errno
 import functools
 import hashlib
 import logging
+import mmap
 import os
 import pickle
+import struct
 import threading
+import zlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
 from pathlib import Path, PurePosixPath
 from stat import S_ISDIR, S_ISREG
@@ -26,14 +30,20 @@ from syndicate import __version__
 from syndicate.content._article import ReaderOptions, parse_article
 from syndicate.content._checks import MAX_ARTICLE_BYTES
 from syndicate.content._external import SnapshotReader
-from syndicate.content._model import Article, Category
+from syndicate.content._model import Article, ArticleRef, Category, article_ref
 from syndicate.content._parallel import Forked, WorkerDied, can_fork, run_parallel
 from syndicate.content._text import slugify
 from syndicate.errors import ContentError, Problem
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 9
+_CACHE_FORMAT = 11
+# A cache file: this line, then the index's CRC-32 and length and the articles region's length, the
+# index (a pickle: the stamp, each file's entry, the assembled corpus), then the articles region
+# (each stored article pickled on its own: see _Blob).
+_CACHE_MAGIC = b"syndicate article cache\n"
+_CACHE_HEADER = struct.Struct("<IQQ")
+_CACHE_HEAD = len(_CACHE_MAGIC) + _CACHE_HEADER.size
 _PARALLEL_FROM = 400  # files to parse before a process pool pays for itself
 
 
@@ -47,28 +57,141 @@ class CategoryRule:
     aliases: tuple[str, ...] = ()
 
 
+class _Blob(NamedTuple):
+    """Where an article stored in a snapshot lies in its articles region, and the CRC-32 of its bytes."""
+
+    offset: int
+    length: int
+    crc: int
+
+
+class _Entry(NamedTuple):
+    """What the cache knows of one file: its size, mtime and hash, and the result of parsing it
+    (a _Blob: the Article, stored in the snapshot and not unpickled yet)."""
+
+    size: int
+    mtime_ns: int
+    digest: str
+    result: Article | Problem | _Blob
+
+
+class _Blobs:
+    """A snapshot's articles region, mapped. Each article is unpickled when first asked for, once,
+    after its bytes are checked against the CRC-32 the snapshot recorded; damaged bytes make it read
+    from its file again."""
+
+    def __init__(self, mapped: mmap.mmap, base: int, folder: Path, options: ReaderOptions) -> None:
+        self._mapped, self._base, self._folder, self._options = mapped, base, folder, options
+        self._made: dict[int, Article] = {}
+
+    def raw(self, blob: _Blob) -> bytes:
+        start = self._base + blob.offset
+        return self._mapped[start:start + blob.length]
+
+    def article(self, rel: str, blob: _Blob) -> Article:
+        made = self._made.get(blob.offset)
+        if made is None:
+            made = self._made[blob.offset] = self._load(rel, blob)
+        return made
+
+    def _load(self, rel: str, blob: _Blob) -> Article:
+        data = self.raw(blob)
+        if len(data) == blob.length and zlib.crc32(data) == blob.crc:
+            values = pickle.loads(data)
+            if type(values) is tuple and len(values) == len(_ARTICLE_FIELDS):
+                # The value that was stored, as it was made and validated (see _Cache): not through
+                # the constructor, which would check it again.
+                article = object.__new__(Article)
+                article.__dict__.update(zip(_ARTICLE_FIELDS, values))
+                return article
+        log.warning("article cache: %s is damaged in it; reading the file again", rel)
+        _, result = _parse_one((rel, f"{self._folder}/{rel}", "", self._options))
+        if type(result) is not Article:
+            raise ContentError(Path(rel), 0, "the article cache is damaged and the file no longer reads as an article; build again")
+        return result
+
+
+def _made(rel: str, result: Article | _Blob, blobs: _Blobs | None) -> Article:
+    """The Article of an entry's result (unpickled from the snapshot if it is stored there)."""
+    if type(result) is Article:
+        return result
+    assert blobs is not None and type(result) is _Blob, (rel, type(result))
+    return blobs.article(rel, result)
+
+
+class _Found:
+    """Where a corpus's Articles come from: each file's entry (a parsed Article, or where the
+    snapshot stores it) and the articles mixed in from elsewhere; each is made once, with its
+    categories as the corpus shows them."""
+
+    def __init__(self, entries: Mapping[str, _Entry] | None = None, blobs: _Blobs | None = None,
+                 extra: Mapping[str, Article] | None = None) -> None:
+        self._entries, self._blobs, self._extra = entries or {}, blobs, extra or {}
+        self._shown: dict[str, Article] = {}
+        self._every: tuple[tuple[ArticleRef, ...], tuple[Article, ...]] | None = None
+
+    def every(self, refs: tuple[ArticleRef, ...]) -> tuple[Article, ...]:
+        """The Articles of `refs` (every article of a corpus), the same tuple each time it is asked
+        for the same refs (so by every Corpus that differs only in its counts)."""
+        every = self._every
+        if every is None or every[0] is not refs:
+            every = self._every = (refs, tuple([self.article(ref) for ref in refs]))
+        return every[1]
+
+    def article(self, ref: ArticleRef) -> Article:
+        shown = self._shown.get(ref.source)
+        if shown is None:
+            shown = self._extra.get(ref.source)
+            if shown is None:
+                shown = _made(ref.source, self._entries[ref.source].result, self._blobs)  # type: ignore[arg-type]
+            if shown.categories != ref.categories:  # as assembly resolved them (aliases, one name per slug)
+                shown = replace(shown, categories=ref.categories)
+            self._shown[ref.source] = shown
+        return shown
+
+    def keep(self, articles: Iterable[Article]) -> None:
+        """`articles` as the corpus shows them already (no need to make them again)."""
+        self._shown.update((a.source, a) for a in articles)
+
+    def with_extra(self, articles: Iterable[Article]) -> _Found:
+        """These, and `articles` from elsewhere (the external sources)."""
+        found = _Found(self._entries, self._blobs, {**self._extra, **{a.source: a for a in articles}})
+        found._shown.update(self._shown)
+        return found
+
+
 @dataclass(frozen=True)
 class Corpus:
-    """Every good article (newest first), the categories they use, and what went wrong."""
+    """Every good article (newest first), the categories they use, and what went wrong.
 
-    articles: tuple[Article, ...]
+    `refs` tell every article, newest first, without its text; the Articles are made when first
+    asked for (`articles`, `articles_of`, `in_category`): read from the article cache, a rebuild
+    that renders nothing, or a few feeds and pages, never unpickles the text of the 10,000 others.
+    Each Article is validated when it is made from its file (`Article.__post_init__`); one
+    restored from the cache is that value again (see _Cache)."""
+
+    refs: tuple[ArticleRef, ...]
     categories: tuple[Category, ...]
     problems: tuple[Problem, ...]
     warnings: tuple[Problem, ...]
     files: int
     parsed: int
+    found: _Found = field(default_factory=_Found, repr=False, compare=False)
+
+    @property
+    def articles(self) -> tuple[Article, ...]:
+        """Every good article, newest first."""
+        return self.found.every(self.refs)
+
+    def article(self, ref: ArticleRef) -> Article:
+        return self.found.article(ref)
+
+    def articles_of(self, refs: Iterable[ArticleRef]) -> tuple[Article, ...]:
+        article = self.found.article
+        return tuple([article(ref) for ref in refs])
 
     def in_category(self, slug: str) -> tuple[Article, ...]:
-        return tuple(a for a in self.articles if slug in a.category_slugs)
-
-
-class _Entry(NamedTuple):
-    """What the cache knows of one file: its size, mtime and hash, and the result of parsing it."""
-
-    size: int
-    mtime_ns: int
-    digest: str
-    result: Article | Problem
+        return self.articles_of(r for r in self.refs if slug in r.category_slugs)
 
 
 def _scan(folder: Path, follow_external_links: bool = False) -> tuple[list[tuple[str, os.stat_result]], list[Problem]]:
@@ -233,60 +356,91 @@ class _Cache:
 
     A warm read with a few edits writes only the journal; the snapshot is rewritten when
     the journal grows past a tenth of it.
+
+    The articles are stored as they were made, validated: only Articles that passed their
+    constructor's checks (`Article.__post_init__`) are ever written, by this very version of the
+    parser and of the model (the stamp holds their code's fingerprint), and an Article is
+    restored as pickle restores any object, as the bytes it was (not through its constructor,
+    which would check the same values again). So the cache trusts its files only when they are
+    what it wrote: the index carries its CRC-32 and the snapshot's articles each their own, and
+    one whose bytes changed since (a damaged disk, a partial copy) is refused: every article is
+    read again (a damaged article alone, from its file). (A check against accidents: whoever may
+    write under var/ may run code anyway, as loading any pickle does.)
+
+    The snapshot stores each article apart, in a region that is mapped, not read: a read takes the
+    index (every file's entry, and the corpus as assembled, without the articles' text) and
+    unpickles an article only when the corpus is asked for it (see Corpus).
     """
 
     def __init__(self, path: Path, options: ReaderOptions) -> None:
         self.path = path
         self.journal_path = path.with_name(path.name + ".journal")
+        self.options = options
         self.stamp = (_CACHE_FORMAT, __version__, _parser_fingerprint(), options)
 
-    def _read(self, path: Path) -> tuple[dict, _Assembled | None]:
+    def _read(self, path: Path, folder: Path) -> tuple[dict, _Assembled | None, _Blobs | None]:
+        """(rows, the assembled corpus, the articles region) of a cache file; ({}, None, None) for one
+        of another format or version; ValueError for one damaged."""
         with path.open("rb") as f:
-            unpickler = pickle.Unpickler(f)
-            unpickler.persistent_load = _older_format  # type: ignore[method-assign]  # only caches of format 5 and before used them
-            try:
-                data = unpickler.load()
-            except _OlderFormat:
-                return {}, None
-        if not (isinstance(data, tuple) and len(data) == 4 and data[0] == self.stamp):  # another format or version
-            return {}, None
-        _, _, rows, assembled = data
-        return rows, assembled
-
-    def load(self) -> tuple[dict[str, _Entry], dict[str, _Entry | None], _Assembled | None]:
-        """(entries, journal rows, the snapshot's assembled corpus) from disk; an unreadable
-        cache is only a slower read."""
+            head = f.read(_CACHE_HEAD)
+            if not head.startswith(_CACHE_MAGIC) or len(head) < _CACHE_HEAD:  # a cache of format 9 or before
+                return {}, None, None
+            crc, length, region = _CACHE_HEADER.unpack_from(head, len(_CACHE_MAGIC))
+            if os.fstat(f.fileno()).st_size != _CACHE_HEAD + length + region:
+                raise ValueError("it is not as long as written (truncated?)")
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
-            rows, assembled = self._read(self.path)
+            with memoryview(mapped) as whole, whole[_CACHE_HEAD:_CACHE_HEAD + length] as index:
+                if zlib.crc32(index) != crc:
+                    raise ValueError("its bytes are not those written (checksum mismatch)")
+                data = pickle.loads(index)
+        except BaseException:
+            mapped.close()
+            raise
+        if not (isinstance(data, tuple) and len(data) == 3 and data[0] == self.stamp):  # another format or version
+            mapped.close()
+            return {}, None, None
+        _, rows, assembled = data
+        if not region:
+            mapped.close()
+            return rows, assembled, None
+        return rows, assembled, _Blobs(mapped, _CACHE_HEAD + length, folder, self.options)
+
+    def load(self, folder: Path) -> tuple[dict[str, _Entry], dict[str, _Entry | None], _Assembled | None, _Blobs | None]:
+        """(entries, journal rows, the snapshot's assembled corpus, its articles region) from disk;
+        an unreadable cache is only a slower read."""
+        try:
+            rows, assembled, blobs = self._read(self.path, folder)
         except FileNotFoundError:
-            return {}, {}, None
+            return {}, {}, None, None
         except Exception as e:
             log.warning("article cache %s unreadable (%s); reading every article", self.path, e)
-            return {}, {}, None
+            return {}, {}, None, None
         journal: dict = {}
         if rows:
             try:
-                journal, _ = self._read(self.journal_path)
+                journal, _, _ = self._read(self.journal_path, folder)
             except FileNotFoundError:
                 pass
             except Exception as e:
                 log.warning("article cache journal %s unreadable (%s); reading every article", self.journal_path, e)
-                return {}, {}, None
+                return {}, {}, None, None
             if assembled is not None:
                 assembled = assembled._replace(entries=dict(rows))
             rows.update(journal)
-        return {rel: entry for rel, entry in rows.items() if entry is not None}, journal, assembled
+        return {rel: entry for rel, entry in rows.items() if entry is not None}, journal, assembled, blobs
 
     def save(self, entries: dict[str, _Entry], changed: dict[str, _Entry | None],
-             journal: dict[str, _Entry | None], assembled: _Assembled) -> dict[str, _Entry | None]:
+             journal: dict[str, _Entry | None], assembled: _Assembled, blobs: _Blobs | None) -> dict[str, _Entry | None]:
         """Write the changes; returns the journal as it now is on disk. A new snapshot also keeps
         the assembled corpus, so that the next read in another process need not assemble it."""
-        journal = {**journal, **changed}
+        journal = {**journal, **_self_contained(changed, blobs)}
         if len(journal) * 10 <= len(entries):
-            self._write(self.journal_path, journal)
+            self._write(self.journal_path, journal, None, ())
             return journal
         _share_categories(entries.values())  # those read from the last snapshot and those parsed since
-        self._write(self.path, entries, assembled=assembled)
+        rows, region = _stored(entries, blobs)
+        self._write(self.path, rows, assembled._replace(corpus=replace(assembled.corpus, found=_Found()), entries=None), region)
         self.journal_path.unlink(missing_ok=True)
         return {}
 
@@ -300,38 +454,51 @@ class _Cache:
             return stat.st_ino, stat.st_size, stat.st_mtime_ns
         return one(self.path), one(self.journal_path)
 
-    def _write(self, path: Path, rows: dict, *, assembled: _Assembled | None = None) -> None:
-        """Pickle `rows` (and the snapshot's `assembled` corpus) to `path` atomically."""
+    def _write(self, path: Path, rows: dict, assembled: _Assembled | None, region: Sequence[bytes]) -> None:
+        """The index (`rows` and the snapshot's `assembled` corpus) and the articles `region`, to `path` atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
         unique = f"{os.getpid()}.{threading.get_ident()}"  # threads of one service too
         temporary = path.with_name(f".{path.name}.{unique}.tmp")
-        with temporary.open("wb") as f:
-            _SnapshotPickler(f).dump((self.stamp, None, rows, assembled._replace(entries=None) if assembled else None))
+        index = pickle.dumps((self.stamp, rows, assembled), protocol=pickle.HIGHEST_PROTOCOL)
+        with temporary.open("wb", buffering=1 << 20) as f:
+            f.write(_CACHE_MAGIC + _CACHE_HEADER.pack(zlib.crc32(index), len(index), sum(map(len, region))))
+            f.write(index)
+            f.writelines(region)
         os.replace(temporary, path)
 
 
-class _OlderFormat(Exception):
-    pass
+def _self_contained(changed: Mapping[str, _Entry | None], blobs: _Blobs | None) -> dict[str, _Entry | None]:
+    """`changed` with every stored article made (a journal stands beside any later snapshot)."""
+    return {rel: entry if entry is None or type(entry.result) is not _Blob
+            else entry._replace(result=_made(rel, entry.result, blobs))
+            for rel, entry in changed.items()}
 
 
-def _older_format(pid: object) -> None:
-    raise _OlderFormat
+_ARTICLE_FIELDS = tuple(f.name for f in dataclasses.fields(Article))
+_article_values = attrgetter(*_ARTICLE_FIELDS)
 
 
-class _SnapshotPickler(pickle.Pickler):
-    """Pickles each Article as a call of its constructor, so that a restored Article is validated
-    (`__post_init__`) like any other."""
-
-    def __init__(self, file) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def reducer_override(self, obj: object):
-        if type(obj) is not Article:
-            return NotImplemented
-        return (Article, tuple([getattr(obj, name) for name in _ARTICLE_FIELDS]))
-
-
-_ARTICLE_FIELDS = tuple(field.name for field in dataclasses.fields(Article))
+def _stored(entries: Mapping[str, _Entry], blobs: _Blobs | None) -> tuple[dict[str, _Entry], list[bytes]]:
+    """The snapshot's rows and articles region (as pieces): each article's fields pickled on their
+    own (one stored in the last snapshot copied as it is), its entry pointing at them."""
+    region: list[bytes] = []
+    offset = 0
+    rows: dict[str, _Entry] = {}
+    for rel, entry in entries.items():
+        result = entry.result
+        if type(result) is _Blob:  # its recorded CRC goes with it: damage found later is still found
+            assert blobs is not None
+            data, crc = blobs.raw(result), result.crc
+        elif type(result) is Article:
+            data = pickle.dumps(_article_values(result), protocol=pickle.HIGHEST_PROTOCOL)
+            crc = zlib.crc32(data)
+        else:
+            rows[rel] = entry
+            continue
+        rows[rel] = entry._replace(result=_Blob(offset, len(data), crc))
+        region.append(data)
+        offset += len(data)
+    return rows, region
 
 
 def _share_categories(entries: Iterable[_Entry | None]) -> None:
@@ -431,6 +598,7 @@ class _Kept(NamedTuple):
     entries: dict[str, _Entry]
     journal: dict[str, _Entry | None]
     corpus: Corpus
+    blobs: _Blobs | None  # the articles region the entries' _Blobs point into
 
 
 def read_corpus(
@@ -466,10 +634,11 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
     store = _Cache(cache, options) if cache is not None else None
     kept = memory.recall(store, folder, rules) if memory is not None and store is not None else None
     assembled: _Assembled | None = None
+    blobs: _Blobs | None = None
     if kept is not None:
-        cached, journal = kept.entries, kept.journal
+        cached, journal, blobs = kept.entries, kept.journal, kept.blobs
     elif store is not None:
-        cached, journal, assembled = store.load()
+        cached, journal, assembled, blobs = store.load(folder)
     else:
         cached, journal = {}, {}
     entries: dict[str, _Entry] = {}
@@ -505,10 +674,11 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
         entries[rel] = changed[rel] = _Entry(stat.st_size, stat.st_mtime_ns, digest, result)
     changed.update({rel: None for rel in cached.keys() - entries.keys()})
     _share_categories(changed.values())
-    corpus = _reassembled(kept, assembled, folder, rules, journal, changed) or _assemble(folder, entries, rules)
+    corpus = (_reassembled(kept, assembled, folder, rules, journal, changed, entries, blobs)
+              or _assemble(folder, entries, rules, blobs))
     saved = True
     if store is not None and changed:
-        save = functools.partial(store.save, entries, changed, journal, _Assembled(folder, rules, corpus, None))
+        save = functools.partial(store.save, entries, changed, journal, _Assembled(folder, rules, corpus, None), blobs)
         if writer is not None:
             writer.write(save, store.path)
         else:
@@ -518,47 +688,56 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
                 saved = False
                 log.warning("cannot write article cache %s: %s", cache, e)
     if memory is not None and store is not None:
-        memory.keep(_Kept(store.path, store.stamp, folder, rules, store.identity(), entries, journal, corpus)
+        memory.keep(_Kept(store.path, store.stamp, folder, rules, store.identity(), entries, journal, corpus, blobs)
                     if saved else None)
     log.log(logging.INFO if parsed or changed else logging.DEBUG,  # an idle service stays quiet
-            "read %d articles from %d files (%d parsed, %d problems)", len(corpus.articles), corpus.files, parsed, len(corpus.problems))
+            "read %d articles from %d files (%d parsed, %d problems)", len(corpus.refs), corpus.files, parsed, len(corpus.problems))
     return replace(corpus, parsed=parsed)
 
 
 def _reassembled(kept: _Kept | None, assembled: _Assembled | None, folder: Path, rules: tuple[CategoryRule, ...],
-                 journal: Mapping[str, _Entry | None], changed: Mapping[str, _Entry | None]) -> Corpus | None:
+                 journal: Mapping[str, _Entry | None], changed: Mapping[str, _Entry | None],
+                 entries: Mapping[str, _Entry], blobs: _Blobs | None) -> Corpus | None:
     """The corpus without assembling it again, when a memory or the snapshot has it: as it was if
-    nothing changed, patched if the changes allow (see _patched); else None."""
+    nothing changed, patched if the changes allow (see _patched); else None. Its articles come
+    from `entries` (and the snapshot's `blobs`)."""
     if kept is not None:
-        return kept.corpus if not changed else _patched(kept.entries, kept.corpus, changed)
+        return kept.corpus if not changed else _patched(kept.entries, kept.corpus, changed, entries, blobs)
     if assembled is None or assembled.entries is None or (assembled.folder, assembled.rules) != (folder, rules):
         return None
     since_snapshot = {**journal, **changed}
-    return assembled.corpus if not since_snapshot else _patched(assembled.entries, assembled.corpus, since_snapshot)
+    if not since_snapshot:
+        return replace(assembled.corpus, found=_Found(entries, blobs))
+    return _patched(assembled.entries, assembled.corpus, since_snapshot, entries, blobs)
 
 
-def _patched(entries: Mapping[str, _Entry], assembled: Corpus, changed: Mapping[str, _Entry | None]) -> Corpus | None:
-    """`assembled` (the corpus of `entries`) with each edited article in the place of its old
+def _patched(before: Mapping[str, _Entry], assembled: Corpus, changed: Mapping[str, _Entry | None],
+             entries: Mapping[str, _Entry], blobs: _Blobs | None) -> Corpus | None:
+    """`assembled` (the corpus of `before`) with each edited article in the place of its old
     version, when no edit touches what assembly decides on (id, slug, date, categories as written) and every file
     involved was and is a good article; else None (assemble from scratch). A typical edit, a
-    fix to a title or a body, then skips re-assembling 10,000 articles."""
-    articles = list(assembled.articles)
+    fix to a title or a body, then skips re-assembling 10,000 articles (and making them: only the
+    edited one's old version is made, to compare)."""
+    refs = list(assembled.refs)
     for rel, entry in changed.items():
-        old = entries.get(rel)
-        if entry is None or old is None or type(entry.result) is not Article or type(old.result) is not Article:
+        old = before.get(rel)
+        if entry is None or old is None or type(old.result) is Problem:
             return None
-        before, after = old.result, entry.result
-        if (before.id, before.slug, before.published, before.categories) != (after.id, after.slug, after.published, after.categories):
+        if type(entry.result) is _Blob and entry.result == old.result:  # touched, the same bytes: the same article
+            continue
+        if type(entry.result) is not Article:
             return None
-        at = _position(articles, before)
-        if at is None or articles[at].source != before.source:  # it was a duplicate, skipped
+        was, after = _made(rel, old.result, blobs), entry.result  # type: ignore[arg-type]
+        if (was.id, was.slug, was.published, was.categories) != (after.id, after.slug, after.published, after.categories):
             return None
-        shown = articles[at].categories  # as assembly resolved them: the same names as written before
-        articles[at] = after if after.categories is shown else replace(after, categories=shown)
-    return replace(assembled, articles=tuple(articles))
+        at = _position(refs, was)
+        if at is None or refs[at].source != was.source:  # it was a duplicate, skipped
+            return None
+        refs[at] = article_ref(after)._replace(categories=refs[at].categories)  # shown as before: the same names as written
+    return replace(assembled, refs=tuple(refs), found=_Found(entries, blobs))
 
 
-def _position(articles: list[Article], article: Article) -> int | None:
+def _position(articles: list[ArticleRef], article: Article) -> int | None:
     """Where an article with `article`'s date and id is in `articles` (newest first, as assembly
     sorts them), found by bisection; None if there is none."""
     key = (article.published, article.id)
@@ -572,18 +751,20 @@ def _position(articles: list[Article], article: Article) -> int | None:
     return low if low < len(articles) and articles[low].id == article.id else None
 
 
-def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[CategoryRule, ...]) -> Corpus:
-    """Drop duplicate ids, unify categories by slug, apply the config's titles and aliases."""
+def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[CategoryRule, ...], blobs: _Blobs | None) -> Corpus:
+    """Drop duplicate ids, unify categories by slug, apply the config's titles and aliases (every
+    article is made for it)."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
     by_id: dict[str, Article] = {}
     by_slug_seen: dict[str, Article] = {}
     unique: list[Article] = []
-    for entry in entries.values():  # in path order: the first file keeps a contested id
-        article = entry.result
-        if isinstance(article, Problem):
-            problems.append(replace(article, path=folder / article.path))
+    for rel, entry in entries.items():  # in path order: the first file keeps a contested id
+        result = entry.result
+        if isinstance(result, Problem):
+            problems.append(replace(result, path=folder / result.path))
             continue
+        article = _made(rel, result, blobs)
         clash = by_id.get(article.id) or by_slug_seen.get(article.slug)
         if clash is not None:
             what = "id" if clash.id == article.id else "slug"
@@ -624,11 +805,14 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
         resolved.append(article if as_shown is None else replace(article, categories=as_shown))
     resolved.sort(key=attrgetter("published", "id"), reverse=True)
     problems.sort(key=lambda p: (str(p.path), p.line))
+    found = _Found(entries, blobs)
+    found.keep(resolved)
     return Corpus(
-        articles=tuple(resolved),
+        refs=tuple(map(article_ref, resolved)),
         categories=tuple(sorted(by_slug.values(), key=lambda c: c.slug)),
         problems=tuple(problems),
         warnings=tuple(warnings),
         files=len(entries),
         parsed=0,
+        found=found,
     )

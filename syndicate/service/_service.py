@@ -165,7 +165,7 @@ class Service:
         the watcher) only the files that changed (syndicate.site.build_site)."""
         started = time.monotonic()
         with self._build_lock, self.around_build():
-            report = build_site(self.settings, self.components.content, memory=self.articles, changed=changed)
+            report = build_site(self.components.build_settings, self.components.content, memory=self.articles, changed=changed)
         if self.metrics is not None:
             self.metrics.build_seconds.observe(time.monotonic() - started)
         for problem in report.problems:

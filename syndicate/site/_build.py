@@ -17,15 +17,16 @@ import marshal
 import os
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
 from syndicate import __version__
-from syndicate.config import Settings
+from syndicate.config import CategorySettings, FeedSettings, OutputSettings, SiteSettings
 from syndicate.content import (
-    Article,
+    ArticleRef,
     CacheWriter,
     Category,
     ContentSource,
@@ -33,11 +34,12 @@ from syndicate.content import (
     CorpusMemory,
     can_fork,
     legacy_slug,
+    make_xml_safe,
     run_parallel,
 )
 from syndicate.errors import Problem
 from syndicate.site import _feeds, _pages
-from syndicate.site._feeds import FeedSpec, SiteInfo, render_feed, render_opml
+from syndicate.site._feeds import EMPTY_FEED_UPDATED, FeedSpec, SiteInfo, render_feed, render_opml
 from syndicate.site._files import publish, remove_file, write_atomic
 from syndicate.site._pages import STYLESHEET, CategoryEntry, SitePages, template_fingerprint
 from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
@@ -84,29 +86,72 @@ class _Output(NamedTuple):
 
 
 @dataclass(frozen=True)
+class _Feed:
+    """One feed as the build plans it: the site feed (`category` None) or a category's, its articles
+    newest first, as the corpus tells them (the Articles are made when the feed is rendered)."""
+
+    slug: str
+    title: str
+    description: str
+    refs: tuple[ArticleRef, ...]
+    category: Category | None = None
+
+    def __post_init__(self) -> None:
+        make_xml_safe(self, ("title", "description"))  # as FeedSpec: the plan's fingerprints are the output's
+
+    @property
+    def updated(self) -> datetime:
+        """The newest item's `updated` (FeedSpec.updated, from the refs)."""
+        return max((r.updated for r in self.refs), default=EMPTY_FEED_UPDATED)
+
+
+@dataclass(frozen=True)
 class _Site:
     """Everything the renderers need, computed once per build (shared with forked workers)."""
 
     info: SiteInfo
     urls: SiteUrls
     formats: tuple[str, ...]
-    specs: dict[str, FeedSpec]  # SITE_FEED first, then categories by slug
+    specs: dict[str, _Feed]  # SITE_FEED first, then categories by slug
     counts: dict[str, int]
-    articles: dict[str, Article]  # by id
+    refs: dict[str, ArticleRef]  # every article by id
+    corpus: Corpus  # makes the Articles a render needs
     pages: SitePages
     opml_format: str  # the format of the main OPML's feeds
+    _feed_specs: dict[str, FeedSpec] = field(default_factory=dict, repr=False, compare=False)
+
+    def feed(self, slug: str) -> FeedSpec:
+        """The feed `slug` with its Articles, made once per process of the build."""
+        spec = self._feed_specs.get(slug)
+        if spec is None:
+            planned = self.specs[slug]
+            spec = self._feed_specs[slug] = FeedSpec(planned.slug, planned.title, planned.description,
+                                                     self.corpus.articles_of(planned.refs), planned.category)
+        return spec
 
 
-def site_info(settings: Settings) -> SiteInfo:
-    site = settings.site
-    return SiteInfo(site.title, site.description, site.language, site.author, site.timezone, settings.websub.hubs)
+@dataclass(frozen=True)
+class BuildSettings:
+    """What a site build reads from the configuration: its sections and plain values (the composition
+    root, syndicate.wiring.build_settings, makes it from the whole settings)."""
+
+    site: SiteSettings
+    feeds: FeedSettings
+    output: OutputSettings
+    categories: Mapping[str, CategorySettings]
+    hubs: tuple[str, ...]  # the WebSub hubs every feed announces
+    state: Path  # the build's own folder under var/: manifests and compiled templates
+
+
+def site_info(site: SiteSettings, hubs: Sequence[str] = ()) -> SiteInfo:
+    return SiteInfo(site.title, site.description, site.language, site.author, site.timezone, tuple(hubs))
 
 
 def _digest(*parts: object) -> str:
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def _article_keys(articles: Iterable[Article]) -> dict[str, str]:
+def _article_keys(articles: Iterable[ArticleRef]) -> dict[str, str]:
     """What of each article shows in any output, by id, as a plain string (no hashing or
     formatting: 10,000 of them are made per build). The content hash covers every field read
     from the file and the path covers what comes from it (id, slug); the categories' slugs and
@@ -120,16 +165,18 @@ def _code_fingerprint() -> str:
     return _digest(__version__, BUILD_FORMAT, *(hashlib.sha256(Path(str(m.__file__)).read_bytes()).hexdigest() for m in modules))
 
 
-def _settings_fingerprint(settings: Settings) -> str:
+def _settings_fingerprint(settings: BuildSettings, source: ContentSource) -> str:
+    """The settings every output depends on; the reader's options too (a changed date format or
+    default author changes articles whose files, and so whose keys, did not change)."""
     return _digest(
         _code_fingerprint(),
-        settings.site.model_dump_json(), settings.feeds.model_dump_json(), settings.websub.hubs,
+        settings.site.model_dump_json(), settings.feeds.model_dump_json(), settings.hubs,
         json.dumps({k: v.model_dump(mode="json") for k, v in settings.categories.items()}, sort_keys=True),
-        settings.content.date_format, settings.content.summary_length,
+        source.options,
     )
 
 
-def _category_description(settings: Settings, category: Category) -> str:
+def _category_description(settings: BuildSettings, category: Category) -> str:
     rule = settings.categories.get(category.slug)
     if rule is not None and rule.description:
         return rule.description
@@ -141,7 +188,7 @@ def _reserved_problems(corpus: Corpus, content: Path) -> tuple[list[Problem], se
     for category in corpus.categories:
         if category.slug in RESERVED_SLUGS:
             reserved.add(category.slug)
-            first = next(a for a in reversed(corpus.articles) if category in a.categories)
+            first = next(r for r in reversed(corpus.refs) if category in r.categories)
             problems.append(Problem(content / first.source, 1, (
                 f"category {category.name!r} has the slug {category.slug!r}, reserved for the site-wide feeds; "
                 "its category feeds and page are not built (rename it, or map it to another slug with "
@@ -149,33 +196,33 @@ def _reserved_problems(corpus: Corpus, content: Path) -> tuple[list[Problem], se
     return problems, reserved
 
 
-def _assemble(corpus: Corpus, settings: Settings, reserved: set[str]) -> _Site:
+def _assemble(corpus: Corpus, settings: BuildSettings, reserved: set[str]) -> _Site:
     """The feeds' contents and the page renderer for this corpus."""
     items = settings.feeds.items
-    info = site_info(settings)
+    info = site_info(settings.site, settings.hubs)
     urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
-    specs = {SITE_FEED: FeedSpec(SITE_FEED, info.title, info.description, corpus.articles[:items])}
+    specs = {SITE_FEED: _Feed(SITE_FEED, info.title, info.description, corpus.refs[:items])}
     counts: dict[str, int] = {}
-    by_category: dict[str, list[Article]] = {c.slug: [] for c in corpus.categories}
-    for article in corpus.articles:  # newest first, so each list is too
-        for category in article.categories:
-            by_category[category.slug].append(article)
+    by_category: dict[str, list[ArticleRef]] = {c.slug: [] for c in corpus.categories}
+    for ref in corpus.refs:  # newest first, so each list is too
+        for category in ref.categories:
+            by_category[category.slug].append(ref)
     for category in corpus.categories:
         if category.slug in reserved:
             continue
         shown = by_category[category.slug]
         counts[category.slug] = len(shown)
-        specs[category.slug] = FeedSpec(
+        specs[category.slug] = _Feed(
             category.slug, f"{info.title}: {category.name}", _category_description(settings, category),
             tuple(shown[:items]), category,
         )
     formats = tuple(dict.fromkeys(settings.feeds.formats))
     nav = tuple((slug, spec.category.name, urls.category(slug)) for slug, spec in specs.items() if spec.category is not None)
-    renderer = SitePages(info, urls, formats, bytecode_cache=settings.var_folder / "build" / "templates", nav=nav,
+    renderer = SitePages(info, urls, formats, bytecode_cache=settings.state / "templates", nav=nav,
                          archive_url=urls.archive() if settings.output.pages else None)
     opml_format = settings.feeds.opml_format if settings.feeds.opml_format in formats else next(
         (f for f in formats if f != "json"), formats[0])
-    return _Site(info, urls, formats, specs, counts, {a.id: a for a in corpus.articles}, renderer, opml_format)
+    return _Site(info, urls, formats, specs, counts, {r.id: r for r in corpus.refs}, corpus, renderer, opml_format)
 
 
 def _context_fingerprint(site: _Site, settings_fp: str, templates_fp: str) -> str:
@@ -189,11 +236,11 @@ def _context_fingerprint(site: _Site, settings_fp: str, templates_fp: str) -> st
 def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
     """Every output file with its fingerprint (within the build's context), feeds first (they are
     what people poll)."""
-    keys = _article_keys(site.articles.values()) if with_pages else None
+    keys = _article_keys(site.refs.values()) if with_pages else None
     outputs: list[_Output] = []
     for slug, spec in site.specs.items():
         # Without pages, only the feeds' articles need a key (a watcher's rebuild plans the feeds first).
-        shown = [keys[a.id] for a in spec.articles] if keys is not None else list(_article_keys(spec.articles).values())
+        shown = [keys[r.id] for r in spec.refs] if keys is not None else list(_article_keys(spec.refs).values())
         for fmt in site.formats:
             fingerprint = _digest("feed", fmt, slug, spec.title, spec.description, *shown)
             outputs.append(_Output(site.urls.feed_path(slug, fmt), "feed", f"{fmt}:{slug}", fingerprint))
@@ -205,31 +252,36 @@ def _plan(site: _Site, with_pages: bool = True) -> list[_Output]:
         return outputs
     outputs.append(_Output(STYLESHEET, "asset", STYLESHEET, ""))  # the template fingerprint covers it
     outputs.append(_Output("404.html", "not_found", "", "not_found"))  # shows only the context (categories)
-    moved = _moved(site)
-    outputs.append(_Output(REDIRECTS, "redirects", "", _digest("redirects", *moved)))
+    outputs.append(_Output(REDIRECTS, "redirects", "", _redirects_key(site)))
     entries = [(slug, spec.title, site.counts[slug]) for slug, spec in site.specs.items() if slug != SITE_FEED]
-    newest = [keys[a.id] for a in site.specs[SITE_FEED].articles]
+    newest = [keys[r.id] for r in site.specs[SITE_FEED].refs]
     outputs.append(_Output("index.html", "index", "", _digest("index", entries, *newest)))
     for slug, spec in site.specs.items():
         if slug != SITE_FEED:
-            fingerprint = _digest("category", slug, spec.title, spec.description, *(keys[a.id] for a in spec.articles))
+            fingerprint = _digest("category", slug, spec.title, spec.description, *(keys[r.id] for r in spec.refs))
             outputs.append(_Output(site.urls.category_path(slug) + "index.html", "category", slug, fingerprint))
     article_path = site.urls.article_path
     outputs.extend(
-        _Output(article_path(article.slug) + "index.html", "article", article_id, keys[article_id])
-        for article_id, article in site.articles.items() if article.url is None
+        _Output(article_path(ref.slug) + "index.html", "article", article_id, keys[article_id])
+        for article_id, ref in site.refs.items() if ref.url is None
     )
     return outputs
 
 
+def _redirects_key(site: _Site) -> str:
+    """What the redirect map shows depends on: each article's id (its old slug follows from it), slug
+    and whether it has a page. Working the old slugs out (10,000 slugifications) waits for a render."""
+    return _digest("redirects", *(f"{r.id}\x1e{r.slug}\x1e{r.url is None}" for r in site.refs.values()))
+
+
 def _moved(site: _Site) -> list[str]:
     """`old new` URL paths of every article whose address changed when slugs stopped naming the folder."""
-    taken = {a.slug for a in site.articles.values()}
+    taken = {r.slug for r in site.refs.values()}
     moved = []
-    for article in site.articles.values():
-        old = legacy_slug(article)
-        if article.url is None and old != article.slug and old not in taken:
-            moved.append(f"/{site.urls.article_path(old)} /{site.urls.article_path(article.slug)}")
+    for ref in site.refs.values():
+        old = legacy_slug(ref)
+        if ref.url is None and old != ref.slug and old not in taken:
+            moved.append(f"/{site.urls.article_path(old)} /{site.urls.article_path(ref.slug)}")
     return sorted(moved)
 
 
@@ -245,16 +297,16 @@ def _render_index(site: _Site, key: str) -> bytes:
         CategoryEntry(spec.category, site.counts[slug], site.pages.feed_links(slug, spec.title))
         for slug, spec in site.specs.items() if spec.category is not None
     ]
-    return site.pages.index(entries, site.specs[SITE_FEED].articles)
+    return site.pages.index(entries, site.feed(SITE_FEED).articles)
 
 
 def _render_feed(site: _Site, key: str) -> bytes:
     fmt, slug = key.split(":", 1)
-    return render_feed(fmt, site.specs[slug], site.info, site.urls)
+    return render_feed(fmt, site.feed(slug), site.info, site.urls)
 
 
 def _render_category(site: _Site, key: str) -> bytes:
-    spec = site.specs[key]
+    spec = site.feed(key)
     assert spec.category is not None  # category keys name category feeds, never the site feed
     return site.pages.category(spec.category, spec.description, spec.articles)
 
@@ -275,7 +327,7 @@ RENDERERS: dict[str, Callable[[_Site, str], bytes]] = {
     "not_found": lambda site, key: site.pages.not_found(),
     "index": _render_index,
     "category": _render_category,
-    "article": lambda site, key: site.pages.article(site.articles[key]),
+    "article": lambda site, key: site.pages.article(site.corpus.article(site.refs[key])),
 }
 
 # (path, written, size, mtime_ns, error)
@@ -307,8 +359,8 @@ def _produce_all(outputs: list[_Output], site: _Site, folder: Path, workers: int
     return run_parallel(lambda share: _produce(share, site, folder, new), outputs, workers)
 
 
-def manifest_path(settings: Settings, output: Path) -> Path:
-    return settings.var_folder / "build" / f"manifest-{_digest(output)[:12]}.marshal"
+def manifest_path(settings: BuildSettings, output: Path) -> Path:
+    return settings.state / f"manifest-{_digest(output)[:12]}.marshal"
 
 
 # What a manifest knows of one file: (fingerprint, size, mtime_ns).
@@ -381,7 +433,7 @@ def _remove_stale(folder: Path, feeds_folder: str, manifest: dict[str, _Known] |
 
 
 def build_site(
-    settings: Settings,
+    settings: BuildSettings,
     source: ContentSource,
     *,
     content: Path | None = None,
@@ -392,7 +444,8 @@ def build_site(
 ) -> BuildReport:
     """Read the corpus (incrementally) and bring every feed and page under the output folder up to date.
 
-    `source` is where the articles come from; `content` and `output` override its folder and the configured output; `workers` the configured
+    `settings` are the build's own (syndicate.wiring.build_settings); `source` is where the articles
+    come from; `content` and `output` override its folder and the configured output; `workers` the configured
     `[feeds] workers` (default: every core); `memory` keeps the articles in a long-running
     process from one build to the next (syndicate.content._reader.CorpusMemory).
 
@@ -420,7 +473,7 @@ def _relative(paths: Collection[str], folder: Path) -> list[str] | None:
     return inside
 
 
-def _build(settings: Settings, source_of: ContentSource, content: Path | None, output: Path | None, workers: int | None,
+def _build(settings: BuildSettings, source_of: ContentSource, content: Path | None, output: Path | None, workers: int | None,
            memory: CorpusMemory | None, writer: CacheWriter, changed: Collection[str] | None = None) -> BuildReport:
     folder = Path(output or settings.output.folder).resolve()
     source = Path(content or source_of.folder)
@@ -434,7 +487,7 @@ def _build(settings: Settings, source_of: ContentSource, content: Path | None, o
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)
-    context = _context_fingerprint(site, _settings_fingerprint(settings), template_fingerprint(site.pages.folder))
+    context = _context_fingerprint(site, _settings_fingerprint(settings, source_of), template_fingerprint(site.pages.folder))
     manifest_file = manifest_path(settings, folder)
     last = _load_manifest(manifest_file, context)
     manifest = last or {}
@@ -469,7 +522,7 @@ def _build(settings: Settings, source_of: ContentSource, content: Path | None, o
     return BuildReport(
         output=folder,
         feeds_folder=folder / site.urls.feeds_folder,
-        articles=len(corpus.articles),
+        articles=len(corpus.refs),
         categories=len(corpus.categories),
         written=tuple(sorted(written)),
         unchanged=len(outputs) - len(written) - len(failed),

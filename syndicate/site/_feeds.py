@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from xml.etree import ElementTree
 
 from syndicate import __version__
@@ -72,7 +72,20 @@ def item_id(article: Article, urls: SiteUrls) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{urls.base_url}/#article:{article.id}')}"
 
 
-def page_url(spec: FeedSpec, urls: SiteUrls) -> str:
+class ListedFeed(Protocol):
+    """What an OPML list shows of a feed (a FeedSpec, or a feed as a build plans it)."""
+
+    @property
+    def slug(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def category(self) -> Category | None: ...
+    @property
+    def updated(self) -> datetime: ...
+
+
+def page_url(spec: ListedFeed, urls: SiteUrls) -> str:
     return urls.home() if spec.category is None else urls.category(spec.category.slug)
 
 
@@ -198,7 +211,7 @@ def render_feed(fmt: str, spec: FeedSpec, site: SiteInfo, urls: SiteUrls) -> byt
 OPML_VERSIONS = {"rss": "RSS"}
 
 
-def render_opml(specs: Sequence[FeedSpec], fmt: str, site: SiteInfo, urls: SiteUrls, *, title: str | None = None) -> bytes:
+def render_opml(specs: Sequence[ListedFeed], fmt: str, site: SiteInfo, urls: SiteUrls, *, title: str | None = None) -> bytes:
     """OPML 2.0 listing each spec's feed in format `fmt` once, in the order given (site feed first):
     importing it subscribes a reader to every category exactly once."""
     opml = ElementTree.Element("opml", version="2.0")

@@ -202,7 +202,7 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
         if not build_lock.acquire(blocking=False):
             raise ApiProblem(409, "a build is already running")
         try:
-            report = build_site(context.settings, context.content, memory=context.corpus_memory)
+            report = build_site(context.build, context.content, memory=context.corpus_memory)
         finally:
             build_lock.release()
         return {"ok": report.ok, "articles": report.articles, "categories": report.categories,

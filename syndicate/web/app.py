@@ -64,6 +64,7 @@ def create_app(
         confirmations=components.confirmations,
         notices=components.notices,
         content=components.content,
+        build=components.build_settings,
         categories=CategoryList(components.content, {slug: rule.title for slug, rule in settings.categories.items()}, memory),
         clock=clock,
         environ=env,

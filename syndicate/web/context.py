@@ -14,7 +14,7 @@ from typing import Any
 from syndicate.abuse import SignupLimits
 from syndicate.config import Settings
 from syndicate.content import Category, ContentSource, CorpusMemory
-from syndicate.site import SiteUrls
+from syndicate.site import BuildSettings, SiteUrls
 from syndicate.subscribers import AddressRules, Confirmations, LinkSigner, Notices, SubscriberStore
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class WebContext:
     confirmations: Confirmations
     notices: Notices
     content: ContentSource
+    build: BuildSettings  # what POST /api/build builds with
     categories: CategoryList
     clock: Callable[[], datetime]
     environ: Mapping[str, str]
