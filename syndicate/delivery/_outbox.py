@@ -150,6 +150,7 @@ class ClaimedDelivery:
     message_id: str
     attempts: int
     created_at: datetime
+    issue: int = 1  # the digest's number in the subscriber's series, as claimed: 1 + those sent before it
 
 
 @dataclass(frozen=True)
@@ -552,17 +553,6 @@ class Outbox:
         with self.database.read() as connection:
             return [Failure(*row) for row in connection.execute(query)]
 
-    def issue_number(self, subscriber_id: int) -> int:
-        """The number of the subscriber's next digest in their series: 1 + the digests sent to them so far."""
-        d = deliveries.c
-        with self.database.read() as connection:
-            kept = connection.execute(
-                select(func.count()).select_from(deliveries).where(d.subscriber_id == subscriber_id, d.status == SENT)
-            ).scalar_one()
-            pruned = connection.execute(
-                select(subscriber_issues.c.pruned_sent).where(subscriber_issues.c.subscriber_id == subscriber_id)
-            ).scalar_one_or_none()
-        return 1 + kept + (pruned or 0)
     # -- who is due, requeueing (issue 17)
 
     def held_back(self, planned: Sequence[PlannedDelivery]) -> dict[int, tuple[int, str]]:
@@ -716,6 +706,7 @@ def _claimed(row: Any, categories: tuple[str, ...]) -> ClaimedDelivery:
     return ClaimedDelivery(
         id=row.id, run_id=row.run_id, subscriber=subscriber, since=row.since, since_key=row.since_key,
         until=row.until, sections=sections, message_id=row.message_id, attempts=row.attempts, created_at=row.created_at,
+        issue=1 + row.sent_before + row.pruned_sent,
     )
 
 
@@ -749,10 +740,22 @@ _CLAIM_QUEUED, _CLAIM_DUE = (
     .values(status=SENDING, claimed_by=bindparam("worker"), updated_at=bindparam("now")).returning(_d.id)
     for condition in (_QUEUED_OF_RUN, _RETRY_DUE)
 )
+# A digest's number in its subscriber's series: 1 + the deliveries sent to them so far (kept, and pruned:
+# subscriber_issues), read with the claim rather than once per message.
+_earlier = deliveries.alias("earlier")
+_SENT_BEFORE = (
+    select(func.count()).where(_earlier.c.subscriber_id == _d.subscriber_id, _earlier.c.status == SENT)
+    .correlate(deliveries).scalar_subquery()
+)
+_PRUNED_SENT = (
+    select(subscriber_issues.c.pruned_sent).where(subscriber_issues.c.subscriber_id == _d.subscriber_id)
+    .correlate(deliveries).scalar_subquery()
+)
 _CLAIMED_ROWS = (
     select(_d.id, _d.run_id, _d.subscriber_id, _d.since, _d.since_key, _d.until, _d.articles, _d.message_id, _d.attempts,
            _d.created_at, _s.email, _s.name, _s.status.label("subscriber_status"), _s.frequency, _s.timezone,
-           _s.send_hour, _s.weekday, _s.high_water, _s.source)
+           _s.send_hour, _s.weekday, _s.high_water, _s.source, _SENT_BEFORE.label("sent_before"),
+           func.coalesce(_PRUNED_SENT, 0).label("pruned_sent"))
     .join(subscribers, _s.id == _d.subscriber_id).where(_d.id.in_(_IDS)).order_by(_d.id)
 )
 _CATEGORIES = select(_sc.subscriber_id, _sc.slug).where(_sc.subscriber_id.in_(_IDS)).order_by(_sc.subscriber_id, _sc.slug)

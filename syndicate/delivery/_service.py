@@ -191,7 +191,7 @@ class _Messages:
         digest = self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until)
         if digest is None:
             return None
-        return replace(digest, issue=self.service.outbox.issue_number(delivery.subscriber.id))
+        return replace(digest, issue=delivery.issue)
 
     def _digest(self, subscriber: Subscriber, recorded: Sections, since: datetime, until: datetime) -> Digest | None:
         sections = []
