@@ -741,10 +741,13 @@ _CLAIM_QUEUED, _CLAIM_DUE = (
     for condition in (_QUEUED_OF_RUN, _RETRY_DUE)
 )
 # A digest's number in its subscriber's series: 1 + the deliveries sent to them so far (kept, and pruned:
-# subscriber_issues), read with the claim rather than once per message.
+# subscriber_issues), read with the claim rather than once per message. The status is tested inside the
+# sum, not in WHERE: then only the subscriber's own rows are read (their index), where PostgreSQL would
+# otherwise AND it with a bitmap of every sent delivery, a scan that grows with the outbox.
 _earlier = deliveries.alias("earlier")
 _SENT_BEFORE = (
-    select(func.count()).where(_earlier.c.subscriber_id == _d.subscriber_id, _earlier.c.status == SENT)
+    select(func.coalesce(func.sum(case((_earlier.c.status == SENT, 1), else_=0)), 0))
+    .where(_earlier.c.subscriber_id == _d.subscriber_id)
     .correlate(deliveries).scalar_subquery()
 )
 _PRUNED_SENT = (
