@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -369,19 +369,15 @@ class Outbox:
     def claim(self, now: datetime, limit: int, *, run_id: int | None = None) -> list[ClaimedDelivery]:
         """Mark up to `limit` deliveries `sending` and return them: the queued ones of `run_id`,
         or (run_id None) those waiting for a retry whose time has come."""
-        chosen, claimed = (_CHOSEN_QUEUED, _CLAIM_QUEUED) if run_id is not None else (_CHOSEN_DUE, _CLAIM_DUE)
+        chosen = _CHOSEN_QUEUED if run_id is not None else _CHOSEN_DUE
         values = {"of_run": run_id, "now": now, "limit": limit, "worker": self.worker}
         with self.database.write() as connection:
             # Ids first, then the update: PostgreSQL may run an IN (... LIMIT) subquery more than once.
             chosen_ids = connection.execute(chosen, values).scalars().all()
             if not chosen_ids:
                 return []
-            ids = connection.execute(claimed, {**values, "ids": chosen_ids}).scalars().all()
-            if not ids:
-                return []
-            rows = connection.execute(_CLAIMED_ROWS, {"ids": ids}).all()
-            categories = _categories(connection, [row.subscriber_id for row in rows])
-        return [_claimed(row, categories.get(row.subscriber_id, ())) for row in rows]
+            ids = connection.execute(_CLAIM, {**values, "ids": chosen_ids}).scalars().all()
+            return claimed_rows(connection, ids)
 
     def record(self, results: Sequence[Result], now: datetime) -> None:
         """Record results in one transaction (see the module docstring for what each does)."""
@@ -696,11 +692,11 @@ def _report(row: Row[Any]) -> RunReport:
     )
 
 
-def _claimed(row: Any, categories: tuple[str, ...]) -> ClaimedDelivery:
+def _claimed(row: Any) -> ClaimedDelivery:
     sections = tuple((slug, tuple(ids), int(hidden)) for slug, ids, hidden in json.loads(row.articles))
     subscriber = Subscriber(
         id=row.subscriber_id, email=row.email, name=row.name, status=SubscriberStatus(row.subscriber_status),
-        categories=categories, frequency=Frequency(row.frequency), timezone=row.timezone, send_hour=row.send_hour,
+        categories=tuple(sorted(row.categories.split(","))) if row.categories else (), frequency=Frequency(row.frequency), timezone=row.timezone, send_hour=row.send_hour,
         weekday=row.weekday, high_water=row.high_water, source=row.source,
     )
     return ClaimedDelivery(
@@ -710,12 +706,11 @@ def _claimed(row: Any, categories: tuple[str, ...]) -> ClaimedDelivery:
     )
 
 
-def _categories(connection: Connection, ids: Iterable[int]) -> dict[int, tuple[str, ...]]:
-    """The category slugs each of these subscribers follows, sorted."""
-    found: dict[int, list[str]] = {}
-    for subscriber_id, slug in connection.execute(_CATEGORIES, {"ids": sorted(set(ids))}):
-        found.setdefault(subscriber_id, []).append(slug)
-    return {subscriber_id: tuple(slugs) for subscriber_id, slugs in found.items()}
+def claimed_rows(connection: Connection, ids: Sequence[int]) -> list[ClaimedDelivery]:
+    """The deliveries `ids` (just marked `sending` in this transaction) with their subscribers as they are now."""
+    if not ids:
+        return []
+    return [_claimed(row) for row in connection.execute(_CLAIMED_ROWS, {"ids": list(ids)})]
 
 
 def subscriber_states(database: Database, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
@@ -728,17 +723,22 @@ def subscriber_states(database: Database, ids: Sequence[int]) -> dict[int, tuple
 # The statements of the sending loop, built once: SQLAlchemy then skips building and hashing them
 # per call (half of what a 16-subscriber check cost), and the ids go in as one expanding parameter.
 _d, _s, _sc = deliveries.c, subscribers.c, subscriber_categories.c
-_QUEUED_OF_RUN = and_(_d.run_id == bindparam("of_run"), _d.status == QUEUED)
+# 'queued' written into the SQL, not bound: only then may a prepared statement's generic plan (and
+# SQLite) use the partial indexes of queued deliveries (migration 0011), whose predicate it must match.
+IS_QUEUED = _d.status == literal_column(f"'{QUEUED}'")
+_QUEUED_OF_RUN = and_(_d.run_id == bindparam("of_run"), IS_QUEUED)
 _RETRY_DUE = and_(_d.status == RETRY, _d.next_attempt_at <= bindparam("now"))
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _CHOSEN_QUEUED, _CHOSEN_DUE = (
     select(_d.id).where(condition).order_by(_d.id).limit(bindparam("limit")).with_for_update(skip_locked=True)
     for condition in (_QUEUED_OF_RUN, _RETRY_DUE)
 )
-_CLAIM_QUEUED, _CLAIM_DUE = (
-    update(deliveries).where(_d.id.in_(_IDS), condition)
+# The chosen rows are this transaction's (locked FOR UPDATE on PostgreSQL; SQLite's write transaction
+# holds the database), so the update takes them by id alone: a status test there would let PostgreSQL
+# plan it through the status index, reading every queued delivery to find these.
+_CLAIM = (
+    update(deliveries).where(_d.id.in_(_IDS))
     .values(status=SENDING, claimed_by=bindparam("worker"), updated_at=bindparam("now")).returning(_d.id)
-    for condition in (_QUEUED_OF_RUN, _RETRY_DUE)
 )
 # A digest's number in its subscriber's series: 1 + the deliveries sent to them so far (kept, and pruned:
 # subscriber_issues), read with the claim rather than once per message. The status is tested inside the
@@ -754,12 +754,17 @@ _PRUNED_SENT = (
     select(subscriber_issues.c.pruned_sent).where(subscriber_issues.c.subscriber_id == _d.subscriber_id)
     .correlate(deliveries).scalar_subquery()
 )
+# The slugs a subscriber follows, one lookup of subscriber_categories' key per claimed row (a separate
+# IN query over the claimed subscribers was planned as a scan of the whole table until it was analysed).
+_FOLLOWED = (
+    select(func.aggregate_strings(_sc.slug, ",")).where(_sc.subscriber_id == _d.subscriber_id)
+    .correlate(deliveries).scalar_subquery()
+)
 _CLAIMED_ROWS = (
     select(_d.id, _d.run_id, _d.subscriber_id, _d.since, _d.since_key, _d.until, _d.articles, _d.message_id, _d.attempts,
            _d.created_at, _s.email, _s.name, _s.status.label("subscriber_status"), _s.frequency, _s.timezone,
-           _s.send_hour, _s.weekday, _s.high_water, _s.source, _SENT_BEFORE.label("sent_before"),
-           func.coalesce(_PRUNED_SENT, 0).label("pruned_sent"))
+           _s.send_hour, _s.weekday, _s.high_water, _s.source, _FOLLOWED.label("categories"),
+           _SENT_BEFORE.label("sent_before"), func.coalesce(_PRUNED_SENT, 0).label("pruned_sent"))
     .join(subscribers, _s.id == _d.subscriber_id).where(_d.id.in_(_IDS)).order_by(_d.id)
 )
-_CATEGORIES = select(_sc.subscriber_id, _sc.slug).where(_sc.subscriber_id.in_(_IDS)).order_by(_sc.subscriber_id, _sc.slug)
 _STATES = select(_s.id, _s.status, _s.high_water).where(_s.id.in_(_IDS))
