@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
-from syndicate.delivery._outbox import _CLAIM, IS_QUEUED, SENDING, ClaimedDelivery, Outbox, claimed_rows
+from syndicate.delivery._outbox import _CLAIM, QUEUED, SENDING, ClaimedDelivery, Outbox, claimed_rows
 from syndicate.errors import ConfigError
 from syndicate.storage import Database
 from syndicate.storage.schema import deliveries, delivery_workers, runs, scheduler_lease, smtp_connection_slots
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 _d = deliveries.c
 _CHOSEN_ANY = (
-    select(_d.id).where(IS_QUEUED).order_by(_d.id).limit(bindparam("limit")).with_for_update(skip_locked=True)
+    select(_d.id).where(_d.status == QUEUED).order_by(_d.id).limit(bindparam("limit")).with_for_update(skip_locked=True)
 )
 
 

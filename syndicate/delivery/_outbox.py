@@ -723,10 +723,7 @@ def subscriber_states(database: Database, ids: Sequence[int]) -> dict[int, tuple
 # The statements of the sending loop, built once: SQLAlchemy then skips building and hashing them
 # per call (half of what a 16-subscriber check cost), and the ids go in as one expanding parameter.
 _d, _s, _sc = deliveries.c, subscribers.c, subscriber_categories.c
-# 'queued' written into the SQL, not bound: only then may a prepared statement's generic plan (and
-# SQLite) use the partial indexes of queued deliveries (migration 0011), whose predicate it must match.
-IS_QUEUED = _d.status == literal_column(f"'{QUEUED}'")
-_QUEUED_OF_RUN = and_(_d.run_id == bindparam("of_run"), IS_QUEUED)
+_QUEUED_OF_RUN = and_(_d.run_id == bindparam("of_run"), _d.status == QUEUED)
 _RETRY_DUE = and_(_d.status == RETRY, _d.next_attempt_at <= bindparam("now"))
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _CHOSEN_QUEUED, _CHOSEN_DUE = (

@@ -337,12 +337,6 @@ smtp_connection_slots = Table(
 
 # Claims of queued deliveries from any run, oldest first (syndicate.delivery._liveness).
 Index("ix_deliveries_status_id", deliveries.c.status, deliveries.c.id)
-# The queued deliveries alone, by id and by run (migration 0011): a claim reads the first `limit`
-# of them whatever the planner's statistics say.
-Index("ix_deliveries_queued", deliveries.c.id,
-      postgresql_where=deliveries.c.status == "queued", sqlite_where=deliveries.c.status == "queued")
-Index("ix_deliveries_run_queued", deliveries.c.run_id, deliveries.c.id,
-      postgresql_where=deliveries.c.status == "queued", sqlite_where=deliveries.c.status == "queued")
 # ---------------------------------------------------------------- sources (issue 15)
 
 # One row per configured external feed: how its last fetch went and when the next one is due.
