@@ -391,12 +391,8 @@ class Outbox:
                 _RECORDERS[outcome](self, connection, group, now)
 
     def _record_sent(self, connection: Connection, group: list[Result], now: datetime) -> None:
-        connection.execute(
-            update(deliveries).where(deliveries.c.id == bindparam("did"))
-            .values(status=SENT, open_subscriber_id=None, attempts=deliveries.c.attempts + 1, last_code=bindparam("code"),
-                    last_reply=bindparam("reply"), sent_at=now, updated_at=now, next_attempt_at=None),
-            [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX]} for r in group],
-        )
+        connection.execute(_SENT, [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX], "now": now}
+                                   for r in group])
         digests = [r for r in group if not r.delivery.since_key.startswith(CAMPAIGN_KEY)]  # a campaign moves no mark
         if digests:
             self.subscribers.within(connection).move_high_water([(r.delivery.subscriber.id, r.delivery.until) for r in digests])
@@ -410,12 +406,8 @@ class Outbox:
             else:
                 again.append((r, now + timedelta(seconds=self.backoff(attempts))))
         if again:
-            connection.execute(
-                update(deliveries).where(deliveries.c.id == bindparam("did"))
-                .values(status=RETRY, attempts=deliveries.c.attempts + 1, last_code=bindparam("code"),
-                        last_reply=bindparam("reply"), next_attempt_at=bindparam("at"), updated_at=now),
-                [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX], "at": at} for r, at in again],
-            )
+            connection.execute(_RETRY, [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX], "at": at,
+                                         "now": now} for r, at in again])
         if given_up:
             self._finish(connection, given_up, FAILED, now, attempted=True)
 
@@ -429,19 +421,12 @@ class Outbox:
 
     def _record_queued(self, connection: Connection, group: list[Result], now: datetime) -> None:
         """Claimed but never handed to the server: back in the queue as they were."""
-        connection.execute(
-            update(deliveries).where(deliveries.c.id == bindparam("did"), deliveries.c.status == SENDING)
-            .values(status=bindparam("back"), claimed_by=None, updated_at=now),
-            [{"did": r.delivery.id, "back": RETRY if r.delivery.attempts else QUEUED} for r in group],
-        )
+        connection.execute(_BACK, [{"did": r.delivery.id, "back": RETRY if r.delivery.attempts else QUEUED, "now": now}
+                                   for r in group])
 
     def _finish(self, connection: Connection, group: list[Result], status: str, now: datetime, *, attempted: bool) -> None:
-        connection.execute(
-            update(deliveries).where(deliveries.c.id == bindparam("did"))
-            .values(status=status, open_subscriber_id=None, attempts=deliveries.c.attempts + (1 if attempted else 0),
-                    last_code=bindparam("code"), last_reply=bindparam("reply"), next_attempt_at=None, updated_at=now),
-            [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX]} for r in group],
-        )
+        connection.execute(_FINISH, [{"did": r.delivery.id, "status": status, "tried": 1 if attempted else 0, "code": r.code,
+                                      "reply": r.reply[:_REPLY_MAX], "now": now} for r in group])
 
     def _bounce_if_due(self, connection: Connection, subscriber_id: int, now: datetime) -> None:
         """`bounce_after` permanent (5xx) failures in a row, with no digest sent in between: bounced."""
@@ -757,6 +742,19 @@ _FOLLOWED = (
     select(func.aggregate_strings(_sc.slug, ",")).where(_sc.subscriber_id == _d.subscriber_id)
     .correlate(deliveries).scalar_subquery()
 )
+# What recording a result writes on its delivery (one row per parameter set).
+_ONE = _d.id == bindparam("did")
+_SENT = update(deliveries).where(_ONE).values(
+    status=SENT, open_subscriber_id=None, attempts=_d.attempts + 1, last_code=bindparam("code"),
+    last_reply=bindparam("reply"), sent_at=bindparam("now"), updated_at=bindparam("now"), next_attempt_at=None)
+_RETRY = update(deliveries).where(_ONE).values(
+    status=RETRY, attempts=_d.attempts + 1, last_code=bindparam("code"), last_reply=bindparam("reply"),
+    next_attempt_at=bindparam("at"), updated_at=bindparam("now"))
+_FINISH = update(deliveries).where(_ONE).values(
+    status=bindparam("status"), open_subscriber_id=None, attempts=_d.attempts + bindparam("tried"),
+    last_code=bindparam("code"), last_reply=bindparam("reply"), next_attempt_at=None, updated_at=bindparam("now"))
+_BACK = update(deliveries).where(_ONE, _d.status == SENDING).values(
+    status=bindparam("back"), claimed_by=None, updated_at=bindparam("now"))
 _CLAIMED_ROWS = (
     select(_d.id, _d.run_id, _d.subscriber_id, _d.since, _d.since_key, _d.until, _d.articles, _d.message_id, _d.attempts,
            _d.created_at, _s.email, _s.name, _s.status.label("subscriber_status"), _s.frequency, _s.timezone,

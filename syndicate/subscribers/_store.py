@@ -268,6 +268,13 @@ _SUBSCRIBER_COLUMNS = tuple(
 
 # Every column, those of a Subscriber first: what the store selects, so that _to_subscriber unpacks
 # a row by position (reading 12 attributes by name costs as much as the rest of making one).
+# Built once: the sending loop records a batch of sent digests several times a second.
+_MOVE_HIGH_WATER = (
+    update(subscribers)
+    .where(subscribers.c.id == bindparam("sid"),
+           or_(subscribers.c.high_water.is_(None), subscribers.c.high_water < bindparam("until")))
+    .values(high_water=bindparam("until"))
+)
 _ROW_COLUMNS = (*_SUBSCRIBER_COLUMNS, *(c for c in subscribers.c if c.name not in {s.name for s in _SUBSCRIBER_COLUMNS}))
 
 
@@ -354,13 +361,7 @@ class SubscriberWrites:
         """Move each (subscriber id, time) high-water mark forward to that time; an older time is ignored."""
         if not marks:
             return
-        c = subscribers.c
-        self.connection.execute(
-            update(subscribers)
-            .where(c.id == bindparam("sid"), or_(c.high_water.is_(None), c.high_water < bindparam("until")))
-            .values(high_water=bindparam("until")),
-            [{"sid": sid, "until": until} for sid, until in marks],
-        )
+        self.connection.execute(_MOVE_HIGH_WATER, [{"sid": sid, "until": until} for sid, until in marks])
 
     def reschedule(self, moves: Sequence[tuple[int, datetime]]) -> None:
         """Set each (subscriber id, time) active subscriber's next send time; others are left alone."""
