@@ -44,6 +44,7 @@ from syndicate.content import (
     Forked,
     WorkerDied,
     can_fork,
+    event_on_signals,
     render_markdown,
     shared_event,
 )
@@ -310,8 +311,20 @@ def _work_in_worker(
     returns what stopped it early (None: nothing did)."""
     os.close(stopping)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes the pipe
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
+    with event_on_signals(threading.Event(), signal.SIGTERM) as stop:
+        return _work_until(stop, service, claim, clock, connections, messages, planning, watched)
+
+
+def _work_until(
+    stop: threading.Event,
+    service: DeliveryService,
+    claim: Callable[[], list[ClaimedDelivery]],
+    clock: Callable[[], datetime],
+    connections: int,
+    messages: _Messages,
+    planning: Any,
+    watched: int,
+) -> str | None:
     threading.Thread(target=_set_at_eof, args=(watched, stop), name="parent-watch", daemon=True).start()
     service.outbox = Outbox(service.database, service.settings.outbox, subscribers=service.store)
     service.connections_share = connections
