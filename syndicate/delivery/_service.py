@@ -189,12 +189,10 @@ class _Messages:
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
         """The recorded digest again, numbered in the subscriber's series; None when every one of its
         articles is gone from the content."""
-        digest = self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until)
-        if digest is None:
-            return None
-        return replace(digest, issue=delivery.issue)
+        return self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until, delivery.issue)
 
-    def _digest(self, subscriber: Subscriber, recorded: Sections, since: datetime, until: datetime) -> Digest | None:
+    def _digest(self, subscriber: Subscriber, recorded: Sections, since: datetime, until: datetime,
+                issue: int | None = None) -> Digest | None:
         sections = []
         for slug, ids, hidden in recorded:
             articles = tuple(self.by_id[i] for i in ids if i in self.by_id)
@@ -202,7 +200,7 @@ class _Messages:
                 sections.append(DigestSection(self.by_slug.get(slug) or Category(slug, slug), articles, hidden))
         if not any(s.articles for s in sections):
             return None
-        return Digest(subscriber, tuple(sections), since, until, variant_key(sections))
+        return Digest(subscriber, tuple(sections), since, until, variant_key(sections), issue=issue)
 
     def warm(self, run_id: int, planned: Iterable[PlannedDelivery]) -> None:
         """Build (for nobody) one message of each variant among `planned`: what is rendered, inlined
