@@ -43,3 +43,30 @@ def test_a_parallel_read_gives_the_corpus_a_serial_read_gives(tmp_path):
     serial = read_corpus(folder, OPTIONS, workers=1)
     assert parallel.parsed == serial.parsed == 450
     assert parallel.articles == serial.articles and not parallel.problems
+
+
+# A process that `event_on_signals` stops: SIGTERM lands while its main thread holds the stop event's
+# lock, as when the signal comes during `stop.wait()` or during the handler of a SIGTERM just before
+# (a supervisor or a test sending two in a row). A handler that set the event itself would wait for
+# that lock in the same thread, forever: the process would never stop.
+STOPPED_WHILE_HOLDING_THE_LOCK = """
+import os, signal, sys, threading, time
+from syndicate.content import event_on_signals
+
+with event_on_signals(threading.Event(), signal.SIGTERM) as stop:
+    with stop._cond:  # the lock Event.wait() and Event.set() hold
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handlers run here, in this thread, with the lock held
+    sys.exit(0 if stop.wait(5) else 3)
+"""
+
+
+def test_a_signal_landing_while_the_stop_event_is_locked_still_stops_the_process():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", STOPPED_WHILE_HOLDING_THE_LOCK], cwd=Path(__file__).parent.parent,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr

@@ -3,6 +3,7 @@ high-water mark, retries and give-ups, bounces, crash recovery, run counts and p
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 
@@ -229,6 +230,29 @@ def test_prune_deletes_old_finished_runs_only(site):
     assert svc.prune(NOW) == 0
     assert svc.prune(NOW + timedelta(days=1)) == 1
     assert svc.recent_runs() == [] and statuses(database) == {}
+
+
+def test_each_digest_of_one_claimed_batch_carries_its_own_subscriber_s_issue_number(site):
+    settings, database = site
+    from tests.site_helpers import write_article
+
+    first, second = add_subscribers(database, 2)
+    backend = MemoryBackend()
+    svc = service(settings, database, backend)
+    assert svc.work(svc.plan_manual(SendRequest(), NOW).run_id, now=NOW).sent == 2  # issue 1 each
+    with database.write() as connection:  # five more of the second's digests, pruned since
+        SubscriberStore(database).within(connection).count_out_issues({second.id: 5})
+    [third] = add_subscribers(database, 1, start=2)
+    later = NOW + timedelta(days=1)
+    write_article(settings.content.folder, "late", title="A later story", categories=["city"],
+                  date=(later - timedelta(hours=1)).isoformat())
+    run = svc.plan_manual(SendRequest(), later)
+    claimed = svc.outbox.claim(later, 10, run_id=run.run_id)
+    assert {d.subscriber.id: d.issue for d in claimed} == {first.id: 2, second.id: 7, third.id: 1}
+    svc.outbox.record([Result(d, "queued", None, "") for d in claimed], later)
+    assert svc.work(run.run_id, now=later).sent == 3
+    issues = {m.recipients[0]: re.search(r"Issue (\d+)", m.data.decode()).group(1) for m in backend.outbox[2:]}
+    assert issues == {first.email: "2", second.email: "7", third.email: "1"}
 
 
 

@@ -9,6 +9,7 @@ stops by itself; SIGTERM finishes the messages in flight and puts the rest back;
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -198,6 +199,34 @@ def test_sigterm_finishes_the_messages_in_flight_and_puts_the_rest_back(deployme
 
 
 @pytest.mark.timing
+@PG
+@pytest.mark.slow
+def test_a_worker_held_back_by_a_domain_s_pace_stops_at_once_on_sigterm_and_puts_those_back(deployment):
+    config, server, database, now = deployment
+    people = add_subscribers(database, 150, now=now)
+    path = config(smtp='domain_rate = {"example.org" = 5}')
+    worker = WorkerProcess(path, "--concurrency", "2")
+    try:
+        worker.wait_for(r"worker registered")
+        delivery_service(path, database).plan_manual(SendRequest(), now)
+        wait_until(lambda: len(server.received) >= 3, 30, "sending at the domain's pace")
+        # Claimed and built but waiting for their slot (5 a second): most of the run.
+        wait_until(lambda: statuses(database)["sending"] >= 100, 30, "messages held back by the pace")
+        started = time.monotonic()
+        worker.process.send_signal(signal.SIGTERM)
+        worker.process.send_signal(signal.SIGTERM)  # twice in a row, as a supervisor or a stop script may
+        code = worker.process.wait(15)
+        took = time.monotonic() - started
+    finally:
+        worker.kill() if worker.process.poll() is None else None
+    assert code == 0, worker.log[-3000:]
+    assert took < 5, f"exited {took:.1f}s after SIGTERM: waiting for paced slots instead of stopping"
+    counts = statuses(database)
+    assert counts["sending"] == 0, counts
+    assert counts["sent"] == len(server.received), "every message the server accepted is recorded sent"
+    assert counts["queued"] == len(people) - counts["sent"], "the ones held back are in the queue again"
+
+
 @PG
 @pytest.mark.slow
 @pytest.mark.parametrize("limit,rate", [("rate", 40), ("domain_rate", 30)])

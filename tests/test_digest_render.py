@@ -189,6 +189,21 @@ def test_sections_inlined_one_by_one_give_the_same_html_as_the_whole_document_in
     assert assembled == whole
 
 
+def test_one_renderer_inlining_many_pieces_gives_each_digest_what_a_fresh_renderer_gives():
+    # A renderer reads its stylesheet once for all the pieces it inlines; each digest must still come
+    # out exactly as a renderer that never inlined anything before makes it.
+    settings = sample_settings(digest={"max_articles": 3})
+    links = SignedLookingLinks()
+    shared = email_renderer(settings, inliner="premailer")
+    slugs = [c.slug for c in CORPUS.categories]
+    readers = [tuple(slugs[i:i + 2]) for i in range(len(slugs))] + [EVERYTHING]
+    for categories in readers:
+        digest = sample_digest(settings, categories=categories)
+        fresh = email_renderer(settings, inliner="premailer").render_digest(digest, links, CORPUS.categories)
+        assert shared.render_digest(digest, links, CORPUS.categories) == fresh, categories
+    assert shared.pieces_inlined > 6
+
+
 @pytest.mark.parametrize("inliner", ["premailer", "css-inline"])
 def test_outlook_only_properties_are_inlined_without_warnings_on_the_console(inliner, capfd, caplog):
     document = "<html><head><style>p { mso-line-height-rule: exactly; line-height: 20px; }</style></head><body><p>x</p></body></html>"

@@ -193,6 +193,11 @@ def test_high_water_only_moves_forward_and_a_rollback_takes_it_back(store):
         store.within(connection).move_high_water([(subscriber.id, t1 + timedelta(hours=1))])
         raise RuntimeError("the outbox could not record the delivery")
     assert store.get(subscriber.id).high_water == t1
+    other = store.add(make(email="other@example.org"), now=NOW, confirmed=True)
+    with store.database.write() as connection:  # one batch, the newer mark first: the newer one stays
+        store.within(connection).move_high_water([(subscriber.id, t1 + timedelta(hours=3)), (other.id, t0),
+                                                  (subscriber.id, t1 + timedelta(hours=1))])
+    assert (store.get(subscriber.id).high_water, store.get(other.id).high_water) == (t1 + timedelta(hours=3), t0)
 
 
 def test_changing_preferences_reschedules(store):

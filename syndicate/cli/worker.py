@@ -14,6 +14,7 @@ import click
 
 from syndicate.cli import AppContext, pass_app
 from syndicate.config import Settings
+from syndicate.content import event_on_signals
 from syndicate.delivery import Worker, require_workers_database, worker_metrics
 from syndicate.wiring import Components
 
@@ -53,9 +54,12 @@ def worker(app: AppContext, concurrency: int, processes: int, metrics_port: int 
 
 def _work(settings: Settings, concurrency: int, metrics_host: str, metrics_port: int | None) -> int:
     """One worker in this process until SIGTERM or SIGINT; exit status 1 when it was fenced off."""
-    stop = threading.Event()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stop.set())
+    with event_on_signals(threading.Event(), signal.SIGTERM, signal.SIGINT) as stop:
+        return _work_until(stop, settings, concurrency, metrics_host, metrics_port)
+
+
+def _work_until(stop: threading.Event, settings: Settings, concurrency: int, metrics_host: str,
+                metrics_port: int | None) -> int:
     components = Components(settings)
     server = None
     try:
@@ -80,9 +84,9 @@ def _supervise(settings: Settings, concurrency: int, processes: int, metrics_hos
     """Start `processes` workers (forked: no thread or database connection exists yet); restart one
     that dies; on SIGTERM or SIGINT pass SIGTERM on and wait for all of them."""
     context = multiprocessing.get_context("fork")
-    stopping = threading.Event()
+    stopping: list[int] = []  # the signals received; appending takes no lock a signal could find held
     for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stopping.set())
+        signal.signal(number, lambda received, _: stopping.append(received))
 
     def start(index: int) -> Any:
         port = None if metrics_port is None else (metrics_port + index if metrics_port else 0)
@@ -93,13 +97,14 @@ def _supervise(settings: Settings, concurrency: int, processes: int, metrics_hos
         return process
 
     children = [start(i) for i in range(processes)]
-    while not stopping.wait(0.5):
+    while not stopping:
+        time.sleep(0.5)
         for index, process in enumerate(children):
-            if not process.is_alive():
+            if not stopping and not process.is_alive():
                 log.warning("worker process exited index=%s pid=%s code=%s: restarting in %ss",
                             index, process.pid, process.exitcode, RESTART_DELAY)
                 time.sleep(RESTART_DELAY)
-                if not stopping.is_set():
+                if not stopping:
                     children[index] = start(index)
     for process in children:
         if process.is_alive() and process.pid is not None:

@@ -1,5 +1,5 @@
 """Work in forked processes: the one way the stages start them (the reader, the article cache
-writer, the site build and the delivery workers).
+writer, the site build and the delivery workers), and how such a process hears it should stop.
 
 Forking shares what this process has loaded (the articles above all) without pickling it, and
 is safe only in a process that runs no other thread: `can_fork()` says whether it may, and
@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
@@ -36,6 +38,43 @@ def can_fork() -> bool:
 def shared_event() -> Any:
     """An event that this process and the processes it forks afterwards all see."""
     return multiprocessing.get_context("fork").Event()
+
+
+@contextmanager
+def event_on_signals(event: threading.Event, *signals: int) -> Iterator[threading.Event]:
+    """Within the block, `event` is set when one of `signals` arrives (call from the main thread).
+
+    The handler only writes a byte to a pipe; a thread of its own reads it and sets the event.
+    A handler that set the event itself would run in the main thread between two bytecodes and
+    wait for the event's lock, which that same thread may hold: inside `event.wait()`, or inside
+    the handler of a signal that came just before (two SIGTERMs in a row, as a supervisor or a
+    `kill` script sends them). The process would then hang for good."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def handler(number: int, frame: Any) -> None:
+        try:
+            os.write(write_end, b"\0")
+        except OSError:  # the pipe is full: the event is being set anyway
+            pass
+
+    def watch() -> None:
+        try:
+            while os.read(read_end, 64):
+                event.set()
+        finally:
+            os.close(read_end)
+
+    watcher = threading.Thread(target=watch, name="signal-watch", daemon=True)
+    watcher.start()
+    previous = {number: signal.signal(number, handler) for number in signals}
+    try:
+        yield event
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
+        os.close(write_end)  # the watcher reads the end of the pipe and stops
+        watcher.join(5)
 
 
 class Forked:

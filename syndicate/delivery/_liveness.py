@@ -19,16 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
-from syndicate.delivery._outbox import (
-    _CLAIMED_ROWS,
-    _IDS,
-    QUEUED,
-    SENDING,
-    ClaimedDelivery,
-    Outbox,
-    _categories,
-    _claimed,
-)
+from syndicate.delivery._outbox import _CLAIM, QUEUED, SENDING, ClaimedDelivery, Outbox, claimed_rows
 from syndicate.errors import ConfigError
 from syndicate.storage import Database
 from syndicate.storage.schema import deliveries, delivery_workers, runs, scheduler_lease, smtp_connection_slots
@@ -38,10 +29,6 @@ log = logging.getLogger(__name__)
 _d = deliveries.c
 _CHOSEN_ANY = (
     select(_d.id).where(_d.status == QUEUED).order_by(_d.id).limit(bindparam("limit")).with_for_update(skip_locked=True)
-)
-_CLAIM_ANY = (
-    update(deliveries).where(_d.id.in_(_IDS), _d.status == QUEUED)
-    .values(status=SENDING, claimed_by=bindparam("worker"), updated_at=bindparam("now")).returning(_d.id)
 )
 
 
@@ -66,12 +53,8 @@ def claim_any(outbox: Outbox, now: datetime, limit: int) -> list[ClaimedDelivery
         chosen = connection.execute(_CHOSEN_ANY, values).scalars().all()
         if not chosen:
             return claimed
-        ids = connection.execute(_CLAIM_ANY, {**values, "ids": chosen}).scalars().all()
-        if not ids:
-            return claimed
-        rows = connection.execute(_CLAIMED_ROWS, {"ids": ids}).all()
-        categories = _categories(connection, [row.subscriber_id for row in rows])
-    return claimed + [_claimed(row, categories.get(row.subscriber_id, ())) for row in rows]
+        ids = connection.execute(_CLAIM, {**values, "ids": chosen}).scalars().all()
+        return claimed + claimed_rows(connection, ids)
 
 
 class WorkerRegistry:

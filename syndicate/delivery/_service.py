@@ -44,6 +44,7 @@ from syndicate.content import (
     Forked,
     WorkerDied,
     can_fork,
+    event_on_signals,
     render_markdown,
     shared_event,
 )
@@ -188,12 +189,10 @@ class _Messages:
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
         """The recorded digest again, numbered in the subscriber's series; None when every one of its
         articles is gone from the content."""
-        digest = self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until)
-        if digest is None:
-            return None
-        return replace(digest, issue=self.service.outbox.issue_number(delivery.subscriber.id))
+        return self._digest(delivery.subscriber, delivery.sections, delivery.since, delivery.until, delivery.issue)
 
-    def _digest(self, subscriber: Subscriber, recorded: Sections, since: datetime, until: datetime) -> Digest | None:
+    def _digest(self, subscriber: Subscriber, recorded: Sections, since: datetime, until: datetime,
+                issue: int | None = None) -> Digest | None:
         sections = []
         for slug, ids, hidden in recorded:
             articles = tuple(self.by_id[i] for i in ids if i in self.by_id)
@@ -201,7 +200,7 @@ class _Messages:
                 sections.append(DigestSection(self.by_slug.get(slug) or Category(slug, slug), articles, hidden))
         if not any(s.articles for s in sections):
             return None
-        return Digest(subscriber, tuple(sections), since, until, variant_key(sections))
+        return Digest(subscriber, tuple(sections), since, until, variant_key(sections), issue=issue)
 
     def warm(self, run_id: int, planned: Iterable[PlannedDelivery]) -> None:
         """Build (for nobody) one message of each variant among `planned`: what is rendered, inlined
@@ -310,8 +309,20 @@ def _work_in_worker(
     returns what stopped it early (None: nothing did)."""
     os.close(stopping)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes the pipe
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda number, frame: stop.set())
+    with event_on_signals(threading.Event(), signal.SIGTERM) as stop:
+        return _work_until(stop, service, claim, clock, connections, messages, planning, watched)
+
+
+def _work_until(
+    stop: threading.Event,
+    service: DeliveryService,
+    claim: Callable[[], list[ClaimedDelivery]],
+    clock: Callable[[], datetime],
+    connections: int,
+    messages: _Messages,
+    planning: Any,
+    watched: int,
+) -> str | None:
     threading.Thread(target=_set_at_eof, args=(watched, stop), name="parent-watch", daemon=True).start()
     service.outbox = Outbox(service.database, service.settings.outbox, subscribers=service.store)
     service.connections_share = connections

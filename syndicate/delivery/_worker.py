@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -62,8 +63,8 @@ class CountingOutbox(Outbox):
 
     def record(self, results: Sequence[Result], now: datetime) -> None:
         super().record(results, now)
-        for result in results:
-            self.metrics.deliveries.labels("released" if result.outcome == QUEUED else result.outcome).inc()
+        for outcome, number in Counter("released" if r.outcome == QUEUED else r.outcome for r in results).items():
+            self.metrics.deliveries.labels(outcome).inc(number)
 
 
 class _LimitedBackend(MailBackend):

@@ -211,18 +211,65 @@ def templates_folder(email: EmailSettings) -> Path:
     return email.templates or DEFAULT_TEMPLATES
 
 
-def inline_css(document: str, inliner: str) -> str:
+class _Premailer(premailer.Premailer):
+    """premailer, taking each stylesheet's rules from `parsed` when it has met that CSS before.
+
+    Every piece of a run is inlined with the frame's same <style>: turning that CSS into rules
+    (cssutils serialising every property) and the rules it cannot inline back into text was about
+    nine tenths of inlining one piece. Both depend only on the CSS text and its index, so they are
+    kept (the leftover text only goes into a <style> that a fragment's inlining throws away)."""
+
+    def __init__(self, html: str, *, parsed: BoundedCache[tuple[str, int], _ParsedRules], **options: object) -> None:
+        super().__init__(html, **options)
+        self._parsed = parsed
+        self._read: dict[int, _ParsedRules] = {}  # by the identity of its leftover list, for _css_rules_to_string
+
+    def _parse_style_rules(self, css_body: str, ruleset_index: int) -> tuple[list[object], list[object]]:
+        key = (css_body, ruleset_index)
+        found = self._parsed.get(key)
+        if found is None:
+            rules, leftover = super()._parse_style_rules(css_body, ruleset_index)
+            found = self._parsed.put(key, _ParsedRules(tuple(rules), leftover))
+        self._read[id(found.leftover)] = found
+        return list(found.rules), found.leftover
+
+    def _css_rules_to_string(self, rules: list[object]) -> str:
+        found = self._read.get(id(rules))
+        return found.text_of(self) if found is not None and found.leftover is rules else super()._css_rules_to_string(rules)
+
+
+class _ParsedRules:
+    """One stylesheet as premailer reads it: the rules it inlines, those it leaves, and the text of the latter."""
+
+    def __init__(self, rules: tuple[object, ...], leftover: list[object]) -> None:
+        self.rules = rules
+        self.leftover = leftover
+        self._text: str | None = None
+
+    def text_of(self, inliner: premailer.Premailer) -> str:
+        if self._text is None:
+            self._text = premailer.Premailer._css_rules_to_string(inliner, self.leftover)
+        return self._text
+
+
+def _rules_cache() -> BoundedCache[tuple[str, int], _ParsedRules]:
+    return BoundedCache(16)  # one per distinct <style> text: the frame's, a confirmation's, a notice's...
+
+
+def inline_css(document: str, inliner: str, *, parsed: BoundedCache[tuple[str, int], _ParsedRules] | None = None) -> str:
     """`document` with its <style> rules copied onto the elements they match.
 
     The <style> block stays (media queries need it; its rules keep `!important`), and
-    nothing is fetched from the network.
+    nothing is fetched from the network. `parsed`: stylesheets premailer has already read
+    (EmailRenderer keeps one per renderer).
     """
     if inliner == "css-inline":
         return css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False).inline(document)
-    return premailer.Premailer(document, keep_style_tags=True, **_PREMAILER).transform()
+    return _Premailer(document, parsed=_rules_cache() if parsed is None else parsed, keep_style_tags=True, **_PREMAILER).transform()
 
 
-def inline_fragment(fragment: str, css: str, inliner: str) -> str:
+def inline_fragment(fragment: str, css: str, inliner: str, *,
+                    parsed: BoundedCache[tuple[str, int], _ParsedRules] | None = None) -> str:
     """`fragment` (a run of elements from a document's <body>) with `css` inlined onto it.
 
     Whitespace around the fragment is kept as it was, so that fragments joined after
@@ -232,14 +279,14 @@ def inline_fragment(fragment: str, css: str, inliner: str) -> str:
     if not core:
         return fragment
     start = fragment.index(core)
-    return fragment[:start] + _inline_fragment(core, css, inliner).strip() + fragment[start + len(core):]
+    return fragment[:start] + _inline_fragment(core, css, inliner, _rules_cache() if parsed is None else parsed).strip() + fragment[start + len(core):]
 
 
-def _inline_fragment(fragment: str, css: str, inliner: str) -> str:
+def _inline_fragment(fragment: str, css: str, inliner: str, parsed: BoundedCache[tuple[str, int], _ParsedRules]) -> str:
     if inliner == "css-inline":
         return css_inline.inline_fragment(fragment, css, load_remote_stylesheets=False)
     document = f"<html><head><style>{css}</style></head><body>{fragment}</body></html>"
-    inlined = premailer.Premailer(document, keep_style_tags=False, **_PREMAILER).transform()
+    inlined = _Premailer(document, parsed=parsed, keep_style_tags=False, **_PREMAILER).transform()
     body = _BODY.search(inlined)
     if body is None:
         raise ValueError("premailer returned a document without a body")
@@ -326,6 +373,7 @@ class EmailRenderer:
         self._pieces: dict[tuple[object, ...], RenderedPiece] = {}
         self._frame: DigestFrame | None = None
         self._following: BoundedCache[tuple[str, ...], tuple[str, str]] = BoundedCache(FOLLOWING_CACHE)
+        self._parsed_css = _rules_cache()  # premailer's reading of each <style>, for every inlining of this renderer
 
     def check_templates(self) -> None:
         """ConfigError naming the template when an email template is missing or does not compile
@@ -432,7 +480,7 @@ class EmailRenderer:
         context = {**self._common(), "title": subject, **values}
         document = _lf(self._env.get_template(f"{template}.html.j2").render(context))
         text = _lf(self._env.get_template(f"{template}.txt.j2").render(context))
-        return RenderedEmail(subject, inline_css(document, self.inliner), text)
+        return RenderedEmail(subject, inline_css(document, self.inliner, parsed=self._parsed_css), text)
 
     def has_template(self, template: str) -> bool:
         """Whether the templates folder has `email/{template}.html.j2` and `.txt.j2` (the welcome email is optional)."""
@@ -518,7 +566,7 @@ class EmailRenderer:
         text = self._env.get_template("digest.txt.j2").render(context)
         text = (text.replace(slots["sections"], sections_text).replace(slots["title"], subject)
                 .replace(slots["preheader"], preheader))
-        inlined = inline_css(_lf(document), self.inliner)
+        inlined = inline_css(_lf(document), self.inliner, parsed=self._parsed_css)
         return RenderedVariant(digest.variant_key, subject, self._slotted(inlined), self._slotted(_lf(text)))
 
     def frame(self) -> DigestFrame:
@@ -531,7 +579,7 @@ class EmailRenderer:
             css = _STYLE.search(document)
             if css is None:
                 raise ConfigError(["[email] templates: digest.html.j2 (through base.html.j2) has no <style> block"])
-            inlined = inline_css(document, self.inliner)
+            inlined = inline_css(document, self.inliner, parsed=self._parsed_css)
             self._frame = DigestFrame(self._slotted(inlined), self._slotted(text), css.group(1))
             _check_alone(self._frame.html, "digest.html.j2")
             _check_alone(self._frame.text, "digest.txt.j2")
@@ -563,7 +611,7 @@ class EmailRenderer:
             text = _block(_lf(str(getattr(self._env.get_template("digest_section.txt.j2").module, macro)(view))))
             if css is None:
                 return RenderedPiece((macro, *key), fragment, text)
-            cached = RenderedPiece((macro, *key), _block(inline_fragment(fragment, css, self.inliner)), text)
+            cached = RenderedPiece((macro, *key), _block(inline_fragment(fragment, css, self.inliner, parsed=self._parsed_css)), text)
             self._pieces[(macro, *key)] = cached
         return cached
 
@@ -595,7 +643,7 @@ class EmailRenderer:
     def _finish(self, key: str, subject: str, name: str, context: Mapping[str, object]) -> RenderedVariant:
         document = _lf(self._env.get_template(f"{name}.html.j2").render(context))
         text = _lf(self._env.get_template(f"{name}.txt.j2").render(context))
-        inlined = inline_css(document, self.inliner)
+        inlined = inline_css(document, self.inliner, parsed=self._parsed_css)
         return RenderedVariant(key, subject, self._slotted(inlined), self._slotted(text))
 
     def _slotted(self, rendered: str) -> SlotText:

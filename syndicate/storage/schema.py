@@ -335,7 +335,7 @@ smtp_connection_slots = Table(
     Column("expires_at", UtcDateTime, nullable=True),
 )
 
-# Claims of queued deliveries from any run, oldest first (syndicate.delivery._claims).
+# Claims of queued deliveries from any run, oldest first (syndicate.delivery._liveness).
 Index("ix_deliveries_status_id", deliveries.c.status, deliveries.c.id)
 # ---------------------------------------------------------------- sources (issue 15)
 
