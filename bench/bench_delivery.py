@@ -45,7 +45,7 @@ from syndicate.site import SiteUrls
 from syndicate.storage import create_database, upgrade
 from syndicate.storage.schema import subscriber_categories
 from syndicate.storage.schema import subscribers as subscribers_table
-from syndicate.wiring import content_source, email_renderer, load_corpus, message_builder
+from syndicate.wiring import content_source, delivery_config, email_renderer, load_corpus, message_builder
 
 SECRET = "bench-secret-for-signed-links-0123456789"
 SENDER = "digest@news.example.org"
@@ -105,7 +105,7 @@ def end_to_end(folder: Path, count: int, port: int, dkim: str = "none") -> dict:
     os.environ["SYNDICATE_SECRET"] = SECRET
     settings = settings_for(folder, count, port, dkim)
     database = create_database(settings.database.url)
-    service = DeliveryService(settings, database, content_source(settings))
+    service = DeliveryService(delivery_config(settings), database, content_source(settings))
     planned: list[float] = []
     started = time.perf_counter()
     with collector_paused():  # as `syndicate send` runs it

@@ -29,7 +29,7 @@ from generate import generate
 from syndicate.cli._collector import collector_paused
 from syndicate.delivery import DeliveryService, SendRequest
 from syndicate.storage import create_database
-from syndicate.wiring import content_source, load_corpus
+from syndicate.wiring import content_source, delivery_config, load_corpus
 
 PORT = 25252  # never connected to: planning sends nothing
 
@@ -42,7 +42,7 @@ def plan_once(folder: Path, count: int) -> tuple[float, float, int, str]:
     settings = settings_for(folder, count, PORT)
     load_corpus(settings)  # the article cache is warm in a real run too
     database = create_database(settings.database.url)
-    service = DeliveryService(settings, database, content_source(settings))
+    service = DeliveryService(delivery_config(settings), database, content_source(settings))
     wall, cpu = time.perf_counter(), time.process_time()
     with collector_paused():  # as `syndicate send` runs it
         run = service.plan_manual(SendRequest(), NOW)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from syndicate.audit import AuditLog
     from syndicate.bounces import AddressTokens, BounceMailbox, BounceProcessor
     from syndicate.campaigns import Campaigns
-    from syndicate.delivery import DeliveryService, Outbox
+    from syndicate.delivery import DeliveryConfig, DeliveryService, Outbox
     from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder
     from syndicate.mail import MailBackend, OutgoingMessage
     from syndicate.metrics import Metrics
@@ -101,6 +101,14 @@ def build_settings(settings: Settings) -> BuildSettings:
     """What the site build reads from the [site], [feeds], [output], [categories] and [websub] settings."""
     return BuildSettings(site=settings.site, feeds=settings.feeds, output=settings.output, categories=settings.categories,
                          hubs=tuple(str(hub) for hub in settings.websub.hubs), state=settings.var_folder / "build")
+
+
+def delivery_config(settings: Settings) -> DeliveryConfig:
+    """What the delivery stage reads: the sections of the digests, the mail and the outbox."""
+    from syndicate.delivery import DeliveryConfig
+    return DeliveryConfig(site=settings.site, feeds_folder=settings.feeds.folder, email=settings.email,
+                          digest=settings.digest, mail=settings.mail, smtp=settings.smtp, dkim=settings.dkim,
+                          links=settings.links, bounces=settings.bounces, outbox=settings.outbox)
 
 
 def load_corpus(settings: Settings, folder: Path | None = None, *, use_cache: bool = True,
@@ -380,7 +388,7 @@ class Components:
     @cached_property
     def delivery(self) -> DeliveryService:
         from syndicate.delivery import DeliveryService
-        return DeliveryService(self.settings, self.database, self.content, environ=self.environ,
+        return DeliveryService(delivery_config(self.settings), self.database, self.content, environ=self.environ,
                                backend_factory=self._backend_factory)
 
     # -- deliverability (#13)
@@ -414,7 +422,7 @@ class Components:
         """This process's metrics, with the deployment-wide outbox gauges read at each scrape."""
         from syndicate.delivery import worker_metrics
         from syndicate.metrics import Metrics
-        return worker_metrics(self.settings, self.database, Metrics())
+        return worker_metrics(self.settings.outbox, self.database, Metrics())
 
     # -- sources (#15)
 

@@ -11,7 +11,7 @@ from syndicate.delivery._service import DeliveryService
 from syndicate.storage._database import Database, create_database, upgrade
 from syndicate.subscribers._model import Subscriber
 from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore, new_subscriber
-from syndicate.wiring import content_source
+from syndicate.wiring import content_source, delivery_config
 from tests.site_helpers import make_settings, write_article
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -59,4 +59,4 @@ def open_db(url: str) -> Database:
 
 def service(settings: Settings, database: Database, backend=None) -> DeliveryService:
     factory = (lambda: backend) if backend is not None else None
-    return DeliveryService(settings, database, content_source(settings), backend_factory=factory, environ=SECRET)
+    return DeliveryService(delivery_config(settings), database, content_source(settings), backend_factory=factory, environ=SECRET)

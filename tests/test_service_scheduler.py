@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import func, select, table
 
 from syndicate.config import Settings
-from syndicate.delivery._service import DeliveryService
+from syndicate.delivery import DeliveryService
 from syndicate.mail.memory import MemoryBackend
 from syndicate.service._scheduler import DIGESTS, JOBS_TABLE, PRUNE, REBUILD, RETRIES, Scheduler, delivery_jobs
 from syndicate.storage._database import Database
 from syndicate.subscribers._store import SubscriberDefaults, SubscriberStore, new_subscriber
-from syndicate.wiring import content_source
+from syndicate.wiring import content_source, delivery_config
 from tests.outbox_support import SECRET, settings_for
 from tests.site_helpers import write_article
 
@@ -85,7 +85,7 @@ def newsroom(tmp_path, database, database_url):
             write_article(content, name, title=f"News of {when:%d %b %H:%M}", categories=["city"], date=when.isoformat())
     settings = settings_for(tmp_path, database_url)
     backend = MemoryBackend()
-    delivery = DeliveryService(settings, database, content_source(settings), backend_factory=lambda: backend, environ=SECRET)
+    delivery = DeliveryService(delivery_config(settings), database, content_source(settings), backend_factory=lambda: backend, environ=SECRET)
     return Newsroom(settings, database, delivery, backend)
 
 

@@ -104,14 +104,14 @@ def test_sends_answer_503_without_a_delivery_service(api):
 
 
 def test_manual_send_runs_in_the_background(tmp_path):
-    from syndicate.delivery._service import DeliveryService
+    from syndicate.delivery import DeliveryService
     from syndicate.storage._database import open_database
-    from syndicate.wiring import content_source, load_corpus
+    from syndicate.wiring import content_source, delivery_config, load_corpus
     from tests.web_helpers import web_settings
 
     settings = web_settings(tmp_path)
     database = open_database(settings.database)
-    service = DeliveryService(settings, database, content_source(settings), environ=ENVIRON)
+    service = DeliveryService(delivery_config(settings), database, content_source(settings), environ=ENVIRON)
     newest = load_corpus(settings).articles[0]
     topic = newest.category_slugs[0]
     clock = lambda: newest.published + timedelta(hours=1)  # noqa: E731 - an hour after the newest article: it is new
@@ -142,14 +142,14 @@ def test_manual_send_runs_in_the_background(tmp_path):
 def test_the_api_never_answers_with_a_server_error(tmp_path):
     """Every operation of the served OpenAPI document, sends included, with generated valid and
     invalid input: never a 5xx."""
-    from syndicate.delivery._service import DeliveryService
+    from syndicate.delivery import DeliveryService
     from syndicate.storage._database import open_database
-    from syndicate.wiring import content_source
+    from syndicate.wiring import content_source, delivery_config
     from tests.web_helpers import web_settings
 
     config = web_settings(tmp_path)
     database = open_database(config.database)
-    delivery = DeliveryService(config, database, content_source(config), environ=ENVIRON)
+    delivery = DeliveryService(delivery_config(config), database, content_source(config), environ=ENVIRON)
     try:
         with serve(tmp_path, scheduler_status=jobs, database=database, delivery=delivery) as site:
             schema = schemathesis.openapi.from_url(f"{site.url}/api/openapi.json")

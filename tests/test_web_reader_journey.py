@@ -17,7 +17,7 @@ import pytest
 from syndicate.archive import build_archive
 from syndicate.delivery._service import DeliveryService, SendRequest
 from syndicate.subscribers._model import SubscriberStatus
-from syndicate.wiring import content_source
+from syndicate.wiring import content_source, delivery_config
 from tests.web_helpers import ENVIRON, link_in, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -75,7 +75,7 @@ def html_of(message: EmailMessage) -> str:
 def send_digest_and_build_archive(site) -> EmailMessage:
     """Send every active subscriber their digest as of SENT_AT (the sample articles' week) and build the archive."""
     source = content_source(site.settings)
-    service = DeliveryService(site.settings, site.database, source, environ=ENVIRON)
+    service = DeliveryService(delivery_config(site.settings), site.database, source, environ=ENVIRON)
     run = service.plan_manual(SendRequest(), SENT_AT)
     assert service.work(run.run_id, now=SENT_AT).sent == 1
     build_archive(site.settings, source, site.database, SENT_AT)

@@ -63,9 +63,9 @@ def _work_until(stop: threading.Event, settings: Settings, concurrency: int, met
     components = Components(settings)
     server = None
     try:
-        runner = Worker(settings, components.delivery, concurrency=concurrency, environ=dict(components.environ))
+        runner = Worker(components.delivery, mode=settings.delivery.mode, concurrency=concurrency, environ=dict(components.environ))
         if metrics_port is not None:
-            server = worker_metrics(settings, components.database, runner.metrics).serve(metrics_host, metrics_port)
+            server = worker_metrics(settings.outbox, components.database, runner.metrics).serve(metrics_host, metrics_port)
         tally = runner.run(stop)
         click.echo(f"worker {runner.id} stopped: " + (", ".join(f"{k} {v}" for k, v in sorted(tally.items())) or "nothing sent"),
                    err=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import signal
 import threading
@@ -35,7 +36,7 @@ def can_fork() -> bool:
     return threading.active_count() == 1 and _FORK in multiprocessing.get_all_start_methods()
 
 
-def shared_event() -> Any:
+def shared_event() -> multiprocessing.synchronize.Event:
     """An event that this process and the processes it forks afterwards all see."""
     return multiprocessing.get_context("fork").Event()
 

@@ -23,6 +23,7 @@ flight: after a crash of this process, only its own in-flight messages are left 
 from __future__ import annotations
 
 import logging
+import multiprocessing.synchronize
 import os
 import signal
 import threading
@@ -35,7 +36,18 @@ from itertools import islice
 from typing import Any
 
 from syndicate.bounces import address_tokens
-from syndicate.config import Settings, read_secret
+from syndicate.config import (
+    BounceSettings,
+    DigestSettings,
+    DkimSettings,
+    EmailSettings,
+    LinkSettings,
+    MailSettings,
+    OutboxSettings,
+    SiteSettings,
+    SmtpSettings,
+    read_secret,
+)
 from syndicate.content import (
     Article,
     Category,
@@ -248,7 +260,7 @@ class _WorkerGroup:
         claim: Callable[[], list[ClaimedDelivery]],
         clock: Callable[[], datetime],
         messages: _Messages,
-        planning: Any = None,
+        planning: multiprocessing.synchronize.Event | None = None,
     ) -> None:
         self.planning = planning
         service.database.close()
@@ -301,7 +313,7 @@ def _work_in_worker(
     clock: Callable[[], datetime],
     connections: int,
     messages: _Messages,
-    planning: Any,
+    planning: multiprocessing.synchronize.Event | None,
     watched: int,
     stopping: int,
 ) -> str | None:
@@ -320,7 +332,7 @@ def _work_until(
     clock: Callable[[], datetime],
     connections: int,
     messages: _Messages,
-    planning: Any,
+    planning: multiprocessing.synchronize.Event | None,
     watched: int,
 ) -> str | None:
     threading.Thread(target=_set_at_eof, args=(watched, stop), name="parent-watch", daemon=True).start()
@@ -333,6 +345,7 @@ def _work_until(
             batch = claim()
             if batch or planned or stop.is_set():
                 return batch
+            assert planning is not None
             planning.wait(0.05)
 
     try:
@@ -345,13 +358,30 @@ def _work_until(
     return None
 
 
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """What the delivery stage reads from the configuration: its sections, and the feeds folder its
+    links need (the composition root, syndicate.wiring.delivery_config, makes it from the whole settings)."""
+
+    site: SiteSettings
+    feeds_folder: str
+    email: EmailSettings
+    digest: DigestSettings
+    mail: MailSettings
+    smtp: SmtpSettings
+    dkim: DkimSettings
+    links: LinkSettings
+    bounces: BounceSettings
+    outbox: OutboxSettings
+
+
 class DeliveryService:
     """Plans runs and sends them. `backend_factory()` makes a fresh MailBackend per sending pass
     (default: the configured one); `environ` stands in for os.environ (secrets)."""
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DeliveryConfig,
         database: Database,
         content: ContentSource,
         *,
@@ -365,7 +395,7 @@ class DeliveryService:
         self.content = content
         self.environ = environ
         self.store = SubscriberStore(database)
-        self.urls = SiteUrls(settings.site.base_url, settings.feeds.folder)
+        self.urls = SiteUrls(settings.site.base_url, settings.feeds_folder)
         self.outbox = Outbox(database, settings.outbox, subscribers=self.store)
         self.backend_factory = backend_factory or self._configured_backend
         self.forkable = backend_factory is None and settings.mail.backend in FORKABLE_BACKENDS
@@ -533,7 +563,7 @@ class DeliveryService:
             raise
         finally:
             batches.close()
-            if group is not None:
+            if group is not None and group.planning is not None:
                 group.planning.set()
         report = self._planned(run_id, "manual", now)
         if planned is not None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from syndicate.config import Settings
+from syndicate.config import OutboxSettings
 from syndicate.delivery._limits import ConnectionSlots, SharedRate, domain_rates
 from syndicate.delivery._liveness import WorkerRegistry, claim_any, deployment_state, require_workers_database
 from syndicate.delivery._outbox import QUEUED, ClaimedDelivery, Outbox, Result, worker_token
@@ -41,6 +41,7 @@ from syndicate.errors import UsageError
 from syndicate.mail import MailBackend, OutgoingMessage, SendResult, make_backend
 from syndicate.metrics import Metrics, OutboxGauges
 from syndicate.storage import Database
+from syndicate.subscribers import SubscriberStore
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ RELOAD_AFTER = 5.0  # seconds between content reloads when a delivery names an a
 class CountingOutbox(Outbox):
     """An Outbox that counts every recorded result in the metrics (deliveries by outcome)."""
 
-    def __init__(self, database: Database, settings: Any, metrics: Metrics, worker: str | None = None, *,
-                 subscribers: Any = None) -> None:
+    def __init__(self, database: Database, settings: OutboxSettings, metrics: Metrics, worker: str | None = None, *,
+                 subscribers: SubscriberStore | None = None) -> None:
         super().__init__(database, settings, worker, subscribers=subscribers)
         self.metrics = metrics
 
@@ -162,19 +163,21 @@ class Worker:
 
     def __init__(
         self,
-        settings: Settings,
         service: DeliveryService,
         *,
+        mode: str,
         concurrency: int,
         metrics: Metrics | None = None,
         environ: dict[str, str] | None = None,
         claim_batch: int | None = None,
     ) -> None:
-        """`claim_batch` (default: 16 per connection, at most CLAIM_BATCH): small enough that the
+        """`mode` is `[delivery] mode` (only "workers" sends); the sections read are the service's.
+        `claim_batch` (default: 16 per connection, at most CLAIM_BATCH): small enough that the
         last deliveries of a run are shared among the workers, large enough to claim seldom."""
         database = service.database
-        require_workers_database(settings.delivery.mode, settings.database.url)
-        if settings.delivery.mode != "workers":
+        settings = service.settings
+        require_workers_database(mode, database.url)
+        if mode != "workers":
             raise UsageError('syndicate worker sends only with [delivery] mode = "workers" '
                              "(inline: the service and `syndicate send` send themselves)")
         self.settings = settings
@@ -346,8 +349,8 @@ def observed_backends(factory: Callable[[], MailBackend], metrics: Metrics) -> C
     return lambda: _LimitedBackend(factory(), rate=None, domains={}, metrics=metrics)
 
 
-def worker_metrics(settings: Settings, database: Database, metrics: Metrics) -> Metrics:
+def worker_metrics(outbox: OutboxSettings, database: Database, metrics: Metrics) -> Metrics:
     """Add the deployment-wide outbox gauges (read at each scrape) to `metrics`."""
-    timeout = settings.outbox.claim_timeout
+    timeout = outbox.claim_timeout
     metrics.watch(OutboxGauges(lambda: deployment_state(database, timeout, datetime.now(UTC))))
     return metrics
