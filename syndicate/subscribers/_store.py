@@ -11,23 +11,7 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import (
-    Connection,
-    DateTime,
-    Integer,
-    Row,
-    Select,
-    bindparam,
-    column,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    tuple_,
-    update,
-)
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Connection, Row, Select, bindparam, delete, func, insert, or_, select, tuple_, update
 
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.storage import Database
@@ -291,18 +275,6 @@ _MOVE_HIGH_WATER = (
            or_(subscribers.c.high_water.is_(None), subscribers.c.high_water < bindparam("until")))
     .values(high_water=bindparam("until"))
 )
-# PostgreSQL: every mark of a batch in one statement, from arrays; per row (an executemany) the
-# binding and executing of a statement cost more than the update itself.
-_MARKS = (
-    func.unnest(bindparam("sids", type_=postgresql.ARRAY(Integer)),
-                bindparam("untils", type_=postgresql.ARRAY(DateTime(timezone=True))))
-    .table_valued(column("sid", Integer), column("until", DateTime(timezone=True))).render_derived(name="marks")
-)
-_MOVE_HIGH_WATERS = (
-    update(subscribers)
-    .where(subscribers.c.id == _MARKS.c.sid, or_(subscribers.c.high_water.is_(None), subscribers.c.high_water < _MARKS.c.until))
-    .values(high_water=_MARKS.c.until)
-)
 _ROW_COLUMNS = (*_SUBSCRIBER_COLUMNS, *(c for c in subscribers.c if c.name not in {s.name for s in _SUBSCRIBER_COLUMNS}))
 
 
@@ -389,14 +361,7 @@ class SubscriberWrites:
         """Move each (subscriber id, time) high-water mark forward to that time; an older time is ignored."""
         if not marks:
             return
-        if self.connection.dialect.name == "postgresql":  # one statement for all, as arrays (see _MOVE_HIGH_WATERS)
-            latest: dict[int, datetime] = {}
-            for sid, until in marks:  # one row per subscriber: an UPDATE ... FROM applies one match of each
-                if sid not in latest or until > latest[sid]:
-                    latest[sid] = until
-            self.connection.execute(_MOVE_HIGH_WATERS, {"sids": list(latest), "untils": list(latest.values())})
-        else:
-            self.connection.execute(_MOVE_HIGH_WATER, [{"sid": sid, "until": until} for sid, until in marks])
+        self.connection.execute(_MOVE_HIGH_WATER, [{"sid": sid, "until": until} for sid, until in marks])
 
     def reschedule(self, moves: Sequence[tuple[int, datetime]]) -> None:
         """Set each (subscriber id, time) active subscriber's next send time; others are left alone."""
