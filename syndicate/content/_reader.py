@@ -83,6 +83,7 @@ class _Blobs:
     def __init__(self, mapped: mmap.mmap, base: int, folder: Path, options: ReaderOptions) -> None:
         self._mapped, self._base, self._folder, self._options = mapped, base, folder, options
         self._made: dict[int, Article] = {}
+        self._categories: dict[Category, Category] = {}  # one object per category, as _share_categories gives
 
     def raw(self, blob: _Blob) -> bytes:
         start = self._base + blob.offset
@@ -102,7 +103,9 @@ class _Blobs:
                 # The value that was stored, as it was made and validated (see _Cache): not through
                 # the constructor, which would check it again.
                 article = object.__new__(Article)
-                article.__dict__.update(zip(_ARTICLE_FIELDS, values))
+                fields = article.__dict__
+                fields.update(zip(_ARTICLE_FIELDS, values))
+                fields["categories"] = tuple([self._categories.setdefault(c, c) for c in fields["categories"]])
                 return article
         log.warning("article cache: %s is damaged in it; reading the file again", rel)
         _, result = _parse_one((rel, f"{self._folder}/{rel}", "", self._options))
@@ -438,7 +441,6 @@ class _Cache:
         if len(journal) * 10 <= len(entries):
             self._write(self.journal_path, journal, None, ())
             return journal
-        _share_categories(entries.values())  # those read from the last snapshot and those parsed since
         rows, region = _stored(entries, blobs)
         self._write(self.path, rows, assembled._replace(corpus=replace(assembled.corpus, found=_Found()), entries=None), region)
         self.journal_path.unlink(missing_ok=True)
@@ -503,8 +505,8 @@ def _stored(entries: Mapping[str, _Entry], blobs: _Blobs | None) -> tuple[dict[s
 
 def _share_categories(entries: Iterable[_Entry | None]) -> None:
     """Give the articles of `entries` one Category object per distinct category, in place (an
-    equal object for an equal one: nothing anyone holds changes meaning): pickle then stores each
-    once, a loaded snapshot shares them, and assembly compares them by identity."""
+    equal object for an equal one: nothing anyone holds changes meaning): assembly compares them
+    by identity. (The snapshot stores each article apart, with its own.)"""
     pool: dict[Category, Category] = {}
     for entry in entries:
         article = entry.result if entry is not None else None

@@ -91,9 +91,6 @@ class SitePages:
     _feed_markup: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False, default_factory=dict)
     # The navigation rendered once per `current` (every page repeats it): current -> HTML.
     _nav_markup: dict[str, markupsafe.Markup] = field(init=False, repr=False, compare=False, default_factory=dict)
-    # The subscribe box rendered once per list of categories it offers: categories -> HTML.
-    _box_markup: dict[tuple[Category, ...], markupsafe.Markup] = field(init=False, repr=False, compare=False,
-                                                                        default_factory=dict)
 
     @property
     def environment(self) -> jinja2.Environment:
@@ -159,25 +156,13 @@ class SitePages:
             markup = self._nav_markup[current] = Markup(html.rstrip("\n"))
         return markup
 
-    def _render(self, template: str, *, current: str = "", subscribe_to: Sequence[Category] = (), **values: object) -> bytes:
+    def _render(self, template: str, *, current: str = "", **values: object) -> bytes:
         # Everything shown is XML-safe already (Article, Category, SiteInfo), so the page is too.
         return self.environment.get_template(template).render(
             site=self.site, urls=self.urls, home_url=self.urls.home(), opml_url=self.urls.opml(),
             stylesheet_url=self.urls.asset(STYLESHEET), signup_url=self.urls.signup(), nav=self.nav,
-            navigation=self._navigation(current), archive_url=self.archive_url, current=current,
-            subscribe_box=self._subscribe_box(tuple(subscribe_to)), **values,
+            navigation=self._navigation(current), archive_url=self.archive_url, current=current, **values,
         ).encode("utf-8")
-
-    def _subscribe_box(self, categories: tuple[Category, ...]) -> markupsafe.Markup:
-        """The subscribe box offering `categories` (_subscribe.html.j2), rendered once per build for each list."""
-        markup = self._box_markup.get(categories)
-        if markup is None:
-            from markupsafe import Markup  # installed with Jinja2
-
-            html = self.environment.get_template("_subscribe.html.j2").render(
-                subscribe=self._subscribe(categories), signup_url=self.urls.signup())
-            markup = self._box_markup[categories] = Markup(html.removesuffix("\n"))
-        return markup
 
     def _subscribe(self, categories: Sequence[Category] = ()) -> SubscribeBox:
         if not categories:
@@ -199,23 +184,24 @@ class SitePages:
         """The front page: the subscribe box, the newest articles, and every category's feeds in the footer."""
         return self._render(
             "index.html.j2", categories=categories, articles=newest,
-            feeds=self._feeds([(SITE_FEED, self.site.title)]),
+            feeds=self._feeds([(SITE_FEED, self.site.title)]), subscribe=self._subscribe(),
         )
 
     def not_found(self) -> bytes:
         """The 404 page: where to go instead (the categories; no article, so an edit never rewrites it)."""
-        return self._render("not_found.html.j2", feeds=self._feeds([(SITE_FEED, self.site.title)]))
+        return self._render("not_found.html.j2", feeds=self._feeds([(SITE_FEED, self.site.title)]),
+                            subscribe=self._subscribe())
 
     def page(self, template: str, *, current: str = "", subscribe_to: Sequence[Category] = (), **values: object) -> bytes:
         """Another page on the site's base (the archive's): navigation, subscribe box for `subscribe_to`, feeds."""
         return self._render(template, feeds=self._feeds([(SITE_FEED, self.site.title)]),
-                            subscribe_to=subscribe_to, current=current, **values)
+                            subscribe=self._subscribe(subscribe_to), current=current, **values)
 
     def category(self, category: Category, description: str, articles: Sequence[Article]) -> bytes:
         """A category page listing `articles` (newest first), with its feeds and the site's."""
         feeds = self._feeds([(category.slug, f"{self.site.title}: {category.name}"), (SITE_FEED, self.site.title)])
         return self._render("category.html.j2", category=category, description=description, articles=articles, feeds=feeds,
-                            subscribe_to=(category,), current=category.slug)
+                            subscribe=self._subscribe([category]), current=category.slug)
 
     def article(self, article: Article) -> bytes:
         """An article page, with the feeds of each of its categories and the site's.
@@ -236,7 +222,7 @@ class SitePages:
         ))
         return self._render("article.html.j2", article=article, feeds=feeds, page_url=self.urls.article(article),
                             published=published, updated=updated, category_links=links or escape(""),
-                            subscribe_to=article.categories,
+                            subscribe=self._subscribe(article.categories),
                             current=article.categories[0].slug if article.categories else "")
 
 
