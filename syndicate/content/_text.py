@@ -60,10 +60,7 @@ def _is_xml_safe(text: str) -> bool:
     are all controls, surrogates or non-characters); any other is encoded and the C0 controls
     deleted from its bytes. A 5 KB body: 1.5 us, against 6.6 us encoding it and 48 us by the regex."""
     if len(text) > 256 and text.isascii():
-        for control in _C0_CHARACTERS:  # noqa: SIM110  (a loop: all() over a generator costs a third more)
-            if control in text:
-                return False
-        return True
+        return all(control not in text for control in _C0_CHARACTERS)
     if text.isprintable():
         return True
     try:
