@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import replace
 
 import lxml.html
@@ -97,6 +98,18 @@ def test_the_digest_says_why_and_links_to_unsubscribe_and_preferences():
     assert links["Change your preferences"] == "https://news.example.org/preferences/tok-42.sig"
     assert "you follow Main and Sports" in email.text
     assert "Unsubscribe: https://news.example.org/unsubscribe/tok-42.sig?u=42&v=1" in email.text
+
+
+def test_the_reason_line_of_the_text_part_is_filled_to_72_columns_and_kept_whole_when_it_fits():
+    renderer = email_renderer(SETTINGS)
+    many = tuple(Category(f"topic-{i}", f"A Rather Long Topic Name {i}") for i in range(6))
+    reader = subscriber(tuple(c.slug for c in many))
+    text = renderer.digest_values(reader, SignedLookingLinks(), many).text["following"]
+    names = ", ".join(c.name for c in many[:-1]) + f" and {many[-1].name}"
+    assert text == textwrap.fill(f"You get this digest because you follow {names}.", 72)
+    assert len(text.splitlines()) > 1 and all(len(line) <= 72 for line in text.splitlines())
+    one = renderer.digest_values(subscriber(("main",)), SignedLookingLinks(), CORPUS.categories).text["following"]
+    assert one == "You get this digest because you follow Main."
 
 
 def test_the_text_part_is_written_as_text_with_titles_summaries_and_links():

@@ -74,12 +74,14 @@ _PREMAILER = MappingProxyType(
     }
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_WRAP_SPACE = re.compile(r"[\t\n\x0b\x0c\r]|^ | $")  # what textwrap would change in a line that fits
 # A run's caches forget their least recently used entries past these sizes, so memory stays flat
 # however many subscribers a run has (a variant evicted and met again is re-assembled from the
 # cached sections: no inlining). Pieces are bounded by the articles in the digests' window.
 VARIANT_CACHE = 2048
 SECTION_CACHE = 4096
 FOLLOWING_CACHE = 4096
+DATED_CACHE = 1024  # (time zone, frequency, issue number) of a run's subscribers
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -373,6 +375,7 @@ class EmailRenderer:
         self._pieces: dict[tuple[object, ...], RenderedPiece] = {}
         self._frame: DigestFrame | None = None
         self._following: BoundedCache[tuple[str, ...], tuple[str, str]] = BoundedCache(FOLLOWING_CACHE)
+        self._dated: BoundedCache[tuple[object, ...], tuple[str, str, str, str]] = BoundedCache(DATED_CACHE)
         self._parsed_css = _rules_cache()  # premailer's reading of each <style>, for every inlining of this renderer
 
     def check_templates(self) -> None:
@@ -417,17 +420,16 @@ class EmailRenderer:
             followed = set(subscriber.categories)
             names = [c.name for c in categories if c.slug in followed]
             sentence = f"You get this digest because you follow {join_names(names)}." if names else ""
-            following = self._following.put(subscriber.categories, (html.escape(sentence), textwrap.fill(sentence, 72)))
+            following = self._following.put(subscriber.categories, (html.escape(sentence), _wrap(sentence)))
         greeting = _greeting(subscriber.name)
         email = clean_line(subscriber.email)
         unsubscribe = links.unsubscribe_url(subscriber)
         preferences = links.preferences_url(subscriber)
-        masthead_line, view = "", self.urls.archive()
-        if now is not None:
-            local = now.astimezone(ZoneInfo(subscriber.timezone))
-            masthead_line = f"{local:%A} {local.day} {local:%B %Y}" + (f" · Issue {issue}" if issue else "")
-            frequency = subscriber.frequency.value
-            view = self.urls.archive_issue(frequency, archive_period(frequency, now, self.timezone))
+        dated_key = (now, subscriber.timezone, subscriber.frequency, issue)
+        dated = self._dated.get(dated_key)
+        if dated is None:
+            dated = self._dated.put(dated_key, self._dated_values(subscriber, now, issue))
+        masthead_line, view, masthead_html, view_html = dated
         escape = html.escape
         return SlotValues(
             html={
@@ -436,8 +438,8 @@ class EmailRenderer:
                 "email": escape(email),
                 "unsubscribe_url": escape(unsubscribe),
                 "preferences_url": escape(preferences),
-                "masthead_line": escape(masthead_line),
-                "view_url": escape(view),
+                "masthead_line": masthead_html,
+                "view_url": view_html,
             },
             text={
                 "greeting": greeting,
@@ -449,6 +451,18 @@ class EmailRenderer:
                 "view_url": view,
             },
         )
+
+    def _dated_values(self, subscriber: Subscriber, now: datetime | None, issue: int | None) -> tuple[str, str, str, str]:
+        """The masthead's line (the date where the subscriber lives, the issue) and the "view in
+        browser" address, as text and as HTML: the same for every subscriber of one time zone,
+        frequency and issue number in a run."""
+        masthead_line, view = "", self.urls.archive()
+        if now is not None:
+            local = now.astimezone(ZoneInfo(subscriber.timezone))
+            masthead_line = f"{local:%A} {local.day} {local:%B %Y}" + (f" · Issue {issue}" if issue else "")
+            frequency = subscriber.frequency.value
+            view = self.urls.archive_issue(frequency, archive_period(frequency, now, self.timezone))
+        return masthead_line, view, html.escape(masthead_line), html.escape(view)
 
     def personalise(self, variant: RenderedVariant, values: SlotValues) -> RenderedEmail:
         return RenderedEmail(variant.subject, variant.html.fill(values.html), variant.text.fill(values.text))
@@ -691,6 +705,16 @@ def _check_alone(text: SlotText, template: str) -> None:
 
 def _lf(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+_WRAPPER = textwrap.TextWrapper(width=72)
+
+
+def _wrap(sentence: str) -> str:
+    """`sentence` filled to 72 columns (textwrap), for the text part; one that fits, as it is."""
+    if len(sentence) <= 72 and not _WRAP_SPACE.search(sentence):
+        return sentence
+    return _WRAPPER.fill(sentence)
 
 
 def _greeting(name: str | None) -> str:
