@@ -190,22 +190,47 @@ Chunk = bytes | SlotLine
 
 
 def encode_lines(text: SlotText) -> list[Chunk]:
-    """`text` encoded line by line: runs of lines without slots become one bytes chunk."""
+    """`text` encoded line by line: runs of lines without slots become one bytes chunk, runs of
+    lines with slots one SlotLine (encoded together once filled); the sections' line stays alone."""
     lines = text.lines()
     chunks: list[Chunk] = []
     static: list[bytes] = []
+    slotted: list[SlotText] = []
     for i, line in enumerate(lines):
         end = CRLF if i < len(lines) - 1 else b""
         if line.is_static:
+            if slotted:
+                chunks.append(SlotLine(_joined(slotted), CRLF))
+                slotted = []
             static.append(qp_encode(line.pieces[0]) + end)
             continue
         if static:
             chunks.append(b"".join(static))
             static = []
-        chunks.append(SlotLine(line, end))
+        if line.pieces == SECTIONS_LINE:
+            if slotted:
+                chunks.append(SlotLine(_joined(slotted), CRLF))
+                slotted = []
+            chunks.append(SlotLine(line, end))
+        else:
+            slotted.append(line)
+    if slotted:
+        chunks.append(SlotLine(_joined(slotted), b""))
     if static:
         chunks.append(b"".join(static))
     return chunks
+
+
+SECTIONS_LINE = ("", "sections", "")
+
+
+def _joined(lines: Sequence[SlotText]) -> SlotText:
+    """Consecutive lines as one text (joined by "\n": qp_encode ends each with CRLF)."""
+    pieces = list(lines[0].pieces)
+    for line in lines[1:]:
+        pieces[-1] += "\n" + line.pieces[0]
+        pieces += line.pieces[1:]
+    return SlotText(tuple(pieces))
 
 
 def encode_block(text: str) -> bytes:
@@ -242,7 +267,7 @@ class VariantFrame:
         for part in self.parts:
             if isinstance(part, tuple):
                 out += part
-            elif part.text.pieces == ("", "sections", ""):
+            elif part.text.pieces == SECTIONS_LINE:
                 out += [*sections, part.end]
             else:
                 line = part.text.partial(values)
