@@ -123,7 +123,7 @@ def mean_size(folder: Path, port: int, sample: int = 500) -> int:
     """The mean size of the digests of the first `sample` subscribers (what the raw pipe sends)."""
     settings = settings_for(folder, sample, port)
     corpus = load_corpus(settings)
-    timeline = Timeline.of(corpus.articles)
+    timeline = Timeline.of_corpus(corpus)
     renderer = email_renderer(settings)
     links = BenchLinks(SiteUrls(settings.site.base_url))
 

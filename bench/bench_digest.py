@@ -123,7 +123,7 @@ def measure(folder: Path, mode: str, inliner: str, count: int) -> dict:
     sent = empty = total_bytes = 0
     variants: set[str] = set()
     started = time.perf_counter()
-    timeline = Timeline.of(corpus.articles)
+    timeline = Timeline.of_corpus(corpus)
     for person in people:
         digest = select_digest(person, timeline, corpus.categories, NOW, settings.digest.max_articles)
         if digest is None:

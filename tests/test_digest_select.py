@@ -6,9 +6,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from syndicate.digest._select import first_digest_start, select_digest
+from syndicate.digest._select import Timeline, first_digest_start, select_digest
 from syndicate.subscribers._model import Frequency
-from tests.digest_support import article, category, hours, sample_settings, subscriber
+from tests.digest_support import SAMPLE_NOW, article, category, hours, sample_corpus, sample_settings, subscriber
 
 NOW = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
 BUSINESS, MAIN, SPORTS, TECH = category("business"), category("main"), category("sports"), category("technology")
@@ -202,3 +202,24 @@ def test_a_selector_remembering_shared_choices_gives_every_subscriber_exactly_th
         digest = selector.select(reader)
         assert digest == select_digest(reader, timeline, SITE_ORDER, NOW, SETTINGS.digest.max_articles)
         assert digest is None or digest.subscriber is reader
+
+
+def test_a_timeline_of_the_corpus_chooses_what_one_of_its_articles_chooses_and_makes_only_the_shown_articles():
+    settings = sample_settings()
+    every = sample_corpus(settings).articles
+    lazy_corpus = sample_corpus(settings)
+    made = []
+    article_of = lazy_corpus.article
+    lazy_corpus.__dict__["article"] = lambda ref: made.append(ref.id) or article_of(ref)  # counts what it makes
+    lazy = Timeline.of_corpus(lazy_corpus)
+    whole = Timeline.of(every)
+    slugs = [c.slug for c in lazy_corpus.categories]
+    readers = [subscriber((slug,), high_water=SAMPLE_NOW - hours(h)) for slug in slugs for h in (6, 30)]
+    for reader in readers:
+        a = select_digest(reader, lazy, lazy_corpus.categories, SAMPLE_NOW, 30)
+        b = select_digest(reader, whole, lazy_corpus.categories, SAMPLE_NOW, 30)
+        assert (a and shown(a)) == (b and shown(b))
+    shown_ids = {a.id for reader in readers if (d := select_digest(reader, whole, lazy_corpus.categories, SAMPLE_NOW, 30))
+                 for a in d.articles}
+    assert shown_ids and set(made) == shown_ids
+    assert len(every) > len(shown_ids)

@@ -49,7 +49,7 @@ from syndicate.config import (
     read_secret,
 )
 from syndicate.content import (
-    Article,
+    ArticleRef,
     Category,
     ContentSource,
     Corpus,
@@ -87,6 +87,7 @@ from syndicate.digest import (
     LinkMaker,
     MessageBuilder,
     Selector,
+    Timeline,
     message_id,
     select_digest,
     variant_key,
@@ -182,7 +183,8 @@ class _Messages:
         self.settings = service.settings
         self.categories = corpus.categories
         self.by_slug = {c.slug: c for c in corpus.categories}
-        self.by_id: dict[str, Article] = {a.id: a for a in corpus.articles}
+        self.corpus = corpus
+        self.by_id: dict[str, ArticleRef] = {r.id: r for r in corpus.refs}  # each Article made when a digest shows it
         self.renderer = service.renderer()
         self.sender = parseaddr(self.settings.mail.from_)[1]
         self.tokens = service.tokens
@@ -207,7 +209,7 @@ class _Messages:
                 issue: int | None = None) -> Digest | None:
         sections = []
         for slug, ids, hidden in recorded:
-            articles = tuple(self.by_id[i] for i in ids if i in self.by_id)
+            articles = self.corpus.articles_of(self.by_id[i] for i in ids if i in self.by_id)
             if articles or hidden:
                 sections.append(DigestSection(self.by_slug.get(slug) or Category(slug, slug), articles, hidden))
         if not any(s.articles for s in sections):
@@ -451,7 +453,7 @@ class DeliveryService:
         self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime
     ) -> Generator[list[PlannedDelivery], None, None]:
         """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
+        selector = Selector(Timeline.of_corpus(corpus), corpus.categories, now, self.settings.digest.max_articles)
         for batch in _batched(subscribers, PLAN_BATCH):
             planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
             self.outbox.add_deliveries(run_id, planned, now)
@@ -469,7 +471,7 @@ class DeliveryService:
         self.check_ready()
         self._reschedule_missed(now, grace)
         corpus = self.content.read()
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
+        selector = Selector(Timeline.of_corpus(corpus), corpus.categories, now, self.settings.digest.max_articles)
         self._suppressed = self.suppressions.snapshot()
         run_id = 0
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
@@ -813,7 +815,7 @@ class DeliveryService:
         outbox already holds it (the same digest sent or failed, or one under way). The planning a
         send does and the outbox's own rule, asked without writing: the dry run and the send agree."""
         corpus = self.content.read()
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
+        selector = Selector(Timeline.of_corpus(corpus), corpus.categories, now, self.settings.digest.max_articles)
         for batch in _batched(self._matching(request, corpus), PLAN_BATCH):
             planned = [(s, p) for s, p in ((s, self._plan_one(s, selector)) for s in batch) if p is not None]
             held = self.outbox.held_back([p for _, p in planned])

@@ -8,9 +8,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
+from typing import Protocol, overload
 from zoneinfo import ZoneInfo
 
-from syndicate.content import Article, Category
+from syndicate.content import Article, Category, Corpus
 from syndicate.subscribers import Frequency, Subscriber
 
 MEMO_SIZE = 4096  # choices a Selector remembers
@@ -75,23 +76,19 @@ class Timeline:
     """Articles newest first, indexed by category with their POSIX times; made once per run so
     that each subscriber's selection only touches their categories' articles in their window."""
 
-    articles: tuple[Article, ...]
+    articles: Sequence[Article]
     by_category: Mapping[str, tuple[tuple[float, ...], tuple[int, ...]]]  # slug -> (-timestamps ascending, indexes)
 
     @classmethod
     def of(cls, articles: Iterable[Article]) -> Timeline:
         ordered = tuple(articles)
-        negated = [-a.published.timestamp() for a in ordered]
-        for before, after, article in zip(negated, negated[1:], ordered[1:]):
-            if after < before:
-                raise ValueError(f"articles must be newest first ({article.id} is newer than the one before it)")
-        stamps: dict[str, list[float]] = {}
-        indexes: dict[str, list[int]] = {}
-        for i, article in enumerate(ordered):
-            for slug in dict.fromkeys(article.category_slugs):
-                stamps.setdefault(slug, []).append(negated[i])
-                indexes.setdefault(slug, []).append(i)
-        return cls(ordered, {slug: (tuple(stamps[slug]), tuple(indexes[slug])) for slug in stamps})
+        return cls(ordered, _index(ordered))
+
+    @classmethod
+    def of_corpus(cls, corpus: Corpus) -> Timeline:
+        """The corpus's articles indexed from its refs (dates and categories): an Article, with
+        its text, is made only when a digest shows it; a run's digests show the newest few."""
+        return cls(_CorpusArticles(corpus), _index(corpus.refs))
 
     def pick(self, order: Sequence[str], since_ts: float, now_ts: float) -> list[tuple[int, Article]]:
         """(place, article), newest first, for the articles of the `order` categories published
@@ -106,6 +103,53 @@ class Timeline:
             for index in indexes[first:last]:
                 claimed.setdefault(index, place)
         return [(claimed[i], self.articles[i]) for i in sorted(claimed)]
+
+
+class _Dated(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def published(self) -> datetime: ...
+
+    @property
+    def category_slugs(self) -> tuple[str, ...]: ...
+
+
+def _index(ordered: Sequence[_Dated]) -> dict[str, tuple[tuple[float, ...], tuple[int, ...]]]:
+    """Timeline.by_category of articles (or their refs) newest first."""
+    negated = [-a.published.timestamp() for a in ordered]
+    for before, after, article in zip(negated, negated[1:], ordered[1:]):
+        if after < before:
+            raise ValueError(f"articles must be newest first ({article.id} is newer than the one before it)")
+    stamps: dict[str, list[float]] = {}
+    indexes: dict[str, list[int]] = {}
+    for i, article in enumerate(ordered):
+        for slug in dict.fromkeys(article.category_slugs):
+            stamps.setdefault(slug, []).append(negated[i])
+            indexes.setdefault(slug, []).append(i)
+    return {slug: (tuple(stamps[slug]), tuple(indexes[slug])) for slug in stamps}
+
+
+class _CorpusArticles(Sequence[Article]):
+    """A corpus's articles by place, each made (by the corpus, once) when first asked for."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+
+    def __len__(self) -> int:
+        return len(self.corpus.refs)
+
+    @overload
+    def __getitem__(self, index: int) -> Article: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Article]: ...
+
+    def __getitem__(self, index: int | slice) -> Article | Sequence[Article]:
+        if isinstance(index, slice):
+            return self.corpus.articles_of(self.corpus.refs[index])
+        return self.corpus.article(self.corpus.refs[index])
 
 
 def _window(articles: Iterable[Article], since_ts: float, now_ts: float) -> Iterator[Article]:
@@ -175,10 +219,11 @@ class Selector:
     subscribers of one run: the articles indexed once, and each choice remembered by (followed
     categories, start) since many subscribers share one (the last MEMO_SIZE, so memory stays flat)."""
 
-    def __init__(self, articles: Iterable[Article], categories: Sequence[Category], now: datetime, max_articles: int) -> None:
+    def __init__(self, articles: Iterable[Article] | Timeline, categories: Sequence[Category], now: datetime,
+                 max_articles: int) -> None:
         if now.tzinfo is None:
             raise ValueError("select_digest: `now` must be timezone-aware")
-        self.timeline = Timeline.of(articles)
+        self.timeline = articles if isinstance(articles, Timeline) else Timeline.of(articles)
         self.categories = tuple(categories)
         self.now = now
         self.now_ts = now.timestamp()
