@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import multiprocessing.synchronize
 import os
+import queue
 import signal
 import threading
 import time
@@ -151,7 +152,10 @@ class SendRequest:
 
 
 class _Recorder:
-    """Buffers results and writes them in short transactions (every 100 results or 0.2 s)."""
+    """Buffers results and writes them in short transactions (every 100 results or 0.2 s), one
+    after the other in a thread of its own, so that messages go on being handed to the server
+    while a batch is written; close() waits for the last. A write that fails is raised by the
+    next flush() or close() (what was not written stays `sending`, for recover())."""
 
     def __init__(self, outbox: Outbox, clock: Callable[[], datetime]) -> None:
         self.outbox = outbox
@@ -159,6 +163,10 @@ class _Recorder:
         self.buffer: list[Result] = []
         self.last = time.monotonic()
         self.tally: dict[str, int] = {}
+        self._batches: queue.SimpleQueue[list[Result] | None] = queue.SimpleQueue()
+        self._failed: BaseException | None = None
+        self._writer = threading.Thread(target=self._write, name="outbox-recorder", daemon=True)
+        self._writer.start()
 
     def add(self, delivery: ClaimedDelivery, outcome: str, code: int | None, reply: str) -> None:
         self.buffer.append(Result(delivery, outcome, code, reply))
@@ -169,10 +177,33 @@ class _Recorder:
         return len(self.buffer) >= FLUSH_EVERY or (bool(self.buffer) and time.monotonic() - self.last >= FLUSH_SECONDS)
 
     def flush(self) -> None:
+        self._raise()
         if self.buffer:
-            self.outbox.record(self.buffer, self.clock())
+            self._batches.put(self.buffer)
             self.buffer = []
         self.last = time.monotonic()
+
+    def close(self) -> None:
+        """Write what is left and wait until every batch is written."""
+        try:
+            self.flush()
+        finally:
+            self._batches.put(None)
+            self._writer.join()
+        self._raise()
+
+    def _write(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            if self._failed is None:
+                try:
+                    self.outbox.record(batch, self.clock())
+                except BaseException as e:  # raised in the sending thread; the later batches are not written
+                    self._failed = e
+
+    def _raise(self) -> None:
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
 
 
 class _Messages:
@@ -771,7 +802,7 @@ class DeliveryService:
         finally:
             for delivery in waiting.values():
                 recorder.add(delivery, QUEUED, None, "")
-            recorder.flush()
+            recorder.close()
         return recorder.tally
 
     def _prepare(

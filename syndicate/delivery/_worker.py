@@ -173,7 +173,7 @@ class Worker:
         claim_batch: int | None = None,
     ) -> None:
         """`mode` is `[delivery] mode` (only "workers" sends); the sections read are the service's.
-        `claim_batch` (default: 16 per connection, at most CLAIM_BATCH): small enough that the
+        `claim_batch` (default: 32 per connection, at most CLAIM_BATCH): small enough that the
         last deliveries of a run are shared among the workers, large enough to claim seldom."""
         database = service.database
         settings = service.settings
@@ -191,7 +191,7 @@ class Worker:
         self.service.outbox = self.outbox
         self.service.backend_factory = self._backend
         self.environ = environ
-        self.claim_batch = claim_batch or min(CLAIM_BATCH, 16 * concurrency)
+        self.claim_batch = claim_batch or min(CLAIM_BATCH, 32 * concurrency)
         timeout = settings.outbox.claim_timeout
         self.registry = WorkerRegistry(self.outbox, concurrency=concurrency, claim_timeout=timeout, pid=os.getpid())
         self.smtp = settings.mail.backend == "smtp"
