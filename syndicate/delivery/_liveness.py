@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
-from syndicate.delivery._outbox import _CLAIM, QUEUED, SENDING, ClaimedDelivery, Outbox, claimed_rows
+from syndicate.delivery._outbox import _CHOSEN_DUE, _CLAIM, QUEUED, SENDING, ClaimedDelivery, Outbox, claimed_rows
 from syndicate.errors import ConfigError
 from syndicate.storage import Database
 from syndicate.storage.schema import deliveries, delivery_workers, runs, scheduler_lease, smtp_connection_slots
@@ -44,17 +44,16 @@ def require_workers_database(mode: str, database_url: str) -> None:
 
 def claim_any(outbox: Outbox, now: datetime, limit: int) -> list[ClaimedDelivery]:
     """Up to `limit` deliveries marked `sending` by `outbox.worker`: retries whose time has come
-    first, then queued ones of any run (scheduled, manual, resumed), oldest first."""
-    claimed = outbox.claim(now, limit)
-    if len(claimed) >= limit:
-        return claimed
-    values = {"now": now, "limit": limit - len(claimed), "worker": outbox.worker}
+    first, then queued ones of any run (scheduled, manual, resumed), oldest first; one transaction."""
+    values = {"now": now, "limit": limit, "worker": outbox.worker}
     with outbox.database.write() as connection:
-        chosen = connection.execute(_CHOSEN_ANY, values).scalars().all()
+        chosen = list(connection.execute(_CHOSEN_DUE, values).scalars())
+        if len(chosen) < limit:
+            chosen += connection.execute(_CHOSEN_ANY, {**values, "limit": limit - len(chosen)}).scalars()
         if not chosen:
-            return claimed
+            return []
         ids = connection.execute(_CLAIM, {**values, "ids": chosen}).scalars().all()
-        return claimed + claimed_rows(connection, ids)
+        return claimed_rows(connection, ids)
 
 
 class WorkerRegistry:
