@@ -118,7 +118,7 @@ __all__ = ["DeliveryService", "Failure", "FailureGroup", "Requeued", "RunReport"
 
 PLAN_BATCH = 1000
 CLAIM_BATCH = 200
-CHECK_AHEAD = 16  # subscribers re-checked (still active?) just before their messages go out
+CHECK_AHEAD = 32  # subscribers re-checked (still active?) just before their messages go out, this many at a time
 FLUSH_EVERY = 100
 FLUSH_SECONDS = 0.2
 COUNT_SECONDS = 1.0
