@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from syndicate.delivery._outbox import Outbox, Result
-from syndicate.delivery._service import SendRequest
+from syndicate.delivery._service import SendRequest, _Reach
+from syndicate.digest import Selector
 from syndicate.mail import MemoryBackend
 from syndicate.storage.schema import deliveries
 from syndicate.subscribers._store import SubscriberStore
-from tests.outbox_support import NOW, add_subscribers, open_db, service, settings_for
+from tests.outbox_support import NOW, add_subscribers, open_db, service, settings_for, write_site
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 
 
@@ -315,3 +316,25 @@ def test_retry_due_resumes_a_run_abandoned_with_queued_deliveries(site):
     assert svc.retry_due(NOW + timedelta(minutes=1)).run_id == 0 and backend.outbox == []  # maybe still being worked
     svc.retry_due(NOW + timedelta(minutes=6))
     assert svc.report(run.run_id).status == "finished" and len(backend.outbox) == 3
+
+
+def test_planning_reads_only_the_articles_a_digest_can_reach_and_selects_as_from_every_one(tmp_path):
+    """_Reach: the articles since the oldest start, made alone; a subscriber starting earlier (or a
+    first digest reaching further back) is selected from every article: the same digests as a Selector."""
+    from dataclasses import replace
+
+    from syndicate.wiring import content_source
+
+    write_site(tmp_path, 60)  # one article every two hours: five days
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    database = open_db(settings.database.url)
+    people = add_subscribers(database, 3)
+    marks = [None, NOW - timedelta(hours=7), NOW - timedelta(days=3), NOW - timedelta(days=30)]
+    people = [replace(p, high_water=mark) for p in people for mark in marks]
+    corpus = content_source(settings).read()
+    every = Selector(corpus.articles, corpus.categories, NOW, 30)
+    for since in (NOW, NOW - timedelta(hours=8), NOW - timedelta(days=9), NOW - timedelta(days=60)):
+        reach = _Reach(corpus, since, NOW, 30)
+        assert [reach.select(p) for p in people] == [every.select(p) for p in people]
+        assert all(a.published >= since for a in reach.recent.timeline.articles)
+    database.close()

@@ -200,6 +200,17 @@ def test_high_water_only_moves_forward_and_a_rollback_takes_it_back(store):
     assert (store.get(subscriber.id).high_water, store.get(other.id).high_water) == (t1 + timedelta(hours=3), t0)
 
 
+def test_the_earliest_high_water_tells_how_far_back_digests_reach(store):
+    assert store.earliest_high_water(SubscriberStatus.ACTIVE) == (None, False)
+    ann = store.add(make(), now=NOW, confirmed=True)
+    assert store.earliest_high_water(SubscriberStatus.ACTIVE) == (None, True)
+    bob = store.add(make(email="bob@example.org"), now=NOW, confirmed=True)
+    with store.database.write() as connection:
+        store.within(connection).move_high_water([(ann.id, NOW - timedelta(days=3)), (bob.id, NOW)])
+    assert store.earliest_high_water(SubscriberStatus.ACTIVE) == (NOW - timedelta(days=3), False)
+    assert store.earliest_high_water(SubscriberStatus.UNSUBSCRIBED) == (None, False)
+
+
 def test_changing_preferences_reschedules(store):
     subscriber = store.add(make(), now=NOW, confirmed=True)
     assert store.details(subscriber.id).next_send_at == datetime(2026, 6, 1, 6, 0, tzinfo=UTC) + timedelta(days=1)

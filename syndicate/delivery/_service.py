@@ -49,7 +49,7 @@ from syndicate.config import (
     read_secret,
 )
 from syndicate.content import (
-    Article,
+    ArticleRef,
     Category,
     ContentSource,
     Corpus,
@@ -123,6 +123,7 @@ COUNT_SECONDS = 1.0
 PARALLEL_FROM = 2 * CLAIM_BATCH  # queued deliveries from which a run is worked by several processes
 FORKABLE_BACKENDS = ("smtp", "file")  # memory keeps messages in the process, console would interleave
 ABANDONED_AFTER = timedelta(minutes=5)
+FIRST_DIGEST_REACH = timedelta(days=8)  # a first digest reaches one period back (a week at most, plus a DST hour)
 _NOBODY = Subscriber(id=0, email="nobody@example.invalid", name=None, status=SubscriberStatus.ACTIVE, categories=(),
                      frequency=Frequency.DAILY, timezone="UTC", send_hour=0)  # the warm-up's recipient: nothing is sent
 
@@ -182,7 +183,8 @@ class _Messages:
         self.settings = service.settings
         self.categories = corpus.categories
         self.by_slug = {c.slug: c for c in corpus.categories}
-        self.by_id: dict[str, Article] = {a.id: a for a in corpus.articles}
+        self.corpus = corpus
+        self.by_id: dict[str, ArticleRef] = {r.id: r for r in corpus.refs}  # each Article made when a digest needs it
         self.renderer = service.renderer()
         self.sender = parseaddr(self.settings.mail.from_)[1]
         self.tokens = service.tokens
@@ -207,7 +209,7 @@ class _Messages:
                 issue: int | None = None) -> Digest | None:
         sections = []
         for slug, ids, hidden in recorded:
-            articles = tuple(self.by_id[i] for i in ids if i in self.by_id)
+            articles = tuple(self.corpus.article(self.by_id[i]) for i in ids if i in self.by_id)
             if articles or hidden:
                 sections.append(DigestSection(self.by_slug.get(slug) or Category(slug, slug), articles, hidden))
         if not any(s.articles for s in sections):
@@ -241,6 +243,28 @@ class _Messages:
         built = self.builder(delivery.run_id).digest_message(digest, planned_id=delivery.message_id)
         verp = self.tokens.envelope_sender("d", delivery.id) if self.tokens is not None else None
         return OutgoingMessage(str(delivery.id), verp or self.sender, (built.recipient,), built.data, built.message_id)
+
+
+class _Reach:
+    """Selector.select over the articles published since `since` (the oldest start of a digest the
+    run can plan: its subscribers' oldest high-water mark, or a first digest's reach), newest
+    first as the corpus gives them: the older articles are never made (their text never read) to
+    plan a run. A subscriber whose start is older after all (their mark moved back since it was
+    looked up) is selected from every article, as a plain Selector would."""
+
+    def __init__(self, corpus: Corpus, since: datetime, now: datetime, max_articles: int) -> None:
+        self.corpus, self.since, self.now, self.max_articles = corpus, since, now, max_articles
+        recent = [r for r in corpus.refs if r.published >= since]
+        self.recent = Selector(corpus.articles_of(recent), corpus.categories, now, max_articles)
+        self._every: Selector | None = None
+
+    def select(self, subscriber: Subscriber) -> Digest | None:
+        start = subscriber.high_water or self.now - FIRST_DIGEST_REACH  # a first digest reaches less far back
+        if start >= self.since:
+            return self.recent.select(subscriber)
+        if self._every is None:
+            self._every = Selector(self.corpus.articles, self.corpus.categories, self.now, self.max_articles)
+        return self._every.select(subscriber)
 
 
 class _WorkerGroup:
@@ -451,11 +475,17 @@ class DeliveryService:
         self, run_id: int, subscribers: Iterable[Subscriber], corpus: Corpus, now: datetime
     ) -> Generator[list[PlannedDelivery], None, None]:
         """Select and record the digests PLAN_BATCH subscribers at a time; yields each batch recorded."""
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
+        selector = self._selector(corpus, now)
         for batch in _batched(subscribers, PLAN_BATCH):
             planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
             self.outbox.add_deliveries(run_id, planned, now)
             yield planned
+
+    def _selector(self, corpus: Corpus, now: datetime) -> _Reach:
+        """A Selector of the articles the active subscribers' digests can reach (see _Reach)."""
+        oldest, any_first = self.store.earliest_high_water(SubscriberStatus.ACTIVE)
+        reach = [*([oldest] if oldest is not None else []), *([now - FIRST_DIGEST_REACH] if any_first else [])]
+        return _Reach(corpus, min(reach) if reach else now, now, self.settings.digest.max_articles)
 
     def _planned(self, run_id: int, kind: str, now: datetime) -> RunReport:
         report = self.outbox.refresh(run_id, now)
@@ -469,7 +499,7 @@ class DeliveryService:
         self.check_ready()
         self._reschedule_missed(now, grace)
         corpus = self.content.read()
-        selector = Selector(corpus.articles, corpus.categories, now, self.settings.digest.max_articles)
+        selector = self._selector(corpus, now)
         self._suppressed = self.suppressions.snapshot()
         run_id = 0
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
@@ -502,7 +532,7 @@ class DeliveryService:
         stored = self.store.iter_plain(Filter(status=SubscriberStatus.ACTIVE, frequency=request.frequency))
         return (s for s in stored if _wanted(s, request))
 
-    def _plan_one(self, subscriber: Subscriber, selector: Selector) -> PlannedDelivery | None:
+    def _plan_one(self, subscriber: Subscriber, selector: Selector | _Reach) -> PlannedDelivery | None:
         if subscriber.email in self._suppressed:
             log.info("subscriber suppressed, no digest planned subscriber=%s", subscriber.id)
             return None

@@ -151,7 +151,8 @@ class _FreshMessages(_Messages):
             corpus = self.service.content.read()
             self.categories = corpus.categories
             self.by_slug = {c.slug: c for c in corpus.categories}
-            self.by_id = {a.id: a for a in corpus.articles}
+            self.corpus = corpus
+            self.by_id = {r.id: r for r in corpus.refs}
             self._builders.clear()
             self.loaded = time.monotonic()
             log.info("content reloaded: a delivery names an article this worker had not loaded delivery=%s", delivery.id)

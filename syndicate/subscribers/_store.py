@@ -491,6 +491,17 @@ class SubscriberStore:
         with self.database.read() as connection:
             return connection.execute(query).scalar_one()
 
+    def earliest_high_water(self, status: SubscriberStatus | None = None) -> tuple[datetime | None, bool]:
+        """(the oldest high-water mark among the subscribers of `status`, whether any of them has
+        none yet): how far back their next digests can reach."""
+        c = subscribers.c
+        query = select(func.min(c.high_water), func.count() - func.count(c.high_water)).select_from(subscribers)
+        if status is not None:
+            query = query.where(c.status == status.value)
+        with self.database.read() as connection:
+            oldest, without = connection.execute(query).one()
+        return oldest, bool(without)
+
     def iter_subscribers(self, where: Filter = Filter(), *, batch: int = 1000) -> Iterator[StoredSubscriber]:
         """Every subscriber matching `where`, by id, fetched `batch` at a time (one short transaction each)."""
         for rows, loaded in self._pages(where, _ROW_COLUMNS, batch):
