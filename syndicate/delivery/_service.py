@@ -499,11 +499,12 @@ class DeliveryService:
         self.check_ready()
         self._reschedule_missed(now, grace)
         corpus = self.content.read()
-        selector = self._selector(corpus, now)
         self._suppressed = self.suppressions.snapshot()
         run_id = 0
+        selector: _Reach | None = None  # made once somebody is due (a look at every active subscriber)
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
-            if not run_id:
+            if selector is None:
+                selector = self._selector(corpus, now)
                 run_id = self.outbox.start_run("scheduled", {"due_at": now.isoformat()}, now)
             planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
             moves = [(s.id, next_send_time(s.timezone, s.send_hour, s.frequency, s.weekday, now)) for s in batch]
