@@ -12,10 +12,11 @@ from sqlalchemy import select
 
 from syndicate.delivery._outbox import Outbox, Result
 from syndicate.delivery._service import SendRequest
+from syndicate.digest import Selector
 from syndicate.mail import MemoryBackend
 from syndicate.storage.schema import deliveries
 from syndicate.subscribers._store import SubscriberStore
-from tests.outbox_support import NOW, add_subscribers, open_db, service, settings_for
+from tests.outbox_support import NOW, add_subscribers, open_db, service, settings_for, write_site
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 
 
@@ -315,3 +316,24 @@ def test_retry_due_resumes_a_run_abandoned_with_queued_deliveries(site):
     assert svc.retry_due(NOW + timedelta(minutes=1)).run_id == 0 and backend.outbox == []  # maybe still being worked
     svc.retry_due(NOW + timedelta(minutes=6))
     assert svc.report(run.run_id).status == "finished" and len(backend.outbox) == 3
+
+
+def test_planning_through_the_corpus_timeline_selects_as_from_every_article(tmp_path):
+    """Timeline.of_corpus (what planning uses: an Article made only when a digest shows it) gives
+    the same digests as a Selector of every article, for marks near and far and first digests."""
+    from dataclasses import replace
+
+    from syndicate.digest import Timeline
+    from syndicate.wiring import content_source
+
+    write_site(tmp_path, 60)  # one article every two hours: five days
+    settings = settings_for(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    database = open_db(settings.database.url)
+    people = add_subscribers(database, 3)
+    marks = [None, NOW - timedelta(hours=7), NOW - timedelta(days=3), NOW - timedelta(days=30)]
+    people = [replace(p, high_water=mark) for p in people for mark in marks]
+    every = content_source(settings).read()
+    lazy = content_source(settings).read()
+    expected = [Selector(every.articles, every.categories, NOW, 30).select(p) for p in people]
+    assert [Selector(Timeline.of_corpus(lazy), lazy.categories, NOW, 30).select(p) for p in people] == expected
+    database.close()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 
 from syndicate.config import settings_from_mapping
 from syndicate.errors import MissingSecretError
-from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, signer_from_settings
+from syndicate.subscribers._tokens import InvalidLinkError, LinkSigner, _Serializer, key_id, signer_from_settings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = 24 * 3600
@@ -124,3 +126,22 @@ def test_confirm_lifetime_comes_from_settings():
 def test_an_unknown_purpose_is_a_programming_error():
     with pytest.raises(ValueError, match="unknown link purpose"):
         SIGNER.make("login", 1)
+
+
+def test_tokens_are_those_itsdangerous_makes_though_short_payloads_skip_zlib():
+    """_Serializer leaves out zlib where it cannot shorten a payload: the same bytes for ids and
+    nonces of every length (repeated digits included, which zlib does shorten) and every purpose."""
+    rng = random.Random(11)
+    ids = [rng.getrandbits(bits) for bits in range(1, 64) for _ in range(60)]
+    ids += [int(digit * length) for digit in "123456789" for length in range(1, 20)] + list(range(2000))
+    ids += [int(("12" * 10)[:length]) for length in range(1, 20)] + [2**63 - 1, 2**62 - 1, 2**64]
+    compressed = 0
+    for purpose in ("confirm", "unsubscribe", "preferences", "csrf"):
+        ours = _Serializer("current-secret-0123456789", salt=f"syndicate.link.{purpose}")
+        theirs = URLSafeTimedSerializer("current-secret-0123456789", salt=f"syndicate.link.{purpose}")
+        for subscriber_id in ids:
+            payload = [purpose, subscriber_id, key_id(f"secret-{rng.random()}")]
+            expected = theirs.dump_payload(payload)
+            assert ours.dump_payload(payload) == expected, payload
+            compressed += expected.startswith(b".")
+    assert compressed  # some of them zlib did shorten

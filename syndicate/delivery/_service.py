@@ -502,11 +502,12 @@ class DeliveryService:
         self.check_ready()
         self._reschedule_missed(now, grace)
         corpus = self.content.read()
-        selector = Selector(Timeline.of_corpus(corpus), corpus.categories, now, self.settings.digest.max_articles)
         self._suppressed = self.suppressions.snapshot()
         run_id = 0
+        selector: Selector | None = None  # made once somebody is due
         for batch in _batched(self.store.iter_due(now, batch=PLAN_BATCH), PLAN_BATCH):
-            if not run_id:
+            if selector is None:
+                selector = Selector(Timeline.of_corpus(corpus), corpus.categories, now, self.settings.digest.max_articles)
                 run_id = self.outbox.start_run("scheduled", {"due_at": now.isoformat()}, now)
             planned = [p for p in (self._plan_one(s, selector) for s in batch) if p is not None]
             moves = [(s.id, next_send_time(s.timezone, s.send_hour, s.frequency, s.weekday, now)) for s in batch]

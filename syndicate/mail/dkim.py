@@ -2,6 +2,8 @@
 
 The signature is computed here with `cryptography` (OpenSSL) rather than dkimpy's pure-Python RSA,
 which costs several milliseconds a message; the tests verify what this signs with dkimpy's verifier.
+`cryptography` is imported when a key is loaded or made: a process that signs nothing (no
+`[dkim]`: every digest send, the CLI) does not map its 8 MB of OpenSSL bindings.
 """
 
 from __future__ import annotations
@@ -15,9 +17,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from syndicate.errors import ConfigError
 from syndicate.mail.base import MailBackend, OutgoingMessage, SendResult
@@ -74,6 +73,9 @@ class DkimSigner:
                  body_canonicalization: str = "simple") -> None:
         if algorithm not in ALGORITHMS:
             raise ConfigError([f"[dkim] algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}"])
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
         try:
             key = serialization.load_pem_private_key(private_key, password=None)
         except (ValueError, TypeError) as e:
@@ -87,6 +89,8 @@ class DkimSigner:
         self.selector = selector
         self.algorithm = algorithm
         self._key: Any = key
+        # rsa-sha256 signs the canonical bytes with PKCS#1 v1.5 over SHA-256; ed25519-sha256 signs their SHA-256 (RFC 8463)
+        self._rsa: tuple[Any, Any] | None = (padding.PKCS1v15(), hashes.SHA256()) if isinstance(key, rsa.RSAPrivateKey) else None
         self._headers = [h.lower().encode("ascii") for h in headers]
         self._body = BODY_CANONICALIZATIONS[body_canonicalization]
         self._c = b"relaxed/" + body_canonicalization.encode()
@@ -115,8 +119,8 @@ class DkimSigner:
             + b"; h=" + b":".join(signed) + b"; bh=" + body_hash + b"; b="
         )
         canonical += relaxed_header(b"dkim-signature", b" " + tags)[:-2]  # no CRLF after the signature field
-        if isinstance(self._key, rsa.RSAPrivateKey):
-            signature = self._key.sign(canonical, padding.PKCS1v15(), hashes.SHA256())
+        if self._rsa is not None:
+            signature = self._key.sign(canonical, *self._rsa)
         else:
             signature = self._key.sign(hashlib.sha256(canonical).digest())
         b64 = base64.b64encode(signature)
@@ -171,6 +175,9 @@ def signer_from_file(domain: str, selector: str, key_file: Path, algorithm: str,
 
 def generate_key(algorithm: str, bits: int = 2048) -> tuple[bytes, str]:
     """(private key PEM, the DNS TXT value "v=DKIM1; k=...; p=...") for a new key pair."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     if algorithm == "rsa-sha256":
         key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
         public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
