@@ -105,6 +105,10 @@ class _Blobs:
         self._made: dict[int, Article] = {}
         self._categories: dict[Category, Category] = {}  # one object per category, as _share_categories gives
 
+    def shared(self, categories: tuple[Category, ...]) -> tuple[Category, ...]:
+        """`categories` as the objects the articles made here have (an equal one for an equal one)."""
+        return tuple([self._categories.setdefault(c, c) for c in categories])
+
     def add(self, batch: bytes) -> int:
         """Make `batch` a region after the others; returns where it starts."""
         start = self._starts[-1] + len(self._batches[-1]) if self._batches else self._size
@@ -137,7 +141,7 @@ class _Blobs:
                 article = object.__new__(Article)
                 fields = article.__dict__
                 fields.update(zip(_ARTICLE_FIELDS, values))
-                fields["categories"] = tuple([self._categories.setdefault(c, c) for c in fields["categories"]])
+                fields["categories"] = self.shared(fields["categories"])
                 return article
         log.warning("article cache: %s is damaged in it; reading the file again", rel)
         _, result = _parse_one((rel, f"{self._folder}/{rel}", "", self._options))
@@ -716,7 +720,6 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
     parsed = 0
     fresh: dict[str, ArticleRef] = {}  # the refs of the articles parse workers pickled (see _Pickled)
     places: dict[int, int] = {}  # id of a worker's batch -> where it starts among the blobs
-    categories: dict[Category, Category] = {}
     for (rel, stat, old), (digest, result) in zip(pending, _parse_many(jobs, workers, pickled=store is not None)):
         if result is None:  # same bytes as cached
             entries[rel] = changed[rel] = old._replace(size=stat.st_size, mtime_ns=stat.st_mtime_ns)  # type: ignore[union-attr]
@@ -729,7 +732,7 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
             if start is None:
                 start = places[id(result.batch)] = blobs.add(result.batch)
             ref = result.ref
-            fresh[rel] = ref._replace(categories=tuple([categories.setdefault(c, c) for c in ref.categories]))
+            fresh[rel] = ref._replace(categories=blobs.shared(ref.categories))  # the Articles made later share them
             result = _Blob(start + result.offset, result.length, result.crc)  # type: ignore[assignment]
         entries[rel] = changed[rel] = _Entry(stat.st_size, stat.st_mtime_ns, digest, result)  # type: ignore[arg-type]
     changed.update({rel: None for rel in cached.keys() - entries.keys()})
