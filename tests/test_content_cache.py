@@ -276,3 +276,36 @@ def test_a_cache_written_by_another_process_is_loaded_instead_of_the_memory(tmp_
     remembered = read_corpus(folder, OPTIONS, cache=cache, memory=memory)
     assert remembered.parsed == 0  # the other process's parse, from the cache it wrote
     assert "Edited elsewhere" in [a.title for a in remembered.articles]
+
+
+def test_a_parallel_read_with_a_cache_gives_the_corpus_a_serial_read_gives_and_stores_it(tmp_path):
+    # Above the threshold for parallel parsing: the workers pickle each article for the snapshot and
+    # the corpus is assembled from their refs, its Articles made when asked for.
+    folder = tmp_path / "many"
+    folder.mkdir()
+    names = ["News", "Sport", "news", "Arts"]  # "news": the same slug as "News", another name
+    for i in range(450):
+        text = TEMPLATE.format(title=f"Article {i}", day=i % 9 + 1).replace("[News]", f"[{names[i % 4]}, {names[(i + 1) % 4]}]")
+        (folder / f"a{i:03d}.md").write_text(text)
+    for rel in ("a100.md", "a101.md"):  # the same slug: the second is skipped
+        (folder / rel).write_text((folder / rel).read_text().replace("---\nBody", "slug: twice\n---\nBody"))
+    (folder / "zz-bad.md").write_text("")
+    serial = read_corpus(folder, OPTIONS, workers=1)
+    cache = tmp_path / "cache.pickle"
+    parallel = read_corpus(folder, OPTIONS, cache=cache, workers=2)
+    assert parallel.parsed == 451
+    assert parallel.refs == serial.refs and parallel.categories == serial.categories
+    assert parallel.articles == serial.articles and len(parallel.articles) == 449
+    assert parallel.problems == serial.problems and len(serial.problems) == 3  # the empty file, the slug twice
+    assert parallel.warnings == serial.warnings and serial.warnings
+    warm = read_corpus(folder, OPTIONS, cache=cache)
+    assert warm.parsed == 0 and warm.refs == serial.refs and warm.articles == serial.articles
+    memory = CorpusMemory()  # the service's reads: the memory keeps the workers' batches
+    other = tmp_path / "other.pickle"
+    first = read_corpus(folder, OPTIONS, cache=other, workers=2, memory=memory)
+    assert first.articles == serial.articles
+    (folder / "a007.md").write_text(TEMPLATE.format(title="Edited seven", day=7 % 9 + 1).replace("[News]", "[Arts, News]"))
+    edited = read_corpus(folder, OPTIONS, cache=other, memory=memory)
+    assert edited.parsed == 1 and "Edited seven" in [a.title for a in edited.articles]
+    again = read_corpus(folder, OPTIONS, cache=other)  # from the files the memory's reads wrote
+    assert again.parsed == 0 and again.articles == edited.articles

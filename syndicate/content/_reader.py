@@ -8,6 +8,7 @@ rebuild with nothing or little to render never makes the other 10,000: see Corpu
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import errno
 import functools
@@ -65,9 +66,24 @@ class _Blob(NamedTuple):
     crc: int
 
 
+class _Pickled(NamedTuple):
+    """An article as a parse worker hands it back when a snapshot is to be written: its fields pickled
+    as the snapshot stores them (`length` bytes at `offset` of `batch`, the worker's batch of pickled
+    articles), their CRC-32, and its ArticleRef. The reader keeps the batches as a region of its
+    _Blobs and assembles the corpus from the refs: the Articles are made when asked for (in a cold
+    build, by the processes that render them), and the snapshot's writer writes the batches as they
+    are instead of pickling every article again."""
+
+    batch: bytes
+    offset: int
+    length: int
+    crc: int
+    ref: ArticleRef
+
+
 class _Entry(NamedTuple):
     """What the cache knows of one file: its size, mtime and hash, and the result of parsing it
-    (a _Blob: the Article, stored in the snapshot and not unpickled yet)."""
+    (a _Blob: the Article, stored in the snapshot or pickled by a parse worker, not unpickled yet)."""
 
     size: int
     mtime_ns: int
@@ -76,22 +92,42 @@ class _Entry(NamedTuple):
 
 
 class _Blobs:
-    """A snapshot's articles region, in its file kept open. Each article is read (pread) and
-    unpickled when first asked for, once, after its bytes are checked against the CRC-32 the
-    snapshot recorded; damaged bytes make it read from its file again.
+    """A snapshot's articles region, in its file kept open, and the batches of articles the parse
+    workers pickled since (see _Pickled), each a region of its own after it. Each article is read
+    (pread, from the snapshot) and unpickled when first asked for, once, after its bytes are checked
+    against the CRC-32 recorded with them; damaged bytes make it read from its file again.
 
     Read, not mapped: the pages of a mapping stay in the process's memory (and in that of every
     process forked from it) for as long as it lives, 13 MB for 2,000 articles once each was made;
     a read leaves them in the page cache only."""
 
-    def __init__(self, fd: int, base: int, folder: Path, options: ReaderOptions) -> None:
+    def __init__(self, fd: int | None, base: int, size: int, folder: Path, options: ReaderOptions) -> None:
         self._fd, self._base, self._folder, self._options = fd, base, folder, options
-        self._closer = weakref.finalize(self, os.close, fd)
+        self._closer = weakref.finalize(self, os.close, fd) if fd is not None else None
+        self._size = size  # the snapshot region's; the batches' offsets follow it
+        self._starts: list[int] = []  # where each batch starts
+        self._batches: list[bytes] = []
         self._made: dict[int, Article] = {}
         self._categories: dict[Category, Category] = {}  # one object per category, as _share_categories gives
 
-    def raw(self, blob: _Blob) -> bytes:
-        return os.pread(self._fd, blob.length, self._base + blob.offset)
+    def shared(self, categories: tuple[Category, ...]) -> tuple[Category, ...]:
+        """`categories` as the objects the articles made here have (an equal one for an equal one)."""
+        return tuple([self._categories.setdefault(c, c) for c in categories])
+
+    def add(self, batch: bytes) -> int:
+        """Make `batch` a region after the others; returns where it starts."""
+        start = self._starts[-1] + len(self._batches[-1]) if self._batches else self._size
+        self._starts.append(start)
+        self._batches.append(batch)
+        return start
+
+    def raw(self, blob: _Blob) -> bytes | memoryview:
+        if blob.offset < self._size:
+            assert self._fd is not None
+            return os.pread(self._fd, blob.length, self._base + blob.offset)
+        index = bisect.bisect_right(self._starts, blob.offset) - 1
+        start = blob.offset - self._starts[index]
+        return memoryview(self._batches[index])[start:start + blob.length]
 
     def article(self, rel: str, blob: _Blob) -> Article:
         made = self._made.get(blob.offset)
@@ -109,7 +145,7 @@ class _Blobs:
                 article = object.__new__(Article)
                 fields = article.__dict__
                 fields.update(zip(_ARTICLE_FIELDS, values))
-                fields["categories"] = tuple([self._categories.setdefault(c, c) for c in fields["categories"]])
+                fields["categories"] = self.shared(fields["categories"])
                 return article
         log.warning("article cache: %s is damaged in it; reading the file again", rel)
         _, result = _parse_one((rel, f"{self._folder}/{rel}", "", self._options))
@@ -155,10 +191,6 @@ class _Found:
                 shown = replace(shown, categories=ref.categories)
             self._shown[ref.source] = shown
         return shown
-
-    def keep(self, articles: Iterable[Article]) -> None:
-        """`articles` as the corpus shows them already (no need to make them again)."""
-        self._shown.update((a.source, a) for a in articles)
 
     def with_extra(self, articles: Iterable[Article]) -> _Found:
         """These, and `articles` from elsewhere (the external sources)."""
@@ -299,7 +331,7 @@ def _scan_changed(folder: Path, cached: Mapping[str, _Entry], changed: Collectio
 # One file to read: (relative path, absolute path, the content hash the cache knows or "", options).
 _Job = tuple[str, str, str, "ReaderOptions"]
 # What reading it gave: (content hash, the Article or Problem; None when the hash is the known one).
-_Parsed = tuple[str, "Article | Problem | None"]
+_Parsed = tuple[str, "Article | Problem | _Pickled | None"]
 
 
 def _parse_one(job: _Job) -> _Parsed:
@@ -338,14 +370,31 @@ def _check_regular(fd: int) -> None:
         raise OSError(errno.EINVAL, "not a regular file")
 
 
-def _parse_many(jobs: list[_Job], workers: int | None) -> list[_Parsed]:
+def _parse_many(jobs: list[_Job], workers: int | None, pickled: bool = False) -> list[_Parsed]:
+    """Every job's result, in worker processes for a large read. `pickled`: those processes hand each
+    Article back as a _Pickled (see there)."""
     if len(jobs) < _PARALLEL_FROM:
         return _parse_all(jobs)
-    return run_parallel(_parse_all, jobs, workers or os.cpu_count() or 1)
+    return run_parallel(_parse_pickled if pickled else _parse_all, jobs, workers or os.cpu_count() or 1)
 
 
 def _parse_all(jobs: Sequence[_Job]) -> list[_Parsed]:
     return [_parse_one(job) for job in jobs]
+
+
+def _parse_pickled(jobs: Sequence[_Job]) -> list[_Parsed]:
+    """_parse_all, each Article pickled as the snapshot stores it, into one batch for these jobs."""
+    parsed = _parse_all(jobs)
+    pieces = [pickle.dumps(_article_values(result), protocol=pickle.HIGHEST_PROTOCOL) if type(result) is Article else b""
+              for _, result in parsed]
+    batch = b"".join(pieces)
+    offset = 0
+    for index, data in enumerate(pieces):
+        if data:
+            digest, article = parsed[index]
+            parsed[index] = (digest, _Pickled(batch, offset, len(data), zlib.crc32(data), article_ref(article)))  # type: ignore[arg-type]
+            offset += len(data)
+    return parsed
 
 
 def _parser_fingerprint() -> str:
@@ -405,7 +454,7 @@ class _Cache:
             _, rows, assembled = data
             if not region:
                 return rows, assembled, None
-            return rows, assembled, _Blobs(os.dup(f.fileno()), _CACHE_HEAD + length, folder, self.options)
+            return rows, assembled, _Blobs(os.dup(f.fileno()), _CACHE_HEAD + length, region, folder, self.options)
 
     def load(self, folder: Path) -> tuple[dict[str, _Entry], dict[str, _Entry | None], _Assembled | None, _Blobs | None]:
         """(entries, journal rows, the snapshot's assembled corpus, its articles region) from disk;
@@ -435,8 +484,8 @@ class _Cache:
              journal: dict[str, _Entry | None], assembled: _Assembled, blobs: _Blobs | None) -> dict[str, _Entry | None]:
         """Write the changes; returns the journal as it now is on disk. A new snapshot also keeps
         the assembled corpus, so that the next read in another process need not assemble it."""
-        journal = {**journal, **_self_contained(changed, blobs)}
-        if len(journal) * 10 <= len(entries):
+        if len(journal.keys() | changed.keys()) * 10 <= len(entries):
+            journal = {**journal, **_self_contained(changed, blobs)}
             self._write(self.journal_path, journal, None, ())
             return journal
         rows, region = _stored(entries, blobs)
@@ -454,7 +503,7 @@ class _Cache:
             return stat.st_ino, stat.st_size, stat.st_mtime_ns
         return one(self.path), one(self.journal_path)
 
-    def _write(self, path: Path, rows: dict, assembled: _Assembled | None, region: Sequence[bytes]) -> None:
+    def _write(self, path: Path, rows: dict, assembled: _Assembled | None, region: Sequence[bytes | memoryview]) -> None:
         """The index (`rows` and the snapshot's `assembled` corpus) and the articles `region`, to `path` atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
         unique = f"{os.getpid()}.{threading.get_ident()}"  # threads of one service too
@@ -478,10 +527,11 @@ _ARTICLE_FIELDS = tuple(f.name for f in dataclasses.fields(Article))
 _article_values = attrgetter(*_ARTICLE_FIELDS)
 
 
-def _stored(entries: Mapping[str, _Entry], blobs: _Blobs | None) -> tuple[dict[str, _Entry], list[bytes]]:
+def _stored(entries: Mapping[str, _Entry], blobs: _Blobs | None) -> tuple[dict[str, _Entry], list[bytes | memoryview]]:
     """The snapshot's rows and articles region (as pieces): each article's fields pickled on their
-    own (one stored in the last snapshot copied as it is), its entry pointing at them."""
-    region: list[bytes] = []
+    own (one stored in the last snapshot, or pickled by a parse worker, copied as it is), its entry
+    pointing at them."""
+    region: list[bytes | memoryview] = []
     offset = 0
     rows: dict[str, _Entry] = {}
     for rel, entry in entries.items():
@@ -666,16 +716,27 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
         jobs.append((rel, f"{base}/{rel}", old.digest if old is not None else "", options))
         pending.append((rel, stat, old))
     parsed = 0
-    for (rel, stat, old), (digest, result) in zip(pending, _parse_many(jobs, workers)):
+    fresh: dict[str, ArticleRef] = {}  # the refs of the articles parse workers pickled (see _Pickled)
+    places: dict[int, int] = {}  # id of a worker's batch -> where it starts among the blobs
+    for (rel, stat, old), (digest, result) in zip(pending, _parse_many(jobs, workers, pickled=store is not None)):
         if result is None:  # same bytes as cached
             entries[rel] = changed[rel] = old._replace(size=stat.st_size, mtime_ns=stat.st_mtime_ns)  # type: ignore[union-attr]
             continue
         parsed += digest != ""  # "": the file could not be read
-        entries[rel] = changed[rel] = _Entry(stat.st_size, stat.st_mtime_ns, digest, result)
+        if type(result) is _Pickled:
+            if blobs is None:
+                blobs = _Blobs(None, 0, 0, folder, options)
+            start = places.get(id(result.batch))
+            if start is None:
+                start = places[id(result.batch)] = blobs.add(result.batch)
+            ref = result.ref
+            fresh[rel] = ref._replace(categories=blobs.shared(ref.categories))  # the Articles made later share them
+            result = _Blob(start + result.offset, result.length, result.crc)  # type: ignore[assignment]
+        entries[rel] = changed[rel] = _Entry(stat.st_size, stat.st_mtime_ns, digest, result)  # type: ignore[arg-type]
     changed.update({rel: None for rel in cached.keys() - entries.keys()})
     _share_categories(changed.values())
     corpus = (_reassembled(kept, assembled, folder, rules, journal, changed, entries, blobs)
-              or _assemble(folder, entries, rules, blobs))
+              or _assemble(folder, entries, rules, blobs, fresh))
     saved = True
     if store is not None and changed:
         save = functools.partial(store.save, entries, changed, journal, _Assembled(folder, rules, corpus, None), blobs)
@@ -751,20 +812,22 @@ def _position(articles: list[ArticleRef], article: Article) -> int | None:
     return low if low < len(articles) and articles[low].id == article.id else None
 
 
-def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[CategoryRule, ...], blobs: _Blobs | None) -> Corpus:
-    """Drop duplicate ids, unify categories by slug, apply the config's titles and aliases (every
-    article is made for it)."""
+def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[CategoryRule, ...], blobs: _Blobs | None,
+              fresh: Mapping[str, ArticleRef] | None = None) -> Corpus:
+    """Drop duplicate ids, unify categories by slug, apply the config's titles and aliases. It works on
+    the articles' refs: those of `fresh` (by path) as they are, every other article is made for its ref."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
-    by_id: dict[str, Article] = {}
-    by_slug_seen: dict[str, Article] = {}
-    unique: list[Article] = []
+    by_id: dict[str, ArticleRef] = {}
+    by_slug_seen: dict[str, ArticleRef] = {}
+    unique: list[ArticleRef] = []
+    fresh = fresh or {}
     for rel, entry in entries.items():  # in path order: the first file keeps a contested id
         result = entry.result
         if isinstance(result, Problem):
             problems.append(replace(result, path=folder / result.path))
             continue
-        article = _made(rel, result, blobs)
+        article = fresh.get(rel) or article_ref(_made(rel, result, blobs))
         clash = by_id.get(article.id) or by_slug_seen.get(article.slug)
         if clash is not None:
             what = "id" if clash.id == article.id else "slug"
@@ -784,7 +847,7 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
     # Keyed by the identities of the written categories (shared objects after a cache load):
     # hashing 10,000 tuples of dataclasses costs more than the rest of the assembly.
     shown_for: dict[tuple[int, ...], tuple[Category, ...] | None] = {}  # None: already as shown
-    resolved: list[Article] = []
+    resolved: list[ArticleRef] = []
     for article in unique:
         written = article.categories
         key = tuple(map(id, written))
@@ -802,13 +865,12 @@ def _assemble(folder: Path, entries: Mapping[str, _Entry], rules: tuple[Category
             shown = tuple({id(k): k for k in (canonical[c] for c in written)}.values())  # first of each, in order
             shown_for[key] = None if shown == written else shown
         as_shown = shown_for[key]
-        resolved.append(article if as_shown is None else replace(article, categories=as_shown))
+        resolved.append(article if as_shown is None else article._replace(categories=as_shown))
     resolved.sort(key=attrgetter("published", "id"), reverse=True)
     problems.sort(key=lambda p: (str(p.path), p.line))
-    found = _Found(entries, blobs)
-    found.keep(resolved)
+    found = _Found(entries, blobs)  # makes each Article when asked, with its categories as shown
     return Corpus(
-        refs=tuple(map(article_ref, resolved)),
+        refs=tuple(resolved),
         categories=tuple(sorted(by_slug.values(), key=lambda c: c.slug)),
         problems=tuple(problems),
         warnings=tuple(warnings),
