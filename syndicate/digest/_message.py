@@ -242,37 +242,20 @@ def fill_chunks(chunks: Sequence[Chunk], values: Mapping[str, str]) -> bytes:
     return b"".join([c if isinstance(c, bytes) else qp_encode(c.text.fill(values)) + c.end for c in chunks])
 
 
-@dataclass(frozen=True)
-class VariantFrame:
-    """The run's encoded frame cut where variants differ: runs of chunks the same in every variant,
-    the lines naming a variant's value (title, preheader), and the sections' line."""
-
-    parts: tuple[tuple[Chunk, ...] | SlotLine, ...]
-
-    @classmethod
-    def of(cls, frame: Sequence[Chunk], variant_slots: frozenset[str]) -> VariantFrame:
-        parts: list[tuple[Chunk, ...] | SlotLine] = []
-        same: list[Chunk] = []
-        for chunk in frame:
-            if isinstance(chunk, SlotLine) and not variant_slots.isdisjoint(chunk.text.pieces[1::2]):
-                parts += [tuple(same), chunk]
-                same = []
-            else:
-                same.append(chunk)
-        return cls((*parts, tuple(same)))
-
-    def fill(self, values: Mapping[str, str], sections: Sequence[bytes]) -> tuple[Chunk, ...]:
-        """This variant's chunks: its values (title, preheader) filled, its encoded sections in place."""
-        out: list[Chunk] = []
-        for part in self.parts:
-            if isinstance(part, tuple):
-                out += part
-            elif part.text.pieces == SECTIONS_LINE:
-                out += [*sections, part.end]
-            else:
-                line = part.text.partial(values)
-                out.append(qp_encode(line.pieces[0]) + part.end if line.is_static else SlotLine(line, part.end))
-        return tuple(out)
+def variant_chunks(frame: Sequence[Chunk], values: Mapping[str, str], sections: Sequence[bytes]) -> tuple[Chunk, ...]:
+    """The run's encoded frame with this variant's values (title, preheader) filled and its encoded sections in place."""
+    out: list[Chunk] = []
+    for chunk in frame:
+        if isinstance(chunk, bytes):
+            out.append(chunk)
+        elif chunk.text.pieces == SECTIONS_LINE:
+            out += [*sections, chunk.end]
+        elif any(name in values for name in chunk.text.pieces[1::2]):
+            line = chunk.text.partial(values)
+            out.append(qp_encode(line.pieces[0]) + chunk.end if line.is_static else SlotLine(line, chunk.end))
+        else:
+            out.append(chunk)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -347,7 +330,7 @@ class MessageBuilder:
         self._mime_headers = header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + header_line("MIME-Version", "1.0")
         self._variants: BoundedCache[str, EncodedVariant] = BoundedCache(variant_cache)
         self._pieces: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
-        self._frame: tuple[VariantFrame, VariantFrame] | None = None
+        self._frame: tuple[list[Chunk], list[Chunk]] | None = None
         self._warned_http = False
 
     def digest_message(self, digest: Digest, *, planned_id: str | None = None) -> DigestMessage:
@@ -394,8 +377,7 @@ class MessageBuilder:
         """Frame encoded once per run, each section piece once per run; a variant only points at them."""
         if self._frame is None:
             frame = self.renderer.frame()
-            slots = frozenset({"title", "preheader", "sections"})
-            self._frame = (VariantFrame.of(encode_lines(frame.text), slots), VariantFrame.of(encode_lines(frame.html), slots))
+            self._frame = (encode_lines(frame.text), encode_lines(frame.html))
         parts = self.renderer.digest_parts(digest)
         preheader = self.renderer.preheader(digest)
         sections = []
@@ -408,9 +390,9 @@ class MessageBuilder:
             subject=header_line("Subject", encode_text("Subject", parts.subject)),
             content_type=content_type,
             text_head=text_head,
-            text=self._frame[0].fill({"title": parts.subject, "preheader": preheader}, [t for t, _ in sections]),
+            text=variant_chunks(self._frame[0], {"title": parts.subject, "preheader": preheader}, [t for t, _ in sections]),
             html_head=html_head,
-            html=self._frame[1].fill({"title": html.escape(parts.subject), "preheader": html.escape(preheader)},
+            html=variant_chunks(self._frame[1], {"title": html.escape(parts.subject), "preheader": html.escape(preheader)},
                                 [h for _, h in sections]),
             tail=tail,
         )

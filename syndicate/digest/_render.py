@@ -74,7 +74,6 @@ _PREMAILER = MappingProxyType(
     }
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_WRAP_SPACE = re.compile(r"[\t\n\x0b\x0c\r]|^ | $")  # what textwrap would change in a line that fits
 # A run's caches forget their least recently used entries past these sizes, so memory stays flat
 # however many subscribers a run has (a variant evicted and met again is re-assembled from the
 # cached sections: no inlining). Pieces are bounded by the articles in the digests' window.
@@ -420,7 +419,7 @@ class EmailRenderer:
             followed = set(subscriber.categories)
             names = [c.name for c in categories if c.slug in followed]
             sentence = f"You get this digest because you follow {join_names(names)}." if names else ""
-            following = self._following.put(subscriber.categories, (html.escape(sentence), _wrap(sentence)))
+            following = self._following.put(subscriber.categories, (html.escape(sentence), textwrap.fill(sentence, 72)))
         greeting = _greeting(subscriber.name)
         email = clean_line(subscriber.email)
         unsubscribe = links.unsubscribe_url(subscriber)
@@ -705,16 +704,6 @@ def _check_alone(text: SlotText, template: str) -> None:
 
 def _lf(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-_WRAPPER = textwrap.TextWrapper(width=72)
-
-
-def _wrap(sentence: str) -> str:
-    """`sentence` filled to 72 columns (textwrap), for the text part; one that fits, as it is."""
-    if len(sentence) <= 72 and not _WRAP_SPACE.search(sentence):
-        return sentence
-    return _WRAPPER.fill(sentence)
 
 
 def _greeting(name: str | None) -> str:
