@@ -70,3 +70,30 @@ def test_a_signal_landing_while_the_stop_event_is_locked_still_stops_the_process
     done = subprocess.run([sys.executable, "-c", STOPPED_WHILE_HOLDING_THE_LOCK], cwd=Path(__file__).parent.parent,
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+# `then` hears of each signal, in the watching thread, after the event is set.
+THEN_HEARS_OF_EACH_SIGNAL = """
+import os, signal, sys, threading, time
+from syndicate.content import event_on_signals
+
+heard = []
+with event_on_signals(threading.Event(), signal.SIGINT, signal.SIGTERM, then=heard.append) as stop:
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stop.wait(5)
+    os.kill(os.getpid(), signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while len(heard) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+sys.exit(0 if heard == [signal.SIGINT, signal.SIGTERM] else 3)
+"""
+
+
+def test_then_hears_of_each_signal_after_the_event_is_set():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", THEN_HEARS_OF_EACH_SIGNAL], cwd=Path(__file__).parent.parent,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr

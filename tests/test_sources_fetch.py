@@ -160,10 +160,6 @@ def test_failures_back_off_doubling_and_retry_after_is_honoured(database, tmp_pa
 
 # ---------------------------------------------------------------- broken feeds
 
-def _slow(request) -> None:
-    pass
-
-
 BROKEN = {
     "malformed XML": (Route(b"<rss version='2.0'><channel><title>x</ti"), "malformed feed"),
     "HTTP 500": (Route(b"error", status=500), "HTTP 500"),

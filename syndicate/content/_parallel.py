@@ -42,8 +42,11 @@ def shared_event() -> multiprocessing.synchronize.Event:
 
 
 @contextmanager
-def event_on_signals(event: threading.Event, *signals: int) -> Iterator[threading.Event]:
+def event_on_signals(event: threading.Event, *signals: int,
+                     then: Callable[[int], None] | None = None) -> Iterator[threading.Event]:
     """Within the block, `event` is set when one of `signals` arrives (call from the main thread).
+    `then(signal number)` runs in the watching thread after the event is set (what a stop must
+    also tell others: it may take locks, a handler may not).
 
     The handler only writes a byte to a pipe; a thread of its own reads it and sets the event.
     A handler that set the event itself would run in the main thread between two bytecodes and
@@ -55,20 +58,25 @@ def event_on_signals(event: threading.Event, *signals: int) -> Iterator[threadin
 
     def handler(number: int, frame: Any) -> None:
         try:
-            os.write(write_end, b"\0")
+            os.write(write_end, bytes([number]))
         except OSError:  # the pipe is full: the event is being set anyway
             pass
 
     def watch() -> None:
         try:
-            while os.read(read_end, 64):
+            while received := os.read(read_end, 64):
                 event.set()
+                if then is not None:
+                    for number in received:
+                        then(number)
         finally:
             os.close(read_end)
 
     watcher = threading.Thread(target=watch, name="signal-watch", daemon=True)
     watcher.start()
-    previous = {number: signal.signal(number, handler) for number in signals}
+    previous: dict[int, Any] = {}
+    for number in signals:
+        previous[number] = signal.signal(number, handler)
     try:
         yield event
     finally:

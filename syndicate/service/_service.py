@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from syndicate.archive import build_archive
 from syndicate.config import Settings
-from syndicate.content import CorpusMemory, snapshot_path
+from syndicate.content import CorpusMemory, event_on_signals, snapshot_path
 from syndicate.delivery import CountingOutbox, DeliveryService, observed_backends, require_workers_database
 from syndicate.errors import SyndicateError
 from syndicate.metrics import Metrics
@@ -101,6 +101,7 @@ class Service:
         self.environ = dict(environ)
         self.scheduler_wanted = scheduler and settings.schedule.enabled
         self.stopping = threading.Event()
+        self._signals = ExitStack()  # the signal handling handle_signals() put in place
         self.database: Database | None = None
         self.delivery: DeliveryService | None = None
         self.keeper: LeaseKeeper | None = None
@@ -295,11 +296,12 @@ class Service:
 
     def handle_signals(self) -> None:
         """From now on SIGTERM and SIGINT stop the service cleanly (call first thing, from the main
-        thread). uvicorn captures them while it serves and re-raises them here when it is done."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+        thread). The handler only wakes a thread that does the stopping (see event_on_signals: a
+        handler that set an event itself could wait forever for a lock its own thread holds).
+        uvicorn captures the signals while it serves and re-raises them here when it is done."""
+        self._signals.enter_context(event_on_signals(self.stopping, signal.SIGTERM, signal.SIGINT, then=self._on_signal))
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
+    def _on_signal(self, signum: int) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
         self.stopping.set()
         scheduler = self._scheduler
@@ -324,5 +326,7 @@ class Service:
             self.resumer.join()  # stops after its message in flight (it watches self.stopping)
         if self.database is not None:
             self.components.close()
+        if threading.current_thread() is threading.main_thread():
+            self._signals.close()
         log.info("stopped cleanly")
 
