@@ -337,3 +337,26 @@ def test_planning_through_the_corpus_timeline_selects_as_from_every_article(tmp_
     expected = [Selector(every.articles, every.categories, NOW, 30).select(p) for p in people]
     assert [Selector(Timeline.of_corpus(lazy), lazy.categories, NOW, 30).select(p) for p in people] == expected
     database.close()
+
+
+def test_a_result_the_recorder_thread_cannot_write_is_raised_once_and_no_later_batch_is_written(site):
+    from syndicate.delivery._service import _Recorder
+
+    settings, database = site
+    add_subscribers(database, 3)
+    svc = service(settings, database, MemoryBackend())
+    run = svc.plan_manual(SendRequest(), NOW)
+    outbox = Outbox(database, settings.outbox, subscribers=SubscriberStore(database))
+    first, second, third = outbox.claim(NOW, 3, run_id=run.run_id)
+    recorder = _Recorder(outbox, lambda: NOW)
+    recorder.add(first, "sent", 250, "ok")
+    recorder.flush()
+    recorder.add(second, "no such outcome", None, "")  # the write of this batch fails in the recorder's thread
+    recorder.flush()
+    recorder.add(third, "sent", 250, "ok")
+    with pytest.raises(KeyError):
+        recorder.close()
+    recorder.flush()  # told once: not raised again
+    with database.read() as connection:
+        by_id = dict(connection.execute(select(deliveries.c.id, deliveries.c.status)).all())
+    assert (by_id[first.id], by_id[second.id], by_id[third.id]) == ("sent", "sending", "sending")

@@ -164,7 +164,8 @@ class _Recorder:
         self.last = time.monotonic()
         self.tally: dict[str, int] = {}
         self._batches: queue.SimpleQueue[list[Result] | None] = queue.SimpleQueue()
-        self._failed: BaseException | None = None
+        self._failed: BaseException | None = None  # the write that failed: no later batch is written
+        self._told = False  # whether the sending thread has been given that failure
         self._writer = threading.Thread(target=self._write, name="outbox-recorder", daemon=True)
         self._writer.start()
 
@@ -201,9 +202,9 @@ class _Recorder:
                     self._failed = e
 
     def _raise(self) -> None:
-        if self._failed is not None:
-            failed, self._failed = self._failed, None
-            raise failed
+        if self._failed is not None and not self._told:
+            self._told = True
+            raise self._failed
 
 
 class _Messages:

@@ -189,6 +189,9 @@ class SlotLine:
 Chunk = bytes | SlotLine
 
 
+SECTIONS_LINE = ("", "sections", "")  # the pieces of the frame's line that the sections replace
+
+
 def encode_lines(text: SlotText) -> list[Chunk]:
     """`text` encoded line by line: runs of lines without slots become one bytes chunk, runs of
     lines with slots one SlotLine (encoded together once filled); the sections' line stays alone."""
@@ -219,9 +222,6 @@ def encode_lines(text: SlotText) -> list[Chunk]:
     if static:
         chunks.append(b"".join(static))
     return chunks
-
-
-SECTIONS_LINE = ("", "sections", "")
 
 
 def _joined(lines: Sequence[SlotText]) -> SlotText:
