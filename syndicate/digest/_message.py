@@ -184,17 +184,20 @@ class SlotLine:
 
     text: SlotText
     end: bytes
+    variant: bool = False  # holds a per-variant slot (title, preheader): filled once per variant
 
 
 Chunk = bytes | SlotLine
 
 
-SECTIONS_LINE = ("", "sections", "")  # the pieces of the frame's line that the sections replace
+SECTIONS_LINE = ("", "sections", "")
+_VARIANT_VALUES = ("title", "preheader")  # the frame's slots filled once per variant (the sections besides)  # the pieces of the frame's line that the sections replace
 
 
-def encode_lines(text: SlotText) -> list[Chunk]:
+def encode_lines(text: SlotText, variant_slots: Sequence[str] = ()) -> list[Chunk]:
     """`text` encoded line by line: runs of lines without slots become one bytes chunk, runs of
-    lines with slots one SlotLine (encoded together once filled); the sections' line stays alone."""
+    lines with slots one SlotLine (encoded together once filled); the sections' line stays alone.
+    A SlotLine holding one of `variant_slots` is marked (its `variant`)."""
     lines = text.lines()
     chunks: list[Chunk] = []
     static: list[bytes] = []
@@ -203,7 +206,7 @@ def encode_lines(text: SlotText) -> list[Chunk]:
         end = CRLF if i < len(lines) - 1 else b""
         if line.is_static:
             if slotted:
-                chunks.append(SlotLine(_joined(slotted), CRLF))
+                chunks.append(_slot_line(slotted, CRLF, variant_slots))
                 slotted = []
             static.append(qp_encode(line.pieces[0]) + end)
             continue
@@ -212,16 +215,21 @@ def encode_lines(text: SlotText) -> list[Chunk]:
             static = []
         if line.pieces == SECTIONS_LINE:
             if slotted:
-                chunks.append(SlotLine(_joined(slotted), CRLF))
+                chunks.append(_slot_line(slotted, CRLF, variant_slots))
                 slotted = []
             chunks.append(SlotLine(line, end))
         else:
             slotted.append(line)
     if slotted:
-        chunks.append(SlotLine(_joined(slotted), b""))
+        chunks.append(_slot_line(slotted, b"", variant_slots))
     if static:
         chunks.append(b"".join(static))
     return chunks
+
+
+def _slot_line(lines: Sequence[SlotText], end: bytes, variant_slots: Sequence[str]) -> SlotLine:
+    text = _joined(lines)
+    return SlotLine(text, end, variant=any(name in variant_slots for name in text.pieces[1::2]))
 
 
 def _joined(lines: Sequence[SlotText]) -> SlotText:
@@ -250,7 +258,7 @@ def variant_chunks(frame: Sequence[Chunk], values: Mapping[str, str], sections: 
             out.append(chunk)
         elif chunk.text.pieces == SECTIONS_LINE:
             out += [*sections, chunk.end]
-        elif any(name in values for name in chunk.text.pieces[1::2]):
+        elif chunk.variant:
             line = chunk.text.partial(values)
             out.append(qp_encode(line.pieces[0]) + chunk.end if line.is_static else SlotLine(line, chunk.end))
         else:
@@ -260,18 +268,11 @@ def variant_chunks(frame: Sequence[Chunk], values: Mapping[str, str], sections: 
 
 @dataclass(frozen=True)
 class EncodedVariant:
-    """A variant's subject header and MIME body: shared encoded chunks, slot lines left per recipient."""
+    """A variant's subject header and its parts' bodies: shared encoded chunks, slot lines left per recipient."""
 
     subject: bytes
-    content_type: bytes
-    text_head: bytes
     text: tuple[Chunk, ...]
-    html_head: bytes
     html: tuple[Chunk, ...]
-    tail: bytes
-
-    def body(self, text_values: Mapping[str, str], html_values: Mapping[str, str]) -> list[bytes]:
-        return [self.text_head, fill_chunks(self.text, text_values), self.html_head, fill_chunks(self.html, html_values), self.tail]
 
 
 _PART_HEAD = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
@@ -328,6 +329,8 @@ class MessageBuilder:
             list_headers.insert(0, header_line("Reply-To", configured_address("Reply-To", "[mail] reply_to", mail.reply_to)))
         self._list_headers = b"".join(list_headers)
         self._mime_headers = header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + header_line("MIME-Version", "1.0")
+        # One MIME boundary for the run's digests: "=_" never occurs in quoted-printable text (RFC 2045, 6.7).
+        self._digest_mime = _mime_frame("=_syndicate_" + hashlib.sha256(f"{now.isoformat()}|{self.domain}".encode()).hexdigest()[:20])
         self._variants: BoundedCache[str, EncodedVariant] = BoundedCache(variant_cache)
         self._pieces: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         self._frame: tuple[list[Chunk], list[Chunk]] | None = None
@@ -360,8 +363,12 @@ class MessageBuilder:
             self._list_headers,
             header_line("List-Unsubscribe", unsubscribe_value),
             self._mime_headers,
-            encoded.content_type,
-            *encoded.body(values.text, values.html),
+            self._digest_mime[0],
+            self._digest_mime[1],
+            fill_chunks(encoded.text, values.text),
+            self._digest_mime[2],
+            fill_chunks(encoded.html, values.html),
+            self._digest_mime[3],
         ]
         return DigestMessage(
             subscriber_id=subscriber.id,
@@ -377,7 +384,7 @@ class MessageBuilder:
         """Frame encoded once per run, each section piece once per run; a variant only points at them."""
         if self._frame is None:
             frame = self.renderer.frame()
-            self._frame = (encode_lines(frame.text), encode_lines(frame.html))
+            self._frame = (encode_lines(frame.text, _VARIANT_VALUES), encode_lines(frame.html, _VARIANT_VALUES))
         parts = self.renderer.digest_parts(digest)
         preheader = self.renderer.preheader(digest)
         sections = []
@@ -385,16 +392,11 @@ class MessageBuilder:
             if piece.key not in self._pieces:
                 self._pieces[piece.key] = (encode_block(piece.text), encode_block(piece.html))
             sections.append(self._pieces[piece.key])
-        content_type, text_head, html_head, tail = _mime_frame(f"=_syndicate_{digest.variant_key}")
         return EncodedVariant(
             subject=header_line("Subject", encode_text("Subject", parts.subject)),
-            content_type=content_type,
-            text_head=text_head,
             text=variant_chunks(self._frame[0], {"title": parts.subject, "preheader": preheader}, [t for t, _ in sections]),
-            html_head=html_head,
             html=variant_chunks(self._frame[1], {"title": html.escape(parts.subject), "preheader": html.escape(preheader)},
                                 [h for _, h in sections]),
-            tail=tail,
         )
 
     def campaign_message(self, subscriber: Subscriber, rendered: RenderedEmail, message_id: str) -> bytes:

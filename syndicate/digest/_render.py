@@ -77,7 +77,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 # A run's caches forget their least recently used entries past these sizes, so memory stays flat
 # however many subscribers a run has (a variant evicted and met again is re-assembled from the
 # cached sections: no inlining). Pieces are bounded by the articles in the digests' window.
-VARIANT_CACHE = 2048
+VARIANT_CACHE = 4096
 SECTION_CACHE = 4096
 FOLLOWING_CACHE = 4096
 DATED_CACHE = 1024  # (time zone, frequency, issue number) of a run's subscribers
