@@ -21,7 +21,6 @@ from syndicate.errors import SyndicateError
 PURPOSES = ("confirm", "unsubscribe", "preferences", "csrf")
 NEVER_EXPIRES = frozenset({"unsubscribe"})  # an opt-out link must keep working in every old email
 _KEY_ID_BYTES = 4
-_NEVER_SHORTER = 40  # bytes: a payload this short, with no 3 bytes repeated, zlib cannot shorten (see _Serializer)
 
 
 class InvalidLinkError(SyndicateError):
@@ -48,23 +47,16 @@ class _ClockSigner(TimestampSigner):
 
 
 class _Serializer(URLSafeTimedSerializer):
-    """URLSafeTimedSerializer, the same tokens, without compressing a payload zlib cannot shorten.
+    """URLSafeTimedSerializer whose tokens carry their JSON payload uncompressed.
 
-    itsdangerous compresses every payload and keeps the compressed one only when it is shorter.
-    A link's payload is ~30-40 bytes (purpose, id, key id), and each zlib.compress sets up ~256 kB
-    of deflate state: 70-90 us a token in a sending process, whose caches the messages keep cold
-    (two links a digest: a quarter of its sending CPU). Deflate shortens only by repeats (a match
-    of 3 bytes or more); without one, its fixed-code block costs at least the bytes themselves and
-    its 6 bytes of zlib framing more, and for at most _NEVER_SHORTER bytes a dynamic-code block
-    cannot pay for its tables either (measured: it first competes from ~45 bytes; the tests hold
-    the tokens equal to itsdangerous's for ids and nonces of every length). Any other payload goes
-    through itsdangerous as it is."""
+    itsdangerous compresses every payload with zlib and keeps the result when it is shorter. A
+    link's payload is 30-40 bytes (purpose, id, key id), which zlib almost never shortens, and each
+    zlib.compress sets up ~256 kB of deflate state: 70-90 us a token in a sending process, whose
+    caches the messages keep cold (two links a digest). Its loads() reads an uncompressed payload as
+    it reads its own (only a payload marked "." is decompressed), so every token verifies the same."""
 
     def dump_payload(self, obj: Any) -> bytes:
-        json = super(URLSafeSerializerMixin, self).dump_payload(obj)  # the JSON itsdangerous would compress
-        if len(json) > _NEVER_SHORTER or len({json[i:i + 3] for i in range(len(json) - 2)}) < len(json) - 2:
-            return super().dump_payload(obj)
-        return base64_encode(json)
+        return base64_encode(super(URLSafeSerializerMixin, self).dump_payload(obj))
 
 
 def key_id(secret: str) -> str:
