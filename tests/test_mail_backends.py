@@ -188,6 +188,20 @@ def test_a_message_without_recipients_is_refused_when_built() -> None:
         OutgoingMessage("delivery-x", SENDER, "reader@example.org", b"Subject: x\r\n\r\n", "<x@news.test>")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("sender, recipient", [
+    (SENDER, "Reader <reader@example.org>"),
+    (SENDER, "<reader@example.org>"),
+    (SENDER, "reader@example.org>\r\nRCPT TO:<victim@example.net"),
+    (SENDER, "reader @example.org"),
+    ("Digest <digest@news.test>", "reader@example.org"),
+])
+def test_an_address_that_is_not_bare_is_refused_when_built(sender, recipient) -> None:
+    """A backend writes `<address>` as it is (RFC 5321's path): a name, brackets or a line break never reach it."""
+    with pytest.raises(UsageError, match="is not a bare address"):
+        OutgoingMessage("delivery-x", sender, (recipient,), b"Subject: x\r\n\r\n", "<x@news.test>")
+    OutgoingMessage("delivery-x", SENDER, ("jörg@example.org", "u@xn--mnchen-3ya.de"), b"Subject: x\r\n\r\n", "<x@news.test>")
+
+
 def test_file_backend_reports_a_write_it_could_not_make_as_retry(tmp_path: Path) -> None:
     backend = FileBackend(tmp_path / "outbox")
     with backend:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import ClassVar, Literal
 from syndicate.errors import UsageError
 
 Outcome = Literal["sent", "retry", "failed"]
+_NOT_BARE = re.compile(r"[<>\x00-\x20\x7f]")  # angle brackets, space, line breaks, controls
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,8 @@ class OutgoingMessage:
     """One complete message to hand to a server.
 
     `key` is the caller's delivery id (opaque here); `sender` the bare envelope-from
-    address; `data` the whole RFC 5322 message with CRLF line ends, already built.
+    address and `recipients` bare addresses (`user@example.org`, never `Name <...>`: a backend
+    writes `<address>` as it is); `data` the whole RFC 5322 message with CRLF line ends, already built.
     """
 
     key: str
@@ -30,6 +33,10 @@ class OutgoingMessage:
     def __post_init__(self) -> None:
         if isinstance(self.recipients, str) or not self.recipients:
             raise UsageError(f"message {self.key}: recipients must be a non-empty tuple of addresses")
+        for address in (self.sender, *self.recipients):
+            if _NOT_BARE.search(address):
+                raise UsageError(f"message {self.key}: {address!r} is not a bare address (no name, angle brackets, "
+                                 "spaces or line breaks)")
 
 
 @dataclass(frozen=True)

@@ -202,8 +202,8 @@ class _Connection:
     def _pipelined(self, smtp: smtplib.SMTP, message: OutgoingMessage, fresh: bool) -> SendResult:
         """RFC 2920: MAIL FROM, every RCPT TO and DATA in one write, then their replies in order."""
         options = "".join(f" {option}" for option in self._mail_options(smtp, message))
-        commands = [f"MAIL FROM:{smtplib.quoteaddr(message.sender)}{options}"]
-        commands += [f"RCPT TO:{smtplib.quoteaddr(address)}" for address in message.recipients]
+        commands = [f"MAIL FROM:<{message.sender}>{options}"]  # bare addresses (OutgoingMessage): the path as RFC 5321 writes it
+        commands += [f"RCPT TO:<{address}>" for address in message.recipients]
         try:
             smtp.send(("\r\n".join([*commands, "DATA"]) + "\r\n").encode("ascii"))
             code, reply = smtp.getreply()
