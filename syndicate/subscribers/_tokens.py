@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from itsdangerous import BadData, BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadData, BadSignature, SignatureExpired, Signer, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 from itsdangerous.url_safe import URLSafeSerializerMixin
 
@@ -55,8 +55,16 @@ class _Serializer(URLSafeTimedSerializer):
     caches the messages keep cold (two links a digest). Its loads() reads an uncompressed payload as
     it reads its own (only a payload marked "." is decompressed), so every token verifies the same."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._signer = super().make_signer(self.salt)
+
     def dump_payload(self, obj: Any) -> bytes:
         return base64_encode(super(URLSafeSerializerMixin, self).dump_payload(obj))
+
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
+        """The one signer of this serializer's own salt (itsdangerous makes one for every token)."""
+        return self._signer if salt is None or salt == self.salt else super().make_signer(salt)
 
 
 def key_id(secret: str) -> str:
