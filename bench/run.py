@@ -23,6 +23,7 @@ import re
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -214,6 +215,17 @@ def best(runs: list[Run]) -> dict[str, Figure]:
     return chosen
 
 
+def round_ratios(new_runs: list[Run], old_runs: list[Run], name: str) -> list[float]:
+    """The figure's ratio (new time over old time) in each round: the two sides ran one right after the other."""
+    ratios = []
+    for new_run, old_run in zip(new_runs, old_runs):
+        new = next((f for f in new_run.figures if f[0] == name), None)
+        old = next((f for f in old_run.figures if f[0] == name), None)
+        if new is not None and old is not None and new[1] and old[1]:
+            ratios.append(new[1] / old[1] if new[2] == "time" else old[1] / new[1])
+    return ratios
+
+
 def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor() or "?")
@@ -247,6 +259,9 @@ def report(results: dict[str, dict[str, list[Run]]], skipped: dict[str, str], ar
             f"environment in the same run, the two sides taking turns over {args.repeat} round(s) (the first side "
             "alternating); each figure is the side's best round. Ratio: the new code's time over the old code's "
             "(for a rate, the old rate over the new), so above 1 is slower; the target is within 10% (<= 1.10). "
+            "The two sides of a round run one right after the other, so each round's ratio is also given, and "
+            "their median decides \"within 10%\": on a machine whose speed moves by 10-25% from minute to "
+            "minute, the best rounds of the two sides may come from different minutes. "
             "The last row of each table is the CPU time of the whole benchmark run (setup included, every process "
             "it started), which the other work on a shared machine disturbs far less than the wall-clock figures.",
         ]
@@ -261,15 +276,18 @@ def report(results: dict[str, dict[str, list[Run]]], skipped: dict[str, str], ar
         new = best(new_runs)
         old = best(sides.get("old", []))
         if old:
-            lines += ["| figure | before | after | ratio (time after/before) | within 10%? |", "|---|---:|---:|---:|---|"]
+            lines += ["| figure | before | after | ratio of the best (time after/before) | each round's ratio | median | within 10%? |",
+                      "|---|---:|---:|---:|---|---:|---|"]
             for figure_name, (_, value, kind, unit) in new.items():
                 before = old.get(figure_name)
                 if before is None:
-                    lines.append(f"| {figure_name} | - | {_fmt(value, unit)} | - | - |")
+                    lines.append(f"| {figure_name} | - | {_fmt(value, unit)} | - | - | - | - |")
                     continue
                 ratio = value / before[1] if kind == "time" else before[1] / value
+                rounds = round_ratios(new_runs, sides.get("old", []), figure_name) or [ratio]
+                middle = statistics.median(rounds)
                 lines.append(f"| {figure_name} | {_fmt(before[1], unit)} | {_fmt(value, unit)} | {ratio:.2f} | "
-                             f"{'yes' if ratio <= 1.10 else 'no'} |")
+                             f"{', '.join(f'{r:.2f}' for r in rounds)} | {middle:.2f} | {'yes' if middle <= 1.10 else 'no'} |")
         else:
             lines += ["| figure | value |", "|---|---:|"]
             lines += [f"| {n} | {_fmt(v, u)} |" for n, (_, v, _, u) in new.items()]
