@@ -190,8 +190,8 @@ class SlotLine:
 Chunk = bytes | SlotLine
 
 
-SECTIONS_LINE = ("", "sections", "")
-_VARIANT_VALUES = ("title", "preheader")  # the frame's slots filled once per variant (the sections besides)  # the pieces of the frame's line that the sections replace
+SECTIONS_LINE = ("", "sections", "")  # the pieces of the frame's line that the sections replace
+_VARIANT_VALUES = ("title", "preheader")  # the frame's slots filled once per variant (the sections besides)
 
 
 def encode_lines(text: SlotText, variant_slots: Sequence[str] = ()) -> list[Chunk]:
@@ -330,7 +330,8 @@ class MessageBuilder:
         self._list_headers = b"".join(list_headers)
         self._mime_headers = header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click") + header_line("MIME-Version", "1.0")
         # One MIME boundary for the run's digests: "=_" never occurs in quoted-printable text (RFC 2045, 6.7).
-        self._digest_mime = _mime_frame("=_syndicate_" + hashlib.sha256(f"{now.isoformat()}|{self.domain}".encode()).hexdigest()[:20])
+        boundary = "=_syndicate_" + hashlib.sha256(f"{now.isoformat()}|{self.domain}".encode()).hexdigest()[:20]
+        self._content_type, self._text_head, self._html_head, self._tail = _mime_frame(boundary)
         self._variants: BoundedCache[str, EncodedVariant] = BoundedCache(variant_cache)
         self._pieces: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         self._frame: tuple[list[Chunk], list[Chunk]] | None = None
@@ -363,12 +364,12 @@ class MessageBuilder:
             self._list_headers,
             header_line("List-Unsubscribe", unsubscribe_value),
             self._mime_headers,
-            self._digest_mime[0],
-            self._digest_mime[1],
+            self._content_type,
+            self._text_head,
             fill_chunks(encoded.text, values.text),
-            self._digest_mime[2],
+            self._html_head,
             fill_chunks(encoded.html, values.html),
-            self._digest_mime[3],
+            self._tail,
         ]
         return DigestMessage(
             subscriber_id=subscriber.id,
