@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from syndicate.content._article import ReaderOptions
 from syndicate.content._reader import CorpusMemory, read_corpus
@@ -309,3 +310,46 @@ def test_a_parallel_read_with_a_cache_gives_the_corpus_a_serial_read_gives_and_s
     assert edited.parsed == 1 and "Edited seven" in [a.title for a in edited.articles]
     again = read_corpus(folder, OPTIONS, cache=other)  # from the files the memory's reads wrote
     assert again.parsed == 0 and again.articles == edited.articles
+
+
+def test_every_kind_of_moment_comes_back_from_the_cache_with_its_own_zone(tmp_path):
+    """The snapshot keeps a moment as its fields and its zone's name or offset: each comes back
+    equal, with the same offset, zone name, fold and zone type (a zone it cannot name is kept as is)."""
+    folder = tmp_path / "content"
+    folder.mkdir()
+    dates = {
+        "utc": "2026-11-01T10:00:00Z",
+        "offset": "2026-11-01T10:00:00.123456+05:30",
+        "local": "2026-10-25 02:30:00",  # Europe/Paris, the hour that happens twice
+        "yaml": "2026-11-02 08:15:00 -03:00",
+    }
+    for name, date in dates.items():
+        (folder / f"{name}.md").write_text(f"---\ntitle: {name}\ndate: {date}\nupdated: 2026-11-03T10:00:00-07:00\n"
+                                           f"categories: [News, Café]\n---\nBody.\n")
+    options = ReaderOptions(timezone="Europe/Paris")
+    cache = tmp_path / "cache.pickle"
+    cold = read_corpus(folder, options, cache=cache)
+    warm = read_corpus(folder, options, cache=cache)
+    assert warm.parsed == 0 and len(warm.articles) == len(dates)
+    for restored, parsed in zip(warm.articles, cold.articles, strict=True):
+        for field in ("published", "updated"):
+            mine, theirs = getattr(restored, field), getattr(parsed, field)
+            assert (mine, mine.utcoffset(), mine.tzname(), mine.fold, type(mine.tzinfo)) == (
+                theirs, theirs.utcoffset(), theirs.tzname(), theirs.fold, type(theirs.tzinfo))
+        assert restored.categories == parsed.categories
+    local = next(a for a in warm.articles if a.title == "local")
+    assert local.published.tzinfo is ZoneInfo("Europe/Paris")
+    assert {a.published.utcoffset().total_seconds() for a in warm.articles} >= {0, 5.5 * 3600, -3 * 3600}
+    assert warm.articles[0].categories[0] is warm.articles[1].categories[0]  # one object per category
+
+
+def test_a_zone_the_snapshot_cannot_name_is_stored_as_the_moment_itself():
+    from datetime import datetime, timedelta, timezone
+
+    from syndicate.content._reader import _stored_moment
+
+    named = datetime(2026, 11, 1, 10, tzinfo=timezone(timedelta(hours=1), "CET"))
+    uncached = datetime(2026, 11, 1, 10, tzinfo=ZoneInfo.no_cache("Europe/Paris"))
+    assert _stored_moment(named) is named
+    assert _stored_moment(uncached) is uncached
+    assert _stored_moment(datetime(2026, 11, 1, 10, tzinfo=ZoneInfo("Europe/Paris")))[-1] == "Europe/Paris"
