@@ -24,6 +24,7 @@ turn them off), so the comparison is against more work on our side.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -90,13 +91,13 @@ timezone = "UTC"
 [content]
 folder = "content"
 cache = "{var}/cache/articles.pickle"
+[logging]
+level = "WARNING"
+[feeds]
+items = 50
 [output]
 folder = "{public}"
 pages = {pages}
-[feeds]
-items = 50
-[logging]
-level = "WARNING"
 """
 
 VARIANTS = {"full": True, "feeds-only": False}  # syndicate with and without its HTML pages
@@ -116,7 +117,7 @@ def to_pelican(source: Path) -> str:
             f"Category: {names[0]}\nTags: {', '.join(names)}\nSlug: {source.stem}\n\n{body}\n")
 
 
-def prepare(work: Path, count: int) -> None:
+def prepare(work: Path, count: int, templates: Path | None = None) -> None:
     content, pelican = work / "content", work / "pelican-content"
     if not (content / ".count").is_file() or (content / ".count").read_text() != str(count):
         shutil.rmtree(content, ignore_errors=True)
@@ -129,7 +130,8 @@ def prepare(work: Path, count: int) -> None:
         (content / ".count").write_text(str(count))
     for name, pages in VARIANTS.items():
         (work / f"{name}.toml").write_text(
-            SYNDICATE_CONF.format(var=f"var-{name}", public=f"public-{name}", pages=str(pages).lower()))
+            SYNDICATE_CONF.format(var=f"var-{name}", public=f"public-{name}", pages=str(pages).lower())
+            + (f"templates = {json.dumps(str(templates))}\n" if templates else ""))
     (work / "pelicanconf.py").write_text(PELICAN_CONF.replace("{cache!r}", repr(str(work / "pelican-cache"))))
 
 
@@ -261,10 +263,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "syndicate-bench-build")
     parser.add_argument("--skip-pelican", action="store_true")
+    parser.add_argument("--templates", type=Path, default=None,
+                        help="[output] templates: page templates to build with instead of the built-in ones")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    prepare(work, args.count)
+    prepare(work, args.count, args.templates)
     ours = {variant: bench_syndicate(work, variant) for variant in VARIANTS}
     theirs = {} if args.skip_pelican else bench_pelican(work)
     print(f"{args.count} articles, {machine()}, Pelican {pelican_version() if theirs else '(skipped)'}\n")

@@ -106,6 +106,9 @@ class CategorySettings(Section):
 class OutputSettings(Section):
     folder: ConfigPath = Path("public")
     pages: bool = True  # false: write only the feeds and the OPML (the site's pages live elsewhere)
+    templates: ConfigPath | None = Field(
+        None, description="a folder of page templates (and site.css) replacing the built-in ones of the same name",
+    )
 
 
 class FeedSettings(Section):

@@ -157,3 +157,45 @@ def test_characters_xml_cannot_carry_never_reach_a_page(tmp_path):
         raw = (report.output / path).read_text("utf-8")
         assert not [c for c in raw if ord(c) < 32 and c not in "\t\n\r"], path
         assert "Bell and unit" in read_page(report.output, path).all_text, path
+
+
+def test_a_configured_templates_folder_replaces_the_built_in_pages_file_by_file(tmp_path):
+    from syndicate.site._pages import TEMPLATE_FOLDER
+
+    content = tmp_path / "content"
+    write_article(content, "story", title="A story", categories=["News"], date="2024-05-02T09:00:00Z")
+    overrides = tmp_path / "theme"
+    overrides.mkdir()
+    base = (TEMPLATE_FOLDER / "base.html.j2").read_text()
+    (overrides / "base.html.j2").write_text(base.replace("<body>", '<body class="theme-one">'))
+    (overrides / "site.css").write_text("body { color: rebeccapurple; }\n")
+    settings = make_settings(tmp_path, content, output={"templates": str(overrides)})
+    report = build_site(build_settings(settings), content_source(settings), workers=1)
+    article = (report.output / "articles/story/index.html").read_text()
+    assert '<body class="theme-one">' in article  # the folder's base template
+    assert "<h1>A story</h1>" in article  # the built-in article template inside it
+    assert (report.output / "site.css").read_text() == "body { color: rebeccapurple; }\n"
+    assert "rebeccapurple" not in (TEMPLATE_FOLDER / "site.css").read_text()
+
+    (overrides / "base.html.j2").write_text(base.replace("<body>", '<body class="theme-two">'))
+    again = build_site(build_settings(settings), content_source(settings), workers=1)
+    assert "articles/story/index.html" in again.written  # a changed template renders the pages again
+    assert '<body class="theme-two">' in (report.output / "articles/story/index.html").read_text()
+
+
+@pytest.mark.parametrize("problem", ["missing", "unknown file"])
+def test_a_templates_folder_that_cannot_be_used_is_refused_by_name(tmp_path, problem):
+    from syndicate.errors import ConfigError
+
+    content = tmp_path / "content"
+    write_article(content, "story", title="A story", categories=["News"], date="2024-05-02T09:00:00Z")
+    overrides = tmp_path / "theme"
+    if problem == "unknown file":
+        overrides.mkdir()
+        (overrides / "artcle.html.j2").write_text("{% extends 'base.html.j2' %}")
+    settings = make_settings(tmp_path, content, output={"templates": str(overrides)})
+    with pytest.raises(ConfigError) as caught:
+        build_site(build_settings(settings), content_source(settings), workers=1)
+    assert "[output] templates" in str(caught.value)
+    assert ("artcle.html.j2" if problem == "unknown file" else "is not a folder") in str(caught.value)
+    assert not (tmp_path / "public").exists()  # nothing built, nothing removed

@@ -260,3 +260,13 @@ def test_signing_up_an_active_address_mails_it_within_the_hourly_limit(site, cli
     # The confirmation took one of the three an hour; the notes get the rest, never more.
     assert len(notes) == 2 and len(site.mails()) == before + 2
     assert "/preferences/" in notes[0].get_body(("plain",)).get_content()
+
+
+def test_the_subscriber_pages_use_the_configured_templates_stylesheet(tmp_path):
+    theme = tmp_path / "theme"
+    theme.mkdir()
+    (theme / "site.css").write_text("body { color: rebeccapurple; }\n")
+    with serve(tmp_path, build=False, sections={"output": {"templates": str(theme)}}) as running, \
+            httpx.Client(base_url=running.url, timeout=10) as browser:
+        response = browser.get("/assets/site.css")
+    assert response.status_code == 200 and response.text == "body { color: rebeccapurple; }\n"

@@ -171,7 +171,7 @@ def _write(settings: Settings, corpus: Corpus, urls: SiteUrls, folder: Path,
     names = {c.slug: c.name for c in corpus.categories}
     nav = tuple((c.slug, c.name, urls.category(c.slug)) for c in corpus.categories)
     pages = SitePages(site_info(settings.site, [str(hub) for hub in settings.websub.hubs]), urls, tuple(dict.fromkeys(settings.feeds.formats)), nav=nav,
-                      archive_url=urls.archive())
+                      archive_url=urls.archive(), overrides=settings.output.templates)
     views = [(issue, _view(issue, names, urls)) for issue in issues]
     files: dict[str, bytes] = {}
     groups = [(f"{FREQUENCY_NAMES[f]} digests", [v for i, v in views if i.frequency == f]) for f in ("daily", "weekly")]
@@ -206,7 +206,8 @@ def _digest(*parts: object) -> str:
 
 def _context(settings: Settings, corpus: Corpus) -> str:
     """What the pages show besides the database's issues: the categories, the settings, the templates, this code."""
-    return _digest(__version__, STATE_FORMAT, hashlib.sha256(Path(__file__).read_bytes()).hexdigest(), template_fingerprint(),
+    return _digest(__version__, STATE_FORMAT, hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+                   template_fingerprint(overrides=settings.output.templates),
                    settings.site.model_dump_json(), settings.feeds.folder, settings.feeds.formats, [str(h) for h in settings.websub.hubs],
                    [(c.slug, c.name) for c in corpus.categories])
 

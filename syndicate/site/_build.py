@@ -41,7 +41,7 @@ from syndicate.errors import Problem
 from syndicate.site import _feeds, _pages
 from syndicate.site._feeds import EMPTY_FEED_UPDATED, FeedSpec, SiteInfo, render_feed, render_opml
 from syndicate.site._files import publish, remove_file, write_atomic
-from syndicate.site._pages import STYLESHEET, CategoryEntry, SitePages, template_fingerprint
+from syndicate.site._pages import STYLESHEET, CategoryEntry, SitePages, check_overrides
 from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ def _assemble(corpus: Corpus, settings: BuildSettings, reserved: set[str]) -> _S
         )
     formats = tuple(dict.fromkeys(settings.feeds.formats))
     nav = tuple((slug, spec.category.name, urls.category(slug)) for slug, spec in specs.items() if spec.category is not None)
-    renderer = SitePages(info, urls, formats, bytecode_cache=settings.state / "templates", nav=nav,
+    renderer = SitePages(info, urls, formats, bytecode_cache=settings.state / "templates", nav=nav, overrides=settings.output.templates,
                          archive_url=urls.archive() if settings.output.pages else None)
     opml_format = settings.feeds.opml_format if settings.feeds.opml_format in formats else next(
         (f for f in formats if f != "json"), formats[0])
@@ -475,6 +475,7 @@ def _relative(paths: Collection[str], folder: Path) -> list[str] | None:
 
 def _build(settings: BuildSettings, source_of: ContentSource, content: Path | None, output: Path | None, workers: int | None,
            memory: CorpusMemory | None, writer: CacheWriter, changed: Collection[str] | None = None) -> BuildReport:
+    check_overrides(settings.output.templates)
     folder = Path(output or settings.output.folder).resolve()
     source = Path(content or source_of.folder)
     if not source.is_dir():  # never mistake a mistyped folder for "every article was removed"
@@ -487,7 +488,7 @@ def _build(settings: BuildSettings, source_of: ContentSource, content: Path | No
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)
-    context = _context_fingerprint(site, _settings_fingerprint(settings, source_of), template_fingerprint(site.pages.folder))
+    context = _context_fingerprint(site, _settings_fingerprint(settings, source_of), site.pages.fingerprint())
     manifest_file = manifest_path(settings, folder)
     last = _load_manifest(manifest_file, context)
     manifest = last or {}

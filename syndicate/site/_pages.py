@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
 from syndicate.content import Article, Category
+from syndicate.errors import ConfigError
 from syndicate.site._feeds import FORMAT_NAMES, MEDIA_TYPES, SiteInfo
 from syndicate.site._urls import SITE_FEED, SiteUrls
 
@@ -65,12 +66,33 @@ class CategoryEntry:
     feeds: tuple[FeedLink, ...]
 
 
-def template_fingerprint(folder: Path = TEMPLATE_FOLDER) -> str:
-    """A hash of every template's bytes: a changed template means every page is rendered again."""
+def template_fingerprint(folder: Path = TEMPLATE_FOLDER, overrides: Path | None = None) -> str:
+    """A hash of every template's bytes (each from `overrides` where that folder has it): a changed
+    template means every page is rendered again."""
     digest = hashlib.sha256()
     for name in TEMPLATES:
-        digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+        digest.update(name.encode() + b"\0" + template_path(name, folder, overrides).read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def template_path(name: str, folder: Path = TEMPLATE_FOLDER, overrides: Path | None = None) -> Path:
+    """The file a page template (or the stylesheet) is read from: `overrides`' own if it has one."""
+    if overrides is not None and (overrides / name).is_file():
+        return overrides / name
+    return folder / name
+
+
+def check_overrides(overrides: Path | None) -> None:
+    """ConfigError unless `overrides` ([output] templates) is a folder holding only page templates by their names."""
+    if overrides is None:
+        return
+    if not overrides.is_dir():
+        raise ConfigError([f"[output] templates: {overrides} is not a folder"],
+                          hint="set it to a folder of page templates to override (base.html.j2, article.html.j2, site.css ...)")
+    unknown = sorted(p.name for p in overrides.iterdir() if p.is_file() and p.name not in TEMPLATES)
+    if unknown:
+        raise ConfigError([f"[output] templates: {overrides / unknown[0]} is not one of the page templates"],
+                          hint=f"the templates a folder can override: {', '.join(TEMPLATES)}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,8 @@ class SitePages:
     archive_url: str | None = None
     # Where compiled templates are kept between builds (compiling them costs ~30 ms per build).
     bytecode_cache: Path | None = None
+    # [output] templates: a folder whose templates replace the built-in ones of the same name.
+    overrides: Path | None = None
     _environment: list[jinja2.Environment] = field(init=False, repr=False, compare=False, default_factory=list)
     # Feed links rendered once per feed group (every page repeats them): slug -> (head, footer).
     _feed_markup: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False, default_factory=dict)
@@ -109,8 +133,9 @@ class SitePages:
                 cache = jinja2.FileSystemBytecodeCache(str(self.bytecode_cache))
             except OSError:  # only slower without it
                 cache = None
+        folders = [self.folder] if self.overrides is None else [self.overrides, self.folder]
         environment = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.folder),
+            loader=jinja2.FileSystemLoader(folders),  # the first folder that has a template gives it
             bytecode_cache=cache,
             auto_reload=False,  # one environment per build: no stat of every template for every page
             autoescape=True,
@@ -178,7 +203,11 @@ class SitePages:
 
     def stylesheet(self) -> bytes:
         """The site's stylesheet, as the build writes it beside the pages."""
-        return (self.folder / STYLESHEET).read_bytes()
+        return template_path(STYLESHEET, self.folder, self.overrides).read_bytes()
+
+    def fingerprint(self) -> str:
+        """template_fingerprint of the templates these pages are rendered from."""
+        return template_fingerprint(self.folder, self.overrides)
 
     def index(self, categories: Sequence[CategoryEntry], newest: Sequence[Article]) -> bytes:
         """The front page: the subscribe box, the newest articles, and every category's feeds in the footer."""

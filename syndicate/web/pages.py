@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from syndicate.abuse import SignupLimits, client_address, mailbox_key
+from syndicate.site import template_path
 from syndicate.subscribers import (
     WEEKDAYS,
     InvalidLinkError,
@@ -81,7 +82,8 @@ class Pages:
         for zone in self.timezones:
             areas.setdefault(zone.split("/", 1)[0], []).append(zone)
         self.timezones_by_area = tuple((area, tuple(zones)) for area, zones in areas.items())
-        self.stylesheet = STYLESHEET.read_bytes()
+        # the site's stylesheet, [output] templates' own if it has one: the pages look like the site
+        self.stylesheet = template_path(STYLESHEET.name, STYLESHEET.parent, context.build.output.templates).read_bytes()
         self.script = (TEMPLATE_FOLDER / "signup.js").read_bytes()
         self.limits = context.signup_limits
 
