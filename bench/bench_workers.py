@@ -248,9 +248,10 @@ def cpu(args: argparse.Namespace, folder: Path) -> list[dict]:
     try:
         for run in range(args.cpu_runs):
             raw = raw_pipe(size, args.cpu_digests, port)
-            scenario = Scenario(args.database_url, folder, args.cpu_digests, port, 4, args.max_articles, args.inliner)
+            scenario = Scenario(args.database_url, folder, args.cpu_digests, port, args.cpu_processes * args.cpu_concurrency,
+                                args.max_articles, args.inliner)
             try:
-                worker = scenario.worker("--processes", "2", "--concurrency", "2")
+                worker = scenario.worker("--processes", str(args.cpu_processes), "--concurrency", str(args.cpu_concurrency))
                 while scenario.sent() == 0:  # steady state: from the first message recorded sent
                     time.sleep(0.02)
                 machine_before, _ = busy_seconds()
@@ -359,6 +360,8 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.02)
     parser.add_argument("--cpu-digests", type=int, default=10_000)
     parser.add_argument("--cpu-runs", type=int, default=3)
+    parser.add_argument("--cpu-processes", type=int, default=2, help="worker processes of the cpu runs")
+    parser.add_argument("--cpu-concurrency", type=int, default=2, help="SMTP connections per worker process of the cpu runs")
     parser.add_argument("--kill-digests", type=int, default=8_000)
     parser.add_argument("--articles", type=int, default=2_000)
     parser.add_argument("--max-articles", type=int, default=2, help="[digest] max_articles of the cpu runs (2: digests of about 10 KB)")
