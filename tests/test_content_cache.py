@@ -313,8 +313,8 @@ def test_a_parallel_read_with_a_cache_gives_the_corpus_a_serial_read_gives_and_s
 
 
 def test_every_kind_of_moment_comes_back_from_the_cache_with_its_own_zone(tmp_path):
-    """The snapshot keeps a moment as its fields and its zone's name or offset: each comes back
-    equal, with the same offset, zone name, fold and zone type (a zone it cannot name is kept as is)."""
+    """Each kind of moment an article can hold (UTC, a fixed offset, the configured zone, YAML's own)
+    comes back from the snapshot equal, with the same offset, zone name, fold and zone type."""
     folder = tmp_path / "content"
     folder.mkdir()
     dates = {
@@ -342,14 +342,3 @@ def test_every_kind_of_moment_comes_back_from_the_cache_with_its_own_zone(tmp_pa
     assert {a.published.utcoffset().total_seconds() for a in warm.articles} >= {0, 5.5 * 3600, -3 * 3600}
     assert warm.articles[0].categories[0] is warm.articles[1].categories[0]  # one object per category
 
-
-def test_a_zone_the_snapshot_cannot_name_is_stored_as_the_moment_itself():
-    from datetime import datetime, timedelta, timezone
-
-    from syndicate.content._reader import _stored_moment
-
-    named = datetime(2026, 11, 1, 10, tzinfo=timezone(timedelta(hours=1), "CET"))
-    uncached = datetime(2026, 11, 1, 10, tzinfo=ZoneInfo.no_cache("Europe/Paris"))
-    assert _stored_moment(named) is named
-    assert _stored_moment(uncached) is uncached
-    assert _stored_moment(datetime(2026, 11, 1, 10, tzinfo=ZoneInfo("Europe/Paris")))[-1] == "Europe/Paris"

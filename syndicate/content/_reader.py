@@ -22,12 +22,10 @@ import weakref
 import zlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone, tzinfo
 from operator import attrgetter, itemgetter
 from pathlib import Path, PurePosixPath
 from stat import S_ISDIR, S_ISREG
 from typing import NamedTuple
-from zoneinfo import ZoneInfo
 
 from syndicate import __version__
 from syndicate.content._article import ReaderOptions, parse_article
@@ -40,7 +38,7 @@ from syndicate.errors import ContentError, Problem
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 12
+_CACHE_FORMAT = 11
 # A cache file: this line, then the index's CRC-32 and length and the articles region's length, the
 # index (a pickle: the stamp, each file's entry, the assembled corpus), then the articles region
 # (each stored article pickled on its own: see _Blob).
@@ -111,28 +109,10 @@ class _Blobs:
         self._batches: list[bytes] = []
         self._made: dict[int, Article] = {}
         self._categories: dict[Category, Category] = {}  # one object per category, as _share_categories gives
-        self._pairs: dict[tuple[str, str], Category] = {}  # a stored category's (slug, name) -> that object
-        self._zones: dict[str | int, tzinfo] = {}  # a stored moment's zone name or offset -> the zone
 
     def shared(self, categories: tuple[Category, ...]) -> tuple[Category, ...]:
         """`categories` as the objects the articles made here have (an equal one for an equal one)."""
         return tuple([self._categories.setdefault(c, c) for c in categories])
-
-    def _category(self, pair: tuple[str, str]) -> Category:
-        category = self._pairs.get(pair)
-        if category is None:
-            category = self._pairs[pair] = self._categories.setdefault(Category(*pair), Category(*pair))
-        return category
-
-    def _moment(self, stored: tuple[int, int, int, int, int, int, int, int, str | int] | datetime) -> datetime:
-        """A datetime as _to_store kept it (its fields and its zone's name or offset; or itself)."""
-        if type(stored) is not tuple:
-            return stored  # type: ignore[return-value]
-        year, month, day, hour, minute, second, microsecond, fold, key = stored
-        zone = self._zones.get(key)
-        if zone is None:
-            zone = self._zones[key] = ZoneInfo(key) if isinstance(key, str) else timezone(timedelta(microseconds=key))
-        return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=zone, fold=fold)
 
     def add(self, batch: bytes) -> int:
         """Make `batch` a region after the others; returns where it starts."""
@@ -165,9 +145,7 @@ class _Blobs:
                 article = object.__new__(Article)
                 fields = article.__dict__
                 fields.update(zip(_ARTICLE_FIELDS, values))
-                fields["published"] = self._moment(fields["published"])
-                fields["updated"] = self._moment(fields["updated"])
-                fields["categories"] = tuple([self._category(pair) for pair in fields["categories"]])
+                fields["categories"] = self.shared(fields["categories"])
                 return article
         log.warning("article cache: %s is damaged in it; reading the file again", rel)
         _, result = _parse_one((rel, f"{self._folder}/{rel}", "", self._options))
@@ -407,7 +385,7 @@ def _parse_all(jobs: Sequence[_Job]) -> list[_Parsed]:
 def _parse_pickled(jobs: Sequence[_Job]) -> list[_Parsed]:
     """_parse_all, each Article pickled as the snapshot stores it, into one batch for these jobs."""
     parsed = _parse_all(jobs)
-    pieces = [_to_store(result) if type(result) is Article else b""
+    pieces = [pickle.dumps(_article_values(result), protocol=pickle.HIGHEST_PROTOCOL) if type(result) is Article else b""
               for _, result in parsed]
     batch = b"".join(pieces)
     offset = 0
@@ -547,35 +525,6 @@ def _self_contained(changed: Mapping[str, _Entry | None], blobs: _Blobs | None) 
 
 _ARTICLE_FIELDS = tuple(f.name for f in dataclasses.fields(Article))
 _article_values = attrgetter(*_ARTICLE_FIELDS)
-_PUBLISHED, _UPDATED, _CATEGORIES = (_ARTICLE_FIELDS.index(name) for name in ("published", "updated", "categories"))
-
-
-def _to_store(article: Article) -> bytes:
-    """An article's fields pickled as a snapshot stores them (and a parse worker hands them back):
-    plain values, a moment as its fields and its zone's name or offset, a category as its slug and
-    name. They unpickle in a third of the time the datetime, ZoneInfo and Category objects take
-    (each Article of a cold build is made this way: bench/RESULTS.md)."""
-    values = list(_article_values(article))
-    values[_PUBLISHED] = _stored_moment(article.published)
-    values[_UPDATED] = _stored_moment(article.updated)
-    values[_CATEGORIES] = tuple([(c.slug, c.name) for c in article.categories])
-    return pickle.dumps(tuple(values), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _stored_moment(moment: datetime) -> tuple[int, int, int, int, int, int, int, int, str | int] | datetime:
-    """(year, month, day, hour, minute, second, microsecond, fold, zone): the zone a ZoneInfo's
-    key or a plain UTC offset in microseconds, each giving back the same zone; any other zone keeps
-    the datetime as it is."""
-    zone = moment.tzinfo
-    if type(zone) is ZoneInfo and zone.key is not None and ZoneInfo(zone.key) is zone:
-        key: str | int = zone.key
-    elif type(zone) is timezone and (offset := zone.utcoffset(None)) is not None and zone == timezone(offset) \
-            and zone.tzname(None) == timezone(offset).tzname(None):
-        key = offset // timedelta(microseconds=1)
-    else:
-        return moment
-    return (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second, moment.microsecond,
-            moment.fold, key)
 
 
 def _stored(entries: Mapping[str, _Entry], blobs: _Blobs | None) -> tuple[dict[str, _Entry], list[bytes | memoryview]]:
@@ -591,7 +540,7 @@ def _stored(entries: Mapping[str, _Entry], blobs: _Blobs | None) -> tuple[dict[s
             assert blobs is not None
             data, crc = blobs.raw(result), result.crc
         elif type(result) is Article:
-            data = _to_store(result)
+            data = pickle.dumps(_article_values(result), protocol=pickle.HIGHEST_PROTOCOL)
             crc = zlib.crc32(data)
         else:
             rows[rel] = entry
