@@ -226,9 +226,6 @@ class Worker:
         try:
             self._recover()
             messages = _FreshMessages(self.service)
-            # The templates compiled and the stylesheet read (premailer's first use alone is ~0.3 s)
-            # before the first claim, not while its deliveries wait in this worker.
-            messages.renderer.frame()
             while not stop.is_set():
                 if not self._lease_connections(stop):
                     break
