@@ -169,6 +169,7 @@ def test_a_configured_templates_folder_replaces_the_built_in_pages_file_by_file(
     base = (TEMPLATE_FOLDER / "base.html.j2").read_text()
     (overrides / "base.html.j2").write_text(base.replace("<body>", '<body class="theme-one">'))
     (overrides / "site.css").write_text("body { color: rebeccapurple; }\n")
+    (overrides / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # a hidden file is no template, and no problem
     settings = make_settings(tmp_path, content, output={"templates": str(overrides)})
     report = build_site(build_settings(settings), content_source(settings), workers=1)
     article = (report.output / "articles/story/index.html").read_text()

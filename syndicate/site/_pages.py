@@ -83,13 +83,15 @@ def template_path(name: str, folder: Path = TEMPLATE_FOLDER, overrides: Path | N
 
 
 def check_overrides(overrides: Path | None) -> None:
-    """ConfigError unless `overrides` ([output] templates) is a folder holding only page templates by their names."""
+    """ConfigError unless `overrides` ([output] templates) is a folder holding only page templates by
+    their names (hidden files aside)."""
     if overrides is None:
         return
     if not overrides.is_dir():
         raise ConfigError([f"[output] templates: {overrides} is not a folder"],
                           hint="set it to a folder of page templates to override (base.html.j2, article.html.j2, site.css ...)")
-    unknown = sorted(p.name for p in overrides.iterdir() if p.is_file() and p.name not in TEMPLATES)
+    unknown = sorted(p.name for p in overrides.iterdir()
+                     if p.is_file() and p.name not in TEMPLATES and not p.name.startswith("."))  # .DS_Store and the like
     if unknown:
         raise ConfigError([f"[output] templates: {overrides / unknown[0]} is not one of the page templates"],
                           hint=f"the templates a folder can override: {', '.join(TEMPLATES)}")
