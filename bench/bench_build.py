@@ -91,13 +91,13 @@ timezone = "UTC"
 [content]
 folder = "content"
 cache = "{var}/cache/articles.pickle"
-[logging]
-level = "WARNING"
-[feeds]
-items = 50
 [output]
 folder = "{public}"
 pages = {pages}
+{templates}[feeds]
+items = 50
+[logging]
+level = "WARNING"
 """
 
 VARIANTS = {"full": True, "feeds-only": False}  # syndicate with and without its HTML pages
@@ -130,8 +130,8 @@ def prepare(work: Path, count: int, templates: Path | None = None) -> None:
         (content / ".count").write_text(str(count))
     for name, pages in VARIANTS.items():
         (work / f"{name}.toml").write_text(
-            SYNDICATE_CONF.format(var=f"var-{name}", public=f"public-{name}", pages=str(pages).lower())
-            + (f"templates = {json.dumps(str(templates))}\n" if templates else ""))
+            SYNDICATE_CONF.format(var=f"var-{name}", public=f"public-{name}", pages=str(pages).lower(),
+                                  templates=f"templates = {json.dumps(str(templates))}\n" if templates else ""))
     (work / "pelicanconf.py").write_text(PELICAN_CONF.replace("{cache!r}", repr(str(work / "pelican-cache"))))
 
 

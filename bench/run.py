@@ -352,8 +352,8 @@ def main() -> None:
                 skipped[bench.name] = why
                 print(f"{bench.name}: skipped, {why}", file=sys.stderr)
                 continue
-            if bench.new_args is not None and args.baseline is None:
-                continue  # a comparison with the baseline only
+            if bench.new_args is not None and (args.baseline is None or not (args.baseline / "templates" / "site").is_dir()):
+                continue  # a comparison with a baseline that keeps its page templates in templates/site only
             sides = [("new", repo, Path(sys.executable), bench.new_args(args.baseline) if bench.new_args else [])]
             if args.baseline is not None and bench.recorded and (args.baseline / "bench" / bench.script).exists():
                 sides.append(("old", args.baseline, args.baseline / ".venv" / "bin" / "python", bench.baseline_args))

@@ -341,4 +341,3 @@ def test_every_kind_of_moment_comes_back_from_the_cache_with_its_own_zone(tmp_pa
     assert local.published.tzinfo is ZoneInfo("Europe/Paris")
     assert {a.published.utcoffset().total_seconds() for a in warm.articles} >= {0, 5.5 * 3600, -3 * 3600}
     assert warm.articles[0].categories[0] is warm.articles[1].categories[0]  # one object per category
-
