@@ -36,7 +36,9 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     Connection,
+    Integer,
     Row,
+    Text,
     and_,
     bindparam,
     case,
@@ -391,8 +393,12 @@ class Outbox:
                 _RECORDERS[outcome](self, connection, group, now)
 
     def _record_sent(self, connection: Connection, group: list[Result], now: datetime) -> None:
-        connection.execute(_SENT, [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX], "now": now}
-                                   for r in group])
+        if connection.dialect.name == "postgresql":
+            connection.execute(_SENT_ALL, {"dids": [r.delivery.id for r in group], "codes": [r.code for r in group],
+                                           "replies": [r.reply[:_REPLY_MAX] for r in group], "now": now})
+        else:
+            connection.execute(_SENT, [{"did": r.delivery.id, "code": r.code, "reply": r.reply[:_REPLY_MAX], "now": now}
+                                       for r in group])
         digests = [r for r in group if not r.delivery.since_key.startswith(CAMPAIGN_KEY)]  # a campaign moves no mark
         if digests:
             self.subscribers.within(connection).move_high_water([(r.delivery.subscriber.id, r.delivery.until) for r in digests])
@@ -747,6 +753,14 @@ _ONE = _d.id == bindparam("did")
 _SENT = update(deliveries).where(_ONE).values(
     status=SENT, open_subscriber_id=None, attempts=_d.attempts + 1, last_code=bindparam("code"),
     last_reply=bindparam("reply"), sent_at=bindparam("now"), updated_at=bindparam("now"), next_attempt_at=None)
+# On PostgreSQL, the sent results of a batch in one statement, their values as arrays: one row per
+# parameter set costs a statement each, in the process and in the server (twice the CPU of this
+# one for the same rows; bench/RESULTS.md, #8).
+_SENT_ROWS = func.unnest(bindparam("dids", type_=postgresql.ARRAY(Integer)), bindparam("codes", type_=postgresql.ARRAY(Integer)),
+                         bindparam("replies", type_=postgresql.ARRAY(Text))).table_valued("did", "code", "reply").render_derived(name="v")
+_SENT_ALL = update(deliveries).where(_d.id == _SENT_ROWS.c.did).values(
+    status=SENT, open_subscriber_id=None, attempts=_d.attempts + 1, last_code=_SENT_ROWS.c.code,
+    last_reply=_SENT_ROWS.c.reply, sent_at=bindparam("now"), updated_at=bindparam("now"), next_attempt_at=None)
 _RETRY = update(deliveries).where(_ONE).values(
     status=RETRY, attempts=_d.attempts + 1, last_code=bindparam("code"), last_reply=bindparam("reply"),
     next_attempt_at=bindparam("at"), updated_at=bindparam("now"))

@@ -11,11 +11,19 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Row, Select, bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Integer, Row, Select, bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.storage import Database
-from syndicate.storage.schema import confirmation_sends, subscriber_categories, subscriber_changes, subscriber_issues, subscribers
+from syndicate.storage.schema import (
+    UtcDateTime,
+    confirmation_sends,
+    subscriber_categories,
+    subscriber_changes,
+    subscriber_issues,
+    subscribers,
+)
 from syndicate.subscribers._address import Address, AddressRules, InvalidAddressError, parse_address
 from syndicate.subscribers._model import WEEKDAYS, Frequency, Subscriber, SubscriberStatus
 from syndicate.subscribers._zones import NotAPlaceError, geographic_zone
@@ -275,6 +283,14 @@ _MOVE_HIGH_WATER = (
            or_(subscribers.c.high_water.is_(None), subscribers.c.high_water < bindparam("until")))
     .values(high_water=bindparam("until"))
 )
+# On PostgreSQL, a batch's marks in one statement, as arrays (see Outbox's _SENT_ALL).
+_MARKS = func.unnest(bindparam("sids", type_=ARRAY(Integer)), bindparam("untils", type_=ARRAY(UtcDateTime))
+                     ).table_valued("sid", "until").render_derived(name="m")
+_MOVE_HIGH_WATER_ALL = (
+    update(subscribers)
+    .where(subscribers.c.id == _MARKS.c.sid, or_(subscribers.c.high_water.is_(None), subscribers.c.high_water < _MARKS.c.until))
+    .values(high_water=_MARKS.c.until)
+)
 _ROW_COLUMNS = (*_SUBSCRIBER_COLUMNS, *(c for c in subscribers.c if c.name not in {s.name for s in _SUBSCRIBER_COLUMNS}))
 
 
@@ -361,7 +377,14 @@ class SubscriberWrites:
         """Move each (subscriber id, time) high-water mark forward to that time; an older time is ignored."""
         if not marks:
             return
-        self.connection.execute(_MOVE_HIGH_WATER, [{"sid": sid, "until": until} for sid, until in marks])
+        if self.connection.dialect.name == "postgresql":
+            latest: dict[int, datetime] = {}
+            for sid, until in marks:  # one row each: an UPDATE joined to two rows of one subscriber takes either
+                if sid not in latest or until > latest[sid]:
+                    latest[sid] = until
+            self.connection.execute(_MOVE_HIGH_WATER_ALL, {"sids": list(latest), "untils": list(latest.values())})
+        else:
+            self.connection.execute(_MOVE_HIGH_WATER, [{"sid": sid, "until": until} for sid, until in marks])
 
     def reschedule(self, moves: Sequence[tuple[int, datetime]]) -> None:
         """Set each (subscriber id, time) active subscriber's next send time; others are left alone."""
