@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BindParameter,
@@ -40,6 +40,7 @@ from sqlalchemy import (
     Row,
     Text,
     and_,
+    any_,
     bindparam,
     case,
     delete,
@@ -378,7 +379,7 @@ class Outbox:
             chosen_ids = connection.execute(chosen, values).scalars().all()
             if not chosen_ids:
                 return []
-            ids = connection.execute(_CLAIM, {**values, "ids": chosen_ids}).scalars().all()
+            ids = connection.execute(_CLAIM.on(connection), {**values, "ids": chosen_ids}).scalars().all()
             return claimed_rows(connection, ids)
 
     def record(self, results: Sequence[Result], now: datetime) -> None:
@@ -701,13 +702,13 @@ def claimed_rows(connection: Connection, ids: Sequence[int]) -> list[ClaimedDeli
     """The deliveries `ids` (just marked `sending` in this transaction) with their subscribers as they are now."""
     if not ids:
         return []
-    return [_claimed(row) for row in connection.execute(_CLAIMED_ROWS, {"ids": list(ids)})]
+    return [_claimed(row) for row in connection.execute(_CLAIMED_ROWS.on(connection), {"ids": list(ids)})]
 
 
 def subscriber_states(database: Database, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
     """(status, since_key of the high-water mark) of each subscriber now: the last check before sending."""
     with database.read() as connection:
-        rows = connection.execute(_STATES, {"ids": list(ids)}).all()
+        rows = connection.execute(_STATES.on(connection), {"ids": list(ids)}).all()
     return {row.id: (row.status, since_key(row.high_water)) for row in rows}
 
 
@@ -717,6 +718,21 @@ _d, _s, _sc = deliveries.c, subscribers.c, subscriber_categories.c
 _QUEUED_OF_RUN = and_(_d.run_id == bindparam("of_run"), _d.status == QUEUED)
 _RETRY_DUE = and_(_d.status == RETRY, _d.next_attempt_at <= bindparam("now"))
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_ANY_IDS = any_(bindparam("ids", type_=postgresql.ARRAY(Integer)))
+
+
+class _ByIds(NamedTuple):
+    """A statement of the sending loop that takes a batch of ids as `ids`: as an expanding IN list, and
+    on PostgreSQL as one array (= ANY), whose SQL text is the same for every batch: neither SQLAlchemy
+    nor psycopg then renders and parses 64 placeholders again for each claim (bench/RESULTS.md, #8)."""
+
+    listed: Any
+    array: Any
+
+    def on(self, connection: Connection) -> Any:
+        return self.array if connection.dialect.name == "postgresql" else self.listed
+
+
 _CHOSEN_QUEUED, _CHOSEN_DUE = (
     select(_d.id).where(condition).order_by(_d.id).limit(bindparam("limit")).with_for_update(skip_locked=True)
     for condition in (_QUEUED_OF_RUN, _RETRY_DUE)
@@ -724,10 +740,10 @@ _CHOSEN_QUEUED, _CHOSEN_DUE = (
 # The chosen rows are this transaction's (locked FOR UPDATE on PostgreSQL; SQLite's write transaction
 # holds the database), so the update takes them by id alone: a status test there would let PostgreSQL
 # plan it through the status index, reading every queued delivery to find these.
-_CLAIM = (
-    update(deliveries).where(_d.id.in_(_IDS))
-    .values(status=SENDING, claimed_by=bindparam("worker"), updated_at=bindparam("now")).returning(_d.id)
-)
+_CLAIM = _ByIds(*(
+    update(deliveries).where(ids).values(status=SENDING, claimed_by=bindparam("worker"), updated_at=bindparam("now"))
+    .returning(_d.id) for ids in (_d.id.in_(_IDS), _d.id == _ANY_IDS)
+))
 # A digest's number in its subscriber's series: 1 + the deliveries sent to them so far (kept, and pruned:
 # subscriber_issues), read with the claim rather than once per message. The status is tested inside the
 # sum, not in WHERE: then only the subscriber's own rows are read (their index), where PostgreSQL would
@@ -769,11 +785,12 @@ _FINISH = update(deliveries).where(_ONE).values(
     last_code=bindparam("code"), last_reply=bindparam("reply"), next_attempt_at=None, updated_at=bindparam("now"))
 _BACK = update(deliveries).where(_ONE, _d.status == SENDING).values(
     status=bindparam("back"), claimed_by=None, updated_at=bindparam("now"))
-_CLAIMED_ROWS = (
+_CLAIMED_ROWS = _ByIds(*(
     select(_d.id, _d.run_id, _d.subscriber_id, _d.since, _d.since_key, _d.until, _d.articles, _d.message_id, _d.attempts,
            _d.created_at, _s.email, _s.name, _s.status.label("subscriber_status"), _s.frequency, _s.timezone,
            _s.send_hour, _s.weekday, _s.high_water, _s.source, _FOLLOWED.label("categories"),
            _SENT_BEFORE.label("sent_before"), func.coalesce(_PRUNED_SENT, 0).label("pruned_sent"))
-    .join(subscribers, _s.id == _d.subscriber_id).where(_d.id.in_(_IDS)).order_by(_d.id)
-)
-_STATES = select(_s.id, _s.status, _s.high_water).where(_s.id.in_(_IDS))
+    .join(subscribers, _s.id == _d.subscriber_id).where(ids).order_by(_d.id)
+    for ids in (_d.id.in_(_IDS), _d.id == _ANY_IDS)
+))
+_STATES = _ByIds(*(select(_s.id, _s.status, _s.high_water).where(ids) for ids in (_s.id.in_(_IDS), _s.id == _ANY_IDS)))
