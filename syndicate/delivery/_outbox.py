@@ -766,17 +766,16 @@ _FOLLOWED = (
 )
 # What recording a result writes on its delivery (one row per parameter set).
 _ONE = _d.id == bindparam("did")
-_SENT = update(deliveries).where(_ONE).values(
-    status=SENT, open_subscriber_id=None, attempts=_d.attempts + 1, last_code=bindparam("code"),
-    last_reply=bindparam("reply"), sent_at=bindparam("now"), updated_at=bindparam("now"), next_attempt_at=None)
+_SENT_VALUES = {"status": SENT, "open_subscriber_id": None, "attempts": _d.attempts + 1, "sent_at": bindparam("now"),
+                "updated_at": bindparam("now"), "next_attempt_at": None}  # besides each delivery's code and reply
+_SENT = update(deliveries).where(_ONE).values(**_SENT_VALUES, last_code=bindparam("code"), last_reply=bindparam("reply"))
 # On PostgreSQL, the sent results of a batch in one statement, their values as arrays: one row per
 # parameter set costs a statement each, in the process and in the server (twice the CPU of this
 # one for the same rows; bench/RESULTS.md, #8).
 _SENT_ROWS = func.unnest(bindparam("dids", type_=postgresql.ARRAY(Integer)), bindparam("codes", type_=postgresql.ARRAY(Integer)),
                          bindparam("replies", type_=postgresql.ARRAY(Text))).table_valued("did", "code", "reply").render_derived(name="v")
 _SENT_ALL = update(deliveries).where(_d.id == _SENT_ROWS.c.did).values(
-    status=SENT, open_subscriber_id=None, attempts=_d.attempts + 1, last_code=_SENT_ROWS.c.code,
-    last_reply=_SENT_ROWS.c.reply, sent_at=bindparam("now"), updated_at=bindparam("now"), next_attempt_at=None)
+    **_SENT_VALUES, last_code=_SENT_ROWS.c.code, last_reply=_SENT_ROWS.c.reply)
 _RETRY = update(deliveries).where(_ONE).values(
     status=RETRY, attempts=_d.attempts + 1, last_code=bindparam("code"), last_reply=bindparam("reply"),
     next_attempt_at=bindparam("at"), updated_at=bindparam("now"))
