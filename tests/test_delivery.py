@@ -220,7 +220,7 @@ def test_the_service_resumes_a_run_left_queued_at_start_up_and_sends_each_digest
     from syndicate.service._service import Service
 
     settings, database, server = setup
-    people = add_subscribers(database, 12)
+    people = add_subscribers(database, 40)  # more than the backend's window (2 connections x 8): some stay queued
     stop = threading.Event()
 
     def stop_soon():
