@@ -19,7 +19,18 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 
-from syndicate.delivery._outbox import _CHOSEN_DUE, _CLAIM, QUEUED, SENDING, ClaimedDelivery, Outbox, claimed_rows
+from syndicate.delivery._outbox import (
+    _CHOSEN_DUE,
+    _CLAIM,
+    _CLAIM_DUE_IN_ONE,
+    QUEUED,
+    SENDING,
+    ClaimedDelivery,
+    Outbox,
+    _claim_in_one,
+    _claimed,
+    claimed_rows,
+)
 from syndicate.errors import ConfigError
 from syndicate.storage import Database
 from syndicate.storage.schema import deliveries, delivery_workers, runs, scheduler_lease, smtp_connection_slots
@@ -30,6 +41,7 @@ _d = deliveries.c
 _CHOSEN_ANY = (
     select(_d.id).where(_d.status == QUEUED).order_by(_d.id).limit(bindparam("limit")).with_for_update(skip_locked=True)
 )
+_CLAIM_ANY_IN_ONE = _claim_in_one(_CHOSEN_ANY)
 
 
 def require_workers_database(mode: str, database_url: str) -> None:
@@ -47,6 +59,12 @@ def claim_any(outbox: Outbox, now: datetime, limit: int) -> list[ClaimedDelivery
     first, then queued ones of any run (scheduled, manual, resumed), oldest first; one transaction."""
     values = {"now": now, "limit": limit, "worker": outbox.worker}
     with outbox.database.write() as connection:
+        if connection.dialect.name == "postgresql":  # each kind chosen, marked and read in one statement
+            claimed = [_claimed(row) for row in connection.execute(_CLAIM_DUE_IN_ONE, values).all()]
+            if len(claimed) < limit:
+                more = {**values, "limit": limit - len(claimed)}
+                claimed += [_claimed(row) for row in connection.execute(_CLAIM_ANY_IN_ONE, more).all()]
+            return claimed
         chosen = list(connection.execute(_CHOSEN_DUE, values).scalars())
         if len(chosen) < limit:
             chosen += connection.execute(_CHOSEN_ANY, {**values, "limit": limit - len(chosen)}).scalars()
