@@ -688,16 +688,19 @@ def _report(row: Row[Any]) -> RunReport:
 
 
 def _claimed(row: Any) -> ClaimedDelivery:
-    sections = tuple((slug, tuple(ids), int(hidden)) for slug, ids, hidden in json.loads(row.articles))
+    """A row of _with_subscribers as a ClaimedDelivery (unpacked by position: a claim reads 64 rows of
+    22 columns, and reading each by name costs a third of making the objects)."""
+    (id_, run_id, subscriber_id, since, since_key, until, articles, message_id, attempts, created_at, email, name, status,
+     frequency, timezone, send_hour, weekday, high_water, source, categories, sent_before, pruned_sent) = row
     subscriber = Subscriber(
-        id=row.subscriber_id, email=row.email, name=row.name, status=SubscriberStatus(row.subscriber_status),
-        categories=tuple(sorted(row.categories.split(","))) if row.categories else (), frequency=Frequency(row.frequency), timezone=row.timezone, send_hour=row.send_hour,
-        weekday=row.weekday, high_water=row.high_water, source=row.source,
+        id=subscriber_id, email=email, name=name, status=SubscriberStatus(status),
+        categories=tuple(sorted(categories.split(","))) if categories else (), frequency=Frequency(frequency),
+        timezone=timezone, send_hour=send_hour, weekday=weekday, high_water=high_water, source=source,
     )
     return ClaimedDelivery(
-        id=row.id, run_id=row.run_id, subscriber=subscriber, since=row.since, since_key=row.since_key,
-        until=row.until, sections=sections, message_id=row.message_id, attempts=row.attempts, created_at=row.created_at,
-        issue=1 + row.sent_before + row.pruned_sent,
+        id=id_, run_id=run_id, subscriber=subscriber, since=since, since_key=since_key, until=until,
+        sections=tuple((slug, tuple(ids), int(hidden)) for slug, ids, hidden in json.loads(articles)),
+        message_id=message_id, attempts=attempts, created_at=created_at, issue=1 + sent_before + pruned_sent,
     )
 
 
