@@ -87,17 +87,20 @@ class Scenario:
         settings = bench_settings(folder, port, max_articles)
         settings = settings.model_copy(update={"database": settings.database.model_copy(update={"url": self.url})})
         os.environ.update(SECRET)
-        self.planned, self.plan_seconds, filled = 0, 0.0, 0
-        while self.planned < count:  # not every subscriber has something new: add more until `count` digests
-            more = max(100, int((count - self.planned) * 1.7))
+        # One run, as the scheduler plans the subscribers of one send hour: not every subscriber has
+        # something new, so subscribers are added (a dry run counting their digests) until `count` are due.
+        delivery = Components(settings, database=self.database).delivery
+        due, filled = 0, 0
+        while due < count:
+            more = count if not due else max(100, int((count - due) * filled / due * 1.05))
             self._fill(filled, more)
             filled += more
-            started = time.perf_counter()
-            report = Components(settings, database=self.database).delivery.plan_manual(SendRequest(), NOW)
-            self.planned += report.total
-            self.plan_seconds += time.perf_counter() - started
-            if not report.total:
-                raise SystemExit(f"no digest planned for {more} more subscribers: is the corpus dated around {NOW}?")
+            due = len(delivery.dry_run(SendRequest(), NOW))
+            if not due:
+                raise SystemExit(f"no digest due for {filled} subscribers: is the corpus dated around {NOW}?")
+        started = time.perf_counter()
+        self.planned = delivery.plan_manual(SendRequest(), NOW).total
+        self.plan_seconds = time.perf_counter() - started
 
     def _fill(self, start: int, count: int) -> None:
         corpus = load_corpus(delivery_settings(self.folder, 0, 0))
