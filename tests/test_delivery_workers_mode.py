@@ -8,6 +8,8 @@ stops by itself; SIGTERM finishes the messages in flight and puts the rest back;
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 import signal
 import subprocess
@@ -24,9 +26,11 @@ from sqlalchemy import delete, select
 
 from syndicate.config import settings_from_mapping
 from syndicate.delivery._service import DeliveryService, SendRequest
+from syndicate.delivery._worker import RELOAD_AFTER
 from syndicate.storage.schema import deliveries, delivery_workers
 from syndicate.wiring import Components
-from tests.outbox_support import SECRET, add_subscribers, open_db, write_site
+from tests.outbox_support import CATEGORIES, SECRET, add_subscribers, open_db, write_site
+from tests.site_helpers import write_article
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 from tests.worker_support import ROOT, WorkerProcess, message_ids, statuses, wait_until, worker_config
 
@@ -281,6 +285,38 @@ def test_a_worker_refuses_to_start_in_inline_mode(deployment, database_url, tmp_
 def send_command(path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "syndicate", "--config", str(path), "send", "--yes", *args], cwd=ROOT,
                           env={**SECRET, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+@PG
+def test_a_worker_reloads_the_content_for_a_run_naming_an_article_planned_after_it_started(deployment, tmp_path):
+    """A worker outlives runs: an article written after it loaded the content is in the next run's
+    digests (the content reloaded once RELOAD_AFTER seconds have passed since the last load)."""
+    config, server, database, now = deployment
+    people = add_subscribers(database, 4, now=now, categories=CATEGORIES[:1])
+    path = config()
+    started = time.monotonic()
+    worker = WorkerProcess(path, "--concurrency", "1")
+    try:
+        worker.wait_for(r"worker registered")
+        assert send_command(path).returncode == 0
+        wait_until(lambda: statuses(database)["sent"] == 4, 30, "the first run")
+        write_article(tmp_path / "content", "late", title="The Late Story", categories=[CATEGORIES[0]],
+                      date=(now + timedelta(seconds=1)).isoformat())
+        time.sleep(max(0.0, RELOAD_AFTER + 0.5 - (time.monotonic() - started)))
+        assert send_command(path).returncode == 0
+        wait_until(lambda: statuses(database)["sent"] == 8, 30, "the second run")
+        worker.wait_for(r"content reloaded: a delivery names an article this worker had not loaded")
+    finally:
+        worker.terminate()
+    by_person: dict[str, list[str]] = {}
+    for message in server.received:
+        text = email.message_from_bytes(message.data, policy=email.policy.default).get_body(("plain",)).get_content()
+        by_person.setdefault(message.recipients[0], []).append(text)
+    assert sorted(by_person) == sorted(p.email for p in people)
+    for first, second in by_person.values():
+        assert "The Late Story" not in first and "Story 0" in first
+        assert "The Late Story" in second and "Story 0" not in second, "the second digest: only what is new"
 
 
 @pytest.mark.slow

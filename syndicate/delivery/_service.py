@@ -213,15 +213,19 @@ class _Messages:
     def __init__(self, service: DeliveryService, corpus: Corpus) -> None:
         self.service = service
         self.settings = service.settings
+        self.use(corpus)
+        self.renderer = service.renderer()
+        self.sender = parseaddr(self.settings.mail.from_)[1]
+        self.tokens = service.tokens
+        self._campaigns: dict[int, tuple[str, str, str, str]] = {}  # id -> (subject, body HTML, body text, variant)
+
+    def use(self, corpus: Corpus) -> None:
+        """Render from `corpus` from now on (at the start, and when a worker reloads the content)."""
         self.categories = corpus.categories
         self.by_slug = {c.slug: c for c in corpus.categories}
         self.corpus = corpus
         self.by_id: dict[str, ArticleRef] = {r.id: r for r in corpus.refs}  # each Article made when a digest shows it
-        self.renderer = service.renderer()
-        self.sender = parseaddr(self.settings.mail.from_)[1]
-        self.tokens = service.tokens
-        self._builders: dict[int, MessageBuilder] = {}
-        self._campaigns: dict[int, tuple[str, str, str, str]] = {}  # id -> (subject, body HTML, body text, variant)
+        self._builders: dict[int, MessageBuilder] = {}  # made again from this corpus
 
     def builder(self, run_id: int) -> MessageBuilder:
         """One per run, dated (and its links signed) at the run's start: a resend is the same bytes."""

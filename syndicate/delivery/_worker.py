@@ -148,12 +148,7 @@ class _FreshMessages(_Messages):
     def digest(self, delivery: ClaimedDelivery) -> Digest | None:
         unknown = any(i not in self.by_id for _, ids, _ in delivery.sections for i in ids)
         if unknown and time.monotonic() - self.loaded >= RELOAD_AFTER:
-            corpus = self.service.content.read()
-            self.categories = corpus.categories
-            self.by_slug = {c.slug: c for c in corpus.categories}
-            self.corpus = corpus
-            self.by_id = {r.id: r for r in corpus.refs}
-            self._builders.clear()
+            self.use(self.service.content.read())
             self.loaded = time.monotonic()
             log.info("content reloaded: a delivery names an article this worker had not loaded delivery=%s", delivery.id)
         return super().digest(delivery)
