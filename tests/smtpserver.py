@@ -168,6 +168,10 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, smtp: SMTP, session: Any, envelope: Any) -> str:
+        # The next message's commands already read with this one's data (RFC 2920 3.1).
+        if b"MAIL FROM:" in bytes(smtp._reader._buffer):  # type: ignore[attr-defined]
+            with self.server.lock:
+                self.server.ahead += 1
         if self.server.data_delay:
             await asyncio.sleep(self.server.data_delay)
         if self.server.faults.code_for("drop", envelope.rcpt_tos) is not None:
@@ -218,6 +222,7 @@ class SmtpTestServer:
         self.pipelining = pipelining
         self.smtputf8 = smtputf8  # offer SMTPUTF8 (RFC 6531) in EHLO
         self.pipelined = 0
+        self.ahead = 0  # messages whose data came with the next message's MAIL FROM, RCPT TO and DATA
         self.data_delay = 0.0  # seconds to think before answering DATA (a slow server)
         self.faults = Faults()
         self.lock = threading.Lock()

@@ -25,7 +25,7 @@ from syndicate.mail import (
     SmtpBackend,
     make_backend,
 )
-from syndicate.mail.smtp import WINDOW_PER_CONNECTION
+from syndicate.mail.smtp import WINDOW_PER_CONNECTION, _Connection
 from tests.smtpserver import SmtpTestServer, smtp_server, tls_ca, write_ca  # noqa: F401 (fixtures)
 
 SENDER = "digest@news.test"
@@ -372,8 +372,10 @@ def test_each_fault_ends_in_the_right_outcome_and_the_next_message_still_goes(sm
     assert [(r.key, r.outcome, r.code) for r in results] == [("delivery-1", *expected), ("delivery-2", "sent", 250)]
     assert server.pipelined == ((1 if stage == "connect" else 2) if pipelining else 0), "MAIL, RCPT and DATA in one write"
     assert [r.recipients for r in server.received] == [("other@example.org",)]
-    if stage in ("mail", "rcpt", "data"):
+    if stage in ("mail", "rcpt"):
         assert server.sessions == 1 and server.rsets == 1, "the connection is reused after an RSET"
+    if stage == "data":
+        assert server.sessions == 1 and server.rsets == 0, "the connection is reused (the refused data ended the transaction)"
     if stage == "drop":
         assert server.sessions == 2, "a dropped connection is replaced"
 
@@ -385,6 +387,61 @@ def test_lines_of_dots_arrive_intact(smtp_server, pipelining) -> None:
     results = list(smtp_backend(server, pipelining=pipelining).send_messages([message(1, data=data)]))
     assert [r.outcome for r in results] == ["sent"]
     assert server.received[0].data == data + b"\r\n"
+
+
+def test_the_next_message_s_commands_go_out_with_the_data_before_it(smtp_server) -> None:
+    """RFC 2920 3.1: one write and one round trip a message when messages are waiting, every message
+    still whole, in its own transaction, each reported."""
+    server = smtp_server(strict=True)
+    messages = [message(n) for n in range(40)]
+    with smtp_backend(server, connections=1) as backend:
+        results = list(backend.send_messages(messages))
+    assert [r.outcome for r in results] == ["sent"] * 40
+    assert [(r.recipients, r.data) for r in server.received] == [(m.recipients, m.data) for m in messages]
+    assert server.sessions == 1 and server.ahead >= 30, f"{server.ahead} of 40 sent ahead"
+
+
+def test_a_refused_or_dropped_message_does_not_take_the_one_sent_ahead_with_it(smtp_server) -> None:
+    server = smtp_server()
+    server.faults.data("victim2@example.org", 554)
+    server.faults.data("victim5@example.org", 451)
+    server.faults.drop_in_data("victim8@example.org", times=1)
+    messages = [message(n, f"victim{n}@example.org") for n in range(12)]
+    with smtp_backend(server, connections=1) as backend:
+        results = {r.key: (r.outcome, r.code) for r in backend.send_messages(messages)}
+    assert results.pop("delivery-2") == ("failed", 554)
+    assert results.pop("delivery-5") == ("retry", 451)
+    assert results.pop("delivery-8") == ("retry", None)
+    assert set(results.values()) == {("sent", 250)}
+    assert sorted(r.recipients[0] for r in server.received) == sorted(
+        f"victim{n}@example.org" for n in range(12) if n not in (2, 5, 8))
+    assert server.ahead >= 6 and server.sessions == 2 and server.rsets == 0
+
+
+def test_a_message_written_ahead_but_not_sent_never_reaches_anyone(smtp_server) -> None:
+    """A connection whose next message's commands went out, but which is then asked for another
+    message (the run stopped on a fatal error in between), starts again: the server, waiting for the
+    first one's data, would otherwise take the other's commands and data as that data."""
+    server = smtp_server(strict=True)
+    backend = smtp_backend(server, connections=1)
+    assert isinstance(backend, SmtpBackend)
+    connection = _Connection(backend._resolve())
+    first, ahead, other = message(1, "first@example.org"), message(2, "ahead@example.org"), message(3, "other@example.org")
+    try:
+        assert connection.send(first, ahead).outcome == "sent"
+        assert connection.send(other).outcome == "sent"
+    finally:
+        connection.close()
+    assert [(r.recipients, r.data) for r in server.received] == [(first.recipients, first.data), (other.recipients, other.data)]
+    assert server.ahead == 1 and server.sessions == 2
+
+
+def test_no_command_goes_ahead_of_the_message_that_ends_a_connection(smtp_server) -> None:
+    server = smtp_server()
+    with smtp_backend(server, connections=1, max_per_connection=3) as backend:
+        results = list(backend.send_messages(message(n) for n in range(9)))
+    assert [r.outcome for r in results] == ["sent"] * 9
+    assert server.sessions == 3 and len(server.received) == 9
 
 
 def test_a_server_without_pipelining_gets_one_command_at_a_time(smtp_server) -> None:

@@ -57,6 +57,7 @@ class _Fatal:
 
 
 _SKIPPED = object()  # a message a worker did not attempt because the run is aborting
+_NOTHING = object()  # nothing was waiting in the queue
 
 
 class _StaleConnection(Exception):
@@ -89,15 +90,20 @@ class _Connection:
         self._endpoint = endpoint
         self._smtp: smtplib.SMTP | None = None
         self._count = 0
+        self._written: OutgoingMessage | None = None  # its MAIL, RCPT and DATA went out with the data before it
 
-    def send(self, message: OutgoingMessage) -> SendResult:
-        """Deliver one message; connection trouble is a `retry` result, login/TLS trouble a MailError."""
+    def send(self, message: OutgoingMessage, following: OutgoingMessage | None = None) -> SendResult:
+        """Deliver one message; connection trouble is a `retry` result, login/TLS trouble a MailError.
+        `following`: the message this connection sends next, whose commands may go out with this
+        one's data (RFC 2920 3.1); the next call must then be for it."""
+        if self._written is not None and self._written is not message:  # it was not sent after all (a stop):
+            self._discard()  # the server waits for its data, so the connection cannot go on
         while True:
             fresh = self._smtp is None
             try:
                 if fresh:
                     self._connect()
-                return self._transaction(message, fresh)
+                return self._transaction(message, fresh, following)
             except _StaleConnection:
                 self._discard()
             except (smtplib.SMTPException, OSError) as e:  # no transaction (or no reply to it): try later
@@ -107,6 +113,8 @@ class _Connection:
                 return SendResult(message.key, message.message_id, "retry", None, _describe(e))
 
     def close(self) -> None:
+        if self._written is not None:  # the server waits for that message's data: a QUIT would be taken for it
+            self._discard()
         if self._smtp is not None:
             try:
                 self._smtp.quit()
@@ -119,6 +127,7 @@ class _Connection:
             self._smtp.close()
         self._smtp = None
         self._count = 0
+        self._written = None
 
     def _connect(self) -> None:
         endpoint = self._endpoint
@@ -173,7 +182,7 @@ class _Connection:
         assert self._smtp is not None
         return bool(self._smtp.has_extn("smtputf8"))
 
-    def _transaction(self, message: OutgoingMessage, fresh: bool) -> SendResult:
+    def _transaction(self, message: OutgoingMessage, fresh: bool, following: OutgoingMessage | None = None) -> SendResult:
         smtp = self._smtp
         assert smtp is not None
         if not _ascii_envelope(message) and not smtp.has_extn("smtputf8"):
@@ -184,8 +193,8 @@ class _Connection:
                 f"{', '.join(a for a in (message.sender, *message.recipients) if not a.isascii())}; "
                 "set [smtp] smtputf8 = \"auto\" or \"no\" so such addresses are refused at sign-up",
             )
-        if self._endpoint.pipelining and smtp.has_extn("pipelining") and _ascii_envelope(message):
-            return self._pipelined(smtp, message, fresh)
+        if self._pipelines(smtp, message):
+            return self._pipelined(smtp, message, fresh, following)
         try:
             code, reply = smtp.mail(message.sender, self._mail_options(smtp, message))
         except smtplib.SMTPServerDisconnected:
@@ -201,13 +210,24 @@ class _Connection:
         code, reply = smtp.getreply()
         return self._body(smtp, message, code, reply, refused)
 
-    def _pipelined(self, smtp: smtplib.SMTP, message: OutgoingMessage, fresh: bool) -> SendResult:
-        """RFC 2920: MAIL FROM, every RCPT TO and DATA in one write, then their replies in order."""
+    def _pipelines(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> bool:
+        return self._endpoint.pipelining and smtp.has_extn("pipelining") and _ascii_envelope(message)
+
+    def _commands(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> bytes:
+        """MAIL FROM, every RCPT TO and DATA, as one pipelined group."""
         options = "".join(f" {option}" for option in self._mail_options(smtp, message))
         commands = [f"MAIL FROM:<{message.sender}>{options}"]  # bare addresses (OutgoingMessage): the path as RFC 5321 writes it
         commands += [f"RCPT TO:<{address}>" for address in message.recipients]
+        return ("\r\n".join([*commands, "DATA"]) + "\r\n").encode("ascii")
+
+    def _pipelined(self, smtp: smtplib.SMTP, message: OutgoingMessage, fresh: bool,
+                   following: OutgoingMessage | None = None) -> SendResult:
+        """RFC 2920: MAIL FROM, every RCPT TO and DATA in one write (or with the data before, see
+        _body), then their replies in order."""
+        written, self._written = self._written is message, None
         try:
-            smtp.send(("\r\n".join([*commands, "DATA"]) + "\r\n").encode("ascii"))
+            if not written:
+                smtp.send(self._commands(smtp, message))
             code, reply = smtp.getreply()
         except smtplib.SMTPServerDisconnected:
             if fresh:
@@ -223,7 +243,7 @@ class _Connection:
         refused = [RecipientRefusal(a, c, _text(r)) for a, (c, r) in zip(message.recipients, replies) if c not in (250, 251)]
         if len(refused) == len(message.recipients):
             return self._all_refused(message, refused)
-        return self._body(smtp, message, data_code, data_reply, refused)
+        return self._body(smtp, message, data_code, data_reply, refused, following)
 
     def _replies(self, smtp: smtplib.SMTP, count: int) -> list[tuple[int, bytes]]:
         """The next `count` replies; those a closed connection never gave count as 421 (closing)."""
@@ -242,16 +262,25 @@ class _Connection:
         return _result(message, code, f"MAIL FROM refused: {code} {_text(reply)}")
 
     def _body(
-        self, smtp: smtplib.SMTP, message: OutgoingMessage, code: int, reply: bytes, refused: list[RecipientRefusal]
+        self, smtp: smtplib.SMTP, message: OutgoingMessage, code: int, reply: bytes, refused: list[RecipientRefusal],
+        following: OutgoingMessage | None = None,
     ) -> SendResult:
-        """After DATA's reply: the message itself (dot-stuffed), then its final reply."""
+        """After DATA's reply: the message itself (dot-stuffed), then its final reply. The commands of
+        `following` go out in the same write (RFC 2920 3.1: the data may begin a group) unless this
+        message ends the connection: one round trip a message instead of two."""
         if code != 354:  # DATA itself refused
             self._reset(code)
             return _result(message, code, f"DATA refused: {code} {_text(reply)}")
-        smtp.send(_data_lines(message.data))
+        data = _data_lines(message.data)
+        if following is not None and self._count + 1 < self._endpoint.max_per_connection and self._pipelines(smtp, following):
+            smtp.send(data + self._commands(smtp, following))
+            self._written = following  # its replies come after this message's final one, whatever that is
+        else:
+            smtp.send(data)
         code, reply = smtp.getreply()
         if not 200 <= code < 300:
-            self._reset(code)
+            if code == 421:  # the server is leaving; no RSET otherwise: the reply to the data ended the transaction
+                self._discard()
             return _result(message, code, f"DATA refused: {code} {_text(reply)}")
         self._count += 1
         if self._count >= self._endpoint.max_per_connection:
@@ -468,19 +497,28 @@ class SmtpBackend(MailBackend):
             ) from e
 
     def _work_loop(self) -> None:
+        """Send what the queue holds; a message already waiting behind the current one is taken with
+        it, so that its commands go out with the current one's data (_Connection._body)."""
         assert self._endpoint is not None
         connection = _Connection(self._endpoint)
         try:
-            while (item := self._work.get()) is not None:
+            item = self._work.get()
+            while item is not None:
                 message, results = item
+                try:
+                    after: tuple[OutgoingMessage, queue.SimpleQueue[object]] | None | object = self._work.get_nowait()
+                except queue.Empty:
+                    after = _NOTHING
                 if self._abort.is_set():
                     results.put(_SKIPPED)
-                    continue
-                try:
-                    results.put(connection.send(message))
-                except BaseException as e:  # login/TLS trouble, or a bug: the run stops, the caller hears of it
-                    self._abort.set()
-                    results.put(_Fatal(e))
+                else:
+                    following = after[0] if isinstance(after, tuple) else None
+                    try:
+                        results.put(connection.send(message, following))
+                    except BaseException as e:  # login/TLS trouble, or a bug: the run stops, the caller hears of it
+                        self._abort.set()
+                        results.put(_Fatal(e))
+                item = self._work.get() if after is _NOTHING else after  # type: ignore[assignment]
         finally:
             connection.close()
 
