@@ -213,7 +213,7 @@ class SmtpSettings(Section):
             )
         return value
     pipelining: bool = Field(
-        True, description="send MAIL FROM, RCPT TO and DATA in one write when the server offers PIPELINING (RFC 2920)",
+        True, description="send MAIL FROM, RCPT TO and DATA in one write when the server offers PIPELINING (RFC 2920), with the previous message's data when one is waiting",
     )
     domain_rate: dict[str, Annotated[float, Field(gt=0)]] = Field(
         {}, description='messages a second to each recipient domain named, e.g. {"gmail.com" = 20}, for all '
