@@ -71,17 +71,19 @@ class CountingOutbox(Outbox):
 class _LimitedBackend(MailBackend):
     """Wraps the configured backend: holds the shared rate and per-domain pacing, times each reply.
 
-    A message whose domain has no free slot yet waits aside (at most DEFER_MAX) while others go
-    ahead. Every message taken from the caller gets one result: those still held back when the
+    A message whose domain has no free slot yet waits aside (at most `hold`: a worker holds no more
+    than one claim's worth, so that it does not take from the queue what other workers, idle, could
+    send within the same shared pace) while others go ahead. Every message taken from the caller gets one result: those still held back when the
     send stops come back with outcome "queued" (never handed to a server: back in the queue).
     """
 
     name = "limited"
 
     def __init__(self, inner: MailBackend, *, rate: SharedRate | None, domains: dict[str, SharedRate],
-                 metrics: Metrics | None) -> None:
+                 metrics: Metrics | None, hold: int = DEFER_MAX) -> None:
         super().__init__()
         self.inner = inner
+        self.hold = hold
         self.rate = rate
         self.domains = domains
         self.metrics = metrics
@@ -106,7 +108,7 @@ class _LimitedBackend(MailBackend):
             now = time.monotonic()
             if held and held[0][0] <= now:
                 message = heapq.heappop(held)[2]
-            elif not exhausted and len(held) < DEFER_MAX:
+            elif not exhausted and len(held) < self.hold:
                 message = next(source, None)  # type: ignore[assignment]
                 if message is None:
                     exhausted = True
@@ -205,7 +207,7 @@ class Worker:
             inner = make_backend(self.settings.mail, self.settings.smtp, **extra)
         else:
             inner = make_backend(self.settings.mail, self.settings.smtp)
-        return _LimitedBackend(inner, rate=self.rate, domains=self.domains, metrics=self.metrics)
+        return _LimitedBackend(inner, rate=self.rate, domains=self.domains, metrics=self.metrics, hold=self.claim_batch)
 
     def _clock(self) -> datetime:
         return datetime.now(UTC)
