@@ -70,7 +70,7 @@ def claim_any(outbox: Outbox, now: datetime, limit: int) -> list[ClaimedDelivery
             chosen += connection.execute(_CHOSEN_ANY, {**values, "limit": limit - len(chosen)}).scalars()
         if not chosen:
             return []
-        ids = connection.execute(_CLAIM.on(connection), {**values, "ids": chosen}).scalars().all()
+        ids = connection.execute(_CLAIM, {**values, "ids": chosen}).scalars().all()
         return claimed_rows(connection, ids)
 
 

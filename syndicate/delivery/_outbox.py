@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
@@ -382,7 +382,7 @@ class Outbox:
             chosen_ids = connection.execute(chosen, values).scalars().all()
             if not chosen_ids:
                 return []
-            ids = connection.execute(_CLAIM.on(connection), {**values, "ids": chosen_ids}).scalars().all()
+            ids = connection.execute(_CLAIM, {**values, "ids": chosen_ids}).scalars().all()
             return claimed_rows(connection, ids)
 
     def record(self, results: Sequence[Result], now: datetime) -> None:
@@ -708,13 +708,14 @@ def claimed_rows(connection: Connection, ids: Sequence[int]) -> list[ClaimedDeli
     """The deliveries `ids` (just marked `sending` in this transaction) with their subscribers as they are now."""
     if not ids:
         return []
-    return [_claimed(row) for row in connection.execute(_CLAIMED_ROWS.on(connection), {"ids": list(ids)}).all()]
+    return [_claimed(row) for row in connection.execute(_CLAIMED_ROWS, {"ids": list(ids)}).all()]
 
 
 def subscriber_states(database: Database, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
     """(status, since_key of the high-water mark) of each subscriber now: the last check before sending."""
     with database.read() as connection:
-        rows = connection.execute(_STATES.on(connection), {"ids": list(ids)}).all()
+        statement = _STATES_ANY if connection.dialect.name == "postgresql" else _STATES
+        rows = connection.execute(statement, {"ids": list(ids)}).all()
     return {row.id: (row.status, since_key(row.high_water)) for row in rows}
 
 
@@ -727,29 +728,16 @@ _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _ANY_IDS = any_(bindparam("ids", type_=postgresql.ARRAY(Integer)))
 
 
-class _ByIds(NamedTuple):
-    """A statement of the sending loop that takes a batch of ids as `ids`: as an expanding IN list, and
-    on PostgreSQL as one array (= ANY), whose SQL text is the same for every batch: neither SQLAlchemy
-    nor psycopg then renders and parses 64 placeholders again for each claim (bench/RESULTS.md, #8)."""
-
-    listed: Any
-    array: Any
-
-    def on(self, connection: Connection) -> Any:
-        return self.array if connection.dialect.name == "postgresql" else self.listed
-
-
 _CHOSEN_QUEUED, _CHOSEN_DUE = (
     select(_d.id).where(condition).order_by(_d.id).limit(bindparam("limit")).with_for_update(skip_locked=True)
     for condition in (_QUEUED_OF_RUN, _RETRY_DUE)
 )
-# The chosen rows are this transaction's (locked FOR UPDATE on PostgreSQL; SQLite's write transaction
-# holds the database), so the update takes them by id alone: a status test there would let PostgreSQL
-# plan it through the status index, reading every queued delivery to find these.
-_CLAIM = _ByIds(*(
-    update(deliveries).where(ids).values(status=SENDING, claimed_by=bindparam("worker"), updated_at=bindparam("now"))
-    .returning(_d.id) for ids in (_d.id.in_(_IDS), _d.id == _ANY_IDS)
-))
+# SQLite's claim, in three statements (PostgreSQL's is one, _claim_in_one): the chosen rows are this
+# transaction's (SQLite's write transaction holds the database), so the update takes them by id alone.
+_CLAIM = (
+    update(deliveries).where(_d.id.in_(_IDS)).values(status=SENDING, claimed_by=bindparam("worker"), updated_at=bindparam("now"))
+    .returning(_d.id)
+)
 # A digest's number in its subscriber's series: 1 + the deliveries sent to them so far (kept, and pruned:
 # subscriber_issues), read with the claim rather than once per message. The status is tested inside the
 # sum, not in WHERE: then only the subscriber's own rows are read (their index), where PostgreSQL would
@@ -800,7 +788,7 @@ def _claim_in_one(chosen: Any) -> Any:
     return _with_subscribers(marked)
 
 
-_CLAIMED_ROWS = _ByIds(*(_with_subscribers(deliveries).where(ids) for ids in (_d.id.in_(_IDS), _d.id == _ANY_IDS)))
+_CLAIMED_ROWS = _with_subscribers(deliveries).where(_d.id.in_(_IDS))
 _CLAIM_QUEUED_IN_ONE, _CLAIM_DUE_IN_ONE = _claim_in_one(_CHOSEN_QUEUED), _claim_in_one(_CHOSEN_DUE)
 # What recording a result writes on its delivery (one row per parameter set).
 _ONE = _d.id == bindparam("did")
@@ -822,4 +810,7 @@ _FINISH = update(deliveries).where(_ONE).values(
     last_code=bindparam("code"), last_reply=bindparam("reply"), next_attempt_at=None, updated_at=bindparam("now"))
 _BACK = update(deliveries).where(_ONE, _d.status == SENDING).values(
     status=bindparam("back"), claimed_by=None, updated_at=bindparam("now"))
-_STATES = _ByIds(*(select(_s.id, _s.status, _s.high_water).where(ids) for ids in (_s.id.in_(_IDS), _s.id == _ANY_IDS)))
+# The check before sending, as an expanding IN list, and on PostgreSQL with the batch as one array
+# (= ANY): its SQL text is then the same for every batch, so neither SQLAlchemy nor psycopg renders
+# and parses 32 placeholders again each time (bench/RESULTS.md, #8).
+_STATES, _STATES_ANY = (select(_s.id, _s.status, _s.high_water).where(ids) for ids in (_s.id.in_(_IDS), _s.id == _ANY_IDS))
