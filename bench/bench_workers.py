@@ -378,7 +378,7 @@ def main() -> None:
     parser.add_argument("--cpu-concurrency", type=int, default=2, help="SMTP connections per worker process of the cpu runs")
     parser.add_argument("--kill-digests", type=int, default=8_000)
     parser.add_argument("--articles", type=int, default=2_000)
-    parser.add_argument("--max-articles", type=int, default=2, help="[digest] max_articles of the cpu runs (2: digests of about 10 KB)")
+    parser.add_argument("--max-articles", type=int, default=1, help="[digest] max_articles of the cpu runs (1: digests of about 10.7 KB; 2: 12 KB)")
     parser.add_argument("--inliner", default="premailer", help="[email] css_inliner of the cpu runs")
     parser.add_argument("--smtp-sink-port", type=int, default=25461)
     parser.add_argument("--skip", default="", help="comma-separated: scaling, cpu, kill")
