@@ -38,7 +38,8 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	SYNDICATE_TEST_DATABASE_URL="$${SYNDICATE_TEST_DATABASE_URL:-$$($(BIN)/python tests/pg_url.py '$(PG_URL)')}" \
+		$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var public

@@ -9,8 +9,10 @@ taking turns (`--repeat` rounds, the first side alternating); the table gives ea
 round and their ratio. `--quick` uses reduced sizes, the same for both sides.
 
 The curated text of bench/RESULTS.md is kept; only what lies between the two markers below is
-replaced. Benchmarks whose tools are missing (smtp-sink for delivery, wrk and nginx for HTTP,
-PostgreSQL for the subscriber store's second backend) are reported as skipped, with the reason.
+replaced. Benchmarks whose tools are missing (smtp-sink for delivery, DKIM and the workers, wrk and
+nginx for HTTP, PostgreSQL for the workers) are reported as skipped, with the reason; without
+PostgreSQL the subscriber store's benchmark measures SQLite alone. The benchmarks of the later issues
+(workers, dkim, watch, mechanisms) compare within their own run and are recorded as they print.
 """
 
 from __future__ import annotations
@@ -138,6 +140,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _postgres() -> str | None:
+    if os.environ.get("SYNDICATE_TEST_DATABASE_URL"):
+        return None
+    return "needs PostgreSQL: its URL in SYNDICATE_TEST_DATABASE_URL (`make bench` sets the local one)"
+
+
+def _every(*checks: Callable[[], str | None]) -> Callable[[], str | None]:
+    def missing() -> str | None:
+        return next((why for why in (check() for check in checks) if why is not None), None)
+    return missing
+
+
 BENCHES = [
     # build first: a cold build creating 20,000 files within minutes of a mass deletion (another
     # benchmark's clean-up) is charged several seconds of system time by ext4's inode allocator
@@ -157,6 +171,13 @@ BENCHES = [
           ["--subscribers", "20000", "--repeat", "3"], parse_plan, False),
     Bench("subscribers", "bench_subscribers.py", ["--sizes", "10000", "100000"], ["--sizes", "10000"], parse_table, False),
     Bench("http", "bench_http.py", ["--duration", "10"], ["--duration", "5"], parse_table, False, needs=_tool("wrk", "nginx")),
+    # the benchmarks of later issues, recorded as printed: each compares within its own run (no baseline)
+    Bench("workers", "bench_workers.py", [],
+          ["--digests", "4000", "--workers", "1,2", "--cpu-digests", "3000", "--cpu-runs", "1", "--kill-digests", "3000"],
+          parse_table, False, needs=_every(_tool("smtp-sink"), _postgres)),
+    Bench("dkim", "bench_dkim.py", [], ["--subscribers", "2000", "--rounds", "1"], parse_table, False, needs=_tool("smtp-sink")),
+    Bench("watch", "bench_watch.py", [], ["--count", "2000", "--edits", "5"], parse_table, False),
+    Bench("mechanisms", "bench_mechanisms.py", [], ["--count", "2000", "--repeat", "1"], parse_table, False),
 ]
 
 
@@ -175,7 +196,7 @@ def run_one(bench: Bench, checkout: Path, python: Path, args: list[str], side: s
     """One benchmark, once, on one side; raises SystemExit with its output if it fails."""
     args = list(args)
     sink = None
-    if bench.name == "delivery":
+    if bench.name in ("delivery", "dkim"):
         port = _free_port()
         sink = subprocess.Popen([shutil.which("smtp-sink") or "/usr/sbin/smtp-sink", "-u", "nobody", f"127.0.0.1:{port}", "100"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -186,6 +207,10 @@ def run_one(bench: Bench, checkout: Path, python: Path, args: list[str], side: s
         # 20,000 files within minutes of the deletion of as many (the last run's) is several
         # times slower on ext4, which would charge one side's clean-up to the other's figure.
         args += ["--work", str(work / f"{bench.name}-{side}-{round_}")]
+    if bench.name == "watch":
+        args += ["--work", str(work / f"watch-{side}")]
+    if bench.name == "workers":
+        args += ["--database-url", os.environ["SYNDICATE_TEST_DATABASE_URL"]]
     if bench.name == "plan":
         args += ["--folder", str(work / f"plan-{side}")]
     if bench.name == "subscribers" and os.environ.get("SYNDICATE_TEST_DATABASE_URL"):
@@ -205,6 +230,7 @@ def run_one(bench: Bench, checkout: Path, python: Path, args: list[str], side: s
         raise SystemExit(f"{bench.name} ({side}) failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     shown = " ".join(["python", f"bench/{bench.script}", *(a if not a.startswith(str(work)) else "DIR" for a in args)])
     shown = re.sub(r"--port \d+", "--port PORT", shown)
+    shown = re.sub(r"--database-url \S+", "--database-url URL", shown)  # a URL may hold a password
     figures = [*bench.parse(done.stdout, done.stderr), (CPU_FIGURE, cpu, "time", "s")]
     return Run(side, figures, seconds, load_before, os.getloadavg(), done.stdout, shown)
 
