@@ -228,6 +228,7 @@ class SmtpTestServer:
         self.lock = threading.Lock()
         self.port = 0
         self.sessions = 0
+        self.peak_sessions = 0  # the most sessions open at once
         self.rsets = 0
         self._received: list[Received] = []
         self._live: set[SMTP] = set()
@@ -315,6 +316,7 @@ class SmtpTestServer:
             warnings.simplefilter("ignore", UserWarning)
             smtp = self._session(number)
         self._live.add(smtp)
+        self.peak_sessions = max(self.peak_sessions, len(self._live))
         return smtp
 
     def _session(self, number: int) -> SMTP:

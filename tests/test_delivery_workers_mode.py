@@ -3,7 +3,7 @@
 Exactly once under a scheduled and a manual run planned at the same moment; a worker killed with
 -9 has its claims recovered by another after `[outbox] claim_timeout`; a worker declared lost
 stops by itself; SIGTERM finishes the messages in flight and puts the rest back; the shared
-`[smtp] rate` and `domain_rate` hold across workers; the mode is refused on SQLite.
+`[smtp] rate`, `domain_rate` and `connections` hold across workers; the mode is refused on SQLite.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def deployment(tmp_path, smtp_server, database_url):
     write_site(tmp_path, now=now)
     database = open_db(database_url)
 
-    def config(**options: str):
+    def config(**options):
         return worker_config(tmp_path, database_url, server.port, **options)
 
     yield config, server, database, now
@@ -256,6 +256,31 @@ def test_the_rate_holds_for_all_workers_together_within_ten_percent(deployment, 
         stop_all(workers)
     assert abs(during / seconds - rate) <= 0.1 * rate, f"{during} messages in {seconds:.2f}s, limit {rate}/s"
     assert len(claimers) == 3, "all three workers were sending"
+
+
+@PG
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", [2, 16])
+def test_smtp_connections_are_for_all_workers_together(deployment, limit):
+    config, server, database, now = deployment
+    people = add_subscribers(database, 400, now=now)  # several claims' worth (64 a worker): every worker claims
+    server.data_delay = 0.02  # each message keeps its connection busy: unlimited, the workers would open six
+    path = config(connections=limit)
+    workers = [WorkerProcess(path, "--concurrency", "2") for _ in range(3)]
+    try:
+        for worker in workers:
+            worker.wait_for(r"worker registered")
+        delivery_service(path, database).plan_manual(SendRequest(), now)
+        wait_until(lambda: statuses(database)["sent"] >= len(people), 60, "every digest sent")
+    finally:
+        stop_all(workers)
+    assert Counter(r.recipients[0] for r in server.received) == Counter(p.email for p in people)
+    assert max(message_ids(server.received).values()) == 1
+    if limit == 2:
+        assert server.peak_sessions == 2, f"{server.peak_sessions} SMTP connections open at once, [smtp] connections = 2"
+        assert any("waiting for an SMTP connection slot" in w.log for w in workers), "a worker found every slot taken"
+    else:  # the same run with room for all: the workers open more than two (each its own two)
+        assert server.peak_sessions > 2, f"{server.peak_sessions} SMTP connections open at once, 3 workers x 2"
 
 
 @pytest.mark.slow  # three real processes: ~4 s

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>]+>)", re.M)
 
 
-def worker_config(root: Path, url: str, port: int, *, smtp: str = "", outbox: str = "", mode: str = "workers") -> Path:
+def worker_config(root: Path, url: str, port: int, *, smtp: str = "", outbox: str = "", mode: str = "workers",
+                  connections: int = 16) -> Path:
     """A config sending to 127.0.0.1:port with [delivery] mode = `mode` (content under root/content)."""
     config = root / "syndicate.toml"
     config.write_text(
@@ -30,7 +31,7 @@ def worker_config(root: Path, url: str, port: int, *, smtp: str = "", outbox: st
         f'[output]\nfolder = "{root / "public"}"\n'
         f'[database]\nurl = "{url}"\n'
         f'[mail]\nbackend = "smtp"\nfrom = "Worker Times <digest@news.example>"\ndomain = "news.example"\n'
-        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\nconnections = 16\ntimeout = 10\n{smtp}\n'
+        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\nconnections = {connections}\ntimeout = 10\n{smtp}\n'
         f'[outbox]\nclaim_timeout = 3\n{outbox}\n'
         f'[delivery]\nmode = "{mode}"\n'
         f'[logging]\nlevel = "INFO"\n',
