@@ -391,6 +391,8 @@ def main() -> None:
                     if (round_ > 0 or args.quick) and side == "new" and bench.name == "build":
                         extra = [*extra, "--skip-pelican"]  # Pelican once is enough (and not at all when quick)
                     run = run_one(bench, checkout, python, [*sizes, *extra], side, work, round_)
+                    if args.baseline is not None:  # the baseline's own checkout, by name (no path of this machine)
+                        run.command = run.command.replace(str(args.baseline), "OLD_CHECKOUT")
                     if bench.name == "build" and "--skip-pelican" not in [*sizes, *extra]:  # its CPU time includes Pelican's
                         run.figures = [f for f in run.figures if f[0] != CPU_FIGURE]
                     runs[side].append(run)
