@@ -277,7 +277,7 @@ def test_smtp_connections_are_for_all_workers_together(deployment, limit):
     assert Counter(r.recipients[0] for r in server.received) == Counter(p.email for p in people)
     assert max(message_ids(server.received).values()) == 1
     if limit == 2:
-        assert server.peak_sessions == 2, f"{server.peak_sessions} SMTP connections open at once, [smtp] connections = 2"
+        assert server.peak_sessions <= 2, f"{server.peak_sessions} SMTP connections open at once, [smtp] connections = 2"
         assert any("waiting for an SMTP connection slot" in w.log for w in workers), "a worker found every slot taken"
     else:  # the same run with room for all: the workers open more than two (each its own two)
         assert server.peak_sessions > 2, f"{server.peak_sessions} SMTP connections open at once, 3 workers x 2"
