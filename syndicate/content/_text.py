@@ -14,7 +14,6 @@ _SPACE = re.compile(r"\s+")
 # Characters XML 1.0 cannot carry: C0 controls but tab, newline and return; lone surrogates; U+FFFE/U+FFFF.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _C0_CONTROLS = bytes([*range(0x09), 0x0b, 0x0c, *range(0x0e, 0x20)])  # the same controls, as UTF-8 bytes
-_C0_CHARACTERS = tuple(map(chr, _C0_CONTROLS))
 # Transliterations NFKD does not give (letters that are not a base letter plus an accent).
 _TRANSLIT = str.maketrans({
     "ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "œ": "oe", "Œ": "OE",
@@ -54,15 +53,9 @@ def xml_safe(text: str) -> str:
 
 
 def _is_xml_safe(text: str) -> bool:
-    """Whether `text` has none of those characters, checked in C (every Article is checked, those
-    restored from the cache too). A long ASCII text (an article's body, with its line breaks) is
-    scanned once per C0 control by memchr; a printable text has none (the characters XML refuses
-    are all controls, surrogates or non-characters); any other is encoded and the C0 controls
-    deleted from its bytes. A 5 KB body: 1.5 us, against 6.6 us encoding it and 48 us by the regex."""
-    if len(text) > 256 and text.isascii():
-        return all(control not in text for control in _C0_CHARACTERS)
-    if text.isprintable():
-        return True
+    """Whether `text` has none of those characters: its UTF-8 bytes hold no C0 control but tab,
+    newline and return (a lone surrogate cannot be encoded at all), and it has no U+FFFE or U+FFFF.
+    A 5 KB body: 6.6 us, against 48 us by the regex."""
     try:
         encoded = text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate
