@@ -153,3 +153,23 @@ def test_the_dashboard_shows_bounce_and_complaint_rates_and_the_delivery_workers
     cells = re.findall(r"<td>([^<]*)</td>", row)
     assert cells[1:4] == ["1", "0", "1"]  # hard, soft, complaints
     assert "Mode: inline" in page and "Live workers: 0" in page
+
+
+def test_a_file_posted_where_a_console_form_expects_text_is_a_clear_answer_never_a_500(site):
+    """multipart/form-data lets a client send any field as a file: each text field then reads as
+    absent (the form's own errors follow), and nothing fails with a server error."""
+    ann = site.store.get_by_email("ann@example.org")
+    fields = ["subscriber", "categories", "frequency", "name", "timezone", "send_hour", "weekday", "mode", "text",
+              "confirm", "ids", "subject", "body", "to", "run_id", "status"]
+    with httpx.Client(base_url=site.url) as client:
+        sign_in(client)
+        csrf = csrf_of(client)
+        for route in POST_ROUTES:
+            if route.endswith(("/logout", "/unsubscribe", "/erase")):  # they take no field: the CSRF token is all
+                continue
+            path = route.replace("/1", f"/{ann.id}") if "subscribers/1" in route else route
+            files = [(name, (f"{name}.txt", b"x@example.org", "text/plain")) for name in fields]
+            response = client.post(path, data={"csrf": csrf}, files=files)
+            assert response.status_code < 500, f"{path}: {response.status_code} {response.text[:300]}"
+        stored = site.store.get(ann.id)
+        assert (stored.status.value, stored.name) == ("active", ann.name), "nothing was changed by a file for a value"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
@@ -42,11 +43,11 @@ def _smtp(mail: MailSettings, smtp: SmtpSettings, environ: Any = None, **overrid
     return SmtpBackend(options, environ=environ)
 
 
-def _file(mail: MailSettings, smtp: SmtpSettings, folder: Any = None) -> FileBackend:
+def _file(mail: MailSettings, smtp: SmtpSettings, folder: Path | None = None) -> FileBackend:
     return FileBackend(folder if folder is not None else mail.folder)
 
 
-def _console(mail: MailSettings, smtp: SmtpSettings, stream: Any = None) -> ConsoleBackend:
+def _console(mail: MailSettings, smtp: SmtpSettings, stream: TextIO | None = None) -> ConsoleBackend:
     return ConsoleBackend(stream)
 
 

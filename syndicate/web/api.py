@@ -158,7 +158,7 @@ def api_router(context: WebContext, *, delivery: DeliveryService | None, runner:
         except (UsageError, ValueError) as e:  # an unknown category, an inactive subscriber, nothing new to test
             raise ApiProblem(422, str(e)) from e
 
-    def send(service: Any, request: Any, body: SendBody, now: datetime) -> Any:
+    def send(service: DeliveryService, request: SendRequest, body: SendBody, now: datetime) -> JSONResponse:
         if body.dry_run:  # the send's own rule (issue 17): who it would record, and who not with why
             due = list(service.due(request, now))
             return JSONResponse({"dry_run": True,

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from syndicate.subscribers import InvalidLinkError, LinkSigner
-from syndicate.web.static import Receive, Scope, Send
+from syndicate.web.static import ASGIApp, Receive, Scope, Send
 
 CSRF_COOKIE = "syndicate_csrf"
 CSRF_FIELD = "csrf_token"
@@ -50,7 +50,7 @@ class SecurityHeaders:
     """ASGI middleware: nosniff, referrer policy and frame denial on every response; the strict
     page policy on responses that did not set their own Content-Security-Policy."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,7 +79,7 @@ class BodyLimit:
     """ASGI middleware: a request body over `max_bytes` gets 413, whether announced by
     Content-Length or streamed without one."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 

@@ -23,6 +23,7 @@ from urllib.parse import quote
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Longest suffix first: `.rss.xml` before `.xml`.
 CONTENT_TYPES: tuple[tuple[str, str], ...] = (
@@ -281,7 +282,7 @@ class StaticFirst:
     """ASGI middleware: GET and HEAD outside the app's own path prefixes go straight to the
     static site, skipping the framework's routing (feed polling is most of the traffic)."""
 
-    def __init__(self, app: Any, *, site: StaticSite, app_prefixes: tuple[str, ...]) -> None:
+    def __init__(self, app: ASGIApp, *, site: StaticSite, app_prefixes: tuple[str, ...]) -> None:
         self.app = app
         self.site = site
         self.app_prefixes = app_prefixes

@@ -11,9 +11,10 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import jinja2
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
 
 from syndicate.web.admin_session import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, AdminSessions, csrf_for, csrf_matches
 from syndicate.web.context import WebContext
@@ -75,12 +76,12 @@ class Console:
             raise NotSignedIn
         return token, f"console:{actor}"  # who, as the audit log names them
 
-    async def form(self, request: Request) -> tuple[str, Any]:
+    async def form(self, request: Request) -> tuple[str, PostedForm]:
         """(actor, the posted form) once the session and its CSRF token are checked."""
         token, actor = self.session(request)
-        form = await request.form()
+        form = PostedForm(await request.form())
         given = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
-        if not csrf_matches(token, given if isinstance(given, str) else None):
+        if not csrf_matches(token, given):
             log.warning("console form refused: bad CSRF token path=%s", request.url.path)
             raise CsrfRefused
         return actor, form
@@ -95,6 +96,26 @@ class Console:
 
     def audit(self, actor: str, action: str, kind: str, subject_id: int | None, detail: str = "") -> None:
         self.components.audit.record(self.context.clock(), actor, action, kind, subject_id, detail)
+
+
+class PostedForm:
+    """A console form as posted. multipart/form-data lets a client send any field as a file: where
+    a form expects text, a file reads as absent (the form then says what is missing), and a file
+    is taken only where one is expected."""
+
+    def __init__(self, form: FormData) -> None:
+        self._form = form
+
+    def get(self, name: str) -> str | None:
+        value = self._form.get(name)
+        return value if isinstance(value, str) else None
+
+    def getlist(self, name: str) -> list[str]:
+        return [value for value in self._form.getlist(name) if isinstance(value, str)]
+
+    def file(self, name: str) -> UploadFile | None:
+        value = self._form.get(name)
+        return value if isinstance(value, UploadFile) else None
 
 
 class CsrfRefused(Exception):
@@ -120,7 +141,7 @@ def _int(value: Any, default: int | None = None) -> int | None:
         return default
 
 
-def install_console_handlers(app: Any) -> None:
+def install_console_handlers(app: FastAPI) -> None:
     """What NotSignedIn and CsrfRefused become (called by the app factory)."""
 
     @app.exception_handler(NotSignedIn)

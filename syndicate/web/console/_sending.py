@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from syndicate.bounces import BounceEvents, deliverability
 from syndicate.campaigns import CampaignError, NewCampaign
-from syndicate.delivery import SendRequest, deployment_state
+from syndicate.delivery import RunReport, SendRequest, deployment_state
 from syndicate.digest import select_digest
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.subscribers import (
@@ -27,6 +27,7 @@ from syndicate.subscribers import (
 from syndicate.web.console._core import (
     FRAME_POLICY,
     Console,
+    PostedForm,
     _headers,
     _int,
     _to,
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- dashboard and runs
 
-def _rate(run: Any, now: datetime) -> str:
+def _rate(run: RunReport, now: datetime) -> str:
     seconds = ((run.finished_at or now) - run.started_at).total_seconds()
     return f"{run.sent / seconds:.1f}" if seconds > 0 else "-"
 
@@ -106,7 +107,7 @@ def dashboard_routes(router: APIRouter, console: Console) -> None:
 
 # ---------------------------------------------------------------- send
 
-def _send_request(form: Any) -> SendRequest:
+def _send_request(form: PostedForm) -> SendRequest:
     frequency = form.get("frequency") or None
     return SendRequest(
         frequency=Frequency(frequency) if frequency in {f.value for f in Frequency} else None,
@@ -199,7 +200,7 @@ def failure_routes(router: APIRouter, console: Console) -> None:
         actor, form = await console.form(request)
         ids = [i for i in (_int(v) for v in form.getlist("id")) if i]
         run_id = _int(form.get("run_id"))
-        reply = form.get("reply") if isinstance(form.get("reply"), str) and "reply" in form else None
+        reply = form.get("reply")
         if not ids and run_id is None and reply is None:
             return _to("/admin/failures", "Nothing chosen to requeue.")
         try:
@@ -234,13 +235,12 @@ def campaign_routes(router: APIRouter, console: Console) -> None:
     @router.post("/campaigns")
     async def create(request: Request) -> Response:
         actor, form = await console.form(request)
-        values = {"subject": form.get("subject") or "", "body": form.get("body") or "",
-                  "categories": form.getlist("categories"), "send_at": form.get("send_at") or "",
-                  "variant": form.get("variant") or "letter"}
+        subject, body, chosen = form.get("subject") or "", form.get("body") or "", form.getlist("categories")
+        when, variant = form.get("send_at") or "", form.get("variant") or "letter"
+        values = {"subject": subject, "body": body, "categories": chosen, "send_at": when, "variant": variant}
         try:
-            send_at = _local_time(values["send_at"], components.settings.site.timezone)
-            new = NewCampaign.checked(values["subject"], values["body"], values["categories"], context.categories.slugs(),
-                                      str(values["variant"]))
+            send_at = _local_time(when, components.settings.site.timezone)
+            new = NewCampaign.checked(subject, body, chosen, context.categories.slugs(), variant)
             campaign = campaigns.create(new, now=context.clock(), actor=actor, send_at=send_at)
         except CampaignError as e:
             return list_page(request, 422, error=str(e), values=values)

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
 
 from syndicate.errors import Problem, UsageError
 from syndicate.subscribers import (
@@ -19,6 +20,7 @@ from syndicate.subscribers import (
     Frequency,
     InvalidSubscriberError,
     StoredSubscriber,
+    Subscriber,
     SubscriberStatus,
     UnknownSubscriberError,
     import_confirmed_csv,
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- subscribers
 
-def _filter(params: Any) -> tuple[str, Filter, dict[str, str]]:
+def _filter(params: QueryParams) -> tuple[str, Filter, dict[str, str]]:
     status, category, frequency = params.get("status") or "", params.get("category") or "", params.get("frequency") or ""
     where = Filter(
         status=SubscriberStatus(status) if status in {s.value for s in SubscriberStatus} else None,
@@ -95,9 +97,10 @@ def subscriber_routes(router: APIRouter, console: Console) -> None:
     @router.post("/subscribers/import")
     async def import_post(request: Request) -> Response:
         actor, form = await console.form(request)
-        upload = form.get("file")
-        text = await upload.read() if upload is not None and hasattr(upload, "read") else (form.get("text") or "").encode()
-        mode = form.get("mode") if form.get("mode") in ("plain", "confirmed", "restore") else "plain"
+        upload = form.file("file")
+        text = await upload.read() if upload is not None else (form.get("text") or "").encode()
+        mode = form.get("mode") or "plain"
+        mode = mode if mode in ("plain", "confirmed", "restore") else "plain"
         if not text.strip():
             return console.page(request, "import.html.j2", 422, rows=None, text="", mode=mode, report=None,
                                 error="Choose a CSV file first.")
@@ -195,7 +198,7 @@ def _dry_run_rows(components: Components, context: WebContext, path: Path) -> li
     return rows
 
 
-def _changes(before: Any, after: Any) -> str:
+def _changes(before: Subscriber, after: Subscriber) -> str:
     """The fields changed, by name only: the audit log outlives an erasure, so it keeps no personal value."""
     names = ("name", "categories", "frequency", "timezone", "send_hour", "weekday")
     return "changed " + ", ".join(n for n in names if getattr(before, n) != getattr(after, n))
