@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import BinaryIO, TextIO, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -41,6 +41,7 @@ EXPORT_COLUMNS = IMPORT_COLUMNS + ("status", "source", "created_at", "status_cha
                                    "high_water")
 OPTED_OUT = ("unsubscribed", "bounced")
 _EXTRA = "\0extra"  # where csv.DictReader puts fields beyond the header
+_Row = TypeVar("_Row")  # what one import writes of a row (a NewSubscriber, a restored row ...)
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 ESCAPE = "'"
@@ -468,9 +469,11 @@ def _has_status(path: Path) -> bool:
     return "status" in header
 
 
-def _in_batches(path: Path, read: Any, write: Any, batch: int) -> ImportReport:
+def _in_batches(path: Path, read: Callable[[Iterable[str]], Iterable[_Row | Problem]],
+                write: Callable[[list[_Row]], ImportReport], batch: int) -> ImportReport:
+    """`write` the rows `read` gives from the file at `path`, `batch` at a time; its problems reported."""
     report = ImportReport()
-    pending: list[Any] = []
+    pending: list[_Row] = []
     problems: list[str] = []
     try:
         stream = path.open("rb")

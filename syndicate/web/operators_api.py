@@ -12,7 +12,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import Field
 
-from syndicate.campaigns import CampaignError, NewCampaign
+from syndicate.campaigns import Campaign, CampaignError, NewCampaign
 from syndicate.errors import UsageError
 from syndicate.web.api import ApiProblem, Model, token_check
 from syndicate.web.context import Runner, WebContext
@@ -147,12 +147,12 @@ def operators_router(components: Components, context: WebContext, *, admin_token
     return router
 
 
-def _found(components: Components, campaign_id: int, *, counts: bool = False) -> Any:
+def _found(components: Components, campaign_id: int, *, counts: bool = False) -> Campaign:
     try:
         return components.campaigns.get(campaign_id, counts=counts)
     except CampaignError as e:
         raise ApiProblem(404, str(e)) from e
 
 
-def _out(campaign: Any) -> dict[str, Any]:
+def _out(campaign: Campaign) -> dict[str, Any]:
     return {k: jsonable_encoder(v) for k, v in vars(campaign).items()}

@@ -18,6 +18,7 @@ from syndicate.subscribers import (
     WEEKDAYS,
     Filter,
     Frequency,
+    ImportReport,
     InvalidSubscriberError,
     StoredSubscriber,
     Subscriber,
@@ -175,7 +176,7 @@ def subscriber_routes(router: APIRouter, console: Console) -> None:
         return _to("/admin/subscribers", f"Subscriber {subscriber_id} and all their data erased.")
 
 
-def _import(components: Components, context: WebContext, path: Path, mode: str, dry_run: bool) -> Any:
+def _import(components: Components, context: WebContext, path: Path, mode: str, dry_run: bool) -> ImportReport:
     how = {"restore": restore_csv, "confirmed": import_confirmed_csv}.get(mode, import_csv)
     return how(components.store, path, valid_categories=context.categories.slugs(), now=context.clock(), dry_run=dry_run,
                addresses=components.addresses)
