@@ -141,6 +141,30 @@ def test_postmark_basic_auth(app):
     assert status_of(components, people[0]) is SubscriberStatus.BOUNCED
 
 
+def test_signed_events_with_fields_of_another_shape_are_taken_for_what_they_say_never_a_500(app):
+    client, components, people = app
+    odd = [  # Mailgun's delivery-status as text or a list: the event still says "failed, permanent" for people[1]
+        ("mailgun", {"event": "failed", "severity": "permanent", "recipient": people[1].email, "id": "mg-odd-1",
+                     "delivery-status": "550 no such user"}),
+        ("mailgun", {"event": "failed", "severity": "permanent", "recipient": people[1].email, "id": "mg-odd-2",
+                     "delivery-status": ["550"]}),
+        # a recipient that is no address at all: recorded, and nobody's status changes
+        ("postmark", {"RecordType": "Bounce", "Type": "HardBounce", "ID": 7, "Email": {"address": people[2].email}}),
+        ("generic", {"events": [{"id": "g-odd", "type": "hard", "email": [people[2].email]}]}),
+    ]
+    for source, payload in odd:
+        if source == "mailgun":
+            answer = client.post("/webhooks/mailgun", json=_mailgun(payload, token=payload["id"]))
+        elif source == "postmark":
+            answer = client.post("/webhooks/postmark", json=payload, auth=POSTMARK)
+        else:
+            answer = client.post("/webhooks/generic", json=payload, headers={"authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 200, f"{source} {payload}: {answer.status_code} {answer.text[:200]}"
+    assert status_of(components, people[1]) is SubscriberStatus.BOUNCED
+    assert status_of(components, people[2]) is SubscriberStatus.ACTIVE, "a list or an object is nobody's address"
+    assert event_count(components) == 4
+
+
 def test_a_webhook_without_its_secret_is_not_there(tmp_path):
     with serve_app(tmp_path, ENVIRON) as (url, components):
         for path in ("generic", "sendgrid", "mailgun", "postmark", "ses"):

@@ -91,7 +91,8 @@ def mailgun_events(data: Any) -> list[ProviderEvent]:
     event = data.get("event-data") if isinstance(data, dict) else None
     if not isinstance(event, dict):
         raise Refused(400, "expected Mailgun's {signature, event-data}")
-    name, status = event.get("event"), event.get("delivery-status") or {}
+    name, status = event.get("event"), event.get("delivery-status")
+    status = status if isinstance(status, dict) else {}
     if name == "failed":
         kind = HARD if event.get("severity") == "permanent" else SOFT
     else:
