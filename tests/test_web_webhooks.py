@@ -288,3 +288,20 @@ def test_ses_forged_signatures_foreign_certificate_hosts_and_unsigned_messages_a
     other_topic = _sns(key, cert_url, "Notification", bounce, "msg-14", TopicArn="arn:aws:sns:eu-west-1:1:other")
     assert client.post("/webhooks/ses", json=other_topic).status_code == 403
     assert status_of(components, people[0]) is SubscriberStatus.ACTIVE and event_count(components) == 0
+
+
+def test_signed_ses_messages_of_another_shape_are_taken_for_what_they_say_never_a_500(ses):
+    client, components, people, key, host = ses
+    cert_url = f"{host.url}/SimpleNotificationService-test.pem"
+    odd = [
+        {"notificationType": "Bounce", "bounce": "Permanent"},
+        {"notificationType": "Bounce", "bounce": {"bounceType": "Permanent",
+                                                  "bouncedRecipients": [people[0].email, {"emailAddress": people[1].email}]}},
+        {"notificationType": "Complaint", "complaint": ["abuse"]},
+        {"notificationType": "Complaint", "complaint": {"complainedRecipients": "everyone"}},
+    ]
+    for number, message in enumerate(odd):
+        answer = client.post("/webhooks/ses", json=_sns(key, cert_url, "Notification", json.dumps(message), f"odd-{number}"))
+        assert answer.status_code == 200, f"{message}: {answer.status_code} {answer.text[:200]}"
+    assert status_of(components, people[1]) is SubscriberStatus.BOUNCED, "the one recipient given as SES gives it"
+    assert status_of(components, people[0]) is SubscriberStatus.ACTIVE, "a bare string is not a recipient record"

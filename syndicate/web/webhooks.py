@@ -91,8 +91,7 @@ def mailgun_events(data: Any) -> list[ProviderEvent]:
     event = data.get("event-data") if isinstance(data, dict) else None
     if not isinstance(event, dict):
         raise Refused(400, "expected Mailgun's {signature, event-data}")
-    name, status = event.get("event"), event.get("delivery-status")
-    status = status if isinstance(status, dict) else {}
+    name, status = event.get("event"), _object(event.get("delivery-status"))
     if name == "failed":
         kind = HARD if event.get("severity") == "permanent" else SOFT
     else:
@@ -127,18 +126,28 @@ def ses_events(message: Any, message_id: str) -> list[ProviderEvent]:
     kind_of = message.get("notificationType") or message.get("eventType")
     out = []
     if kind_of == "Bounce":
-        bounce = message.get("bounce") or {}
+        bounce = _object(message.get("bounce"))
         kind = HARD if bounce.get("bounceType") == "Permanent" else SOFT
-        for i, r in enumerate((bounce.get("bouncedRecipients") or [])[:MAX_EVENTS]):
+        for i, r in enumerate(_objects(bounce.get("bouncedRecipients"))):
             out.append(_event(kind, r.get("emailAddress"), r.get("status"), r.get("diagnosticCode"), f"{message_id}:{i}", message))
     elif kind_of == "Complaint":
-        complaint = message.get("complaint") or {}
+        complaint = _object(message.get("complaint"))
         if complaint.get("complaintFeedbackType") == "not-spam":
             return []
-        for i, r in enumerate((complaint.get("complainedRecipients") or [])[:MAX_EVENTS]):
+        for i, r in enumerate(_objects(complaint.get("complainedRecipients"))):
             out.append(_event(COMPLAINT, r.get("emailAddress"), complaint.get("complaintFeedbackType") or "abuse",
                               f"SES complaint from {complaint.get('userAgent') or 'a feedback loop'}", f"{message_id}:{i}", message))
     return out
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object where the provider sends one; anything else (a string, a list) as an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """The JSON objects of a list where the provider sends a list of them (at most MAX_EVENTS)."""
+    return [item for item in value[:MAX_EVENTS] if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 # -- authentication
