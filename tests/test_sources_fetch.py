@@ -5,6 +5,7 @@ User-Agent, backoff, Retry-After, one request per host)."""
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,6 +205,25 @@ def test_a_broken_feed_is_recorded_and_the_items_already_kept_stay(database, tmp
     assert error in status.last_error
     sources.publish()
     assert published(tmp_path) == before
+
+
+def test_a_json_feed_item_with_fields_of_another_shape_keeps_the_other_items(database, tmp_path, server):
+    odd = [  # what a JSON Feed spells as lists or objects, given as numbers or text
+        {"id": "j1", "url": "https://micro.example/1", "title": "Authors as a number", "content_text": "one", "authors": 5},
+        {"id": "j2", "url": "https://micro.example/2", "title": "Attachments as a number", "content_text": "two",
+         "attachments": 7},
+        {"id": "j3", "url": "https://micro.example/3", "title": "Author as text", "content_text": "three", "author": "Ann"},
+        {"id": "j4", "url": "https://micro.example/4", "title": "A plain one", "content_text": "four",
+         "date_published": "2026-11-30T10:00:00Z"},
+    ]
+    body = json.dumps({"version": "https://jsonfeed.org/version/1.1", "title": "Micro", "authors": "everyone",
+                       "items": odd}).encode()
+    server.routes["/json"] = Route(body, content_type="application/feed+json")
+    sources = make_sources(database, tmp_path, server, micro={"url": "/json"})
+    [report] = sources.fetch_due(NOW)
+    assert (report.status, report.new) == ("ok", 4), report
+    assert sorted(a.title for a in published(tmp_path)) == [
+        "A plain one", "Attachments as a number", "Author as text", "Authors as a number"]
 
 
 def test_a_malformed_feed_with_readable_items_is_read_with_a_warning(database, tmp_path, server):

@@ -150,10 +150,17 @@ def _json_date(value: object) -> datetime | None:
 
 
 def _json_author(item: dict, feed: dict) -> str | None:
-    authors = item.get("authors") or ([item["author"]] if isinstance(item.get("author"), dict) else None) \
-        or feed.get("authors") or ([feed["author"]] if isinstance(feed.get("author"), dict) else [])
+    """The item's authors (1.1), else its author (1.0), else the feed's: their names."""
+    authors = _list(item.get("authors")) or ([item["author"]] if isinstance(item.get("author"), dict) else None) \
+        or _list(feed.get("authors")) or ([feed["author"]] if isinstance(feed.get("author"), dict) else [])
     names = [str(a["name"]) for a in authors if isinstance(a, dict) and isinstance(a.get("name"), str)]
     return _text(", ".join(names)) if names else None
+
+
+def _list(value: object) -> list:
+    """A JSON array where the format has one; anything else (a number, a text) as none: one odd field
+    never costs the item, nor the feed its other items."""
+    return value if isinstance(value, list) else []
 
 
 def _parse_json_feed(body: bytes) -> ParsedFeed:
@@ -176,7 +183,7 @@ def _parse_json_feed(body: bytes) -> ParsedFeed:
         if not content and text:
             content = "".join(f"<p>{html.escape(p)}</p>" for p in text[:MAX_HTML].split("\n\n") if p.strip())
         summary = row.get("summary") if isinstance(row.get("summary"), str) else ""
-        attachments = [a for a in row.get("attachments") or [] if isinstance(a, dict) and str(a.get("url", "")).startswith(("http://", "https://"))]
+        attachments = [a for a in _list(row.get("attachments")) if isinstance(a, dict) and str(a.get("url", "")).startswith(("http://", "https://"))]
         items.append(RemoteItem(
             guid=str(row["id"]) if row.get("id") not in (None, "") else None,
             link=url if url and url.startswith(("http://", "https://")) else None,

@@ -359,6 +359,9 @@ def check_url(url: str, now: datetime, *, categories: Sequence[str] = ("main",),
         feed = parse_feed(fetched.body, content_type=fetched.content_type, url=fetched.url)
     except FeedError as e:
         return fetched, None, (), str(e)
+    except Exception as e:  # a parser bug on hostile input: this URL's problem, said as a fetch says it
+        log.exception("cannot parse %s", fetched.url)
+        return fetched, None, (), f"cannot parse: {type(e).__name__}: {e}"
     settings = SourceSettings.model_validate({"url": url, "categories": tuple(categories)})
     keyed = [(item_key(item), item) for item in feed.items[:settings.max_items]]
     articles = tuple(to_article("check", settings, _stored("check", key, item, None, now), feed.title or url, summary_length)
