@@ -81,3 +81,13 @@ def test_a_huge_or_broken_message_is_classified_in_bounded_time():
     junk += b"--b\r\nContent-Type: message/delivery-status\r\n\r\n" + b"Final-Recipient: rfc822; \x00\xff\r\n" * 2000 + b"--b"
     result = CLASSIFIER.classify(junk)
     assert result.kind in ("hard", "soft", "ignored", "unrecognised")
+
+
+@pytest.mark.parametrize("charset", ["x-no-such-charset", "utf-8\x00", "utf-8content-type: message/delivery-status"])
+def test_a_bounce_in_a_charset_python_does_not_know_is_still_read(charset):
+    """Read as UTF-8: a charset no codec has (a typo, a made-up name) must not stop the mailbox at it."""
+    raw = (CORPUS / "exim_plain_no_such_user.eml").read_bytes()
+    header = f'Content-Type: text/plain; charset="{charset}"\n'.encode()
+    odd = raw.replace(b"Subject: Mail delivery failed", header + b"Subject: Mail delivery failed", 1)
+    result = CLASSIFIER.classify(odd)
+    assert (result.kind, result.recipient, result.status) == ("hard", "ivan@example.net", "550")

@@ -191,8 +191,17 @@ def _body_text(message: Message, limit: int = 20_000) -> str:
         if part.get_content_maintype() == "text":
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
-                texts.append(payload[:limit].decode(part.get_content_charset() or "utf-8", "replace"))
+                texts.append(_decoded(payload[:limit], part.get_content_charset()))
     return "\n".join(texts)[:limit]
+
+
+def _decoded(payload: bytes, charset: str | None) -> str:
+    """`payload` as text in its declared charset; one Python does not know (a typo, a made-up name, a
+    NUL in it) is read as UTF-8: the message is still classified, never stuck in the mailbox."""
+    try:
+        return payload.decode(charset or "utf-8", "replace")
+    except (LookupError, ValueError):
+        return payload.decode("utf-8", "replace")
 
 
 def _diagnostic_near(body: str, recipient: str | None) -> str:
