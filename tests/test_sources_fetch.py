@@ -226,6 +226,25 @@ def test_a_json_feed_item_with_fields_of_another_shape_keeps_the_other_items(dat
         "A plain one", "Attachments as a number", "Author as text", "Authors as a number"]
 
 
+@pytest.mark.parametrize("odd", ["&#xD800;", "&#55296;", "&#x110000;", "&#99999999999999999999;"])
+def test_a_character_reference_no_character_has_costs_no_item(database, tmp_path, server, odd):
+    """feedparser fails a whole document on a reference to a surrogate or beyond U+10FFFF: it is read as U+FFFD."""
+    body = feed("wordpress.rss").replace(b"<title>", f"<title>{odd}".encode(), 2)  # the channel's and the first item's
+    server.routes["/f"] = Route(body)
+    sources = make_sources(database, tmp_path, server, blog={"url": "/f"})
+    [report] = sources.fetch_due(NOW)
+    assert (report.status, report.new) == ("ok", 3), report
+    assert sum(a.title.startswith("\ufffd") for a in published(tmp_path)) == 1
+
+
+def test_an_xml_declaration_naming_its_encoding_in_other_than_ascii_is_read(database, tmp_path, server):
+    body = feed("wordpress.rss").replace(b'encoding="UTF-8"', b'encoding="UT\xc0-8"', 1)
+    assert body != feed("wordpress.rss")
+    server.routes["/f"] = Route(body)
+    sources = make_sources(database, tmp_path, server, blog={"url": "/f"})
+    assert [(r.status, r.new) for r in sources.fetch_due(NOW)] == [("ok", 3)]
+
+
 def test_a_malformed_feed_with_readable_items_is_read_with_a_warning(database, tmp_path, server):
     server.routes["/f"] = Route(GOOD)
     sources = make_sources(database, tmp_path, server, blog={"url": "/f"})

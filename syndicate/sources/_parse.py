@@ -11,6 +11,7 @@ import calendar
 import html
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 MAX_ITEMS = 1000  # items read from one document, whatever it holds
 MAX_TITLE = 500
 MAX_HTML = 512 * 1024  # one item's HTML
+
+
+# A numeric character reference, and an XML declaration's encoding (see _readable).
+_CHARREF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+_DECLARED_ENCODING = re.compile(rb"""(\s*<\?xml[^>]*?)\sencoding\s*=\s*(["'])([^"'>]*)\2""")
 
 
 class FeedError(Exception):
@@ -64,7 +70,7 @@ def parse_feed(body: bytes, *, content_type: str = "", url: str = "") -> ParsedF
     """The items of `body`, a feed document; FeedError if it is none."""
     if _looks_like_json(body, content_type):
         return _parse_json_feed(body)
-    parsed = feedparser.parse(body, response_headers={"content-location": url, "content-type": content_type or "application/xml"},
+    parsed = feedparser.parse(_readable(body), response_headers={"content-location": url, "content-type": content_type or "application/xml"},
                               sanitize_html=False, resolve_relative_uris=True)
     problem = parsed.get("bozo_exception")
     if not parsed.get("version"):
@@ -76,6 +82,23 @@ def parse_feed(body: bytes, *, content_type: str = "", url: str = "") -> ParsedF
     items = tuple(_item(entry) for entry in parsed.entries[:MAX_ITEMS])
     warning = f"feed read despite: {_short(problem)}" if problem and not isinstance(problem, feedparser.CharacterEncodingOverride) else None
     return ParsedFeed(_text(feed.get("title")), feed.get("link"), parsed.version, items, warning)
+
+
+def _readable(body: bytes) -> bytes:
+    """`body` without what makes feedparser fail on the whole document (one such byte in one item would
+    cost every item): a character reference to a surrogate or beyond U+10FFFF becomes U+FFFD, and an
+    XML declaration naming its encoding in other than ASCII loses that name (the bytes are sniffed)."""
+    declared = _DECLARED_ENCODING.match(body, 0, 1024)
+    if declared is not None and not declared.group(3).isascii():
+        body = declared.group(1) + body[declared.end():]
+    if b"&#" not in body:
+        return body
+
+    def checked(reference: re.Match[bytes]) -> bytes:
+        digits = reference.group(1) or reference.group(2)
+        value = int(digits, 16 if reference.group(1) else 10) if len(digits.lstrip(b"0")) <= 8 else 0x110000
+        return b"&#xFFFD;" if 0xD800 <= value <= 0xDFFF or value > 0x10FFFF else reference.group(0)
+    return _CHARREF.sub(checked, body)
 
 
 def _short(problem: object) -> str:
