@@ -42,7 +42,7 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the database ("Europe"), a name too long
         raise ValueError(f"unknown timezone {json.dumps(value)} (expected an IANA name such as Europe/Paris)") from None
     return value
 

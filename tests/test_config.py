@@ -46,6 +46,12 @@ def test_unknown_keys_and_sections_are_errors(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("zone", ["Europe", "Europe/" + "x" * 300])
+def test_a_timezone_that_is_a_folder_of_the_zone_database_or_too_long_is_a_config_error(tmp_path, zone):
+    path = write(tmp_path, f'[site]\ntimezone = "{zone}"\n')
+    assert problems(path) == [f'{path}: [site] timezone: unknown timezone "{zone}" (expected an IANA name such as Europe/Paris)']
+
+
 def test_all_problems_reported_at_once(tmp_path):
     path = write(
         tmp_path,

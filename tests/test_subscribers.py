@@ -318,6 +318,8 @@ BAD_ROWS = [
     ("ann@example.org,,cooking", "unknown category cooking (valid: city, main, science, sports)"),
     ("ann@example.org,,city,hourly", "frequency: expected daily or weekly, got 'hourly'"),
     ("ann@example.org,,city,daily,Mars/Olympus", "unknown timezone 'Mars/Olympus'"),
+    ("ann@example.org,,city,daily,Europe", "unknown timezone 'Europe'"),  # a folder of the zone database
+    ("ann@example.org,,city,daily," + "x" * 300, "unknown timezone 'xxx"),  # longer than a file name may be
     ("ann@example.org,,city,daily,UTC,25", "send_hour: expected a whole hour 0 to 23, got 25"),
     ("ann@example.org,,city,daily,UTC,eight", "send_hour: expected a whole hour 0 to 23, got 'eight'"),
     ("ann@example.org,,city,weekly,UTC,8,funday", "weekday: expected a day name"),
@@ -365,6 +367,8 @@ def test_a_file_that_is_not_utf8_is_reported(store, tmp_path):
     ("name,categories\n", "no email column"),
     ("email,categroies\n", "unknown column 'categroies'"),
     ("email,email\n", "column email appears twice"),
+    ("email,na\rme\n", ":1: unreadable header row"),  # a stray carriage return
+    ('"email,name\n', ":1: unreadable header row"),  # a quote left open to the end
 ])
 def test_a_bad_header_is_refused_before_any_row(store, tmp_path, header, message):
     path = tmp_path / "in.csv"

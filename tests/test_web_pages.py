@@ -74,6 +74,8 @@ def test_signup_without_a_valid_csrf_token_is_refused(site, client):
 @pytest.mark.parametrize("field, value, words", [
     ("email", "not-an-address", "Email address"),
     ("timezone", "Mars/Olympus", "Time zone"),
+    ("timezone", "Europe", "Time zone"),  # a folder of the zone database, not a zone
+    ("timezone", "Europe/" + "x" * 300, "Time zone"),  # longer than a file name may be
     ("send_hour", "25", "Send at"),
     ("categories", ["knitting"], "unknown category knitting"),
 ])

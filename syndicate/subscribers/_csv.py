@@ -71,6 +71,15 @@ class ImportInterrupted(SyndicateError):
     exit_code = 2
 
 
+def _header(reader: csv.DictReader[str], path: Path) -> None:
+    """Read the header row and check it: UsageError naming the file's first line otherwise."""
+    try:
+        fields = reader.fieldnames
+    except csv.Error as e:  # a stray quote or carriage return in the header row
+        raise UsageError(f"{path}:1: unreadable header row ({e})") from None
+    _check_header(fields, path)
+
+
 def _check_header(fields: Sequence[str] | None, path: Path) -> None:
     if not fields:
         raise UsageError(f"{path}: empty file (expected a header row with at least an email column)")
@@ -131,7 +140,7 @@ def read_subscribers(
 ) -> Iterator[NewSubscriber | Problem]:
     """Each data row as a validated NewSubscriber, or a Problem naming its line and what is wrong."""
     reader = csv.DictReader(stream, restkey=_EXTRA, strict=True)
-    _check_header(reader.fieldnames, path)
+    _header(reader, path)
     if bad := _not_utf8(reader.fieldnames or ()):
         raise UsageError(f"{path}:1: {bad}")
     seen = _SeenAddresses()
@@ -377,7 +386,7 @@ def read_backup(
     """Each row of an export as a RestoredSubscriber (every status; unsubscribed and bounced ones
     refused with `refuse_opted_out`), or a Problem naming its line."""
     reader = csv.DictReader(stream, restkey=_EXTRA, strict=True)
-    _check_header(reader.fieldnames, path)
+    _header(reader, path)
     if "status" not in (reader.fieldnames or ()):
         raise UsageError(f"{path}:1: no status column: --restore reads a file written by `syndicate subscribers export`")
     seen = _SeenAddresses()

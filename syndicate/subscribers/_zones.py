@@ -61,7 +61,7 @@ def geographic_zone(value: str) -> str:
         return name
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of the database ("Europe"), a name too long
         raise NotAPlaceError(f"unknown timezone {value!r} (expected an IANA name of a place, such as Europe/Paris)") from None
     zones, links = _tzdata()
     canonical = links.get(name, name)
