@@ -161,6 +161,13 @@ def test_old_article_urls_with_the_folder_answer_301_to_the_new_ones(site):
         assert landed.status_code == 200 and "Late Goal Settles the City Derby" in landed.text
 
 
+@pytest.mark.parametrize("path", ["/" + "x" * 300, "/feeds/" + "x" * 300, "/articles/" + "x" * 300 + "/", "/" + "x" * 5000])
+def test_a_name_longer_than_the_file_system_holds_is_not_found(site, path):
+    with httpx.Client(base_url=site.url) as client:
+        assert client.get(path).status_code == 404
+        assert client.head(path).status_code == 404
+
+
 def test_an_unknown_path_gets_the_html_404_page(site):
     with httpx.Client(base_url=site.url) as client:
         response = client.get("/no/such/page")

@@ -177,10 +177,14 @@ class StaticSite:
         if any(p in ("..", ".") or "\\" in p or "\0" in p for p in parts):
             return None
         relative = url_path.lstrip("/")
-        candidate = (self.root / relative).resolve() if relative else self.root
+        try:
+            candidate = (self.root / relative).resolve() if relative else self.root
+            folder = candidate.is_dir()
+        except OSError:  # a name longer than the file system holds: nothing of ours
+            return None
         if candidate != self.root and not candidate.is_relative_to(self.root):
             return None
-        if candidate.is_dir():
+        if folder:
             if relative and not url_path.endswith("/"):
                 # Rebuilt from the relative path: "//feeds" + "/" would be a link to the host "feeds".
                 return "/" + relative + "/"
