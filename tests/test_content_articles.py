@@ -347,3 +347,13 @@ def test_front_matter_image_must_be_an_absolute_url():
     relative = FRONT.replace("date: 2026-03-05T09:30:00+01:00", "date: 2026-03-05T09:30:00+01:00\nimage: /lane.jpg")
     with pytest.raises(ContentError, match=r"image: expected an absolute http\(s\) URL"):
         parse(relative)
+
+
+def test_a_lone_surrogate_escaped_in_front_matter_never_reaches_a_link():
+    """YAML's "\\ud800" escape gives a lone surrogate, which no UTF-8 page or message can carry (a digest
+    naming the article would fail for every reader): the Article drops it from its links as from its text."""
+    odd = FRONT.replace("date: 2026-03-05T09:30:00+01:00",
+                        'date: 2026-03-05T09:30:00+01:00\nimage: "https://img.example.org/la\\ud800ne.jpg"')
+    article = parse(odd)
+    assert article.image == "https://img.example.org/lane.jpg"
+    assert all(value.encode("utf-8") for value in (article.image, article.title, article.body_html))

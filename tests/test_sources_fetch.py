@@ -226,6 +226,18 @@ def test_a_json_feed_item_with_fields_of_another_shape_keeps_the_other_items(dat
         "A plain one", "Attachments as a number", "Author as text", "Authors as a number"]
 
 
+def test_a_lone_surrogate_in_a_json_feed_link_never_reaches_a_page_or_a_message(database, tmp_path, server):
+    """JSON's \\ud800 escapes decode to a lone surrogate, which no UTF-8 page or message can carry."""
+    item = {"id": "s1", "url": "https://micro.example/a\ud800b", "title": "Odd link", "content_text": "text"}
+    body = json.dumps({"version": "https://jsonfeed.org/version/1.1", "title": "Micro", "items": [item]}).encode()
+    server.routes["/json"] = Route(body, content_type="application/feed+json")
+    sources = make_sources(database, tmp_path, server, micro={"url": "/json"})
+    assert [(r.status, r.new) for r in sources.fetch_due(NOW)] == [("ok", 1)]
+    [article] = published(tmp_path)
+    assert article.url == "https://micro.example/a\ufffdb"
+    assert article.url.encode("utf-8")
+
+
 @pytest.mark.parametrize("odd", ["&#xD800;", "&#55296;", "&#x110000;", "&#99999999999999999999;"])
 def test_a_character_reference_no_character_has_costs_no_item(database, tmp_path, server, odd):
     """feedparser fails a whole document on a reference to a surrogate or beyond U+10FFFF: it is read as U+FFFD."""

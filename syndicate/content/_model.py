@@ -49,8 +49,9 @@ class Article:
         if self.published.tzinfo is None or self.updated.tzinfo is None:
             raise ValueError(f"{self.source}: article datetimes must be timezone-aware")
         make_xml_safe(self, ("id", "title", "author", "body_html", "summary"))
-        if self.source_name is not None:
-            make_xml_safe(self, ("source_name",))
+        given = tuple(name for name in ("url", "source_name", "source_url", "image") if getattr(self, name) is not None)
+        if given:  # links too: a lone surrogate from a remote feed's JSON would stop every message naming it
+            make_xml_safe(self, given)
 
     @property
     def category_slugs(self) -> tuple[str, ...]:

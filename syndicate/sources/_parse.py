@@ -186,11 +186,37 @@ def _list(value: object) -> list:
     return value if isinstance(value, list) else []
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(document: object) -> object:
+    """`document` (parsed JSON) with every lone surrogate in its strings, which JSON's \\ud800 escapes
+    give and no UTF-8 page, message or database can hold, replaced by U+FFFD (in place; iterative:
+    a document as deep as json.loads allows)."""
+    def clean(value: object) -> object:
+        if isinstance(value, str) and not value.isascii():
+            return _SURROGATE.sub("\ufffd", value)
+        if isinstance(value, (dict, list)):
+            pending.append(value)
+        return value
+
+    pending: list[dict | list] = []
+    document = clean(document)
+    while pending:
+        container = pending.pop()
+        if isinstance(container, dict):
+            for key, value in container.items():
+                container[key] = clean(value)
+        else:
+            container[:] = [clean(value) for value in container]
+    return document
+
+
 def _parse_json_feed(body: bytes) -> ParsedFeed:
     try:
-        feed = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FeedError(f"malformed JSON Feed: {e}") from None
+        feed = _without_surrogates(json.loads(body))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise FeedError(f"malformed JSON Feed: {type(e).__name__ if isinstance(e, RecursionError) else e}") from None
     if not isinstance(feed, dict) or not str(feed.get("version", "")).startswith("https://jsonfeed.org/version/"):
         raise FeedError("not a JSON Feed (no https://jsonfeed.org/version/ \"version\")")
     rows = feed.get("items")
