@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import feedparser
 
-from syndicate.content import sanitize_html
+from syndicate.content import make_xml_safe, sanitize_html
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,26 @@ class FeedError(Exception):
     """The document is not a feed we can read (the message says why)."""
 
 
+def _xml_safe(value: object, *fields: str) -> None:
+    """Drop what XML cannot carry from the given text fields (None ones aside): a NUL, which PostgreSQL's
+    text cannot hold either, or a lone surrogate in one remote item must not fail its feed's store."""
+    make_xml_safe(value, tuple(name for name in fields if getattr(value, name) is not None))
+
+
 @dataclass(frozen=True)
 class Enclosure:
     url: str
     media_type: str
     length: int | None
 
+    def __post_init__(self) -> None:
+        _xml_safe(self, "url", "media_type")
+
 
 @dataclass(frozen=True)
 class RemoteItem:
-    """One item as the remote feed has it (HTML already sanitised; dates as given, None if absent or invalid)."""
+    """One item as the remote feed has it (HTML already sanitised; dates as given, None if absent or
+    invalid; no text holds what XML cannot carry)."""
 
     guid: str | None
     link: str | None
@@ -56,6 +66,9 @@ class RemoteItem:
     summary_html: str
     enclosures: tuple[Enclosure, ...] = ()
 
+    def __post_init__(self) -> None:
+        _xml_safe(self, "guid", "link", "title", "author", "content_html", "summary_html")
+
 
 @dataclass(frozen=True)
 class ParsedFeed:
@@ -64,6 +77,9 @@ class ParsedFeed:
     format: str  # "rss20", "atom10", "json11", ... as feedparser names them
     items: tuple[RemoteItem, ...]
     warning: str | None = None  # a feed read despite a problem (feedparser's "bozo" reason)
+
+    def __post_init__(self) -> None:
+        _xml_safe(self, "title", "link", "warning")
 
 
 def parse_feed(body: bytes, *, content_type: str = "", url: str = "") -> ParsedFeed:
@@ -186,35 +202,9 @@ def _list(value: object) -> list:
     return value if isinstance(value, list) else []
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _without_surrogates(document: object) -> object:
-    """`document` (parsed JSON) with every lone surrogate in its strings, which JSON's \\ud800 escapes
-    give and no UTF-8 page, message or database can hold, replaced by U+FFFD (in place; iterative:
-    a document as deep as json.loads allows)."""
-    def clean(value: object) -> object:
-        if isinstance(value, str) and not value.isascii():
-            return _SURROGATE.sub("\ufffd", value)
-        if isinstance(value, (dict, list)):
-            pending.append(value)
-        return value
-
-    pending: list[dict | list] = []
-    document = clean(document)
-    while pending:
-        container = pending.pop()
-        if isinstance(container, dict):
-            for key, value in container.items():
-                container[key] = clean(value)
-        else:
-            container[:] = [clean(value) for value in container]
-    return document
-
-
 def _parse_json_feed(body: bytes) -> ParsedFeed:
     try:
-        feed = _without_surrogates(json.loads(body))
+        feed = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise FeedError(f"malformed JSON Feed: {type(e).__name__ if isinstance(e, RecursionError) else e}") from None
     if not isinstance(feed, dict) or not str(feed.get("version", "")).startswith("https://jsonfeed.org/version/"):
