@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from syndicate.bounces import AddressTokens, BouncePolicy, BounceProcessor
+from syndicate.bounces import AddressTokens, BounceEvents, BouncePolicy, BounceProcessor
 from syndicate.subscribers import SubscriberStatus, SubscriberStore, SuppressionList
 from tests.bounce_support import arf, dsn, env, sent_to  # noqa: F401  (fixture)
 from tests.outbox_support import SECRET, add_subscribers
@@ -206,3 +206,15 @@ def test_status_shows_bounce_and_complaint_rates_with_a_warning_past_the_thresho
     assert "25.00%" in row, row
     assert "warning: bounce rate over the last run is 25.00% (above 2.00%)" in out
     assert "warning: complaint rate over the last run is 25.00% (above 0.10%)" in out
+
+
+def test_a_nul_in_a_bounce_s_diagnostic_or_address_is_recorded_without_it(database, processor):
+    """PostgreSQL's text cannot hold a NUL: one in a bounce must not fail the event (the mailbox would
+    stop at that message for good)."""
+    [person] = add_subscribers(database, 1)
+    raw = dsn("bounce@news.example", person.email, "5.1.1", diagnostic="no such user\x00here")
+    outcome = processor.receive_message(raw, source="imap", now=NOW)
+    assert outcome.action == "bounced"
+    [event] = BounceEvents(database).list()
+    assert "\x00" not in event.diagnostic and "no such user" in event.diagnostic
+    assert SubscriberStore(database).get(person.id).status.value == "bounced"

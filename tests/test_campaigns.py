@@ -90,6 +90,10 @@ def test_bad_campaigns_are_refused_with_the_field(env, tmp_path):
     assert code == 2 and "subject: is empty" in err
     code, _, err = run("campaigns", "create", "--subject", "Hi", "--body", str(_body(tmp_path)), "--categories", "knitting")
     assert code == 2 and "categories: unknown knitting" in err
+    code, _, err = run("campaigns", "create", "--subject", "Hi", "--body", str(_body(tmp_path, "Hi\x00there.\n")))
+    assert code == 2 and "body: contains a character no email can carry (U+0000)" in err
+    code, _, err = run("campaigns", "create", "--subject", "Hi \udcff", "--body", str(_body(tmp_path)))
+    assert code == 2 and "subject: contains a character no email can carry (U+DCFF)" in err
     code, _, err = run("campaigns", "create", "--subject", "Hi", "--body", str(_body(tmp_path)), "--at", "tomorrow")
     assert code == 2 and "not an ISO 8601 time" in err
     later = (datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="minutes")

@@ -60,6 +60,9 @@ def test_add_refuses_bad_input_with_a_clear_error(run):
     assert code == 2 and "contains a line break" in err
     code, _, err = run("subscribers", "add", "ann@example.org", "--name", "A\nB", "--categories", "main")
     assert code == 2 and "name: contains a line break" in err
+    # a byte that is not UTF-8 in an argument comes as a lone surrogate (os.fsdecode): no database can store it
+    code, _, err = run("subscribers", "add", "ann@example.org", "--name", "Ann \udcff", "--categories", "main")
+    assert code == 2 and "name: is not valid text" in err
     code, _, err = run("subscribers", "add", "ann@example.org", "--categories", "main", "--timezone", "Paris")
     assert code == 2 and "unknown timezone 'Paris'" in err
     for not_a_place in ("Factory", "localtime"):

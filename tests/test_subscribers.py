@@ -64,7 +64,7 @@ def test_bad_and_header_injecting_addresses_are_refused(raw):
 
 @pytest.mark.parametrize("name", [
     "Ann\r\nBcc: victim@example.org", "Ann\nSubject: x", "Ann\rX", "Ann\x00", "Ann\x1b[31m", "Ann\u2028x",
-    "Ann\u0085x", "\u202eevil", "x" * 201,
+    "Ann\u0085x", "\u202eevil", "x" * 201, "Ann\ud800", "Ann\udcff",
 ])
 def test_names_with_line_breaks_or_control_characters_are_refused(name):
     with pytest.raises(InvalidSubscriberError, match="^name: "):

@@ -13,6 +13,7 @@ from email.utils import getaddresses, parseaddr
 from flufl.bounce import all_failures
 
 from syndicate.bounces._verp import AddressTokens, TokenRef
+from syndicate.content import make_xml_safe
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ class Classification:
     diagnostic: str = ""
     method: str = "none"
     tokens: tuple[TokenRef, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        # What a bounce or a webhook says is stored: a NUL (which PostgreSQL's text cannot hold) or a lone
+        # surrogate (which no encoding can) in it would fail the event, and stop the mailbox at it.
+        make_xml_safe(self, tuple(name for name in ("recipient", "status", "diagnostic") if getattr(self, name) is not None))
 
     @property
     def recognised(self) -> bool:

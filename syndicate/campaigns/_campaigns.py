@@ -20,7 +20,7 @@ from itertools import islice
 from sqlalchemy import insert, select, update
 
 from syndicate.config import MailSettings
-from syndicate.content import render_markdown
+from syndicate.content import render_markdown, unsafe_character
 from syndicate.delivery import DeliveryService, RunReport
 from syndicate.digest import EmailRenderer, LinkMaker, MessageBuilder, RenderedEmail
 from syndicate.errors import UsageError
@@ -67,10 +67,14 @@ class NewCampaign:
             raise CampaignError(f"subject: longer than {MAX_SUBJECT} characters")
         if any(ch in subject for ch in "\r\n\x00"):
             raise CampaignError("subject: contains a line break")
+        if bad := unsafe_character(subject):
+            raise CampaignError(f"subject: contains a character no email can carry ({bad})")
         if not (body or "").strip():
             raise CampaignError("body: is empty")
         if len(body) > MAX_BODY:
             raise CampaignError(f"body: longer than {MAX_BODY} characters")
+        if bad := unsafe_character(body):
+            raise CampaignError(f"body: contains a character no email can carry ({bad})")
         slugs = tuple(sorted({c.strip() for c in categories if c.strip()}))
         known = set(valid)
         unknown = [c for c in slugs if c not in known]

@@ -63,6 +63,13 @@ def _is_xml_safe(text: str) -> bool:
     return len(encoded.translate(None, _C0_CONTROLS)) == len(encoded) and "\ufffe" not in text and "\uffff" not in text
 
 
+def unsafe_character(text: str) -> str | None:
+    """The first character of `text` that XML cannot carry (nor an email, nor PostgreSQL's text when it
+    is a NUL), as U+XXXX; None when there is none. For input refused rather than cleaned."""
+    found = _XML_ILLEGAL.search(text)
+    return f"U+{ord(found.group()):04X}" if found else None
+
+
 def make_xml_safe(value: object, fields: tuple[str, ...]) -> None:
     """Drop the characters XML cannot carry from the string `fields` of a frozen dataclass, in place
     (for its `__post_init__`): what it holds can then go into any feed or page as it is."""
