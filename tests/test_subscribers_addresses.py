@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import socket
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -162,16 +163,19 @@ def test_auto_asks_the_relay_once_and_a_relay_that_cannot_be_asked_means_try_aga
         assert sign_up(client, "用户@例子.广告").status_code == 422
         assert relay.sessions == asked  # the answer was kept: not one connection a sign-up
         assert sign_up(client, "u@münchen.de").status_code == 200  # an ASCII local part never asks
-    with SmtpTestServer() as relay:
-        port = relay.port
-    down = {"mail": {"backend": "smtp"}, "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 2},
-            "content": {"folder": str(content)}}
-    with serve(tmp_path / "down", sections=down) as site, httpx.Client(base_url=site.url, timeout=10) as client:
-        page = sign_up(client, "jörg@example.org")
-        assert page.status_code == 422 and "try again later" in page.text
-        assert "refused" not in page.text  # why (our relay is down) is for the log, not for the visitor
-        assert "cannot tell whether the mail backend carries SMTPUTF8 addresses: ConnectionRefusedError" in caplog.text
-        assert site.store.find_by_email("jörg@example.org") is None
+    # A port bound and never listened on refuses every connection, and no other test can take it meanwhile
+    # (a port freed by a stopped server may be bound again by a test running beside this one).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        down = {"mail": {"backend": "smtp"}, "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "timeout": 2},
+                "content": {"folder": str(content)}}
+        with serve(tmp_path / "down", sections=down) as site, httpx.Client(base_url=site.url, timeout=10) as client:
+            page = sign_up(client, "jörg@example.org")
+            assert page.status_code == 422 and "try again later" in page.text
+            assert "refused" not in page.text  # why (our relay is down) is for the log, not for the visitor
+            assert "cannot tell whether the mail backend carries SMTPUTF8 addresses: ConnectionRefusedError" in caplog.text
+            assert site.store.find_by_email("jörg@example.org") is None
 
 
 def test_the_cli_and_a_csv_import_use_the_same_rules(tmp_path, capsys):

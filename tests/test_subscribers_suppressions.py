@@ -3,17 +3,21 @@ and complaints; checked when a run is planned and before a confirmation email go
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 
+from syndicate.audit import AuditLog
 from syndicate.subscribers import SubscriberStatus, SuppressionList
 from tests.bounce_support import env, serve_app  # noqa: F401  (fixture)
 from tests.outbox_support import add_subscribers
 from tests.smtpserver import smtp_server  # noqa: F401  (fixture)
 from tests.web_helpers import ADMIN_TOKEN, ENVIRON
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def test_suppressed_addresses_and_domains_get_no_digest(env):
@@ -118,3 +122,32 @@ def test_api_status_reports_deliverability(api):
     report = client.get("/api/status").json()["deliverability"]
     assert report["last_7_days"] == {"sent": 0, "hard": 0, "soft": 0, "complaints": 0, "bounce_rate": 0.0, "complaint_rate": 0.0}
     assert report["warnings"] == []
+
+
+def test_api_text_no_database_can_store_is_a_422_naming_the_field(api):
+    """A JSON escape gives a lone surrogate (no encoding can store it) or a NUL (PostgreSQL's text cannot)."""
+    client, components = api
+
+    def post(path: str, body: dict) -> httpx.Response:  # json.dumps writes a lone surrogate as its \\ud800 escape
+        return client.post(path, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+
+    refused = post("/api/suppressions", {"entries": ["a@example.org"], "reason": "spam \x00"})
+    assert refused.status_code == 422 and '"reason"' in refused.text and "no database or email can carry (U+0000)" in refused.text
+    refused = post("/api/suppressions", {"entries": ["a@example.org"], "reason": "spam \ud800"})  # pydantic's own refusal
+    assert refused.status_code == 422 and '"reason"' in refused.text and "\\ud800" in refused.text  # echoed escaped
+    refused = post("/api/subscribers", {"email": "ann@example.org", "categories": ["main"], "name": "Ann \ud800"})
+    assert refused.status_code == 422 and "name" in refused.text
+    assert client.get("/api/suppressions").json()["items"] == []
+    assert components.store.find_by_email("ann@example.org") is None
+
+
+def test_free_text_an_operator_types_is_stored_without_what_a_database_cannot_hold(database):
+    """The suppression list's reasons and the audit log's details (a requeue's reason from the console)."""
+    listing = SuppressionList(database)
+    assert listing.add("a@example.org", reason="bounced\x00 twice \ud800", source="operator", now=NOW)
+    [row] = list(listing.iter_all())
+    assert row.reason == "bounced twice "
+    log = AuditLog(database)
+    log.record(NOW, "console:ann\x00", "delivery.requeue", "delivery", 1, "relay fixed\x00 \ud800")
+    [entry] = log.recent(10)
+    assert (entry.actor, entry.detail) == ("console:ann", "relay fixed ")

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import insert, select
 
+from syndicate.content import xml_safe
 from syndicate.storage import Database
 from syndicate.storage.schema import audit_log
 
@@ -41,8 +42,8 @@ class AuditLog:
             return
         with self.database.write() as connection:
             connection.execute(insert(audit_log), [
-                {"at": now, "actor": actor[:120], "action": action, "subject_kind": subject_kind, "subject_id": sid,
-                 "detail": detail[:MAX_DETAIL]}
+                {"at": now, "actor": xml_safe(actor)[:120], "action": action, "subject_kind": subject_kind, "subject_id": sid,
+                 "detail": xml_safe(detail)[:MAX_DETAIL]}  # free text an operator typed: nothing a database cannot hold
                 for sid in subject_ids
             ])
         # The log line names ids, never the detail (free text an operator typed).

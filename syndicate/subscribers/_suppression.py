@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, delete, func, insert, select
 
+from syndicate.content import xml_safe
 from syndicate.errors import UsageError
 from syndicate.storage import Database
 from syndicate.storage.schema import suppressions
@@ -126,7 +127,7 @@ class SuppressionList:
             known = set(connection.execute(
                 select(c.kind, c.value).where(c.value.in_([v for _, v in chunk]))
             ).all())
-            fresh = [{"kind": k, "value": v, "reason": reason[:500], "source": source, "event_id": event_id, "created_at": now}
+            fresh = [{"kind": k, "value": v, "reason": xml_safe(reason)[:500], "source": source, "event_id": event_id, "created_at": now}
                      for k, v in chunk if (k, v) not in known]
             if fresh:
                 connection.execute(insert(suppressions), fresh)

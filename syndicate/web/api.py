@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from syndicate.bounces import BounceEvents, deliverability
+from syndicate.content import unsafe_character
 from syndicate.delivery import DeliveryService, SendRequest
 from syndicate.errors import SyndicateError, UsageError
 from syndicate.site import build_site
@@ -53,7 +54,18 @@ class ApiProblem(Exception):
 
 
 class Model(BaseModel):
+    """An API body: unknown fields refused, and no text holding what no database or email can carry
+    (a NUL, a lone surrogate from a JSON escape): 422 naming the field, never a 500 at the database."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        for text in value if isinstance(value, list) else (value,):
+            if isinstance(text, str) and (bad := unsafe_character(text)):
+                raise ValueError(f"contains a character no database or email can carry ({bad})")
+        return value
 
 
 class SendBody(Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -9,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
@@ -134,6 +137,13 @@ def _handlers(app: FastAPI, pages: Pages) -> None:
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, __: Exception) -> Response:
         return Response(status_code=401, headers={"www-authenticate": "Bearer"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: Exception) -> Response:
+        """FastAPI's 422, written in ASCII: the input it echoes may hold a lone surrogate (a JSON escape),
+        which UTF-8 cannot carry (FastAPI's own answer would then fail with a 500)."""
+        assert isinstance(error, RequestValidationError)
+        return Response(json.dumps({"detail": jsonable_encoder(error.errors())}), status_code=422, media_type="application/json")
 
     @app.exception_handler(ApiProblem)
     async def problem(_: Request, error: Exception) -> Response:

@@ -10,15 +10,15 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from syndicate.errors import UsageError
 from syndicate.storage import Database
 from syndicate.subscribers import SuppressionList
-from syndicate.web.api import ApiProblem, token_check
+from syndicate.web.api import ApiProblem, Model, token_check
 
 
-class SuppressionBody(BaseModel):
+class SuppressionBody(Model):
     entries: list[str] = Field(min_length=1, max_length=10_000, description="addresses (user@host) or domains (@host)")
     reason: str = Field("added through the API", max_length=500)
 
