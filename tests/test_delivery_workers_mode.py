@@ -19,6 +19,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -68,16 +70,25 @@ def stop_all(workers: list[WorkerProcess]) -> None:
         worker.terminate()
 
 
+@contextmanager
+def three_workers(path, *args: str) -> Iterator[list[WorkerProcess]]:
+    """Three `syndicate worker` processes with `args`, registered before the block, stopped after it."""
+    workers = [WorkerProcess(path, *args) for _ in range(3)]
+    try:
+        for worker in workers:
+            worker.wait_for(r"worker registered")
+        yield workers
+    finally:
+        stop_all(workers)
+
+
 @PG
 @pytest.mark.slow
 def test_three_workers_send_a_scheduled_and_a_manual_run_planned_together_exactly_once(deployment, database_url):
     config, server, database, now = deployment
     people = add_subscribers(database, 300, now=now)
     path = config()
-    workers = [WorkerProcess(path, "--concurrency", "2", "--metrics-port", "0") for _ in range(3)]
-    try:
-        for worker in workers:
-            worker.wait_for(r"worker registered")
+    with three_workers(path, "--concurrency", "2", "--metrics-port", "0") as workers:
         service = delivery_service(path, database)
         plans = [
             threading.Thread(target=lambda: service.plan_scheduled(now, grace=timedelta(days=60))),
@@ -92,8 +103,6 @@ def test_three_workers_send_a_scheduled_and_a_manual_run_planned_together_exactl
         time.sleep(1)  # nothing more arrives
         port = int(workers[0].wait_for(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    finally:
-        stop_all(workers)
     assert Counter(r.recipients[0] for r in server.received) == Counter(p.email for p in people)
     assert max(message_ids(server.received).values()) == 1
     with database.read() as connection:
@@ -239,10 +248,7 @@ def test_the_rate_holds_for_all_workers_together_within_ten_percent(deployment, 
     add_subscribers(database, 12 * rate, now=now)
     smtp = f"rate = {rate}" if limit == "rate" else f'domain_rate = {{"example.org" = {rate}}}'
     path = config(smtp=smtp)
-    workers = [WorkerProcess(path, "--concurrency", "2") for _ in range(3)]
-    try:
-        for worker in workers:
-            worker.wait_for(r"worker registered")
+    with three_workers(path, "--concurrency", "2"):
         delivery_service(path, database).plan_manual(SendRequest(), now)
         wait_until(lambda: len(server.received) >= rate, 30, "sending under way")
         time.sleep(1)
@@ -252,8 +258,6 @@ def test_the_rate_holds_for_all_workers_together_within_ten_percent(deployment, 
         with database.read() as connection:
             claimers = set(connection.execute(select(deliveries.c.claimed_by).where(deliveries.c.claimed_by.is_not(None)))
                            .scalars())
-    finally:
-        stop_all(workers)
     assert abs(during / seconds - rate) <= 0.1 * rate, f"{during} messages in {seconds:.2f}s, limit {rate}/s"
     assert len(claimers) == 3, "all three workers were sending"
 
@@ -266,14 +270,9 @@ def test_smtp_connections_are_for_all_workers_together(deployment, limit):
     people = add_subscribers(database, 400, now=now)  # several claims' worth (64 a worker): every worker claims
     server.data_delay = 0.02  # each message keeps its connection busy: unlimited, the workers would open six
     path = config(connections=limit)
-    workers = [WorkerProcess(path, "--concurrency", "2") for _ in range(3)]
-    try:
-        for worker in workers:
-            worker.wait_for(r"worker registered")
+    with three_workers(path, "--concurrency", "2") as workers:
         delivery_service(path, database).plan_manual(SendRequest(), now)
         wait_until(lambda: statuses(database)["sent"] >= len(people), 60, "every digest sent")
-    finally:
-        stop_all(workers)
     assert Counter(r.recipients[0] for r in server.received) == Counter(p.email for p in people)
     assert max(message_ids(server.received).values()) == 1
     if limit == 2:

@@ -54,7 +54,7 @@ class Classification:
     def __post_init__(self) -> None:
         # What a bounce or a webhook says is stored: a NUL (which PostgreSQL's text cannot hold) or a lone
         # surrogate (which no encoding can) in it would fail the event, and stop the mailbox at it.
-        make_xml_safe(self, tuple(name for name in ("recipient", "status", "diagnostic") if getattr(self, name) is not None))
+        make_xml_safe(self, ("recipient", "status", "diagnostic"))
 
     @property
     def recognised(self) -> bool:

@@ -65,7 +65,7 @@ class NewCampaign:
             raise CampaignError("subject: is empty")
         if len(subject) > MAX_SUBJECT:
             raise CampaignError(f"subject: longer than {MAX_SUBJECT} characters")
-        if any(ch in subject for ch in "\r\n\x00"):
+        if any(ch in subject for ch in "\r\n"):
             raise CampaignError("subject: contains a line break")
         if bad := unsafe_character(subject):
             raise CampaignError(f"subject: contains a character no email can carry ({bad})")

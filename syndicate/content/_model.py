@@ -48,10 +48,8 @@ class Article:
     def __post_init__(self) -> None:
         if self.published.tzinfo is None or self.updated.tzinfo is None:
             raise ValueError(f"{self.source}: article datetimes must be timezone-aware")
-        make_xml_safe(self, ("id", "title", "author", "body_html", "summary"))
-        given = tuple(name for name in ("url", "source_name", "source_url", "image") if getattr(self, name) is not None)
-        if given:  # links too: a lone surrogate from a remote feed's JSON would stop every message naming it
-            make_xml_safe(self, given)
+        # The links too: a lone surrogate (a JSON or YAML escape) would stop every message naming them.
+        make_xml_safe(self, ("id", "title", "author", "body_html", "summary", "url", "source_name", "source_url", "image"))
 
     @property
     def category_slugs(self) -> tuple[str, ...]:

@@ -72,8 +72,9 @@ def unsafe_character(text: str) -> str | None:
 
 def make_xml_safe(value: object, fields: tuple[str, ...]) -> None:
     """Drop the characters XML cannot carry from the string `fields` of a frozen dataclass, in place
-    (for its `__post_init__`): what it holds can then go into any feed or page as it is."""
+    (for its `__post_init__`; a field that is None stays None): what it holds can then go into any
+    feed, page or database as it is."""
     for name in fields:
         text = getattr(value, name)
-        if not _is_xml_safe(text):
+        if text is not None and not _is_xml_safe(text):
             object.__setattr__(value, name, _XML_ILLEGAL.sub("", text))

@@ -73,8 +73,9 @@ class _LimitedBackend(MailBackend):
 
     A message whose domain has no free slot yet waits aside (at most `hold`: a worker holds no more
     than one claim's worth, so that it does not take from the queue what other workers, idle, could
-    send within the same shared pace) while others go ahead. Every message taken from the caller gets one result: those still held back when the
-    send stops come back with outcome "queued" (never handed to a server: back in the queue).
+    send within the same shared pace) while others go ahead. Every message taken from the caller gets
+    one result: those still held back when the send stops come back with outcome "queued" (never
+    handed to a server: back in the queue).
     """
 
     name = "limited"

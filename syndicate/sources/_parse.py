@@ -35,12 +35,6 @@ class FeedError(Exception):
     """The document is not a feed we can read (the message says why)."""
 
 
-def _xml_safe(value: object, *fields: str) -> None:
-    """Drop what XML cannot carry from the given text fields (None ones aside): a NUL, which PostgreSQL's
-    text cannot hold either, or a lone surrogate in one remote item must not fail its feed's store."""
-    make_xml_safe(value, tuple(name for name in fields if getattr(value, name) is not None))
-
-
 @dataclass(frozen=True)
 class Enclosure:
     url: str
@@ -48,13 +42,14 @@ class Enclosure:
     length: int | None
 
     def __post_init__(self) -> None:
-        _xml_safe(self, "url", "media_type")
+        make_xml_safe(self, ("url", "media_type"))
 
 
 @dataclass(frozen=True)
 class RemoteItem:
     """One item as the remote feed has it (HTML already sanitised; dates as given, None if absent or
-    invalid; no text holds what XML cannot carry)."""
+    invalid). No text holds what XML cannot carry: a NUL (which PostgreSQL's text cannot hold either) or
+    a lone surrogate in one item would fail its whole feed's store."""
 
     guid: str | None
     link: str | None
@@ -67,7 +62,7 @@ class RemoteItem:
     enclosures: tuple[Enclosure, ...] = ()
 
     def __post_init__(self) -> None:
-        _xml_safe(self, "guid", "link", "title", "author", "content_html", "summary_html")
+        make_xml_safe(self, ("guid", "link", "title", "author", "content_html", "summary_html"))
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,7 @@ class ParsedFeed:
     warning: str | None = None  # a feed read despite a problem (feedparser's "bozo" reason)
 
     def __post_init__(self) -> None:
-        _xml_safe(self, "title", "link", "warning")
+        make_xml_safe(self, ("title", "link", "warning"))
 
 
 def parse_feed(body: bytes, *, content_type: str = "", url: str = "") -> ParsedFeed:
@@ -205,8 +200,10 @@ def _list(value: object) -> list:
 def _parse_json_feed(body: bytes) -> ParsedFeed:
     try:
         feed = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise FeedError(f"malformed JSON Feed: {type(e).__name__ if isinstance(e, RecursionError) else e}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FeedError(f"malformed JSON Feed: {e}") from None
+    except RecursionError:
+        raise FeedError("malformed JSON Feed: nested deeper than it can be read") from None
     if not isinstance(feed, dict) or not str(feed.get("version", "")).startswith("https://jsonfeed.org/version/"):
         raise FeedError("not a JSON Feed (no https://jsonfeed.org/version/ \"version\")")
     rows = feed.get("items")

@@ -71,9 +71,10 @@ def clean_name(raw: str | None) -> str | None:
     if not name:
         return None
     for ch in name:
-        if unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS:
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Zl", "Zp") or ch in _BIDI_CONTROLS:
             raise InvalidSubscriberError("name", f"contains a line break or control character (U+{ord(ch):04X})")
-        if unicodedata.category(ch) == "Cs":  # a byte that was not UTF-8 (a command-line argument) or a JSON escape
+        if category == "Cs":  # a byte that was not UTF-8 (a command-line argument) or a JSON escape
             raise InvalidSubscriberError("name", "is not valid text (a lone surrogate: was it UTF-8?)")
     if len(name) > MAX_NAME:
         raise InvalidSubscriberError("name", f"longer than {MAX_NAME} characters")
