@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from syndicate.content._article import ReaderOptions
 from syndicate.content._reader import CorpusMemory, read_corpus
 
@@ -279,9 +281,11 @@ def test_a_cache_written_by_another_process_is_loaded_instead_of_the_memory(tmp_
     assert "Edited elsewhere" in [a.title for a in remembered.articles]
 
 
-def test_a_parallel_read_with_a_cache_gives_the_corpus_a_serial_read_gives_and_stores_it(tmp_path):
+@pytest.mark.parametrize("every", [False, True], ids=["pickled", "every-article"])
+def test_a_parallel_read_with_a_cache_gives_the_corpus_a_serial_read_gives_and_stores_it(tmp_path, every):
     # Above the threshold for parallel parsing: the workers pickle each article for the snapshot and
-    # the corpus is assembled from their refs, its Articles made when asked for.
+    # the corpus is assembled from their refs, its Articles made when asked for; or, for a caller
+    # that makes every Article (`every`: a build with pages), they hand back the Articles.
     folder = tmp_path / "many"
     folder.mkdir()
     names = ["News", "Sport", "news", "Arts"]  # "news": the same slug as "News", another name
@@ -293,7 +297,7 @@ def test_a_parallel_read_with_a_cache_gives_the_corpus_a_serial_read_gives_and_s
     (folder / "zz-bad.md").write_text("")
     serial = read_corpus(folder, OPTIONS, workers=1)
     cache = tmp_path / "cache.pickle"
-    parallel = read_corpus(folder, OPTIONS, cache=cache, workers=2)
+    parallel = read_corpus(folder, OPTIONS, cache=cache, workers=2, every=every)
     assert parallel.parsed == 451
     assert parallel.refs == serial.refs and parallel.categories == serial.categories
     assert parallel.articles == serial.articles and len(parallel.articles) == 449
@@ -303,7 +307,7 @@ def test_a_parallel_read_with_a_cache_gives_the_corpus_a_serial_read_gives_and_s
     assert warm.parsed == 0 and warm.refs == serial.refs and warm.articles == serial.articles
     memory = CorpusMemory()  # the service's reads: the memory keeps the workers' batches
     other = tmp_path / "other.pickle"
-    first = read_corpus(folder, OPTIONS, cache=other, workers=2, memory=memory)
+    first = read_corpus(folder, OPTIONS, cache=other, workers=2, memory=memory, every=every)
     assert first.articles == serial.articles
     (folder / "a007.md").write_text(TEMPLATE.format(title="Edited seven", day=7 % 9 + 1).replace("[News]", "[Arts, News]"))
     edited = read_corpus(folder, OPTIONS, cache=other, memory=memory)

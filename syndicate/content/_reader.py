@@ -67,11 +67,12 @@ class _Blob(NamedTuple):
 
 
 class _Pickled(NamedTuple):
-    """An article as a parse worker hands it back when a snapshot is to be written: its fields pickled
+    """An article as a parse worker hands it back when a snapshot is to be written and the caller does
+    not make every Article (a read with `every` gets the Articles themselves): its fields pickled
     as the snapshot stores them (`length` bytes at `offset` of `batch`, the worker's batch of pickled
     articles), their CRC-32, and its ArticleRef. The reader keeps the batches as a region of its
-    _Blobs and assembles the corpus from the refs: the Articles are made when asked for (in a cold
-    build, by the processes that render them), and the snapshot's writer writes the batches as they
+    _Blobs and assembles the corpus from the refs: the Articles are made when asked for (a cold
+    build without pages makes only its feeds' few), and the snapshot's writer writes the batches as they
     are instead of pickling every article again."""
 
     batch: bytes
@@ -662,22 +663,25 @@ def read_corpus(
     writer: CacheWriter | None = None,
     follow_external_links: bool = False,
     changed: Collection[str] | None = None,
+    every: bool = False,
 ) -> Corpus:
     """Read every article under `folder`; see the module docstring. A `memory` (with a `cache`)
     keeps what this read found for the next one in the same process; a `writer` (without a
     memory) writes the cache while the caller goes on. `changed` (with a memory): the only
     files that can have changed since the memory's read (relative paths, from a watcher of
-    the folder), so the other 10,000 are not stat-ed; None: look at every file."""
+    the folder), so the other 10,000 are not stat-ed; None: look at every file. `every`: the
+    caller will make every Article (a build with pages), so the parse workers of a large read
+    hand back the Articles themselves rather than pickles made into Articles when asked for."""
     folder, rules = Path(folder), tuple(rules)
     if memory is None or cache is None:
-        return _read_corpus(folder, options, rules, cache, workers, None, writer, follow_external_links)
+        return _read_corpus(folder, options, rules, cache, workers, None, writer, follow_external_links, every=every)
     with memory.lock:
-        return _read_corpus(folder, options, rules, cache, workers, memory, None, follow_external_links, changed)
+        return _read_corpus(folder, options, rules, cache, workers, memory, None, follow_external_links, changed, every)
 
 
 def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule, ...], cache: Path | None,
                  workers: int | None, memory: CorpusMemory | None, writer: CacheWriter | None,
-                 follow_external_links: bool = False, hint: Collection[str] | None = None) -> Corpus:
+                 follow_external_links: bool = False, hint: Collection[str] | None = None, every: bool = False) -> Corpus:
     if not folder.is_dir():
         problem = Problem(folder, 0, "content folder not found")
         return Corpus((), (), (problem,), (), 0, 0)
@@ -718,7 +722,7 @@ def _read_corpus(folder: Path, options: ReaderOptions, rules: tuple[CategoryRule
     parsed = 0
     fresh: dict[str, ArticleRef] = {}  # the refs of the articles parse workers pickled (see _Pickled)
     places: dict[int, int] = {}  # id of a worker's batch -> where it starts among the blobs
-    for (rel, stat, old), (digest, result) in zip(pending, _parse_many(jobs, workers, pickled=store is not None)):
+    for (rel, stat, old), (digest, result) in zip(pending, _parse_many(jobs, workers, pickled=store is not None and not every)):
         if result is None:  # same bytes as cached
             entries[rel] = changed[rel] = old._replace(size=stat.st_size, mtime_ns=stat.st_mtime_ns)  # type: ignore[union-attr]
             continue

@@ -29,11 +29,12 @@ class ContentSource:
     sources: frozenset[str] = frozenset()
 
     def read(self, folder: Path | None = None, *, use_cache: bool = True, memory: CorpusMemory | None = None,
-             writer: CacheWriter | None = None, changed: Collection[str] | None = None) -> Corpus:
+             writer: CacheWriter | None = None, changed: Collection[str] | None = None,
+             every: bool = False) -> Corpus:
         """Every article of the content folder (or `folder`), read incrementally through the cache
         (and through `memory`, a long-running process's CorpusMemory, if given; `writer` writes
-        the cache while the caller goes on; `changed`: see read_corpus), with the external
-        sources' articles among them."""
+        the cache while the caller goes on; `changed` and `every`: see read_corpus), with the
+        external sources' articles among them."""
         corpus = read_corpus(
             folder or self.folder,
             self.options,
@@ -43,6 +44,7 @@ class ContentSource:
             writer=writer,
             follow_external_links=self.follow_external_links,
             changed=changed,
+            every=every,
         )
         return self.with_external(corpus, memory)
 

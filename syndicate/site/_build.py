@@ -484,7 +484,8 @@ def _build(settings: BuildSettings, source_of: ContentSource, content: Path | No
     clock = [time.perf_counter()]
     new = not folder.exists()  # a first build: every file is new
     hint = _relative(changed, source) if changed is not None else None
-    corpus = source_of.read(content, memory=memory, writer=writer, changed=hint)
+    # With pages, every Article is made for its page: a large parse hands them back as they are.
+    corpus = source_of.read(content, memory=memory, writer=writer, changed=hint, every=settings.output.pages)
     clock.append(time.perf_counter())
     problems, reserved = _reserved_problems(corpus, source)
     site = _assemble(corpus, settings, reserved)
