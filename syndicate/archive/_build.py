@@ -171,7 +171,8 @@ def _write(settings: Settings, corpus: Corpus, urls: SiteUrls, folder: Path,
     names = {c.slug: c.name for c in corpus.categories}
     nav = tuple((c.slug, c.name, urls.category(c.slug)) for c in corpus.categories)
     pages = SitePages(site_info(settings.site, [str(hub) for hub in settings.websub.hubs]), urls, tuple(dict.fromkeys(settings.feeds.formats)), nav=nav,
-                      archive_url=urls.archive(), overrides=settings.output.templates)
+                      archive_url=urls.archive(), overrides=settings.output.templates,
+                      bytecode_cache=settings.var_folder / "build" / "templates")  # the site build's compiled templates
     views = [(issue, _view(issue, names, urls)) for issue in issues]
     files: dict[str, bytes] = {}
     groups = [(f"{FREQUENCY_NAMES[f]} digests", [v for i, v in views if i.frequency == f]) for f in ("daily", "weekly")]

@@ -319,6 +319,8 @@ def _render_opml(site: _Site, key: str) -> bytes:
     return render_opml(specs, fmt, site.info, site.urls, title=title)
 
 
+_PAGE_KINDS = frozenset({"not_found", "index", "category", "article"})  # the outputs rendered from templates
+
 RENDERERS: dict[str, Callable[[_Site, str], bytes]] = {
     "feed": _render_feed,
     "opml": _render_opml,
@@ -356,6 +358,8 @@ def _produce_all(outputs: list[_Output], site: _Site, folder: Path, workers: int
     if workers < 2 or cost < PARALLEL_FROM or not can_fork():
         return _produce(outputs, site, folder, new)
     log.info("rendering %d files in %d processes", len(outputs), workers)
+    if any(o.kind in _PAGE_KINDS for o in outputs):
+        site.pages.prepare()  # Jinja2 imported once, before the workers fork, not in each of them
     return run_parallel(lambda share: _produce(share, site, folder, new), outputs, workers)
 
 

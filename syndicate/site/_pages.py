@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 from zoneinfo import ZoneInfo
 
+from markupsafe import Markup, escape
+
 from syndicate.content import Article, Category
 from syndicate.errors import ConfigError
 from syndicate.site._feeds import FORMAT_NAMES, MEDIA_TYPES, SiteInfo
@@ -21,7 +23,6 @@ from syndicate.site._urls import SITE_FEED, SiteUrls
 
 if TYPE_CHECKING:  # Jinja2 is imported when the first page is rendered: a rebuild with nothing to render skips it
     import jinja2
-    import markupsafe
 
 TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent / "templates" / "site"
 TEMPLATES = ("base.html.j2", "_nav.html.j2", "_feeds.html.j2", "_article_list.html.j2", "_subscribe.html.j2", "index.html.j2",
@@ -44,8 +45,8 @@ class FeedLink:
 class FeedMarkup:
     """The feed links of a page, rendered: `<link rel="alternate">` lines for the head, anchors for the footer."""
 
-    head: markupsafe.Markup
-    footer: markupsafe.Markup
+    head: Markup
+    footer: Markup
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,9 @@ class SitePages:
     # Feed links rendered once per feed group (every page repeats them): slug -> (head, footer).
     _feed_markup: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False, default_factory=dict)
     # The navigation rendered once per `current` (every page repeats it): current -> HTML.
-    _nav_markup: dict[str, markupsafe.Markup] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _nav_markup: dict[str, Markup] = field(init=False, repr=False, compare=False, default_factory=dict)
+    # What every page shows the same: the site, its URLs, the navigation's entries.
+    _shared: dict[str, object] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     @property
     def environment(self) -> jinja2.Environment:
@@ -124,6 +127,10 @@ class SitePages:
         if not self._environment:
             self._environment.append(self._make_environment())
         return self._environment[0]
+
+    def prepare(self) -> None:
+        """Make the template environment now (a process about to fork its renderers: they share it)."""
+        _ = self.environment
 
     def _make_environment(self) -> jinja2.Environment:
         import jinja2
@@ -145,6 +152,7 @@ class SitePages:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            cache_size=-1,  # a dict of its few templates: no LRU bookkeeping on each of a page's three lookups
         )
         zone = ZoneInfo(self.site.timezone)
         environment.filters["day"] = lambda moment: _day(moment, zone)
@@ -167,17 +175,12 @@ class SitePages:
                 self._feed_markup[slug] = (template.render(where="head", feeds=links).strip("\n"),
                                            template.render(where="footer", feeds=links, title=title).strip("\n"))
             parts.append(self._feed_markup[slug])
-        from markupsafe import Markup  # installed with Jinja2
+        return FeedMarkup(Markup("\n".join([h for h, _ in parts])), Markup("\n".join([f for _, f in parts])))
 
-        return FeedMarkup(Markup("\n".join(h for h, _ in parts)),
-                          Markup("\n".join(f for _, f in parts)))
-
-    def _navigation(self, current: str) -> markupsafe.Markup:
+    def _navigation(self, current: str) -> Markup:
         """The navigation with `current` marked, rendered once per build for each `current`."""
         markup = self._nav_markup.get(current)
         if markup is None:
-            from markupsafe import Markup  # installed with Jinja2
-
             html = self.environment.get_template("_nav.html.j2").render(
                 nav=self.nav, archive_url=self.archive_url, current=current)
             markup = self._nav_markup[current] = Markup(html.rstrip("\n"))
@@ -185,11 +188,12 @@ class SitePages:
 
     def _render(self, template: str, *, current: str = "", **values: object) -> bytes:
         # Everything shown is XML-safe already (Article, Category, SiteInfo), so the page is too.
+        if not self._shared:
+            self._shared.update(site=self.site, urls=self.urls, home_url=self.urls.home(), opml_url=self.urls.opml(),
+                                stylesheet_url=self.urls.asset(STYLESHEET), signup_url=self.urls.signup(), nav=self.nav,
+                                archive_url=self.archive_url)
         return self.environment.get_template(template).render(
-            site=self.site, urls=self.urls, home_url=self.urls.home(), opml_url=self.urls.opml(),
-            stylesheet_url=self.urls.asset(STYLESHEET), signup_url=self.urls.signup(), nav=self.nav,
-            navigation=self._navigation(current), archive_url=self.archive_url, current=current, **values,
-        ).encode("utf-8")
+            self._shared, navigation=self._navigation(current), current=current, **values).encode("utf-8")
 
     def _subscribe(self, categories: Sequence[Category] = ()) -> SubscribeBox:
         if not categories:
@@ -239,8 +243,6 @@ class SitePages:
 
         The values it shows are worked out here rather than in the template: it is rendered
         10,000 times in a build of 10,000 articles, and every call from a template costs."""
-        from markupsafe import Markup, escape  # installed with Jinja2
-
         groups = [(c.slug, f"{self.site.title}: {c.name}") for c in article.categories]
         feeds = self._feeds(groups + [(SITE_FEED, self.site.title)])
         zone = ZoneInfo(self.site.timezone)  # ZoneInfo keeps its instances: no file read each time
