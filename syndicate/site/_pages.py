@@ -120,6 +120,8 @@ class SitePages:
     _nav_markup: dict[str, Markup] = field(init=False, repr=False, compare=False, default_factory=dict)
     # What every page shows the same: the site, its URLs, the navigation's entries.
     _shared: dict[str, object] = field(init=False, repr=False, compare=False, default_factory=dict)
+    # Each category's link on an article page: slug -> HTML.
+    _tag_links: dict[str, str] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     @property
     def environment(self) -> jinja2.Environment:
@@ -207,6 +209,14 @@ class SitePages:
                             "Unsubscribe with one click.",
                             tuple(c.slug for c in categories))
 
+    def _tag_link(self, category: Category) -> str:
+        """The link to `category` an article page shows, made once per build for each category."""
+        link = self._tag_links.get(category.slug)
+        if link is None:  # escape() is markupsafe's C one; Markup.format is string.Formatter, in Python
+            link = self._tag_links[category.slug] = (
+                f'<a href="{escape(self.urls.category(category.slug))}" rel="tag">{escape(category.name)}</a>')
+        return link
+
     def stylesheet(self) -> bytes:
         """The site's stylesheet, as the build writes it beside the pages."""
         return template_path(STYLESHEET, self.folder, self.overrides).read_bytes()
@@ -250,9 +260,7 @@ class SitePages:
         updated = None
         if article.updated.date() != article.published.date():
             updated = _Moment(article.updated.isoformat(), _day(article.updated, zone))
-        links = Markup(", ".join(  # escape() is markupsafe's C one; Markup.format is string.Formatter, in Python
-            f'<a href="{escape(self.urls.category(c.slug))}" rel="tag">{escape(c.name)}</a>' for c in article.categories
-        ))
+        links = Markup(", ".join([self._tag_link(c) for c in article.categories]))
         return self._render("article.html.j2", article=article, feeds=feeds, page_url=self.urls.article(article),
                             published=published, updated=updated, category_links=links or escape(""),
                             subscribe=self._subscribe(article.categories),
