@@ -29,7 +29,7 @@ from syndicate import __version__
 from syndicate.archive._issues import ArchiveIssue, ArchiveItem
 from syndicate.config import Settings
 from syndicate.content import Article, Category, ContentSource, Corpus, CorpusMemory
-from syndicate.site import SitePages, SiteUrls, publish, site_info, template_fingerprint, write_atomic
+from syndicate.site import SitePages, SiteUrls, compiled_templates, publish, site_info, template_fingerprint, write_atomic
 
 if TYPE_CHECKING:
     from syndicate.storage import Database
@@ -172,7 +172,7 @@ def _write(settings: Settings, corpus: Corpus, urls: SiteUrls, folder: Path,
     nav = tuple((c.slug, c.name, urls.category(c.slug)) for c in corpus.categories)
     pages = SitePages(site_info(settings.site, [str(hub) for hub in settings.websub.hubs]), urls, tuple(dict.fromkeys(settings.feeds.formats)), nav=nav,
                       archive_url=urls.archive(), overrides=settings.output.templates,
-                      bytecode_cache=settings.var_folder / "build" / "templates")  # the site build's compiled templates
+                      bytecode_cache=compiled_templates(settings.var_folder / "build"))  # those the site build compiled
     views = [(issue, _view(issue, names, urls)) for issue in issues]
     files: dict[str, bytes] = {}
     groups = [(f"{FREQUENCY_NAMES[f]} digests", [v for i, v in views if i.frequency == f]) for f in ("daily", "weekly")]

@@ -2,10 +2,10 @@
 
 from syndicate.site._build import BuildReport, BuildSettings, build_site, site_info
 from syndicate.site._files import publish, write_atomic
-from syndicate.site._pages import SitePages, template_fingerprint, template_path
+from syndicate.site._pages import SitePages, compiled_templates, template_fingerprint, template_path
 from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls, archive_period
 
 __all__ = [
-    "FEED_SUFFIXES", "SITE_FEED", "BuildReport", "BuildSettings", "SitePages", "SiteUrls", "archive_period", "build_site", "publish", "site_info",
+    "FEED_SUFFIXES", "SITE_FEED", "BuildReport", "BuildSettings", "SitePages", "SiteUrls", "archive_period", "build_site", "compiled_templates", "publish", "site_info",
     "template_fingerprint", "template_path", "write_atomic",
 ]

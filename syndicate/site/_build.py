@@ -41,7 +41,7 @@ from syndicate.errors import Problem
 from syndicate.site import _feeds, _pages
 from syndicate.site._feeds import EMPTY_FEED_UPDATED, FeedSpec, SiteInfo, render_feed, render_opml
 from syndicate.site._files import publish, remove_file, write_atomic
-from syndicate.site._pages import STYLESHEET, CategoryEntry, SitePages, check_overrides
+from syndicate.site._pages import STYLESHEET, CategoryEntry, SitePages, check_overrides, compiled_templates
 from syndicate.site._urls import FEED_SUFFIXES, SITE_FEED, SiteUrls
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ def _assemble(corpus: Corpus, settings: BuildSettings, reserved: set[str]) -> _S
         )
     formats = tuple(dict.fromkeys(settings.feeds.formats))
     nav = tuple((slug, spec.category.name, urls.category(slug)) for slug, spec in specs.items() if spec.category is not None)
-    renderer = SitePages(info, urls, formats, bytecode_cache=settings.state / "templates", nav=nav, overrides=settings.output.templates,
+    renderer = SitePages(info, urls, formats, bytecode_cache=compiled_templates(settings.state), nav=nav, overrides=settings.output.templates,
                          archive_url=urls.archive() if settings.output.pages else None)
     opml_format = settings.feeds.opml_format if settings.feeds.opml_format in formats else next(
         (f for f in formats if f != "json"), formats[0])

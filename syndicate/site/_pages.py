@@ -76,6 +76,11 @@ def template_fingerprint(folder: Path = TEMPLATE_FOLDER, overrides: Path | None 
     return digest.hexdigest()
 
 
+def compiled_templates(state: Path) -> Path:
+    """Where the pages' compiled templates are kept in a build's state folder (the site's and the archive's)."""
+    return state / "templates"
+
+
 def template_path(name: str, folder: Path = TEMPLATE_FOLDER, overrides: Path | None = None) -> Path:
     """The file a page template (or the stylesheet) is read from: `overrides`' own if it has one."""
     if overrides is not None and (overrides / name).is_file():
@@ -118,10 +123,15 @@ class SitePages:
     _feed_markup: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False, default_factory=dict)
     # The navigation rendered once per `current` (every page repeats it): current -> HTML.
     _nav_markup: dict[str, Markup] = field(init=False, repr=False, compare=False, default_factory=dict)
-    # What every page shows the same: the site, its URLs, the navigation's entries.
+    # What every page shows alike (the site, its URLs, the navigation's entries), made once.
     _shared: dict[str, object] = field(init=False, repr=False, compare=False, default_factory=dict)
     # Each category's link on an article page: slug -> HTML.
     _tag_links: dict[str, str] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._shared.update(site=self.site, urls=self.urls, home_url=self.urls.home(), opml_url=self.urls.opml(),
+                            stylesheet_url=self.urls.asset(STYLESHEET), signup_url=self.urls.signup(), nav=self.nav,
+                            archive_url=self.archive_url)
 
     @property
     def environment(self) -> jinja2.Environment:
@@ -190,10 +200,6 @@ class SitePages:
 
     def _render(self, template: str, *, current: str = "", **values: object) -> bytes:
         # Everything shown is XML-safe already (Article, Category, SiteInfo), so the page is too.
-        if not self._shared:
-            self._shared.update(site=self.site, urls=self.urls, home_url=self.urls.home(), opml_url=self.urls.opml(),
-                                stylesheet_url=self.urls.asset(STYLESHEET), signup_url=self.urls.signup(), nav=self.nav,
-                                archive_url=self.archive_url)
         return self.environment.get_template(template).render(
             self._shared, navigation=self._navigation(current), current=current, **values).encode("utf-8")
 
@@ -212,7 +218,7 @@ class SitePages:
     def _tag_link(self, category: Category) -> str:
         """The link to `category` an article page shows, made once per build for each category."""
         link = self._tag_links.get(category.slug)
-        if link is None:  # escape() is markupsafe's C one; Markup.format is string.Formatter, in Python
+        if link is None:  # escape(), not Markup.format (string.Formatter, in Python)
             link = self._tag_links[category.slug] = (
                 f'<a href="{escape(self.urls.category(category.slug))}" rel="tag">{escape(category.name)}</a>')
         return link
